@@ -1,0 +1,6 @@
+"""Layers, attention, MoE and the transformer. Knows nothing of training, serving or files."""
+
+from hepta.model.attention import KVCache
+from hepta.model.transformer import Transformer
+
+__all__ = ["KVCache", "Transformer"]

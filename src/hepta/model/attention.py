@@ -1,0 +1,86 @@
+"""Grouped-query attention with RoPE, optional QK-norm and a KV cache for decoding.
+
+Dims: B batch, T new tokens, S cached + new tokens, H query heads, G KV heads, Dh head dim,
+D model dim, L layers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hepta.model.layers import RMSNorm, apply_rope
+
+
+class KVCache:
+    """Preallocated keys and values for all layers: [L, B, G, S_max, Dh] each.
+
+    All sequences of the batch share one length; the transformer advances it once per forward.
+    """
+
+    def __init__(self, num_layers: int, batch_size: int, max_len: int, num_kv_heads: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+        shape = (num_layers, batch_size, num_kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def update(self, layer_idx: int, k_BGTDh: torch.Tensor, v_BGTDh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k_BGTDh.shape[2]
+        assert end <= self.max_len, "KV cache overflow; the caller checks lengths first"
+        self.k[layer_idx, :, :, self.length:end] = k_BGTDh
+        self.v[layer_idx, :, :, self.length:end] = v_BGTDh
+        return self.k[layer_idx, :, :, :end], self.v[layer_idx, :, :, :end]
+
+    def advance(self, num_tokens: int) -> None:
+        self.length += num_tokens
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: int, qk_norm: bool, norm_eps: float):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=False)
+        self.k_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=False)
+        self.v_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=False)
+        self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=False)
+        # QK-norm (per head, over Dh) keeps attention logits bounded at large learning rates.
+        self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+
+    def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+        B, T, _ = x_BTD.shape
+        q = self.q_proj(x_BTD).view(B, T, self.num_heads, self.head_dim)
+        k = self.k_proj(x_BTD).view(B, T, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x_BTD).view(B, T, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q_BHTDh = apply_rope(q.transpose(1, 2), cos, sin)
+        k_BGTDh = apply_rope(k.transpose(1, 2), cos, sin)
+        v_BGTDh = v.transpose(1, 2)
+
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k_BGTDh, v_BGTDh = cache.update(layer_idx, k_BGTDh, v_BGTDh)  # now S = past + T
+
+        if past == 0:
+            mask, causal = None, True
+        elif T == 1:
+            mask, causal = None, False  # one new token sees every cached token
+        else:
+            # new token i sits at position past + i and sees keys 0..past + i
+            S = past + T
+            mask = torch.arange(S, device=x_BTD.device)[None, :] <= (past + torch.arange(T, device=x_BTD.device))[:, None]
+            causal = False
+        out_BHTDh = F.scaled_dot_product_attention(
+            q_BHTDh, k_BGTDh, v_BGTDh, attn_mask=mask, is_causal=causal,
+            enable_gqa=self.num_heads != self.num_kv_heads,
+        )
+        return self.o_proj(out_BHTDh.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))

@@ -1,0 +1,56 @@
+"""Small building blocks: RMSNorm, rotary position embedding, SwiGLU.
+
+Dims: B batch, T tokens, H heads, Dh head dim, D model dim, F hidden dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [T, Dh] for the given positions [T].
+
+    Computed per call rather than cached in buffers: it is T x Dh/2 work, and it keeps the
+    model free of non-parameter state that would need re-initialising after a meta build.
+    The angles are formed in fp32 so long positions keep their precision.
+    """
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.float()[:, None] * inv_freq[None, :]  # [T, Dh/2]
+    angles = torch.cat([angles, angles], dim=-1)  # [T, Dh], "rotate half" layout as in Llama
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x_BHTDh: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x_BHTDh.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x_BHTDh * cos + rotated * sin).to(x_BHTDh.dtype)
+
+
+class SwiGLU(nn.Module):
+    """Dense feed-forward: down(silu(gate(x)) * up(x)); gate and up share one matmul."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.gate_up_proj = nn.Linear(dim, 2 * hidden_dim, bias=False)
+        self.down_proj = nn.Linear(hidden_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)

@@ -1,0 +1,76 @@
+"""Mixture-of-Experts feed-forward: router -> dropless dispatch -> experts -> weighted combine,
+plus shared experts that every token uses.
+
+Dims: B batch, T tokens, N = B*T, D model dim, E routed experts, K experts per token,
+M = N*K routed token copies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from hepta.config import ModelConfig
+from hepta.model.experts import GroupedExperts
+from hepta.model.layers import SwiGLU
+from hepta.model.router import Router
+
+
+class MoE(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.router = Router(cfg)
+        self.experts = GroupedExperts(cfg.num_experts, cfg.dim, cfg.expert_hidden_dim)
+        self.shared_experts = (SwiGLU(cfg.dim, cfg.num_shared_experts * cfg.expert_hidden_dim)
+                               if cfg.num_shared_experts else None)
+        # Observability: tokens per expert in the last forward, and accumulated since the last
+        # bias update (so balancing sees every micro-batch of an accumulated step).
+        self.register_buffer("last_load", torch.zeros(cfg.num_experts), persistent=False)
+        self.register_buffer("load_since_update", torch.zeros(cfg.num_experts), persistent=False)
+        self.router_loss: torch.Tensor | None = None
+
+    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        B, T, D = x_BTD.shape
+        x_ND = x_BTD.reshape(B * T, D)
+        routing = self.router(x_ND)
+        self.router_loss = routing.loss
+        with torch.no_grad():
+            self.last_load.copy_(routing.load_E)
+            self.load_since_update += routing.load_E
+
+        order_M, counts = self._sort_by_expert(routing.experts_NK, routing.load_E)
+        token_M = order_M // self.cfg.top_k
+        y_MD = self.experts(x_ND[token_M], counts)
+        y_MD = y_MD * routing.weights_NK.flatten()[order_M, None].to(y_MD.dtype)
+        out_ND = torch.zeros((B * T, D), dtype=y_MD.dtype, device=x_ND.device).index_add_(0, token_M, y_MD)
+        if self.shared_experts is not None:
+            out_ND = out_ND + self.shared_experts(x_ND)
+        return out_ND.view(B, T, D)
+
+    def _sort_by_expert(self, experts_NK: torch.Tensor, load_E: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """Order of the N*K (token, choice) pairs grouped by expert, and each group's size.
+
+        The sort is stable, so with a capacity limit the earliest tokens keep their places.
+        """
+        order_M = experts_NK.flatten().argsort(stable=True)
+        if self.cfg.capacity_factor is None:
+            return order_M, load_E.tolist()
+        capacity = math.ceil(self.cfg.capacity_factor * experts_NK.numel() / self.cfg.num_experts)
+        starts_E = load_E.cumsum(0) - load_E
+        rank_M = torch.arange(order_M.numel(), device=order_M.device) - starts_E.repeat_interleave(load_E)
+        return order_M[rank_M < capacity], load_E.clamp(max=capacity).tolist()
+
+    @torch.no_grad()
+    def update_bias(self) -> None:
+        if self.cfg.bias_update_rate > 0:
+            self.router.update_bias(self.load_since_update)
+        self.load_since_update.zero_()
+
+    def reset_parameters(self) -> None:
+        self.router.reset_parameters()
+        self.experts.reset_parameters()
+        self.last_load.zero_()
+        self.load_since_update.zero_()

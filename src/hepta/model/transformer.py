@@ -1,0 +1,105 @@
+"""The hepta decoder: pre-norm blocks of attention and (MoE or dense) SwiGLU feed-forward.
+
+Dims: B batch, T tokens, D model dim, V vocabulary, E routed experts, L layers.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from hepta.config import ModelConfig
+from hepta.model.attention import Attention, KVCache
+from hepta.model.layers import RMSNorm, SwiGLU, rope_cos_sin
+from hepta.model.moe import MoE
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.qk_norm, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn = MoE(cfg) if cfg.is_moe_layer(layer_idx) else SwiGLU(cfg.dim, cfg.dense_hidden_dim)
+
+    def forward(self, x_BTD, cos, sin, cache: KVCache | None = None):
+        x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), cos, sin, cache, self.layer_idx)
+        return x_BTD + self.ffn(self.ffn_norm(x_BTD))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.output.weight = self.embed.weight
+
+    def forward(self, input_ids_BT: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits [B, T, V] for token ids [B, T]; with a cache, the ids continue its sequences."""
+        T = input_ids_BT.shape[1]
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + T, device=input_ids_BT.device)
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        x_BTD = self.embed(input_ids_BT)
+        cos, sin = cos.to(x_BTD.dtype), sin.to(x_BTD.dtype)
+        for layer in self.layers:
+            x_BTD = layer(x_BTD, cos, sin, cache)
+        if cache is not None:
+            cache.advance(T)
+        return self.output(self.norm(x_BTD))
+
+    # --- MoE bookkeeping -------------------------------------------------------------
+
+    def moe_layers(self) -> list[MoE]:
+        return [layer.ffn for layer in self.layers if isinstance(layer.ffn, MoE)]
+
+    def router_loss(self) -> torch.Tensor:
+        """Sum of the MoE layers' aux and z losses from the last forward (already weighted)."""
+        losses = [moe.router_loss for moe in self.moe_layers() if moe.router_loss is not None]
+        return torch.stack(losses).sum() if losses else torch.zeros(())
+
+    def expert_load(self) -> torch.Tensor:
+        """Tokens per expert in the last forward, one row per MoE layer: [L_moe, E]."""
+        moes = self.moe_layers()
+        return torch.stack([moe.last_load for moe in moes]) if moes else torch.zeros(0, 0)
+
+    @torch.no_grad()
+    def update_expert_bias(self) -> None:
+        """Apply aux-loss-free balancing from the load seen since the last call (after a step)."""
+        for moe in self.moe_layers():
+            moe.update_bias()
+
+    def new_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        cfg = self.config
+        return KVCache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.num_kv_heads, cfg.head_dim,
+                       dtype=dtype or self.embed.weight.dtype, device=self.embed.weight.device)
+
+    # --- initialisation ----------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> None:
+        """GPT-2 style: N(0, 0.02), residual output projections scaled by 1/sqrt(2L)."""
+        generator_ctx = torch.random.fork_rng(devices=[]) if seed is not None else nullcontext()
+        with generator_ctx:
+            if seed is not None:
+                torch.manual_seed(seed)
+            residual_std = 0.02 / math.sqrt(2 * self.config.num_layers)
+            for name, module in self.named_modules():
+                if isinstance(module, nn.Linear):
+                    std = residual_std if name.endswith(("o_proj", "down_proj")) else 0.02
+                    nn.init.normal_(module.weight, std=std)
+                elif isinstance(module, nn.Embedding):
+                    nn.init.normal_(module.weight, std=0.02)
+                elif isinstance(module, (RMSNorm, MoE)):
+                    module.reset_parameters()
+            for moe in self.moe_layers():
+                nn.init.normal_(moe.experts.down_proj, std=residual_std)
+

@@ -195,7 +195,8 @@ def tiny() -> ModelConfig:
         num_experts=16, top_k=2, expert_hidden_dim=128, num_shared_experts=1,
         num_dense_layers=1, dense_hidden_dim=512,
         router_scoring="sigmoid", norm_topk_prob=True, route_scale=1.0,
-        aux_loss_coef=1e-3, z_loss_coef=1e-4, bias_update_rate=1e-3,
+        # runs last only hundreds of steps, so balancing must act within tens of them
+        aux_loss_coef=1e-2, z_loss_coef=1e-4, bias_update_rate=1e-2,
     )
 
 

@@ -1,0 +1,187 @@
+"""MoE layer forward+backward: hepta vs a dense SwiGLU of equal active FLOPs vs transformers' OLMoE block.
+
+    .venv/bin/python benchmarks/moe_layer.py [--rounds 7] [--json results.json]
+
+Dims: N tokens, D model dim, E experts, K experts per token, F expert hidden dim.
+
+Three layers run on the same input, interleaved within each round so that CPU clock drift hits
+them alike; each figure is the median over rounds of one forward + backward (input and
+weight gradients, as in training):
+- hepta: `hepta.model.moe.MoE` configured like OLMoE (softmax router, top-k weights not
+  renormalised, no shared experts, no router losses).
+- dense: one SwiGLU of hidden K*F (fused gate/up linear + down linear). It does the same
+  matmul FLOPs as the MoE's experts with none of the routing, so it is the limit for the
+  MoE on this machine.
+- transformers: `OlmoeSparseMoeBlock` holding the very same weights, at the fastest of its
+  experts implementations for that shape (chosen by a short timing; printed).
+
+Before timing, hepta's output and input gradient are checked against transformers' in fp32.
+bf16 runs put weights and inputs of all three layers in bf16 (no autocast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+from transformers import OlmoeConfig
+from transformers.models.olmoe.modeling_olmoe import OlmoeSparseMoeBlock
+
+from hepta.config import ModelConfig
+from hepta.model.layers import SwiGLU
+from hepta.model.moe import MoE
+
+D, N = 512, 2048
+SHAPES = [(8, 2, 1024), (64, 8, 256)]  # (E, K, F); K*F = 2048 in both, so the dense peer is the same
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TF_IMPLEMENTATIONS = ["eager", "grouped_mm", "batched_mm"]
+
+
+def build(E: int, K: int, F: int, dtype: torch.dtype, seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(dim=D, num_experts=E, top_k=K, expert_hidden_dim=F, num_shared_experts=0,
+                      router_scoring="softmax", norm_topk_prob=False)
+    hepta = MoE(cfg)
+    hepta.reset_parameters()
+    dense = SwiGLU(D, K * F)
+    tf_cfg = OlmoeConfig(hidden_size=D, intermediate_size=F, num_experts=E, num_experts_per_tok=K,
+                         norm_topk_prob=False)
+    tf = OlmoeSparseMoeBlock(tf_cfg)
+    with torch.no_grad():
+        tf.gate.weight.copy_(hepta.router.weight)
+        tf.experts.gate_up_proj.copy_(hepta.experts.gate_up_proj)
+        tf.experts.down_proj.copy_(hepta.experts.down_proj)
+    return hepta.to(dtype), dense.to(dtype), tf.to(dtype)
+
+
+def set_tf_implementation(tf: OlmoeSparseMoeBlock, name: str) -> None:
+    # The block is used standalone (not inside a PreTrainedModel), so the config switch is the
+    # one place the experts implementation is read from at each forward.
+    tf.experts.config._experts_implementation = name
+
+
+def batched_mm_fits(E: int, K: int, F: int, dtype: torch.dtype) -> bool:
+    # batched_mm gathers a full weight copy per routed token ([N*K, 2F, D] and [N*K, D, F]) and keeps
+    # them for backward; skip it where that would not fit comfortably in memory.
+    need = N * K * 3 * F * D * torch.finfo(dtype).bits // 8 * 2
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return need < ram // 4
+
+
+def make_step(layer: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor):
+    params = list(layer.parameters())
+
+    def step() -> float:
+        for p in params:
+            p.grad = None
+        x.grad = None
+        start = time.perf_counter()
+        layer(x).backward(grad_out)
+        return time.perf_counter() - start
+    return step
+
+
+def median_ms(step, runs: int) -> float:
+    return 1e3 * statistics.median(step() for _ in range(runs))
+
+
+def check_equal(hepta: MoE, tf: OlmoeSparseMoeBlock, x: torch.Tensor, grad_out: torch.Tensor) -> None:
+    outs = []
+    for layer in (hepta, tf):
+        xi = x.detach().clone().requires_grad_()
+        y = layer(xi)
+        y.backward(grad_out)
+        outs.append((y.detach(), xi.grad))
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-5, rtol=1e-4)
+
+
+def bench_case(E: int, K: int, F: int, dtype_name: str, rounds: int, warmup: int) -> dict:
+    dtype = DTYPES[dtype_name]
+    hepta, dense, tf = build(E, K, F, dtype)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, N, D, generator=gen).to(dtype).requires_grad_()
+    grad_out = torch.randn(1, N, D, generator=gen).to(dtype)
+
+    # Pick transformers' fastest experts implementation for this shape and dtype.
+    impl_ms = {}
+    for name in TF_IMPLEMENTATIONS:
+        if name == "batched_mm" and not batched_mm_fits(E, K, F, dtype):
+            impl_ms[name] = None  # would need tens of GB
+            continue
+        set_tf_implementation(tf, name)
+        if dtype == torch.float32:
+            check_equal(hepta, tf, x, grad_out)
+        step = make_step(tf, x, grad_out)
+        step()
+        impl_ms[name] = median_ms(step, 3)
+    best = min((ms, name) for name, ms in impl_ms.items() if ms is not None)[1]
+    set_tf_implementation(tf, best)
+
+    steps = {name: make_step(layer, x, grad_out) for name, layer in
+             (("hepta", hepta), ("dense", dense), ("transformers", tf))}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(warmup + rounds):
+        for name, step in steps.items():
+            t = step()
+            if r >= warmup:
+                times[name].append(1e3 * t)
+    ms = {name: statistics.median(ts) for name, ts in times.items()}
+    flops = 3 * 2 * N * K * 3 * D * F  # fwd + 2x bwd, three matmuls per expert
+    return {
+        "E": E, "K": K, "F": F, "D": D, "tokens": N, "dtype": dtype_name,
+        "hepta_ms": ms["hepta"], "dense_ms": ms["dense"], "transformers_ms": ms["transformers"],
+        "transformers_impl": best, "transformers_impl_ms": impl_ms,
+        "hepta_vs_dense": ms["dense"] / ms["hepta"],
+        "hepta_vs_transformers": ms["transformers"] / ms["hepta"],
+        "dense_gflops": flops / ms["dense"] / 1e6, "hepta_gflops": flops / ms["hepta"] / 1e6,
+        "rounds": {name: ts for name, ts in times.items()},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (median is reported); at least 5")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--shapes", nargs="+", default=[f"{e}x{k}x{f}" for e, k, f in SHAPES],
+                        help="E x K x F, e.g. 64x8x256")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args()
+    if args.rounds < 5:
+        parser.error("--rounds must be at least 5")
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; D={D}, {N} tokens, fwd+bwd, "
+          f"median of {args.rounds} interleaved rounds after {args.warmup} warmup")
+    header = (f"{'shape':<16}{'dtype':<6}{'hepta ms':>10}{'dense ms':>10}{'tf ms':>10}  {'tf impl':<11}"
+              f"{'hepta/dense':>12}{'vs tf':>8}")
+    print(header)
+    print("-" * len(header))
+    results = []
+    for shape in args.shapes:
+        E, K, F = (int(v) for v in shape.split("x"))
+        for dtype_name in args.dtypes:
+            r = bench_case(E, K, F, dtype_name, args.rounds, args.warmup)
+            results.append(r)
+            print(f"{f'E{E} top{K} F{F}':<16}{dtype_name:<6}{r['hepta_ms']:>10.1f}{r['dense_ms']:>10.1f}"
+                  f"{r['transformers_ms']:>10.1f}  {r['transformers_impl']:<11}{r['hepta_vs_dense']:>11.2f}x"
+                  f"{r['hepta_vs_transformers']:>7.2f}x", flush=True)
+    print("hepta/dense = dense_ms / hepta_ms (1.0 = as fast as a dense layer of the same active FLOPs); "
+          "vs tf = transformers_ms / hepta_ms")
+    print("transformers implementations tried (ms, 3 runs; None = skipped, needs too much memory):")
+    for r in results:
+        impls = ", ".join(f"{k} {'skipped' if v is None else f'{v:.1f}'}" for k, v in r["transformers_impl_ms"].items())
+        print(f"  E{r['E']} top{r['K']} F{r['F']} {r['dtype']}: {impls}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "results": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from hepta.cli import main
+
+sys.exit(main())

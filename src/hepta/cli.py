@@ -1,0 +1,180 @@
+"""hepta command line: info, train, generate, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hepta.errors import HeptaError
+
+
+def _parse_override(item: str) -> tuple[str, object]:
+    if "=" not in item:
+        raise HeptaError(f"--set {item!r} is not KEY=VALUE; write for example --set num_layers=2")
+    key, raw = item.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # bare strings such as router_scoring=sigmoid
+    return key.strip(), value
+
+
+# --- info ----------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from hepta.config import count_params, get_preset
+    from hepta.param_table import param_summary, print_param_table
+
+    cfg = get_preset(args.preset)
+    if args.json:
+        print(json.dumps(param_summary(args.preset, cfg)))
+        return
+    print_param_table(args.preset, cfg, count_params(cfg))
+
+
+# --- train ---------------------------------------------------------------------------------
+
+TRAIN_FLAGS = ("preset", "data", "max_corpus_mb", "steps", "batch_size", "seq_len", "grad_accum", "lr",
+               "warmup", "weight_decay", "clip", "seed", "save_every", "eval_every", "eval_batches")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from hepta.train.loop import TrainArgs, Trainer, load_args
+
+    given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
+    if args.bf16:
+        given["bf16"] = True
+    overrides = dict(_parse_override(item) for item in args.set or [])
+    if args.resume:
+        saved = load_args(Path(args.out))
+        changed = sorted(k for k in given if k != "steps" and given[k] != getattr(saved, k))
+        if changed or overrides:
+            raise HeptaError(f"--resume continues the saved run as it was; drop {', '.join(changed or ['--set'])} "
+                             "(only --steps may change)")
+        train_args = TrainArgs(**{**saved.__dict__, **given})
+    else:
+        train_args = TrainArgs(out=args.out, overrides=overrides, **given)
+    trainer = Trainer(train_args, resume=args.resume, log=(lambda _msg: None) if args.quiet else _log)
+    result = trainer.run(quiet=args.quiet)
+    print(f"validation loss {result.val_loss_before:.3f} -> {result.val_loss_after:.3f} after {result.steps} steps; "
+          f"model in {result.out}")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+# --- generate ------------------------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from hepta.checkpoint import load
+    from hepta.infer.generate import Generation, stream_generate
+    from hepta.infer.sampling import SamplingParams
+    from hepta.tokenizer import Tokenizer
+
+    model = load(args.model)
+    tokenizer = Tokenizer.load(args.model)
+    params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    result = Generation()
+    sys.stdout.write(args.prompt)
+    for delta in stream_generate(model, tokenizer, args.prompt, max_tokens=args.max_tokens, params=params,
+                                 stop=args.stop or (), result=result):
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    print(f"[{len(result.token_ids)} tokens, finish: {result.finish_reason}]", file=sys.stderr)
+
+
+# --- demo ----------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from hepta.demo import run_demo
+
+    run_demo(Path(args.out), quiet=args.quiet)
+
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hepta.config import preset_names
+
+    parser = argparse.ArgumentParser(prog="hepta", description="Sparse Mixture-of-Experts language models.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="parameter counts of a preset")
+    p.add_argument("preset", help=f"one of: {', '.join(preset_names())}")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train a model; writes a loadable model folder")
+    p.add_argument("--out", default="runs/tiny", help="output folder (default: runs/tiny)")
+    p.add_argument("--preset", help="model preset (default: tiny)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a ModelConfig field, e.g. num_layers=2")
+    p.add_argument("--data", help="folder of text files or JSONL with a 'text' field (default: Python's stdlib source)")
+    p.add_argument("--max-corpus-mb", type=float, help="use at most this much of the default corpus")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: 300)")
+    p.add_argument("--batch-size", type=int, help="sequences per micro-batch (default: 8)")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence (default: 256)")
+    p.add_argument("--grad-accum", type=int, help="micro-batches per step (default: 1)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3)")
+    p.add_argument("--warmup", type=int, help="warmup steps (default: 20)")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0.1)")
+    p.add_argument("--clip", type=float, help="gradient norm clip (default: 1.0)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--seed", type=int, help="random seed (default: 0)")
+    p.add_argument("--save-every", type=int, help="checkpoint every N steps (default: 100)")
+    p.add_argument("--eval-every", type=int, help="validate every N steps (default: 100)")
+    p.add_argument("--eval-batches", type=int, help="validation batches (default: 8)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="continue a prompt with a trained model")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", action="append", help="stop string (repeatable); not included in the output")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo", help="train tiny, generate, and show the presets")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+        return 0
+    except (HeptaError, ValueError) as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # anything unexpected: still one line, the traceback behind --debug
+        if debug:
+            raise
+        print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

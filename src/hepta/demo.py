@@ -1,0 +1,68 @@
+"""`hepta demo` (what `make demo` runs): train `tiny` on the embedded corpus, show that it
+learned, let it write, and show the presets up to grok5-7t."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from rich.console import Console
+
+from hepta.checkpoint import load
+from hepta.errors import HeptaError
+from hepta.infer.generate import stream_generate
+from hepta.infer.sampling import SamplingParams
+from hepta.param_table import print_preset_table
+from hepta.tokenizer import Tokenizer
+from hepta.train.loop import TrainArgs, Trainer, load_args
+from hepta.train.report import read_metrics
+from hepta.train.state import latest_checkpoint
+
+# Sized to finish in under 5 minutes on 2 CPU cores, tokenizer training included.
+DEMO_STEPS = 240
+DEMO_PROMPT = "def read_config(path):\n    "
+
+
+def demo_args(out: Path) -> TrainArgs:
+    return TrainArgs(out=str(out), preset="tiny", max_corpus_mb=12, steps=DEMO_STEPS, batch_size=8, seq_len=256,
+                     save_every=60, eval_every=60, eval_batches=8)
+
+
+def run_demo(out: Path, quiet: bool = False) -> None:
+    console = Console()
+    console.rule("[bold]hepta demo")
+    args = demo_args(out)
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is not None and dataclasses.asdict(load_args(out)) != dataclasses.asdict(args):
+        raise HeptaError(f"{out} holds a different training run; remove it or run `hepta demo --out OTHER_DIR`")
+    done = checkpoint is not None and int(checkpoint.name.split("_")[1]) >= args.steps
+    if done:
+        console.print(f"reusing the finished run in {out}")
+    else:
+        console.print(f"training [bold]tiny[/] for {args.steps} steps on the Python standard library's source "
+                      f"({'resuming' if checkpoint else 'new run'} in {out})")
+        Trainer(args, resume=checkpoint is not None, log=console.print).run(quiet=quiet)
+
+    evals = [r for r in read_metrics(out) if r["kind"] == "eval"]
+    console.print(f"validation loss: [bold]{evals[0]['val_loss']:.3f}[/] before training -> "
+                  f"[bold green]{evals[-1]['val_loss']:.3f}[/] after {evals[-1]['step']} steps "
+                  f"(nats/token; uniform guessing is {_uniform_loss(out):.2f})")
+    console.print(f"metrics: {out / 'metrics.jsonl'}, curves and expert load: {out / 'training.png'}")
+
+    console.rule("generation (temperature 0.7, seed 0)")
+    model, tokenizer = load(out), Tokenizer.load(out)
+    console.print(DEMO_PROMPT, end="", style="bold", markup=False, highlight=False)
+    for delta in stream_generate(model, tokenizer, DEMO_PROMPT, max_tokens=80,
+                                 params=SamplingParams(temperature=0.7, top_p=0.95, seed=0)):
+        console.print(delta, end="", markup=False, highlight=False)
+    console.print()
+    console.rule("presets")
+    print_preset_table(console)
+
+
+def _uniform_loss(out: Path) -> float:
+    import math
+
+    from hepta.checkpoint import read_config
+
+    return math.log(read_config(out).vocab_size)

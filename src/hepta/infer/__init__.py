@@ -1,0 +1,1 @@
+"""Inference: sampling and decoding with the KV cache."""

@@ -1,0 +1,78 @@
+"""Human and JSON views of parameter counts (`hepta info`, the demo's preset table)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from hepta.config import ModelConfig, ParamCount, count_params, get_preset, preset_names
+
+BF16_BYTES = 2
+
+
+def human(n: float) -> str:
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
+
+
+def human_bytes(n: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def active_by_component(cfg: ModelConfig, count: ParamCount) -> dict[str, int]:
+    active = dict(count.components)
+    if cfg.has_moe:
+        active["routed_experts"] = count.components["routed_experts"] * cfg.top_k // cfg.num_experts
+    return active
+
+
+def param_summary(name: str, cfg: ModelConfig) -> dict:
+    count = count_params(cfg)
+    return {
+        "preset": name,
+        "total_params": count.total,
+        "active_params": count.active,
+        "active_fraction": round(count.active_fraction, 4),
+        "bf16_weight_bytes": count.total * BF16_BYTES,
+        "components": count.components,
+        "active_components": active_by_component(cfg, count),
+        "config": cfg.to_dict(),
+    }
+
+
+def print_param_table(name: str, cfg: ModelConfig, count: ParamCount, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"{name}: {human(count.total)} parameters, {human(count.active)} active per token "
+                        f"({count.active_fraction:.1%}), bf16 weights {human_bytes(count.total * BF16_BYTES)}")
+    table.add_column("component")
+    table.add_column("total", justify="right")
+    table.add_column("active", justify="right")
+    active = active_by_component(cfg, count)
+    for component, n in count.components.items():
+        if n:
+            table.add_row(component, f"{n:,}", f"{active[component]:,}")
+    table.add_row("[bold]all", f"[bold]{count.total:,}", f"[bold]{count.active:,}")
+    console.print(table)
+    moe = (f"{cfg.num_experts} routed experts, top-{cfg.top_k}, {cfg.num_shared_experts} shared, "
+           f"{cfg.router_scoring} router" if cfg.has_moe else "dense")
+    console.print(f"{cfg.num_layers} layers ({cfg.num_dense_layers} dense), d {cfg.dim}, "
+                  f"{cfg.num_heads}/{cfg.num_kv_heads} heads of {cfg.head_dim}, vocab {cfg.vocab_size}; {moe}")
+
+
+def print_preset_table(console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="presets")
+    for column in ("preset", "total", "active", "active %", "layers", "d", "experts", "bf16 weights"):
+        table.add_column(column, justify="left" if column == "preset" else "right")
+    for name in preset_names():
+        cfg = get_preset(name)
+        count = count_params(cfg)
+        experts = f"{cfg.num_experts} top-{cfg.top_k}" + (f" +{cfg.num_shared_experts}" if cfg.num_shared_experts else "")
+        table.add_row(name, human(count.total), human(count.active), f"{count.active_fraction:.1%}",
+                      str(cfg.num_layers), str(cfg.dim), experts, human_bytes(count.total * BF16_BYTES))
+    console.print(table)

@@ -1,0 +1,157 @@
+"""Text tokenizer (byte-level BPE) and the layout of the one id space all modalities share.
+
+    [ text BPE | special tokens | image codes | audio codes ]
+      0 ..        text_vocab_size ..
+
+Text ids come first and the special tokens right after them, in the fixed order of
+`SPECIAL_TOKENS`; modality code blocks are appended after the specials, so adding them never
+moves a text or special id. New special tokens take a reserved slot, never a new position.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from hepta.errors import HeptaError
+from hepta.fileio import atomic_write_text
+
+TOKENIZER_FILE = "tokenizer.json"
+
+# Append-only: the position of a token in this list is its offset after the text block.
+NAMED_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|pad|>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|tool|>",
+    "<|end|>",
+    "<|image_start|>",
+    "<|image_end|>",
+    "<|image_row|>",  # row break inside an image token grid
+    "<|audio_start|>",
+    "<|audio_end|>",
+    "<|video_start|>",
+    "<|video_end|>",
+    "<|frame|>",  # marks the start of each video frame
+)
+NUM_SPECIAL_TOKENS = 32
+SPECIAL_TOKENS = NAMED_SPECIAL_TOKENS + tuple(
+    f"<|reserved_{i}|>" for i in range(NUM_SPECIAL_TOKENS - len(NAMED_SPECIAL_TOKENS))
+)
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class VocabLayout:
+    text_vocab_size: int
+    num_image_codes: int = 0
+    num_audio_codes: int = 0
+
+    @property
+    def special_start(self) -> int:
+        return self.text_vocab_size
+
+    @property
+    def image_start(self) -> int:
+        return self.special_start + NUM_SPECIAL_TOKENS
+
+    @property
+    def audio_start(self) -> int:
+        return self.image_start + self.num_image_codes
+
+    @property
+    def size(self) -> int:
+        return self.audio_start + self.num_audio_codes
+
+
+class Tokenizer:
+    def __init__(self, hf: HFTokenizer):
+        self.hf = hf
+        first_special = hf.token_to_id(SPECIAL_TOKENS[0])
+        assert first_special is not None, "not a hepta tokenizer: special tokens are missing"
+        self.layout = VocabLayout(text_vocab_size=first_special)
+        self.special_ids = {tok: self.layout.special_start + i for i, tok in enumerate(SPECIAL_TOKENS)}
+        assert all(hf.token_to_id(t) == i for t, i in self.special_ids.items()), "special tokens out of place"
+
+    # --- construction -----------------------------------------------------------------
+
+    @classmethod
+    def train(cls, texts: Iterable[str], text_vocab_size: int) -> "Tokenizer":
+        """Train byte-level BPE with `text_vocab_size` text ids, then append the special tokens."""
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=text_vocab_size,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            special_tokens=[],
+            show_progress=False,
+        )
+        hf.train_from_iterator(texts, trainer=trainer)
+        hf.add_special_tokens(list(SPECIAL_TOKENS))
+        return cls(hf)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Tokenizer":
+        path = Path(folder) / TOKENIZER_FILE
+        if not path.is_file():
+            raise HeptaError(f"{path} is missing; a hepta model folder holds its tokenizer.json")
+        try:
+            hf = HFTokenizer.from_file(str(path))
+        except Exception as e:  # the tokenizers library raises a bare Exception on bad JSON
+            raise HeptaError(f"{path} is not a valid tokenizer file ({e}); restore it from the training run") from e
+        if hf.token_to_id(SPECIAL_TOKENS[0]) is None:
+            raise HeptaError(f"{path} lacks hepta's special tokens; it is not a hepta tokenizer")
+        return cls(hf)
+
+    def save(self, folder: str | Path) -> None:
+        atomic_write_text(Path(folder) / TOKENIZER_FILE, self.hf.to_str(pretty=False))
+
+    # --- use ----------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def eos_id(self) -> int:
+        return self.special_ids["<|endoftext|>"]
+
+    @property
+    def end_id(self) -> int:
+        return self.special_ids["<|end|>"]
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def format_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        """Render chat messages as `<|role|>content<|end|>...`, ending with `<|assistant|>`."""
+        parts = []
+        for message in messages:
+            role = message.get("role")
+            if role not in CHAT_ROLES:
+                raise HeptaError(f"unknown chat role {role!r}; use one of {', '.join(CHAT_ROLES)}")
+            parts.append(f"<|{role}|>{message.get('content') or ''}<|end|>")
+        if add_generation_prompt:
+            parts.append("<|assistant|>")
+        return "".join(parts)
+
+    def describe_layout(self) -> dict:
+        return {"text": [0, self.layout.text_vocab_size],
+                "special": [self.layout.special_start, self.layout.image_start]}
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({json.dumps(self.describe_layout())})"

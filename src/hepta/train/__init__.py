@@ -1,0 +1,1 @@
+"""Training: data, optimizer and schedule, the loop, resumable state and records."""

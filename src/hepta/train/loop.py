@@ -1,0 +1,225 @@
+"""The training loop of `hepta train`: data -> model -> AdamW steps -> checkpoints and records."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from hepta.checkpoint import CONFIG_FILE, WEIGHTS_FILE, build_model, save_weights
+from hepta.config import ModelConfig, get_preset
+from hepta.errors import HeptaError
+from hepta.fileio import atomic_write_text
+from hepta.model import Transformer
+from hepta.tokenizer import NUM_SPECIAL_TOKENS, TOKENIZER_FILE, Tokenizer
+from hepta.train.data import Documents, batch_generator, sample_batch, stdlib_documents, tokenize, user_documents
+from hepta.train.optim import build_optimizer, lr_at
+from hepta.train.report import MetricsLog, plot_run, read_metrics
+from hepta.train.state import latest_checkpoint, load_train_state, save_train_state
+
+ARGS_FILE = "train_args.json"
+TOKENIZER_SAMPLE_BYTES = 8_000_000  # BPE merges stabilise well before the whole corpus
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    out: str
+    preset: str = "tiny"
+    overrides: dict = field(default_factory=dict)  # ModelConfig fields to change from the preset
+    data: str | None = None  # None: the embedded standard-library corpus
+    max_corpus_mb: float | None = None
+    steps: int = 300
+    batch_size: int = 8
+    seq_len: int = 256
+    grad_accum: int = 1
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 20
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    bf16: bool = False
+    seed: int = 0
+    save_every: int = 100
+    eval_every: int = 100
+    eval_batches: int = 8
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise HeptaError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise HeptaError(f"--lr must be positive, got {self.lr}")
+        if self.warmup < 0:
+            raise HeptaError(f"--warmup must be 0 or more, got {self.warmup}")
+
+    def model_config(self) -> ModelConfig:
+        cfg = get_preset(self.preset).replace(**self.overrides)
+        if self.seq_len > cfg.max_seq_len:
+            raise HeptaError(f"--seq-len {self.seq_len} exceeds the model's context of {cfg.max_seq_len} tokens; "
+                             "lower --seq-len or raise max_seq_len")
+        return cfg
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    val_loss_before: float
+    val_loss_after: float
+    seconds: float
+
+
+def save_args(run_dir: Path, args: TrainArgs) -> None:
+    atomic_write_text(run_dir / ARGS_FILE, json.dumps(dataclasses.asdict(args), indent=2) + "\n")
+
+
+def load_args(run_dir: Path) -> TrainArgs:
+    path = run_dir / ARGS_FILE
+    if not path.is_file():
+        raise HeptaError(f"{path} is missing, so the run cannot be resumed; start a new run in another --out folder")
+    return TrainArgs(**json.loads(path.read_text()))
+
+
+class Trainer:
+    def __init__(self, args: TrainArgs, resume: bool = False, log: Callable[[str], None] = print):
+        self.args, self.log = args, log
+        self.run_dir = Path(args.out)
+        self.checkpoint = latest_checkpoint(self.run_dir) if resume else None
+        if resume and self.checkpoint is None:
+            raise HeptaError(f"{self.run_dir} holds no complete checkpoint to resume; drop --resume to start a new run")
+        if not resume and (latest_checkpoint(self.run_dir) or (self.run_dir / WEIGHTS_FILE).exists()):
+            raise HeptaError(f"{self.run_dir} already holds a training run; pass --resume to continue it "
+                             "or choose another --out folder")
+        self.cfg = args.model_config()
+
+        docs = (user_documents(args.data) if args.data
+                else stdlib_documents(int(args.max_corpus_mb * 1e6) if args.max_corpus_mb else None))
+        self.tokenizer = self._tokenizer(docs)
+        self.stream = tokenize(docs, self.tokenizer)
+        self.log(f"corpus: {docs.source}: {self.stream.train.numel():,} train / {self.stream.val.numel():,} "
+                 f"validation tokens")
+
+        self.model: Transformer = build_model(self.cfg, seed=args.seed)
+        self.model.train()
+        self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay)
+        self.step = 0
+        if self.checkpoint is not None:
+            self.step = load_train_state(self.checkpoint, self.model, self.optimizer)
+            self.log(f"resumed from {self.checkpoint} at step {self.step}")
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_args(self.run_dir, args)
+            self.cfg.save(self.run_dir / CONFIG_FILE)
+            self.tokenizer.save(self.run_dir)
+        self.metrics = MetricsLog(self.run_dir, resume_step=self.step if self.checkpoint else None)
+
+    def _tokenizer(self, docs: Documents) -> Tokenizer:
+        if (self.run_dir / TOKENIZER_FILE).is_file():
+            tokenizer = Tokenizer.load(self.run_dir)
+        else:
+            sample, size = [], 0
+            for text in docs.train:
+                sample.append(text)
+                size += len(text)
+                if size >= TOKENIZER_SAMPLE_BYTES:
+                    break
+            tokenizer = Tokenizer.train(sample, text_vocab_size=self.cfg.vocab_size - NUM_SPECIAL_TOKENS)
+        if tokenizer.vocab_size > self.cfg.vocab_size:
+            raise HeptaError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only {self.cfg.vocab_size}; "
+                             "raise vocab_size")
+        return tokenizer
+
+    # --- evaluation ----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        args = self.args
+        self.model.eval()
+        losses = []
+        for i in range(args.eval_batches):
+            x, y = sample_batch(self.stream.val, args.batch_size, args.seq_len, batch_generator(args.seed, -1, i))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                logits = self.model(x)
+            losses.append(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()).item())
+        for moe in self.model.moe_layers():
+            moe.load_since_update.zero_()  # evaluation traffic must not steer the balancing bias
+        self.model.train()
+        return sum(losses) / len(losses)
+
+    # --- one optimisation step -----------------------------------------------------------
+
+    def train_step(self) -> dict:
+        args, model = self.args, self.model
+        lr = lr_at(self.step, args.lr, args.warmup, args.steps, args.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ce_sum = router_sum = 0.0
+        load = None
+        for micro in range(args.grad_accum):
+            x, y = sample_batch(self.stream.train, args.batch_size, args.seq_len,
+                                batch_generator(args.seed, self.step, micro))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(x)
+            # cross-entropy in fp32: bf16 log-softmax over a large vocabulary loses the small terms
+            ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            router = model.router_loss()
+            ((ce + router) / args.grad_accum).backward()
+            ce_sum += ce.item()
+            router_sum += router.item()
+            step_load = model.expert_load()
+            load = step_load if load is None else load + step_load
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip).item()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        model.update_expert_bias()
+        self.step += 1
+        row = {"kind": "train", "step": self.step, "loss": ce_sum / args.grad_accum,
+               "router_loss": router_sum / args.grad_accum, "lr": lr, "grad_norm": grad_norm}
+        if load is not None and load.numel():
+            row["expert_load"] = load.tolist()
+            row["load_max_over_mean"] = (load.max(dim=1).values / load.float().mean(dim=1)).mean().item()
+        return row
+
+    def save(self) -> None:
+        save_train_state(self.run_dir, self.model, self.optimizer, self.step)
+        save_weights(self.model, self.run_dir)
+
+    # --- the run -------------------------------------------------------------------------
+
+    def run(self, quiet: bool = False) -> TrainResult:
+        from hepta.progress import TrainProgress
+
+        args = self.args
+        started = time.perf_counter()
+        if self.step == 0:
+            val_before = self.evaluate()
+            self.metrics.write({"kind": "eval", "step": 0, "val_loss": val_before})
+        else:
+            val_before = next(r["val_loss"] for r in read_metrics(self.run_dir) if r["kind"] == "eval")
+        val_after = val_before
+        tokens_per_step = args.batch_size * args.seq_len * args.grad_accum
+        with TrainProgress(total=args.steps, start=self.step, quiet=quiet) as progress:
+            while self.step < args.steps:
+                t0 = time.perf_counter()
+                row = self.train_step()
+                row["tokens_per_s"] = tokens_per_step / (time.perf_counter() - t0)
+                self.metrics.write(row)
+                progress.update(self.step, row)
+                if self.step % args.eval_every == 0 or self.step == args.steps:
+                    val_after = self.evaluate()
+                    self.metrics.write({"kind": "eval", "step": self.step, "val_loss": val_after})
+                if self.step % args.save_every == 0 or self.step == args.steps:
+                    self.save()
+        if self.step == args.steps and not (self.run_dir / WEIGHTS_FILE).exists():
+            self.save()
+        evals = [r for r in read_metrics(self.run_dir) if r["kind"] == "eval"]
+        val_after = evals[-1]["val_loss"] if evals else val_after
+        plot_run(self.run_dir)
+        return TrainResult(self.run_dir, self.step, val_before, val_after, time.perf_counter() - started)

@@ -1,0 +1,66 @@
+"""Training records: the metrics JSONL file and the end-of-run PNG (loss curves, expert load)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hepta.fileio import atomic_path, atomic_write_text
+
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "training.png"
+
+
+class MetricsLog:
+    """Append-only JSONL; on resume the rows after the resumed step are dropped first, since
+    those steps are about to be run again."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None):
+        self.path = run_dir / METRICS_FILE
+        if resume_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def plot_run(run_dir: Path) -> Path:
+    """Loss curves (train and validation) and the per-layer expert load of the last steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = read_metrics(run_dir)
+    train = [r for r in rows if r["kind"] == "train"]
+    val = [r for r in rows if r["kind"] == "eval"]
+    fig, (ax_loss, ax_load) = plt.subplots(1, 2, figsize=(12, 4.5))
+    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train", lw=1)
+    if val:
+        ax_loss.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
+    ax_loss.set(xlabel="step", ylabel="cross-entropy (nats/token)", title="loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+
+    recent = [r["expert_load"] for r in train[-20:] if r.get("expert_load")]
+    if recent:
+        load = np.mean(np.array(recent, dtype=float), axis=0)  # [L_moe, E]
+        share = load / load.sum(axis=1, keepdims=True)
+        im = ax_load.imshow(share * share.shape[1], aspect="auto", cmap="viridis")
+        fig.colorbar(im, ax=ax_load, label="load / uniform load")
+        ax_load.set(xlabel="expert", ylabel="MoE layer", title="expert load (last 20 steps)")
+    fig.tight_layout()
+    out = run_dir / PLOT_FILE
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out

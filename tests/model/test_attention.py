@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+import hepta
+
+
+def small_model(**overrides):
+    shape = dict(vocab_size=300, dim=64, num_heads=4, num_kv_heads=2, head_dim=16, num_experts=4,
+                 expert_hidden_dim=32, max_seq_len=64)
+    cfg = hepta.get_preset("tiny").replace(**{**shape, **overrides})
+    return hepta.build_model(cfg, seed=0).eval()
+
+
+@pytest.mark.parametrize("overrides", [{}, {"qk_norm": False, "num_kv_heads": 4}, {"num_kv_heads": 1}])
+def test_incremental_decoding_with_kv_cache_equals_full_forward(overrides):
+    model = small_model(**overrides)
+    ids = torch.randint(0, 300, (2, 20))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_cache(batch_size=2, max_len=20)
+        steps = [model(ids[:, :7], cache=cache)]  # prefill
+        steps += [model(ids[:, t:t + 1], cache=cache) for t in range(7, 12)]  # one token at a time
+        steps.append(model(ids[:, 12:], cache=cache))  # a chunk on top of a filled cache
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache.length == 20
+
+
+def test_logits_have_batch_time_vocab_shape_and_are_causal():
+    model = small_model()
+    ids = torch.randint(0, 300, (3, 10))
+    logits = model(ids)
+    assert logits.shape == (3, 10, 300)
+    changed = ids.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 300
+    torch.testing.assert_close(model(changed)[:, :6], logits[:, :6])  # the future never leaks back
+    assert not torch.allclose(model(changed)[:, 6:], logits[:, 6:])
+
+
+def test_rope_makes_attention_position_dependent_but_shift_invariant_in_relative_terms():
+    from hepta.model.layers import apply_rope, rope_cos_sin
+
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+
+    def score(i, j):
+        cos_i, sin_i = rope_cos_sin(torch.tensor([i]), 16, 10000.0)
+        cos_j, sin_j = rope_cos_sin(torch.tensor([j]), 16, 10000.0)
+        return (apply_rope(q, cos_i, sin_i) * apply_rope(k, cos_j, sin_j)).sum()
+
+    torch.testing.assert_close(score(5, 2), score(105, 102), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(score(5, 2), score(5, 4))

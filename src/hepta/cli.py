@@ -50,9 +50,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     overrides = dict(_parse_override(item) for item in args.set or [])
     if args.resume:
         saved = load_args(Path(args.out))
-        changed = sorted(k for k in given if k != "steps" and given[k] != getattr(saved, k))
-        if changed or overrides:
-            raise HeptaError(f"--resume continues the saved run as it was; drop {', '.join(changed or ['--set'])} "
+        # the same command with --resume appended is the natural way to continue; only --steps may differ
+        changed = [f"--{k.replace('_', '-')}" for k in sorted(given) if k != "steps" and given[k] != getattr(saved, k)]
+        if overrides and overrides != saved.overrides:
+            changed.append("--set")
+        if changed:
+            raise HeptaError(f"--resume continues the saved run as it was; drop or restore {', '.join(changed)} "
                              "(only --steps may change)")
         train_args = TrainArgs(**{**saved.__dict__, **given})
     else:

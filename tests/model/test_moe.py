@@ -40,7 +40,7 @@ def init(moe: MoE) -> MoE:
     return moe
 
 
-@pytest.mark.parametrize("implementation", ["loop", "grouped_mm"])
+@pytest.mark.parametrize("implementation", ["fused", "grouped_mm"])
 @pytest.mark.parametrize("overrides", [
     {},
     {"router_scoring": "sigmoid", "route_scale": 2.5, "num_shared_experts": 0},

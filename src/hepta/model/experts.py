@@ -1,7 +1,9 @@
-"""Routed SwiGLU experts over stacked 3-D weights, computed group by group.
+"""Routed SwiGLU experts over stacked 3-D weights, with the token dispatch and the weighted
+combine done inside the expert loop.
 
-Dims: M routed token copies (N tokens x K choices), sorted by expert so that each expert's
-tokens form one contiguous group; D model dim; F expert hidden dim; E experts.
+Dims: N tokens, M routed token copies (N tokens x K choices, fewer if a capacity drops some),
+sorted by expert so that each expert's copies form one contiguous group of c rows; D model
+dim; F expert hidden dim; E experts.
 
 Weights use the stacked layout of Hugging Face transformers (>= 5):
     gate_up_proj [E, 2F, D]  (gate rows first, then up rows)
@@ -9,12 +11,17 @@ Weights use the stacked layout of Hugging Face transformers (>= 5):
 so FSDP and expert parallelism shard the leading E dim without reshaping, and checkpoints
 map one to one.
 
-On CPU the fused per-expert kernel below is the fast path: each expert's gate/up matmul,
-activation, and down matmul run back to back while its [tokens, 2F] block is still in
-cache, and every result is written in place into one preallocated buffer. A plain autograd
-version (split, matmul, cat) spends ~40% of its time in `cat`/`stack` of the per-expert
-pieces and in page-faulting fresh allocations. On GPUs `torch._grouped_mm` does the same job
-in one kernel.
+What the layer computes, for each routed copy m of token n = token_M[m] sent to expert e:
+    out[n] += weight_M[m] * down_e(silu(gate_e(x[n])) * up_e(x[n]))
+
+On CPU the fused kernel below is the fast path. Per expert it gathers its c token rows,
+runs gate/up matmul, activation, down matmul, scales by the gate weights and adds the rows
+into the output while the [c, 2F] block is still in cache; nothing of size [M, D] is ever
+materialised (a separate gather, expert pass, weight multiply and scatter each write and
+re-read M*D values, which for fine-grained experts costs as much as the small matmuls).
+Every intermediate lives in scratch buffers reused across experts, because on CPU a fresh
+allocation costs page faults at first touch. On GPUs `torch._grouped_mm` does the experts in
+one kernel, and the unfused path below is used.
 """
 
 from __future__ import annotations
@@ -23,67 +30,121 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+_silu_out = torch._C._nn.silu  # F.silu without an `out=`; this is its kernel
+_silu_backward_out = torch.ops.aten.silu_backward.grad_input  # grad * d silu(x)/dx, one pass
 
-class _GroupedSwiGLU(torch.autograd.Function):
+
+class _FusedMoEExperts(torch.autograd.Function):
+    """out_ND = sum over copies m of weight_M[m] * expert(x_ND[token_M[m]]), grouped by counts."""
+
     @staticmethod
-    def forward(ctx, x_MD, gate_up_E2FD, down_EDF, counts: list[int]):
-        M, F2 = x_MD.shape[0], gate_up_E2FD.shape[1]
-        Fh = F2 // 2
-        h_M2F = x_MD.new_empty(M, F2)  # pre-activation, kept for backward
-        y_MD = x_MD.new_empty(M, down_EDF.shape[1])
+    def forward(ctx, x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts: list[int]):
+        N, D = x_ND.shape
+        M, Fh = token_M.shape[0], down_EDF.shape[2]
+        c_max = max(counts, default=0)
+        # Scaling the activation [c, F] instead of the output [c, D] by the gate weight is the
+        # same product, on the smaller of the two.
+        scale_act = Fh <= D
+        out_ND = x_ND.new_zeros(N, D)
+        h_M2F = x_ND.new_empty(M, 2 * Fh)  # pre-activations, kept for backward
+        x_cD = x_ND.new_empty(c_max, D)
+        act_cF = x_ND.new_empty(c_max, Fh)
+        y_cD = x_ND.new_empty(c_max, D)
+        w_M1 = weight_M.unsqueeze(1)
         start = 0
-        for e, count in enumerate(counts):
-            if count == 0:
+        for e, c in enumerate(counts):
+            if c == 0:
                 continue
-            rows = slice(start, start + count)
-            h = h_M2F[rows]
-            torch.mm(x_MD[rows], gate_up_E2FD[e].t(), out=h)
-            act = F.silu(h[:, :Fh]) * h[:, Fh:]
-            torch.mm(act, down_EDF[e].t(), out=y_MD[rows])
-            start += count
-        ctx.save_for_backward(x_MD, h_M2F, gate_up_E2FD, down_EDF)
+            end = start + c
+            token, h, w = token_M[start:end], h_M2F[start:end], w_M1[start:end]
+            x, act, y = x_cD[:c], act_cF[:c], y_cD[:c]
+            torch.index_select(x_ND, 0, token, out=x)
+            torch.mm(x, gate_up_E2FD[e].t(), out=h)
+            _silu_out(h[:, :Fh], out=act)
+            act.mul_(h[:, Fh:])
+            if scale_act:
+                act.mul_(w)
+            torch.mm(act, down_EDF[e].t(), out=y)
+            if not scale_act:
+                y.mul_(w)
+            out_ND.index_add_(0, token, y)
+            start = end
+        ctx.save_for_backward(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, h_M2F)
         ctx.counts = counts
-        return y_MD
+        return out_ND
 
     @staticmethod
-    def backward(ctx, grad_y_MD):
-        x_MD, h_M2F, gate_up_E2FD, down_EDF = ctx.saved_tensors
-        grad_y_MD = grad_y_MD.contiguous()
-        Fh = h_M2F.shape[1] // 2
-        grad_x_MD = torch.empty_like(x_MD) if ctx.needs_input_grad[0] else None
-        grad_gate_up = torch.zeros_like(gate_up_E2FD)
-        grad_down = torch.zeros_like(down_EDF)
+    def backward(ctx, grad_ND):
+        x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, h_M2F = ctx.saved_tensors
+        counts = ctx.counts
+        grad_ND = grad_ND.contiguous()
+        N, D = x_ND.shape
+        Fh = down_EDF.shape[2]
+        c_max = max(counts, default=0)
+        scale_act = Fh <= D
+        needs_x, needs_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x_ND = torch.zeros_like(x_ND) if needs_x else None
+        grad_w_M = torch.empty_like(weight_M)
+        # Every expert with tokens overwrites its whole slice; only idle experts need zeros.
+        grad_gate_up = torch.empty_like(gate_up_E2FD)
+        grad_down = torch.empty_like(down_EDF)
+        x_cD = x_ND.new_empty(c_max, D)
+        g_cD = x_ND.new_empty(c_max, D)
+        silu_cF = x_ND.new_empty(c_max, Fh)
+        act_cF = x_ND.new_empty(c_max, Fh)
+        grad_act_cF = x_ND.new_empty(c_max, Fh)
+        tmp_cF = x_ND.new_empty(c_max, Fh)
+        grad_h_c2F = x_ND.new_empty(c_max, 2 * Fh)
+        w_M1 = weight_M.unsqueeze(1)
         start = 0
-        for e, count in enumerate(ctx.counts):
-            if count == 0:
+        for e, c in enumerate(counts):
+            if c == 0:
+                grad_gate_up[e].zero_()
+                grad_down[e].zero_()
                 continue
-            rows = slice(start, start + count)
-            gate, up = h_M2F[rows, :Fh], h_M2F[rows, Fh:]
-            sig = torch.sigmoid(gate)
-            silu = gate * sig
-            grad_y = grad_y_MD[rows]
-            torch.mm(grad_y.t(), silu * up, out=grad_down[e])
-            grad_act = grad_y @ down_EDF[e]  # [c, F]
-            grad_h = torch.empty_like(h_M2F[rows])
+            end = start + c
+            token, h, w = token_M[start:end], h_M2F[start:end], w_M1[start:end]
+            gate, up = h[:, :Fh], h[:, Fh:]
+            x, g, silu, act = x_cD[:c], g_cD[:c], silu_cF[:c], act_cF[:c]
+            grad_act, tmp, grad_h = grad_act_cF[:c], tmp_cF[:c], grad_h_c2F[:c]
+            torch.index_select(x_ND, 0, token, out=x)
+            torch.index_select(grad_ND, 0, token, out=g)
+            _silu_out(gate, out=silu)
+            torch.mul(silu, up, out=act)
+            # Gradient of the expert output before the gate weight scales it: g @ down_e.
+            torch.mm(g, down_EDF[e], out=grad_act)
+            if needs_w:  # d out / d weight_m = <g_m, y_m> = <g_m @ down_e, act_m>
+                torch.mul(grad_act, act, out=tmp)
+                torch.sum(tmp, dim=1, out=grad_w_M[start:end])
+            if scale_act:
+                act.mul_(w)
+            else:
+                g.mul_(w)
+            torch.mm(g.t(), act, out=grad_down[e])
+            grad_act.mul_(w)
             torch.mul(grad_act, silu, out=grad_h[:, Fh:])
-            # d silu(g)/dg = sig * (1 + g * (1 - sig))
-            torch.mul(grad_act * up, sig * (1 + gate * (1 - sig)), out=grad_h[:, :Fh])
-            torch.mm(grad_h.t(), x_MD[rows], out=grad_gate_up[e])
-            if grad_x_MD is not None:
-                torch.mm(grad_h, gate_up_E2FD[e], out=grad_x_MD[rows])
-            start += count
-        return grad_x_MD, grad_gate_up, grad_down, None
+            torch.mul(grad_act, up, out=tmp)
+            _silu_backward_out(tmp, gate, grad_input=grad_h[:, :Fh])
+            torch.mm(grad_h.t(), x, out=grad_gate_up[e])
+            if needs_x:
+                torch.mm(grad_h, gate_up_E2FD[e], out=x)  # x is no longer needed: reuse it
+                grad_x_ND.index_add_(0, token, x)
+            start = end
+        return grad_x_ND, grad_w_M if needs_w else None, grad_gate_up, grad_down, None, None
 
 
-def grouped_swiglu_loop(x_MD, gate_up_E2FD, down_EDF, counts: list[int]) -> torch.Tensor:
-    return _GroupedSwiGLU.apply(x_MD, gate_up_E2FD, down_EDF, counts)
+def moe_experts_fused(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts: list[int]) -> torch.Tensor:
+    return _FusedMoEExperts.apply(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts)
 
 
-def grouped_swiglu_grouped_mm(x_MD, gate_up_E2FD, down_EDF, counts: list[int]) -> torch.Tensor:
-    """One grouped GEMM per projection (`torch._grouped_mm`, the fast path on GPUs)."""
-    offsets = torch.tensor(counts, device=x_MD.device).cumsum(0).to(torch.int32)
+def moe_experts_grouped_mm(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts: list[int]) -> torch.Tensor:
+    """Gather, one grouped GEMM per projection (`torch._grouped_mm`, the fast path on GPUs), combine."""
+    offsets = torch.tensor(counts, device=x_ND.device).cumsum(0).to(torch.int32)
+    x_MD = x_ND[token_M]
     gate, up = torch._grouped_mm(x_MD, gate_up_E2FD.transpose(1, 2), offs=offsets).chunk(2, dim=-1)
-    return torch._grouped_mm(F.silu(gate) * up, down_EDF.transpose(1, 2), offs=offsets)
+    y_MD = torch._grouped_mm(F.silu(gate) * up, down_EDF.transpose(1, 2), offs=offsets)
+    y_MD = y_MD * weight_M.unsqueeze(1)
+    return torch.zeros_like(x_ND).index_add_(0, token_M, y_MD)
 
 
 class GroupedExperts(nn.Module):
@@ -91,20 +152,27 @@ class GroupedExperts(nn.Module):
         super().__init__()
         self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * hidden_dim, dim))
         self.down_proj = nn.Parameter(torch.empty(num_experts, dim, hidden_dim))
-        self.implementation = "auto"  # "auto" | "loop" | "grouped_mm"
+        self.implementation = "auto"  # "auto" | "fused" | "grouped_mm"
 
-    def forward(self, x_MD: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    def forward(self, x_ND: torch.Tensor, weight_M: torch.Tensor, token_M: torch.Tensor,
+                counts: list[int]) -> torch.Tensor:
+        """Weighted sum of the experts' outputs per token: [N, D].
+
+        token_M lists the routed copies grouped by expert (counts[e] copies for expert e, in
+        expert order) and weight_M their gate weights.
+        """
         # Autocast does not reach inside a custom autograd Function, so cast here explicitly.
-        device_type = x_MD.device.type
-        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x_MD.dtype
+        device_type = x_ND.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x_ND.dtype
         with torch.autocast(device_type, enabled=False):
-            args = (x_MD.to(dtype), self.gate_up_proj.to(dtype), self.down_proj.to(dtype), counts)
+            args = (x_ND.to(dtype), weight_M.to(dtype), self.gate_up_proj.to(dtype), self.down_proj.to(dtype),
+                    token_M, counts)
             impl = self.implementation
             if impl == "auto":
-                impl = "grouped_mm" if x_MD.is_cuda else "loop"
+                impl = "grouped_mm" if x_ND.is_cuda else "fused"
             if impl == "grouped_mm":
-                return grouped_swiglu_grouped_mm(*args)
-            return grouped_swiglu_loop(*args)
+                return moe_experts_grouped_mm(*args)
+            return moe_experts_fused(*args)
 
     def reset_parameters(self, std: float = 0.02) -> None:
         nn.init.normal_(self.gate_up_proj, std=std)

@@ -43,9 +43,7 @@ class MoE(nn.Module):
 
         order_M, counts = self._sort_by_expert(routing.experts_NK, routing.load_E)
         token_M = order_M // self.cfg.top_k
-        y_MD = self.experts(x_ND[token_M], counts)
-        y_MD = y_MD * routing.weights_NK.flatten()[order_M, None].to(y_MD.dtype)
-        out_ND = torch.zeros((B * T, D), dtype=y_MD.dtype, device=x_ND.device).index_add_(0, token_M, y_MD)
+        out_ND = self.experts(x_ND, routing.weights_NK.flatten()[order_M], token_M, counts)
         if self.shared_experts is not None:
             out_ND = out_ND + self.shared_experts(x_ND)
         return out_ND.view(B, T, D)

@@ -1,0 +1,101 @@
+"""The command line as a user meets it: real subprocesses, exit codes, one-line errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import hepta
+from helpers import micro_set_flags, run_cli
+
+
+def assert_one_line_error(proc, *words):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, proc.stderr
+    for word in words:
+        assert word in error_lines[0], (word, error_lines[0])
+
+
+def test_info_json_has_exact_counts():
+    proc = run_cli("info", "grok5-7t", "--json")
+    assert proc.returncode == 0
+    data = json.loads(proc.stdout)
+    count = hepta.count_params(hepta.get_preset("grok5-7t"))
+    assert (data["total_params"], data["active_params"]) == (count.total, count.active)
+    assert data["bf16_weight_bytes"] == 2 * count.total
+
+
+def test_info_table_shows_components():
+    proc = run_cli("info", "tiny")
+    assert proc.returncode == 0
+    assert "routed_experts" in proc.stdout and "active" in proc.stdout
+
+
+def test_unknown_preset():
+    assert_one_line_error(run_cli("info", "gpt-9"), "unknown preset", "grok5-7t")
+
+
+def test_invalid_config_value(tmp_path, corpus):
+    proc = run_cli("train", "--out", str(tmp_path / "r"), "--data", str(corpus), "--set", "top_k=99")
+    assert_one_line_error(proc, "top_k", "99")
+    assert not (tmp_path / "r").exists()
+
+
+def test_empty_corpus(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "empty"), *micro_set_flags(),
+                   "--seq-len", "64")
+    assert_one_line_error(proc, "no text")
+
+
+def test_missing_checkpoint(tmp_path):
+    assert_one_line_error(run_cli("generate", "--model", str(tmp_path / "nope"), "--prompt", "x"), "does not exist")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, corpus) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "run"
+    proc = run_cli("train", "--out", str(out), "--data", str(corpus), *micro_set_flags(), "--steps", "6",
+                   "--batch-size", "4", "--seq-len", "64", "--save-every", "3", "--eval-every", "3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "validation loss" in proc.stdout
+    return out
+
+
+def test_generate_streams_a_continuation(trained):
+    proc = run_cli("generate", "--model", str(trained), "--prompt", "import ", "--max-tokens", "10", "--seed", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("import ") and len(proc.stdout) > len("import \n")
+
+
+def test_prompt_longer_than_context(trained):
+    proc = run_cli("generate", "--model", str(trained), "--prompt", "word " * 500)
+    assert_one_line_error(proc, "context", "shorten the prompt")
+
+
+def test_corrupt_checkpoint(trained, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert_one_line_error(run_cli("generate", "--model", str(broken), "--prompt", "x"), "model.safetensors", "corrupt")
+    (broken / "config.json").write_text("{broken")
+    assert_one_line_error(run_cli("generate", "--model", str(broken), "--prompt", "x"), "config.json")
+
+
+def test_failed_run_into_an_existing_folder_changes_nothing(trained, corpus):
+    before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
+    proc = run_cli("train", "--out", str(trained), "--data", str(corpus), *micro_set_flags(), "--steps", "6")
+    assert_one_line_error(proc, "already holds a training run", "--resume")
+    proc = run_cli("train", "--out", str(trained), "--resume", "--lr", "1.0")
+    assert_one_line_error(proc, "--lr")
+    assert before == {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
+
+
+def test_debug_shows_the_traceback():
+    proc = run_cli("--debug", "info", "gpt-9")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr

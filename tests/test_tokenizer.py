@@ -1,0 +1,69 @@
+import pytest
+
+from hepta.errors import HeptaError
+from hepta.tokenizer import NUM_SPECIAL_TOKENS, SPECIAL_TOKENS, Tokenizer
+
+TEXTS = [
+    "def add(a, b):\n    return a + b\n",
+    "こんにちは世界、今日は良い天気ですね。東京の株価が急上昇🚀",
+    "emoji 👩‍👩‍👧‍👦 family, flags 🇯🇵🇺🇸, combining é vs é, tabs\tand\r\nCRLF",
+    "",
+    "\x00\x01 control bytes and a lone surrogate-free 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus_texts):
+    return Tokenizer.train(corpus_texts, text_vocab_size=600)
+
+
+@pytest.fixture(scope="module")
+def corpus_texts(tmp_path_factory):
+    from helpers import make_corpus
+
+    folder = make_corpus(tmp_path_factory.mktemp("tok"))
+    return [f.read_text() for f in sorted(folder.iterdir())]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_round_trips_any_utf8_text(tokenizer, text):
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_layout_puts_text_first_then_specials(tokenizer):
+    layout = tokenizer.layout
+    assert layout.text_vocab_size == 600
+    assert tokenizer.vocab_size == 600 + NUM_SPECIAL_TOKENS
+    for offset, token in enumerate(SPECIAL_TOKENS):
+        assert tokenizer.encode(token) == [600 + offset]  # one id each, at a fixed place
+    assert max(max(tokenizer.encode(t), default=0) for t in TEXTS) < 600  # text never uses a special id
+
+
+def test_modality_blocks_append_without_moving_text_or_specials(tokenizer):
+    from hepta.tokenizer import VocabLayout
+
+    layout = VocabLayout(tokenizer.layout.text_vocab_size, num_image_codes=8192, num_audio_codes=4096)
+    assert layout.special_start == tokenizer.layout.special_start
+    assert layout.image_start == tokenizer.layout.special_start + NUM_SPECIAL_TOKENS
+    assert layout.size == layout.image_start + 8192 + 4096
+
+
+def test_save_and_load_keep_every_id(tokenizer, tmp_path):
+    tokenizer.save(tmp_path)
+    again = Tokenizer.load(tmp_path)
+    for text in TEXTS:
+        assert again.encode(text) == tokenizer.encode(text)
+    assert again.special_ids == tokenizer.special_ids
+
+
+def test_chat_format_uses_role_tokens(tokenizer):
+    text = tokenizer.format_chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    assert text == "<|system|>Be brief.<|end|><|user|>Hi<|end|><|assistant|>"
+    with pytest.raises(HeptaError, match="unknown chat role"):
+        tokenizer.format_chat([{"role": "robot", "content": "x"}])
+
+
+def test_loading_a_broken_file_names_it(tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(HeptaError, match="tokenizer.json"):
+        Tokenizer.load(tmp_path)

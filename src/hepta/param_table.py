@@ -13,14 +13,14 @@ BF16_BYTES = 2
 def human(n: float) -> str:
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
+            return f"{n / scale:.3g}{unit}"
     return str(int(n))
 
 
 def human_bytes(n: float) -> str:
     for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale:
-            return f"{n / scale:.1f} {unit}"
+            return f"{n / scale:.3g} {unit}"
     return f"{int(n)} B"
 
 
@@ -67,12 +67,12 @@ def print_param_table(name: str, cfg: ModelConfig, count: ParamCount, console: C
 def print_preset_table(console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title="presets")
-    for column in ("preset", "total", "active", "active %", "layers", "d", "experts", "bf16 weights"):
-        table.add_column(column, justify="left" if column == "preset" else "right")
+    for column in ("preset", "params", "active/token", "layers x d", "experts", "bf16"):
+        table.add_column(column, justify="left" if column == "preset" else "right", no_wrap=True)
     for name in preset_names():
         cfg = get_preset(name)
         count = count_params(cfg)
         experts = f"{cfg.num_experts} top-{cfg.top_k}" + (f" +{cfg.num_shared_experts}" if cfg.num_shared_experts else "")
-        table.add_row(name, human(count.total), human(count.active), f"{count.active_fraction:.1%}",
-                      str(cfg.num_layers), str(cfg.dim), experts, human_bytes(count.total * BF16_BYTES))
+        table.add_row(name, human(count.total), f"{human(count.active)} ({count.active_fraction:.0%})",
+                      f"{cfg.num_layers} x {cfg.dim}", experts, human_bytes(count.total * BF16_BYTES))
     console.print(table)

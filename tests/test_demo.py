@@ -1,0 +1,20 @@
+import hepta.demo as demo
+from hepta.train.loop import TrainArgs
+from helpers import micro_overrides
+
+
+def test_demo_trains_generates_shows_presets_and_reuses_a_finished_run(tmp_path, corpus, monkeypatch, capsys):
+    def small_args(out):
+        return TrainArgs(out=str(out), data=str(corpus), overrides=micro_overrides(), steps=6, batch_size=4,
+                         seq_len=64, save_every=3, eval_every=3, eval_batches=2)
+
+    monkeypatch.setattr(demo, "demo_args", small_args)
+    demo.run_demo(tmp_path / "demo", quiet=True)
+    first = capsys.readouterr().out
+    assert "validation loss" in first and "before training" in first
+    assert demo.DEMO_PROMPT.strip() in first
+    assert "grok5-7t" in first and "7.02T" in first
+
+    demo.run_demo(tmp_path / "demo", quiet=True)
+    second = capsys.readouterr().out
+    assert "reusing the finished run" in second

@@ -57,6 +57,8 @@ def plot_run(run_dir: Path) -> Path:
         share = load / load.sum(axis=1, keepdims=True)
         im = ax_load.imshow(share * share.shape[1], aspect="auto", cmap="viridis")
         fig.colorbar(im, ax=ax_load, label="load / uniform load")
+        ax_load.set_yticks(range(share.shape[0]))
+        ax_load.set_xticks(range(0, share.shape[1], max(1, share.shape[1] // 16)))
         ax_load.set(xlabel="expert", ylabel="MoE layer", title="expert load (last 20 steps)")
     fig.tight_layout()
     out = run_dir / PLOT_FILE

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import hepta
+from hepta.checkpoint import save_weights
+from hepta.errors import HeptaError
+
+
+def tiny_model(**overrides):
+    cfg = hepta.get_preset("tiny").replace(vocab_size=300, dim=64, num_heads=2, num_kv_heads=1, head_dim=32,
+                                           num_experts=4, expert_hidden_dim=32, **overrides)
+    return hepta.build_model(cfg, seed=1).eval()
+
+
+@pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": True}])
+def test_save_then_load_gives_the_same_logits(tmp_path, overrides):
+    model = tiny_model(**overrides)
+    with torch.no_grad():
+        model.moe_layers()[0].router.expert_bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))  # routing state too
+    hepta.save_model(model, tmp_path)
+    again = hepta.load(tmp_path)
+    ids = torch.randint(0, 300, (2, 9))
+    torch.testing.assert_close(again(ids), model(ids), atol=1e-6, rtol=1e-6)
+    if overrides.get("tie_embeddings"):
+        assert again.output.weight is again.embed.weight
+
+
+def test_large_models_are_sharded_with_an_index(tmp_path):
+    model = tiny_model()
+    save_weights(model, tmp_path, max_shard_bytes=200_000)
+    model.config.save(tmp_path / "config.json")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and not (tmp_path / "model.safetensors").exists()
+    ids = torch.randint(0, 300, (1, 5))
+    # (not bit-exact: BLAS may pick other kernels for differently aligned buffers)
+    torch.testing.assert_close(hepta.load(tmp_path)(ids), model(ids), atol=1e-6, rtol=1e-6)
+
+
+def test_missing_tensor_and_wrong_shape_are_named(tmp_path):
+    model = tiny_model()
+    hepta.save_model(model, tmp_path)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    name = "layers.1.ffn.experts.down_proj"
+    save_file({k: v for k, v in weights.items() if k != name}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(HeptaError, match="missing"):
+        hepta.load(tmp_path)
+    weights[name] = torch.zeros(3, 3)
+    save_file(weights, str(tmp_path / "model.safetensors"))
+    with pytest.raises(HeptaError, match=name):
+        hepta.load(tmp_path)
+
+
+def test_foreign_config_is_refused_by_name(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(HeptaError, match="llama"):
+        hepta.load(tmp_path)

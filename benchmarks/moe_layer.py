@@ -16,7 +16,8 @@ weight gradients, as in training):
   experts implementations for that shape (chosen by a short timing; printed).
 
 Before timing, hepta's output and input gradient are checked against transformers' in fp32.
-bf16 runs put weights and inputs of all three layers in bf16 (no autocast).
+bf16 runs put weights and inputs of all three layers in bf16 (no autocast). Rounds that fall
+into a stalled phase of the host are redone (see _timing.py; --no-guard keeps them).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from transformers.models.olmoe.modeling_olmoe import OlmoeSparseMoeBlock
 from hepta.config import ModelConfig
 from hepta.model.layers import SwiGLU
 from hepta.model.moe import MoE
+
+from _timing import interleaved, median, wait_until_steady
 
 D, N = 512, 2048
 SHAPES = [(8, 2, 1024), (64, 8, 256)]  # (E, K, F); K*F = 2048 in both, so the dense peer is the same
@@ -86,10 +89,6 @@ def make_step(layer: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor):
     return step
 
 
-def median_ms(step, runs: int) -> float:
-    return 1e3 * statistics.median(step() for _ in range(runs))
-
-
 def check_equal(hepta: MoE, tf: OlmoeSparseMoeBlock, x: torch.Tensor, grad_out: torch.Tensor) -> None:
     outs = []
     for layer in (hepta, tf):
@@ -101,7 +100,7 @@ def check_equal(hepta: MoE, tf: OlmoeSparseMoeBlock, x: torch.Tensor, grad_out: 
     torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-5, rtol=1e-4)
 
 
-def bench_case(E: int, K: int, F: int, dtype_name: str, rounds: int, warmup: int) -> dict:
+def bench_case(E: int, K: int, F: int, dtype_name: str, rounds: int, warmup: int, guard: bool) -> dict:
     dtype = DTYPES[dtype_name]
     hepta, dense, tf = build(E, K, F, dtype)
     gen = torch.Generator().manual_seed(1)
@@ -119,19 +118,17 @@ def bench_case(E: int, K: int, F: int, dtype_name: str, rounds: int, warmup: int
             check_equal(hepta, tf, x, grad_out)
         step = make_step(tf, x, grad_out)
         step()
-        impl_ms[name] = median_ms(step, 3)
+        if guard:
+            wait_until_steady(5.0)
+        impl_ms[name] = 1e3 * statistics.median(step() for _ in range(3))
     best = min((ms, name) for name, ms in impl_ms.items() if ms is not None)[1]
     set_tf_implementation(tf, best)
 
     steps = {name: make_step(layer, x, grad_out) for name, layer in
              (("hepta", hepta), ("dense", dense), ("transformers", tf))}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for r in range(warmup + rounds):
-        for name, step in steps.items():
-            t = step()
-            if r >= warmup:
-                times[name].append(1e3 * t)
-    ms = {name: statistics.median(ts) for name, ts in times.items()}
+    seconds, guard_stats = interleaved(steps, rounds, warmup, guard)
+    times = {name: [1e3 * t for t in ts] for name, ts in seconds.items()}
+    ms = {name: median(ts) for name, ts in times.items()}
     flops = 3 * 2 * N * K * 3 * D * F  # fwd + 2x bwd, three matmuls per expert
     return {
         "E": E, "K": K, "F": F, "D": D, "tokens": N, "dtype": dtype_name,
@@ -140,8 +137,17 @@ def bench_case(E: int, K: int, F: int, dtype_name: str, rounds: int, warmup: int
         "hepta_vs_dense": ms["dense"] / ms["hepta"],
         "hepta_vs_transformers": ms["transformers"] / ms["hepta"],
         "dense_gflops": flops / ms["dense"] / 1e6, "hepta_gflops": flops / ms["hepta"] / 1e6,
-        "rounds": {name: ts for name, ts in times.items()},
+        "rounds_ms": times, **guard_stats,
     }
+
+
+def _guard_note(r: dict) -> str:
+    notes = []
+    if r["redone_rounds"]:
+        notes.append(f"{r['redone_rounds']} rounds redone (stalled host)")
+    if r["unguarded_rounds"]:
+        notes.append(f"{r['unguarded_rounds']} rounds in a stalled phase kept: not representative")
+    return f"   [{'; '.join(notes)}]" if notes else ""
 
 
 def main() -> int:
@@ -151,6 +157,7 @@ def main() -> int:
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--shapes", nargs="+", default=[f"{e}x{k}x{f}" for e, k, f in SHAPES],
                         help="E x K x F, e.g. 64x8x256")
+    parser.add_argument("--no-guard", action="store_true", help="keep rounds timed in a stalled phase of the host")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
     if args.rounds < 5:
@@ -166,14 +173,15 @@ def main() -> int:
     for shape in args.shapes:
         E, K, F = (int(v) for v in shape.split("x"))
         for dtype_name in args.dtypes:
-            r = bench_case(E, K, F, dtype_name, args.rounds, args.warmup)
+            r = bench_case(E, K, F, dtype_name, args.rounds, args.warmup, not args.no_guard)
             results.append(r)
             print(f"{f'E{E} top{K} F{F}':<16}{dtype_name:<6}{r['hepta_ms']:>10.1f}{r['dense_ms']:>10.1f}"
                   f"{r['transformers_ms']:>10.1f}  {r['transformers_impl']:<11}{r['hepta_vs_dense']:>11.2f}x"
-                  f"{r['hepta_vs_transformers']:>7.2f}x", flush=True)
+                  f"{r['hepta_vs_transformers']:>7.2f}x" + _guard_note(r), flush=True)
     print("hepta/dense = dense_ms / hepta_ms (1.0 = as fast as a dense layer of the same active FLOPs); "
           "vs tf = transformers_ms / hepta_ms")
-    print("transformers implementations tried (ms, 3 runs; None = skipped, needs too much memory):")
+    print("transformers experts implementations tried (median ms of 3 runs; batched_mm is skipped where its "
+          "per-token weight copies would need over a quarter of RAM):")
     for r in results:
         impls = ", ".join(f"{k} {'skipped' if v is None else f'{v:.1f}'}" for k, v in r["transformers_impl_ms"].items())
         print(f"  E{r['E']} top{r['K']} F{r['F']} {r['dtype']}: {impls}")

@@ -14,14 +14,16 @@ map one to one.
 What the layer computes, for each routed copy m of token n = token_M[m] sent to expert e:
     out[n] += weight_M[m] * down_e(silu(gate_e(x[n])) * up_e(x[n]))
 
-On CPU the fused kernel below is the fast path. Per expert it gathers its c token rows,
-runs gate/up matmul, activation, down matmul, scales by the gate weights and adds the rows
-into the output while the [c, 2F] block is still in cache; nothing of size [M, D] is ever
-materialised (a separate gather, expert pass, weight multiply and scatter each write and
-re-read M*D values, which for fine-grained experts costs as much as the small matmuls).
-Every intermediate lives in scratch buffers reused across experts, because on CPU a fresh
-allocation costs page faults at first touch. On GPUs `torch._grouped_mm` does the experts in
-one kernel, and the unfused path below is used.
+On CPU the fused kernel below is the fast path. It walks the experts in chunks of
+consecutive experts; per chunk it gathers the token rows, runs each expert's gate/up matmul,
+the activation, each expert's down matmul, scales by the gate weights and adds the rows into
+the output while the chunk is still in cache. Nothing of size [M, D] is materialised: a
+separate gather, expert pass, weight multiply and scatter each write and re-read M*D values,
+which for fine-grained experts costs as much as a good part of the small matmuls. The
+backward mirrors it and gets the gate weights' gradient from values it computes anyway, so
+no expert output is kept for it. Intermediates live in scratch buffers reused across chunks,
+because on CPU a fresh allocation costs page faults at first touch. On GPUs
+`torch._grouped_mm` does the experts in one kernel, and the unfused path below is used.
 """
 
 from __future__ import annotations
@@ -33,86 +35,109 @@ from torch import nn
 _silu_out = torch._C._nn.silu  # F.silu without an `out=`; this is its kernel
 _silu_backward_out = torch.ops.aten.silu_backward.grad_input  # grad * d silu(x)/dx, one pass
 
+# Elementwise work, gathers and scatters run on chunks of consecutive experts of about this
+# many bytes of pre-activations (one core's L2): per expert they would be many small calls,
+# each paying dispatch and a thread fork/join; over all M rows at once they would stream
+# through memory instead of cache. The matmuls stay per expert.
+_CHUNK_BYTES = 2 << 20
+
+
+def _chunks(counts: list[int], min_rows: int) -> list[tuple[int, int, list[int], list[int]]]:
+    """Runs of consecutive experts with at least `min_rows` routed rows (the last may have fewer),
+    as (first row, end row, experts with rows, their row counts); idle experts are left out."""
+    chunks, experts, sizes, start, rows = [], [], [], 0, 0
+    for e, c in enumerate(counts):
+        if c:
+            experts.append(e)
+            sizes.append(c)
+            rows += c
+        if experts and (rows >= min_rows or e == len(counts) - 1):
+            chunks.append((start, start + rows, experts, sizes))
+            experts, sizes, start, rows = [], [], start + rows, 0
+    return chunks
+
 
 class _FusedMoEExperts(torch.autograd.Function):
-    """out_ND = sum over copies m of weight_M[m] * expert(x_ND[token_M[m]]), grouped by counts."""
+    """out_ND = sum over copies m of weight_M[m] * expert(x_ND[token_M[m]]), grouped by counts.
+
+    Per-expert views come from one `split`/`unbind` call each rather than from indexing inside
+    the loop, which saves a few dispatches per matmul where experts are small.
+    """
 
     @staticmethod
     def forward(ctx, x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts: list[int]):
         N, D = x_ND.shape
-        M, Fh = token_M.shape[0], down_EDF.shape[2]
-        c_max = max(counts, default=0)
-        # Scaling the activation [c, F] instead of the output [c, D] by the gate weight is the
+        Fh = down_EDF.shape[2]
+        chunks = _chunks(counts, max(1, _CHUNK_BYTES // (2 * Fh * x_ND.element_size())))
+        R = max((end - start for start, end, _, _ in chunks), default=0)
+        # Scaling the activation [R, F] instead of the output [R, D] by the gate weight is the
         # same product, on the smaller of the two.
         scale_act = Fh <= D
+        gate_up_ED2F = gate_up_E2FD.transpose(1, 2).unbind(0)
+        down_EFD = down_EDF.transpose(1, 2).unbind(0)
         out_ND = x_ND.new_zeros(N, D)
-        h_M2F = x_ND.new_empty(M, 2 * Fh)  # pre-activations, kept for backward
-        x_cD = x_ND.new_empty(c_max, D)
-        act_cF = x_ND.new_empty(c_max, Fh)
-        y_cD = x_ND.new_empty(c_max, D)
+        x_RD, act_RF, y_RD = x_ND.new_empty(R, D), x_ND.new_empty(R, Fh), x_ND.new_empty(R, D)
         w_M1 = weight_M.unsqueeze(1)
-        start = 0
-        for e, c in enumerate(counts):
-            if c == 0:
-                continue
-            end = start + c
-            token, h, w = token_M[start:end], h_M2F[start:end], w_M1[start:end]
-            x, act, y = x_cD[:c], act_cF[:c], y_cD[:c]
+        h_chunks = []  # pre-activations [rows, 2F] per chunk, kept for backward
+        for start, end, experts, sizes in chunks:
+            token, w, n = token_M[start:end], w_M1[start:end], end - start
+            x, act, y = x_RD[:n], act_RF[:n], y_RD[:n]
+            h = x_ND.new_empty(n, 2 * Fh)
+            h_chunks.append(h)
             torch.index_select(x_ND, 0, token, out=x)
-            torch.mm(x, gate_up_E2FD[e].t(), out=h)
+            for e, x_e, h_e in zip(experts, x.split(sizes), h.split(sizes)):
+                torch.mm(x_e, gate_up_ED2F[e], out=h_e)
             _silu_out(h[:, :Fh], out=act)
             act.mul_(h[:, Fh:])
             if scale_act:
                 act.mul_(w)
-            torch.mm(act, down_EDF[e].t(), out=y)
+            for e, act_e, y_e in zip(experts, act.split(sizes), y.split(sizes)):
+                torch.mm(act_e, down_EFD[e], out=y_e)
             if not scale_act:
                 y.mul_(w)
             out_ND.index_add_(0, token, y)
-            start = end
-        ctx.save_for_backward(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, h_M2F)
-        ctx.counts = counts
+        ctx.save_for_backward(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M)
+        ctx.counts, ctx.chunks, ctx.h_chunks = counts, chunks, h_chunks
         return out_ND
 
     @staticmethod
     def backward(ctx, grad_ND):
-        x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, h_M2F = ctx.saved_tensors
-        counts = ctx.counts
+        x_ND, weight_M, gate_up_E2FD, down_EDF, token_M = ctx.saved_tensors
+        chunks, h_chunks = ctx.chunks, ctx.h_chunks
         grad_ND = grad_ND.contiguous()
         N, D = x_ND.shape
         Fh = down_EDF.shape[2]
-        c_max = max(counts, default=0)
+        R = max((end - start for start, end, _, _ in chunks), default=0)
         scale_act = Fh <= D
         needs_x, needs_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x_ND = torch.zeros_like(x_ND) if needs_x else None
+        grad_x_ND = x_ND.new_zeros(N, D) if needs_x else None
         grad_w_M = torch.empty_like(weight_M)
         # Every expert with tokens overwrites its whole slice; only idle experts need zeros.
         grad_gate_up = torch.empty_like(gate_up_E2FD)
         grad_down = torch.empty_like(down_EDF)
-        x_cD = x_ND.new_empty(c_max, D)
-        g_cD = x_ND.new_empty(c_max, D)
-        silu_cF = x_ND.new_empty(c_max, Fh)
-        act_cF = x_ND.new_empty(c_max, Fh)
-        grad_act_cF = x_ND.new_empty(c_max, Fh)
-        tmp_cF = x_ND.new_empty(c_max, Fh)
-        grad_h_c2F = x_ND.new_empty(c_max, 2 * Fh)
-        w_M1 = weight_M.unsqueeze(1)
-        start = 0
-        for e, c in enumerate(counts):
+        for e, c in enumerate(ctx.counts):
             if c == 0:
                 grad_gate_up[e].zero_()
                 grad_down[e].zero_()
-                continue
-            end = start + c
-            token, h, w = token_M[start:end], h_M2F[start:end], w_M1[start:end]
+        gate_up_l, down_l = gate_up_E2FD.unbind(0), down_EDF.unbind(0)
+        grad_gate_up_l, grad_down_l = grad_gate_up.unbind(0), grad_down.unbind(0)
+        x_RD, g_RD = x_ND.new_empty(R, D), x_ND.new_empty(R, D)
+        silu_RF, act_RF = x_ND.new_empty(R, Fh), x_ND.new_empty(R, Fh)
+        grad_act_RF, tmp_RF = x_ND.new_empty(R, Fh), x_ND.new_empty(R, Fh)
+        grad_h_R2F = x_ND.new_empty(R, 2 * Fh)
+        w_M1 = weight_M.unsqueeze(1)
+        for (start, end, experts, sizes), h in zip(chunks, h_chunks):
+            token, w, n = token_M[start:end], w_M1[start:end], end - start
             gate, up = h[:, :Fh], h[:, Fh:]
-            x, g, silu, act = x_cD[:c], g_cD[:c], silu_cF[:c], act_cF[:c]
-            grad_act, tmp, grad_h = grad_act_cF[:c], tmp_cF[:c], grad_h_c2F[:c]
+            x, g, silu, act = x_RD[:n], g_RD[:n], silu_RF[:n], act_RF[:n]
+            grad_act, tmp, grad_h = grad_act_RF[:n], tmp_RF[:n], grad_h_R2F[:n]
             torch.index_select(x_ND, 0, token, out=x)
             torch.index_select(grad_ND, 0, token, out=g)
             _silu_out(gate, out=silu)
             torch.mul(silu, up, out=act)
             # Gradient of the expert output before the gate weight scales it: g @ down_e.
-            torch.mm(g, down_EDF[e], out=grad_act)
+            for e, g_e, grad_act_e in zip(experts, g.split(sizes), grad_act.split(sizes)):
+                torch.mm(g_e, down_l[e], out=grad_act_e)
             if needs_w:  # d out / d weight_m = <g_m, y_m> = <g_m @ down_e, act_m>
                 torch.mul(grad_act, act, out=tmp)
                 torch.sum(tmp, dim=1, out=grad_w_M[start:end])
@@ -120,16 +145,18 @@ class _FusedMoEExperts(torch.autograd.Function):
                 act.mul_(w)
             else:
                 g.mul_(w)
-            torch.mm(g.t(), act, out=grad_down[e])
+            for e, gT_e, act_e in zip(experts, g.t().split(sizes, dim=1), act.split(sizes)):
+                torch.mm(gT_e, act_e, out=grad_down_l[e])
             grad_act.mul_(w)
             torch.mul(grad_act, silu, out=grad_h[:, Fh:])
             torch.mul(grad_act, up, out=tmp)
             _silu_backward_out(tmp, gate, grad_input=grad_h[:, :Fh])
-            torch.mm(grad_h.t(), x, out=grad_gate_up[e])
-            if needs_x:
-                torch.mm(grad_h, gate_up_E2FD[e], out=x)  # x is no longer needed: reuse it
+            for e, grad_hT_e, x_e in zip(experts, grad_h.t().split(sizes, dim=1), x.split(sizes)):
+                torch.mm(grad_hT_e, x_e, out=grad_gate_up_l[e])
+            if needs_x:  # x is no longer needed: it takes grad_h @ gate_up_e, row block by row block
+                for e, grad_h_e, x_e in zip(experts, grad_h.split(sizes), x.split(sizes)):
+                    torch.mm(grad_h_e, gate_up_l[e], out=x_e)
                 grad_x_ND.index_add_(0, token, x)
-            start = end
         return grad_x_ND, grad_w_M if needs_w else None, grad_gate_up, grad_down, None, None
 
 

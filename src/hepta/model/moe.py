@@ -45,7 +45,7 @@ class MoE(nn.Module):
         token_M = order_M // self.cfg.top_k
         out_ND = self.experts(x_ND, routing.weights_NK.flatten()[order_M], token_M, counts)
         if self.shared_experts is not None:
-            out_ND = out_ND + self.shared_experts(x_ND)
+            out_ND += self.shared_experts(x_ND)  # in place: out_ND is a fresh buffer of the experts
         return out_ND.view(B, T, D)
 
     def _sort_by_expert(self, experts_NK: torch.Tensor, load_E: torch.Tensor) -> tuple[torch.Tensor, list[int]]:

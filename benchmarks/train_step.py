@@ -1,0 +1,167 @@
+"""Training-step throughput: hepta's `tiny` preset vs transformers' OlmoeForCausalLM of the same shape.
+
+    .venv/bin/python benchmarks/train_step.py [--rounds 7] [--json results.json]
+
+One step = forward, cross-entropy loss (+ the load-balancing loss), backward, AdamW step,
+zero_grad(set_to_none=True). Both models see the same token batch and use the same optimizer
+settings (torch AdamW with foreach=True, as `hepta train` uses it); the steps run interleaved
+(hepta, transformers, hepta, ...) so CPU clock drift hits both alike, and each figure is the
+median over rounds. Rounds that fall into a stalled phase of the host are redone (see
+_timing.py; --no-guard keeps them).
+
+Shapes match exactly: OLMoE has no shared experts and no dense first layers, so hepta's
+`tiny` runs with num_shared_experts=0 and num_dense_layers=0, a softmax router, the top-k
+weights renormalised in both, and the Switch load-balancing loss at the same coefficient
+in both (no z-loss, no bias balancing). The preset as shipped (shared expert, dense first
+layer, sigmoid router, z-loss) is timed too, for information.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import OlmoeConfig, OlmoeForCausalLM
+
+import hepta
+
+from _timing import interleaved, median, wait_until_steady
+
+AUX_LOSS_COEF = 0.01
+ADAMW = dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, foreach=True)
+TF_IMPLEMENTATIONS = ["eager", "grouped_mm", "batched_mm"]
+
+
+def hepta_config(as_shipped: bool) -> hepta.ModelConfig:
+    cfg = hepta.get_preset("tiny")
+    if as_shipped:
+        return cfg
+    return cfg.replace(num_shared_experts=0, num_dense_layers=0, router_scoring="softmax", norm_topk_prob=True,
+                       aux_loss_coef=AUX_LOSS_COEF, z_loss_coef=0.0, bias_update_rate=0.0)
+
+
+def olmoe_config(cfg: hepta.ModelConfig, experts_implementation: str) -> OlmoeConfig:
+    assert cfg.dim == cfg.num_heads * cfg.head_dim, "OLMoE derives head_dim as hidden_size / heads"
+    return OlmoeConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.expert_hidden_dim,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        num_experts=cfg.num_experts, num_experts_per_tok=cfg.top_k, norm_topk_prob=cfg.norm_topk_prob,
+        tie_word_embeddings=cfg.tie_embeddings, output_router_logits=True, router_aux_loss_coef=AUX_LOSS_COEF,
+        use_cache=False, pad_token_id=None, eos_token_id=None,
+        attn_implementation="sdpa", experts_implementation=experts_implementation,
+    )
+
+
+def hepta_loss(model, ids_BT, targets_BT):
+    logits = model(ids_BT)
+    return F.cross_entropy(logits.flatten(0, 1), targets_BT.flatten()) + model.router_loss()
+
+
+def olmoe_loss(model, ids_BT, targets_BT):
+    out = model(input_ids=ids_BT, use_cache=False)
+    return F.cross_entropy(out.logits.flatten(0, 1), targets_BT.flatten()) + AUX_LOSS_COEF * out.aux_loss
+
+
+def make_step(model, loss_fn, ids_BT, targets_BT):
+    opt = torch.optim.AdamW(model.parameters(), **ADAMW)
+
+    def step() -> float:
+        start = time.perf_counter()
+        loss = loss_fn(model, ids_BT, targets_BT)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+    return step
+
+
+def batched_mm_fits(cfg: hepta.ModelConfig, num_tokens: int) -> bool:
+    # batched_mm gathers a full expert weight copy per routed token and keeps it for backward.
+    need = cfg.num_layers * num_tokens * cfg.top_k * 3 * cfg.dim * cfg.expert_hidden_dim * 4 * 2
+    return need < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (median is reported); at least 5")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-guard", action="store_true", help="keep rounds timed in a stalled phase of the host")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args()
+    if args.rounds < 5:
+        parser.error("--rounds must be at least 5")
+
+    cfg = hepta_config(as_shipped=False)
+    num_tokens = args.batch * args.seq
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, cfg.vocab_size, (args.batch, args.seq + 1), generator=gen)
+    ids_BT, targets_BT = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+    torch.manual_seed(0)
+    models = {
+        "hepta": (hepta.build_model(cfg, seed=0), hepta_loss),
+        "transformers": (OlmoeForCausalLM(olmoe_config(cfg, "eager")), olmoe_loss),
+        "hepta (tiny as shipped)": (hepta.build_model(hepta_config(as_shipped=True), seed=0), hepta_loss),
+    }
+    sizes = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in models.items()}
+    # Same parameters but for QK-norm: OLMoE normalises over all heads at once, hepta per head.
+    qk_norm_extra = cfg.num_layers * (cfg.num_heads + cfg.num_kv_heads - 2) * cfg.head_dim
+    assert sizes["hepta"] == sizes["transformers"] - qk_norm_extra, sizes
+
+    # transformers: keep the fastest experts implementation for this shape.
+    tf_model = models["transformers"][0]
+    impl_ms = {}
+    for name in TF_IMPLEMENTATIONS:
+        if name == "batched_mm" and not batched_mm_fits(cfg, num_tokens):
+            impl_ms[name] = None
+            continue
+        tf_model.set_experts_implementation(name)
+        step = make_step(tf_model, olmoe_loss, ids_BT, targets_BT)
+        step()
+        if not args.no_guard:
+            wait_until_steady(5.0)
+        impl_ms[name] = 1e3 * statistics.median(step() for _ in range(3))
+    best = min((ms, name) for name, ms in impl_ms.items() if ms is not None)[1]
+    tf_model.set_experts_implementation(best)
+
+    steps = {name: make_step(m, loss_fn, ids_BT, targets_BT) for name, (m, loss_fn) in models.items()}
+    times, guard_stats = interleaved(steps, args.rounds, args.warmup, guard=not args.no_guard)
+    sec = {name: median(ts) for name, ts in times.items()}
+    tps = {name: num_tokens / s for name, s in sec.items()}
+    ratio = tps["hepta"] / tps["transformers"]
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch} x {args.seq} tokens, "
+          f"fp32, AdamW {ADAMW}; median of {args.rounds} interleaved rounds after {args.warmup} warmup")
+    print(f"shape: vocab {cfg.vocab_size}, d {cfg.dim}, {cfg.num_layers} layers, {cfg.num_heads}/{cfg.num_kv_heads} heads "
+          f"of {cfg.head_dim}, {cfg.num_experts} experts top-{cfg.top_k}, expert hidden {cfg.expert_hidden_dim}")
+    print(f"transformers experts implementation: {best} "
+          f"(tried, ms/step: {', '.join(f'{k} ' + ('skipped' if v is None else f'{v:.0f}') for k, v in impl_ms.items())})")
+    print(f"{'model':<26}{'params':>10}{'ms/step':>10}{'tokens/s':>11}")
+    for name in steps:
+        print(f"{name:<26}{sizes[name]:>10,}{1e3 * sec[name]:>10.1f}{tps[name]:>11,.0f}")
+    print(f"hepta / transformers tokens/s: {ratio:.2f}x")
+    if guard_stats["redone_rounds"] or guard_stats["unguarded_rounds"]:
+        print(f"rounds redone in a stalled phase of the host: {guard_stats['redone_rounds']}; "
+              f"kept although stalled (not representative): {guard_stats['unguarded_rounds']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch,
+                       "seq": args.seq, "transformers_impl": best, "transformers_impl_ms": impl_ms,
+                       "ms_per_step": {k: 1e3 * v for k, v in sec.items()}, "tokens_per_s": tps,
+                       "hepta_vs_transformers": ratio, "params": sizes,
+                       "rounds_s": times, **guard_stats}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -58,3 +58,40 @@ def test_foreign_config_is_refused_by_name(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(HeptaError, match="llama"):
         hepta.load(tmp_path)
+
+
+def test_a_crash_in_the_middle_of_a_sharded_save_leaves_the_previous_weights(tmp_path, monkeypatch):
+    import hepta.checkpoint as checkpoint
+
+    old, new = tiny_model(), tiny_model()
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(1.0)
+    save_weights(old, tmp_path, max_shard_bytes=200_000)
+    old.config.save(tmp_path / "config.json")
+    real_save_file, calls = checkpoint.save_file, []
+
+    def crash_on_second_shard(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed mid-save")
+        real_save_file(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", crash_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        save_weights(new, tmp_path, max_shard_bytes=200_000)
+    monkeypatch.setattr(checkpoint, "save_file", real_save_file)
+    torch.testing.assert_close(hepta.load(tmp_path).state_dict(), old.state_dict(), atol=0, rtol=0)
+    # then a completed save to a single file replaces the shards entirely
+    save_weights(new, tmp_path)
+    assert not list(tmp_path.glob("model-*-of-*.safetensors")) and not (tmp_path / "model.safetensors.index.json").exists()
+    torch.testing.assert_close(hepta.load(tmp_path).state_dict(), new.state_dict(), atol=0, rtol=0)
+
+
+def test_a_broken_shard_index_is_named(tmp_path):
+    model = tiny_model()
+    save_weights(model, tmp_path, max_shard_bytes=200_000)
+    model.config.save(tmp_path / "config.json")
+    (tmp_path / "model.safetensors.index.json").write_text('{"metadata": {}}')
+    with pytest.raises(HeptaError, match="index.json"):
+        hepta.load(tmp_path)

@@ -88,6 +88,9 @@ def test_grok5_7t_builds_on_meta_fast_and_small():
     ("capacity_factor", -1.0, "dropless"),
     ("num_expert_groups", 3, "divide num_experts"),
     ("dim", 0, "positive"),
+    ("top_k", 1.5, "integer"),
+    ("num_experts", 4.0, "integer"),
+    ("qk_norm", 1, "true or false"),
 ])
 def test_invalid_values_name_field_value_and_what_is_allowed(field, value, words):
     with pytest.raises(ValueError) as err:

@@ -6,6 +6,7 @@ Weights are read and written with safetensors only; nothing here unpickles.
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
 import torch
@@ -39,7 +40,12 @@ def _weights_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: Transformer, folder: Path, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> None:
-    """Write the weights atomically: one file, or size-limited shards plus an index."""
+    """Write the weights so that a crash at any moment leaves the previous complete set readable.
+
+    One file: written beside and renamed over `model.safetensors`. Shards: written under names
+    no earlier save used, then the index is renamed into place; that rename is the commit,
+    and only after it are files the index no longer lists removed.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     state = _weights_state_dict(model)
     shards: list[dict[str, torch.Tensor]] = [{}]
@@ -56,16 +62,25 @@ def save_weights(model: Transformer, folder: Path, max_shard_bytes: int = DEFAUL
         with atomic_path(folder / WEIGHTS_FILE) as tmp:
             save_file(shards[0], str(tmp), metadata=metadata)
         (folder / INDEX_FILE).unlink(missing_ok=True)
+        _remove_unlisted_shards(folder, keep=set())
         return
+    tag = secrets.token_hex(4)
     weight_map = {}
     for i, shard in enumerate(shards, start=1):
-        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        name = f"model-{tag}-{i:05d}-of-{len(shards):05d}.safetensors"
         with atomic_path(folder / name) as tmp:
             save_file(shard, str(tmp), metadata=metadata)
         weight_map.update({k: name for k in shard})
     total = sum(t.numel() * t.element_size() for t in state.values())
     atomic_write_text(folder / INDEX_FILE, json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
     (folder / WEIGHTS_FILE).unlink(missing_ok=True)
+    _remove_unlisted_shards(folder, keep=set(weight_map.values()))
+
+
+def _remove_unlisted_shards(folder: Path, keep: set[str]) -> None:
+    for shard in folder.glob("model-*-of-*.safetensors"):
+        if shard.name not in keep:
+            shard.unlink(missing_ok=True)
 
 
 def save_model(model: Transformer, folder: str | Path) -> None:
@@ -93,12 +108,25 @@ def read_config(folder: Path) -> ModelConfig:
         raise HeptaError(f"{path} is not a valid hepta config: {e}") from e
 
 
+def _weight_files(folder: Path) -> list[Path]:
+    """The files of the newest complete save: the index's shards, or `model.safetensors`.
+
+    Both can exist only after a crash between a save's commit and its clean-up; the newer wins.
+    """
+    index, single = folder / INDEX_FILE, folder / WEIGHTS_FILE
+    if not index.is_file() or (single.is_file() and single.stat().st_mtime_ns > index.stat().st_mtime_ns):
+        return [single]
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return sorted({folder / name for name in weight_map.values()})
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise HeptaError(f"{index} is not a valid shard index ({type(e).__name__}: {e}); "
+                         "restore it or re-export the model") from e
+
+
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    index = folder / INDEX_FILE
-    files = ([folder / WEIGHTS_FILE] if not index.is_file()
-             else sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()}))
     state: dict[str, torch.Tensor] = {}
-    for file in files:
+    for file in _weight_files(folder):
         if not file.is_file():
             raise HeptaError(f"{file} is missing; the checkpoint is incomplete, re-run or re-export it")
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -83,9 +84,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     tokenizer = Tokenizer.load(args.model)
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     result = Generation()
+    deltas = stream_generate(model, tokenizer, args.prompt, max_tokens=args.max_tokens, params=params,
+                             stop=args.stop or (), result=result)  # checks the request first
     sys.stdout.write(args.prompt)
-    for delta in stream_generate(model, tokenizer, args.prompt, max_tokens=args.max_tokens, params=params,
-                                 stop=args.stop or (), result=result):
+    for delta in deltas:
         sys.stdout.write(delta)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -172,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # anything unexpected: still one line, the traceback behind --debug
         if debug:
             raise

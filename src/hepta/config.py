@@ -55,8 +55,17 @@ class ModelConfig:
             if not ok:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r} is invalid: {allowed}")
 
+        for f in dataclasses.fields(self):  # types first: JSON and --set hand in 2.0 for 2, 1 for true
+            value = getattr(self, f.name)
+            if f.type == "int":
+                require(isinstance(value, int) and not isinstance(value, bool), f.name, "it must be an integer")
+            elif f.type == "bool":
+                require(isinstance(value, bool), f.name, "it must be true or false")
+            elif f.type.startswith("float"):
+                require(value is None and "None" in f.type or isinstance(value, (int, float)) and not isinstance(value, bool),
+                        f.name, "it must be a number")
         for name in ("vocab_size", "dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "max_seq_len"):
-            require(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name, "it must be a positive integer")
+            require(getattr(self, name) > 0, name, "it must be a positive integer")
         require(self.head_dim % 2 == 0, "head_dim", "RoPE needs an even head dimension")
         require(self.num_heads % self.num_kv_heads == 0, "num_kv_heads",
                 f"it must divide num_heads={self.num_heads}")

@@ -16,7 +16,7 @@ from hepta.param_table import print_preset_table
 from hepta.tokenizer import Tokenizer
 from hepta.train.loop import TrainArgs, Trainer, load_args
 from hepta.train.report import read_metrics
-from hepta.train.state import latest_checkpoint
+from hepta.train.state import checkpoint_step, latest_checkpoint
 
 # Sized to finish in under 5 minutes on 2 CPU cores, tokenizer training included.
 DEMO_STEPS = 400
@@ -35,7 +35,7 @@ def run_demo(out: Path, quiet: bool = False) -> None:
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None and dataclasses.asdict(load_args(out)) != dataclasses.asdict(args):
         raise HeptaError(f"{out} holds a different training run; remove it or run `hepta demo --out OTHER_DIR`")
-    done = checkpoint is not None and int(checkpoint.name.split("_")[1]) >= args.steps
+    done = checkpoint is not None and checkpoint_step(checkpoint) >= args.steps
     if done:
         console.print(f"reusing the finished run in {out}")
     else:

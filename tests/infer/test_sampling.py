@@ -15,6 +15,11 @@ def test_temperature_zero_is_greedy():
     assert draws(logits, SamplingParams(temperature=0), n=5).tolist() == [1] * 5
 
 
+def test_a_vanishing_temperature_is_greedy_not_nan():
+    logits = torch.tensor([[10.0, 9.0, float("-inf")]])
+    assert draws(logits, SamplingParams(temperature=1e-38), n=5).tolist() == [0] * 5
+
+
 def test_top_k_keeps_only_the_k_best():
     logits = torch.tensor([[1.0, 0.9, 0.8, 0.7, 0.6]])
     assert set(draws(logits, SamplingParams(top_k=2)).tolist()) == {0, 1}

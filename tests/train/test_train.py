@@ -14,7 +14,7 @@ from hepta.errors import HeptaError
 from hepta.tokenizer import Tokenizer
 from hepta.train.loop import TrainArgs, Trainer
 from hepta.train.report import read_metrics
-from hepta.train.state import latest_checkpoint
+from hepta.train.state import checkpoint_step, latest_checkpoint
 from helpers import micro_overrides, micro_set_flags
 
 
@@ -95,7 +95,7 @@ def test_killed_mid_save_then_resumed_gives_the_losses_of_an_uninterrupted_run(t
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         # once one checkpoint is complete, wait for the next to be half written, then kill
-        if (run / "model.safetensors").exists() and _saving(run):
+        if latest_checkpoint(run) is not None and _saving(run):
             os.kill(proc.pid, signal.SIGKILL)
             caught_mid_save = True
             break
@@ -103,7 +103,7 @@ def test_killed_mid_save_then_resumed_gives_the_losses_of_an_uninterrupted_run(t
     proc.wait()
     assert caught_mid_save, "the run finished before a save could be interrupted"
     assert _saving(run)  # the half-written save is still there
-    interrupted_at = int(latest_checkpoint(run).name.split("_")[1])
+    interrupted_at = checkpoint_step(latest_checkpoint(run))
     assert 0 < interrupted_at < 12
 
     hepta.load(run)  # the previous checkpoint's weights still open
@@ -113,3 +113,51 @@ def test_killed_mid_save_then_resumed_gives_the_losses_of_an_uninterrupted_run(t
     for step in range(1, 13):
         assert resumed[step] == pytest.approx(uninterrupted[step], abs=1e-6), step
     torch.testing.assert_close(hepta.load(run).state_dict(), hepta.load(reference).state_dict(), atol=1e-6, rtol=0)
+
+
+def test_a_folder_with_leftovers_of_a_run_that_died_before_its_first_checkpoint_is_refused(tmp_path, corpus):
+    trainer = Trainer(args_for(tmp_path / "run", corpus, steps=4, save_every=100))
+    trainer.train_step()  # dies here: config, tokenizer and args written, no checkpoint
+    with pytest.raises(HeptaError, match="unfinished run"):
+        Trainer(args_for(tmp_path / "run", corpus, steps=2, overrides={**micro_overrides(), "vocab_size": 640}))
+
+
+def test_a_crash_while_saving_the_final_weights_is_repaired_by_resume(tmp_path, corpus, monkeypatch):
+    reference = Trainer(args_for(tmp_path / "reference", corpus, steps=4, save_every=2)).run(quiet=True)
+
+    import hepta.train.loop as loop
+
+    real_save_weights = loop.save_weights
+
+    def crash_at_step_4(model, folder):
+        if trainer.step == 4:
+            raise KeyboardInterrupt("killed while writing the final weights")
+        real_save_weights(model, folder)
+
+    trainer = Trainer(args_for(tmp_path / "run", corpus, steps=4, save_every=2))
+    monkeypatch.setattr(loop, "save_weights", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(quiet=True)
+    monkeypatch.setattr(loop, "save_weights", real_save_weights)
+    assert latest_checkpoint(tmp_path / "run").name == "step_00000002"  # the state is the commit point
+    Trainer(args_for(tmp_path / "run", corpus, steps=4, save_every=2), resume=True).run(quiet=True)
+    torch.testing.assert_close(hepta.load(tmp_path / "run").state_dict(), hepta.load(reference.out).state_dict(),
+                               atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("flag, value", [("clip", -1.0), ("weight_decay", -0.1), ("max_corpus_mb", 0.0), ("steps", 0)])
+def test_invalid_training_options_are_refused(tmp_path, corpus, flag, value):
+    with pytest.raises(HeptaError, match=flag.replace("_", "-")):
+        args_for(tmp_path / "run", corpus, **{flag: value})
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_fewer_steps_than_done_is_refused_and_more_steps_are_kept(tmp_path, corpus):
+    Trainer(args_for(tmp_path / "run", corpus, steps=4, save_every=2)).run(quiet=True)
+    with pytest.raises(HeptaError, match="below the checkpoint"):
+        Trainer(args_for(tmp_path / "run", corpus, steps=2), resume=True)
+    Trainer(args_for(tmp_path / "run", corpus, steps=6, save_every=2), resume=True).run(quiet=True)
+    from hepta.train.loop import load_args
+
+    assert load_args(tmp_path / "run").steps == 6
+    assert sorted(train_losses(tmp_path / "run")) == list(range(1, 7))

@@ -57,11 +57,14 @@ class _StreamingText:
         return delta
 
 
-@torch.no_grad()
 def stream_generate(model: Transformer, tokenizer: Tokenizer, prompt: str, max_tokens: int = 64,
                     params: SamplingParams = SamplingParams(), stop: Sequence[str] = (),
                     result: Generation | None = None) -> Iterator[str]:
-    """Yield text deltas of the continuation of `prompt`; fill `result` as it goes."""
+    """Text deltas of the continuation of `prompt`; fills `result` as it goes.
+
+    The request is checked here, before the first delta is asked for, so a caller can report
+    a bad prompt before printing anything.
+    """
     result = result if result is not None else Generation()
     context = model.config.max_seq_len
     prompt_ids = tokenizer.encode(prompt)
@@ -72,7 +75,12 @@ def stream_generate(model: Transformer, tokenizer: Tokenizer, prompt: str, max_t
                          "shorten the prompt")
     if max_tokens <= 0:
         raise HeptaError(f"max tokens must be positive, got {max_tokens}")
-    max_tokens = min(max_tokens, context - len(prompt_ids))
+    return _decode(model, tokenizer, prompt_ids, min(max_tokens, context - len(prompt_ids)), params, stop, result)
+
+
+@torch.no_grad()
+def _decode(model: Transformer, tokenizer: Tokenizer, prompt_ids: list[int], max_tokens: int,
+            params: SamplingParams, stop: Sequence[str], result: Generation) -> Iterator[str]:
     generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
     end_ids = {tokenizer.eos_id, tokenizer.end_id}
     # Only text and end tokens may be generated: role, modality and reserved ids (and padding
@@ -99,7 +107,7 @@ def stream_generate(model: Transformer, tokenizer: Tokenizer, prompt: str, max_t
         if text.final_text is not None:
             result.finish_reason = "stop"
             break
-        if cache.length < cache.max_len:
+        if len(result.token_ids) < max_tokens:
             logits = model(torch.tensor([[next_id]]), cache=cache)[:, -1]
     tail = text.finish(result.token_ids)
     if tail:

@@ -33,7 +33,9 @@ def sample_next(logits_BV: torch.Tensor, params: SamplingParams, generator: torc
     logits_BV = logits_BV.float()  # sampling in fp32: bf16 ties and tiny probabilities matter here
     if params.temperature == 0:
         return logits_BV.argmax(dim=-1)
-    logits_BV = logits_BV / params.temperature
+    # shift so the best logit is 0 before dividing: a tiny temperature then gives -inf for the
+    # others instead of inf - inf = nan
+    logits_BV = (logits_BV - logits_BV.amax(dim=-1, keepdim=True)) / params.temperature
     if params.top_k and params.top_k < logits_BV.shape[-1]:
         kth = logits_BV.topk(params.top_k, dim=-1).values[:, -1:]
         logits_BV = logits_BV.masked_fill(logits_BV < kth, float("-inf"))

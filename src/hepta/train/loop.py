@@ -12,16 +12,16 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from hepta.checkpoint import CONFIG_FILE, WEIGHTS_FILE, build_model, save_weights
+from hepta.checkpoint import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, build_model, save_weights
 from hepta.config import ModelConfig, get_preset
 from hepta.errors import HeptaError
 from hepta.fileio import atomic_write_text
 from hepta.model import Transformer
-from hepta.tokenizer import NUM_SPECIAL_TOKENS, TOKENIZER_FILE, Tokenizer
+from hepta.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
 from hepta.train.data import Documents, batch_generator, sample_batch, stdlib_documents, tokenize, user_documents
 from hepta.train.optim import build_optimizer, lr_at
 from hepta.train.report import MetricsLog, plot_run, read_metrics
-from hepta.train.state import latest_checkpoint, load_train_state, save_train_state
+from hepta.train.state import checkpoint_step, latest_checkpoint, load_train_state, save_train_state
 
 ARGS_FILE = "train_args.json"
 TOKENIZER_SAMPLE_BYTES = 8_000_000  # BPE merges stabilise well before the whole corpus
@@ -58,6 +58,12 @@ class TrainArgs:
             raise HeptaError(f"--lr must be positive, got {self.lr}")
         if self.warmup < 0:
             raise HeptaError(f"--warmup must be 0 or more, got {self.warmup}")
+        if self.clip <= 0:
+            raise HeptaError(f"--clip must be positive, got {self.clip}")
+        if self.weight_decay < 0:
+            raise HeptaError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if self.max_corpus_mb is not None and self.max_corpus_mb <= 0:
+            raise HeptaError(f"--max-corpus-mb must be positive, got {self.max_corpus_mb}")
 
     def model_config(self) -> ModelConfig:
         cfg = get_preset(self.preset).replace(**self.overrides)
@@ -94,10 +100,18 @@ class Trainer:
         self.checkpoint = latest_checkpoint(self.run_dir) if resume else None
         if resume and self.checkpoint is None:
             raise HeptaError(f"{self.run_dir} holds no complete checkpoint to resume; drop --resume to start a new run")
-        if not resume and (latest_checkpoint(self.run_dir) or (self.run_dir / WEIGHTS_FILE).exists()):
-            raise HeptaError(f"{self.run_dir} already holds a training run; pass --resume to continue it "
-                             "or choose another --out folder")
+        if not resume:
+            if latest_checkpoint(self.run_dir) is not None:
+                raise HeptaError(f"{self.run_dir} already holds a training run; pass --resume to continue it "
+                                 "or choose another --out folder")
+            earlier = [n for n in (WEIGHTS_FILE, INDEX_FILE, CONFIG_FILE, ARGS_FILE) if (self.run_dir / n).exists()]
+            if earlier:
+                raise HeptaError(f"{self.run_dir} already holds a model or an unfinished run ({earlier[0]}); "
+                                 "choose another --out folder or remove it")
         self.cfg = args.model_config()
+        if self.checkpoint is not None and args.steps < checkpoint_step(self.checkpoint):
+            raise HeptaError(f"--steps {args.steps} is below the checkpoint's step {self.checkpoint.name}; "
+                             "pass a larger --steps or none")
 
         docs = (user_documents(args.data) if args.data
                 else stdlib_documents(int(args.max_corpus_mb * 1e6) if args.max_corpus_mb else None))
@@ -113,6 +127,7 @@ class Trainer:
         if self.checkpoint is not None:
             self.step = load_train_state(self.checkpoint, self.model, self.optimizer)
             self.log(f"resumed from {self.checkpoint} at step {self.step}")
+            save_args(self.run_dir, args)  # --steps may have grown; a later plain --resume keeps it
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_args(self.run_dir, args)
@@ -121,7 +136,7 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir, resume_step=self.step if self.checkpoint else None)
 
     def _tokenizer(self, docs: Documents) -> Tokenizer:
-        if (self.run_dir / TOKENIZER_FILE).is_file():
+        if self.checkpoint is not None:  # a resumed run keeps the ids it was trained with
             tokenizer = Tokenizer.load(self.run_dir)
         else:
             sample, size = [], 0
@@ -139,19 +154,25 @@ class Trainer:
     # --- evaluation ----------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        args = self.args
-        self.model.eval()
+    def evaluate(self, model: Transformer | None = None) -> float:
+        args, model = self.args, (model if model is not None else self.model)
+        model.eval()
         losses = []
         for i in range(args.eval_batches):
             x, y = sample_batch(self.stream.val, args.batch_size, args.seq_len, batch_generator(args.seed, -1, i))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                logits = self.model(x)
+                logits = model(x)
             losses.append(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()).item())
-        for moe in self.model.moe_layers():
+        for moe in model.moe_layers():
             moe.load_since_update.zero_()  # evaluation traffic must not steer the balancing bias
-        self.model.train()
+        model.train()
         return sum(losses) / len(losses)
+
+    def evaluate_initial(self) -> float:
+        """Validation loss of the untrained model (re-created from the seed when resuming)."""
+        loss = self.evaluate(None if self.step == 0 else build_model(self.cfg, seed=self.args.seed))
+        self.metrics.write({"kind": "eval", "step": 0, "val_loss": loss})
+        return loss
 
     # --- one optimisation step -----------------------------------------------------------
 
@@ -188,8 +209,10 @@ class Trainer:
         return row
 
     def save(self) -> None:
-        save_train_state(self.run_dir, self.model, self.optimizer, self.step)
+        # The training state is the commit point: the weights go first, so a crash in between
+        # leaves weights at least as new as `latest`, and the resumed run rewrites them.
         save_weights(self.model, self.run_dir)
+        save_train_state(self.run_dir, self.model, self.optimizer, self.step)
 
     # --- the run -------------------------------------------------------------------------
 
@@ -198,11 +221,11 @@ class Trainer:
 
         args = self.args
         started = time.perf_counter()
-        if self.step == 0:
-            val_before = self.evaluate()
-            self.metrics.write({"kind": "eval", "step": 0, "val_loss": val_before})
+        first_eval = next((r for r in read_metrics(self.run_dir) if r["kind"] == "eval" and r["step"] == 0), None)
+        if first_eval is None:
+            val_before = self.evaluate_initial()
         else:
-            val_before = next(r["val_loss"] for r in read_metrics(self.run_dir) if r["kind"] == "eval")
+            val_before = first_eval["val_loss"]
         val_after = val_before
         tokens_per_step = args.batch_size * args.seq_len * args.grad_accum
         with TrainProgress(total=args.steps, start=self.step, quiet=quiet) as progress:
@@ -217,8 +240,8 @@ class Trainer:
                     self.metrics.write({"kind": "eval", "step": self.step, "val_loss": val_after})
                 if self.step % args.save_every == 0 or self.step == args.steps:
                     self.save()
-        if self.step == args.steps and not (self.run_dir / WEIGHTS_FILE).exists():
-            self.save()
+        if self.checkpoint is not None and self.step == checkpoint_step(self.checkpoint):
+            save_weights(self.model, self.run_dir)  # resumed a finished run: make sure the weights match it
         evals = [r for r in read_metrics(self.run_dir) if r["kind"] == "eval"]
         val_after = evals[-1]["val_loss"] if evals else val_after
         plot_run(self.run_dir)

@@ -17,10 +17,11 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, resume_step: int | None):
         self.path = run_dir / METRICS_FILE
-        if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        if resume_step is None:
+            atomic_write_text(self.path, "")  # a new run starts a new record
+        elif self.path.exists():
+            kept = [row for row in read_metrics(run_dir) if row["step"] <= resume_step]
+            atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def write(self, row: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
@@ -28,8 +29,15 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """All complete rows; a last line cut short by a crash is skipped."""
     path = run_dir / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def plot_run(run_dir: Path) -> Path:

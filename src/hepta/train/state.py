@@ -49,8 +49,14 @@ def save_train_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.opt
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    if final.exists():  # the same step saved again: keep the old copy until the new one is in place
+        stale = final.with_name(final.name + ".old")
+        shutil.rmtree(stale, ignore_errors=True)
+        final.rename(stale)
+        tmp.rename(final)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        tmp.rename(final)
     fsync_dir(root)
     atomic_write_text(root / LATEST, final.name + "\n")
     _prune(root, keep=final.name)
@@ -58,10 +64,14 @@ def save_train_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.opt
 
 
 def _prune(root: Path, keep: str) -> None:
-    complete = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+    complete = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith((".tmp", ".old")))
     for old in complete[:-KEEP]:
         if old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("_")[1].split(".")[0])
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -72,8 +82,12 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         named = root / pointer.read_text().strip()
         if (named / ".metadata").is_file():
             return named
-    complete = sorted(p for p in root.glob("step_*") if (p / ".metadata").is_file() and not p.name.endswith(".tmp"))
-    return complete[-1] if complete else None
+    complete = sorted(p for p in root.glob("step_*")
+                      if (p / ".metadata").is_file() and not p.name.endswith((".tmp", ".old")))
+    if complete:
+        return complete[-1]
+    stale = sorted(p for p in root.glob("step_*.old") if (p / ".metadata").is_file())
+    return stale[-1] if stale else None
 
 
 def load_train_state(checkpoint: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:

@@ -20,7 +20,8 @@ def test_analytic_count_equals_built_model_for_every_preset(name):
 
 
 @pytest.mark.parametrize("overrides", [
-    {"tie_embeddings": True}, {"qk_norm": False}, {"num_dense_layers": 4}, {"num_shared_experts": 3},
+    {"tie_embeddings": True}, {"qk_norm": False}, {"qk_norm_per_head": False}, {"num_dense_layers": 4},
+    {"num_shared_experts": 3},
 ])
 def test_analytic_count_equals_built_model_for_variants(overrides):
     cfg = hepta.get_preset("tiny").replace(**overrides)

@@ -31,6 +31,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     max_seq_len: int = 1024
     qk_norm: bool = True
+    qk_norm_per_head: bool = True  # False: one norm over all heads' q (and k), as OLMoE does
     tie_embeddings: bool = False
     norm_eps: float = 1e-6
     # --- mixture of experts ---
@@ -154,7 +155,8 @@ def count_params(cfg: ModelConfig) -> ParamCount:
     """
     d, hd = cfg.dim, cfg.head_dim
     attention = d * hd * (cfg.num_heads + 2 * cfg.num_kv_heads) + cfg.num_heads * hd * d
-    attention += 2 * hd if cfg.qk_norm else 0
+    if cfg.qk_norm:
+        attention += 2 * hd if cfg.qk_norm_per_head else (cfg.num_heads + cfg.num_kv_heads) * hd
     swiglu = lambda hidden: 3 * d * hidden  # noqa: E731  (gate, up, down)
     c = {
         "embedding": cfg.vocab_size * d,

@@ -42,24 +42,31 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: int, qk_norm: bool, norm_eps: float):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: int, qk_norm: bool, norm_eps: float,
+                 qk_norm_per_head: bool = True):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=False)
         self.k_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=False)
         self.v_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=False)
         self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=False)
-        # QK-norm (per head, over Dh) keeps attention logits bounded at large learning rates.
-        self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
-        self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+        # QK-norm keeps attention logits bounded at large learning rates: per head over Dh, or
+        # (OLMoE) once over all heads' concatenated projections.
+        self.qk_norm_per_head = qk_norm_per_head
+        q_width, k_width = (head_dim, head_dim) if qk_norm_per_head else (num_heads * head_dim, num_kv_heads * head_dim)
+        self.q_norm = RMSNorm(q_width, norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(k_width, norm_eps) if qk_norm else None
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
         B, T, _ = x_BTD.shape
-        q = self.q_proj(x_BTD).view(B, T, self.num_heads, self.head_dim)
-        k = self.k_proj(x_BTD).view(B, T, self.num_kv_heads, self.head_dim)
+        q, k = self.q_proj(x_BTD), self.k_proj(x_BTD)
+        if self.q_norm is not None and not self.qk_norm_per_head:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(B, T, self.num_heads, self.head_dim)
+        k = k.view(B, T, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x_BTD).view(B, T, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.qk_norm_per_head:
             q, k = self.q_norm(q), self.k_norm(k)
         q_BHTDh = apply_rope(q.transpose(1, 2), cos, sin)
         k_BGTDh = apply_rope(k.transpose(1, 2), cos, sin)

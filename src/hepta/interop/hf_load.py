@@ -1,0 +1,158 @@
+"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE) as hepta models.
+
+The folder's config.json is mapped onto one `ModelConfig`; weights stream shard by shard
+into a model whose parameters were allocated once, each tensor copied into place and then
+dropped, so the process never holds the weights twice. Per-expert tensors of the classic
+layout (`experts.{e}.w1/w2/w3` or `gate_proj/up_proj/down_proj`) are written straight into
+hepta's stacked `[E, ...]` parameters; the fused layout (`experts.gate_up_proj`) maps as is.
+Every parameter must be filled completely: a missing weight is an error, never random init.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from hepta.config import ModelConfig
+from hepta.errors import HeptaError
+from hepta.model import Transformer
+
+SUPPORTED_TYPES = ("mixtral", "olmoe")
+INDEX_FILE = "model.safetensors.index.json"
+
+
+def _rope_theta(hf: dict) -> float:
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", None):
+        raise HeptaError(f"rope type {rope_type!r} is not supported yet for {hf['model_type']}; "
+                         "supported: default")
+    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    model_type = hf.get("model_type")
+    if model_type not in SUPPORTED_TYPES:
+        raise HeptaError(f"model_type {model_type!r} is not supported; hepta loads: {', '.join(SUPPORTED_TYPES)}")
+    if hf.get("sliding_window"):
+        raise HeptaError(f"sliding_window={hf['sliding_window']} is not supported; set it to null in config.json "
+                         "to attend over the full context")
+    if hf.get("clip_qkv"):
+        raise HeptaError(f"clip_qkv={hf['clip_qkv']} is not supported; models trained with it need it at inference")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise HeptaError(f"hidden_act={hf['hidden_act']!r} is not supported; hepta experts use silu (SwiGLU)")
+    heads = hf["num_attention_heads"]
+    common = dict(
+        vocab_size=hf["vocab_size"], dim=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
+        num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads,
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+        rope_theta=_rope_theta(hf), max_seq_len=hf.get("max_position_embeddings", 4096),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)), norm_eps=hf.get("rms_norm_eps", 1e-6),
+        top_k=hf["num_experts_per_tok"], expert_hidden_dim=hf["intermediate_size"],
+        router_scoring="softmax", aux_loss_coef=hf.get("router_aux_loss_coef", 0.0),
+    )
+    if model_type == "mixtral":
+        return ModelConfig(**common, qk_norm=False, num_experts=hf["num_local_experts"], norm_topk_prob=True)
+    return ModelConfig(**common, qk_norm=True, qk_norm_per_head=False, num_experts=hf["num_experts"],
+                       norm_topk_prob=bool(hf.get("norm_topk_prob", False)))
+
+
+# HF name -> (hepta parameter, expert index or None, which half of gate_up or None)
+_LAYER = r"model\.layers\.(\d+)\."
+_RULES: list[tuple[re.Pattern, str]] = [
+    (re.compile(r"model\.embed_tokens\.weight"), "embed.weight"),
+    (re.compile(r"model\.norm\.weight"), "norm.weight"),
+    (re.compile(r"lm_head\.weight"), "output.weight"),
+    (re.compile(_LAYER + r"input_layernorm\.weight"), "layers.{0}.attn_norm.weight"),
+    (re.compile(_LAYER + r"post_attention_layernorm\.weight"), "layers.{0}.ffn_norm.weight"),
+    (re.compile(_LAYER + r"self_attn\.(q_proj|k_proj|v_proj|o_proj|q_norm|k_norm)\.weight"), "layers.{0}.attn.{1}.weight"),
+    (re.compile(_LAYER + r"(?:mlp|block_sparse_moe)\.gate\.weight"), "layers.{0}.ffn.router.weight"),
+    (re.compile(_LAYER + r"(?:mlp|block_sparse_moe)\.experts\.(gate_up_proj|down_proj)"), "layers.{0}.ffn.experts.{1}"),
+]
+_EXPERT = re.compile(_LAYER + r"(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(w1|w2|w3|gate_proj|up_proj|down_proj)\.weight")
+_GATE, _UP, _DOWN = ("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")
+
+
+def _target(name: str, params: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The (view of the) hepta parameter a Hugging Face tensor fills, or None if it has none."""
+    match = _EXPERT.fullmatch(name)
+    if match:
+        layer, expert, which = match.group(1), int(match.group(2)), match.group(3)
+        experts = f"layers.{layer}.ffn.experts."
+        if which in _DOWN:
+            return params[experts + "down_proj"][expert]
+        gate_up = params[experts + "gate_up_proj"][expert]
+        half = gate_up.shape[0] // 2
+        return gate_up[:half] if which in _GATE else gate_up[half:]
+    for pattern, template in _RULES:
+        match = pattern.fullmatch(name)
+        if match:
+            key = template.format(*match.groups())
+            return params.get(key)
+    return None
+
+
+def _shard_files(folder: Path) -> list[Path]:
+    index = folder / INDEX_FILE
+    if index.is_file():
+        try:
+            return sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise HeptaError(f"{index} is not a valid shard index ({e}); restore it") from e
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        if list(folder.glob("*.bin")) or list(folder.glob("*.pt")):
+            raise HeptaError(f"{folder} holds only pickle weights (.bin/.pt), which hepta does not read; "
+                             "convert them to safetensors first")
+        raise HeptaError(f"{folder} holds no *.safetensors weights")
+    return files
+
+
+def load_hf(folder: str | Path) -> Transformer:
+    folder = Path(folder)
+    hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    cfg = config_from_hf(hf)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.to_empty(device="cpu")  # one allocation of every parameter, filled below
+    if cfg.tie_embeddings:
+        model.output.weight = model.embed.weight
+    with torch.no_grad():
+        for buffer in model.buffers():  # routing bias and load counters start at zero
+            buffer.zero_()
+    params = dict(model.named_parameters(remove_duplicate=True))
+    filled = {name: 0 for name in params}
+    owner = {id(t): name for name, t in params.items()}
+    with torch.no_grad():
+        for file in _shard_files(folder):
+            if not file.is_file():
+                raise HeptaError(f"{file} is listed in the index but missing; the checkpoint is incomplete")
+            try:
+                with safe_open(str(file), framework="pt") as shard:
+                    for name in shard.keys():
+                        if cfg.tie_embeddings and name == "lm_head.weight":
+                            continue  # the same matrix as the embedding
+                        target = _target(name, params)
+                        if target is None:
+                            if name.endswith("rotary_emb.inv_freq"):
+                                continue  # a cache some exports include, recomputed by hepta
+                            raise HeptaError(f"tensor {name!r} in {file.name} has no place in a {hf['model_type']} "
+                                             "model of this config; is config.json from the same model?")
+                        tensor = shard.get_tensor(name)
+                        if tuple(tensor.shape) != tuple(target.shape):
+                            raise HeptaError(f"tensor {name!r} in {file.name} has shape {tuple(tensor.shape)}, "
+                                             f"config.json implies {tuple(target.shape)}")
+                        target.copy_(tensor)
+                        base = target._base if target._base is not None else target
+                        filled[owner[id(base)]] += target.numel()
+            except SafetensorError as e:
+                raise HeptaError(f"{file} is corrupt or truncated ({e}); restore it from the original download") from e
+    missing = [name for name, count in filled.items() if count != params[name].numel()]
+    if missing:
+        raise HeptaError(f"{folder} lacks weights for {missing[:3]}{' ...' if len(missing) > 3 else ''}; "
+                         "the checkpoint is incomplete (hepta never initialises a missing weight at random)")
+    return model.eval()

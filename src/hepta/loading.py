@@ -1,0 +1,30 @@
+"""`hepta.load`: one call for a hepta model folder or a supported Hugging Face folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from hepta import checkpoint
+from hepta.errors import HeptaError
+from hepta.interop import SUPPORTED_TYPES, load_hf
+from hepta.model import Transformer
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
+    """Open a model folder (hepta's own, or Hugging Face's for the supported types) in eval mode."""
+    folder = Path(path)
+    config = folder / checkpoint.CONFIG_FILE
+    if folder.is_dir() and config.is_file():
+        try:
+            model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type", "hepta")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            model_type = "hepta"  # let the hepta reader report the broken file
+        if model_type != "hepta":
+            if model_type not in SUPPORTED_TYPES:
+                raise HeptaError(f"{config} describes a {model_type!r} model; hepta loads hepta folders and "
+                                 f"Hugging Face folders of type {', '.join(SUPPORTED_TYPES)}")
+            return load_hf(folder).to(device)
+    return checkpoint.load(folder, device)

@@ -1,0 +1,107 @@
+"""Hugging Face MoE folders open in hepta with the logits and greedy tokens of transformers.
+
+Small random models are built with transformers' own config and model classes (no hub),
+saved with `save_pretrained`, and loaded by `hepta.load`.
+"""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import MixtralConfig, MixtralForCausalLM, OlmoeConfig, OlmoeForCausalLM
+
+import hepta
+from hepta.errors import HeptaError
+
+SHAPE = dict(vocab_size=160, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             max_position_embeddings=256, pad_token_id=None, eos_token_id=None, bos_token_id=None)
+
+CASES = {
+    "mixtral-4e-top2": (MixtralConfig, MixtralForCausalLM, dict(intermediate_size=48, num_local_experts=4,
+                                                               num_experts_per_tok=2)),
+    "mixtral-8e-top3-theta": (MixtralConfig, MixtralForCausalLM, dict(intermediate_size=32, num_local_experts=8,
+                                                                     num_experts_per_tok=3, num_hidden_layers=3,
+                                                                     rope_parameters={"rope_type": "default",
+                                                                                      "rope_theta": 5e5})),
+    "olmoe-8e-top2": (OlmoeConfig, OlmoeForCausalLM, dict(intermediate_size=32, num_experts=8, num_experts_per_tok=2)),
+    "olmoe-6e-top3-normed": (OlmoeConfig, OlmoeForCausalLM, dict(intermediate_size=40, num_experts=6,
+                                                                num_experts_per_tok=3, norm_topk_prob=True,
+                                                                num_key_value_heads=4)),
+}
+
+
+def save_hf(case: str, folder):
+    config_cls, model_cls, extra = CASES[case]
+    torch.manual_seed(0)
+    model = model_cls(config_cls(**{**SHAPE, **extra})).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def pair(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    return save_hf(request.param, folder), hepta.load(folder), folder
+
+
+@pytest.mark.parametrize("seq_len", [1, 7, 33])
+def test_logits_match_transformers(pair, seq_len):
+    hf, ours, _ = pair
+    ids = torch.randint(0, 160, (2, seq_len), generator=torch.Generator().manual_seed(seq_len))
+    with torch.no_grad():
+        expected = hf(ids).logits
+        got = ours(ids)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= 1e-4
+
+
+def test_32_greedy_tokens_match_transformers_generate(pair):
+    hf, ours, _ = pair
+    prompt = torch.randint(0, 160, (1, 5), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = hf.generate(prompt, max_new_tokens=32, do_sample=False, min_new_tokens=32)[0, 5:].tolist()
+        cache = ours.new_cache(batch_size=1, max_len=5 + 32)
+        logits = ours(prompt, cache=cache)[:, -1]
+        got = []
+        for _ in range(32):
+            got.append(int(logits.argmax(-1)))
+            logits = ours(torch.tensor([[got[-1]]]), cache=cache)[:, -1]
+    assert got == expected
+
+
+def test_unsupported_type_and_features_are_named(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(HeptaError, match="'gpt2'.*mixtral, olmoe"):
+        hepta.load(tmp_path)
+    folder = tmp_path / "sliding"
+    config_cls, model_cls, extra = CASES["mixtral-4e-top2"]
+    model_cls(config_cls(**{**SHAPE, **extra, "sliding_window": 16})).save_pretrained(folder)
+    with pytest.raises(HeptaError, match="sliding_window=16"):
+        hepta.load(folder)
+
+
+def test_missing_tensor_wrong_shape_truncated_shard_and_pickle_only_are_refused(tmp_path):
+    folder = tmp_path / "m"
+    save_hf("olmoe-8e-top2", folder)
+    weights_file = folder / "model.safetensors"
+    weights = load_file(str(weights_file))
+    original = weights_file.read_bytes()
+
+    name = "model.layers.1.mlp.experts.3.up_proj.weight"
+    save_file({k: v for k, v in weights.items() if k != name}, str(weights_file))
+    with pytest.raises(HeptaError, match="lacks weights for.*layers.1.ffn.experts.gate_up_proj"):
+        hepta.load(folder)
+
+    save_file({**weights, name: torch.zeros(3, 3)}, str(weights_file))
+    with pytest.raises(HeptaError, match=f"{name}.*shape"):
+        hepta.load(folder)
+
+    weights_file.write_bytes(original[: len(original) // 2])
+    with pytest.raises(HeptaError, match="model.safetensors.*corrupt or truncated"):
+        hepta.load(folder)
+
+    weights_file.unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"not read")
+    with pytest.raises(HeptaError, match="pickle"):
+        hepta.load(folder)

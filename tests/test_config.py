@@ -22,6 +22,8 @@ def test_analytic_count_equals_built_model_for_every_preset(name):
 @pytest.mark.parametrize("overrides", [
     {"tie_embeddings": True}, {"qk_norm": False}, {"qk_norm_per_head": False}, {"num_dense_layers": 4},
     {"num_shared_experts": 3},
+    {"qkv_bias": True, "shared_expert_hidden_dim": 40, "shared_expert_gate": True, "moe_layer_step": 2,
+     "dense_layers": (3,), "num_dense_layers": 0},
 ])
 def test_analytic_count_equals_built_model_for_variants(overrides):
     cfg = hepta.get_preset("tiny").replace(**overrides)

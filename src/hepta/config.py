@@ -41,6 +41,11 @@ class ModelConfig:
     num_shared_experts: int = 0  # each of width expert_hidden_dim, used by every token
     num_dense_layers: int = 0  # the first k layers use a dense SwiGLU instead of MoE
     dense_hidden_dim: int = 1024
+    moe_layer_step: int = 1  # after the first dense layers, every n-th layer is MoE (Qwen's decoder_sparse_step)
+    dense_layers: tuple[int, ...] = ()  # further layers forced dense (Qwen's mlp_only_layers)
+    shared_expert_hidden_dim: int | None = None  # None: num_shared_experts * expert_hidden_dim
+    shared_expert_gate: bool = False  # scale the shared experts by sigmoid(w . x) per token (Qwen2-MoE)
+    qkv_bias: bool = False
     router_scoring: str = "softmax"
     norm_topk_prob: bool = True  # renormalise the top-k gate weights to sum to 1
     route_scale: float = 1.0  # multiplies the gate weights (DeepSeek's routed_scaling_factor)
@@ -52,6 +57,9 @@ class ModelConfig:
     capacity_factor: float | None = None  # None = dropless
 
     def __post_init__(self) -> None:
+        if isinstance(self.dense_layers, list):  # from JSON
+            object.__setattr__(self, "dense_layers", tuple(self.dense_layers))
+
         def require(ok: bool, name: str, allowed: str) -> None:
             if not ok:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r} is invalid: {allowed}")
@@ -62,6 +70,9 @@ class ModelConfig:
                 require(isinstance(value, int) and not isinstance(value, bool), f.name, "it must be an integer")
             elif f.type == "bool":
                 require(isinstance(value, bool), f.name, "it must be true or false")
+            elif f.type == "int | None":
+                require(value is None or isinstance(value, int) and not isinstance(value, bool), f.name,
+                        "it must be an integer or null")
             elif f.type.startswith("float"):
                 require(value is None and "None" in f.type or isinstance(value, (int, float)) and not isinstance(value, bool),
                         f.name, "it must be a number")
@@ -74,7 +85,12 @@ class ModelConfig:
         require(self.norm_eps > 0, "norm_eps", "it must be positive")
         require(0 <= self.num_dense_layers <= self.num_layers, "num_dense_layers",
                 f"it must be between 0 and num_layers={self.num_layers}")
-        require(self.num_dense_layers == 0 or self.dense_hidden_dim > 0, "dense_hidden_dim",
+        require(self.moe_layer_step >= 1, "moe_layer_step", "it must be 1 or more")
+        require(all(isinstance(i, int) and 0 <= i < self.num_layers for i in self.dense_layers), "dense_layers",
+                f"it must list layer indices below num_layers={self.num_layers}")
+        require(self.shared_expert_hidden_dim is None or self.shared_expert_hidden_dim > 0,
+                "shared_expert_hidden_dim", "it must be positive or null")
+        require(self.num_moe_layers == self.num_layers or self.dense_hidden_dim > 0, "dense_hidden_dim",
                 "dense layers need a positive hidden size")
         if not self.has_moe:
             return
@@ -98,14 +114,22 @@ class ModelConfig:
     # --- derived ---
     @property
     def has_moe(self) -> bool:
-        return self.num_dense_layers < self.num_layers
+        return self.num_moe_layers > 0
 
     @property
     def num_moe_layers(self) -> int:
-        return self.num_layers - self.num_dense_layers
+        return sum(self.is_moe_layer(i) for i in range(self.num_layers))
 
     def is_moe_layer(self, layer_idx: int) -> bool:
-        return layer_idx >= self.num_dense_layers
+        return (layer_idx >= self.num_dense_layers and layer_idx not in self.dense_layers
+                and (layer_idx + 1) % self.moe_layer_step == 0)
+
+    @property
+    def shared_hidden_dim(self) -> int:
+        """Width of the one SwiGLU that holds all shared experts (0: none)."""
+        if self.shared_expert_hidden_dim is not None:
+            return self.shared_expert_hidden_dim
+        return self.num_shared_experts * self.expert_hidden_dim
 
     def replace(self, **changes) -> "ModelConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -155,6 +179,7 @@ def count_params(cfg: ModelConfig) -> ParamCount:
     """
     d, hd = cfg.dim, cfg.head_dim
     attention = d * hd * (cfg.num_heads + 2 * cfg.num_kv_heads) + cfg.num_heads * hd * d
+    attention += hd * (cfg.num_heads + 2 * cfg.num_kv_heads) if cfg.qkv_bias else 0
     if cfg.qk_norm:
         attention += 2 * hd if cfg.qk_norm_per_head else (cfg.num_heads + cfg.num_kv_heads) * hd
     swiglu = lambda hidden: 3 * d * hidden  # noqa: E731  (gate, up, down)
@@ -162,10 +187,11 @@ def count_params(cfg: ModelConfig) -> ParamCount:
         "embedding": cfg.vocab_size * d,
         "attention": cfg.num_layers * attention,
         "norms": (2 * cfg.num_layers + 1) * d,
-        "dense_ffn": cfg.num_dense_layers * swiglu(cfg.dense_hidden_dim),
+        "dense_ffn": (cfg.num_layers - cfg.num_moe_layers) * swiglu(cfg.dense_hidden_dim),
         "router": cfg.num_moe_layers * cfg.num_experts * d if cfg.has_moe else 0,
         "routed_experts": cfg.num_moe_layers * cfg.num_experts * swiglu(cfg.expert_hidden_dim) if cfg.has_moe else 0,
-        "shared_experts": cfg.num_moe_layers * swiglu(cfg.num_shared_experts * cfg.expert_hidden_dim) if cfg.has_moe else 0,
+        "shared_experts": cfg.num_moe_layers * (swiglu(cfg.shared_hidden_dim)
+                                                + (d if cfg.shared_expert_gate and cfg.shared_hidden_dim else 0)),
         "output": 0 if cfg.tie_embeddings else cfg.vocab_size * d,
     }
     total = sum(c.values())

@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import MixtralConfig, MixtralForCausalLM, OlmoeConfig, OlmoeForCausalLM
+from transformers import (MixtralConfig, MixtralForCausalLM, OlmoeConfig, OlmoeForCausalLM, Qwen2MoeConfig,
+                          Qwen2MoeForCausalLM)
 
 import hepta
 from hepta.errors import HeptaError
@@ -28,6 +29,12 @@ CASES = {
     "olmoe-6e-top3-normed": (OlmoeConfig, OlmoeForCausalLM, dict(intermediate_size=40, num_experts=6,
                                                                 num_experts_per_tok=3, norm_topk_prob=True,
                                                                 num_key_value_heads=4)),
+    "qwen2_moe-dense-layer-1": (Qwen2MoeConfig, Qwen2MoeForCausalLM, dict(
+        intermediate_size=48, moe_intermediate_size=32, shared_expert_intermediate_size=40, num_experts=4,
+        num_experts_per_tok=2, num_hidden_layers=3, decoder_sparse_step=1, mlp_only_layers=[1])),
+    "qwen2_moe-step-2-normed": (Qwen2MoeConfig, Qwen2MoeForCausalLM, dict(
+        intermediate_size=56, moe_intermediate_size=24, shared_expert_intermediate_size=64, num_experts=8,
+        num_experts_per_tok=4, num_hidden_layers=4, decoder_sparse_step=2, norm_topk_prob=True)),
 }
 
 
@@ -72,7 +79,7 @@ def test_32_greedy_tokens_match_transformers_generate(pair):
 
 def test_unsupported_type_and_features_are_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(HeptaError, match="'gpt2'.*mixtral, olmoe"):
+    with pytest.raises(HeptaError, match="'gpt2'.*mixtral, olmoe, qwen2_moe"):
         hepta.load(tmp_path)
     folder = tmp_path / "sliding"
     config_cls, model_cls, extra = CASES["mixtral-4e-top2"]

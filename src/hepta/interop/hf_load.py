@@ -1,4 +1,4 @@
-"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE) as hepta models.
+"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE, Qwen2-MoE) as hepta models.
 
 The folder's config.json is mapped onto one `ModelConfig`; weights stream shard by shard
 into a model whose parameters were allocated once, each tensor copied into place and then
@@ -21,7 +21,7 @@ from hepta.config import ModelConfig
 from hepta.errors import HeptaError
 from hepta.model import Transformer
 
-SUPPORTED_TYPES = ("mixtral", "olmoe")
+SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe")
 INDEX_FILE = "model.safetensors.index.json"
 
 
@@ -38,7 +38,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED_TYPES:
         raise HeptaError(f"model_type {model_type!r} is not supported; hepta loads: {', '.join(SUPPORTED_TYPES)}")
-    if hf.get("sliding_window"):
+    if hf.get("sliding_window") and hf.get("use_sliding_window", True):
         raise HeptaError(f"sliding_window={hf['sliding_window']} is not supported; set it to null in config.json "
                          "to attend over the full context")
     if hf.get("clip_qkv"):
@@ -57,6 +57,15 @@ def config_from_hf(hf: dict) -> ModelConfig:
     )
     if model_type == "mixtral":
         return ModelConfig(**common, qk_norm=False, num_experts=hf["num_local_experts"], norm_topk_prob=True)
+    if model_type == "qwen2_moe":
+        shared = hf.get("shared_expert_intermediate_size") or 0
+        return ModelConfig(**{**common, "expert_hidden_dim": hf["moe_intermediate_size"]},
+                           qk_norm=False, qkv_bias=bool(hf.get("qkv_bias", True)), num_experts=hf["num_experts"],
+                           norm_topk_prob=bool(hf.get("norm_topk_prob", False)),
+                           num_shared_experts=1 if shared else 0, shared_expert_hidden_dim=shared or None,
+                           shared_expert_gate=bool(shared), dense_hidden_dim=hf["intermediate_size"],
+                           moe_layer_step=hf.get("decoder_sparse_step", 1),
+                           dense_layers=tuple(hf.get("mlp_only_layers") or ()))
     return ModelConfig(**common, qk_norm=True, qk_norm_per_head=False, num_experts=hf["num_experts"],
                        norm_topk_prob=bool(hf.get("norm_topk_prob", False)))
 
@@ -69,11 +78,14 @@ _RULES: list[tuple[re.Pattern, str]] = [
     (re.compile(r"lm_head\.weight"), "output.weight"),
     (re.compile(_LAYER + r"input_layernorm\.weight"), "layers.{0}.attn_norm.weight"),
     (re.compile(_LAYER + r"post_attention_layernorm\.weight"), "layers.{0}.ffn_norm.weight"),
-    (re.compile(_LAYER + r"self_attn\.(q_proj|k_proj|v_proj|o_proj|q_norm|k_norm)\.weight"), "layers.{0}.attn.{1}.weight"),
+    (re.compile(_LAYER + r"self_attn\.(q_proj|k_proj|v_proj|o_proj|q_norm|k_norm)\.(weight|bias)"), "layers.{0}.attn.{1}.{2}"),
+    (re.compile(_LAYER + r"mlp\.shared_expert_gate\.weight"), "layers.{0}.ffn.shared_gate.weight"),
     (re.compile(_LAYER + r"(?:mlp|block_sparse_moe)\.gate\.weight"), "layers.{0}.ffn.router.weight"),
     (re.compile(_LAYER + r"(?:mlp|block_sparse_moe)\.experts\.(gate_up_proj|down_proj)"), "layers.{0}.ffn.experts.{1}"),
 ]
 _EXPERT = re.compile(_LAYER + r"(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(w1|w2|w3|gate_proj|up_proj|down_proj)\.weight")
+# a plain SwiGLU: the dense FFN of a dense layer, or the shared experts of an MoE layer
+_SWIGLU = re.compile(_LAYER + r"mlp\.(shared_experts?\.)?(gate_proj|up_proj|down_proj)\.weight")
 _GATE, _UP, _DOWN = ("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")
 
 
@@ -88,6 +100,17 @@ def _target(name: str, params: dict[str, torch.Tensor]) -> torch.Tensor | None:
         gate_up = params[experts + "gate_up_proj"][expert]
         half = gate_up.shape[0] // 2
         return gate_up[:half] if which in _GATE else gate_up[half:]
+    match = _SWIGLU.fullmatch(name)
+    if match:
+        layer, shared, which = match.groups()
+        ffn = f"layers.{layer}.ffn." + ("shared_experts." if shared else "")
+        if which == "down_proj":
+            return params.get(ffn + "down_proj.weight")
+        gate_up = params.get(ffn + "gate_up_proj.weight")
+        if gate_up is None:
+            return None
+        half = gate_up.shape[0] // 2
+        return gate_up[:half] if which == "gate_proj" else gate_up[half:]
     for pattern, template in _RULES:
         match = pattern.fullmatch(name)
         if match:

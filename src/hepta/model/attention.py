@@ -43,12 +43,12 @@ class KVCache:
 
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: int, qk_norm: bool, norm_eps: float,
-                 qk_norm_per_head: bool = True):
+                 qk_norm_per_head: bool = True, qkv_bias: bool = False):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
-        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=False)
-        self.k_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=False)
-        self.v_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=False)
+        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=False)
         # QK-norm keeps attention logits bounded at large learning rates: per head over Dh, or
         # (OLMoE) once over all heads' concatenated projections.

@@ -24,8 +24,10 @@ class MoE(nn.Module):
         self.cfg = cfg
         self.router = Router(cfg)
         self.experts = GroupedExperts(cfg.num_experts, cfg.dim, cfg.expert_hidden_dim)
-        self.shared_experts = (SwiGLU(cfg.dim, cfg.num_shared_experts * cfg.expert_hidden_dim)
-                               if cfg.num_shared_experts else None)
+        self.shared_experts = SwiGLU(cfg.dim, cfg.shared_hidden_dim) if cfg.shared_hidden_dim else None
+        # Qwen2-MoE lets each token decide how much of the shared experts it takes
+        self.shared_gate = (nn.Linear(cfg.dim, 1, bias=False)
+                            if cfg.shared_expert_gate and self.shared_experts is not None else None)
         # Observability: tokens per expert in the last forward, and accumulated since the last
         # bias update (so balancing sees every micro-batch of an accumulated step).
         self.register_buffer("last_load", torch.zeros(cfg.num_experts), persistent=False)
@@ -45,7 +47,10 @@ class MoE(nn.Module):
         token_M = order_M // self.cfg.top_k
         out_ND = self.experts(x_ND, routing.weights_NK.flatten()[order_M], token_M, counts)
         if self.shared_experts is not None:
-            out_ND += self.shared_experts(x_ND)  # in place: out_ND is a fresh buffer of the experts
+            shared_ND = self.shared_experts(x_ND)
+            if self.shared_gate is not None:
+                shared_ND = torch.sigmoid(self.shared_gate(x_ND)) * shared_ND
+            out_ND += shared_ND  # in place: out_ND is a fresh buffer of the experts
         return out_ND.view(B, T, D)
 
     def _sort_by_expert(self, experts_NK: torch.Tensor, load_E: torch.Tensor) -> tuple[torch.Tensor, list[int]]:

@@ -23,7 +23,7 @@ class Block(nn.Module):
         self.layer_idx = layer_idx
         self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.attn = Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.qk_norm, cfg.norm_eps,
-                              cfg.qk_norm_per_head)
+                              cfg.qk_norm_per_head, cfg.qkv_bias)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn = MoE(cfg) if cfg.is_moe_layer(layer_idx) else SwiGLU(cfg.dim, cfg.dense_hidden_dim)
 
@@ -97,6 +97,8 @@ class Transformer(nn.Module):
                 if isinstance(module, nn.Linear):
                     std = residual_std if name.endswith(("o_proj", "down_proj")) else 0.02
                     nn.init.normal_(module.weight, std=std)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
                 elif isinstance(module, nn.Embedding):
                     nn.init.normal_(module.weight, std=0.02)
                 elif isinstance(module, (RMSNorm, MoE)):

@@ -13,8 +13,11 @@ from hepta.interop import SUPPORTED_TYPES, load_hf
 from hepta.model import Transformer
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
-    """Open a model folder (hepta's own, or Hugging Face's for the supported types) in eval mode."""
+def load(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False) -> Transformer:
+    """Open a model folder (hepta's own, or Hugging Face's for the supported types) in eval mode.
+
+    Pickle weights (.bin) are refused unless `allow_pickle`, and then read with weights_only=True.
+    """
     folder = Path(path)
     config = folder / checkpoint.CONFIG_FILE
     if folder.is_dir() and config.is_file():
@@ -26,5 +29,5 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
             if model_type not in SUPPORTED_TYPES:
                 raise HeptaError(f"{config} describes a {model_type!r} model; hepta loads hepta folders and "
                                  f"Hugging Face folders of type {', '.join(SUPPORTED_TYPES)}")
-            return load_hf(folder).to(device)
+            return load_hf(folder, allow_pickle=allow_pickle).to(device)
     return checkpoint.load(folder, device)

@@ -110,5 +110,26 @@ def test_missing_tensor_wrong_shape_truncated_shard_and_pickle_only_are_refused(
 
     weights_file.unlink()
     (folder / "pytorch_model.bin").write_bytes(b"not read")
-    with pytest.raises(HeptaError, match="pickle"):
+    with pytest.raises(HeptaError, match="pickle.*allow_pickle"):
         hepta.load(folder)
+
+
+def test_pickle_weights_load_only_when_allowed_and_only_as_weights(tmp_path):
+    folder = tmp_path / "bin"
+    hf = save_hf("mixtral-4e-top2", folder)
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(HeptaError, match="allow_pickle"):
+        hepta.load(folder)
+    ids = torch.randint(0, 160, (2, 9))
+    with torch.no_grad():
+        assert (hepta.load(folder, allow_pickle=True)(ids) - hf(ids).logits).abs().max() <= 1e-4
+
+    class Payload:  # an object that is not plain tensors must never be unpickled
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    torch.save({"model.embed_tokens.weight": Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(HeptaError, match="pytorch_model.bin"):
+        hepta.load(folder, allow_pickle=True)

@@ -11,8 +11,10 @@ Every parameter must be filled completely: a missing weight is an error, never r
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -119,23 +121,55 @@ def _target(name: str, params: dict[str, torch.Tensor]) -> torch.Tensor | None:
     return None
 
 
-def _shard_files(folder: Path) -> list[Path]:
-    index = folder / INDEX_FILE
-    if index.is_file():
-        try:
-            return sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise HeptaError(f"{index} is not a valid shard index ({e}); restore it") from e
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        if list(folder.glob("*.bin")) or list(folder.glob("*.pt")):
-            raise HeptaError(f"{folder} holds only pickle weights (.bin/.pt), which hepta does not read; "
-                             "convert them to safetensors first")
-        raise HeptaError(f"{folder} holds no *.safetensors weights")
-    return files
+PICKLE_INDEX_FILE = "pytorch_model.bin.index.json"
 
 
-def load_hf(folder: str | Path) -> Transformer:
+def _weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
+    """safetensors shards (from the index, else *.safetensors); pickle files only when allowed."""
+    for index, pattern in ((folder / INDEX_FILE, None), (None, "*.safetensors"),
+                           (folder / PICKLE_INDEX_FILE, None), (None, "*.bin")):
+        if index is not None and index.is_file():
+            files = _files_of_index(index)
+        elif pattern is not None:
+            files = sorted(folder.glob(pattern))
+        else:
+            continue
+        if files:
+            if files[0].suffix == ".bin" and not allow_pickle:
+                raise HeptaError(f"{folder} holds only pickle weights (.bin), which can run code when read; "
+                                 "convert them to safetensors, or pass allow_pickle=True (--allow-pickle) to read "
+                                 "them with torch.load(weights_only=True)")
+            return files
+    raise HeptaError(f"{folder} holds no *.safetensors weights")
+
+
+def _files_of_index(index: Path) -> list[Path]:
+    try:
+        return sorted({index.parent / f for f in json.loads(index.read_text())["weight_map"].values()})
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise HeptaError(f"{index} is not a valid shard index ({e}); restore it") from e
+
+
+def _tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) pairs of one weights file, one tensor in memory at a time.
+
+    A safetensors file is reopened per tensor: the mapping is dropped after each copy, so its
+    pages never add up in the process's resident memory (a large single-file checkpoint would
+    otherwise be resident twice: once mapped, once in the model).
+    """
+    if file.suffix == ".bin":
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        yield from state.items()
+        return
+    with safe_open(str(file), framework="pt") as shard:
+        names = list(shard.keys())
+    for name in names:
+        with safe_open(str(file), framework="pt") as shard:
+            tensor = shard.get_tensor(name)
+        yield name, tensor
+
+
+def load_hf(folder: str | Path, allow_pickle: bool = False) -> Transformer:
     folder = Path(folder)
     hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     cfg = config_from_hf(hf)
@@ -151,29 +185,29 @@ def load_hf(folder: str | Path) -> Transformer:
     filled = {name: 0 for name in params}
     owner = {id(t): name for name, t in params.items()}
     with torch.no_grad():
-        for file in _shard_files(folder):
+        for file in _weight_files(folder, allow_pickle):
             if not file.is_file():
                 raise HeptaError(f"{file} is listed in the index but missing; the checkpoint is incomplete")
             try:
-                with safe_open(str(file), framework="pt") as shard:
-                    for name in shard.keys():
-                        if cfg.tie_embeddings and name == "lm_head.weight":
-                            continue  # the same matrix as the embedding
-                        target = _target(name, params)
-                        if target is None:
-                            if name.endswith("rotary_emb.inv_freq"):
-                                continue  # a cache some exports include, recomputed by hepta
-                            raise HeptaError(f"tensor {name!r} in {file.name} has no place in a {hf['model_type']} "
-                                             "model of this config; is config.json from the same model?")
-                        tensor = shard.get_tensor(name)
-                        if tuple(tensor.shape) != tuple(target.shape):
-                            raise HeptaError(f"tensor {name!r} in {file.name} has shape {tuple(tensor.shape)}, "
-                                             f"config.json implies {tuple(target.shape)}")
-                        target.copy_(tensor)
-                        base = target._base if target._base is not None else target
-                        filled[owner[id(base)]] += target.numel()
-            except SafetensorError as e:
-                raise HeptaError(f"{file} is corrupt or truncated ({e}); restore it from the original download") from e
+                for name, tensor in _tensors(file):
+                    if cfg.tie_embeddings and name == "lm_head.weight":
+                        continue  # the same matrix as the embedding
+                    target = _target(name, params)
+                    if target is None:
+                        if name.endswith("rotary_emb.inv_freq"):
+                            continue  # a cache some exports include, recomputed by hepta
+                        raise HeptaError(f"tensor {name!r} in {file.name} has no place in a {hf['model_type']} "
+                                         "model of this config; is config.json from the same model?")
+                    if tuple(tensor.shape) != tuple(target.shape):
+                        raise HeptaError(f"tensor {name!r} in {file.name} has shape {tuple(tensor.shape)}, "
+                                         f"config.json implies {tuple(target.shape)}")
+                    target.copy_(tensor)
+                    del tensor
+                    base = target._base if target._base is not None else target
+                    filled[owner[id(base)]] += target.numel()
+            except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as e:
+                raise HeptaError(f"{file} is corrupt or truncated ({type(e).__name__}: {e}); "
+                                 "restore it from the original download") from e
     missing = [name for name, count in filled.items() if count != params[name].numel()]
     if missing:
         raise HeptaError(f"{folder} lacks weights for {missing[:3]}{' ...' if len(missing) > 3 else ''}; "

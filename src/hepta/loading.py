@@ -9,8 +9,9 @@ import torch
 
 from hepta import checkpoint
 from hepta.errors import HeptaError
-from hepta.interop import SUPPORTED_TYPES, load_hf
+from hepta.interop import SUPPORTED_TYPES, HFTokenizer, load_hf
 from hepta.model import Transformer
+from hepta.tokenizer import Tokenizer
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False) -> Transformer:
@@ -31,3 +32,13 @@ def load(path: str | Path, device: str | torch.device = "cpu", allow_pickle: boo
                                  f"Hugging Face folders of type {', '.join(SUPPORTED_TYPES)}")
             return load_hf(folder, allow_pickle=allow_pickle).to(device)
     return checkpoint.load(folder, device)
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer | HFTokenizer:
+    """The tokenizer of a model folder: hepta's own, or a Hugging Face one with its chat template."""
+    folder = Path(path)
+    try:
+        model_type = json.loads((folder / checkpoint.CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        model_type = "hepta"
+    return HFTokenizer(folder) if model_type in SUPPORTED_TYPES else Tokenizer.load(folder)

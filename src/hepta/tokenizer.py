@@ -128,6 +128,15 @@ class Tokenizer:
     def end_id(self) -> int:
         return self.special_ids["<|end|>"]
 
+    @property
+    def stop_ids(self) -> set[int]:
+        return {self.eos_id, self.end_id}
+
+    @property
+    def num_generatable_ids(self) -> int:
+        """Only text may be sampled: role, modality and reserved ids are structure."""
+        return self.layout.text_vocab_size
+
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids
 

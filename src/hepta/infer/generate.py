@@ -69,7 +69,7 @@ def stream_generate(model: Transformer, tokenizer: Tokenizer, prompt: str, max_t
     context = model.config.max_seq_len
     prompt_ids = tokenizer.encode(prompt)
     if not prompt_ids:
-        prompt_ids = [tokenizer.eos_id]  # an empty prompt starts a fresh document
+        prompt_ids = [tokenizer.bos_id if getattr(tokenizer, "bos_id", None) is not None else tokenizer.eos_id]
     if len(prompt_ids) >= context:
         raise HeptaError(f"the prompt is {len(prompt_ids)} tokens but the model's context is {context}; "
                          "shorten the prompt")
@@ -82,11 +82,11 @@ def stream_generate(model: Transformer, tokenizer: Tokenizer, prompt: str, max_t
 def _decode(model: Transformer, tokenizer: Tokenizer, prompt_ids: list[int], max_tokens: int,
             params: SamplingParams, stop: Sequence[str], result: Generation) -> Iterator[str]:
     generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-    end_ids = {tokenizer.eos_id, tokenizer.end_id}
-    # Only text and end tokens may be generated: role, modality and reserved ids (and padding
-    # rows of the embedding past the tokenizer) are structure, not something to write.
+    end_ids = tokenizer.stop_ids
+    # Only generatable and end tokens may be sampled: structure ids and the padding rows of
+    # the embedding past the tokenizer are not something to write.
     allowed = torch.zeros(model.config.vocab_size, dtype=torch.bool)
-    allowed[:tokenizer.layout.text_vocab_size] = True
+    allowed[:min(tokenizer.num_generatable_ids, model.config.vocab_size)] = True
     allowed[list(end_ids)] = True
     banned = torch.where(allowed, 0.0, float("-inf"))
 

@@ -236,6 +236,24 @@ class HFTokenizer:
                              "set \"eos_token\" there to the model's end-of-sequence token")
         return eos
 
+    @property
+    def stop_ids(self) -> set[int]:
+        """Ids that end a generation: eos_token plus generation_config.json's eos_token_id(s)."""
+        ids = {i for i in [self._token_id("eos_token")] if i is not None}
+        generation_config = self.folder / "generation_config.json"
+        if generation_config.is_file():
+            try:
+                eos = json.loads(generation_config.read_text(encoding="utf-8")).get("eos_token_id")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                eos = None
+            ids.update(eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else [])
+        return ids
+
+    @property
+    def num_generatable_ids(self) -> int:
+        """Ids below this may be sampled: every token the tokenizer knows (not embedding padding)."""
+        return self.vocab_size
+
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Token ids of `text`. Rendered chats already hold their special tokens: keep add_special_tokens off."""
         return self.hf.encode(text, add_special_tokens=add_special_tokens).ids

@@ -1,4 +1,4 @@
-"""hepta command line: info, train, generate, demo."""
+"""hepta command line: info, train, generate, demo, convert."""
 
 from __future__ import annotations
 
@@ -75,13 +75,12 @@ def _log(message: str) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from hepta.checkpoint import load
     from hepta.infer.generate import Generation, stream_generate
     from hepta.infer.sampling import SamplingParams
-    from hepta.tokenizer import Tokenizer
+    from hepta.loading import load, load_tokenizer
 
     model = load(args.model)
-    tokenizer = Tokenizer.load(args.model)
+    tokenizer = load_tokenizer(args.model)
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     result = Generation()
     deltas = stream_generate(model, tokenizer, args.prompt, max_tokens=args.max_tokens, params=params,
@@ -101,6 +100,55 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from hepta.demo import run_demo
 
     run_demo(Path(args.out), quiet=args.quiet)
+
+
+# --- convert -------------------------------------------------------------------------------
+
+# Files beside the weights that travel unchanged in either direction.
+CONVERT_COPY_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                      "vocab.json", "merges.txt", "chat_template.jinja", "generation_config.json")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    """Hugging Face folder -> hepta folder, or hepta folder -> Hugging Face folder (by the source's model_type)."""
+    import secrets
+    import shutil
+
+    from hepta import checkpoint
+    from hepta.interop.hf_save import save as save_hf
+
+    src, dst = Path(args.source), Path(args.target)
+    config = src / "config.json"
+    if not config.is_file():
+        raise HeptaError(f"--from {src} is not a model folder (no config.json); pass a hepta or Hugging Face model folder")
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type", "hepta")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise HeptaError(f"{config} is not a valid JSON object ({e}); restore it") from e
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise HeptaError(f"--to {dst} exists and is not empty; choose a new or empty folder")
+    if model_type != "hepta" and args.to_type:
+        raise HeptaError(f"--to-type applies to hepta sources only; a {model_type!r} folder converts to hepta, drop it")
+
+    from hepta.loading import load
+
+    model = load(src)  # a hepta folder, or a supported HF folder (it names the supported types otherwise)
+    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}.tmp")  # the whole folder appears at once
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if model_type == "hepta":
+            save_hf(model, tmp, model_type=args.to_type)
+            out_type = args.to_type or json.loads((tmp / "config.json").read_text(encoding="utf-8"))["model_type"]
+        else:
+            checkpoint.save_model(model, tmp)
+            out_type = "hepta"
+        for name in CONVERT_COPY_FILES:
+            if (src / name).is_file():
+                shutil.copyfile(src / name, tmp / name)
+        os.replace(tmp, dst)  # onto a missing or empty folder
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"converted {src} ({model_type}) -> {dst} ({out_type})")
 
 
 # --- parser --------------------------------------------------------------------------------
@@ -156,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("convert", help="Hugging Face folder (mixtral, olmoe) <-> hepta folder")
+    p.add_argument("--from", dest="source", required=True, help="source model folder; its config.json decides the direction")
+    p.add_argument("--to", dest="target", required=True, help="output folder (new or empty)")
+    p.add_argument("--to-type", choices=("mixtral", "olmoe"),
+                   help="Hugging Face type for a hepta source (default: inferred from its QK-norm)")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 

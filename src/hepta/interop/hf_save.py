@@ -1,0 +1,269 @@
+"""Write hepta models as Hugging Face folders (Mixtral, OLMoE) that transformers opens.
+
+Dims: E experts, F expert hidden dim, D model dim.
+
+The folder holds config.json in the target's own fields and the weights in the classic
+per-expert layout that transformers' save_pretrained writes (`experts.{e}.w1/w2/w3` for
+Mixtral, `experts.{e}.gate_proj/up_proj/down_proj` for OLMoE), sharded with an index above
+a size limit. hepta's stacked `gate_up_proj [E, 2F, D]` is cut into gate rows and up rows
+per expert. A config the target cannot express is refused before anything is written:
+silently dropping a feature would give a model that loads and then computes something else.
+Training-only coefficients without a counterpart in the target (z_loss_coef,
+bias_update_rate) do not change the forward pass and are not carried over.
+
+The folder is built beside the target under a temporary name and renamed into place, so a
+crash never leaves a folder at the target path that looks complete and is not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors.torch import save_file
+
+from hepta.config import ModelConfig
+from hepta.errors import HeptaError
+from hepta.fileio import fsync_dir
+from hepta.model import Transformer
+
+TARGET_TYPES = ("mixtral", "olmoe")
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
+
+_ARCHITECTURES = {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM"}
+_MOE = {"mixtral": "block_sparse_moe", "olmoe": "mlp"}
+_EXPERT_NAMES = {"mixtral": ("w1", "w3", "w2"), "olmoe": ("gate_proj", "up_proj", "down_proj")}  # gate, up, down
+
+
+# ModelConfig fields that `check_representable` checks, `hf_config` maps, or this module knows not to change the forward pass
+# (training-only coefficients; dense_hidden_dim and the shared-expert gate without such layers;
+# expert groups without group limiting).
+_CHECKED_FIELDS = {
+    "vocab_size", "dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "rope_theta", "max_seq_len",
+    "qk_norm", "qk_norm_per_head", "tie_embeddings", "norm_eps", "num_experts", "top_k", "expert_hidden_dim",
+    "num_shared_experts", "num_dense_layers", "dense_hidden_dim", "moe_layer_step", "dense_layers",
+    "shared_expert_hidden_dim", "shared_expert_gate", "qkv_bias", "router_scoring", "norm_topk_prob",
+    "route_scale", "num_expert_groups", "num_limited_groups", "aux_loss_coef", "z_loss_coef", "bias_update_rate",
+    "capacity_factor",
+}
+
+
+def infer_type(cfg: ModelConfig) -> str:
+    """olmoe for one QK-norm over all heads, mixtral for none; anything else has no target."""
+    if not cfg.qk_norm:
+        return "mixtral"
+    if not cfg.qk_norm_per_head:
+        return "olmoe"
+    raise HeptaError("qk_norm_per_head=True (one QK-norm per head) has no Hugging Face target hepta writes; "
+                     "mixtral has no QK-norm and olmoe norms all heads at once (qk_norm_per_head=False)")
+
+
+def check_representable(cfg: ModelConfig, model_type: str) -> None:
+    """Raise a HeptaError naming the first field of `cfg` that `model_type` cannot express."""
+    if model_type not in TARGET_TYPES:
+        raise HeptaError(f"model_type {model_type!r} cannot be written; hepta writes: {', '.join(TARGET_TYPES)}")
+
+    def refuse(field: str, supported: str) -> None:
+        raise HeptaError(f"{field}={getattr(cfg, field)!r} cannot be written as {model_type}, "
+                         f"which supports only {supported}")
+
+    for field, every_layer_moe in (("num_dense_layers", 0), ("dense_layers", ()), ("moe_layer_step", 1)):
+        if getattr(cfg, field) != every_layer_moe:
+            refuse(field, f"{every_layer_moe!r} (every layer MoE)")
+    if cfg.num_shared_experts:
+        refuse("num_shared_experts", "0 (routed experts only)")
+    if cfg.shared_hidden_dim:
+        refuse("shared_expert_hidden_dim", "None (no shared experts)")
+    if cfg.qkv_bias:
+        refuse("qkv_bias", "False (no attention biases)")
+    if cfg.router_scoring != "softmax":
+        refuse("router_scoring", "'softmax'")
+    if cfg.route_scale != 1.0:
+        refuse("route_scale", "1.0")
+    if cfg.num_limited_groups < cfg.num_expert_groups:
+        refuse("num_limited_groups", "num_limited_groups == num_expert_groups (no group-limited routing)")
+    if cfg.capacity_factor is not None:
+        refuse("capacity_factor", "None (dropless routing)")
+    if model_type == "mixtral":
+        if cfg.qk_norm:
+            refuse("qk_norm", "False (no QK-norm)")
+        if not cfg.norm_topk_prob:
+            refuse("norm_topk_prob", "True (top-k gate weights renormalised)")
+    else:
+        if not cfg.qk_norm:
+            refuse("qk_norm", "True (with qk_norm_per_head=False)")
+        if cfg.qk_norm_per_head:
+            refuse("qk_norm_per_head", "False (one QK-norm over all heads)")
+        if cfg.num_heads * cfg.head_dim != cfg.dim:
+            refuse("head_dim", f"dim // num_heads = {cfg.dim // cfg.num_heads} (its QK-norm is as wide as dim)")
+    # A field added to ModelConfig after this writer changes the model in ways it cannot know:
+    # refuse it unless it is at its default.
+    defaults = ModelConfig()
+    for f in dataclasses.fields(cfg):
+        if f.name not in _CHECKED_FIELDS and getattr(cfg, f.name) != getattr(defaults, f.name):
+            refuse(f.name, f"{getattr(defaults, f.name)!r} (this writer does not map {f.name})")
+
+
+def hf_config(cfg: ModelConfig, model_type: str, dtype: torch.dtype = torch.float32) -> dict:
+    """config.json of the Hugging Face folder (assumes `check_representable` passed)."""
+    hf = {
+        "architectures": [_ARCHITECTURES[model_type]],
+        "model_type": model_type,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": cfg.expert_hidden_dim,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "num_experts_per_tok": cfg.top_k,
+        "router_aux_loss_coef": cfg.aux_loss_coef,
+        "output_router_logits": False,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "use_cache": True,
+        # hepta's ModelConfig holds no special token ids; the tokenizer files carry them
+        "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,
+        "dtype": str(dtype).removeprefix("torch."),
+    }
+    if model_type == "mixtral":
+        hf.update(head_dim=cfg.head_dim, num_local_experts=cfg.num_experts, router_jitter_noise=0.0,
+                  sliding_window=None)
+    else:
+        hf.update(num_experts=cfg.num_experts, norm_topk_prob=cfg.norm_topk_prob, attention_bias=False,
+                  clip_qkv=None)
+    return hf
+
+
+def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.Tensor]]:
+    """(HF name, hepta tensor or view) in HF order; views are copied only when their shard is written."""
+    cfg = model.config
+    gate_name, up_name, down_name = _EXPERT_NAMES[model_type]
+    plan = [("model.embed_tokens.weight", model.embed.weight)]
+    for i, layer in enumerate(model.layers):
+        prefix = f"model.layers.{i}."
+        plan += [(prefix + "input_layernorm.weight", layer.attn_norm.weight),
+                 (prefix + "post_attention_layernorm.weight", layer.ffn_norm.weight)]
+        attn = layer.attn
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            plan.append((prefix + f"self_attn.{proj}.weight", getattr(attn, proj).weight))
+        if attn.q_norm is not None:
+            plan += [(prefix + "self_attn.q_norm.weight", attn.q_norm.weight),
+                     (prefix + "self_attn.k_norm.weight", attn.k_norm.weight)]
+        moe = prefix + _MOE[model_type] + "."
+        plan.append((moe + "gate.weight", layer.ffn.router.weight))
+        gate_up_E2FD, down_EDF = layer.ffn.experts.gate_up_proj, layer.ffn.experts.down_proj
+        F = cfg.expert_hidden_dim
+        for e in range(cfg.num_experts):
+            plan += [(moe + f"experts.{e}.{gate_name}.weight", gate_up_E2FD[e, :F]),
+                     (moe + f"experts.{e}.{up_name}.weight", gate_up_E2FD[e, F:]),
+                     (moe + f"experts.{e}.{down_name}.weight", down_EDF[e])]
+    plan.append(("model.norm.weight", model.norm.weight))
+    if not cfg.tie_embeddings:
+        plan.append(("lm_head.weight", model.output.weight))
+    return plan
+
+
+def _shards(plan: list[tuple[str, torch.Tensor]], max_shard_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    shard: list[tuple[str, torch.Tensor]] = []
+    size = 0
+    for name, tensor in plan:
+        nbytes = tensor.numel() * tensor.element_size()
+        if shard and size + nbytes > max_shard_bytes:
+            yield shard
+            shard, size = [], 0
+        shard.append((name, tensor))
+        size += nbytes
+    if shard:
+        yield shard
+
+
+def _write_weights(plan: list[tuple[str, torch.Tensor]], folder: Path, max_shard_bytes: int) -> None:
+    shards = list(_shards(plan, max_shard_bytes))
+    metadata = {"format": "pt"}
+    weight_map = {}
+    for i, shard in enumerate(shards, start=1):
+        name = WEIGHTS_FILE if len(shards) == 1 else f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        # one shard's tensors are copied out at a time, so the process never holds the model twice
+        tensors = {key: t.detach().to("cpu").contiguous().clone() for key, t in shard}
+        save_file(tensors, str(folder / name), metadata=metadata)
+        del tensors
+        weight_map.update({key: name for key, _ in shard})
+    if len(shards) > 1:
+        total = sum(t.numel() * t.element_size() for _, t in plan)
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if target.exists() and not target.is_dir():
+        raise HeptaError(f"{target} exists and is not a folder; choose another output path")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise HeptaError(f"{target} exists and is not empty; choose a new or empty output folder")
+
+
+def save(model: Transformer, path: str | Path, model_type: str | None = None, *, overwrite: bool = False,
+         max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Path:
+    """Write `model` as a Hugging Face folder of `model_type` (None: inferred from its QK-norm).
+
+    Refuses a config the target cannot express, and an existing non-empty `path` unless
+    `overwrite`. Returns the folder.
+    """
+    cfg = model.config
+    model_type = model_type or infer_type(cfg)
+    check_representable(cfg, model_type)
+    for i, moe in enumerate(model.moe_layers()):
+        if moe.router.expert_bias.any():
+            raise HeptaError(f"layer {i} has a nonzero router expert_bias (aux-loss-free balancing), which "
+                             f"{model_type} cannot hold; only models trained with bias_update_rate=0 can be written")
+    target = Path(path)
+    _check_target(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()  # plain mkdir: the folder gets the user's usual permissions, as do the files below
+    try:
+        dtype = model.embed.weight.dtype
+        (tmp / "config.json").write_text(json.dumps(hf_config(cfg, model_type, dtype), indent=2) + "\n",
+                                         encoding="utf-8")
+        _write_weights(_tensor_plan(model, model_type), tmp, max_shard_bytes)
+        file_mode = _file_mode()
+        for file in tmp.iterdir():
+            os.chmod(file, file_mode)  # safetensors may create its files private (0600)
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(tmp)
+        _move_into_place(tmp, target, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _file_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _move_into_place(tmp: Path, target: Path, overwrite: bool) -> None:
+    """Rename the finished folder to `target`: the rename is the commit."""
+    old = None
+    if target.is_dir() and any(target.iterdir()):
+        _check_target(target, overwrite)  # something may have appeared while we wrote
+        old = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
+        os.replace(target, old)
+    os.replace(tmp, target)  # onto a missing or empty folder
+    fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

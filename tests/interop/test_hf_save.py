@@ -1,0 +1,210 @@
+"""hepta models written as Hugging Face folders open in transformers with the same logits.
+
+Small random models are built with transformers' own classes (no hub) or with
+`hepta.build_model`, written with `hf_save.save`, and opened with `from_pretrained`.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import (AutoModelForCausalLM, MixtralConfig, MixtralForCausalLM, OlmoeConfig,
+                          OlmoeForCausalLM)
+
+import hepta
+from hepta.errors import HeptaError
+from hepta.interop.hf_save import INDEX_FILE, save
+
+SHAPE = dict(vocab_size=160, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             max_position_embeddings=256, pad_token_id=None, eos_token_id=None, bos_token_id=None)
+
+CASES = {
+    "mixtral-4e-top2": (MixtralConfig, MixtralForCausalLM, dict(intermediate_size=48, num_local_experts=4,
+                                                               num_experts_per_tok=2)),
+    "mixtral-8e-top3-theta-hd": (MixtralConfig, MixtralForCausalLM, dict(intermediate_size=32, num_local_experts=8,
+                                                                        num_experts_per_tok=3, num_hidden_layers=3,
+                                                                        head_dim=8, tie_word_embeddings=True,
+                                                                        rope_parameters={"rope_type": "default",
+                                                                                         "rope_theta": 5e5})),
+    "olmoe-8e-top2": (OlmoeConfig, OlmoeForCausalLM, dict(intermediate_size=32, num_experts=8, num_experts_per_tok=2)),
+    "olmoe-6e-top3-normed": (OlmoeConfig, OlmoeForCausalLM, dict(intermediate_size=40, num_experts=6,
+                                                                num_experts_per_tok=3, norm_topk_prob=True,
+                                                                num_key_value_heads=4)),
+}
+
+# A representable hepta config per target (the shapes of hepta's own defaults, made small).
+HEPTA = dict(vocab_size=160, dim=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, max_seq_len=128,
+             num_experts=4, top_k=2, expert_hidden_dim=32, router_scoring="softmax")
+HEPTA_TARGETS = {
+    "mixtral": dict(qk_norm=False, norm_topk_prob=True, rope_theta=1e6, norm_eps=1e-5, head_dim=24),
+    "olmoe": dict(qk_norm=True, qk_norm_per_head=False, norm_topk_prob=False, tie_embeddings=True),
+}
+
+
+def logits(model, seq_len=11, seed=0):
+    ids = torch.randint(0, 160, (2, seq_len), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        out = model(ids)
+    return getattr(out, "logits", out)
+
+
+def from_pretrained(folder):
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hf_to_hepta_to_hf_keeps_the_logits(case, tmp_path):
+    config_cls, model_cls, extra = CASES[case]
+    torch.manual_seed(0)
+    original = model_cls(config_cls(**{**SHAPE, **extra})).eval()
+    original.save_pretrained(tmp_path / "hf")
+    ours = hepta.load(tmp_path / "hf")
+    save(ours, tmp_path / "back")
+    written = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert written["model_type"] == config_cls.model_type
+    reloaded = from_pretrained(tmp_path / "back")
+    for seed, seq_len in ((0, 11), (1, 1)):
+        assert (logits(reloaded, seq_len, seed) - logits(original, seq_len, seed)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("target", list(HEPTA_TARGETS))
+def test_hepta_model_opens_in_transformers_with_its_logits(target, tmp_path):
+    cfg = hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS[target]})
+    model = hepta.build_model(cfg, seed=3).eval()
+    save(model, tmp_path / "hf", model_type=target, max_shard_bytes=64 * 1024)  # forces several shards
+    index = json.loads((tmp_path / "hf" / INDEX_FILE).read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    assert not (tmp_path / "hf" / "model.safetensors").exists()
+    hf = from_pretrained(tmp_path / "hf")
+    assert type(hf).__name__ == {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM"}[target]
+    assert (logits(hf) - logits(model)).abs().max().item() <= 1e-4
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary folder left beside it
+
+
+def test_type_is_inferred_from_the_qk_norm(tmp_path):
+    for target, extra in HEPTA_TARGETS.items():
+        model = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **extra}), seed=0)
+        save(model, tmp_path / target)
+        assert json.loads((tmp_path / target / "config.json").read_text())["model_type"] == target
+
+
+@pytest.mark.parametrize("target, change, field", [
+    ("mixtral", dict(num_shared_experts=1), "num_shared_experts"),
+    ("mixtral", dict(num_dense_layers=1), "num_dense_layers"),
+    ("mixtral", dict(router_scoring="sigmoid"), "router_scoring"),
+    ("mixtral", dict(norm_topk_prob=False), "norm_topk_prob"),
+    ("mixtral", dict(qk_norm=True), "qk_norm"),
+    ("mixtral", dict(capacity_factor=1.25), "capacity_factor"),
+    ("mixtral", dict(route_scale=2.0), "route_scale"),
+    ("mixtral", dict(num_expert_groups=2, num_limited_groups=1, top_k=1), "num_limited_groups"),
+    ("mixtral", dict(dense_layers=(1,)), "dense_layers"),
+    ("mixtral", dict(moe_layer_step=2), "moe_layer_step"),
+    ("olmoe", dict(shared_expert_hidden_dim=48), "shared_expert_hidden_dim"),
+    ("olmoe", dict(qkv_bias=True), "qkv_bias"),
+    ("olmoe", dict(qk_norm=True, qk_norm_per_head=True), "qk_norm_per_head"),
+    ("olmoe", dict(qk_norm=False), "qk_norm"),
+    ("olmoe", dict(head_dim=8), "head_dim"),
+])
+def test_unrepresentable_configs_are_refused_by_name(target, change, field, tmp_path):
+    cfg = hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS[target], **change})
+    with torch.device("meta"):
+        model = hepta.build_model(cfg)
+    with pytest.raises(HeptaError, match=rf"^{field}=.*{target}, which supports only"):
+        save(model, tmp_path / "out", model_type=target)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_a_field_the_writer_does_not_know_is_refused_unless_default(tmp_path, monkeypatch):
+    from hepta.interop import hf_save
+
+    monkeypatch.setattr(hf_save, "_CHECKED_FIELDS", hf_save._CHECKED_FIELDS - {"z_loss_coef"})
+    with torch.device("meta"):
+        model = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS["mixtral"]}, z_loss_coef=1e-4))
+    with pytest.raises(HeptaError, match="z_loss_coef=0.0001 .* does not map z_loss_coef"):
+        save(model, tmp_path / "out")
+
+
+def test_per_head_qk_norm_has_no_inferred_target_and_expert_bias_is_refused(tmp_path):
+    with torch.device("meta"):
+        model = hepta.build_model(hepta.ModelConfig(**HEPTA, qk_norm=True, qk_norm_per_head=True))
+    with pytest.raises(HeptaError, match="qk_norm_per_head=True"):
+        save(model, tmp_path / "out")
+    model = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS["mixtral"]}), seed=0)
+    model.moe_layers()[1].router.expert_bias[2] = 0.5
+    with pytest.raises(HeptaError, match="layer 1 has a nonzero router expert_bias"):
+        save(model, tmp_path / "out")
+    with pytest.raises(HeptaError, match="'gpt2' cannot be written"):
+        save(model, tmp_path / "out", model_type="gpt2")
+
+
+def test_existing_folder_is_refused_unless_overwrite(tmp_path):
+    model = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS["mixtral"]}), seed=0)
+    (tmp_path / "empty").mkdir()
+    save(model, tmp_path / "empty")  # an empty folder is fine
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(HeptaError, match="exists and is not empty"):
+        save(model, tmp_path / "full")
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
+    save(model, tmp_path / "full", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "full"]
+
+
+# --- hepta convert -------------------------------------------------------------------------
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "hepta", *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_error(proc, *words):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_convert_both_directions(tmp_path):
+    config_cls, model_cls, extra = CASES["olmoe-6e-top3-normed"]
+    torch.manual_seed(0)
+    original = model_cls(config_cls(**{**SHAPE, **extra})).eval()
+    original.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "tokenizer_config.json").write_text('{"model_max_length": 256}')
+
+    proc = run_cli("convert", "--from", str(tmp_path / "hf"), "--to", str(tmp_path / "hepta"))
+    assert proc.returncode == 0, proc.stderr
+    assert "(olmoe)" in proc.stdout and "(hepta)" in proc.stdout
+    assert json.loads((tmp_path / "hepta" / "config.json").read_text())["model_type"] == "hepta"
+    for name in ("tokenizer_config.json", "generation_config.json"):
+        assert (tmp_path / "hepta" / name).read_bytes() == (tmp_path / "hf" / name).read_bytes()
+    ours = hepta.load(tmp_path / "hepta")
+    assert (logits(ours) - logits(original)).abs().max().item() <= 1e-4
+
+    proc = run_cli("convert", "--from", str(tmp_path / "hepta"), "--to", str(tmp_path / "hf2"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "hf2" / "tokenizer_config.json").is_file()
+    assert (logits(from_pretrained(tmp_path / "hf2")) - logits(original)).abs().max().item() <= 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hepta", "hf", "hf2"]
+
+
+def test_convert_errors_are_one_line(tmp_path):
+    assert_one_line_error(run_cli("convert", "--from", str(tmp_path / "nope"), "--to", str(tmp_path / "out")),
+                          "--from", "config.json")
+    model = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS["olmoe"]}), seed=0)
+    hepta.save_model(model, tmp_path / "hepta")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert_one_line_error(run_cli("convert", "--from", str(tmp_path / "hepta"), "--to", str(tmp_path / "full")),
+                          "--to", "not empty")
+    assert_one_line_error(run_cli("convert", "--from", str(tmp_path / "hepta"), "--to", str(tmp_path / "mx"),
+                                  "--to-type", "mixtral"), "qk_norm=True", "mixtral")
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "config.json").write_text('{"model_type": "gpt2"}')
+    assert_one_line_error(run_cli("convert", "--from", str(tmp_path / "gpt2"), "--to", str(tmp_path / "o")), "'gpt2'")
+    assert not (tmp_path / "mx").exists() and not (tmp_path / "o").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

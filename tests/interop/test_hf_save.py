@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 from transformers import (AutoModelForCausalLM, MixtralConfig, MixtralForCausalLM, OlmoeConfig,
-                          OlmoeForCausalLM)
+                          OlmoeForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM)
 
 import hepta
 from hepta.errors import HeptaError
@@ -32,6 +32,12 @@ CASES = {
     "olmoe-6e-top3-normed": (OlmoeConfig, OlmoeForCausalLM, dict(intermediate_size=40, num_experts=6,
                                                                 num_experts_per_tok=3, norm_topk_prob=True,
                                                                 num_key_value_heads=4)),
+    "qwen2_moe-dense-layer-1": (Qwen2MoeConfig, Qwen2MoeForCausalLM, dict(
+        intermediate_size=48, moe_intermediate_size=32, shared_expert_intermediate_size=40, num_experts=4,
+        num_experts_per_tok=2, num_hidden_layers=3, mlp_only_layers=[1])),
+    "qwen2_moe-step-2-normed": (Qwen2MoeConfig, Qwen2MoeForCausalLM, dict(
+        intermediate_size=56, moe_intermediate_size=24, shared_expert_intermediate_size=64, num_experts=8,
+        num_experts_per_tok=4, num_hidden_layers=4, decoder_sparse_step=2, norm_topk_prob=True)),
 }
 
 # A representable hepta config per target (the shapes of hepta's own defaults, made small).
@@ -40,6 +46,8 @@ HEPTA = dict(vocab_size=160, dim=64, num_layers=2, num_heads=4, num_kv_heads=2, 
 HEPTA_TARGETS = {
     "mixtral": dict(qk_norm=False, norm_topk_prob=True, rope_theta=1e6, norm_eps=1e-5, head_dim=24),
     "olmoe": dict(qk_norm=True, qk_norm_per_head=False, norm_topk_prob=False, tie_embeddings=True),
+    "qwen2_moe": dict(qk_norm=False, qkv_bias=True, num_shared_experts=1, shared_expert_hidden_dim=48,
+                      shared_expert_gate=True, num_dense_layers=1, dense_hidden_dim=80, num_layers=3),
 }
 
 
@@ -78,7 +86,8 @@ def test_hepta_model_opens_in_transformers_with_its_logits(target, tmp_path):
     assert len(set(index["weight_map"].values())) > 1
     assert not (tmp_path / "hf" / "model.safetensors").exists()
     hf = from_pretrained(tmp_path / "hf")
-    assert type(hf).__name__ == {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM"}[target]
+    assert type(hf).__name__ == {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM",
+                                 "qwen2_moe": "Qwen2MoeForCausalLM"}[target]
     assert (logits(hf) - logits(model)).abs().max().item() <= 1e-4
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary folder left beside it
 

@@ -1,4 +1,4 @@
-"""Write hepta models as Hugging Face folders (Mixtral, OLMoE) that transformers opens.
+"""Write hepta models as Hugging Face folders (Mixtral, OLMoE, Qwen2-MoE) that transformers opens.
 
 Dims: E experts, F expert hidden dim, D model dim.
 
@@ -33,14 +33,15 @@ from hepta.errors import HeptaError
 from hepta.fileio import fsync_dir
 from hepta.model import Transformer
 
-TARGET_TYPES = ("mixtral", "olmoe")
+TARGET_TYPES = ("mixtral", "olmoe", "qwen2_moe")
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
 
-_ARCHITECTURES = {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM"}
-_MOE = {"mixtral": "block_sparse_moe", "olmoe": "mlp"}
-_EXPERT_NAMES = {"mixtral": ("w1", "w3", "w2"), "olmoe": ("gate_proj", "up_proj", "down_proj")}  # gate, up, down
+_ARCHITECTURES = {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM"}
+_MOE = {"mixtral": "block_sparse_moe", "olmoe": "mlp", "qwen2_moe": "mlp"}
+_SWIGLU_NAMES = ("gate_proj", "up_proj", "down_proj")
+_EXPERT_NAMES = {"mixtral": ("w1", "w3", "w2"), "olmoe": _SWIGLU_NAMES, "qwen2_moe": _SWIGLU_NAMES}  # gate, up, down
 
 
 # ModelConfig fields that `check_representable` checks, `hf_config` maps, or this module knows not to change the forward pass
@@ -57,7 +58,9 @@ _CHECKED_FIELDS = {
 
 
 def infer_type(cfg: ModelConfig) -> str:
-    """olmoe for one QK-norm over all heads, mixtral for none; anything else has no target."""
+    """qwen2_moe for a gated shared expert, olmoe for one QK-norm over all heads, mixtral for none."""
+    if cfg.shared_expert_gate:
+        return "qwen2_moe"
     if not cfg.qk_norm:
         return "mixtral"
     if not cfg.qk_norm_per_head:
@@ -75,15 +78,23 @@ def check_representable(cfg: ModelConfig, model_type: str) -> None:
         raise HeptaError(f"{field}={getattr(cfg, field)!r} cannot be written as {model_type}, "
                          f"which supports only {supported}")
 
-    for field, every_layer_moe in (("num_dense_layers", 0), ("dense_layers", ()), ("moe_layer_step", 1)):
-        if getattr(cfg, field) != every_layer_moe:
-            refuse(field, f"{every_layer_moe!r} (every layer MoE)")
-    if cfg.num_shared_experts:
-        refuse("num_shared_experts", "0 (routed experts only)")
-    if cfg.shared_hidden_dim:
-        refuse("shared_expert_hidden_dim", "None (no shared experts)")
-    if cfg.qkv_bias:
-        refuse("qkv_bias", "False (no attention biases)")
+    if model_type == "qwen2_moe":
+        # dense layers, sparse steps and QKV bias map onto Qwen's own fields; the shared expert must
+        # be there with its sigmoid gate
+        if not (cfg.shared_hidden_dim and cfg.shared_expert_gate):
+            refuse("shared_expert_gate", "True with a shared expert (shared_expert_hidden_dim or num_shared_experts)")
+        if cfg.qk_norm:
+            refuse("qk_norm", "False (no QK-norm)")
+    else:
+        for field, every_layer_moe in (("num_dense_layers", 0), ("dense_layers", ()), ("moe_layer_step", 1)):
+            if getattr(cfg, field) != every_layer_moe:
+                refuse(field, f"{every_layer_moe!r} (every layer MoE)")
+        if cfg.num_shared_experts:
+            refuse("num_shared_experts", "0 (routed experts only)")
+        if cfg.shared_hidden_dim:
+            refuse("shared_expert_hidden_dim", "None (no shared experts)")
+        if cfg.qkv_bias:
+            refuse("qkv_bias", "False (no attention biases)")
     if cfg.router_scoring != "softmax":
         refuse("router_scoring", "'softmax'")
     if cfg.route_scale != 1.0:
@@ -97,7 +108,7 @@ def check_representable(cfg: ModelConfig, model_type: str) -> None:
             refuse("qk_norm", "False (no QK-norm)")
         if not cfg.norm_topk_prob:
             refuse("norm_topk_prob", "True (top-k gate weights renormalised)")
-    else:
+    elif model_type == "olmoe":
         if not cfg.qk_norm:
             refuse("qk_norm", "True (with qk_norm_per_head=False)")
         if cfg.qk_norm_per_head:
@@ -141,6 +152,12 @@ def hf_config(cfg: ModelConfig, model_type: str, dtype: torch.dtype = torch.floa
     if model_type == "mixtral":
         hf.update(head_dim=cfg.head_dim, num_local_experts=cfg.num_experts, router_jitter_noise=0.0,
                   sliding_window=None)
+    elif model_type == "qwen2_moe":
+        dense = sorted(set(range(cfg.num_dense_layers)) | set(cfg.dense_layers))
+        hf.update(intermediate_size=cfg.dense_hidden_dim, moe_intermediate_size=cfg.expert_hidden_dim,
+                  shared_expert_intermediate_size=cfg.shared_hidden_dim, num_experts=cfg.num_experts,
+                  norm_topk_prob=cfg.norm_topk_prob, qkv_bias=cfg.qkv_bias, decoder_sparse_step=cfg.moe_layer_step,
+                  mlp_only_layers=dense, use_sliding_window=False, sliding_window=None)
     else:
         hf.update(num_experts=cfg.num_experts, norm_topk_prob=cfg.norm_topk_prob, attention_bias=False,
                   clip_qkv=None)
@@ -159,11 +176,19 @@ def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.T
         attn = layer.attn
         for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
             plan.append((prefix + f"self_attn.{proj}.weight", getattr(attn, proj).weight))
+            if getattr(attn, proj).bias is not None:
+                plan.append((prefix + f"self_attn.{proj}.bias", getattr(attn, proj).bias))
         if attn.q_norm is not None:
             plan += [(prefix + "self_attn.q_norm.weight", attn.q_norm.weight),
                      (prefix + "self_attn.k_norm.weight", attn.k_norm.weight)]
         moe = prefix + _MOE[model_type] + "."
+        if not cfg.is_moe_layer(i):  # a dense layer (only Qwen2-MoE writes these)
+            plan += _swiglu_plan(moe, layer.ffn)
+            continue
         plan.append((moe + "gate.weight", layer.ffn.router.weight))
+        if layer.ffn.shared_experts is not None:
+            plan += _swiglu_plan(moe + "shared_expert.", layer.ffn.shared_experts)
+            plan.append((moe + "shared_expert_gate.weight", layer.ffn.shared_gate.weight))
         gate_up_E2FD, down_EDF = layer.ffn.experts.gate_up_proj, layer.ffn.experts.down_proj
         F = cfg.expert_hidden_dim
         for e in range(cfg.num_experts):
@@ -174,6 +199,14 @@ def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.T
     if not cfg.tie_embeddings:
         plan.append(("lm_head.weight", model.output.weight))
     return plan
+
+
+def _swiglu_plan(prefix: str, swiglu) -> list[tuple[str, torch.Tensor]]:
+    """gate_proj / up_proj / down_proj of a hepta SwiGLU, whose gate_up_proj holds gate rows then up rows."""
+    F = swiglu.hidden_dim
+    gate_up = swiglu.gate_up_proj.weight
+    return [(prefix + "gate_proj.weight", gate_up[:F]), (prefix + "up_proj.weight", gate_up[F:]),
+            (prefix + "down_proj.weight", swiglu.down_proj.weight)]
 
 
 def _shards(plan: list[tuple[str, torch.Tensor]], max_shard_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:

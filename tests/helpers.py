@@ -35,3 +35,36 @@ def make_corpus(folder: Path) -> Path:
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hepta", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def random_ids(vocab_size: int, batch: int, seq_len: int, seed: int):
+    import torch
+
+    return torch.randint(0, vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
+
+
+def max_logit_difference(hf_model, hepta_model, ids) -> float:
+    """Largest |logit| difference between a transformers model and a hepta model on `ids`."""
+    import torch
+
+    with torch.no_grad():
+        expected = hf_model(ids).logits
+        got = hepta_model(ids)
+    assert got.shape == expected.shape
+    return (got - expected).abs().max().item()
+
+
+def greedy_pair(hf_model, hepta_model, prompt, num_tokens: int):
+    """(transformers' greedy tokens, hepta's greedy tokens decoded through its KV cache)."""
+    import torch
+
+    with torch.no_grad():
+        expected = hf_model.generate(prompt, max_new_tokens=num_tokens, do_sample=False,
+                                     min_new_tokens=num_tokens)[0, prompt.shape[1]:].tolist()
+        cache = hepta_model.new_cache(batch_size=1, max_len=prompt.shape[1] + num_tokens)
+        logits = hepta_model(prompt, cache=cache)[:, -1]
+        got = []
+        for _ in range(num_tokens):
+            got.append(int(logits.argmax(-1)))
+            logits = hepta_model(torch.tensor([[got[-1]]]), cache=cache)[:, -1]
+    return expected, got, cache

@@ -24,6 +24,10 @@ def test_analytic_count_equals_built_model_for_every_preset(name):
     {"num_shared_experts": 3},
     {"qkv_bias": True, "shared_expert_hidden_dim": 40, "shared_expert_gate": True, "moe_layer_step": 2,
      "dense_layers": (3,), "num_dense_layers": 0},
+    {"attention": "mla", "qk_norm": False, "q_lora_rank": 24, "kv_lora_rank": 16, "qk_rope_head_dim": 8,
+     "qk_nope_head_dim": 16, "v_head_dim": 12},
+    {"attention": "mla", "qk_norm": False, "q_lora_rank": None, "kv_lora_rank": 20, "qk_rope_head_dim": 4,
+     "qk_nope_head_dim": 8, "v_head_dim": 16, "rope_type": "yarn", "rope_factor": 8.0},
 ])
 def test_analytic_count_equals_built_model_for_variants(overrides):
     cfg = hepta.get_preset("tiny").replace(**overrides)
@@ -50,6 +54,12 @@ def test_grok5_7t_is_7t_with_30_percent_active():
     count = count_params(hepta.get_preset("grok5-7t"))
     assert abs(count.total - 7.0e12) / 7.0e12 < 0.01
     assert 0.28 <= count.active_fraction <= 0.32
+
+
+def test_deepseek_v3_is_671b_with_37b_active():
+    count = count_params(hepta.get_preset("deepseek-v3"))
+    assert abs(count.total - 671e9) / 671e9 < 0.01
+    assert 36.5e9 < count.active < 38.5e9  # published: 37B activated
 
 
 def test_grok1_matches_the_released_shape():
@@ -94,6 +104,8 @@ def test_grok5_7t_builds_on_meta_fast_and_small():
     ("top_k", 1.5, "integer"),
     ("num_experts", 4.0, "integer"),
     ("qk_norm", 1, "true or false"),
+    ("rope_type", "ntk", "default"),
+    ("attention", "mha", "mla"),
 ])
 def test_invalid_values_name_field_value_and_what_is_allowed(field, value, words):
     with pytest.raises(ValueError) as err:

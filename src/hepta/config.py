@@ -17,6 +17,8 @@ from typing import Callable
 from hepta.errors import HeptaError
 
 ROUTER_SCORINGS = ("softmax", "sigmoid")
+ATTENTIONS = ("gqa", "mla")
+ROPE_TYPES = ("default", "linear", "yarn")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,23 @@ class ModelConfig:
     qk_norm_per_head: bool = True  # False: one norm over all heads' q (and k), as OLMoE does
     tie_embeddings: bool = False
     norm_eps: float = 1e-6
+    # --- RoPE context extension (as Hugging Face's rope_parameters) ---
+    rope_type: str = "default"  # "linear" divides the frequencies by rope_factor; "yarn" as below
+    rope_factor: float = 1.0  # extended context / original context
+    rope_original_max_len: int = 4096  # yarn: the pretraining context
+    rope_beta_fast: float = 32.0  # yarn: dims turning more often than this over the context keep their frequency,
+    rope_beta_slow: float = 1.0  # ... dims turning less often are interpolated, with a ramp between
+    rope_truncate: bool = True  # yarn: round the ramp bounds to whole dims
+    rope_mscale: float = 0.0  # yarn (DeepSeek): cos/sin factor mscale(f, this) / mscale(f, all_dim); 0 = unset
+    rope_mscale_all_dim: float = 0.0  # yarn (DeepSeek): MLA softmax scale times mscale(f, this)^2; 0 = unset
+    rope_attention_factor: float | None = None  # yarn: explicit cos/sin factor; None = derived from rope_factor
+    # --- multi-head latent attention (DeepSeek-V2/V3), when attention == "mla" ---
+    attention: str = "gqa"  # "gqa": num_kv_heads x head_dim keys and values; "mla": from a cached latent
+    q_lora_rank: int | None = None  # low-rank query width; None = one full-rank q_proj
+    kv_lora_rank: int = 512  # the cached latent per token ...
+    qk_rope_head_dim: int = 64  # ... plus one rotary key shared by all heads
+    qk_nope_head_dim: int = 128  # per-head key dims without RoPE
+    v_head_dim: int = 128
     # --- mixture of experts ---
     num_experts: int = 8  # routed experts per MoE layer
     top_k: int = 2
@@ -79,6 +98,19 @@ class ModelConfig:
         for name in ("vocab_size", "dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "max_seq_len"):
             require(getattr(self, name) > 0, name, "it must be a positive integer")
         require(self.head_dim % 2 == 0, "head_dim", "RoPE needs an even head dimension")
+        require(self.rope_type in ROPE_TYPES, "rope_type", f"use one of {ROPE_TYPES}")
+        require(self.rope_factor > 0, "rope_factor", "it must be positive")
+        require(self.rope_original_max_len > 0, "rope_original_max_len", "it must be a positive integer")
+        require(self.rope_attention_factor is None or self.rope_attention_factor > 0, "rope_attention_factor",
+                "use null to derive it from rope_factor, or a positive number")
+        require(self.attention in ATTENTIONS, "attention", f"use one of {ATTENTIONS}")
+        if self.attention == "mla":
+            require(self.q_lora_rank is None or self.q_lora_rank > 0, "q_lora_rank", "use null or a positive integer")
+            for name in ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"):
+                require(getattr(self, name) > 0, name, "it must be a positive integer with attention='mla'")
+            require(self.qk_rope_head_dim % 2 == 0, "qk_rope_head_dim", "RoPE needs an even dimension")
+            require(not self.qk_norm, "qk_norm", "MLA normalises its latents instead; set it to false")
+            require(not self.qkv_bias, "qkv_bias", "MLA projections have no bias; set it to false")
         require(self.num_heads % self.num_kv_heads == 0, "num_kv_heads",
                 f"it must divide num_heads={self.num_heads}")
         require(self.rope_theta > 0, "rope_theta", "it must be positive")
@@ -119,6 +151,11 @@ class ModelConfig:
     @property
     def num_moe_layers(self) -> int:
         return sum(self.is_moe_layer(i) for i in range(self.num_layers))
+
+    @property
+    def rope_dim(self) -> int:
+        """Rotary dims per head: all of head_dim, or MLA's shared rope part."""
+        return self.qk_rope_head_dim if self.attention == "mla" else self.head_dim
 
     def is_moe_layer(self, layer_idx: int) -> bool:
         return (layer_idx >= self.num_dense_layers and layer_idx not in self.dense_layers
@@ -180,7 +217,13 @@ def count_params(cfg: ModelConfig) -> ParamCount:
     d, hd = cfg.dim, cfg.head_dim
     attention = d * hd * (cfg.num_heads + 2 * cfg.num_kv_heads) + cfg.num_heads * hd * d
     attention += hd * (cfg.num_heads + 2 * cfg.num_kv_heads) if cfg.qkv_bias else 0
-    if cfg.qk_norm:
+    if cfg.attention == "mla":
+        H, Q, C = cfg.num_heads, cfg.q_lora_rank, cfg.kv_lora_rank
+        qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+        attention = d * H * qk if Q is None else d * Q + Q + Q * H * qk  # q_proj, or q_a_proj + norm + q_b_proj
+        attention += d * (C + cfg.qk_rope_head_dim) + C  # kv_a_proj_with_mqa, kv_a_layernorm
+        attention += C * H * (cfg.qk_nope_head_dim + cfg.v_head_dim) + H * cfg.v_head_dim * d  # kv_b_proj, o_proj
+    elif cfg.qk_norm:
         attention += 2 * hd if cfg.qk_norm_per_head else (cfg.num_heads + cfg.num_kv_heads) * hd
     swiglu = lambda hidden: 3 * d * hidden  # noqa: E731  (gate, up, down)
     c = {
@@ -268,6 +311,28 @@ def grok_1() -> ModelConfig:
         max_seq_len=8192, qk_norm=False, tie_embeddings=True,
         num_experts=8, top_k=2, expert_hidden_dim=32768,
         router_scoring="softmax", norm_topk_prob=False,
+    )
+
+
+@preset("deepseek-v3")
+def deepseek_v3() -> ModelConfig:
+    """DeepSeek-V3 without its multi-token-prediction module: 671B total, 37.6B active.
+
+    Multi-head latent attention caches 512 + 64 values per token and layer; 256 fine-grained
+    routed experts (top-8 within the best 4 of 8 groups) plus one shared expert; the first 3
+    layers dense; YaRN extends the 4K pretraining context 40x.
+    """
+    return ModelConfig(
+        vocab_size=129280, dim=7168, num_layers=61, num_heads=128, num_kv_heads=128, head_dim=64,
+        max_seq_len=163840, qk_norm=False,
+        attention="mla", q_lora_rank=1536, kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128,
+        v_head_dim=128,
+        rope_type="yarn", rope_factor=40.0, rope_original_max_len=4096, rope_mscale=1.0, rope_mscale_all_dim=1.0,
+        num_experts=256, top_k=8, expert_hidden_dim=2048, num_shared_experts=1,
+        num_dense_layers=3, dense_hidden_dim=18432,
+        router_scoring="sigmoid", norm_topk_prob=True, route_scale=2.5,
+        num_expert_groups=8, num_limited_groups=4,
+        aux_loss_coef=1e-4, bias_update_rate=1e-3,
     )
 
 

@@ -60,8 +60,10 @@ def print_param_table(name: str, cfg: ModelConfig, count: ParamCount, console: C
     console.print(table)
     moe = (f"{cfg.num_experts} routed experts, top-{cfg.top_k}, {cfg.num_shared_experts} shared, "
            f"{cfg.router_scoring} router" if cfg.has_moe else "dense")
+    heads = (f"{cfg.num_heads} MLA heads, latent {cfg.kv_lora_rank}+{cfg.qk_rope_head_dim}" if cfg.attention == "mla"
+             else f"{cfg.num_heads}/{cfg.num_kv_heads} heads of {cfg.head_dim}")
     console.print(f"{cfg.num_layers} layers ({cfg.num_dense_layers} dense), d {cfg.dim}, "
-                  f"{cfg.num_heads}/{cfg.num_kv_heads} heads of {cfg.head_dim}, vocab {cfg.vocab_size}; {moe}")
+                  f"{heads}, vocab {cfg.vocab_size}; {moe}")
 
 
 def print_preset_table(console: Console | None = None) -> None:

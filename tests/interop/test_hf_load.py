@@ -13,6 +13,7 @@ from transformers import (MixtralConfig, MixtralForCausalLM, OlmoeConfig, OlmoeF
                           Qwen2MoeForCausalLM)
 
 import hepta
+from helpers import greedy_pair, max_logit_difference, random_ids
 from hepta.errors import HeptaError
 
 SHAPE = dict(vocab_size=160, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -55,25 +56,12 @@ def pair(request, tmp_path_factory):
 @pytest.mark.parametrize("seq_len", [1, 7, 33])
 def test_logits_match_transformers(pair, seq_len):
     hf, ours, _ = pair
-    ids = torch.randint(0, 160, (2, seq_len), generator=torch.Generator().manual_seed(seq_len))
-    with torch.no_grad():
-        expected = hf(ids).logits
-        got = ours(ids)
-    assert got.shape == expected.shape
-    assert (got - expected).abs().max().item() <= 1e-4
+    assert max_logit_difference(hf, ours, random_ids(160, 2, seq_len, seed=seq_len)) <= 1e-4
 
 
 def test_32_greedy_tokens_match_transformers_generate(pair):
     hf, ours, _ = pair
-    prompt = torch.randint(0, 160, (1, 5), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = hf.generate(prompt, max_new_tokens=32, do_sample=False, min_new_tokens=32)[0, 5:].tolist()
-        cache = ours.new_cache(batch_size=1, max_len=5 + 32)
-        logits = ours(prompt, cache=cache)[:, -1]
-        got = []
-        for _ in range(32):
-            got.append(int(logits.argmax(-1)))
-            logits = ours(torch.tensor([[got[-1]]]), cache=cache)[:, -1]
+    expected, got, cache = greedy_pair(hf, ours, random_ids(160, 1, 5, seed=1), num_tokens=32)
     assert got == expected
 
 

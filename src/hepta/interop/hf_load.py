@@ -1,4 +1,4 @@
-"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE, Qwen2-MoE) as hepta models.
+"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE, Qwen2-MoE, DeepSeek-V3) as hepta models.
 
 The folder's config.json is mapped onto one `ModelConfig`; weights stream shard by shard
 into a model whose parameters were allocated once, each tensor copied into place and then
@@ -19,21 +19,39 @@ from typing import Iterator
 import torch
 from safetensors import SafetensorError, safe_open
 
-from hepta.config import ModelConfig
+from hepta.config import ROPE_TYPES, ModelConfig
 from hepta.errors import HeptaError
 from hepta.model import Transformer
+from hepta.model.mla import deinterleave_rope_rows
 
-SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe")
+SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe", "deepseek_v3")
 INDEX_FILE = "model.safetensors.index.json"
 
 
-def _rope_theta(hf: dict) -> float:
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type not in ("default", None):
-        raise HeptaError(f"rope type {rope_type!r} is not supported yet for {hf['model_type']}; "
-                         "supported: default")
-    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+def _rope(hf: dict) -> dict:
+    """ModelConfig's rope fields from `rope_parameters` (transformers 5) or `rope_scaling` (older files)."""
+    key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
+    rope = hf.get(key) or {}
+    rope_type = rope.get("rope_type", rope.get("type")) or "default"
+    if rope_type not in ROPE_TYPES:
+        raise HeptaError(f"{key}.rope_type={rope_type!r} in config.json is not supported; "
+                         f"supported: {', '.join(ROPE_TYPES)}")
+    fields = dict(rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))), rope_type=rope_type)
+    if rope_type == "linear":
+        fields.update(rope_factor=float(rope["factor"]))
+    elif rope_type == "yarn":
+        original = rope.get("original_max_position_embeddings")
+        if not original:
+            raise HeptaError(f"{key} of type yarn lacks original_max_position_embeddings; add the pretraining "
+                             "context length to config.json")
+        factor = rope.get("factor") or hf["max_position_embeddings"] / original
+        fields.update(rope_factor=float(factor), rope_original_max_len=int(original),
+                      rope_beta_fast=float(rope.get("beta_fast") or 32),
+                      rope_beta_slow=float(rope.get("beta_slow") or 1),
+                      rope_truncate=bool(rope.get("truncate", True)), rope_mscale=float(rope.get("mscale") or 0),
+                      rope_mscale_all_dim=float(rope.get("mscale_all_dim") or 0),
+                      rope_attention_factor=rope.get("attention_factor"))
+    return fields
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
@@ -43,6 +61,11 @@ def config_from_hf(hf: dict) -> ModelConfig:
     if hf.get("sliding_window") and hf.get("use_sliding_window", True):
         raise HeptaError(f"sliding_window={hf['sliding_window']} is not supported; set it to null in config.json "
                          "to attend over the full context")
+    if hf.get("quantization_config"):
+        quant = hf["quantization_config"]
+        method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
+        raise HeptaError(f"quantization_config (quant_method {method!r}) is not supported; hepta reads unquantized "
+                         "weights, so use a bf16 or fp32 version of the checkpoint")
     if hf.get("clip_qkv"):
         raise HeptaError(f"clip_qkv={hf['clip_qkv']} is not supported; models trained with it need it at inference")
     if hf.get("hidden_act", "silu") != "silu":
@@ -52,13 +75,29 @@ def config_from_hf(hf: dict) -> ModelConfig:
         vocab_size=hf["vocab_size"], dim=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
         num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads,
         head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
-        rope_theta=_rope_theta(hf), max_seq_len=hf.get("max_position_embeddings", 4096),
+        **_rope(hf), max_seq_len=hf.get("max_position_embeddings", 4096),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)), norm_eps=hf.get("rms_norm_eps", 1e-6),
         top_k=hf["num_experts_per_tok"], expert_hidden_dim=hf["intermediate_size"],
         router_scoring="softmax", aux_loss_coef=hf.get("router_aux_loss_coef", 0.0),
     )
     if model_type == "mixtral":
         return ModelConfig(**common, qk_norm=False, num_experts=hf["num_local_experts"], norm_topk_prob=True)
+    if model_type == "deepseek_v3":
+        if hf.get("attention_bias"):
+            raise HeptaError("attention_bias=true is not supported for deepseek_v3; hepta's MLA projections "
+                             "have no bias")
+        # defaults are those of transformers' DeepseekV3Config
+        return ModelConfig(**{**common, "num_kv_heads": heads, "expert_hidden_dim": hf["moe_intermediate_size"],
+                              "router_scoring": "sigmoid"},
+                           qk_norm=False, attention="mla", q_lora_rank=hf.get("q_lora_rank"),
+                           kv_lora_rank=hf["kv_lora_rank"], qk_rope_head_dim=hf["qk_rope_head_dim"],
+                           qk_nope_head_dim=hf["qk_nope_head_dim"], v_head_dim=hf["v_head_dim"],
+                           num_experts=hf["n_routed_experts"], num_shared_experts=hf.get("n_shared_experts", 1),
+                           num_dense_layers=hf.get("first_k_dense_replace", 3),
+                           dense_hidden_dim=hf["intermediate_size"],
+                           norm_topk_prob=bool(hf.get("norm_topk_prob", True)),
+                           route_scale=float(hf.get("routed_scaling_factor", 2.5)),
+                           num_expert_groups=hf.get("n_group", 8), num_limited_groups=hf.get("topk_group", 4))
     if model_type == "qwen2_moe":
         shared = hf.get("shared_expert_intermediate_size") or 0
         return ModelConfig(**{**common, "expert_hidden_dim": hf["moe_intermediate_size"]},
@@ -81,6 +120,9 @@ _RULES: list[tuple[re.Pattern, str]] = [
     (re.compile(_LAYER + r"input_layernorm\.weight"), "layers.{0}.attn_norm.weight"),
     (re.compile(_LAYER + r"post_attention_layernorm\.weight"), "layers.{0}.ffn_norm.weight"),
     (re.compile(_LAYER + r"self_attn\.(q_proj|k_proj|v_proj|o_proj|q_norm|k_norm)\.(weight|bias)"), "layers.{0}.attn.{1}.{2}"),
+    (re.compile(_LAYER + r"self_attn\.(q_a_proj|q_a_layernorm|q_b_proj|kv_a_proj_with_mqa|kv_a_layernorm|kv_b_proj)"
+                r"\.weight"), "layers.{0}.attn.{1}.weight"),  # multi-head latent attention
+    (re.compile(_LAYER + r"mlp\.gate\.e_score_correction_bias"), "layers.{0}.ffn.router.expert_bias"),
     (re.compile(_LAYER + r"mlp\.shared_expert_gate\.weight"), "layers.{0}.ffn.shared_gate.weight"),
     (re.compile(_LAYER + r"(?:mlp|block_sparse_moe)\.gate\.weight"), "layers.{0}.ffn.router.weight"),
     (re.compile(_LAYER + r"(?:mlp|block_sparse_moe)\.experts\.(gate_up_proj|down_proj)"), "layers.{0}.ffn.experts.{1}"),
@@ -89,6 +131,19 @@ _EXPERT = re.compile(_LAYER + r"(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(w1|w2
 # a plain SwiGLU: the dense FFN of a dense layer, or the shared experts of an MoE layer
 _SWIGLU = re.compile(_LAYER + r"mlp\.(shared_experts?\.)?(gate_proj|up_proj|down_proj)\.weight")
 _GATE, _UP, _DOWN = ("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")
+_MLA_ROPE_ROWS = re.compile(_LAYER + r"self_attn\.(q_proj|q_b_proj|kv_a_proj_with_mqa)\.weight")
+
+
+def _rope_rows_to_half_layout(name: str, tensor: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """DeepSeek stores the rope rows of q and of the shared key as interleaved pairs (rope_interleave);
+    hepta's RoPE rotates halves, so those rows are reordered once here (same attention scores)."""
+    match = _MLA_ROPE_ROWS.fullmatch(name)
+    if match is None:
+        return tensor
+    R = cfg.qk_rope_head_dim
+    if match.group(2) == "kv_a_proj_with_mqa":
+        return deinterleave_rope_rows(tensor, cfg.kv_lora_rank + R, cfg.kv_lora_rank, R)
+    return deinterleave_rope_rows(tensor, cfg.qk_nope_head_dim + R, cfg.qk_nope_head_dim, R)
 
 
 def _target(name: str, params: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -182,6 +237,8 @@ def load_hf(folder: str | Path, allow_pickle: bool = False) -> Transformer:
         for buffer in model.buffers():  # routing bias and load counters start at zero
             buffer.zero_()
     params = dict(model.named_parameters(remove_duplicate=True))
+    targets = {**dict(model.named_buffers()), **params}  # buffers (the routing bias) are optional
+    interleaved_rope = cfg.attention == "mla" and hf.get("rope_interleave", True)
     filled = {name: 0 for name in params}
     owner = {id(t): name for name, t in params.items()}
     with torch.no_grad():
@@ -192,7 +249,10 @@ def load_hf(folder: str | Path, allow_pickle: bool = False) -> Transformer:
                 for name, tensor in _tensors(file):
                     if cfg.tie_embeddings and name == "lm_head.weight":
                         continue  # the same matrix as the embedding
-                    target = _target(name, params)
+                    layer = re.match(_LAYER, name)
+                    if hf["model_type"] == "deepseek_v3" and layer and int(layer.group(1)) >= cfg.num_layers:
+                        continue  # the multi-token-prediction module, which hepta does not run
+                    target = _target(name, targets)
                     if target is None:
                         if name.endswith("rotary_emb.inv_freq"):
                             continue  # a cache some exports include, recomputed by hepta
@@ -201,10 +261,13 @@ def load_hf(folder: str | Path, allow_pickle: bool = False) -> Transformer:
                     if tuple(tensor.shape) != tuple(target.shape):
                         raise HeptaError(f"tensor {name!r} in {file.name} has shape {tuple(tensor.shape)}, "
                                          f"config.json implies {tuple(target.shape)}")
+                    if interleaved_rope:
+                        tensor = _rope_rows_to_half_layout(name, tensor, cfg)
                     target.copy_(tensor)
                     del tensor
                     base = target._base if target._base is not None else target
-                    filled[owner[id(base)]] += target.numel()
+                    if id(base) in owner:
+                        filled[owner[id(base)]] += target.numel()
             except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as e:
                 raise HeptaError(f"{file} is corrupt or truncated ({type(e).__name__}: {e}); "
                                  "restore it from the original download") from e

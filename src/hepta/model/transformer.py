@@ -13,8 +13,10 @@ from torch import nn
 
 from hepta.config import ModelConfig
 from hepta.model.attention import Attention, KVCache
-from hepta.model.layers import RMSNorm, SwiGLU, rope_cos_sin
+from hepta.model.layers import RMSNorm, SwiGLU
+from hepta.model.mla import MLACache, MultiHeadLatentAttention
 from hepta.model.moe import MoE
+from hepta.model.rope import RopeScaling, scaled_rope_cos_sin, softmax_scale_multiplier
 
 
 class Block(nn.Module):
@@ -22,12 +24,18 @@ class Block(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attn = Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.qk_norm, cfg.norm_eps,
-                              cfg.qk_norm_per_head, cfg.qkv_bias)
+        if cfg.attention == "mla":
+            qk_dim = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+            self.attn = MultiHeadLatentAttention(
+                cfg.dim, cfg.num_heads, cfg.q_lora_rank, cfg.kv_lora_rank, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim,
+                cfg.v_head_dim, softmax_scale=qk_dim ** -0.5 * softmax_scale_multiplier(RopeScaling.from_config(cfg)))
+        else:
+            self.attn = Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.qk_norm, cfg.norm_eps,
+                                  cfg.qk_norm_per_head, cfg.qkv_bias)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn = MoE(cfg) if cfg.is_moe_layer(layer_idx) else SwiGLU(cfg.dim, cfg.dense_hidden_dim)
 
-    def forward(self, x_BTD, cos, sin, cache: KVCache | None = None):
+    def forward(self, x_BTD, cos, sin, cache: KVCache | MLACache | None = None):
         x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), cos, sin, cache, self.layer_idx)
         return x_BTD + self.ffn(self.ffn_norm(x_BTD))
 
@@ -43,12 +51,13 @@ class Transformer(nn.Module):
         if cfg.tie_embeddings:
             self.output.weight = self.embed.weight
 
-    def forward(self, input_ids_BT: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, input_ids_BT: torch.Tensor, cache: KVCache | MLACache | None = None) -> torch.Tensor:
         """Logits [B, T, V] for token ids [B, T]; with a cache, the ids continue its sequences."""
         T = input_ids_BT.shape[1]
         start = cache.length if cache is not None else 0
         positions = torch.arange(start, start + T, device=input_ids_BT.device)
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        cfg = self.config
+        cos, sin = scaled_rope_cos_sin(positions, cfg.rope_dim, cfg.rope_theta, RopeScaling.from_config(cfg))
         x_BTD = self.embed(input_ids_BT)
         cos, sin = cos.to(x_BTD.dtype), sin.to(x_BTD.dtype)
         for layer in self.layers:
@@ -78,8 +87,13 @@ class Transformer(nn.Module):
         for moe in self.moe_layers():
             moe.update_bias()
 
-    def new_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+    def new_cache(self, batch_size: int, max_len: int | None = None,
+                  dtype: torch.dtype | None = None) -> KVCache | MLACache:
         cfg = self.config
+        if cfg.attention == "mla":  # the compressed latent and the shared rope key, not per-head keys and values
+            return MLACache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.kv_lora_rank,
+                            cfg.qk_rope_head_dim, dtype=dtype or self.embed.weight.dtype,
+                            device=self.embed.weight.device)
         return KVCache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.num_kv_heads, cfg.head_dim,
                        dtype=dtype or self.embed.weight.dtype, device=self.embed.weight.device)
 

@@ -1,0 +1,150 @@
+"""Multi-head latent attention (MLA, DeepSeek-V2/V3) and its compressed KV cache.
+
+Keys and values come from one small latent per token: x -> kv_a_proj_with_mqa gives the latent
+c (C dims) and one rope key shared by all heads (R dims); kv_b_proj expands the normed latent to
+each head's non-rotary key part (P dims) and value (Dv dims). The cache keeps only c and the
+rotated shared key, C + R values per token and layer instead of 2 * H * Dh.
+
+Decoding reads the cache without expanding it: kv_b_proj's key half is absorbed into the query
+(q_nope . W_uk c = (W_uk^T q_nope) . c) and its value half applied after attention, so each step
+is multi-query attention over the S latents with C + R dim keys and C dim values. A forward
+over many new tokens expands the latents instead, which is cheaper when T is close to S.
+
+Dims: B batch, T new tokens, S cached + new tokens, H heads, D model dim, Q query latent
+(q_lora_rank), C kv latent (kv_lora_rank), P no-rope head dim, R rope head dim, Dv value dim,
+L layers.
+
+The rope dims use the "rotate half" layout. DeepSeek checkpoints store them interleaved
+(pairs x0,x1 rotate together); the loader permutes those weight rows, which gives the same
+attention scores (`deinterleave_rope_rows`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hepta.model.layers import RMSNorm, apply_rope
+
+LATENT_NORM_EPS = 1e-6  # DeepSeek's q_a_layernorm and kv_a_layernorm keep the default eps, not rms_norm_eps
+
+
+class MLACache:
+    """Preallocated compressed latents [L, B, S_max, C] and rotated shared keys [L, B, S_max, R].
+
+    Same contract as `KVCache`: all sequences share one length, advanced once per forward.
+    """
+
+    def __init__(self, num_layers: int, batch_size: int, max_len: int, kv_lora_rank: int, rope_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+        self.latent = torch.zeros((num_layers, batch_size, max_len, kv_lora_rank), dtype=dtype, device=device)
+        self.k_rope = torch.zeros((num_layers, batch_size, max_len, rope_dim), dtype=dtype, device=device)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.latent.shape[2]
+
+    def update(self, layer_idx: int, latent_BTC: torch.Tensor, k_rope_BTR: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + latent_BTC.shape[1]
+        assert end <= self.max_len, "KV cache overflow; the caller checks lengths first"
+        self.latent[layer_idx, :, self.length:end] = latent_BTC
+        self.k_rope[layer_idx, :, self.length:end] = k_rope_BTR
+        return self.latent[layer_idx, :, :end], self.k_rope[layer_idx, :, :end]
+
+    def advance(self, num_tokens: int) -> None:
+        self.length += num_tokens
+
+
+class MultiHeadLatentAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, q_lora_rank: int | None, kv_lora_rank: int,
+                 qk_nope_head_dim: int, qk_rope_head_dim: int, v_head_dim: int, softmax_scale: float):
+        super().__init__()
+        self.num_heads, self.q_lora_rank, self.kv_lora_rank = num_heads, q_lora_rank, kv_lora_rank
+        self.nope_dim, self.rope_dim, self.v_dim = qk_nope_head_dim, qk_rope_head_dim, v_head_dim
+        qk_dim = qk_nope_head_dim + qk_rope_head_dim
+        # (qk_nope + qk_rope)^-0.5, times YaRN's mscale^2 for DeepSeek's long-context setup
+        self.softmax_scale = softmax_scale
+        if q_lora_rank is None:
+            self.q_proj = nn.Linear(dim, num_heads * qk_dim, bias=False)
+        else:  # low-rank query: D -> Q -> norm -> H * (P + R)
+            self.q_a_proj = nn.Linear(dim, q_lora_rank, bias=False)
+            self.q_a_layernorm = RMSNorm(q_lora_rank, LATENT_NORM_EPS)
+            self.q_b_proj = nn.Linear(q_lora_rank, num_heads * qk_dim, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(dim, kv_lora_rank + qk_rope_head_dim, bias=False)
+        self.kv_a_layernorm = RMSNorm(kv_lora_rank, LATENT_NORM_EPS)
+        self.kv_b_proj = nn.Linear(kv_lora_rank, num_heads * (qk_nope_head_dim + v_head_dim), bias=False)
+        self.o_proj = nn.Linear(num_heads * v_head_dim, dim, bias=False)
+
+    def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: MLACache | None = None, layer_idx: int = 0) -> torch.Tensor:
+        """cos/sin: [T, R] tables of the new tokens' positions."""
+        B, T, _ = x_BTD.shape
+        H, P, R, Dv = self.num_heads, self.nope_dim, self.rope_dim, self.v_dim
+        if self.q_lora_rank is None:
+            q = self.q_proj(x_BTD)
+        else:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x_BTD)))
+        q_BHTPR = q.view(B, T, H, P + R).transpose(1, 2)
+        q_nope_BHTP, q_rope_BHTR = q_BHTPR.split([P, R], dim=-1)
+        q_rope_BHTR = apply_rope(q_rope_BHTR, cos, sin)
+
+        latent_BTC, k_rope_BTR = self.kv_a_proj_with_mqa(x_BTD).split([self.kv_lora_rank, R], dim=-1)
+        latent_BTC = self.kv_a_layernorm(latent_BTC)
+        k_rope_BTR = apply_rope(k_rope_BTR, cos, sin)
+
+        past = 0
+        if cache is not None:
+            past = cache.length
+            latent_BTC, k_rope_BTR = cache.update(layer_idx, latent_BTC, k_rope_BTR)  # now T -> S
+        latent_BSC, k_rope_BSR = latent_BTC, k_rope_BTR
+        S, C = latent_BSC.shape[1], self.kv_lora_rank
+        mask, causal = self._mask(T, S, past, x_BTD.device)
+
+        # per (new token, cached token, head) multiply-adds: absorbed ~ 2C + R, expanded ~ P + R + Dv,
+        # plus the expansion itself, C * (P + Dv) per cached token and head
+        if past > 0 and T * (2 * C + R) < C * (P + Dv) + T * (P + R + Dv):
+            W_BHPDvC = self.kv_b_proj.weight.view(H, P + Dv, C)
+            q_lat_BHTC = torch.einsum("bhtp,hpc->bhtc", q_nope_BHTP, W_BHPDvC[:, :P])
+            q_BHTCR = torch.cat([q_lat_BHTC, q_rope_BHTR], dim=-1)
+            k_B1SCR = torch.cat([latent_BSC, k_rope_BSR], dim=-1)[:, None]
+            ctx_BHTC = F.scaled_dot_product_attention(q_BHTCR, k_B1SCR, latent_BSC[:, None], attn_mask=mask,
+                                                      is_causal=causal, scale=self.softmax_scale, enable_gqa=True)
+            out_BHTDv = torch.einsum("bhtc,hvc->bhtv", ctx_BHTC, W_BHPDvC[:, P:])
+            return self.o_proj(out_BHTDv.transpose(1, 2).reshape(B, T, H * Dv))
+
+        # Expand the latents of all S tokens to per-head keys and values.
+        kv_BSHPDv = self.kv_b_proj(latent_BSC).view(B, S, H, P + Dv)
+        k_nope_BSHP, v_BSHDv = kv_BSHPDv.split([P, Dv], dim=-1)
+        k_BHSPR = torch.cat([k_nope_BSHP, k_rope_BSR[:, :, None, :].expand(B, S, H, R)], dim=-1).transpose(1, 2)
+        v_BHSDv = v_BSHDv.transpose(1, 2)
+        q_BHTPR = torch.cat([q_nope_BHTP, q_rope_BHTR], dim=-1)
+        out_BHTDv = F.scaled_dot_product_attention(q_BHTPR, k_BHSPR, v_BHSDv, attn_mask=mask, is_causal=causal,
+                                                   scale=self.softmax_scale)
+        return self.o_proj(out_BHTDv.transpose(1, 2).reshape(B, T, H * Dv))
+
+    @staticmethod
+    def _mask(T: int, S: int, past: int, device: torch.device) -> tuple[torch.Tensor | None, bool]:
+        if past == 0:
+            mask, causal = None, True
+        elif T == 1:
+            mask, causal = None, False  # one new token sees every cached token
+        else:
+            # new token i sits at position past + i and sees keys 0..past + i
+            mask = torch.arange(S, device=device)[None, :] <= (past + torch.arange(T, device=device))[:, None]
+            causal = False
+        return mask, causal
+
+
+def deinterleave_rope_rows(weight: torch.Tensor, head_width: int, nope_dim: int, rope_dim: int) -> torch.Tensor:
+    """Reorder the rope rows of a projection from interleaved pairs to the rotate-half layout.
+
+    `weight` is [n * head_width, in]; in each block of head_width rows the rope rows
+    nope_dim .. nope_dim + rope_dim go from (x0, x1, x2, x3, ...) to (x0, x2, ..., x1, x3, ...).
+    """
+    rows = torch.arange(weight.shape[0]).view(-1, head_width)
+    rope = rows[:, nope_dim:nope_dim + rope_dim]
+    rows = torch.cat([rows[:, :nope_dim], rope[:, 0::2], rope[:, 1::2], rows[:, nope_dim + rope_dim:]], dim=1)
+    return weight[rows.flatten()]

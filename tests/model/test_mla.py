@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from hepta.model.layers import apply_rope, rope_cos_sin
+from hepta.model.mla import MLACache, MultiHeadLatentAttention, deinterleave_rope_rows
+
+
+def mla(q_lora_rank):
+    torch.manual_seed(0)
+    module = MultiHeadLatentAttention(dim=48, num_heads=4, q_lora_rank=q_lora_rank, kv_lora_rank=16,
+                                      qk_nope_head_dim=8, qk_rope_head_dim=6, v_head_dim=10, softmax_scale=14 ** -0.5)
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    return module.eval()
+
+
+@pytest.mark.parametrize("q_lora_rank", [None, 12])
+def test_decoding_from_the_compressed_cache_equals_a_full_forward(q_lora_rank):
+    module = mla(q_lora_rank)
+    x = torch.randn(2, 40, 48)
+    cos, sin = rope_cos_sin(torch.arange(40), 6, 10000.0)
+    cache = MLACache(num_layers=2, batch_size=2, max_len=40, kv_lora_rank=16, rope_dim=6)
+    with torch.no_grad():
+        full = module(x, cos, sin)
+        steps = []
+        # prefill; two single tokens and a short chunk (latent-absorbed); a long chunk (expanded latents)
+        for start, end in [(0, 5), (5, 6), (6, 7), (7, 12), (12, 40)]:
+            steps.append(module(x[:, start:end], cos[start:end], sin[start:end], cache, layer_idx=1))
+            cache.advance(end - start)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    # only the latent and the shared rope key are kept: C + R values per token, not 2 * H * Dh
+    assert cache.latent.shape == (2, 2, 40, 16) and cache.k_rope.shape == (2, 2, 40, 6)
+    assert cache.latent[0].abs().sum() == 0  # layer 0 untouched
+
+
+def test_deinterleaved_rows_with_rotate_half_rope_equal_interleaved_rope():
+    torch.manual_seed(0)
+    nope, rope, heads = 3, 8, 2
+    weight = torch.randn(heads * (nope + rope), 5)
+    x = torch.randn(7, 5)
+    cos, sin = rope_cos_sin(torch.arange(7), rope, 10000.0)
+
+    def interleaved(v):  # pairs (v0, v1), (v2, v3), ... rotate by one frequency each
+        c, s = cos[:, : rope // 2], sin[:, : rope // 2]
+        v1, v2 = v[..., 0::2], v[..., 1::2]
+        return torch.cat([v1 * c - v2 * s, v2 * c + v1 * s], dim=-1)
+
+    original = (x @ weight.T).view(7, heads, nope + rope).transpose(0, 1)
+    reordered = deinterleave_rope_rows(weight, nope + rope, nope, rope)
+    permuted = (x @ reordered.T).view(7, heads, nope + rope).transpose(0, 1)
+    torch.testing.assert_close(permuted[..., :nope], original[..., :nope])
+    torch.testing.assert_close(apply_rope(permuted[..., nope:], cos, sin), interleaved(original[..., nope:]))
+
+
+MLA = dict(vocab_size=300, dim=64, num_heads=4, qk_norm=False, attention="mla", kv_lora_rank=16,
+           qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=12, num_experts=4, expert_hidden_dim=32, max_seq_len=64)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"q_lora_rank": 24, "rope_type": "yarn", "rope_factor": 4.0, "rope_original_max_len": 16,
+     "rope_mscale": 1.0, "rope_mscale_all_dim": 1.0},
+    {"q_lora_rank": None, "rope_type": "linear", "rope_factor": 2.0},
+])
+def test_transformer_with_mla_decodes_from_its_compressed_cache_like_a_full_forward(overrides):
+    import hepta
+    cfg = hepta.get_preset("tiny").replace(**MLA, **overrides)
+    model = hepta.build_model(cfg, seed=0).eval()
+    assert hepta.count_params(cfg).total == sum(p.numel() for p in model.parameters())
+    ids = torch.randint(0, 300, (2, 20))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_cache(batch_size=2, max_len=20)
+        assert isinstance(cache, MLACache) and cache.latent.shape == (cfg.num_layers, 2, 20, 16)
+        steps = [model(ids[:, :7], cache=cache)]
+        steps += [model(ids[:, t:t + 1], cache=cache) for t in range(7, 12)]
+        steps.append(model(ids[:, 12:], cache=cache))
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+    model.train()
+    logits = model(ids)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids.flatten()).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if ".attn." in n)

@@ -156,6 +156,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from hepta.config import preset_names
+    from hepta.interop.hf_save import TARGET_TYPES
 
     parser = argparse.ArgumentParser(prog="hepta", description="Sparse Mixture-of-Experts language models.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -205,11 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("convert", help="Hugging Face folder (mixtral, olmoe) <-> hepta folder")
+    p = sub.add_parser("convert", help="Hugging Face folder (mixtral, olmoe, qwen2_moe, deepseek_v3) <-> hepta folder")
     p.add_argument("--from", dest="source", required=True, help="source model folder; its config.json decides the direction")
     p.add_argument("--to", dest="target", required=True, help="output folder (new or empty)")
-    p.add_argument("--to-type", choices=("mixtral", "olmoe"),
-                   help="Hugging Face type for a hepta source (default: inferred from its QK-norm)")
+    p.add_argument("--to-type", choices=TARGET_TYPES,
+                   help="Hugging Face type for a hepta source (default: inferred from its architecture)")
     p.set_defaults(func=cmd_convert)
     return parser
 

@@ -16,6 +16,8 @@ from transformers import (AutoModelForCausalLM, MixtralConfig, MixtralForCausalL
 import hepta
 from hepta.errors import HeptaError
 from hepta.interop.hf_save import INDEX_FILE, save
+from test_hf_deepseek import CASES as DEEPSEEK_CASES
+from test_hf_deepseek import save_hf as save_deepseek
 
 SHAPE = dict(vocab_size=160, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              max_position_embeddings=256, pad_token_id=None, eos_token_id=None, bos_token_id=None)
@@ -217,3 +219,77 @@ def test_convert_errors_are_one_line(tmp_path):
     assert_one_line_error(run_cli("convert", "--from", str(tmp_path / "gpt2"), "--to", str(tmp_path / "o")), "'gpt2'")
     assert not (tmp_path / "mx").exists() and not (tmp_path / "o").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# --- DeepSeek-V3 (multi-head latent attention) ---------------------------------------------
+
+DEEPSEEK = dict(vocab_size=160, dim=64, num_layers=3, num_heads=4, max_seq_len=128, qk_norm=False, attention="mla",
+                q_lora_rank=24, kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=12,
+                num_experts=8, top_k=2, expert_hidden_dim=16, num_shared_experts=2, num_dense_layers=1,
+                dense_hidden_dim=48, router_scoring="sigmoid", route_scale=2.5, num_expert_groups=4,
+                num_limited_groups=2, rope_type="yarn", rope_factor=4.0, rope_original_max_len=32,
+                rope_mscale=0.707, rope_mscale_all_dim=1.0)
+
+
+@pytest.mark.parametrize("case", list(DEEPSEEK_CASES))
+def test_deepseek_v3_to_hepta_to_hf_keeps_the_logits(case, tmp_path):
+    # low-rank and full-rank queries, plain RoPE and YaRN, checkpoints with and without the rope interleave
+    original = save_deepseek(case, tmp_path / "hf")
+    ours = hepta.load(tmp_path / "hf")
+    save(ours, tmp_path / "back")  # the type is inferred from attention="mla"
+    written = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert written["model_type"] == "deepseek_v3" and written["rope_interleave"] is True
+    assert written["rope_parameters"]["rope_type"] == original.config.rope_parameters["rope_type"]
+    reloaded = from_pretrained(tmp_path / "back")
+    assert type(reloaded).__name__ == "DeepseekV3ForCausalLM"
+    torch.testing.assert_close(reloaded.model.layers[-1].mlp.gate.e_score_correction_bias,
+                               original.model.layers[-1].mlp.gate.e_score_correction_bias)
+    for seed, seq_len in ((0, 11), (1, 1), (2, 90)):
+        assert (logits(reloaded, seq_len, seed) - logits(original, seq_len, seed)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("q_lora_rank", [24, None])
+def test_hepta_mla_model_with_routing_bias_opens_in_transformers_with_its_logits(q_lora_rank, tmp_path):
+    model = hepta.build_model(hepta.ModelConfig(**{**DEEPSEEK, "q_lora_rank": q_lora_rank}), seed=5).eval()
+    with torch.no_grad():  # a trained balancing bias is part of the model for deepseek_v3
+        for moe in model.moe_layers():
+            moe.router.expert_bias.normal_(std=0.05)
+    save(model, tmp_path / "hf", max_shard_bytes=64 * 1024)
+    assert len(set(json.loads((tmp_path / "hf" / INDEX_FILE).read_text())["weight_map"].values())) > 1
+    hf = from_pretrained(tmp_path / "hf")
+    for seed, seq_len in ((0, 11), (1, 70)):
+        assert (logits(hf, seq_len, seed) - logits(model, seq_len, seed)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(router_scoring="softmax"), "router_scoring"),
+    (dict(num_shared_experts=0), "num_shared_experts"),
+    (dict(shared_expert_hidden_dim=40), "shared_expert_hidden_dim"),
+    (dict(shared_expert_gate=True), "shared_expert_gate"),
+    (dict(dense_layers=(2,)), "dense_layers"),
+    (dict(moe_layer_step=2), "moe_layer_step"),
+    (dict(capacity_factor=1.25), "capacity_factor"),
+    (dict(num_expert_groups=8, num_limited_groups=4), "num_expert_groups"),
+    (dict(rope_type="linear", rope_mscale_all_dim=1.0), "rope_mscale_all_dim"),
+])
+def test_unrepresentable_deepseek_configs_are_refused_by_name(change, field, tmp_path):
+    with torch.device("meta"):
+        model = hepta.build_model(hepta.ModelConfig(**{**DEEPSEEK, **change}))
+    with pytest.raises(HeptaError, match=rf"^{field}=.*deepseek_v3, which supports only"):
+        save(model, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mla_and_rope_scaling_are_refused_for_the_other_targets(tmp_path):
+    with torch.device("meta"):
+        mla = hepta.build_model(hepta.ModelConfig(**DEEPSEEK))
+        yarn = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS["mixtral"]}, rope_type="yarn",
+                                                   rope_factor=2.0))
+        gqa = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS["mixtral"]}))
+    with pytest.raises(HeptaError, match=r"^attention='mla' cannot be written as mixtral"):
+        save(mla, tmp_path / "out", model_type="mixtral")
+    with pytest.raises(HeptaError, match=r"^rope_type='yarn' cannot be written as mixtral"):
+        save(yarn, tmp_path / "out")
+    with pytest.raises(HeptaError, match=r"^attention='gqa' cannot be written as deepseek_v3"):
+        save(gqa, tmp_path / "out", model_type="deepseek_v3")
+    assert list(tmp_path.iterdir()) == []

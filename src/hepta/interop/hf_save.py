@@ -1,4 +1,4 @@
-"""Write hepta models as Hugging Face folders (Mixtral, OLMoE, Qwen2-MoE) that transformers opens.
+"""Write hepta models as Hugging Face folders (Mixtral, OLMoE, Qwen2-MoE, DeepSeek-V3) that transformers opens.
 
 Dims: E experts, F expert hidden dim, D model dim.
 
@@ -13,6 +13,11 @@ bias_update_rate) do not change the forward pass and are not carried over.
 
 The folder is built beside the target under a temporary name and renamed into place, so a
 crash never leaves a folder at the target path that looks complete and is not.
+
+DeepSeek-V3 (multi-head latent attention) is written with rope_interleave=true, as released
+checkpoints are: the loader reordered the rope rows of q_proj/q_b_proj and kv_a_proj_with_mqa
+to hepta's rotate-half layout, and the writer puts them back into interleaved pairs. Its
+aux-loss-free routing bias (router.expert_bias) is written as e_score_correction_bias.
 """
 
 from __future__ import annotations
@@ -32,21 +37,27 @@ from hepta.config import ModelConfig
 from hepta.errors import HeptaError
 from hepta.fileio import fsync_dir
 from hepta.model import Transformer
+from hepta.model.mla import deinterleave_rope_rows
 
-TARGET_TYPES = ("mixtral", "olmoe", "qwen2_moe")
+TARGET_TYPES = ("mixtral", "olmoe", "qwen2_moe", "deepseek_v3")
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
 
-_ARCHITECTURES = {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM"}
-_MOE = {"mixtral": "block_sparse_moe", "olmoe": "mlp", "qwen2_moe": "mlp"}
+_ARCHITECTURES = {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM",
+                  "deepseek_v3": "DeepseekV3ForCausalLM"}
+_MOE = {"mixtral": "block_sparse_moe", "olmoe": "mlp", "qwen2_moe": "mlp", "deepseek_v3": "mlp"}
 _SWIGLU_NAMES = ("gate_proj", "up_proj", "down_proj")
-_EXPERT_NAMES = {"mixtral": ("w1", "w3", "w2"), "olmoe": _SWIGLU_NAMES, "qwen2_moe": _SWIGLU_NAMES}  # gate, up, down
+_EXPERT_NAMES = {"mixtral": ("w1", "w3", "w2"), "olmoe": _SWIGLU_NAMES, "qwen2_moe": _SWIGLU_NAMES,
+                 "deepseek_v3": _SWIGLU_NAMES}  # gate, up, down
+_MLA_PROJS = ("q_a_proj", "q_a_layernorm", "q_b_proj", "q_proj", "kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj",
+              "o_proj")
 
 
 # ModelConfig fields that `check_representable` checks, `hf_config` maps, or this module knows not to change the forward pass
 # (training-only coefficients; dense_hidden_dim and the shared-expert gate without such layers;
-# expert groups without group limiting).
+# expert groups without group limiting; the MLA dims with attention="gqa"; the rope scaling
+# fields other than rope_type with rope_type="default"; head_dim and num_kv_heads with MLA).
 _CHECKED_FIELDS = {
     "vocab_size", "dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "rope_theta", "max_seq_len",
     "qk_norm", "qk_norm_per_head", "tie_embeddings", "norm_eps", "num_experts", "top_k", "expert_hidden_dim",
@@ -54,11 +65,17 @@ _CHECKED_FIELDS = {
     "shared_expert_hidden_dim", "shared_expert_gate", "qkv_bias", "router_scoring", "norm_topk_prob",
     "route_scale", "num_expert_groups", "num_limited_groups", "aux_loss_coef", "z_loss_coef", "bias_update_rate",
     "capacity_factor",
+    "attention", "q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim",
+    "rope_type", "rope_factor", "rope_original_max_len", "rope_beta_fast", "rope_beta_slow", "rope_truncate",
+    "rope_mscale", "rope_mscale_all_dim", "rope_attention_factor",
 }
 
 
 def infer_type(cfg: ModelConfig) -> str:
-    """qwen2_moe for a gated shared expert, olmoe for one QK-norm over all heads, mixtral for none."""
+    """deepseek_v3 for latent attention, qwen2_moe for a gated shared expert, olmoe for one QK-norm over all
+    heads, mixtral for none."""
+    if cfg.attention == "mla":
+        return "deepseek_v3"
     if cfg.shared_expert_gate:
         return "qwen2_moe"
     if not cfg.qk_norm:
@@ -78,6 +95,14 @@ def check_representable(cfg: ModelConfig, model_type: str) -> None:
         raise HeptaError(f"{field}={getattr(cfg, field)!r} cannot be written as {model_type}, "
                          f"which supports only {supported}")
 
+    if model_type == "deepseek_v3":
+        _check_deepseek(cfg, refuse)
+        _check_unknown_fields(cfg, refuse)
+        return
+    if cfg.attention != "gqa":
+        refuse("attention", "'gqa' (multi-head latent attention is written as deepseek_v3)")
+    if cfg.rope_type != "default":
+        refuse("rope_type", "'default' (RoPE scaling is written only for deepseek_v3)")
     if model_type == "qwen2_moe":
         # dense layers, sparse steps and QKV bias map onto Qwen's own fields; the shared expert must
         # be there with its sigmoid gate
@@ -115,6 +140,39 @@ def check_representable(cfg: ModelConfig, model_type: str) -> None:
             refuse("qk_norm_per_head", "False (one QK-norm over all heads)")
         if cfg.num_heads * cfg.head_dim != cfg.dim:
             refuse("head_dim", f"dim // num_heads = {cfg.dim // cfg.num_heads} (its QK-norm is as wide as dim)")
+    _check_unknown_fields(cfg, refuse)
+
+
+def _check_deepseek(cfg: ModelConfig, refuse) -> None:
+    """DeepSeek-V3: MLA, sigmoid routing with optional group limits, first-k dense layers, plain shared experts."""
+    if cfg.attention != "mla":
+        refuse("attention", "'mla' (multi-head latent attention)")
+    if cfg.qk_norm:
+        refuse("qk_norm", "False (no QK-norm)")
+    if cfg.qkv_bias:
+        refuse("qkv_bias", "False (no attention biases)")
+    for field, value in (("dense_layers", ()), ("moe_layer_step", 1)):
+        if getattr(cfg, field) != value:
+            refuse(field, f"{value!r} (dense layers only as the first num_dense_layers)")
+    if cfg.shared_expert_gate:
+        refuse("shared_expert_gate", "False (ungated shared experts)")
+    shared, F = cfg.shared_hidden_dim, cfg.expert_hidden_dim
+    if not shared or shared % F:
+        field = "shared_expert_hidden_dim" if cfg.shared_expert_hidden_dim is not None else "num_shared_experts"
+        refuse(field, f"shared experts a whole multiple (>= 1) of expert_hidden_dim={F} wide")
+    if cfg.router_scoring != "sigmoid":
+        refuse("router_scoring", "'sigmoid'")
+    if cfg.num_expert_groups < 1 or cfg.num_experts % cfg.num_expert_groups:
+        refuse("num_expert_groups", "a divisor of num_experts")
+    if cfg.num_experts // cfg.num_expert_groups < 2:
+        refuse("num_expert_groups", "groups of at least 2 experts (a group scores by its top-2 experts)")
+    if cfg.capacity_factor is not None:
+        refuse("capacity_factor", "None (dropless routing)")
+    if cfg.rope_type == "linear" and cfg.rope_mscale_all_dim:
+        refuse("rope_mscale_all_dim", "0 with rope_type='linear' (mscale is written for yarn only)")
+
+
+def _check_unknown_fields(cfg: ModelConfig, refuse) -> None:
     # A field added to ModelConfig after this writer changes the model in ways it cannot know:
     # refuse it unless it is at its default.
     defaults = ModelConfig()
@@ -158,10 +216,34 @@ def hf_config(cfg: ModelConfig, model_type: str, dtype: torch.dtype = torch.floa
                   shared_expert_intermediate_size=cfg.shared_hidden_dim, num_experts=cfg.num_experts,
                   norm_topk_prob=cfg.norm_topk_prob, qkv_bias=cfg.qkv_bias, decoder_sparse_step=cfg.moe_layer_step,
                   mlp_only_layers=dense, use_sliding_window=False, sliding_window=None)
+    elif model_type == "deepseek_v3":
+        hf.update(intermediate_size=cfg.dense_hidden_dim, moe_intermediate_size=cfg.expert_hidden_dim,
+                  num_key_value_heads=cfg.num_heads, head_dim=cfg.qk_rope_head_dim,
+                  n_routed_experts=cfg.num_experts, n_shared_experts=cfg.shared_hidden_dim // cfg.expert_hidden_dim,
+                  first_k_dense_replace=cfg.num_dense_layers, routed_scaling_factor=float(cfg.route_scale),
+                  norm_topk_prob=cfg.norm_topk_prob, n_group=cfg.num_expert_groups, topk_group=cfg.num_limited_groups,
+                  q_lora_rank=cfg.q_lora_rank, kv_lora_rank=cfg.kv_lora_rank, qk_rope_head_dim=cfg.qk_rope_head_dim,
+                  qk_nope_head_dim=cfg.qk_nope_head_dim, v_head_dim=cfg.v_head_dim, rope_interleave=True,
+                  attention_bias=False, rope_parameters=_rope_parameters(cfg), num_nextn_predict_layers=0)
     else:
         hf.update(num_experts=cfg.num_experts, norm_topk_prob=cfg.norm_topk_prob, attention_bias=False,
                   clip_qkv=None)
     return hf
+
+
+def _rope_parameters(cfg: ModelConfig) -> dict:
+    """rope_parameters of transformers 5 for hepta's rope fields (as `hf_load._rope` reads them)."""
+    rope = {"rope_type": cfg.rope_type, "rope_theta": float(cfg.rope_theta)}
+    if cfg.rope_type == "linear":
+        rope.update(factor=float(cfg.rope_factor))
+    elif cfg.rope_type == "yarn":
+        rope.update(factor=float(cfg.rope_factor), original_max_position_embeddings=cfg.rope_original_max_len,
+                    beta_fast=float(cfg.rope_beta_fast), beta_slow=float(cfg.rope_beta_slow),
+                    truncate=cfg.rope_truncate, mscale=float(cfg.rope_mscale),
+                    mscale_all_dim=float(cfg.rope_mscale_all_dim))
+        if cfg.rope_attention_factor is not None:
+            rope.update(attention_factor=float(cfg.rope_attention_factor))
+    return rope
 
 
 def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.Tensor]]:
@@ -174,11 +256,13 @@ def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.T
         plan += [(prefix + "input_layernorm.weight", layer.attn_norm.weight),
                  (prefix + "post_attention_layernorm.weight", layer.ffn_norm.weight)]
         attn = layer.attn
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        if model_type == "deepseek_v3":
+            plan += _mla_plan(prefix + "self_attn.", attn, cfg)
+        for proj in (() if model_type == "deepseek_v3" else ("q_proj", "k_proj", "v_proj", "o_proj")):
             plan.append((prefix + f"self_attn.{proj}.weight", getattr(attn, proj).weight))
             if getattr(attn, proj).bias is not None:
                 plan.append((prefix + f"self_attn.{proj}.bias", getattr(attn, proj).bias))
-        if attn.q_norm is not None:
+        if getattr(attn, "q_norm", None) is not None:
             plan += [(prefix + "self_attn.q_norm.weight", attn.q_norm.weight),
                      (prefix + "self_attn.k_norm.weight", attn.k_norm.weight)]
         moe = prefix + _MOE[model_type] + "."
@@ -186,7 +270,10 @@ def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.T
             plan += _swiglu_plan(moe, layer.ffn)
             continue
         plan.append((moe + "gate.weight", layer.ffn.router.weight))
-        if layer.ffn.shared_experts is not None:
+        if model_type == "deepseek_v3":
+            plan.append((moe + "gate.e_score_correction_bias", layer.ffn.router.expert_bias))
+            plan += _swiglu_plan(moe + "shared_experts.", layer.ffn.shared_experts)
+        elif layer.ffn.shared_experts is not None:
             plan += _swiglu_plan(moe + "shared_expert.", layer.ffn.shared_experts)
             plan.append((moe + "shared_expert_gate.weight", layer.ffn.shared_gate.weight))
         gate_up_E2FD, down_EDF = layer.ffn.experts.gate_up_proj, layer.ffn.experts.down_proj
@@ -199,6 +286,47 @@ def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.T
     if not cfg.tie_embeddings:
         plan.append(("lm_head.weight", model.output.weight))
     return plan
+
+
+def _mla_plan(prefix: str, attn, cfg: ModelConfig) -> list[tuple[str, torch.Tensor]]:
+    """The latent-attention projections, with the rope rows of the queries and the shared key put back
+    into DeepSeek's interleaved pairs (rope_interleave=true)."""
+    R = cfg.qk_rope_head_dim
+    plan = []
+    for proj in _MLA_PROJS:
+        module = getattr(attn, proj, None)
+        if module is None:
+            continue  # q_proj, or q_a_proj/q_a_layernorm/q_b_proj
+        weight = module.weight
+        if proj in ("q_proj", "q_b_proj"):
+            weight = _interleave_rope_rows(weight, cfg.qk_nope_head_dim + R, cfg.qk_nope_head_dim, R)
+        elif proj == "kv_a_proj_with_mqa":
+            weight = _interleave_rope_rows(weight, cfg.kv_lora_rank + R, cfg.kv_lora_rank, R)
+        plan.append((prefix + proj + ".weight", weight))
+    return plan
+
+
+@dataclasses.dataclass(frozen=True)
+class _RowPermuted:
+    """`weight[rows]`, formed only when its shard is written (a plan entry holds no copy)."""
+
+    weight: torch.Tensor
+    rows: torch.Tensor
+
+    def numel(self) -> int:
+        return self.weight.numel()
+
+    def element_size(self) -> int:
+        return self.weight.element_size()
+
+    def detach(self) -> torch.Tensor:
+        return self.weight.detach()[self.rows.to(self.weight.device)]
+
+
+def _interleave_rope_rows(weight: torch.Tensor, head_width: int, nope_dim: int, rope_dim: int) -> _RowPermuted:
+    """The inverse of `deinterleave_rope_rows`: rotate-half rope rows back to interleaved pairs."""
+    order = deinterleave_rope_rows(torch.arange(weight.shape[0]), head_width, nope_dim, rope_dim)
+    return _RowPermuted(weight, torch.argsort(order))
 
 
 def _swiglu_plan(prefix: str, swiglu) -> list[tuple[str, torch.Tensor]]:
@@ -249,7 +377,7 @@ def _check_target(target: Path, overwrite: bool) -> None:
 
 def save(model: Transformer, path: str | Path, model_type: str | None = None, *, overwrite: bool = False,
          max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Path:
-    """Write `model` as a Hugging Face folder of `model_type` (None: inferred from its QK-norm).
+    """Write `model` as a Hugging Face folder of `model_type` (None: inferred from its attention and QK-norm).
 
     Refuses a config the target cannot express, and an existing non-empty `path` unless
     `overwrite`. Returns the folder.
@@ -258,7 +386,7 @@ def save(model: Transformer, path: str | Path, model_type: str | None = None, *,
     model_type = model_type or infer_type(cfg)
     check_representable(cfg, model_type)
     for i, moe in enumerate(model.moe_layers()):
-        if moe.router.expert_bias.any():
+        if model_type != "deepseek_v3" and moe.router.expert_bias.any():
             raise HeptaError(f"layer {i} has a nonzero router expert_bias (aux-loss-free balancing), which "
                              f"{model_type} cannot hold; only models trained with bias_update_rate=0 can be written")
     target = Path(path)

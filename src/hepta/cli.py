@@ -79,7 +79,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from hepta.infer.sampling import SamplingParams
     from hepta.loading import load, load_tokenizer
 
-    model = load(args.model)
+    model = load(args.model, allow_pickle=args.allow_pickle)
     tokenizer = load_tokenizer(args.model)
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     result = Generation()
@@ -132,7 +132,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
     from hepta.loading import load
 
-    model = load(src)  # a hepta folder, or a supported HF folder (it names the supported types otherwise)
+    model = load(src, allow_pickle=args.allow_pickle)  # a hepta folder, or a supported HF folder (it names the supported types otherwise)
     tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}.tmp")  # the whole folder appears at once
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
     p.add_argument("--seed", type=int)
     p.add_argument("--stop", action="append", help="stop string (repeatable); not included in the output")
+    p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("demo", help="train tiny, generate, and show the presets")
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="target", required=True, help="output folder (new or empty)")
     p.add_argument("--to-type", choices=TARGET_TYPES,
                    help="Hugging Face type for a hepta source (default: inferred from its architecture)")
+    p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
     p.set_defaults(func=cmd_convert)
     return parser
 

@@ -14,10 +14,12 @@ from hepta.model import Transformer
 from hepta.tokenizer import Tokenizer
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False) -> Transformer:
+def load(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False,
+         dtype: torch.dtype | None = None) -> Transformer:
     """Open a model folder (hepta's own, or Hugging Face's for the supported types) in eval mode.
 
     Pickle weights (.bin) are refused unless `allow_pickle`, and then read with weights_only=True.
+    A Hugging Face folder keeps its stored dtype unless `dtype` is given.
     """
     folder = Path(path)
     config = folder / checkpoint.CONFIG_FILE
@@ -30,8 +32,9 @@ def load(path: str | Path, device: str | torch.device = "cpu", allow_pickle: boo
             if model_type not in SUPPORTED_TYPES:
                 raise HeptaError(f"{config} describes a {model_type!r} model; hepta loads hepta folders and "
                                  f"Hugging Face folders of type {', '.join(SUPPORTED_TYPES)}")
-            return load_hf(folder, allow_pickle=allow_pickle).to(device)
-    return checkpoint.load(folder, device)
+            return load_hf(folder, allow_pickle=allow_pickle, dtype=dtype).to(device)
+    model = checkpoint.load(folder, device)
+    return model if dtype is None else model.to(dtype)
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer | HFTokenizer:
@@ -41,4 +44,6 @@ def load_tokenizer(path: str | Path) -> Tokenizer | HFTokenizer:
         model_type = json.loads((folder / checkpoint.CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         model_type = "hepta"
-    return HFTokenizer(folder) if model_type in SUPPORTED_TYPES else Tokenizer.load(folder)
+    # a hepta folder converted from Hugging Face keeps that tokenizer (and its tokenizer_config.json)
+    hf_tokenizer = model_type in SUPPORTED_TYPES or (folder / "tokenizer_config.json").is_file()
+    return HFTokenizer(folder) if hf_tokenizer else Tokenizer.load(folder)

@@ -137,6 +137,10 @@ class Tokenizer:
         """Only text may be sampled: role, modality and reserved ids are structure."""
         return self.layout.text_vocab_size
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """Ids of a raw prompt to continue (hepta adds no BOS)."""
+        return self.encode(text)
+
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids
 

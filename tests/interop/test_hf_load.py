@@ -121,3 +121,24 @@ def test_pickle_weights_load_only_when_allowed_and_only_as_weights(tmp_path):
     torch.save({"model.embed_tokens.weight": Payload()}, folder / "pytorch_model.bin")
     with pytest.raises(HeptaError, match="pytorch_model.bin"):
         hepta.load(folder, allow_pickle=True)
+
+
+def test_a_bf16_checkpoint_stays_bf16_unless_asked(tmp_path):
+    config_cls, model_cls, extra = CASES["mixtral-4e-top2"]
+    hf = model_cls(config_cls(**{**SHAPE, **extra})).to(torch.bfloat16).eval()
+    hf.save_pretrained(tmp_path)
+    ours = hepta.load(tmp_path)
+    assert ours.embed.weight.dtype == torch.bfloat16
+    assert ours.moe_layers()[0].router.expert_bias.dtype == torch.float32  # routing state stays fp32
+    ids = random_ids(160, 2, 9, seed=0)
+    with torch.no_grad():
+        assert (ours(ids).float() - hf(ids).logits.float()).abs().max() < 0.05  # bf16 rounding only
+    assert hepta.load(tmp_path, dtype=torch.float32).embed.weight.dtype == torch.float32
+
+
+def test_old_format_pickle_weights_load_when_allowed(tmp_path):
+    hf = save_hf("olmoe-8e-top2", tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    assert max_logit_difference(hf, hepta.load(tmp_path, allow_pickle=True), random_ids(160, 2, 5, seed=0)) <= 1e-4

@@ -293,3 +293,11 @@ def test_mla_and_rope_scaling_are_refused_for_the_other_targets(tmp_path):
     with pytest.raises(HeptaError, match=r"^attention='gqa' cannot be written as deepseek_v3"):
         save(gqa, tmp_path / "out", model_type="deepseek_v3")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_qwen2_moe_with_a_head_dim_other_than_dim_over_heads_round_trips(tmp_path):
+    torch.manual_seed(0)
+    original = Qwen2MoeForCausalLM(Qwen2MoeConfig(**{**SHAPE, **CASES["qwen2_moe-dense-layer-1"][2], "head_dim": 32})).eval()
+    original.save_pretrained(tmp_path / "hf")
+    save(hepta.load(tmp_path / "hf"), tmp_path / "back")
+    assert (logits(from_pretrained(tmp_path / "back")) - logits(original)).abs().max().item() <= 1e-4

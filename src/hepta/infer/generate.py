@@ -67,7 +67,7 @@ def stream_generate(model: Transformer, tokenizer: Tokenizer, prompt: str, max_t
     """
     result = result if result is not None else Generation()
     context = model.config.max_seq_len
-    prompt_ids = tokenizer.encode(prompt)
+    prompt_ids = tokenizer.encode_prompt(prompt)
     if not prompt_ids:
         prompt_ids = [tokenizer.bos_id if getattr(tokenizer, "bos_id", None) is not None else tokenizer.eos_id]
     if len(prompt_ids) >= context:
@@ -82,7 +82,7 @@ def stream_generate(model: Transformer, tokenizer: Tokenizer, prompt: str, max_t
 def _decode(model: Transformer, tokenizer: Tokenizer, prompt_ids: list[int], max_tokens: int,
             params: SamplingParams, stop: Sequence[str], result: Generation) -> Iterator[str]:
     generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-    end_ids = tokenizer.stop_ids
+    end_ids = {i for i in tokenizer.stop_ids if i < model.config.vocab_size}
     # Only generatable and end tokens may be sampled: structure ids and the padding rows of
     # the embedding past the tokenizer are not something to write.
     allowed = torch.zeros(model.config.vocab_size, dtype=torch.bool)

@@ -55,6 +55,14 @@ def _rope(hf: dict) -> dict:
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
+    try:
+        return _config_from_hf(hf)
+    except KeyError as e:
+        raise HeptaError(f"config.json of this {hf.get('model_type')} model lacks the field {e.args[0]!r}; "
+                         "restore the folder's original config.json") from e
+
+
+def _config_from_hf(hf: dict) -> ModelConfig:
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED_TYPES:
         raise HeptaError(f"model_type {model_type!r} is not supported; hepta loads: {', '.join(SUPPORTED_TYPES)}")
@@ -213,7 +221,12 @@ def _tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
     otherwise be resident twice: once mapped, once in the model).
     """
     if file.suffix == ".bin":
-        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "zipfile" not in str(e):
+                raise
+            state = torch.load(file, map_location="cpu", weights_only=True)  # the pre-1.6 torch format
         yield from state.items()
         return
     with safe_open(str(file), framework="pt") as shard:
@@ -224,12 +237,24 @@ def _tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
         yield name, tensor
 
 
-def load_hf(folder: str | Path, allow_pickle: bool = False) -> Transformer:
+def checkpoint_dtype(hf: dict) -> torch.dtype:
+    """The dtype the folder's weights are stored in (config `dtype`, or the older `torch_dtype`)."""
+    name = hf.get("dtype") or hf.get("torch_dtype") or "float32"
+    dtype = getattr(torch, str(name).removeprefix("torch."), None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
+
+
+def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype | None = None) -> Transformer:
+    """`dtype` None keeps the checkpoint's dtype, so a bf16 model is not held at twice its size."""
     folder = Path(folder)
     hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     cfg = config_from_hf(hf)
     with torch.device("meta"):
-        model = Transformer(cfg)
+        model = Transformer(cfg).to(dtype or checkpoint_dtype(hf))
+    for module in model.modules():  # routing bias and load counters stay fp32, as the router computes
+        for key, buffer in module._buffers.items():
+            if buffer is not None:
+                module._buffers[key] = buffer.float()
     model.to_empty(device="cpu")  # one allocation of every parameter, filled below
     if cfg.tie_embeddings:
         model.output.weight = model.embed.weight

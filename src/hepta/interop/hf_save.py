@@ -212,7 +212,8 @@ def hf_config(cfg: ModelConfig, model_type: str, dtype: torch.dtype = torch.floa
                   sliding_window=None)
     elif model_type == "qwen2_moe":
         dense = sorted(set(range(cfg.num_dense_layers)) | set(cfg.dense_layers))
-        hf.update(intermediate_size=cfg.dense_hidden_dim, moe_intermediate_size=cfg.expert_hidden_dim,
+        hf.update(head_dim=cfg.head_dim, intermediate_size=cfg.dense_hidden_dim,
+                  moe_intermediate_size=cfg.expert_hidden_dim,
                   shared_expert_intermediate_size=cfg.shared_hidden_dim, num_experts=cfg.num_experts,
                   norm_topk_prob=cfg.norm_topk_prob, qkv_bias=cfg.qkv_bias, decoder_sparse_step=cfg.moe_layer_step,
                   mlp_only_layers=dense, use_sliding_window=False, sliding_window=None)

@@ -254,6 +254,10 @@ class HFTokenizer:
         """Ids below this may be sampled: every token the tokenizer knows (not embedding padding)."""
         return self.vocab_size
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """Ids of a raw prompt to continue, with the BOS the model was trained to see first."""
+        return self.encode(text, add_special_tokens=True)
+
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Token ids of `text`. Rendered chats already hold their special tokens: keep add_special_tokens off."""
         return self.hf.encode(text, add_special_tokens=add_special_tokens).ids

@@ -19,13 +19,13 @@ from hepta.train.report import read_metrics
 from hepta.train.state import checkpoint_step, latest_checkpoint
 
 # Sized to finish in under 5 minutes on 2 CPU cores, tokenizer training included.
-DEMO_STEPS = 400
+DEMO_STEPS = 320
 DEMO_PROMPT = "def read_config(path):\n    "
 
 
 def demo_args(out: Path) -> TrainArgs:
     return TrainArgs(out=str(out), preset="tiny", max_corpus_mb=12, steps=DEMO_STEPS, batch_size=8, seq_len=256,
-                     save_every=100, eval_every=100, eval_batches=8)
+                     save_every=80, eval_every=80, eval_batches=8)
 
 
 def run_demo(out: Path, quiet: bool = False) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -22,6 +23,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
+T = TypeVar("T")  # a tensor, or anything with numel() and element_size()
 
 
 def build_model(cfg: ModelConfig, seed: int | None = None) -> Transformer:
@@ -39,6 +41,20 @@ def _weights_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in state.items()}
 
 
+def shard_groups(named: list[tuple[str, T]], max_shard_bytes: int) -> list[list[tuple[str, T]]]:
+    """Consecutive (name, tensor) runs of at most `max_shard_bytes` each (one larger tensor stands alone)."""
+    groups: list[list[tuple[str, T]]] = []
+    size = 0
+    for name, tensor in named:
+        nbytes = tensor.numel() * tensor.element_size()
+        if not groups or (groups[-1] and size + nbytes > max_shard_bytes):
+            groups.append([])
+            size = 0
+        groups[-1].append((name, tensor))
+        size += nbytes
+    return groups
+
+
 def save_weights(model: Transformer, folder: Path, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> None:
     """Write the weights so that a crash at any moment leaves the previous complete set readable.
 
@@ -48,15 +64,7 @@ def save_weights(model: Transformer, folder: Path, max_shard_bytes: int = DEFAUL
     """
     folder.mkdir(parents=True, exist_ok=True)
     state = _weights_state_dict(model)
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for name, tensor in state.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = tensor
-        size += nbytes
+    shards = [dict(group) for group in shard_groups(list(state.items()), max_shard_bytes)] or [{}]
     metadata = {"format": "pt"}
     if len(shards) == 1:
         with atomic_path(folder / WEIGHTS_FILE) as tmp:
@@ -101,7 +109,7 @@ def read_config(folder: Path) -> ModelConfig:
         raise HeptaError(f"{path} is not valid JSON ({e}); restore it or re-export the model") from e
     model_type = data.get("model_type", "hepta")
     if model_type != "hepta":
-        raise HeptaError(f"{path} describes a {model_type!r} model; this build of hepta opens hepta folders only")
+        raise HeptaError(f"{path} describes a {model_type!r} model, not a hepta folder; open it with hepta.load")
     try:
         return ModelConfig.from_dict(data)
     except (TypeError, ValueError) as e:
@@ -116,9 +124,14 @@ def _weight_files(folder: Path) -> list[Path]:
     index, single = folder / INDEX_FILE, folder / WEIGHTS_FILE
     if not index.is_file() or (single.is_file() and single.stat().st_mtime_ns > index.stat().st_mtime_ns):
         return [single]
+    return index_files(index)
+
+
+def index_files(index: Path) -> list[Path]:
+    """The shard files an index (`*.index.json`, safetensors or pickle) lists, beside it."""
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return sorted({folder / name for name in weight_map.values()})
+        return sorted({index.parent / name for name in weight_map.values()})
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
         raise HeptaError(f"{index} is not a valid shard index ({type(e).__name__}: {e}); "
                          "restore it or re-export the model") from e

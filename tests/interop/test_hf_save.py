@@ -10,37 +10,23 @@ import sys
 
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, MixtralConfig, MixtralForCausalLM, OlmoeConfig,
-                          OlmoeForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM)
+from transformers import (AutoModelForCausalLM, MixtralConfig, MixtralForCausalLM, Qwen2MoeConfig,
+                          Qwen2MoeForCausalLM)
 
 import hepta
 from hepta.errors import HeptaError
 from hepta.interop.hf_save import INDEX_FILE, save
 from test_hf_deepseek import CASES as DEEPSEEK_CASES
+from test_hf_load import CASES as LOAD_CASES
+from test_hf_load import SHAPE
 from test_hf_deepseek import save_hf as save_deepseek
 
-SHAPE = dict(vocab_size=160, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-             max_position_embeddings=256, pad_token_id=None, eos_token_id=None, bos_token_id=None)
-
-CASES = {
-    "mixtral-4e-top2": (MixtralConfig, MixtralForCausalLM, dict(intermediate_size=48, num_local_experts=4,
-                                                               num_experts_per_tok=2)),
-    "mixtral-8e-top3-theta-hd": (MixtralConfig, MixtralForCausalLM, dict(intermediate_size=32, num_local_experts=8,
-                                                                        num_experts_per_tok=3, num_hidden_layers=3,
-                                                                        head_dim=8, tie_word_embeddings=True,
-                                                                        rope_parameters={"rope_type": "default",
-                                                                                         "rope_theta": 5e5})),
-    "olmoe-8e-top2": (OlmoeConfig, OlmoeForCausalLM, dict(intermediate_size=32, num_experts=8, num_experts_per_tok=2)),
-    "olmoe-6e-top3-normed": (OlmoeConfig, OlmoeForCausalLM, dict(intermediate_size=40, num_experts=6,
-                                                                num_experts_per_tok=3, norm_topk_prob=True,
-                                                                num_key_value_heads=4)),
-    "qwen2_moe-dense-layer-1": (Qwen2MoeConfig, Qwen2MoeForCausalLM, dict(
-        intermediate_size=48, moe_intermediate_size=32, shared_expert_intermediate_size=40, num_experts=4,
-        num_experts_per_tok=2, num_hidden_layers=3, mlp_only_layers=[1])),
-    "qwen2_moe-step-2-normed": (Qwen2MoeConfig, Qwen2MoeForCausalLM, dict(
-        intermediate_size=56, moe_intermediate_size=24, shared_expert_intermediate_size=64, num_experts=8,
-        num_experts_per_tok=4, num_hidden_layers=4, decoder_sparse_step=2, norm_topk_prob=True)),
-}
+# the loader's cases, plus a Mixtral with its own head_dim, tied embeddings and another rope theta
+CASES = {name: LOAD_CASES[name] for name in ("mixtral-4e-top2", "olmoe-8e-top2", "olmoe-6e-top3-normed",
+                                             "qwen2_moe-dense-layer-1", "qwen2_moe-step-2-normed")}
+CASES["mixtral-8e-top3-theta-hd"] = (MixtralConfig, MixtralForCausalLM, dict(
+    intermediate_size=32, num_local_experts=8, num_experts_per_tok=3, num_hidden_layers=3, head_dim=8,
+    tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 5e5}))
 
 # A representable hepta config per target (the shapes of hepta's own defaults, made small).
 HEPTA = dict(vocab_size=160, dim=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, max_seq_len=128,

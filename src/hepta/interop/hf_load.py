@@ -19,13 +19,13 @@ from typing import Iterator
 import torch
 from safetensors import SafetensorError, safe_open
 
+from hepta.checkpoint import INDEX_FILE, index_files
 from hepta.config import ROPE_TYPES, ModelConfig
 from hepta.errors import HeptaError
 from hepta.model import Transformer
 from hepta.model.mla import deinterleave_rope_rows
 
 SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe", "deepseek_v3")
-INDEX_FILE = "model.safetensors.index.json"
 
 
 def _rope(hf: dict) -> dict:
@@ -192,7 +192,7 @@ def _weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
     for index, pattern in ((folder / INDEX_FILE, None), (None, "*.safetensors"),
                            (folder / PICKLE_INDEX_FILE, None), (None, "*.bin")):
         if index is not None and index.is_file():
-            files = _files_of_index(index)
+            files = index_files(index)
         elif pattern is not None:
             files = sorted(folder.glob(pattern))
         else:
@@ -204,13 +204,6 @@ def _weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
                                  "them with torch.load(weights_only=True)")
             return files
     raise HeptaError(f"{folder} holds no *.safetensors weights")
-
-
-def _files_of_index(index: Path) -> list[Path]:
-    try:
-        return sorted({index.parent / f for f in json.loads(index.read_text())["weight_map"].values()})
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-        raise HeptaError(f"{index} is not a valid shard index ({e}); restore it") from e
 
 
 def _tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:

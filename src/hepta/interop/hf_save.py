@@ -28,11 +28,11 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors.torch import save_file
 
+from hepta.checkpoint import DEFAULT_MAX_SHARD_BYTES, INDEX_FILE, WEIGHTS_FILE, shard_groups
 from hepta.config import ModelConfig
 from hepta.errors import HeptaError
 from hepta.fileio import fsync_dir
@@ -40,9 +40,6 @@ from hepta.model import Transformer
 from hepta.model.mla import deinterleave_rope_rows
 
 TARGET_TYPES = ("mixtral", "olmoe", "qwen2_moe", "deepseek_v3")
-WEIGHTS_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
-DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
 
 _ARCHITECTURES = {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM",
                   "deepseek_v3": "DeepseekV3ForCausalLM"}
@@ -338,22 +335,8 @@ def _swiglu_plan(prefix: str, swiglu) -> list[tuple[str, torch.Tensor]]:
             (prefix + "down_proj.weight", swiglu.down_proj.weight)]
 
 
-def _shards(plan: list[tuple[str, torch.Tensor]], max_shard_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    shard: list[tuple[str, torch.Tensor]] = []
-    size = 0
-    for name, tensor in plan:
-        nbytes = tensor.numel() * tensor.element_size()
-        if shard and size + nbytes > max_shard_bytes:
-            yield shard
-            shard, size = [], 0
-        shard.append((name, tensor))
-        size += nbytes
-    if shard:
-        yield shard
-
-
 def _write_weights(plan: list[tuple[str, torch.Tensor]], folder: Path, max_shard_bytes: int) -> None:
-    shards = list(_shards(plan, max_shard_bytes))
+    shards = shard_groups(plan, max_shard_bytes)
     metadata = {"format": "pt"}
     weight_map = {}
     for i, shard in enumerate(shards, start=1):

@@ -102,8 +102,3 @@ def load_train_state(checkpoint: Path, model: torch.nn.Module, optimizer: torch.
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     torch.set_rng_state(state["rng"])
     return int(state["step"])
-
-
-def has_train_state(run_dir: Path) -> bool:
-    return latest_checkpoint(run_dir) is not None
-

@@ -37,13 +37,14 @@ def test_logits_have_batch_time_vocab_shape_and_are_causal():
 
 
 def test_rope_makes_attention_position_dependent_but_shift_invariant_in_relative_terms():
-    from hepta.model.layers import apply_rope, rope_cos_sin
+    from hepta.model.layers import apply_rope
+    from hepta.model.rope import RopeScaling, scaled_rope_cos_sin
 
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
 
     def score(i, j):
-        cos_i, sin_i = rope_cos_sin(torch.tensor([i]), 16, 10000.0)
-        cos_j, sin_j = rope_cos_sin(torch.tensor([j]), 16, 10000.0)
+        cos_i, sin_i = scaled_rope_cos_sin(torch.tensor([i]), 16, 10000.0, RopeScaling())
+        cos_j, sin_j = scaled_rope_cos_sin(torch.tensor([j]), 16, 10000.0, RopeScaling())
         return (apply_rope(q, cos_i, sin_i) * apply_rope(k, cos_j, sin_j)).sum()
 
     torch.testing.assert_close(score(5, 2), score(105, 102), atol=1e-4, rtol=1e-4)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from hepta.model.layers import apply_rope, rope_cos_sin
+from hepta.model.layers import apply_rope
+from hepta.model.rope import RopeScaling, scaled_rope_cos_sin
 from hepta.model.mla import MLACache, MultiHeadLatentAttention, deinterleave_rope_rows
 
 
@@ -18,7 +19,7 @@ def mla(q_lora_rank):
 def test_decoding_from_the_compressed_cache_equals_a_full_forward(q_lora_rank):
     module = mla(q_lora_rank)
     x = torch.randn(2, 40, 48)
-    cos, sin = rope_cos_sin(torch.arange(40), 6, 10000.0)
+    cos, sin = scaled_rope_cos_sin(torch.arange(40), 6, 10000.0, RopeScaling())
     cache = MLACache(num_layers=2, batch_size=2, max_len=40, kv_lora_rank=16, rope_dim=6)
     with torch.no_grad():
         full = module(x, cos, sin)
@@ -38,7 +39,7 @@ def test_deinterleaved_rows_with_rotate_half_rope_equal_interleaved_rope():
     nope, rope, heads = 3, 8, 2
     weight = torch.randn(heads * (nope + rope), 5)
     x = torch.randn(7, 5)
-    cos, sin = rope_cos_sin(torch.arange(7), rope, 10000.0)
+    cos, sin = scaled_rope_cos_sin(torch.arange(7), rope, 10000.0, RopeScaling())
 
     def interleaved(v):  # pairs (v0, v1), (v2, v3), ... rotate by one frequency each
         c, s = cos[:, : rope // 2], sin[:, : rope // 2]

@@ -2,13 +2,14 @@ import math
 
 import torch
 
-from hepta.model.layers import rope_cos_sin
 from hepta.model.rope import RopeScaling, rope_inv_freq, scaled_rope_cos_sin, softmax_scale_multiplier, yarn_mscale
 
 
 def test_default_scaling_is_plain_rope_and_linear_divides_the_frequencies():
     positions = torch.arange(50)
-    plain = rope_cos_sin(positions, 16, 10000.0)
+    inv_freq = 1.0 / 10000.0 ** (torch.arange(0, 16, 2).float() / 16)  # RoPE as published
+    angles = positions.float()[:, None] * inv_freq
+    plain = (torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin())
     for got, expected in zip(scaled_rope_cos_sin(positions, 16, 10000.0, RopeScaling()), plain):
         torch.testing.assert_close(got, expected)
     inv_freq, factor = rope_inv_freq(16, 10000.0, RopeScaling("linear", factor=4.0))

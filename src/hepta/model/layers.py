@@ -24,19 +24,6 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables [T, Dh] for the given positions [T].
-
-    Computed per call rather than cached in buffers: it is T x Dh/2 work, and it keeps the
-    model free of non-parameter state that would need re-initialising after a meta build.
-    The angles are formed in fp32 so long positions keep their precision.
-    """
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = positions.float()[:, None] * inv_freq[None, :]  # [T, Dh/2]
-    angles = torch.cat([angles, angles], dim=-1)  # [T, Dh], "rotate half" layout as in Llama
-    return angles.cos(), angles.sin()
-
-
 def apply_rope(x_BHTDh: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x1, x2 = x_BHTDh.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)

@@ -1,8 +1,9 @@
-"""hepta command line: info, train, generate, demo, convert."""
+"""hepta command line: info, train, generate, demo, convert; serve, live and plan come from their layers."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -115,6 +116,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
     import shutil
 
     from hepta import checkpoint
+    from hepta.interop.hf_save import TARGET_TYPES
     from hepta.interop.hf_save import save as save_hf
 
     src, dst = Path(args.source), Path(args.target)
@@ -129,6 +131,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
         raise HeptaError(f"--to {dst} exists and is not empty; choose a new or empty folder")
     if model_type != "hepta" and args.to_type:
         raise HeptaError(f"--to-type applies to hepta sources only; a {model_type!r} folder converts to hepta, drop it")
+    if args.to_type and args.to_type not in TARGET_TYPES:
+        raise HeptaError(f"--to-type {args.to_type!r} is not a type hepta writes; choose one of {', '.join(TARGET_TYPES)}")
 
     from hepta.loading import load
 
@@ -153,10 +157,13 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 # --- parser --------------------------------------------------------------------------------
 
+# Command groups kept beside the layer they drive; each module has `add_commands(subparsers)`
+# and imports its heavy dependencies inside the handlers, so `hepta live` never loads torch.
+COMMAND_MODULES = ("hepta.serve.cli", "hepta.live.cli", "hepta.scale.cli")
+
 
 def build_parser() -> argparse.ArgumentParser:
     from hepta.config import preset_names
-    from hepta.interop.hf_save import TARGET_TYPES
 
     parser = argparse.ArgumentParser(prog="hepta", description="Sparse Mixture-of-Experts language models.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -210,10 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="Hugging Face folder (mixtral, olmoe, qwen2_moe, deepseek_v3) <-> hepta folder")
     p.add_argument("--from", dest="source", required=True, help="source model folder; its config.json decides the direction")
     p.add_argument("--to", dest="target", required=True, help="output folder (new or empty)")
-    p.add_argument("--to-type", choices=TARGET_TYPES,
-                   help="Hugging Face type for a hepta source (default: inferred from its architecture)")
+    p.add_argument("--to-type", metavar="TYPE",
+                   help="Hugging Face type for a hepta source: mixtral, olmoe, qwen2_moe or deepseek_v3 "
+                        "(default: inferred from its architecture)")
     p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
     p.set_defaults(func=cmd_convert)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Live knowledge: post sources, store, trends, opinion, accounts and search. Imports no torch."""

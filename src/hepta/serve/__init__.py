@@ -1,0 +1,1 @@
+"""HTTP API: OpenAI/xAI-compatible endpoints over the inference engine (FastAPI)."""

@@ -122,3 +122,11 @@ def test_unknown_preset_lists_the_known_ones():
 def test_config_round_trips_through_json():
     cfg = hepta.get_preset("grok5-7t")
     assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_llama3_405b_is_dense_with_the_published_count():
+    cfg = hepta.get_preset("llama3-405b")
+    count = count_params(cfg)
+    assert not cfg.has_moe and count.active == count.total
+    # Meta's model card: 405B; the released checkpoint holds 405.85B weights (2 x 2.10B embeddings untied)
+    assert abs(count.total - 405.85e9) / 405.85e9 < 0.001

@@ -366,3 +366,18 @@ def grok5_7t() -> ModelConfig:
         router_scoring="sigmoid", norm_topk_prob=True, route_scale=2.5,
         aux_loss_coef=1e-4, z_loss_coef=1e-5, bias_update_rate=1e-3,
     )
+
+
+@preset("llama3-405b")
+def llama3_405b() -> ModelConfig:
+    """Llama 3.1 405B as published (Meta, "The Llama 3 Herd of Models", 2024, table 3): a dense model.
+
+    126 layers, d 16384, 128 query / 8 KV heads of 128, SwiGLU hidden 53248, vocab 128256,
+    RoPE theta 500000, 8192-token pretraining context; 405.9B parameters. Every layer is dense,
+    which is how `ModelConfig` expresses a model without experts (num_dense_layers = num_layers).
+    """
+    return ModelConfig(
+        vocab_size=128256, dim=16384, num_layers=126, num_heads=128, num_kv_heads=8, head_dim=128,
+        rope_theta=500000.0, max_seq_len=8192, qk_norm=False, norm_eps=1e-5,
+        num_dense_layers=126, dense_hidden_dim=53248,
+    )

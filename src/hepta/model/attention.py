@@ -10,35 +10,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hepta.model.cache import SlotCache, UniformCache
 from hepta.model.layers import RMSNorm, apply_rope
 
 
-class KVCache:
-    """Preallocated keys and values for all layers: [L, B, G, S_max, Dh] each.
-
-    All sequences of the batch share one length; the transformer advances it once per forward.
-    """
+class KVCache(UniformCache):
+    """Keys and values for all layers, [L, B, G, S_max, Dh] each; all sequences share one length."""
 
     def __init__(self, num_layers: int, batch_size: int, max_len: int, num_kv_heads: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
         shape = (num_layers, batch_size, num_kv_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.length = 0
+        super().__init__([torch.zeros(shape, dtype=dtype, device=device) for _ in range(2)], seq_dim=2)
 
     @property
-    def max_len(self) -> int:
-        return self.k.shape[3]
+    def k(self) -> torch.Tensor:
+        return self.buffers[0]
 
-    def update(self, layer_idx: int, k_BGTDh: torch.Tensor, v_BGTDh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.length + k_BGTDh.shape[2]
-        assert end <= self.max_len, "KV cache overflow; the caller checks lengths first"
-        self.k[layer_idx, :, :, self.length:end] = k_BGTDh
-        self.v[layer_idx, :, :, self.length:end] = v_BGTDh
-        return self.k[layer_idx, :, :, :end], self.v[layer_idx, :, :, :end]
-
-    def advance(self, num_tokens: int) -> None:
-        self.length += num_tokens
+    @property
+    def v(self) -> torch.Tensor:
+        return self.buffers[1]
 
 
 class Attention(nn.Module):
@@ -58,7 +48,7 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(k_width, norm_eps) if qk_norm else None
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+                cache: UniformCache | SlotCache | None = None, layer_idx: int = 0) -> torch.Tensor:
         B, T, _ = x_BTD.shape
         q, k = self.q_proj(x_BTD), self.k_proj(x_BTD)
         if self.q_norm is not None and not self.qk_norm_per_head:
@@ -72,20 +62,10 @@ class Attention(nn.Module):
         k_BGTDh = apply_rope(k.transpose(1, 2), cos, sin)
         v_BGTDh = v.transpose(1, 2)
 
-        past = 0
+        mask, causal = None, True
         if cache is not None:
-            past = cache.length
-            k_BGTDh, v_BGTDh = cache.update(layer_idx, k_BGTDh, v_BGTDh)  # now S = past + T
-
-        if past == 0:
-            mask, causal = None, True
-        elif T == 1:
-            mask, causal = None, False  # one new token sees every cached token
-        else:
-            # new token i sits at position past + i and sees keys 0..past + i
-            S = past + T
-            mask = torch.arange(S, device=x_BTD.device)[None, :] <= (past + torch.arange(T, device=x_BTD.device))[:, None]
-            causal = False
+            k_BGTDh, v_BGTDh = cache.update(layer_idx, k_BGTDh, v_BGTDh)  # now S cached + new tokens
+            mask, causal = cache.mask(T, k_BGTDh.shape[2])
         out_BHTDh = F.scaled_dot_product_attention(
             q_BHTDh, k_BGTDh, v_BGTDh, attn_mask=mask, is_causal=causal,
             enable_gqa=self.num_heads != self.num_kv_heads,

@@ -25,6 +25,9 @@ class RMSNorm(nn.Module):
 
 
 def apply_rope(x_BHTDh: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotates [B, H, T, Dh] (or [B, T, Dh]) by tables [T, Dh], or [B, T, Dh] when positions differ per sequence."""
+    if cos.dim() == 3 and x_BHTDh.dim() == 4:
+        cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
     x1, x2 = x_BHTDh.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
     return (x_BHTDh * cos + rotated * sin).to(x_BHTDh.dtype)

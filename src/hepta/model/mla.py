@@ -25,37 +25,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hepta.model.cache import SlotCache, UniformCache
 from hepta.model.layers import RMSNorm, apply_rope
 
 LATENT_NORM_EPS = 1e-6  # DeepSeek's q_a_layernorm and kv_a_layernorm keep the default eps, not rms_norm_eps
 
 
-class MLACache:
-    """Preallocated compressed latents [L, B, S_max, C] and rotated shared keys [L, B, S_max, R].
-
-    Same contract as `KVCache`: all sequences share one length, advanced once per forward.
-    """
+class MLACache(UniformCache):
+    """Compressed latents [L, B, S_max, C] and rotated shared keys [L, B, S_max, R]; one shared length."""
 
     def __init__(self, num_layers: int, batch_size: int, max_len: int, kv_lora_rank: int, rope_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
-        self.latent = torch.zeros((num_layers, batch_size, max_len, kv_lora_rank), dtype=dtype, device=device)
-        self.k_rope = torch.zeros((num_layers, batch_size, max_len, rope_dim), dtype=dtype, device=device)
-        self.length = 0
+        super().__init__([torch.zeros((num_layers, batch_size, max_len, width), dtype=dtype, device=device)
+                          for width in (kv_lora_rank, rope_dim)], seq_dim=1)
 
     @property
-    def max_len(self) -> int:
-        return self.latent.shape[2]
+    def latent(self) -> torch.Tensor:
+        return self.buffers[0]
 
-    def update(self, layer_idx: int, latent_BTC: torch.Tensor, k_rope_BTR: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.length + latent_BTC.shape[1]
-        assert end <= self.max_len, "KV cache overflow; the caller checks lengths first"
-        self.latent[layer_idx, :, self.length:end] = latent_BTC
-        self.k_rope[layer_idx, :, self.length:end] = k_rope_BTR
-        return self.latent[layer_idx, :, :end], self.k_rope[layer_idx, :, :end]
-
-    def advance(self, num_tokens: int) -> None:
-        self.length += num_tokens
+    @property
+    def k_rope(self) -> torch.Tensor:
+        return self.buffers[1]
 
 
 class MultiHeadLatentAttention(nn.Module):
@@ -79,8 +69,8 @@ class MultiHeadLatentAttention(nn.Module):
         self.o_proj = nn.Linear(num_heads * v_head_dim, dim, bias=False)
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: MLACache | None = None, layer_idx: int = 0) -> torch.Tensor:
-        """cos/sin: [T, R] tables of the new tokens' positions."""
+                cache: UniformCache | SlotCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+        """cos/sin: [T, R] (or [B, T, R], per-sequence positions) tables of the new tokens' positions."""
         B, T, _ = x_BTD.shape
         H, P, R, Dv = self.num_heads, self.nope_dim, self.rope_dim, self.v_dim
         if self.q_lora_rank is None:
@@ -95,17 +85,17 @@ class MultiHeadLatentAttention(nn.Module):
         latent_BTC = self.kv_a_layernorm(latent_BTC)
         k_rope_BTR = apply_rope(k_rope_BTR, cos, sin)
 
-        past = 0
+        mask, causal, has_past = None, True, False
         if cache is not None:
-            past = cache.length
+            has_past = cache.has_past
             latent_BTC, k_rope_BTR = cache.update(layer_idx, latent_BTC, k_rope_BTR)  # now T -> S
+            mask, causal = cache.mask(T, latent_BTC.shape[1])
         latent_BSC, k_rope_BSR = latent_BTC, k_rope_BTR
         S, C = latent_BSC.shape[1], self.kv_lora_rank
-        mask, causal = self._mask(T, S, past, x_BTD.device)
 
         # per (new token, cached token, head) multiply-adds: absorbed ~ 2C + R, expanded ~ P + R + Dv,
         # plus the expansion itself, C * (P + Dv) per cached token and head
-        if past > 0 and T * (2 * C + R) < C * (P + Dv) + T * (P + R + Dv):
+        if has_past and T * (2 * C + R) < C * (P + Dv) + T * (P + R + Dv):
             W_BHPDvC = self.kv_b_proj.weight.view(H, P + Dv, C)
             q_lat_BHTC = torch.einsum("bhtp,hpc->bhtc", q_nope_BHTP, W_BHPDvC[:, :P])
             q_BHTCR = torch.cat([q_lat_BHTC, q_rope_BHTR], dim=-1)
@@ -124,18 +114,6 @@ class MultiHeadLatentAttention(nn.Module):
         out_BHTDv = F.scaled_dot_product_attention(q_BHTPR, k_BHSPR, v_BHSDv, attn_mask=mask, is_causal=causal,
                                                    scale=self.softmax_scale)
         return self.o_proj(out_BHTDv.transpose(1, 2).reshape(B, T, H * Dv))
-
-    @staticmethod
-    def _mask(T: int, S: int, past: int, device: torch.device) -> tuple[torch.Tensor | None, bool]:
-        if past == 0:
-            mask, causal = None, True
-        elif T == 1:
-            mask, causal = None, False  # one new token sees every cached token
-        else:
-            # new token i sits at position past + i and sees keys 0..past + i
-            mask = torch.arange(S, device=device)[None, :] <= (past + torch.arange(T, device=device))[:, None]
-            causal = False
-        return mask, causal
 
 
 def deinterleave_rope_rows(weight: torch.Tensor, head_width: int, nope_dim: int, rope_dim: int) -> torch.Tensor:

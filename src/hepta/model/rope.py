@@ -79,12 +79,12 @@ def softmax_scale_multiplier(scaling: RopeScaling) -> float:
 
 def scaled_rope_cos_sin(positions: torch.Tensor, dim: int, theta: float,
                         scaling: RopeScaling) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables [T, Dr] in the "rotate half" layout; angles formed in fp32.
+    """cos/sin tables [*positions.shape, Dr] in the "rotate half" layout; angles formed in fp32.
 
     Computed per forward rather than cached in buffers: it is T x Dr/2 work, and it keeps the
     model free of non-parameter state that would need re-initialising after a meta build.
     """
     inv_freq, attention_factor = rope_inv_freq(dim, theta, scaling)
-    angles = positions.float()[:, None] * inv_freq.to(positions.device)[None, :]  # [T, Dr/2]
+    angles = positions.float()[..., None] * inv_freq.to(positions.device)  # [T, Dr/2] (or [B, T, Dr/2])
     angles = torch.cat([angles, angles], dim=-1)  # [T, Dr]
     return angles.cos() * attention_factor, angles.sin() * attention_factor

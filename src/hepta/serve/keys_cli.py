@@ -1,0 +1,135 @@
+"""`hepta keys`: create, list, limit and revoke API keys, and show what each has used.
+
+A new key goes to stdout alone (so `KEY=$(hepta keys add app)` captures it) and the notes
+around it go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+
+from hepta.serve.keys import KeyRecord, KeyStore, UsageTotals
+
+DEFAULT_KEY_FILE = "hepta-keys.db"
+
+
+def _limit(value: int | None, unit: str) -> str:
+    return f"{value} {unit}/min" if value is not None else f"unlimited {unit}/min"
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cmd_keys_add(args: argparse.Namespace) -> None:
+    with KeyStore(args.file, create=True) as store:
+        raw = store.add(args.name, rpm=args.rpm, tpm=args.tpm)
+    print(f"created key {args.name!r} ({_limit(args.rpm, 'requests')}, {_limit(args.tpm, 'tokens')}) in {args.file}:",
+          file=sys.stderr)
+    print(raw, flush=True)
+    print("This key will not be shown again: store it now (the key file keeps only its hash).", file=sys.stderr)
+
+
+def cmd_keys_list(args: argparse.Namespace) -> None:
+    with KeyStore(args.file) as store:
+        keys = store.list()
+        totals = {t.key_id: t for t in store.usage()}
+    if args.json:
+        print(json.dumps([_key_json(k, totals[k.id]) for k in keys]))
+        return
+    if not keys:
+        print(f"no keys in {args.file}; add one with `hepta keys add NAME --file {args.file}`")
+        return
+    rows = [("NAME", "KEY", "CREATED", "RPM", "TPM", "REQUESTS", "TOKENS", "STATUS")]
+    for k in keys:
+        t = totals[k.id]
+        rows.append((k.name, k.display, _when(k.created_at), _or_unlimited(k.rpm), _or_unlimited(k.tpm),
+                     str(t.requests), str(t.total_tokens), "revoked" if k.revoked else "active"))
+    _print_table(rows)
+
+
+def cmd_keys_usage(args: argparse.Namespace) -> None:
+    with KeyStore(args.file) as store:
+        totals = store.usage(args.name)
+    if args.json:
+        print(json.dumps([{"name": t.name, "key": f"{t.prefix}...", "revoked": t.revoked, "requests": t.requests,
+                           "prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens,
+                           "total_tokens": t.total_tokens} for t in totals]))
+        return
+    rows = [("NAME", "KEY", "REQUESTS", "PROMPT", "COMPLETION", "TOTAL")]
+    rows += [(t.name + (" (revoked)" if t.revoked else ""), f"{t.prefix}...", str(t.requests), str(t.prompt_tokens),
+              str(t.completion_tokens), str(t.total_tokens)) for t in totals]
+    _print_table(rows)
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    with KeyStore(args.file) as store:
+        record = store.revoke(args.name)
+    print(f"revoked key {record.name!r} ({record.display}); requests with it now get 401")
+
+
+def cmd_keys_limits(args: argparse.Namespace) -> None:
+    with KeyStore(args.file) as store:
+        current = store.get(args.name)
+        rpm = current.rpm if args.rpm is None else _none_if_zero(args.rpm)
+        tpm = current.tpm if args.tpm is None else _none_if_zero(args.tpm)
+        record = store.set_limits(args.name, rpm=rpm, tpm=tpm)
+    print(f"key {record.name!r}: {_limit(record.rpm, 'requests')}, {_limit(record.tpm, 'tokens')}")
+
+
+def _none_if_zero(value: int) -> int | None:
+    return None if value == 0 else value
+
+
+def _or_unlimited(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _key_json(k: KeyRecord, t: UsageTotals) -> dict:
+    return {"name": k.name, "key": k.display, "created": _when(k.created_at), "revoked": k.revoked,
+            "rpm": k.rpm, "tpm": k.tpm, "requests": t.requests, "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens}
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def add_keys_command(subparsers: argparse._SubParsersAction) -> None:
+    """Adds `hepta keys <add|list|usage|limits|revoke>` to the `hepta` parser."""
+    keys = subparsers.add_parser("keys", help="API keys for `hepta serve --api-keys FILE`: add, list, usage, limits, revoke")
+    sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+
+    def with_file(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--file", default=DEFAULT_KEY_FILE, help=f"key file (default: ./{DEFAULT_KEY_FILE})")
+        return p
+
+    p = with_file(sub.add_parser("add", help="create a key and print it once"))
+    p.add_argument("name", help="a name for the key: letters, digits, '.', '_', '@', '-'")
+    p.add_argument("--rpm", type=int, help="requests per minute (default: unlimited)")
+    p.add_argument("--tpm", type=int, help="tokens per minute, prompt plus completion (default: unlimited)")
+    p.set_defaults(func=cmd_keys_add)
+
+    p = with_file(sub.add_parser("list", help="names, key prefixes, limits and usage (never the keys)"))
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=cmd_keys_list)
+
+    p = with_file(sub.add_parser("usage", help="requests and tokens used per key"))
+    p.add_argument("name", nargs="?", help="only this key name")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=cmd_keys_usage)
+
+    p = with_file(sub.add_parser("limits", help="change a key's limits; a running server applies them at once"))
+    p.add_argument("name")
+    p.add_argument("--rpm", type=int, help="requests per minute; 0 = unlimited (default: unchanged)")
+    p.add_argument("--tpm", type=int, help="tokens per minute; 0 = unlimited (default: unchanged)")
+    p.set_defaults(func=cmd_keys_limits)
+
+    p = with_file(sub.add_parser("revoke", help="revoke a key at once; its usage history stays"))
+    p.add_argument("name")
+    p.set_defaults(func=cmd_keys_revoke)

@@ -9,6 +9,7 @@ import torch
 
 from hepta.errors import HeptaError
 from hepta.infer.sampling import SamplingParams, sample_next
+from hepta.infer.stream_text import StreamingText
 from hepta.model import Transformer
 from hepta.tokenizer import Tokenizer
 
@@ -18,43 +19,6 @@ class Generation:
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str = "length"  # "length" | "stop" (stop string or end token)
-
-
-class _StreamingText:
-    """Turns a growing token list into text deltas.
-
-    Holds back (a) an incomplete UTF-8 character (byte-level BPE can split one across tokens)
-    and (b) any tail that could still become a stop string, so stop strings never leak out.
-    """
-
-    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str]):
-        self.tokenizer, self.stop = tokenizer, [s for s in stop if s]
-        self.emitted = 0
-        self.final_text: str | None = None
-
-    def push(self, ids: list[int]) -> str:
-        text = self.tokenizer.decode(ids)
-        hits = [text.find(s) for s in self.stop if s in text]
-        if hits:
-            self.final_text = text[:min(hits)]
-            return self._emit_upto(self.final_text, len(self.final_text))
-        base = len(text.rstrip("\ufffd"))
-        safe = base
-        for s in self.stop:
-            for k in range(min(len(s) - 1, base), 0, -1):
-                if text[:base].endswith(s[:k]):
-                    safe = min(safe, base - k)
-                    break
-        return self._emit_upto(text, safe)
-
-    def finish(self, ids: list[int]) -> str:
-        text = self.final_text if self.final_text is not None else self.tokenizer.decode(ids)
-        return self._emit_upto(text, len(text))
-
-    def _emit_upto(self, text: str, end: int) -> str:
-        delta = text[self.emitted:end] if end > self.emitted else ""
-        self.emitted = max(self.emitted, end)
-        return delta
 
 
 def stream_generate(model: Transformer, tokenizer: Tokenizer, prompt: str, max_tokens: int = 64,
@@ -93,7 +57,7 @@ def _decode(model: Transformer, tokenizer: Tokenizer, prompt_ids: list[int], max
     model.eval()
     cache = model.new_cache(batch_size=1, max_len=len(prompt_ids) + max_tokens)
     logits = model(torch.tensor([prompt_ids]), cache=cache)[:, -1]
-    text = _StreamingText(tokenizer, stop)
+    text = StreamingText(tokenizer, stop)
     for _ in range(max_tokens):
         next_id = int(sample_next(logits + banned, params, generator)[0])
         if next_id in end_ids:

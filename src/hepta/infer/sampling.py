@@ -1,11 +1,15 @@
-"""Next-token sampling: temperature, top-k, top-p (nucleus); greedy at temperature 0.
+"""Next-token sampling: temperature, top-k, top-p (nucleus), penalties; greedy at temperature 0.
 
-Dims: B batch, V vocabulary.
+Every row of a batch has its own parameters and, when seeded, its own random generator, so a
+request samples the same tokens whatever else shares its batch.
+
+Dims: B batch, V vocabulary, K top logprobs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -18,6 +22,8 @@ class SamplingParams:
     top_k: int = 0  # 0 = no top-k limit
     top_p: float = 1.0
     seed: int | None = None
+    presence_penalty: float = 0.0  # subtracted once from every token already generated
+    frequency_penalty: float = 0.0  # subtracted per earlier occurrence
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -27,23 +33,55 @@ class SamplingParams:
         if not 0 < self.top_p <= 1:
             raise HeptaError(f"top-p must be in (0, 1], got {self.top_p}")
 
+    @property
+    def has_penalties(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty)
 
-def sample_next(logits_BV: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Token ids [B] drawn from the last-position logits [B, V]."""
+
+def apply_penalties(logits_BV: torch.Tensor, counts_BV: torch.Tensor, presence_B: torch.Tensor,
+                    frequency_B: torch.Tensor) -> torch.Tensor:
+    """OpenAI's penalties: logit - presence * [count > 0] - frequency * count, per generated token."""
+    counts_BV = counts_BV.to(logits_BV.dtype)
+    return logits_BV - presence_B[:, None] * (counts_BV > 0) - frequency_B[:, None] * counts_BV
+
+
+def sample_batch(logits_BV: torch.Tensor, params: Sequence[SamplingParams],
+                 generators: Sequence[torch.Generator | None]) -> torch.Tensor:
+    """Token ids [B] drawn from last-position logits [B, V], one parameter set and generator per row."""
     logits_BV = logits_BV.float()  # sampling in fp32: bf16 ties and tiny probabilities matter here
-    if params.temperature == 0:
-        return logits_BV.argmax(dim=-1)
+    B, V = logits_BV.shape
+    next_B = logits_BV.argmax(dim=-1)
+    temperature_B = torch.tensor([p.temperature for p in params])
+    sampled_rows = temperature_B.gt(0).nonzero().flatten().tolist()
+    if not sampled_rows:
+        return next_B
     # shift so the best logit is 0 before dividing: a tiny temperature then gives -inf for the
     # others instead of inf - inf = nan
-    logits_BV = (logits_BV - logits_BV.amax(dim=-1, keepdim=True)) / params.temperature
-    if params.top_k and params.top_k < logits_BV.shape[-1]:
-        kth = logits_BV.topk(params.top_k, dim=-1).values[:, -1:]
-        logits_BV = logits_BV.masked_fill(logits_BV < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = logits_BV.sort(dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # drop a token once the tokens before it already cover top_p; the first always stays
-        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= params.top_p
-        logits_BV = logits_BV.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
-    probs_BV = logits_BV.softmax(dim=-1)
-    return torch.multinomial(probs_BV, 1, generator=generator).squeeze(-1)
+    scaled_BV = (logits_BV - logits_BV.amax(dim=-1, keepdim=True)) / temperature_B.clamp(min=1e-8)[:, None]
+    sorted_BV, order_BV = scaled_BV.sort(dim=-1, descending=True)
+    top_k_B = torch.tensor([p.top_k if 0 < p.top_k < V else V for p in params])
+    drop_sorted_BV = torch.arange(V)[None, :] >= top_k_B[:, None]
+    probs_sorted_BV = sorted_BV.masked_fill(drop_sorted_BV, float("-inf")).softmax(dim=-1)
+    # top-p over what top-k kept: drop a token once the tokens before it already cover top_p;
+    # the first always stays
+    top_p_B = torch.tensor([p.top_p for p in params])
+    drop_sorted_BV |= (probs_sorted_BV.cumsum(dim=-1) - probs_sorted_BV) >= top_p_B[:, None]
+    drop_BV = drop_sorted_BV.scatter(1, order_BV, drop_sorted_BV)
+    probs_BV = scaled_BV.masked_fill(drop_BV, float("-inf")).softmax(dim=-1)
+    for row in sampled_rows:
+        next_B[row] = torch.multinomial(probs_BV[row], 1, generator=generators[row])[0]
+    return next_B
+
+
+def sample_next(logits_BV: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Token ids [B] drawn from the last-position logits [B, V], one parameter set for all rows."""
+    return sample_batch(logits_BV, [params] * logits_BV.shape[0], [generator] * logits_BV.shape[0])
+
+
+def top_logprobs(logits_BV: torch.Tensor, chosen_B: torch.Tensor, k: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(chosen logprob [B], top-k logprobs [B, K], their ids [B, K]) under the model's distribution."""
+    logprobs_BV = logits_BV.float().log_softmax(dim=-1)
+    chosen = logprobs_BV.gather(1, chosen_B[:, None])[:, 0]
+    top_values, top_ids = logprobs_BV.topk(k, dim=-1) if k else (logprobs_BV[:, :0], chosen_B[:, None][:, :0])
+    return chosen, top_values, top_ids

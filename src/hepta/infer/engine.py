@@ -1,0 +1,382 @@
+"""The inference engine: continuous batching over a slot KV cache.
+
+One thread owns the model. Each loop iteration:
+  1. drops cancelled requests (a client that went away frees its slots at once),
+  2. admits waiting requests first come, first served, while slots are free, and prefills
+     them together in one padded forward into fresh slots,
+  3. runs one decode step for every running sequence, at each sequence's own position.
+Requests therefore join and leave the running batch at token boundaries. Running sequences
+always occupy the lowest slots (a finished one's slot takes the last sequence), so a decode
+step works on a view of the cache.
+
+Memory is bounded up front: the KV budget buys a fixed number of slots of `max_model_len`
+tokens each; requests beyond them wait in a queue, and requests beyond the queue limit are
+refused (`QueueFull`) rather than growing memory.
+
+Dims: B running sequences, T prompt tokens (padded), V vocabulary, D model dim.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from hepta.errors import HeptaError
+from hepta.infer.request import Event, Request, TokenLogprob
+from hepta.infer.sampling import apply_penalties, sample_batch, top_logprobs
+from hepta.infer.stream_text import StreamingText
+from hepta.model import Transformer
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+
+
+class QueueFull(HeptaError):
+    """More requests are waiting than the engine's queue limit allows."""
+
+
+class ContextLengthExceeded(HeptaError):
+    def __init__(self, prompt_tokens: int, max_tokens: int, limit: int):
+        self.prompt_tokens, self.max_tokens, self.limit = prompt_tokens, max_tokens, limit
+        super().__init__(
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} in the completion). "
+            "Please reduce the length of the prompt or the completion.")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_num_seqs: int = 32  # sequences decoded together (slots), if the KV budget allows
+    max_model_len: int | None = None  # prompt + completion tokens per sequence; default: the model's context
+    kv_cache_bytes: int | None = None  # memory for the KV cache; default: max_num_seqs full-length slots
+    max_queue: int = 256  # waiting requests before new ones are refused
+    max_prefill_tokens: int = 8192  # padded prompt tokens prefilled in one forward (at least one request)
+
+    def __post_init__(self) -> None:
+        for name in ("max_num_seqs", "max_queue", "max_prefill_tokens"):
+            if getattr(self, name) < 1:
+                raise HeptaError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+class Observer:
+    """Hooks for metrics; the server's Prometheus collector overrides them. Called on the engine thread."""
+
+    def first_token(self, seconds: float) -> None: ...
+
+    def inter_token(self, seconds: float) -> None: ...
+
+    def tokens_generated(self, count: int) -> None: ...
+
+
+class _Sequence:
+    """One choice of one request, living in one slot."""
+
+    def __init__(self, request: Request, index: int, slot: int, tokenizer, vocab_size: int):
+        self.request, self.index, self.slot = request, index, slot
+        self.token_ids: list[int] = []
+        self.last_token = -1
+        self.text = StreamingText(tokenizer, request.stop)
+        seed = request.sampling.seed
+        self.generator = torch.Generator().manual_seed(seed + index) if seed is not None else None
+        self.constraint = request.constraint.new() if request.constraint is not None else None
+        self.counts = torch.zeros(vocab_size, dtype=torch.int32) if request.sampling.has_penalties else None
+        self.last_time: float | None = None
+        self.finished = False
+
+
+class Engine:
+    def __init__(self, model: Transformer, tokenizer, config: EngineConfig = EngineConfig(),
+                 observer: Observer | None = None):
+        self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
+        self.observer = observer or Observer()
+        cfg = model.config
+        self.max_len = min(config.max_model_len or cfg.max_seq_len, cfg.max_seq_len)
+        slot_bytes = model.new_slot_cache(1, self.max_len).num_bytes()
+        num_slots = config.max_num_seqs
+        if config.kv_cache_bytes is not None:
+            num_slots = min(num_slots, config.kv_cache_bytes // slot_bytes)
+            if num_slots < 1:
+                raise HeptaError(f"the KV cache budget of {config.kv_cache_bytes / 2**20:.1f} MiB holds no sequence: "
+                                 f"one of {self.max_len} tokens needs {slot_bytes / 2**20:.1f} MiB; raise the budget "
+                                 "or lower the maximum model length")
+        self.cache = model.new_slot_cache(num_slots, self.max_len)
+        self.vocab_size = cfg.vocab_size
+        self.end_ids = {i for i in tokenizer.stop_ids if i < cfg.vocab_size}
+        # Only generatable and end tokens may be sampled: structure ids and the padding rows of
+        # the embedding past the tokenizer are not something to write.
+        allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool)
+        allowed[:min(tokenizer.num_generatable_ids, cfg.vocab_size)] = True
+        allowed[list(self.end_ids)] = True
+        self.banned_V = torch.where(allowed, 0.0, float("-inf"))
+
+        self._waiting: deque[Request] = deque()
+        self._running: list[_Sequence] = []  # index = slot
+        self._jobs: deque[tuple[Callable, Future]] = deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="hepta-engine", daemon=True)
+        self.num_requests_running = 0
+
+    # --- public --------------------------------------------------------------------------
+
+    @property
+    def num_slots(self) -> int:
+        return self.cache.num_slots
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def kv_usage(self) -> float:
+        """Share of the KV cache's token capacity holding running sequences' tokens."""
+        used = int(self.cache.lengths[:len(self._running)].sum())
+        return used / (self.num_slots * self.max_len)
+
+    def start(self) -> "Engine":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(timeout=30)
+
+    def check(self, prompt_tokens: int, max_tokens: int, n: int = 1) -> None:
+        """Raises the error a request of this shape would get, before anything is queued."""
+        if prompt_tokens < 1:
+            raise HeptaError("the prompt is empty; send at least one token")
+        if max_tokens < 1:
+            raise HeptaError(f"max_tokens must be at least 1, got {max_tokens}")
+        if prompt_tokens + max_tokens > self.max_len:
+            raise ContextLengthExceeded(prompt_tokens, max_tokens, self.max_len)
+        if n > self.num_slots:
+            raise HeptaError(f"n={n} needs {n} sequences at once but this server decodes at most {self.num_slots}; "
+                             "lower n")
+
+    def submit(self, request: Request) -> Request:
+        self.check(len(request.prompt_ids), request.max_tokens, request.n)
+        if request.logprobs is not None and not 0 <= request.logprobs <= MAX_TOP_LOGPROBS:
+            raise HeptaError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {request.logprobs}")
+        with self._wake:
+            if len(self._waiting) >= self.config.max_queue:
+                raise QueueFull(f"{len(self._waiting)} requests are already waiting; retry shortly")
+            self._waiting.append(request)
+            self._wake.notify()
+        return request
+
+    def run_exclusive(self, fn: Callable[[], object]) -> Future:
+        """Runs `fn` on the engine thread between two steps (model work that is not generation)."""
+        future: Future = Future()
+        with self._wake:
+            self._jobs.append((fn, future))
+            self._wake.notify()
+        return future
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._stopping or self._waiting or self._running or self._jobs):
+                    self._wake.wait()
+                if self._stopping:
+                    break
+                jobs = list(self._jobs)
+                self._jobs.clear()
+            for fn, future in jobs:
+                self._run_job(fn, future)
+            try:
+                self._drop_cancelled()
+                self._admit_and_prefill()
+                self._release_finished()
+                if self._running:
+                    self._decode_step()
+                    self._release_finished()
+            except Exception as e:  # a failing forward must not leave clients waiting forever
+                self._fail_all(f"{type(e).__name__}: {e}")
+        self._fail_all("the server is shutting down", reason="cancelled")
+
+    @staticmethod
+    def _run_job(fn: Callable, future: Future) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except Exception as e:
+            future.set_exception(e)
+
+    def _drop_cancelled(self) -> None:
+        with self._wake:
+            kept = [r for r in self._waiting if not r.cancelled.is_set()]
+            self._waiting = deque(kept)
+        for seq in self._running:
+            if seq.request.cancelled.is_set() and not seq.finished:
+                self._finish(seq, "cancelled", [], None)
+        self._release_finished()
+
+    def _admit_and_prefill(self) -> None:
+        admitted: list[Request] = []
+        with self._wake:
+            free = self.num_slots - len(self._running)
+            padded_tokens = 0
+            while self._waiting and self._waiting[0].n <= free:
+                request = self._waiting[0]
+                longest = max([len(r.prompt_ids) for r in admitted] + [len(request.prompt_ids)])
+                padded_tokens = longest * (sum(r.n for r in admitted) + request.n)
+                if admitted and padded_tokens > self.config.max_prefill_tokens:
+                    break
+                admitted.append(self._waiting.popleft())
+                free -= request.n
+        if not admitted:
+            return
+        start = len(self._running)
+        new = []
+        for request in admitted:
+            for index in range(request.n):
+                seq = _Sequence(request, index, len(self._running), self.tokenizer, self.vocab_size)
+                self._running.append(seq)
+                new.append(seq)
+            self.num_requests_running += 1
+        lengths_B = torch.tensor([len(s.request.prompt_ids) for s in new])
+        ids_BT = torch.zeros(len(new), int(lengths_B.max()), dtype=torch.long)
+        for row, seq in enumerate(new):
+            ids_BT[row, :lengths_B[row]] = torch.tensor(seq.request.prompt_ids)
+        self.cache.set_window(start, len(new))
+        with torch.no_grad():
+            hidden_BTD = self.model.hidden_states(ids_BT, cache=self.cache)
+            # the LM head only where the next token is read: each prompt's last real position
+            logits_BV = self.model.output(hidden_BTD[torch.arange(len(new)), lengths_B - 1])
+        self.cache.lengths[start:start + len(new)] = lengths_B  # padding past a prompt is never attended
+        self._sample_and_emit(new, logits_BV)
+
+    def _decode_step(self) -> None:
+        ids_B1 = torch.tensor([[seq.last_token] for seq in self._running])
+        self.cache.set_window(0, len(self._running))
+        with torch.no_grad():
+            logits_BV = self.model(ids_B1, cache=self.cache)[:, -1]
+        self._sample_and_emit(self._running, logits_BV)
+
+    def _sample_and_emit(self, seqs: list[_Sequence], logits_BV: torch.Tensor) -> None:
+        raw_BV = logits_BV.float()
+        logits_BV = raw_BV + self.banned_V
+        for row, seq in enumerate(seqs):
+            if seq.constraint is not None:
+                logits_BV[row].masked_fill_(~seq.constraint.allowed_mask(self.vocab_size), float("-inf"))
+        penalised = [row for row, seq in enumerate(seqs) if seq.counts is not None]
+        if penalised:
+            rows = torch.tensor(penalised)
+            params = [seqs[r].request.sampling for r in penalised]
+            logits_BV[rows] = apply_penalties(logits_BV[rows], torch.stack([seqs[r].counts for r in penalised]),
+                                              torch.tensor([p.presence_penalty for p in params]),
+                                              torch.tensor([p.frequency_penalty for p in params]))
+        next_B = sample_batch(logits_BV, [s.request.sampling for s in seqs], [s.generator for s in seqs])
+        want = [s.request.logprobs for s in seqs if s.request.logprobs is not None]
+        logprob_rows = None
+        if want:
+            logprob_rows = top_logprobs(raw_BV, next_B, max(want))
+        now = time.perf_counter()
+        self.observer.tokens_generated(len(seqs))
+        for row, (seq, token) in enumerate(zip(seqs, next_B.tolist())):
+            logprob = None
+            if seq.request.logprobs is not None:
+                chosen, top_values, top_ids = logprob_rows
+                k = seq.request.logprobs
+                logprob = TokenLogprob(token, float(chosen[row]),
+                                       list(zip(top_ids[row, :k].tolist(), top_values[row, :k].tolist())))
+            if seq.last_time is None:
+                if seq.index == 0:
+                    self.observer.first_token(now - seq.request.arrival)
+            else:
+                self.observer.inter_token(now - seq.last_time)
+            seq.last_time = now
+            self._advance(seq, token, logprob)
+
+    def _advance(self, seq: _Sequence, token: int, logprob: TokenLogprob | None) -> None:
+        request = seq.request
+        seq.last_token = token
+        if token in self.end_ids:
+            return self._finish(seq, "stop", [token], logprob)
+        seq.token_ids.append(token)
+        if seq.counts is not None:
+            seq.counts[token] += 1
+        if seq.constraint is not None:
+            seq.constraint.accept(token)
+        delta = seq.text.push(seq.token_ids)
+        if seq.text.final_text is not None or (seq.constraint is not None and seq.constraint.is_finished):
+            return self._finish(seq, "stop", [token], logprob, delta)
+        if len(seq.token_ids) >= request.max_tokens:
+            return self._finish(seq, "length", [token], logprob, delta)
+        request.sink(Event(seq.index, delta, [token], [logprob] if logprob else None))
+
+    def _finish(self, seq: _Sequence, reason: str, tokens: list[int], logprob: TokenLogprob | None,
+                delta: str = "") -> None:
+        seq.finished = True
+        tail = seq.text.finish(seq.token_ids)
+        seq.request.sink(Event(seq.index, delta + tail, tokens, [logprob] if logprob else None, finish_reason=reason))
+
+    def _release_finished(self) -> None:
+        """Frees finished sequences' slots, moving the last running sequence into each freed slot."""
+        slot = 0
+        while slot < len(self._running):
+            seq = self._running[slot]
+            if not seq.finished:
+                slot += 1
+                continue
+            last = len(self._running) - 1
+            if slot != last:
+                self.cache.move(last, slot)
+                self._running[slot] = self._running[last]
+                self._running[slot].slot = slot
+            self._running.pop()
+            self.cache.release(last)
+            if not any(s.request is seq.request for s in self._running):
+                self.num_requests_running -= 1
+
+    def _fail_all(self, message: str, reason: str = "error") -> None:
+        for seq in self._running:
+            if not seq.finished:
+                seq.request.sink(Event(seq.index, "", [], finish_reason=reason, error=message))
+                seq.finished = True
+        self._release_finished()
+        with self._wake:
+            waiting, self._waiting = list(self._waiting), deque()
+        for request in waiting:
+            for index in range(request.n):
+                request.sink(Event(index, "", [], finish_reason=reason, error=message))
+
+
+@dataclass
+class Choice:
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    logprobs: list[TokenLogprob]
+
+
+def generate(engine: Engine, request: Request, timeout: float | None = None) -> list[Choice]:
+    """Submits `request` and blocks until every choice has finished (for scripts, tests, benchmarks)."""
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    request.sink = events.put
+    engine.submit(request)
+    choices = [Choice("", [], "", []) for _ in range(request.n)]
+    remaining = request.n
+    while remaining:
+        event = events.get(timeout=timeout)
+        choice = choices[event.index]
+        choice.text += event.text
+        choice.token_ids += [t for t in event.token_ids if t not in engine.end_ids]
+        choice.logprobs += event.logprobs or []
+        if event.finish_reason:
+            if event.error:
+                raise HeptaError(f"generation failed: {event.error}")
+            choice.finish_reason = event.finish_reason
+            remaining -= 1
+    return choices

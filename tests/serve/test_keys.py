@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from hepta.errors import HeptaError
-from hepta.serve.keys import KeyStore, hash_key
+from hepta.serve.keys import KeyStore, bearer_token, hash_key
 
 
 @pytest.fixture
@@ -27,6 +27,14 @@ def test_new_key_authenticates_and_others_do_not(store):
     assert store.authenticate("hk-" + "x" * 43) is None
     for junk in ("", "Bearer " + raw, raw + " ", None, 42):
         assert store.authenticate(junk) is None
+
+
+def test_bearer_token_reads_the_openai_clients_header(store):
+    raw = store.add("alice")
+    assert store.authenticate(bearer_token(f"Bearer {raw}")).name == "alice"
+    assert bearer_token(f"bearer   {raw} ") == raw
+    for header in (None, "", "Bearer", "Bearer  ", f"Basic {raw}", raw):
+        assert bearer_token(header) is None
 
 
 def test_revoked_key_stops_working_and_its_name_can_be_reused(store):
@@ -61,6 +69,29 @@ def test_a_running_server_sees_revocation_from_another_connection(tmp_path):
         with KeyStore(path) as cli:  # `hepta keys revoke` in another process
             cli.revoke("alice")
         assert server.authenticate(raw) is None
+
+
+def test_two_writers_on_one_file_lose_nothing(tmp_path):
+    """The server recording usage while `hepta keys add` runs in another process."""
+    path = tmp_path / "keys.db"
+    with KeyStore(path, create=True) as server, KeyStore(path) as cli:
+        key_id = server.authenticate(server.add("app")).id
+        errors = []
+
+        def record():
+            try:
+                for _ in range(300):
+                    server.record_usage(key_id, "tiny", 1, 2, "/v1/completions")
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        recorder = threading.Thread(target=record)
+        recorder.start()
+        added = [cli.add(f"user{i}") for i in range(40)]
+        recorder.join()
+        assert errors == []
+        assert [u.requests for u in server.usage("app")] == [300]
+        assert all(server.authenticate(raw).name == f"user{i}" for i, raw in enumerate(added))
 
 
 def test_duplicate_name_is_refused_and_nothing_is_lost(store):

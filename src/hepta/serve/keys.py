@@ -107,6 +107,14 @@ def looks_like_key(raw_key: object) -> bool:
         and raw_key.startswith(KEY_PREFIX)
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The key in an `Authorization: Bearer <key>` header (what the openai client sends), or None."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
 def check_limit(flag: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise HeptaError(f"{flag} must be a whole number of at least 1 (got {value!r}); omit it for no limit")

@@ -162,8 +162,14 @@ def test_usage_persists_across_reopen_and_keeps_revoked_keys(tmp_path):
         assert [(u.name, u.revoked, u.requests, u.prompt_tokens, u.completion_tokens) for u in totals] == [
             ("alice", True, 2, 11, 7), ("idle", False, 0, 0, 0)]
         assert [u.name for u in store.usage("idle")] == ["idle"]
+        assert [(r.name, r.model, r.endpoint, r.requests, r.prompt_tokens, r.completion_tokens)
+                for r in store.usage_detail()] == [("alice", "tiny", "/v1/chat/completions", 1, 10, 5),
+                                                   ("alice", "tiny", "/v1/completions", 1, 1, 2)]
+        assert store.usage_detail("idle") == []
         with pytest.raises(HeptaError, match="no key named 'carol'"):
             store.usage("carol")
+        with pytest.raises(HeptaError, match="no key named 'carol'"):
+            store.usage_detail("carol")
 
 
 def test_missing_file_is_refused_unless_creating(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import sqlite3
+from datetime import datetime, timezone
 
 import pytest
 
@@ -73,6 +74,7 @@ def test_usage_revoke_and_limits(tmp_path, capsys):
     with KeyStore(f) as store:
         for name, p, c in (("alice", 10, 20), ("alice", 1, 2), ("bob", 5, 0)):
             store.record_usage(store.get(name).id, "tiny", p, c, "/v1/completions")
+        shown = {name: store.get(name).display for name in ("alice", "bob")}
 
     code, out, _ = hepta_keys(capsys, "usage", "--file", f, "--json")
     assert code == 0
@@ -80,6 +82,16 @@ def test_usage_revoke_and_limits(tmp_path, capsys):
             for u in json.loads(out)] == [("alice", 2, 11, 22, 33), ("bob", 1, 5, 0, 5)]
     code, out, _ = hepta_keys(capsys, "usage", "bob", "--file", f)
     assert code == 0 and out.splitlines()[1].split()[2:] == ["1", "5", "0", "5"] and "alice" not in out
+
+    code, out, _ = hepta_keys(capsys, "usage", "--file", f, "--detail", "--json")
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert code == 0 and json.loads(out) == [
+        {"name": "alice", "key": shown["alice"], "day": today, "model": "tiny",
+         "endpoint": "/v1/completions", "requests": 2, "prompt_tokens": 11, "completion_tokens": 22},
+        {"name": "bob", "key": shown["bob"], "day": today, "model": "tiny",
+         "endpoint": "/v1/completions", "requests": 1, "prompt_tokens": 5, "completion_tokens": 0}]
+    code, out, _ = hepta_keys(capsys, "usage", "alice", "--file", f, "--detail")
+    assert out.splitlines()[1].split() == [today, "alice", "tiny", "/v1/completions", "2", "11", "22"]
 
     code, out, _ = hepta_keys(capsys, "limits", "bob", "--file", f, "--tpm", "1000")
     assert code == 0 and "5 requests/min, 1000 tokens/min" in out

@@ -94,6 +94,20 @@ class UsageTotals:
         return self.prompt_tokens + self.completion_tokens
 
 
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """What one key used on one UTC day, with one model, on one endpoint."""
+
+    name: str
+    prefix: str
+    day: str
+    model: str
+    endpoint: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
 def hash_key(raw_key: str) -> bytes:
     return hashlib.sha256(raw_key.encode("utf-8")).digest()
 
@@ -293,6 +307,17 @@ class KeyStore:
             raise HeptaError(f"no key named {name!r} in {self.path}; `hepta keys list` shows the names")
         return [UsageTotals(key_id=r[0], name=r[1], prefix=r[2], revoked=bool(r[3]), requests=r[4],
                             prompt_tokens=r[5], completion_tokens=r[6]) for r in rows]
+
+    def usage_detail(self, name: str | None = None) -> list[UsageRow]:
+        """The totals split by key, UTC day, model and endpoint (for accounting), oldest day first."""
+        if name is not None:
+            self.usage(name)  # names an unknown key
+        where, params = ("WHERE k.name = ?", (name,)) if name is not None else ("", ())
+        rows = self._query(
+            "SELECT k.name, k.prefix, u.day, u.model, u.endpoint, u.requests, u.prompt_tokens, u.completion_tokens "
+            f"FROM usage u JOIN api_keys k ON k.id = u.key_id {where} ORDER BY u.day, k.id, u.model, u.endpoint",
+            params)
+        return [UsageRow(*row) for row in rows]
 
 
 _KEY_COLUMNS = "id, name, prefix, created_at, revoked_at IS NOT NULL, rpm, tpm"

@@ -52,6 +52,8 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_usage(args: argparse.Namespace) -> None:
+    if args.detail:
+        return _usage_detail(args)
     with KeyStore(args.file) as store:
         totals = store.usage(args.name)
     if args.json:
@@ -62,6 +64,20 @@ def cmd_keys_usage(args: argparse.Namespace) -> None:
     rows = [("NAME", "KEY", "REQUESTS", "PROMPT", "COMPLETION", "TOTAL")]
     rows += [(t.name + (" (revoked)" if t.revoked else ""), f"{t.prefix}...", str(t.requests), str(t.prompt_tokens),
               str(t.completion_tokens), str(t.total_tokens)) for t in totals]
+    _print_table(rows)
+
+
+def _usage_detail(args: argparse.Namespace) -> None:
+    with KeyStore(args.file) as store:
+        detail = store.usage_detail(args.name)
+    if args.json:
+        print(json.dumps([{"name": r.name, "key": f"{r.prefix}...", "day": r.day, "model": r.model,
+                           "endpoint": r.endpoint, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
+                           "completion_tokens": r.completion_tokens} for r in detail]))
+        return
+    rows = [("DAY", "NAME", "MODEL", "ENDPOINT", "REQUESTS", "PROMPT", "COMPLETION")]
+    rows += [(r.day, r.name, r.model, r.endpoint, str(r.requests), str(r.prompt_tokens), str(r.completion_tokens))
+             for r in detail]
     _print_table(rows)
 
 
@@ -121,6 +137,7 @@ def add_keys_command(subparsers: argparse._SubParsersAction) -> None:
 
     p = with_file(sub.add_parser("usage", help="requests and tokens used per key"))
     p.add_argument("name", nargs="?", help="only this key name")
+    p.add_argument("--detail", action="store_true", help="one row per key, UTC day, model and endpoint")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(func=cmd_keys_usage)
 

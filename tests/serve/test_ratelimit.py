@@ -33,7 +33,7 @@ def test_burst_of_a_minutes_requests_then_exact_wait(clock):
     d = limiter.check(k, 0)
     assert not d.allowed and d.reason == "requests"
     assert d.retry_after_s == pytest.approx(10.0)  # 6/min refills one request every 10 s
-    assert d.headers["retry-after"] == "10"
+    assert d.headers["retry-after"] == "10" and d.headers["retry-after-ms"] == "10000"
     assert d.headers["x-ratelimit-remaining-requests"] == "0"
     assert d.headers["x-ratelimit-reset-requests"] == "1m0s"  # empty to full
     assert "6 requests per minute" in d.message and "10s" in d.message
@@ -71,6 +71,7 @@ def test_tokens_headers_and_retry_after_rounds_up(clock):
     clock.now += 2.5
     d = limiter.check(k, 100)  # 91.67 left... 8.33 more take 0.5 s; retry-after is whole seconds, rounded up
     assert not d.allowed and d.retry_after_s == pytest.approx(0.5) and d.headers["retry-after"] == "1"
+    assert d.headers["retry-after-ms"] == "500"
     assert d.headers["x-ratelimit-remaining-tokens"] == "91"
 
 
@@ -86,6 +87,7 @@ def test_request_larger_than_the_limit_is_too_large_not_wait(clock):
     limiter, k = RateLimiter(clock), key(tpm=100)
     d = limiter.check(k, 101)
     assert not d.allowed and d.reason == "too_large" and "retry-after" not in d.headers
+    assert d.headers["x-should-retry"] == "false"
     assert "101 tokens" in d.message and "100 tokens per minute" in d.message
     assert limiter.check(k, 100).allowed  # nothing was taken
 

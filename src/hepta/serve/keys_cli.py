@@ -101,7 +101,7 @@ def _none_if_zero(value: int) -> int | None:
 
 
 def _or_unlimited(value: int | None) -> str:
-    return "-" if value is None else str(value)
+    return "unlimited" if value is None else str(value)
 
 
 def _key_json(k: KeyRecord, t: UsageTotals) -> dict:

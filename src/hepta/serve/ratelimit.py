@@ -29,8 +29,9 @@ class Decision:
     """Whether to serve a request now, and the headers to send either way.
 
     `reason`: "" when allowed; "requests" or "tokens" when a bucket is short (wait
-    `retry_after_s`); "too_large" when the estimate exceeds the whole tokens-per-minute limit,
-    which no wait fixes. `message` is a sentence for the 429 body.
+    `retry_after_s`; headers `retry-after` and `retry-after-ms`); "too_large" when the estimate
+    exceeds the whole tokens-per-minute limit, which no wait fixes (header `x-should-retry: false`).
+    `message` is a sentence for the 429 body.
     """
 
     allowed: bool
@@ -94,7 +95,9 @@ class RateLimiter:
             requests = self._bucket(key, "requests", now)
             tokens = self._bucket(key, "tokens", now)
             if tokens is not None and estimated_tokens > tokens.capacity:
-                return Decision(False, 0.0, _headers(requests, tokens), "too_large",
+                headers = _headers(requests, tokens)
+                headers["x-should-retry"] = "false"  # the openai client's signal: waiting cannot help
+                return Decision(False, 0.0, headers, "too_large",
                                 f"Request too large for key {key.name!r}: it may use {estimated_tokens} tokens "
                                 f"(prompt plus max_tokens) but the limit is {tokens.capacity} tokens per minute; "
                                 "lower max_tokens or shorten the prompt.")
@@ -107,7 +110,9 @@ class RateLimiter:
                 reason = max(waits, key=waits.get)
                 retry = waits[reason]
                 headers = _headers(requests, tokens)
+                # whole seconds for HTTP; the openai client prefers the exact wait in retry-after-ms
                 headers["retry-after"] = str(max(1, math.ceil(retry)))
+                headers["retry-after-ms"] = str(max(1, math.ceil(retry * 1000 - 1e-6)))
                 limit = requests.capacity if reason == "requests" else tokens.capacity
                 unit = "requests" if reason == "requests" else "tokens"
                 return Decision(False, retry, headers, reason,

@@ -112,9 +112,19 @@ def test_bad_names_are_refused(store, name):
 
 @pytest.mark.parametrize("limits", [{"rpm": 0}, {"tpm": -5}, {"rpm": 1.5}, {"tpm": True}])
 def test_bad_limits_are_refused(store, limits):
-    with pytest.raises(HeptaError, match="whole number of at least 1"):
+    with pytest.raises(HeptaError, match="must be a whole number of at least 1, or None for no limit"):
         store.add("alice", **limits)
     assert store.list() == []
+
+
+def test_default_limits_are_kept_in_the_file(tmp_path):
+    with KeyStore(tmp_path / "keys.db", create=True) as store:
+        assert store.default_limits() == (None, None)
+        store.set_default_limits(rpm=30, tpm=None)
+        with pytest.raises(HeptaError, match="tpm must be"):
+            store.set_default_limits(rpm=30, tpm=0)
+    with KeyStore(tmp_path / "keys.db") as store:
+        assert store.default_limits() == (30, None)
 
 
 def test_set_limits_changes_the_active_key(store):

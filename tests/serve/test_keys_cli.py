@@ -122,7 +122,9 @@ def test_duplicate_name_is_one_error_and_the_first_key_still_works(tmp_path, cap
     (["limits", "carol", "--rpm", "3"], ["no active key named 'carol'"]),
     (["usage", "carol"], ["no key named 'carol'"]),
     (["add", "bad name"], ["'bad name' is not allowed"]),
-    (["add", "dave", "--rpm", "0"], ["--rpm must be a whole number of at least 1"]),
+    (["add", "dave", "--rpm", "-3"], ["--rpm must be a positive whole number, or 0 for no limit (got -3)"]),
+    (["limits", "alice", "--tpm", "-1"], ["--tpm must be a positive whole number"]),
+    (["defaults", "--rpm", "-1"], ["--rpm must be a positive whole number"]),
 ])
 def test_bad_requests_on_a_good_file(tmp_path, capsys, args, words):
     f = str(tmp_path / "keys.db")
@@ -154,6 +156,22 @@ def test_bad_files(tmp_path, capsys):
     code, _, err = hepta_keys(capsys, "add", "alice", "--file", str(other))
     assert code == 1
     one_error_line(err, "SQLite file of something else")
+
+
+def test_defaults_apply_to_new_keys_only(tmp_path, capsys):
+    f = str(tmp_path / "keys.db")
+    hepta_keys(capsys, "add", "early", "--file", f)
+    code, out, _ = hepta_keys(capsys, "defaults", "--file", f)
+    assert code == 0 and "new keys get unlimited requests/min, unlimited tokens/min" in out
+    code, out, _ = hepta_keys(capsys, "defaults", "--file", f, "--rpm", "30", "--tpm", "20000")
+    assert code == 0 and "new keys get 30 requests/min, 20000 tokens/min" in out
+    _, _, err = hepta_keys(capsys, "add", "late", "--file", f)
+    assert "30 requests/min, 20000 tokens/min" in err
+    _, _, err = hepta_keys(capsys, "add", "free", "--file", f, "--rpm", "0", "--tpm", "500")
+    assert "unlimited requests/min, 500 tokens/min" in err
+    with KeyStore(f) as store:
+        assert {k.name: (k.rpm, k.tpm) for k in store.list()} == {
+            "early": (None, None), "late": (30, 20000), "free": (None, 500)}
 
 
 def test_default_file_is_in_the_current_folder(tmp_path, capsys, monkeypatch):

@@ -57,6 +57,9 @@ SCHEMA = (
         prompt_tokens INTEGER NOT NULL,
         completion_tokens INTEGER NOT NULL,
         PRIMARY KEY (key_id, day, model, endpoint))""",
+    # the limits `hepta keys add` gives a key when none are named (NULL = unlimited)
+    "CREATE TABLE default_limits (id INTEGER PRIMARY KEY CHECK (id = 1), rpm INTEGER, tpm INTEGER)",
+    "INSERT INTO default_limits (id, rpm, tpm) VALUES (1, NULL, NULL)",
 )
 
 
@@ -129,9 +132,9 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() or None
 
 
-def check_limit(flag: str, value: int | None) -> None:
+def check_limit(name: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise HeptaError(f"{flag} must be a whole number of at least 1 (got {value!r}); omit it for no limit")
+        raise HeptaError(f"{name} must be a whole number of at least 1, or None for no limit (got {value!r})")
 
 
 class KeyStore:
@@ -229,8 +232,8 @@ class KeyStore:
         if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             raise HeptaError(f"key name {name!r} is not allowed; use 1-64 letters, digits, '.', '_', '@' or '-', "
                              "starting with a letter or digit")
-        check_limit("--rpm", rpm)
-        check_limit("--tpm", tpm)
+        check_limit("rpm", rpm)
+        check_limit("tpm", tpm)
         raw = new_raw_key()
         try:
             self._write("INSERT INTO api_keys (name, prefix, key_hash, created_at, rpm, tpm) VALUES (?, ?, ?, ?, ?, ?)",
@@ -270,13 +273,23 @@ class KeyStore:
 
     def set_limits(self, name: str, rpm: int | None, tpm: int | None) -> KeyRecord:
         """Replaces both limits of the active key `name` (None = unlimited); a running server applies them at once."""
-        check_limit("--rpm", rpm)
-        check_limit("--tpm", tpm)
+        check_limit("rpm", rpm)
+        check_limit("tpm", tpm)
         cursor = self._write("UPDATE api_keys SET rpm = ?, tpm = ? WHERE name = ? AND revoked_at IS NULL",
                              (rpm, tpm, name))
         if cursor.rowcount == 0:
             raise HeptaError(f"no active key named {name!r} in {self.path}; `hepta keys list` shows the names")
         return self.get(name)
+
+    def default_limits(self) -> tuple[int | None, int | None]:
+        """(rpm, tpm) that `hepta keys add` gives a new key without --rpm/--tpm; None = unlimited."""
+        return self._query("SELECT rpm, tpm FROM default_limits")[0]
+
+    def set_default_limits(self, rpm: int | None, tpm: int | None) -> None:
+        """Changes the defaults for keys added from now on; existing keys keep their limits."""
+        check_limit("rpm", rpm)
+        check_limit("tpm", tpm)
+        self._write("UPDATE default_limits SET rpm = ?, tpm = ?", (rpm, tpm))
 
     def list(self, include_revoked: bool = True) -> list[KeyRecord]:
         where = "" if include_revoked else "WHERE revoked_at IS NULL"

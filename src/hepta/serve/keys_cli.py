@@ -11,6 +11,7 @@ import json
 import sys
 from datetime import datetime, timezone
 
+from hepta.errors import HeptaError
 from hepta.serve.keys import KeyRecord, KeyStore, UsageTotals
 
 DEFAULT_KEY_FILE = "hepta-keys.db"
@@ -26,8 +27,10 @@ def _when(timestamp: float) -> str:
 
 def cmd_keys_add(args: argparse.Namespace) -> None:
     with KeyStore(args.file, create=True) as store:
-        raw = store.add(args.name, rpm=args.rpm, tpm=args.tpm)
-    print(f"created key {args.name!r} ({_limit(args.rpm, 'requests')}, {_limit(args.tpm, 'tokens')}) in {args.file}:",
+        default_rpm, default_tpm = store.default_limits()
+        rpm, tpm = _cli_limit("--rpm", args.rpm, default_rpm), _cli_limit("--tpm", args.tpm, default_tpm)
+        raw = store.add(args.name, rpm=rpm, tpm=tpm)
+    print(f"created key {args.name!r} ({_limit(rpm, 'requests')}, {_limit(tpm, 'tokens')}) in {args.file}:",
           file=sys.stderr)
     print(raw, flush=True)
     print("This key will not be shown again: store it now (the key file keeps only its hash).", file=sys.stderr)
@@ -90,14 +93,28 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
 def cmd_keys_limits(args: argparse.Namespace) -> None:
     with KeyStore(args.file) as store:
         current = store.get(args.name)
-        rpm = current.rpm if args.rpm is None else _none_if_zero(args.rpm)
-        tpm = current.tpm if args.tpm is None else _none_if_zero(args.tpm)
+        rpm, tpm = _cli_limit("--rpm", args.rpm, current.rpm), _cli_limit("--tpm", args.tpm, current.tpm)
         record = store.set_limits(args.name, rpm=rpm, tpm=tpm)
     print(f"key {record.name!r}: {_limit(record.rpm, 'requests')}, {_limit(record.tpm, 'tokens')}")
 
 
-def _none_if_zero(value: int) -> int | None:
-    return None if value == 0 else value
+def cmd_keys_defaults(args: argparse.Namespace) -> None:
+    setting = args.rpm is not None or args.tpm is not None
+    with KeyStore(args.file, create=setting) as store:
+        rpm, tpm = store.default_limits()
+        if setting:
+            rpm, tpm = _cli_limit("--rpm", args.rpm, rpm), _cli_limit("--tpm", args.tpm, tpm)
+            store.set_default_limits(rpm, tpm)
+    print(f"new keys get {_limit(rpm, 'requests')}, {_limit(tpm, 'tokens')} unless `hepta keys add` names others")
+
+
+def _cli_limit(flag: str, given: int | None, current: int | None) -> int | None:
+    """A limit flag: absent keeps `current`, 0 means unlimited."""
+    if given is None:
+        return current
+    if given < 0:
+        raise HeptaError(f"{flag} must be a positive whole number, or 0 for no limit (got {given})")
+    return None if given == 0 else given
 
 
 def _or_unlimited(value: int | None) -> str:
@@ -117,8 +134,8 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 def add_keys_command(subparsers: argparse._SubParsersAction) -> None:
-    """Adds `hepta keys <add|list|usage|limits|revoke>` to the `hepta` parser."""
-    keys = subparsers.add_parser("keys", help="API keys for `hepta serve --api-keys FILE`: add, list, usage, limits, revoke")
+    """Adds `hepta keys <add|list|usage|limits|defaults|revoke>` to the `hepta` parser."""
+    keys = subparsers.add_parser("keys", help="API keys for `hepta serve --api-keys FILE`: add, list, usage, limits, defaults, revoke")
     sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
 
     def with_file(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -127,9 +144,15 @@ def add_keys_command(subparsers: argparse._SubParsersAction) -> None:
 
     p = with_file(sub.add_parser("add", help="create a key and print it once"))
     p.add_argument("name", help="a name for the key: letters, digits, '.', '_', '@', '-'")
-    p.add_argument("--rpm", type=int, help="requests per minute (default: unlimited)")
-    p.add_argument("--tpm", type=int, help="tokens per minute, prompt plus completion (default: unlimited)")
+    p.add_argument("--rpm", type=int, help="requests per minute; 0 = unlimited (default: `hepta keys defaults`)")
+    p.add_argument("--tpm", type=int,
+                   help="tokens per minute, prompt plus completion; 0 = unlimited (default: `hepta keys defaults`)")
     p.set_defaults(func=cmd_keys_add)
+
+    p = with_file(sub.add_parser("defaults", help="show or set the limits new keys get (unlimited at first)"))
+    p.add_argument("--rpm", type=int, help="requests per minute; 0 = unlimited (default: unchanged)")
+    p.add_argument("--tpm", type=int, help="tokens per minute; 0 = unlimited (default: unchanged)")
+    p.set_defaults(func=cmd_keys_defaults)
 
     p = with_file(sub.add_parser("list", help="names, key prefixes, limits and usage (never the keys)"))
     p.add_argument("--json", action="store_true", help="print one JSON list")

@@ -33,11 +33,12 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 from hepta.errors import HeptaError
 from hepta.live.post import URL_PREFIX, Post, posts_from_response
-from hepta.live.terms import CJK_CHAR, EN_STOPWORDS, normalize
+from hepta.live.terms import CJK_CHAR, EN_STOPWORDS, japanese_query_pieces, normalize
 
 SCHEMA_VERSION = 1
 KEY_SLOTS = 1024  # keys per millisecond
@@ -94,10 +95,17 @@ def index_text(text: str) -> str:
 
 
 def query_words(query: str, drop_stopwords: bool = False) -> list[str]:
-    """The words of a query, normalised like the documents; English stopwords dropped on request."""
-    words = _QUERY_WORD.findall(normalize(query))
-    if drop_stopwords:
-        words = [w for w in words if _HAS_CJK.match(w) or w not in EN_STOPWORDS]
+    """The words of a query, normalised like the documents; stopwords dropped on request.
+
+    Japanese runs are cut at particles ("地震の影響" -> 地震, 影響); a run that is all particles or
+    stopwords is kept whole, so that a one-word query never comes back empty.
+    """
+    words: list[str] = []
+    for word in _QUERY_WORD.findall(normalize(query)):
+        if _HAS_CJK.match(word):
+            words.extend(japanese_query_pieces(word, drop_stopwords) or ([] if drop_stopwords else [word]))
+        elif not (drop_stopwords and word in EN_STOPWORDS):
+            words.append(word)
     return words
 
 
@@ -382,22 +390,27 @@ class Store:
         for row in self.reader.execute(sql + " ORDER BY key", args):
             yield summary_from_row(row)
 
-    def matches(self, match: str, start: datetime | None = None, end: datetime | None = None,
+    def matches(self, match: str | None, start: datetime | None = None, end: datetime | None = None,
                 handles: list[str] | None = None, excluded_handles: list[str] | None = None,
                 min_likes: int | None = None, min_views: int | None = None, lang: str | None = None,
                 limit: int = 1000) -> list[tuple[StoredPost, float]]:
         """The newest `limit` posts matching an FTS5 expression and the filters, with their BM25 scores.
 
-        Scores are FTS5's bm25(): more negative is more relevant. Times are [start, end).
+        Scores are FTS5's bm25(): more negative is more relevant. Times are [start, end). With
+        match None every post passing the filters matches, with score 0.
         """
-        sql = (f"SELECT {', '.join('p.' + c.strip() for c in SUMMARY_COLUMNS.split(','))}, bm25(posts_fts) "
-               "FROM posts_fts JOIN posts p ON p.key = posts_fts.rowid WHERE posts_fts MATCH ?")
-        args: list = [match]
+        columns = ", ".join("p." + c.strip() for c in SUMMARY_COLUMNS.split(","))
+        if match is None:
+            sql, key, args = f"SELECT {columns}, 0.0 FROM posts p WHERE 1", "p.key", []
+        else:
+            sql = (f"SELECT {columns}, bm25(posts_fts) FROM posts_fts JOIN posts p ON p.key = posts_fts.rowid "
+                   "WHERE posts_fts MATCH ?")
+            key, args = "posts_fts.rowid", [match]
         if start is not None:
-            sql += " AND posts_fts.rowid >= ?"
+            sql += f" AND {key} >= ?"
             args.append(key_floor(to_ms(start)))
         if end is not None:
-            sql += " AND posts_fts.rowid < ?"
+            sql += f" AND {key} < ?"
             args.append(key_floor(to_ms(end)))
         if handles:
             sql += f" AND p.handle IN ({','.join('?' * len(handles))})"
@@ -414,13 +427,26 @@ class Store:
         if lang is not None:
             sql += " AND p.lang = ?"
             args.append(lang)
-        sql += " ORDER BY posts_fts.rowid DESC LIMIT ?"
+        sql += f" ORDER BY {key} DESC LIMIT ?"
         args.append(limit)
         try:
             rows = self.reader.execute(sql, args).fetchall()
         except sqlite3.OperationalError as e:
             raise HeptaError(f"the search expression {match!r} is not valid ({e}); use plain words") from None
         return [(summary_from_row(row), row[-1]) for row in rows]
+
+
+@contextmanager
+def opened(store: "Store | str | Path") -> Iterator[Store]:
+    """The store itself, or an existing store file opened for the block and closed after it."""
+    if isinstance(store, Store):
+        yield store
+        return
+    opened_store = Store(store, create=False)
+    try:
+        yield opened_store
+    finally:
+        opened_store.close()
 
 
 def _version(post: Post) -> int:

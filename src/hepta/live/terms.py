@@ -83,6 +83,36 @@ def japanese_nouns(text: str) -> list[str]:
     return [t for t in terms if t not in JA_STOPWORDS and (len(t) > 1 or not _is_kana(t))]
 
 
+# Words of a Japanese question that ask for a search but name nothing to look for.
+JA_QUERY_STOPWORDS = frozenset("""
+最新 情報 最新情報 ニュース 速報 話題 反応 評判 意見 最近 今日 投稿 ツイート ポスト 状況 様子 教え 知り 言っ 思っ
+みんな 人々 どう 何 なに いる ある する なる れる 今 いま 現在 について 関する 関し
+""".split())
+_JA_CONTENT_POS = ("名詞", "動詞", "形容詞", "接頭詞", "副詞")
+
+
+def japanese_query_pieces(run: str, drop_stopwords: bool = False) -> list[str]:
+    """A Japanese run of a query cut at particles, auxiliaries and symbols ("地震の影響" -> 地震, 影響).
+
+    The pieces keep their compounds whole ("東京都", "寝落ち"), so each still matches as one substring.
+    """
+    pieces: list[str] = []
+    piece = ""
+    for token in janome_tokenizer().tokenize(run):
+        pos = token.part_of_speech.split(",")
+        if pos[0] in _JA_CONTENT_POS and pos[1] != "非自立":
+            piece += token.surface
+            continue
+        if piece:
+            pieces.append(piece)
+        piece = ""
+    if piece:
+        pieces.append(piece)
+    if drop_stopwords:
+        pieces = [p for p in pieces if p not in JA_QUERY_STOPWORDS]
+    return pieces
+
+
 def _is_kana(term: str) -> bool:
     return all("\u3041" <= c <= "\u30ff" for c in term)
 

@@ -11,6 +11,7 @@ so a store can export it and a replay can send it again unchanged.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -70,8 +71,14 @@ class Post:
         return _build(data, _authors(includes), matching_rules)
 
 
-def posts_from_response(obj: dict) -> list[Post]:
-    """Posts in a stream line ({"data": {...}}) or a search page ({"data": [...]}); [] when there is no data."""
+def posts_from_response(obj: dict, on_malformed: Callable[[MalformedPost], None] | None = None,
+                        line: str | None = None) -> list[Post]:
+    """Posts in a stream line ({"data": {...}}) or a search page ({"data": [...]}); [] when there is no data.
+
+    A malformed post raises MalformedPost, unless `on_malformed` is given: then it gets the error
+    and the other posts of a page are still returned. `line`, the text `obj` was parsed from,
+    becomes the `raw` of a stream line's post as it is (it already is that post's X JSON line).
+    """
     if not isinstance(obj, dict):
         raise MalformedPost(f"expected a JSON object with 'data', got {type(obj).__name__}")
     data = obj.get("data")
@@ -81,9 +88,17 @@ def posts_from_response(obj: dict) -> list[Post]:
     authors = _authors(includes)
     rules = obj.get("matching_rules")
     if isinstance(data, dict):
-        return [_build(data, authors, rules)]
+        return [_build(data, authors, rules, line.strip() if line is not None else None)]
     if isinstance(data, list):
-        return [_build(item, authors, rules) for item in data]
+        if on_malformed is None:
+            return [_build(item, authors, rules) for item in data]
+        posts = []
+        for item in data:
+            try:
+                posts.append(_build(item, authors, rules))
+            except MalformedPost as e:
+                on_malformed(e)
+        return posts
     raise MalformedPost(f"'data' must be a post object or a list of them, got {type(data).__name__}")
 
 
@@ -110,7 +125,7 @@ def _authors(includes: dict | None) -> dict[str, dict]:
     return {u["id"]: u for u in users or () if isinstance(u, dict) and "id" in u}
 
 
-def _build(data: object, authors: dict[str, dict], rules: list | None) -> Post:
+def _build(data: object, authors: dict[str, dict], rules: list | None, raw: str | None = None) -> Post:
     if not isinstance(data, dict):
         raise MalformedPost(f"a post must be a JSON object, got {type(data).__name__}")
     post_id = data.get("id")
@@ -131,12 +146,10 @@ def _build(data: object, authors: dict[str, dict], rules: list | None) -> Post:
     metrics = data.get("public_metrics") or {}
     if not isinstance(metrics, dict):
         raise MalformedPost(f"post {post_id} public_metrics must be an object, got {type(metrics).__name__}")
-    counts = []
-    for name in METRICS:
-        value = metrics.get(name, 0)
-        if not isinstance(value, int) or isinstance(value, bool):
+    counts = [metrics.get(name, 0) for name in METRICS]
+    for name, value in zip(METRICS, counts):
+        if type(value) is not int:  # noqa: E721 (bool is not a count)
             raise MalformedPost(f"post {post_id} public_metrics.{name} must be an integer, got {value!r}")
-        counts.append(value)
 
     entities = data.get("entities") or {}
     if not isinstance(entities, dict):
@@ -157,12 +170,13 @@ def _build(data: object, authors: dict[str, dict], rules: list | None) -> Post:
 
     tags = tuple(str(r.get("tag") or r.get("id")) for r in rules or () if isinstance(r, dict))
     author = authors.get(author_id)
-    line: dict = {"data": data}
-    if author is not None:
-        line["includes"] = {"users": [author]}
-    if rules:
-        line["matching_rules"] = rules
-    raw = json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+    if raw is None:
+        line: dict = {"data": data}
+        if author is not None:
+            line["includes"] = {"users": [author]}
+        if rules:
+            line["matching_rules"] = rules
+        raw = json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
     return Post(
         id=post_id, text=text, author_id=author_id, username=author.get("username") if author else None,

@@ -1,0 +1,131 @@
+"""Posts from any source into the store, in batches, so each is searchable within a second.
+
+The source runs in a thread of its own and hands its batches over a bounded queue (X's
+advice for stream clients: read fast, store elsewhere, never make the connection wait on the
+disk). The writer upserts when `batch_size` posts are waiting or the oldest has waited
+`max_delay_s`, whichever comes first: one transaction per batch, never one per post.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from hepta.live.post import Post
+
+_END = object()
+
+
+@dataclass
+class IngestStats:
+    received: int = 0  # posts the source delivered, duplicates included
+    stored: int = 0  # posts the store took as new (or as a newer edit)
+    batches: int = 0
+    elapsed_s: float = 0.0
+    max_wait_s: float = 0.0  # longest a post waited between arriving and being written
+    source: object = None  # the source's SourceStats (malformed lines, reconnects...)
+    _recent: deque = field(default_factory=lambda: deque(maxlen=64), repr=False)
+
+    @property
+    def duplicates(self) -> int:
+        return self.received - self.stored
+
+    @property
+    def errors(self) -> int:
+        return getattr(self.source, "malformed", 0)
+
+    @property
+    def posts_per_s(self) -> float:
+        """Over the last few seconds when running, over the whole run when done."""
+        if len(self._recent) >= 2 and self._recent[-1][0] > self._recent[0][0]:
+            (t0, n0), (t1, n1) = self._recent[0], self._recent[-1]
+            return (n1 - n0) / (t1 - t0)
+        return self.received / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class Ingest:
+    def __init__(self, store, source: Iterable[list[Post]], *, batch_size: int = 500, max_delay_s: float = 0.2,
+                 on_progress: Callable[[IngestStats], None] | None = None, progress_every_s: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic):
+        assert batch_size >= 1 and max_delay_s > 0
+        self.store, self.source = store, source
+        self.batch_size, self.max_delay_s = batch_size, max_delay_s
+        self.on_progress, self.progress_every_s = on_progress, progress_every_s
+        self.clock = clock
+        self.stats = IngestStats(source=getattr(source, "stats", None))
+        self._queue: queue.Queue = queue.Queue(maxsize=256)
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Finish: write what has arrived, and ask the source to stop."""
+        self._stop.set()
+        if hasattr(self.source, "stop"):
+            self.source.stop()
+
+    def run(self) -> IngestStats:
+        reader = threading.Thread(target=self._read, name="hepta-live-source", daemon=True)
+        started = self.clock()
+        reader.start()
+        pending: list[Post] = []
+        first_arrival = 0.0
+        next_progress = started
+        try:
+            while True:
+                now = self.clock()
+                deadline = first_arrival + self.max_delay_s if pending else now + self.progress_every_s
+                try:
+                    item = self._queue.get(timeout=max(0.0, min(deadline, next_progress) - now))
+                except queue.Empty:
+                    item = None
+                now = self.clock()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if item:
+                    if not pending:
+                        first_arrival = now
+                    pending.extend(item)
+                    self.stats.received += len(item)
+                if pending and (len(pending) >= self.batch_size or now - first_arrival >= self.max_delay_s):
+                    self._write(pending, first_arrival)
+                    pending = []
+                if now >= next_progress:
+                    self._progress(now, started)
+                    next_progress = now + self.progress_every_s
+                if self._stop.is_set() and self._queue.empty() and not reader.is_alive():
+                    break
+        finally:
+            if pending:
+                self._write(pending, first_arrival)
+            self.stats.elapsed_s = self.clock() - started
+            self._progress(self.clock(), started)
+        return self.stats
+
+    def _read(self) -> None:
+        try:
+            for batch in self.source:
+                self._queue.put(batch)
+                if self._stop.is_set():
+                    break
+        except BaseException as e:  # handed to the writer, which raises it in the caller's thread
+            self._queue.put(e)
+            return
+        self._queue.put(_END)
+
+    def _write(self, posts: list[Post], first_arrival: float) -> None:
+        self.stats.stored += self.store.upsert(posts)
+        self.stats.batches += 1
+        self.stats.max_wait_s = max(self.stats.max_wait_s, self.clock() - first_arrival)
+
+    def _progress(self, now: float, started: float) -> None:
+        self.stats.elapsed_s = now - started
+        self.stats._recent.append((now, self.stats.received))
+        while len(self.stats._recent) > 2 and now - self.stats._recent[0][0] > 5.0:
+            self.stats._recent.popleft()
+        if self.on_progress is not None:
+            self.on_progress(self.stats)

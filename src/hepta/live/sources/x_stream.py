@@ -1,0 +1,111 @@
+"""The X API v2 filtered stream (`GET /2/tweets/search/stream`) as an iterator of post batches.
+
+X sends one post per line (newline-delimited JSON over chunked HTTP) and a blank `\\r\\n` at
+least every 20 seconds to show the connection is alive; 20 s without a byte means the
+connection is gone. Malformed lines are logged and skipped; the stream goes on.
+Reconnects follow X's documented schedule (see backoff.py). With `backfill_minutes` (1-5)
+a reconnect asks X to send again what it sent while the connection was down, which
+re-delivers some posts: the store's idempotent upsert keeps each once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+
+from hepta.errors import HeptaError
+from hepta.live.post import Post, posts_from_response
+from hepta.live.sources.backoff import Backoff
+from hepta.live.sources.x_api import (
+    DEFAULT_BASE_URL, POST_FIELDS, Pacer, SourceStats, client_error, make_client, rate_limit_reset, retryable,
+)
+
+STREAM_PATH = "/2/tweets/search/stream"
+READ_TIMEOUT_S = 20.0
+
+log = logging.getLogger(__name__)
+
+
+class XStream:
+    def __init__(self, token: str, base_url: str = DEFAULT_BASE_URL, *, backfill_minutes: int = 0,
+                 read_timeout_s: float = READ_TIMEOUT_S, sleep: Callable[[float], object] | None = None,
+                 clock: Callable[[], float] = time.time, transport: httpx.BaseTransport | None = None):
+        if not 0 <= backfill_minutes <= 5:
+            raise HeptaError(f"backfill_minutes {backfill_minutes} is outside what X offers; choose 0 to 5")
+        self.token, self.base_url, self.backfill_minutes = token, base_url, backfill_minutes
+        self.read_timeout_s, self.transport = read_timeout_s, transport
+        self.pacer = Pacer("the filtered stream", sleep, clock)
+        self._stopping = self.pacer.stopping
+        self.waits = self.pacer.waits  # (kind, seconds) of every wait, in order
+        self.stats = SourceStats()
+
+    def stop(self) -> None:
+        """Stop at the next keep-alive or reconnect, so every post already on the wire is read first."""
+        self._stopping.set()
+
+    def __iter__(self) -> Iterator[list[Post]]:
+        backoff = Backoff()
+        reconnect = False
+        with make_client(self.token, self.base_url, self.read_timeout_s, self.transport) as client:
+            while not self._stopping.is_set():
+                params = dict(POST_FIELDS)
+                if reconnect and self.backfill_minutes:
+                    params["backfill_minutes"] = str(self.backfill_minutes)
+                reconnect = True
+                alive = False
+                try:
+                    with client.stream("GET", STREAM_PATH, params=params) as response:
+                        if response.status_code != 200:
+                            response.read()
+                            self._wait_after_http_error(response, backoff)
+                            continue
+                        backoff.reset()
+                        self.stats.connections += 1
+                        for batch in self._read(response):
+                            alive = True
+                            if batch:
+                                yield batch
+                    log.info("the filtered stream closed; reconnecting")
+                except httpx.TransportError as e:  # refused, reset, truncated chunk, 20 s without a byte
+                    if alive:  # an established connection dropped: reconnect at once
+                        log.info("the filtered stream dropped (%s); reconnecting", type(e).__name__)
+                    else:
+                        self.pacer.wait("network", backoff.network_error(), type(e).__name__)
+                if not self._stopping.is_set():
+                    self.stats.reconnects += 1
+
+    def _read(self, response: httpx.Response) -> Iterator[list[Post]]:
+        """Yields a (possibly empty) batch per line, so the caller sees every sign of life."""
+        for line in response.iter_lines():
+            if not line.strip():
+                self.stats.keepalives += 1
+                if self._stopping.is_set():
+                    return
+                yield []
+                continue
+            self.stats.lines += 1
+            try:
+                message = json.loads(line)
+                posts = posts_from_response(message, line=line)
+            except ValueError as e:  # JSONDecodeError and MalformedPost alike
+                self.stats.malformed += 1
+                log.warning("skipped a malformed stream line (%s): %.120s", e, line)
+                yield []
+                continue
+            if not posts and isinstance(message, dict) and message.get("errors"):
+                log.warning("the filtered stream reported: %s", json.dumps(message["errors"])[:300])
+            self.stats.posts += len(posts)
+            yield posts
+
+    def _wait_after_http_error(self, response: httpx.Response, backoff: Backoff) -> None:
+        if not retryable(response.status_code):
+            raise client_error(response, "connecting to the filtered stream")
+        if response.status_code == 429:
+            self.pacer.wait("rate_limit", backoff.rate_limited(rate_limit_reset(response), self.pacer.clock()),
+                            "HTTP 429")
+        else:
+            self.pacer.wait("http", backoff.http_error(), f"HTTP {response.status_code}")

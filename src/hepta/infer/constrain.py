@@ -98,14 +98,19 @@ def fill_bitmask(constraints: Sequence[Constraint | None], vocab_size: int) -> t
     One llguidance call computes every constrained row, in parallel threads, without the GIL.
     """
     num_words = (vocab_size + 31) // 32
+    bitmask_BW = torch.full((len(constraints), num_words), -1, dtype=torch.int32)
     rows = [(c.matcher, b) for b, c in enumerate(constraints) if c is not None]
-    # a tokenizer bigger than the model's vocabulary still needs its full row to be written
-    widest = max([num_words] + [(c.tokenizer_vocab + 31) // 32 for c in constraints if c is not None])
-    bitmask_BW = torch.full((len(constraints), widest), -1, dtype=torch.int32)
     if rows:
-        bitmask_BW[[b for _, b in rows]] = 0
-        llguidance.torch.fill_next_token_bitmask_par(_executor(), rows, bitmask_BW)
-    return bitmask_BW[:, :num_words]
+        widths = {c.tokenizer_vocab for c in constraints if c is not None}
+        assert len(widths) == 1, "one batch, one tokenizer"
+        # llguidance writes rows exactly as wide as the tokenizer, which may differ from the model's V
+        llg_BW = torch.zeros((len(constraints), (widths.pop() + 31) // 32), dtype=torch.int32)
+        llguidance.torch.fill_next_token_bitmask_par(_executor(), rows, llg_BW)
+        constrained = [b for _, b in rows]
+        bitmask_BW[constrained] = 0
+        width = min(num_words, llg_BW.shape[1])
+        bitmask_BW[constrained, :width] = llg_BW[constrained, :width]
+    return bitmask_BW
 
 
 _BIT_VALUES = torch.tensor([1 << i for i in range(31)] + [-(1 << 31)], dtype=torch.int32)

@@ -163,6 +163,8 @@ class Engine:
 
     def submit(self, request: Request) -> Request:
         self.check(len(request.prompt_ids), request.max_tokens, request.n)
+        if request.logit_bias and not all(0 <= t < self.vocab_size for t in request.logit_bias):
+            raise HeptaError(f"logit_bias keys must be token ids in 0..{self.vocab_size - 1}")
         if request.logprobs is not None and not 0 <= request.logprobs <= MAX_TOP_LOGPROBS:
             raise HeptaError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {request.logprobs}")
         with self._wake:
@@ -268,6 +270,9 @@ class Engine:
         raw_BV = logits_BV.float()
         logits_BV = raw_BV + self.banned_V
         for row, seq in enumerate(seqs):
+            if seq.request.logit_bias:
+                ids, bias = zip(*seq.request.logit_bias.items())
+                logits_BV[row, list(ids)] += torch.tensor(bias)
             if seq.constraint is not None:
                 logits_BV[row].masked_fill_(~seq.constraint.allowed_mask(self.vocab_size), float("-inf"))
         penalised = [row for row, seq in enumerate(seqs) if seq.counts is not None]

@@ -48,6 +48,7 @@ class Request:
     stop: tuple[str, ...] = ()
     logprobs: int | None = None  # None: no logprobs; k >= 0: the chosen token's and the top k
     constraint: Any = None  # a ConstraintSpec (hepta.infer.constrain), one Constraint per choice
+    logit_bias: dict[int, float] | None = None  # added to those tokens' logits before sampling
     sink: Callable[[Event], None] = lambda event: None
     id: int = field(default_factory=lambda: next(_request_numbers))
     arrival: float = field(default_factory=time.perf_counter)

@@ -1,9 +1,61 @@
-"""`hepta` commands of the serve layer."""
+"""`hepta serve` (the OpenAI/xAI-compatible API) and `hepta keys` (its API keys)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+
+from hepta.errors import HeptaError
+from hepta.serve.keys_cli import add_keys_command
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from hepta.infer.engine import EngineConfig
+    from hepta.serve.app import ServeConfig, create_app
+    from hepta.serve.runner import serve_forever
+
+    if not (Path(args.model) / "config.json").is_file():
+        raise HeptaError(f"--model {args.model} is not a model folder (no config.json); pass a folder from "
+                         "`hepta train` or `hepta convert`, or a supported Hugging Face folder")
+    if args.api_keys is None and args.host not in LOOPBACK:
+        raise HeptaError(f"--host {args.host} would open the API to the network without keys; add "
+                         "--api-keys FILE (create keys with `hepta keys add NAME`) or serve on 127.0.0.1")
+    if args.api_keys is not None and not Path(args.api_keys).is_file():
+        raise HeptaError(f"--api-keys {args.api_keys} does not exist; create it with "
+                         f"`hepta keys add NAME --file {args.api_keys}`")
+    if args.live_db is not None and not Path(args.live_db).is_file():
+        raise HeptaError(f"--live-db {args.live_db} does not exist; fill one with `hepta live ingest --db PATH`")
+    engine = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
+                          kv_cache_bytes=int(args.kv_cache_mb * 2**20) if args.kv_cache_mb else None,
+                          max_queue=args.max_queue)
+    config = ServeConfig(model=args.model, model_name=args.name, engine=engine, api_keys=args.api_keys,
+                         live_db=args.live_db, allow_pickle=args.allow_pickle)
+    app = create_app(config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    name = args.name or Path(args.model).name
+    access = f"keys from {args.api_keys}" if args.api_keys else "open, no API keys: reachable from this machine only"
+    print(f"hepta serve: model '{name}' at http://{args.host}:{args.port}/v1 ({access})", file=sys.stderr)
+    serve_forever(app, args.host, args.port)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Adds this layer's subcommands to the `hepta` parser."""
+    p = subparsers.add_parser("serve", help="serve a model behind an OpenAI/xAI-compatible API")
+    p.add_argument("--model", required=True, help="model folder (hepta or a supported Hugging Face folder)")
+    p.add_argument("--name", help="model id clients pass as `model` (default: the folder's name)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-keys", metavar="FILE", help="require keys from this file (see `hepta keys`)")
+    p.add_argument("--live-db", metavar="PATH", help="post store for search_parameters and /v1/trends etc.")
+    p.add_argument("--max-num-seqs", type=int, default=32, help="sequences decoded together (default: 32)")
+    p.add_argument("--max-model-len", type=int, help="prompt + completion tokens per sequence (default: the model's)")
+    p.add_argument("--kv-cache-mb", type=float, help="KV cache memory budget in MiB (default: max-num-seqs "
+                   "sequences of max-model-len tokens)")
+    p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 503s (default: 256)")
+    p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
+    p.set_defaults(func=cmd_serve)
+    add_keys_command(subparsers)

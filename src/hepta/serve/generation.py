@@ -1,0 +1,313 @@
+"""POST /v1/chat/completions and /v1/completions: requests to the engine, events back as JSON or SSE.
+
+A streamed response ends its choices with a finish_reason chunk, then (with
+`stream_options.include_usage`) a usage chunk whose `choices` is empty, then `data: [DONE]`.
+When the client goes away, the stream's generator is cancelled and its `finally` cancels the
+engine request, which frees the slots at the next token boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from hepta.errors import HeptaError
+from hepta.infer.constrain import ConstraintSpec
+from hepta.infer.engine import ContextLengthExceeded, Engine, QueueFull
+from hepta.infer.request import Event, Request as EngineRequest, TokenLogprob
+from hepta.infer.sampling import SamplingParams
+from hepta.infer.tools import InvalidField, choose_tools, parse_tool_calls
+from hepta.serve import responses as R
+from hepta.serve.errors import APIError
+from hepta.serve.grounding import ground
+from hepta.serve.prompts import chat_prompt_ids, completion_prompts
+from hepta.serve.schemas import ChatCompletionRequest, CompletionRequest, _Sampling
+from hepta.serve.state import ServerState
+
+router = APIRouter()
+DISCONNECT_POLL_S = 0.5
+SEED_SPACE = 2**63  # torch generators take 64-bit seeds; OpenAI allows any integer
+
+
+@dataclass
+class _Choice:
+    text: str = ""
+    num_tokens: int = 0
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+def _sampling(body: _Sampling) -> SamplingParams:
+    return SamplingParams(
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p, top_k=body.top_k or 0,
+        seed=None if body.seed is None else body.seed % SEED_SPACE,
+        presence_penalty=body.presence_penalty or 0.0, frequency_penalty=body.frequency_penalty or 0.0)
+
+
+def _logit_bias(body: _Sampling, vocab_size: int) -> dict[int, float] | None:
+    if not body.logit_bias:
+        return None
+    bias = {}
+    for key, value in body.logit_bias.items():
+        if not key.isdigit() or int(key) >= vocab_size:
+            raise APIError(400, f"logit_bias key {key!r} is not a token id of this model (0..{vocab_size - 1})",
+                           param="logit_bias")
+        bias[int(key)] = value
+    return bias
+
+
+def _max_tokens(engine: Engine, prompt_tokens: int, *requested: int | None) -> int:
+    given = next((m for m in requested if m is not None), None)
+    return given if given is not None else max(1, engine.max_len - prompt_tokens)
+
+
+def _check(engine: Engine, prompt_tokens: int, max_tokens: int, n: int, param: str) -> None:
+    try:
+        engine.check(prompt_tokens, max_tokens, n)
+    except ContextLengthExceeded as e:
+        raise APIError(400, str(e), param=param, code="context_length_exceeded") from e
+    except HeptaError as e:
+        raise APIError(400, str(e), param="n" if "n=" in str(e) else param) from e
+
+
+class _Run:
+    """Engine requests of one HTTP request; their events arrive on this event loop's queue."""
+
+    def __init__(self, engine: Engine, requests: list[EngineRequest], http: Request):
+        self.engine, self.requests, self.http = engine, requests, http
+        self.queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        offset = 0
+        for request in requests:
+            request.sink = self._sink(loop, offset)
+            offset += request.n
+        self.num_choices = offset
+
+    def _sink(self, loop: asyncio.AbstractEventLoop, offset: int):
+        def put(event: Event) -> None:
+            try:
+                loop.call_soon_threadsafe(self.queue.put_nowait, (offset + event.index, event))
+            except RuntimeError:  # the loop is closed: the server is stopping
+                pass
+        return put
+
+    def submit(self) -> None:
+        submitted = []
+        try:
+            for request in self.requests:
+                submitted.append(self.engine.submit(request))
+        except QueueFull as e:
+            for request in submitted:
+                request.cancel()
+            raise APIError(503, f"The server is overloaded: {e}", code="server_overloaded",
+                           headers={"retry-after": "1"}) from e
+        except HeptaError as e:
+            for request in submitted:
+                request.cancel()
+            raise APIError(400, str(e)) from e
+
+    def cancel(self) -> None:
+        for request in self.requests:
+            request.cancel()
+
+    async def events(self, watch_disconnect: bool) -> AsyncIterator[tuple[int, Event]]:
+        remaining = self.num_choices
+        try:
+            while remaining:
+                try:
+                    index, event = await asyncio.wait_for(self.queue.get(), DISCONNECT_POLL_S)
+                except asyncio.TimeoutError:
+                    if watch_disconnect and await self.http.is_disconnected():
+                        return
+                    continue
+                if event.error:
+                    raise APIError(500, f"generation failed: {event.error}", type="server_error")
+                if event.finish_reason:
+                    remaining -= 1
+                yield index, event
+        finally:
+            self.cancel()  # no-op for finished requests; frees the slots of abandoned ones
+
+
+def _token_count(event: Event, engine: Engine) -> int:
+    return sum(1 for t in event.token_ids if t not in engine.end_ids)
+
+
+async def _collect(run: _Run) -> list[_Choice]:
+    """Every choice's whole text, for a non-streamed response; a client that leaves cancels the run."""
+    choices = [_Choice() for _ in range(run.num_choices)]
+    async for index, event in run.events(watch_disconnect=True):
+        choice = choices[index]
+        choice.text += event.text
+        choice.num_tokens += _token_count(event, run.engine)
+        choice.logprobs += event.logprobs or []
+        choice.finish_reason = event.finish_reason or choice.finish_reason
+    return choices
+
+
+# --- chat ---------------------------------------------------------------------------------------
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, http: Request):
+    state: ServerState = http.app.state.hepta
+    key = state.authorize(http)
+    state.check_model(body.model)
+    engine = state.ready()
+    tokenizer = state.tokenizer
+    grounding = await ground(state, body)
+    tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
+    tool_choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
+    try:
+        _, tool_mode = choose_tools(tools, tool_choice)
+        spec = ConstraintSpec.for_request(tokenizer, body.response_format.as_dict() if body.response_format else None,
+                                          tools, tool_choice)
+        prompt_ids = chat_prompt_ids(body, tokenizer, grounding.context)
+    except InvalidField as e:
+        raise APIError(400, str(e), param=e.param) from e
+    except HeptaError as e:
+        raise APIError(400, str(e), param="messages") from e
+    max_tokens = _max_tokens(engine, len(prompt_ids), body.max_completion_tokens, body.max_tokens)
+    _check(engine, len(prompt_ids), max_tokens, body.n, "messages")
+    estimated = len(prompt_ids) + max_tokens * body.n
+    headers = state.admit(key, estimated)
+    top = body.top_logprobs or 0 if body.logprobs else None
+    request = EngineRequest(prompt_ids, max_tokens, _sampling(body), n=body.n, stop=body.stop_list, logprobs=top,
+                            constraint=spec, logit_bias=_logit_bias(body, engine.vocab_size))
+    run = _Run(engine, [request], http)
+    run.submit()
+    calls_possible = tool_mode != "none"
+    meta = dict(response_id=R.new_id("chatcmpl"), model=state.model_name, created=R.now())
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        stream = _chat_stream(state, run, meta, len(prompt_ids), include_usage, calls_possible, tools, grounding, key,
+                              estimated)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+    choices = await _collect(run)
+    token_text = R.TokenText(tokenizer)
+    out = []
+    for index, choice in enumerate(choices):
+        message = {"role": "assistant", "content": choice.text, "refusal": None}
+        finish = choice.finish_reason
+        if calls_possible:
+            content, calls = parse_tool_calls(choice.text, tools)
+            if calls:
+                message.update(content=content, tool_calls=calls)
+                finish = "tool_calls" if finish == "stop" else finish
+        out.append({"index": index, "message": message, "finish_reason": finish,
+                    "logprobs": token_text.chat_logprobs(choice.logprobs) if top is not None else None})
+    completion_tokens = sum(c.num_tokens for c in choices)
+    await state.account(key, "chat.completions", estimated, len(prompt_ids), completion_tokens)
+    result = R.chat_completion(meta["response_id"], meta["model"], out,
+                               R.usage(len(prompt_ids), completion_tokens, grounding.num_sources), meta["created"])
+    if grounding.citations is not None:
+        result["citations"] = grounding.citations
+    return JSONResponse(result, headers=headers)
+
+
+async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens: int, include_usage: bool,
+                       calls_possible: bool, tools, grounding, key, estimated: int) -> AsyncIterator[str]:
+    engine = run.engine
+    token_text = R.TokenText(state.tokenizer)
+    rid, model, created = meta["response_id"], meta["model"], meta["created"]
+    completion_tokens = 0
+    held = [""] * run.num_choices  # with tools, text is held until the choice ends: it may be a call
+    for index in range(run.num_choices):
+        yield R.sse(R.chat_chunk(rid, model, created, index, {"role": "assistant", "content": ""}))
+    async for index, event in run.events(watch_disconnect=False):
+        completion_tokens += _token_count(event, engine)
+        logprobs = token_text.chat_logprobs(event.logprobs) if event.logprobs else None
+        if calls_possible:
+            held[index] += event.text
+            if not event.finish_reason:
+                continue
+            content, calls = parse_tool_calls(held[index], tools)
+            if calls:
+                delta = {"content": content, "tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]}
+                yield R.sse(R.chat_chunk(rid, model, created, index, delta, logprobs=logprobs))
+                finish = "tool_calls" if event.finish_reason == "stop" else event.finish_reason
+                yield R.sse(R.chat_chunk(rid, model, created, index, {}, finish))
+                continue
+            text = held[index]
+        else:
+            text = event.text
+        if text or logprobs:
+            yield R.sse(R.chat_chunk(rid, model, created, index, {"content": text}, logprobs=logprobs))
+        if event.finish_reason:
+            yield R.sse(R.chat_chunk(rid, model, created, index, {}, event.finish_reason))
+    await state.account(key, "chat.completions", estimated, prompt_tokens, completion_tokens)
+    last = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": "hepta", "choices": []}
+    if grounding.citations is not None:
+        last["citations"] = grounding.citations
+    if include_usage:
+        last["usage"] = R.usage(prompt_tokens, completion_tokens, grounding.num_sources)
+    if include_usage or grounding.citations is not None:
+        yield R.sse(last)
+    yield R.sse("[DONE]")
+
+
+# --- text completions ---------------------------------------------------------------------------
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, http: Request):
+    state: ServerState = http.app.state.hepta
+    key = state.authorize(http)
+    state.check_model(body.model)
+    engine = state.ready()
+    if body.suffix:
+        raise APIError(400, "suffix (fill-in-the-middle) is not supported by this model; drop it", param="suffix")
+    prompts = completion_prompts(body, state.tokenizer)
+    longest = max(len(p) for p in prompts)
+    max_tokens = _max_tokens(engine, longest, body.max_tokens, 16)  # OpenAI's default for completions is 16
+    for ids in prompts:
+        _check(engine, len(ids), max_tokens, body.n, "prompt")
+    estimated = sum(len(p) for p in prompts) + max_tokens * body.n * len(prompts)
+    headers = state.admit(key, estimated)
+    bias = _logit_bias(body, engine.vocab_size)
+    requests = [EngineRequest(ids, max_tokens, _sampling(body), n=body.n, stop=body.stop_list, logprobs=body.logprobs,
+                              logit_bias=bias) for ids in prompts]
+    run = _Run(engine, requests, http)
+    run.submit()
+    prompt_tokens = sum(len(p) for p in prompts)
+    echoes = [state.tokenizer.decode(ids) if body.echo else "" for ids in prompts for _ in range(body.n)]
+    meta = dict(response_id=R.new_id("cmpl"), model=state.model_name, created=R.now())
+    token_text = R.TokenText(state.tokenizer)
+
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        async def stream() -> AsyncIterator[str]:
+            completion_tokens = 0
+            echoed = [False] * run.num_choices
+            async for index, event in run.events(watch_disconnect=False):
+                completion_tokens += _token_count(event, engine)
+                text = event.text if echoed[index] else echoes[index] + event.text
+                echoed[index] = True
+                logprobs = token_text.completion_logprobs(event.logprobs, 0) if event.logprobs else None
+                choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": event.finish_reason}
+                yield R.sse(R.text_completion(meta["response_id"], meta["model"], [choice], None, meta["created"],
+                                              chunk=True))
+            await state.account(key, "completions", estimated, prompt_tokens, completion_tokens)
+            if include_usage:
+                yield R.sse(R.text_completion(meta["response_id"], meta["model"], [],
+                                              R.usage(prompt_tokens, completion_tokens), meta["created"], chunk=True))
+            yield R.sse("[DONE]")
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    choices = await _collect(run)
+    out = [{"index": i, "text": echoes[i] + c.text, "finish_reason": c.finish_reason,
+            "logprobs": token_text.completion_logprobs(c.logprobs, len(echoes[i])) if body.logprobs is not None
+            else None} for i, c in enumerate(choices)]
+    completion_tokens = sum(c.num_tokens for c in choices)
+    await state.account(key, "completions", estimated, prompt_tokens, completion_tokens)
+    return JSONResponse(R.text_completion(meta["response_id"], meta["model"], out,
+                                          R.usage(prompt_tokens, completion_tokens), meta["created"]), headers=headers)

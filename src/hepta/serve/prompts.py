@@ -1,0 +1,63 @@
+"""Request bodies -> token ids: chat messages (with tools) and completion prompts."""
+
+from __future__ import annotations
+
+from hepta.infer.tools import tool_chat_messages
+from hepta.serve.errors import APIError
+from hepta.serve.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
+
+
+def _message_dict(message: ChatMessage, index: int) -> dict:
+    content = message.content
+    if isinstance(content, list):
+        texts = []
+        for j, part in enumerate(content):
+            if part.type != "text":
+                raise APIError(400, f"this model reads text only; {part.type} parts are not supported yet",
+                               param=f"messages[{index}].content[{j}]")
+            texts.append(part.text)
+        content = "".join(texts)
+    role = "system" if message.role == "developer" else message.role  # OpenAI's newer name for system
+    out = {"role": role, "content": content}
+    if message.tool_calls:
+        out["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def chat_prompt_ids(body: ChatCompletionRequest, tokenizer, context: str = "") -> list[int]:
+    """Token ids of the rendered chat; `context` (found posts) joins the system message."""
+    messages = [_message_dict(m, i) for i, m in enumerate(body.messages)]
+    if context:
+        if messages[0]["role"] == "system":
+            messages[0] = {**messages[0], "content": f"{messages[0]['content']}\n\n{context}"}
+        else:
+            messages.insert(0, {"role": "system", "content": context})
+    tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
+    tool_choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
+    # hepta's own tokenizer has a tool role; Hugging Face templates get tool results as user turns
+    plain = tool_chat_messages(messages, tools, tool_choice, tool_role=hasattr(tokenizer, "layout"))
+    return tokenizer.encode(tokenizer.format_chat(plain))
+
+
+def completion_prompts(body: CompletionRequest, tokenizer) -> list[list[int]]:
+    """One id list per prompt: a string, a list of strings, a list of ids, or a list of id lists."""
+    prompt = body.prompt
+    if isinstance(prompt, str):
+        prompts = [tokenizer.encode_prompt(prompt)]
+    elif all(isinstance(p, str) for p in prompt):
+        prompts = [tokenizer.encode_prompt(p) for p in prompt]
+    elif all(isinstance(p, int) for p in prompt):
+        prompts = [list(prompt)]
+    else:
+        prompts = [list(p) for p in prompt]
+    for i, ids in enumerate(prompts):
+        bad = [t for t in ids if not 0 <= t < tokenizer.vocab_size]
+        if bad:
+            raise APIError(400, f"token id {bad[0]} is outside the vocabulary (0..{tokenizer.vocab_size - 1})",
+                           param="prompt")
+        if not ids:
+            raise APIError(400, "the prompt is empty; send some text or token ids", param="prompt" if len(prompts) == 1
+                           else f"prompt[{i}]")
+    return prompts

@@ -1,0 +1,78 @@
+"""Response objects in OpenAI's shapes: chat completions, text completions, their stream chunks."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+from hepta.infer.request import TokenLogprob
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def sse(obj: dict | str) -> str:
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def usage(prompt_tokens: int, completion_tokens: int, num_sources: int | None = None) -> dict:
+    out = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+           "total_tokens": prompt_tokens + completion_tokens}
+    if num_sources is not None:
+        out["num_sources_used"] = num_sources  # xAI's Live Search accounting
+    return out
+
+
+class TokenText:
+    """Token strings and bytes for logprobs (byte-level tokens may be a fragment of a character)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def text(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
+
+    def entry(self, token_id: int, logprob: float) -> dict:
+        text = self.text(token_id)
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    def chat_logprobs(self, logprobs: list[TokenLogprob]) -> dict:
+        return {"content": [{**self.entry(lp.token_id, lp.logprob),
+                             "top_logprobs": [self.entry(t, v) for t, v in lp.top]} for lp in logprobs],
+                "refusal": None}
+
+    def completion_logprobs(self, logprobs: list[TokenLogprob], offset: int) -> dict:
+        tokens, offsets = [], []
+        for lp in logprobs:
+            tokens.append(self.text(lp.token_id))
+            offsets.append(offset)
+            offset += len(tokens[-1])
+        return {"tokens": tokens, "token_logprobs": [lp.logprob for lp in logprobs],
+                "top_logprobs": [{self.text(t): v for t, v in lp.top} for lp in logprobs], "text_offset": offsets}
+
+
+def chat_completion(response_id: str, model: str, choices: list[dict], usage_obj: dict, created: int) -> dict:
+    return {"id": response_id, "object": "chat.completion", "created": created, "model": model,
+            "choices": choices, "usage": usage_obj, "system_fingerprint": "hepta"}
+
+
+def chat_chunk(response_id: str, model: str, created: int, index: int, delta: dict,
+               finish_reason: str | None = None, logprobs: dict | None = None) -> dict:
+    return {"id": response_id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": "hepta",
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]}
+
+
+def text_completion(response_id: str, model: str, choices: list[dict], usage_obj: dict | None, created: int,
+                    chunk: bool = False) -> dict:
+    out = {"id": response_id, "object": "text_completion", "created": created, "model": model,
+           "choices": choices, "system_fingerprint": "hepta"}
+    if usage_obj is not None or not chunk:
+        out["usage"] = usage_obj
+    return out
+
+
+def now() -> int:
+    return int(time.time())

@@ -1,0 +1,78 @@
+"""Running the API under uvicorn: in the foreground (`hepta serve`) or on a background thread
+(the demo, tests and benchmarks start a real server on 127.0.0.1 and a free port)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+from hepta.errors import HeptaError
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _config(app: FastAPI, host: str, port: int, log_level: str) -> uvicorn.Config:
+    # hepta logs one line per request itself (with the duration), so uvicorn's access log is off
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
+                          timeout_graceful_shutdown=5)
+
+
+def serve_forever(app: FastAPI, host: str, port: int, log_level: str = "info") -> None:
+    server = uvicorn.Server(_config(app, host, port, log_level))
+    server.run()
+    if not server.started:
+        raise HeptaError(f"could not listen on {host}:{port} (is the port in use?); choose another --port")
+
+
+class BackgroundServer:
+    """`with BackgroundServer(app) as server:` serves `app` at `server.url` until the block ends."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int | None = None, log_level: str = "warning"):
+        self.host, self.port = host, port or free_port(host)
+        self.server = uvicorn.Server(_config(app, self.host, self.port, log_level))
+        self.thread = threading.Thread(target=self.server.run, name="hepta-http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30) -> "BackgroundServer":
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise HeptaError(f"the API server did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Blocks until /health says the model is loaded."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = httpx.get(f"{self.url}/health", timeout=5)
+            if response.status_code == 200:
+                return
+            if response.json().get("status") == "failed":
+                raise HeptaError(f"the model failed to load: {response.json().get('error')}")
+            time.sleep(0.05)
+        raise HeptaError(f"the model at {self.url} was not ready after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

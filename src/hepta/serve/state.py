@@ -1,0 +1,74 @@
+"""What one server holds: the engine once loaded, keys and limits, metrics; and the per-request gates."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from hepta.infer.engine import Engine
+from hepta.serve.errors import APIError
+from hepta.serve.keys import KeyRecord, KeyStore, bearer_token
+from hepta.serve.metrics import ServerMetrics
+from hepta.serve.ratelimit import RateLimiter
+
+
+@dataclass
+class ServerState:
+    model_name: str
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    keys: KeyStore | None = None
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    live: Any = None  # a hepta.live store for search_parameters and the /v1 live endpoints
+    engine: Engine | None = None
+    tokenizer: Any = None
+    load_error: str | None = None
+
+    def ready(self) -> Engine:
+        if self.engine is None:
+            reason = f"the model failed to load: {self.load_error}" if self.load_error else \
+                "the model is still loading; retry in a few seconds"
+            raise APIError(503, reason, code="model_loading" if not self.load_error else "model_load_failed",
+                           headers={"retry-after": "5"})
+        return self.engine
+
+    def check_model(self, name: str) -> None:
+        if name != self.model_name:
+            raise APIError(404, f"The model '{name}' does not exist; this server serves '{self.model_name}' "
+                           "(see GET /v1/models)", param="model", code="model_not_found")
+
+    def authorize(self, request: Request) -> KeyRecord | None:
+        """The caller's key record (None when the server is open); 401 for a missing or wrong key."""
+        if self.keys is None:
+            return None
+        raw = bearer_token(request.headers.get("authorization"))
+        if raw is None:
+            raise APIError(401, "You didn't provide an API key; send it as 'Authorization: Bearer <key>' "
+                           "(create one with `hepta keys add NAME`)", code="invalid_api_key")
+        record = self.keys.authenticate(raw)
+        if record is None:
+            shown = raw[:6] + "..." if len(raw) > 8 else "..."
+            raise APIError(401, f"Incorrect API key provided: {shown}; check the key or create one with "
+                           "`hepta keys add NAME`", code="invalid_api_key")
+        return record
+
+    def admit(self, key: KeyRecord | None, estimated_tokens: int) -> dict[str, str]:
+        """Rate-limit headers for an admitted request; 429 with retry-after when the key is over its limits."""
+        if key is None:
+            return {}
+        decision = self.limiter.check(key, estimated_tokens)
+        if not decision.allowed:
+            raise APIError(429, decision.message, code="rate_limit_exceeded", headers=decision.headers,
+                           type="requests" if decision.reason == "requests" else "tokens")
+        return decision.headers
+
+    async def account(self, key: KeyRecord | None, endpoint: str, estimated: int, prompt_tokens: int,
+                      completion_tokens: int) -> None:
+        self.metrics.prompt_tokens.inc(prompt_tokens)
+        if key is None:
+            return
+        self.limiter.settle(key, estimated, prompt_tokens + completion_tokens)
+        await asyncio.to_thread(self.keys.record_usage, key.id, self.model_name, prompt_tokens, completion_tokens,
+                                endpoint)

@@ -37,7 +37,7 @@ def store(tmp_path):
         yield s
 
 
-def test_upsert_counts_new_posts_and_stores_duplicates_once(store):
+def test_upsert_counts_written_posts_and_stores_duplicates_once(store):
     posts = [make_post(i, f"post number {i}", at=i) for i in range(1, 101)]
     assert store.upsert(posts) == 100
     assert store.upsert(posts[:50] + posts[:50]) == 0  # seen before, and twice in one batch
@@ -53,7 +53,7 @@ def test_newest_edit_replaces_and_every_edit_id_resolves(store):
     edit1 = make_post(11, "the launch is on saturday", at=60, history=(10,))
     edit2 = make_post(12, "the launch is on sunday", at=120, history=(10, 11))
     assert store.upsert([original]) == 1
-    assert store.upsert([edit2]) == 0  # an edit of a stored post is not a new post
+    assert store.upsert([edit2]) == 1  # written: it replaces the stored version
     assert store.upsert([edit1, original]) == 0  # older versions arriving late change nothing
     assert store.count() == 1
     for post_id in ("10", "11", "12"):

@@ -256,7 +256,10 @@ class Store:
     # --- writing ---
 
     def upsert(self, posts: Iterable[Post]) -> int:
-        """Stores a batch in one transaction; returns how many posts were new (not seen before)."""
+        """Stores a batch in one transaction; returns how many it wrote: new posts and newer edits.
+
+        Duplicates and versions older than the stored one are not written and not counted.
+        """
         newest: dict[str, Post] = {}  # by original id: the newest version in this batch
         for post in posts:
             seen = newest.get(post.original_id)
@@ -311,7 +314,7 @@ class Store:
                  for edit_id in post.edit_history_ids[1:]]
         if edits:
             db.executemany("INSERT OR REPLACE INTO edit_ids (id, key) VALUES (?, ?)", edits)
-        return sum(1 for post in fresh if post.original_id not in stored)
+        return len(fresh)
 
     def _free_keys(self, db: sqlite3.Connection, posts: list[Post]) -> list[int]:
         """Each post's key, moved up past keys already taken (two posts in one ms with equal id % 1024)."""

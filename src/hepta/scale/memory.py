@@ -1,0 +1,279 @@
+"""Per-GPU memory of training under a parallel layout, by component, from the model's shape.
+
+Precision (FSDP2 with hepta's bf16 mixed-precision policy):
+- sharded parameters are the fp32 master weights (4 B), their gradients fp32 (4 B), and
+  AdamW keeps two fp32 moments (8 B): 16 B per parameter, divided over the shard group;
+- FSDP units (each block's dense part, each MoE layer's experts, the root's embedding and
+  output) are all-gathered in bf16 just before they run, with the next unit prefetched
+  meanwhile; in backward a unit's unsharded bf16 gradient and the fp32 copy its
+  reduce-scatter sends exist as well. The root stays gathered for the whole step
+  (`reshard_after_forward=False`), and the output matrix's gradient waits for the root's
+  reduce-scatter at the end of backward;
+- activations are bf16 except where the model computes in fp32 (RMSNorm inputs, the router,
+  the loss), counted as the model code saves them for backward, with flash attention (no
+  S x S score matrix is stored).
+
+Layout (degrees multiply to the GPU count): `tp` tensor parallel without sequence
+parallelism (Megatron-style: each rank holds 1/tp of the heads, of every FFN and expert
+width and of the vocabulary, and full-width norms, router and MLA latent projections: the
+model `tp_local_config` describes), `pp` pipeline stages (1F1B: stage i holds pp - i
+micro-batches in flight), and dp data parallel = dp_replicate x fsdp: parameters are sharded
+over an `fsdp` group of ranks (the EP x FSDP group) and replicated across groups. Experts are
+split over `ep` ranks inside the group (ep divides fsdp) and sharded over the other fsdp / ep,
+so every parameter is sharded fsdp ways either way.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from hepta.config import ModelConfig, count_params
+
+BF16, FP32, INT64 = 2, 4, 8
+STATE_BYTES_PER_PARAM = FP32 + FP32 + 2 * FP32  # master weight, gradient, AdamW m and v
+
+
+@dataclass(frozen=True)
+class Layout:
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
+    fsdp: int = 1  # the EP x FSDP shard group
+    dp_replicate: int = 1
+
+    @property
+    def dp(self) -> int:
+        return self.fsdp * self.dp_replicate
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.dp
+
+    def as_dict(self) -> dict:
+        return {"tp": self.tp, "ep": self.ep, "pp": self.pp, "dp": self.dp, "fsdp": self.fsdp,
+                "dp_replicate": self.dp_replicate}
+
+    def describe(self) -> str:
+        return (f"tp {self.tp} x pp {self.pp} x dp {self.dp} (dp_replicate {self.dp_replicate} x fsdp {self.fsdp}, "
+                f"ep {self.ep} inside fsdp)")
+
+
+def tp_divides(cfg: ModelConfig, tp: int) -> bool:
+    widths = [cfg.num_heads, cfg.vocab_size]
+    widths += [cfg.num_kv_heads] if cfg.attention == "gqa" else []
+    widths += [cfg.dense_hidden_dim] if cfg.num_moe_layers < cfg.num_layers else []
+    widths += [cfg.expert_hidden_dim, cfg.shared_hidden_dim] if cfg.has_moe else []
+    return all(w % tp == 0 for w in widths)
+
+
+@functools.lru_cache(maxsize=256)
+def tp_local_config(cfg: ModelConfig, tp: int) -> ModelConfig:
+    """The slice of the model one tensor-parallel rank holds, as a model of its own."""
+    assert tp_divides(cfg, tp), "the planner only tries tp degrees that divide the widths"
+    if tp == 1:
+        return cfg
+    shared = None if cfg.shared_expert_hidden_dim is None else cfg.shared_expert_hidden_dim // tp
+    return cfg.replace(num_heads=cfg.num_heads // tp, vocab_size=cfg.vocab_size // tp,
+                       num_kv_heads=cfg.num_kv_heads // tp if cfg.attention == "gqa" else cfg.num_kv_heads // tp or 1,
+                       dense_hidden_dim=cfg.dense_hidden_dim // tp, expert_hidden_dim=cfg.expert_hidden_dim // tp,
+                       shared_expert_hidden_dim=shared)
+
+
+# --- parameters ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def block_params(cfg: ModelConfig, layer: int) -> tuple[int, int]:
+    """(dense part, routed experts) parameters of one transformer block."""
+    d = cfg.dim
+    dense = _attention_params(cfg) + 2 * d
+    if not cfg.is_moe_layer(layer):
+        return dense + 3 * d * cfg.dense_hidden_dim, 0
+    shared = 3 * d * cfg.shared_hidden_dim + (d if cfg.shared_expert_gate and cfg.shared_hidden_dim else 0)
+    return dense + cfg.num_experts * d + shared, cfg.num_experts * 3 * d * cfg.expert_hidden_dim
+
+
+@functools.lru_cache(maxsize=256)
+def _attention_params(cfg: ModelConfig) -> int:
+    return count_params(cfg).components["attention"] // cfg.num_layers
+
+
+def root_params(cfg: ModelConfig) -> int:
+    """Embedding, final norm and output: the parameters outside the blocks."""
+    return cfg.vocab_size * cfg.dim + cfg.dim + (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.dim)
+
+
+def stage_layers(cfg: ModelConfig, pp: int) -> list[range]:
+    """Contiguous layer ranges of the pipeline stages, the first ones one layer longer if uneven."""
+    base, extra = divmod(cfg.num_layers, pp)
+    starts = [i * base + min(i, extra) for i in range(pp + 1)]
+    return [range(starts[i], starts[i + 1]) for i in range(pp)]
+
+
+def expert_shard_dim(shape: tuple[int, ...], shards: int) -> int:
+    """The dim FSDP shards a stacked expert weight on: the first that splits evenly, else the
+    one with the least padding (a dim smaller than the group would leave ranks holding whole
+    experts next to ranks holding nothing)."""
+    even = [d for d, size in enumerate(shape) if size % shards == 0]
+    return even[0] if even else min(range(len(shape)), key=lambda d: -(-shape[d] // shards) * shards / shape[d])
+
+
+def expert_params_per_rank(cfg: ModelConfig, ep: int, efsdp: int) -> float:
+    """Routed-expert parameters of one MoE layer on the busiest rank: E / ep experts, each weight
+    sharded over efsdp ranks on `expert_shard_dim`, the first rank holding the rounded-up share."""
+    El, D, F = cfg.num_experts // ep, cfg.dim, cfg.expert_hidden_dim
+    total = 0.0
+    for shape in ((El, 2 * F, D), (El, D, F)):  # gate_up_proj, down_proj
+        dim = expert_shard_dim(shape, efsdp)
+        total += -(-shape[dim] // efsdp) * (El * D * 2 * F if shape[1] == 2 * F else El * D * F) / shape[dim]
+    return total
+
+
+@functools.lru_cache(maxsize=4096)
+def stage_params(cfg: ModelConfig, stage: int, pp: int) -> int:
+    """Parameters of a pipeline stage; the root's sit on the first (embedding) and last (output) stages."""
+    params = sum(sum(block_params(cfg, layer)) for layer in stage_layers(cfg, pp)[stage])
+    if stage == 0:
+        params += cfg.vocab_size * cfg.dim
+    if stage == pp - 1:
+        params += root_params(cfg) - cfg.vocab_size * cfg.dim
+    return params
+
+
+def fsdp_units(cfg: ModelConfig, layers: range, ep: int) -> list[float]:
+    """Parameters one GPU all-gathers per FSDP unit, in forward order: each block's dense part, its experts."""
+    units = []
+    for layer in layers:
+        dense, experts = block_params(cfg, layer)
+        units += [dense] + ([experts / ep] if experts else [])
+    return units
+
+
+# --- activations per token ------------------------------------------------------------------
+
+
+def _norm_bytes(width: int) -> float:
+    return FP32 * width + FP32  # RMSNorm keeps its fp32 input and rstd
+
+
+def _swiglu_bytes(hidden: int) -> float:
+    return BF16 * (2 * hidden + hidden + hidden)  # gate/up output, silu(gate), their product
+
+
+def attention_activation_bytes(cfg: ModelConfig) -> float:
+    """Bytes one token's attention sub-block keeps for backward (its norm included)."""
+    d, H = cfg.dim, cfg.num_heads
+    norm = _norm_bytes(d) + BF16 * d  # and the bf16 output the projections keep
+    if cfg.attention == "mla":
+        qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+        C, R, Dv, Q = cfg.kv_lora_rank, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.q_lora_rank or 0
+        low_rank = (BF16 * Q + _norm_bytes(Q) + BF16 * Q if Q else 0) + BF16 * (C + R) + _norm_bytes(C) + BF16 * C
+        heads = BF16 * H * qk + BF16 * H * (cfg.qk_nope_head_dim + Dv)  # q_b and kv_b outputs
+        sdpa = BF16 * H * 2 * qk + BF16 * H * Dv + FP32 * H  # concatenated q and k, output, logsumexp
+        return norm + low_rank + heads + sdpa + BF16 * H * Dv  # o_proj's contiguous input
+    G, Dh = cfg.num_kv_heads, cfg.head_dim
+    if cfg.qk_norm:
+        qk_norm = (_norm_bytes(Dh) * (H + G) / Dh if cfg.qk_norm_per_head else _norm_bytes(H * Dh) + _norm_bytes(G * Dh))
+        qk_norm += BF16 * (H + G) * Dh  # the normalised q and k RoPE keeps
+    else:
+        qk_norm = 0
+    sdpa = BF16 * (H + 2 * G) * Dh + BF16 * H * Dh + FP32 * H  # q, k, v after RoPE, output, logsumexp
+    return norm + BF16 * (H + 2 * G) * Dh + qk_norm + sdpa + BF16 * H * Dh  # projections' outputs; o_proj input
+
+
+def ffn_activation_bytes(cfg: ModelConfig, layer: int) -> float:
+    """Bytes one token's FFN sub-block keeps for backward (its norm included)."""
+    d = cfg.dim
+    norm = _norm_bytes(d) + BF16 * d
+    if not cfg.is_moe_layer(layer):
+        return norm + _swiglu_bytes(cfg.dense_hidden_dim)
+    K, E = cfg.top_k, cfg.num_experts
+    router = FP32 * d + 2 * FP32 * E + (INT64 + 2 * FP32) * K  # fp32 input, logits and scores; choices, gates
+    routed = K * (BF16 * d + _swiglu_bytes(cfg.expert_hidden_dim) + BF16 * d + INT64)  # rows in, expert, rows out
+    shared = _swiglu_bytes(cfg.shared_hidden_dim) if cfg.shared_hidden_dim else 0
+    return norm + router + routed + shared
+
+
+@functools.lru_cache(maxsize=4096)
+def layer_activation_bytes(cfg: ModelConfig, layer: int) -> float:
+    return attention_activation_bytes(cfg) + ffn_activation_bytes(cfg, layer)
+
+
+def loss_activation_bytes(cfg: ModelConfig) -> float:
+    """Per token: final norm, bf16 logits, their fp32 copy and the fp32 log-softmax of the loss."""
+    return _norm_bytes(cfg.dim) + BF16 * cfg.dim + (BF16 + FP32 + FP32) * cfg.vocab_size
+
+
+# --- the whole GPU ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainMemory:
+    """Bytes per GPU on the busiest pipeline stage."""
+    parameters: float  # sharded fp32 master weights
+    gradients: float  # sharded fp32
+    optimizer: float  # AdamW moments, fp32
+    gathered: float  # unsharded bf16 units and gradients in flight
+    activations: float
+    activation_checkpointing: bool
+
+    @property
+    def total(self) -> float:
+        return self.parameters + self.gradients + self.optimizer + self.gathered + self.activations
+
+    def as_dict(self) -> dict:
+        return {"parameters": self.parameters, "gradients": self.gradients, "optimizer": self.optimizer,
+                "gathered": self.gathered, "activations": self.activations, "total": self.total}
+
+
+def stage_owned_params(local: ModelConfig, layout: Layout, stage: int) -> float:
+    """Parameters the busiest GPU of a stage owns: dense ones split evenly over fsdp, experts as sharded."""
+    layers = stage_layers(local, layout.pp)[stage]
+    experts = sum(block_params(local, layer)[1] for layer in layers)
+    dense = stage_params(local, stage, layout.pp) - experts
+    moe_layers = sum(local.is_moe_layer(layer) for layer in layers)
+    per_rank_experts = moe_layers * expert_params_per_rank(local, layout.ep, layout.fsdp // layout.ep) if experts else 0
+    return dense / layout.fsdp + per_rank_experts
+
+
+def gathered_bytes(local: ModelConfig, layers: range, ep: int) -> float:
+    """Peak of unsharded parameters and gradients: two consecutive units in bf16 (running and
+    prefetched) with the running one's bf16 gradient and fp32 reduce-scatter copy, plus the
+    root kept gathered and the output's gradient held until the end of backward."""
+    units = fsdp_units(local, layers, ep)
+    pairs = [BF16 * (a + b) + (BF16 + FP32) * a for a, b in zip(units, units[1:] + [0])]
+    root = BF16 * root_params(local) + BF16 * local.vocab_size * local.dim * (not local.tie_embeddings)
+    return max(pairs) + root
+
+
+def activation_bytes(local: ModelConfig, layers: range, in_flight: int, tokens: int, checkpointing: bool,
+                     with_loss: bool) -> float:
+    """Activations of `in_flight` micro-batches of `tokens` tokens through `layers`.
+
+    Without checkpointing every layer keeps what it saves; with per-block checkpointing only
+    each block's bf16 input stays, and backward recomputes one block at a time.
+    """
+    if checkpointing:
+        per_token = len(layers) * BF16 * local.dim * in_flight + max(layer_activation_bytes(local, l) for l in layers)
+    else:
+        per_token = sum(layer_activation_bytes(local, l) for l in layers) * in_flight
+    return (per_token + (loss_activation_bytes(local) if with_loss else 0)) * tokens
+
+
+@functools.lru_cache(maxsize=65536)
+def train_memory(cfg: ModelConfig, layout: Layout, tokens: int, checkpointing: bool) -> TrainMemory:
+    """Memory of the busiest GPU for micro-batches of `tokens` tokens (one sequence or more)."""
+    local = tp_local_config(cfg, layout.tp)
+    busiest = None
+    for stage, layers in enumerate(stage_layers(local, layout.pp)):
+        owned = stage_owned_params(local, layout, stage)
+        memory = TrainMemory(
+            parameters=owned * FP32, gradients=owned * FP32, optimizer=owned * 2 * FP32,
+            gathered=gathered_bytes(local, layers, layout.ep),
+            activations=activation_bytes(local, layers, layout.pp - stage, tokens, checkpointing,
+                                         with_loss=stage == layout.pp - 1),
+            activation_checkpointing=checkpointing)
+        if busiest is None or memory.total > busiest.total:
+            busiest = memory
+    return busiest

@@ -1,0 +1,289 @@
+"""`hepta plan`: a parallel layout that fits memory, and what the run costs in days, bytes and megawatts.
+
+Layout search. Tensor parallelism stays inside one NVLink domain (tp divides its size and the
+model's head, FFN and vocabulary widths); pipeline stages split the layers; the data-parallel
+rest is dp_replicate x fsdp, with expert parallelism inside the fsdp group. For every
+(tp, pp, ep) the planner takes the smallest fsdp group of at least `min_shard_group` ranks
+(fewer ranks per collective, more replicas) that divides dp and lets the step fit in
+`USABLE_HBM` of the GPU, first without, then with activation checkpointing. Among the layouts
+that fit it prefers, in order: the least communication time left over after overlapping
+with compute, the least model parallelism tp x pp (no pipeline bubble, fewer small matmuls),
+no recomputation, fewer stages, then the most expert parallelism (each rank gathers fewer
+expert weights per layer).
+
+Days follow from the FLOPs and the MFU the user expects; the layout decides whether the
+step fits and how much the links must carry to get there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from hepta.config import ModelConfig, count_params
+from hepta.errors import HeptaError
+from hepta.scale.comms import StepComms, step_comms
+from hepta.scale.energy import DEFAULT_PUE, Energy, training_energy
+from hepta.scale.flops import inference_flops_per_token, train_flops_per_token
+from hepta.scale.gpus import GPU
+from hepta.scale.inference import USABLE_HBM, Inference, inference_plan
+from hepta.scale.memory import Layout, TrainMemory, tp_divides, train_memory
+
+DEFAULT_MIN_SHARD_GROUP = 4096  # an EP x FSDP group of a few thousand ranks, as in 10k+-GPU FSDP runs
+MAX_PP = 64
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    cfg: ModelConfig
+    name: str
+    gpus: int
+    gpu: GPU
+    tokens: float
+    mfu: float = 0.4
+    seq_len: int | None = None  # default: the pretraining context, at most 8192
+    tp: int | None = None  # pinned degrees; None: searched
+    pp: int | None = None
+    ep: int | None = None
+    fsdp: int | None = None
+    min_shard_group: int = DEFAULT_MIN_SHARD_GROUP
+    pue: float = DEFAULT_PUE
+    decode_batch: int = 64
+
+    @property
+    def sequence_length(self) -> int:
+        if self.seq_len is not None:
+            return self.seq_len
+        pretrain = self.cfg.rope_original_max_len if self.cfg.rope_type == "yarn" else self.cfg.max_seq_len
+        return min(pretrain, 8192)
+
+
+@dataclass(frozen=True)
+class Fit:
+    layout: Layout
+    checkpointing: bool
+    memory: TrainMemory
+    comms: StepComms
+    compute_seconds: float  # one step at the requested MFU
+
+    @property
+    def exposed_comm_seconds(self) -> float:
+        """Link time a perfectly overlapped step still cannot hide behind its compute."""
+        return max(0.0, self.comms.all_to_all_seconds + self.comms.fsdp_seconds - self.compute_seconds)
+
+
+@dataclass
+class Plan:
+    request: PlanRequest
+    fit: Fit
+    memory_without_ac: TrainMemory
+    memory_with_ac: TrainMemory
+    microbatches: int
+    train_flops_per_token: float
+    inference_flops_per_token: float
+    step_seconds: float
+    train_days: float
+    gpu_hours: float
+    comms: StepComms
+    energy: Energy
+    inference: Inference
+    total_params: int = 0
+    active_params: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def global_batch_tokens(self) -> int:
+        return self.fit.layout.dp * self.microbatches * self.request.sequence_length
+
+    @property
+    def steps(self) -> float:
+        return self.request.tokens / self.global_batch_tokens
+
+    @property
+    def pipeline_bubble(self) -> float:
+        pp = self.fit.layout.pp
+        return (pp - 1) / (self.microbatches + pp - 1)
+
+    def as_dict(self) -> dict:
+        r = self.request
+        return {
+            "preset": r.name, "gpu": r.gpu.name, "gpus": r.gpus, "tokens": r.tokens, "mfu": r.mfu,
+            "seq_len": r.sequence_length, "total_params": self.total_params, "active_params": self.active_params,
+            "layout": self.fit.layout.as_dict(), "activation_checkpointing": self.fit.checkpointing,
+            "memory_per_gpu_bytes": self.fit.memory.total,
+            "memory_per_gpu": self.fit.memory.as_dict(),
+            "memory_without_activation_checkpointing": self.memory_without_ac.as_dict(),
+            "memory_with_activation_checkpointing": self.memory_with_ac.as_dict(),
+            "hbm_bytes": r.gpu.hbm_bytes,
+            "microbatches_per_step": self.microbatches, "global_batch_tokens": self.global_batch_tokens,
+            "optimizer_steps": self.steps, "pipeline_bubble": self.pipeline_bubble,
+            "train_flops_per_token": self.train_flops_per_token,
+            "inference_flops_per_token": self.inference_flops_per_token,
+            "step_seconds": self.step_seconds, "train_days": self.train_days, "gpu_hours": self.gpu_hours,
+            "comms_per_step": self.comms.as_dict(),
+            **self.energy.as_dict(),
+            "inference": self.inference.as_dict(),
+        }
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def tp_options(req: PlanRequest) -> list[int]:
+    if req.tp is not None:
+        return [req.tp]
+    return [t for t in _divisors(req.gpu.nvlink_domain) if tp_divides(req.cfg, t)]
+
+
+def ep_options(req: PlanRequest) -> list[int]:
+    if req.ep is not None:
+        return [req.ep]
+    return _divisors(req.cfg.num_experts) if req.cfg.has_moe else [1]
+
+
+def microbatches(layout: Layout) -> int:
+    return layout.pp  # 1F1B keeps pp micro-batches in flight; without stages one per step
+
+
+def fits(req: PlanRequest, layout: Layout) -> Fit | None:
+    budget = req.gpu.hbm_bytes * USABLE_HBM
+    seq = req.sequence_length
+    for checkpointing in (False, True):
+        memory = train_memory(req.cfg, layout, seq, checkpointing)
+        if memory.total <= budget:
+            m = microbatches(layout)
+            compute = layout.dp * m * seq * train_flops_per_token(req.cfg, seq) / (
+                req.gpus * req.gpu.bf16_flops * req.mfu)
+            return Fit(layout, checkpointing, memory, step_comms(req.cfg, layout, req.gpu, seq, m, checkpointing),
+                       compute)
+    return None
+
+
+def candidate_fits(req: PlanRequest, gpus: int) -> list[Fit]:
+    """The best-fitting layout for every (tp, pp, ep) on `gpus` GPUs."""
+    found = []
+    pps = [req.pp] if req.pp is not None else range(1, min(req.cfg.num_layers, MAX_PP) + 1)
+    for tp in tp_options(req):
+        for pp in pps:
+            if gpus % (tp * pp):
+                continue
+            dp = gpus // (tp * pp)
+            for ep in ep_options(req):
+                groups = [req.fsdp] if req.fsdp is not None else _divisors(dp)
+                groups = [g for g in groups if g % ep == 0 and dp % g == 0
+                          and (req.fsdp is not None or g >= min(req.min_shard_group, dp))]
+                for group in groups:
+                    fit = fits(req, Layout(tp, pp, ep, group, dp // group))
+                    if fit:
+                        found.append(fit)
+                        break
+    return found
+
+
+def preference(fit: Fit) -> tuple:
+    layout = fit.layout
+    exposed = round(fit.exposed_comm_seconds / fit.compute_seconds, 2)  # share of the step lost to links
+    return exposed, layout.tp * layout.pp, fit.checkpointing, layout.pp, -layout.ep, layout.fsdp
+
+
+def check_request(req: PlanRequest) -> None:
+    cfg = req.cfg
+    for name in ("gpus", "tp", "pp", "ep", "fsdp", "seq_len", "min_shard_group"):
+        value = getattr(req, name)
+        if value is not None and value < 1:
+            raise HeptaError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if not 0 < req.mfu <= 1:
+        raise HeptaError(f"--mfu {req.mfu} is not a fraction of peak; give a value in (0, 1], e.g. 0.4")
+    if req.tokens <= 0:
+        raise HeptaError(f"--tokens {req.tokens:g} must be positive, e.g. 30e12")
+    if req.ep is not None:
+        experts = cfg.num_experts if cfg.has_moe else 1
+        if experts % req.ep:
+            near = sorted(_divisors(experts), key=lambda d: (abs(d - req.ep), d))[:3]
+            raise HeptaError(f"--ep {req.ep} does not divide {req.name}'s {experts} routed experts; "
+                             f"nearest that do: {', '.join(map(str, sorted(near)))}")
+    if req.tp is not None and not tp_divides(cfg, req.tp):
+        near = [t for t in _divisors(req.gpu.nvlink_domain) if tp_divides(cfg, t)]
+        raise HeptaError(f"--tp {req.tp} does not divide {req.name}'s head, FFN and vocabulary widths; "
+                         f"use one of {', '.join(map(str, near))}")
+    if req.pp is not None and req.pp > cfg.num_layers:
+        raise HeptaError(f"--pp {req.pp} exceeds the model's {cfg.num_layers} layers; use at most {cfg.num_layers}")
+    unit = (req.tp or 1) * (req.pp or 1) * max(req.fsdp or 1, req.ep or 1)
+    if req.fsdp is not None and req.ep is not None and req.fsdp % req.ep:
+        raise HeptaError(f"--ep {req.ep} must divide the shard group --fsdp {req.fsdp}; "
+                         f"nearest groups: {req.fsdp - req.fsdp % req.ep}, {req.fsdp + req.ep - req.fsdp % req.ep}")
+    if req.gpus % unit:
+        lower, upper = req.gpus - req.gpus % unit, req.gpus + unit - req.gpus % unit
+        raise HeptaError(f"--gpus {req.gpus} is not a multiple of the layout's tp x pp x fsdp = {unit}; "
+                         f"nearest GPU counts that are: {', '.join(str(n) for n in (lower, upper) if n > 0)}")
+
+
+def choose_layout(req: PlanRequest) -> Fit:
+    check_request(req)
+    found = candidate_fits(req, req.gpus)
+    if found:
+        return min(found, key=preference)
+    raise HeptaError(_nothing_fits(req))
+
+
+def _nothing_fits(req: PlanRequest) -> str:
+    """One sentence: why nothing fits, and the nearest requests that would."""
+    from dataclasses import replace
+
+    from hepta.scale.gpus import GPUS
+
+    tp = max(tp_options(req))
+    smallest = min((train_memory(req.cfg, Layout(tp, pp, ep, req.gpus // (tp * pp), 1), req.sequence_length, True).total
+                    for pp in ([req.pp] if req.pp else [1, 2, 4, 8]) for ep in ep_options(req)
+                    if req.gpus % (tp * pp) == 0 and (req.gpus // (tp * pp)) % ep == 0), default=None)
+    need = f"needs {smallest / 1e9:.0f} GB per GPU" if smallest else "has no layout"
+    options = []
+    for factor in (2, 4, 8, 16, 32, 64):
+        bigger = replace(req, gpus=req.gpus * factor)
+        if candidate_fits(bigger, bigger.gpus):
+            options.append(f"--gpus {bigger.gpus}")
+            break
+    for name, gpu in GPUS.items():
+        if gpu.hbm_bytes > req.gpu.hbm_bytes and candidate_fits(replace(req, gpu=gpu), req.gpus):
+            options.append(f"--gpu {name}")
+            break
+    seq = req.sequence_length // 2
+    while seq >= 512:
+        if candidate_fits(replace(req, seq_len=seq), req.gpus):
+            options.append(f"--seq-len {seq}")
+            break
+        seq //= 2
+    return (f"{req.name} does not fit on {req.gpus} {req.gpu.name.upper()}s of {req.gpu.hbm_bytes / 1e9:.0f} GB "
+            f"even fully sharded with activation checkpointing ({need}, {USABLE_HBM:.0%} usable); "
+            + (f"nearest that work: {' or '.join(options)}" if options else
+               "no nearby GPU count, GPU or sequence length works; pin a layout with --tp/--pp/--ep/--fsdp"))
+
+
+def make_plan(req: PlanRequest) -> Plan:
+    fit = choose_layout(req)
+    cfg, layout, seq = req.cfg, fit.layout, req.sequence_length
+    count = count_params(cfg)
+    m = microbatches(layout)
+    flops = train_flops_per_token(cfg, seq)
+    seconds = req.tokens * flops / (req.gpus * req.gpu.bf16_flops * req.mfu)
+    hours = seconds / 3600
+    return Plan(
+        request=req, fit=fit,
+        memory_without_ac=train_memory(cfg, layout, seq, False), memory_with_ac=train_memory(cfg, layout, seq, True),
+        microbatches=m, train_flops_per_token=flops,
+        inference_flops_per_token=inference_flops_per_token(cfg, seq),
+        step_seconds=fit.compute_seconds,
+        train_days=hours / 24, gpu_hours=hours * req.gpus,
+        comms=fit.comms,
+        energy=training_energy(req.gpu, req.gpus, hours, req.pue),
+        inference=inference_plan(cfg, req.gpu, seq, req.decode_batch),
+        total_params=count.total, active_params=count.active,
+    )
+
+
+def days_for(req: PlanRequest, gpus: int) -> float:
+    """Training days on another GPU count at the same MFU (for the days-vs-GPUs chart)."""
+    flops = train_flops_per_token(req.cfg, req.sequence_length)
+    return req.tokens * flops / (gpus * req.gpu.bf16_flops * req.mfu) / 86400

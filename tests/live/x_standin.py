@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections import Counter
 import random
 import socket
 import threading
@@ -107,6 +108,7 @@ class XStandin:
         self.rate_limit_reset_s = rate_limit_reset_s
         self.cursor = 0  # index of the next post the stream publishes
         self.delivered: set[str] = set()  # post ids written in full at least once
+        self.injected: Counter = Counter()  # faults injected into the stream, by kind
         self.connections: list[dict] = []  # what each stream connection attempt was answered with
         self.search_requests: list[dict] = []
         self.exhausted = threading.Event()  # every post has been published
@@ -139,6 +141,13 @@ class XStandin:
     def matching_ids(self) -> set[str]:
         """Ids of the posts the stream must deliver: those matching at least one rule."""
         return {p.id for p in self.posts if self._rules_of(p)}
+
+    def add_posts(self, lines: list[dict]) -> None:
+        """Posts published from now on (recent search finds them; the stream sends them next)."""
+        with self._lock:
+            self.posts = sorted(self.posts + [_Post(line) for line in lines], key=lambda p: p.created)
+            self._created = [p.created for p in self.posts]
+            self.exhausted.clear()
 
     def plan_connects(self, *answers: object) -> None:
         """Answers for the next stream connection attempts: an HTTP status (503, 429...),
@@ -210,6 +219,7 @@ class XStandin:
             line = _encode(post.line, rules) if rules else None
             roll = self._rng.random
             if line is not None and f.drop and roll() < f.drop and i > start:
+                self.injected["drop"] += 1
                 # half a line in a chunk that promises all of it, then the socket closes
                 _flush(handler, buffer, sent_ids, self.delivered)
                 handler.wfile.write(f"{len(line):x}\r\n".encode() + line[: len(line) // 2])
@@ -220,23 +230,28 @@ class XStandin:
                 return
             if f.keepalive_period and roll() < f.keepalive_period:
                 _flush(handler, buffer, sent_ids, self.delivered)
+                self.injected["keepalive_period"] += 1
                 for _ in range(f.keepalive_run):
                     _chunk(handler, b"\r\n")
                     time.sleep(f.keepalive_gap_s)
             if f.malformed and roll() < f.malformed:
+                self.injected["malformed"] += 1
                 buffer.append(b'{"data": {"id": "oops", "text": \r\n' if roll() < 0.5 else b"<html>busy</html>\r\n")
             if line is not None:
                 if f.truncated and roll() < f.truncated:
+                    self.injected["truncated"] += 1
                     buffer.append(line[: len(line) // 3] + b"\r\n")
                 if f.out_of_order and i + 1 < len(self.posts) and roll() < f.out_of_order:
                     nxt = self.posts[i + 1]
                     nxt_rules = self._rules_of(nxt)
                     if nxt_rules:
+                        self.injected["out_of_order"] += 1
                         buffer.append(_encode(nxt.line, nxt_rules))
                         sent_ids.append(nxt.id)
                 buffer.append(line)
                 sent_ids.append(post.id)
                 if f.duplicate and roll() < f.duplicate:
+                    self.injected["duplicate"] += 1
                     buffer.append(line)
             i += 1
             with self._lock:
@@ -307,7 +322,10 @@ class XStandin:
         self.search_requests.append(params)
         if self._search_plan:
             status = self._search_plan.pop(0)
-            headers = self._rate_headers() if status == 429 else {}
+            headers = {}
+            if status == 429:
+                headers = {**self._rate_headers(), "x-rate-limit-remaining": "0",
+                           "x-rate-limit-reset": str(int(self.clock() + self.rate_limit_reset_s))}
             handler.send_json(status, {"title": "Too Many Requests" if status == 429 else "Service Unavailable",
                                        "status": status, "type": "about:blank"}, headers)
             return

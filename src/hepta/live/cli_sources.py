@@ -135,13 +135,13 @@ def _status_line(name: str, stats) -> str:
     if source is not None and getattr(source, "reconnects", 0):
         extra = f"  reconnects {source.reconnects}"
     return (f"[bold]ingest[/] {name}  posts {stats.received:,}  {stats.posts_per_s:,.0f}/s  "
-            f"new {stats.stored:,}  already stored {stats.duplicates:,}  malformed {stats.errors:,}{extra}")
+            f"written {stats.written:,}  already stored {stats.duplicates:,}  malformed {stats.errors:,}{extra}")
 
 
 def _summary(stats, db: str) -> str:
     rate = stats.received / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
     return (f"read {stats.received:,} posts ({stats.duplicates:,} already stored or older edits, "
-            f"{stats.errors:,} malformed skipped) and stored {stats.stored:,} new into {db} in "
+            f"{stats.errors:,} malformed skipped) and wrote {stats.written:,} into {db} in "
             f"{stats.elapsed_s:.1f} s ({rate:,.0f} posts/s; longest wait before a write {stats.max_wait_s:.2f} s)")
 
 

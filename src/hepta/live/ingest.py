@@ -23,7 +23,7 @@ _END = object()
 @dataclass
 class IngestStats:
     received: int = 0  # posts the source delivered, duplicates included
-    stored: int = 0  # posts the store took as new (or as a newer edit)
+    written: int = 0  # posts the store wrote: new ones and newer edits of stored ones
     batches: int = 0
     elapsed_s: float = 0.0
     max_wait_s: float = 0.0  # longest a post waited between arriving and being written
@@ -32,7 +32,8 @@ class IngestStats:
 
     @property
     def duplicates(self) -> int:
-        return self.received - self.stored
+        """Posts the store already had (re-sent, backfilled) or had a newer edit of."""
+        return self.received - self.written
 
     @property
     def errors(self) -> int:
@@ -107,10 +108,12 @@ class Ingest:
         return self.stats
 
     def _read(self) -> None:
+        # a source with stop() finishes what is on the wire itself; a plain iterable is cut short here
+        can_stop = hasattr(self.source, "stop")
         try:
             for batch in self.source:
                 self._queue.put(batch)
-                if self._stop.is_set():
+                if self._stop.is_set() and not can_stop:
                     break
         except BaseException as e:  # handed to the writer, which raises it in the caller's thread
             self._queue.put(e)
@@ -118,7 +121,7 @@ class Ingest:
         self._queue.put(_END)
 
     def _write(self, posts: list[Post], first_arrival: float) -> None:
-        self.stats.stored += self.store.upsert(posts)
+        self.stats.written += self.store.upsert(posts)
         self.stats.batches += 1
         self.stats.max_wait_s = max(self.stats.max_wait_s, self.clock() - first_arrival)
 

@@ -29,6 +29,9 @@ from hepta.live.synth_vocab import (
     BURST_EVENTS, NAME_PARTS, OPENERS, OPINIONS, QUOTE_COMMENTS, REPLIES, TOPICS, BurstEvent, Topic,
 )
 
+# The bundled stream for demos: `hepta live synth --out <it>` with the defaults (3000 posts, seed 0).
+SAMPLE_STREAM = Path(__file__).parent / "data" / "sample_stream.jsonl"
+
 X_EPOCH_MS = 1288834974657  # ids are snowflakes: milliseconds since this, shifted left 22 bits
 DEFAULT_START = datetime(2026, 1, 15, tzinfo=timezone.utc)
 LANGS = ("en", "ja")

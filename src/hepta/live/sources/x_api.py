@@ -114,5 +114,5 @@ class Pacer:
     def wait(self, kind: str, seconds: float, cause: object) -> None:
         self.waits.append((kind, seconds))
         self.waited_s += seconds
-        log.warning("%s unavailable (%s); retrying in %.2f s", self.name, cause, seconds)
+        log.warning("%s is unavailable (%s); retrying in %.2f s", self.name, cause, seconds)
         self.sleep(seconds)

@@ -53,8 +53,10 @@ class XStream:
         with make_client(self.token, self.base_url, self.read_timeout_s, self.transport) as client:
             while not self._stopping.is_set():
                 params = dict(POST_FIELDS)
-                if reconnect and self.backfill_minutes:
-                    params["backfill_minutes"] = str(self.backfill_minutes)
+                if reconnect:
+                    self.stats.reconnects += 1
+                    if self.backfill_minutes:
+                        params["backfill_minutes"] = str(self.backfill_minutes)
                 reconnect = True
                 alive = False
                 try:
@@ -75,8 +77,6 @@ class XStream:
                         log.info("the filtered stream dropped (%s); reconnecting", type(e).__name__)
                     else:
                         self.pacer.wait("network", backoff.network_error(), type(e).__name__)
-                if not self._stopping.is_set():
-                    self.stats.reconnects += 1
 
     def _read(self, response: httpx.Response) -> Iterator[list[Post]]:
         """Yields a (possibly empty) batch per line, so the caller sees every sign of life."""

@@ -40,7 +40,9 @@ def cmd_info(args: argparse.Namespace) -> None:
 # --- train ---------------------------------------------------------------------------------
 
 TRAIN_FLAGS = ("preset", "data", "max_corpus_mb", "steps", "batch_size", "seq_len", "grad_accum", "lr",
-               "warmup", "weight_decay", "clip", "seed", "save_every", "eval_every", "eval_batches")
+               "warmup", "weight_decay", "clip", "seed", "save_every", "eval_every", "eval_batches", "ep", "dp_shard")
+# How the run is spread over processes, not what it trains: a resumed run may change these.
+TRAIN_LAYOUT_FLAGS = ("ep", "dp_shard", "activation_checkpointing")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -49,21 +51,27 @@ def cmd_train(args: argparse.Namespace) -> None:
     given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
     if args.bf16:
         given["bf16"] = True
+    if args.activation_checkpointing:
+        given["activation_checkpointing"] = True
     overrides = dict(_parse_override(item) for item in args.set or [])
     if args.resume:
         saved = load_args(Path(args.out))
         # the same command with --resume appended is the natural way to continue; only --steps may differ
-        changed = [f"--{k.replace('_', '-')}" for k in sorted(given) if k != "steps" and given[k] != getattr(saved, k)]
+        changed = [f"--{k.replace('_', '-')}" for k in sorted(given)
+                   if k != "steps" and k not in TRAIN_LAYOUT_FLAGS and given[k] != getattr(saved, k)]
         if overrides and overrides != saved.overrides:
             changed.append("--set")
         if changed:
             raise HeptaError(f"--resume continues the saved run as it was; drop or restore {', '.join(changed)} "
-                             "(only --steps may change)")
-        train_args = TrainArgs(**{**saved.__dict__, **given})
+                             "(only --steps and the process layout may change)")
+        layout = {k: given.get(k, TrainArgs.__dataclass_fields__[k].default) for k in TRAIN_LAYOUT_FLAGS}
+        train_args = TrainArgs(**{**saved.__dict__, **given, **layout})
     else:
         train_args = TrainArgs(out=args.out, overrides=overrides, **given)
     trainer = Trainer(train_args, resume=args.resume, log=(lambda _msg: None) if args.quiet else _log)
     result = trainer.run(quiet=args.quiet)
+    if not trainer.is_main:  # under torchrun, rank 0 speaks for the run
+        return
     print(f"validation loss {result.val_loss_before:.3f} -> {result.val_loss_after:.3f} after {result.steps} steps; "
           f"model in {result.out}")
 
@@ -193,7 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, help="checkpoint every N steps (default: 100)")
     p.add_argument("--eval-every", type=int, help="validate every N steps (default: 100)")
     p.add_argument("--eval-batches", type=int, help="validation batches (default: 8)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--ep", type=int, help="under torchrun: expert-parallel degree (default: the largest dividing "
+                   "both --dp-shard and the number of experts)")
+    p.add_argument("--dp-shard", type=int, help="under torchrun: processes one FSDP shard group spans; the rest "
+                   "replicate it (default: all)")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each block in backward instead of keeping its activations")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                   "(on any number of processes)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
 

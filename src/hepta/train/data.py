@@ -110,13 +110,22 @@ def tokenize(docs: Documents, tokenizer: Tokenizer) -> TokenStream:
     return TokenStream(stream(docs.train), stream(docs.val))
 
 
-def sample_batch(stream: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows: inputs [B, T] and next-token targets [B, T]."""
+def sample_batch(stream: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator,
+                 shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows: inputs [B, T] and next-token targets [B, T].
+
+    With shard=(index, count), the index-th of count equal row blocks of that same batch: the
+    windows are drawn for the whole batch, so count processes together see exactly the batch
+    one process would.
+    """
     if stream.numel() <= seq_len + 1:
         raise HeptaError(f"the corpus has only {stream.numel()} tokens, fewer than one sequence of {seq_len + 1}; "
                          "add text or lower --seq-len")
+    index, count = shard
+    assert batch_size % count == 0, "the trainer checks that the batch splits evenly"
     starts = torch.randint(0, stream.numel() - seq_len - 1, (batch_size,), generator=generator)
-    windows = torch.stack([stream[s:s + seq_len + 1] for s in starts.tolist()]).long()
+    rows = batch_size // count
+    windows = torch.stack([stream[s:s + seq_len + 1] for s in starts[index * rows:(index + 1) * rows].tolist()]).long()
     return windows[:, :-1], windows[:, 1:]
 
 

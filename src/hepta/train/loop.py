@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from hepta.checkpoint import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, build_model, save_weights
@@ -21,6 +22,12 @@ from hepta.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
 from hepta.train.data import Documents, batch_generator, sample_batch, stdlib_documents, tokenize, user_documents
 from hepta.train.optim import build_optimizer, lr_at
 from hepta.train.report import MetricsLog, plot_run, read_metrics
+from hepta.train.parallel import parallelize
+from hepta.train.parallel.balance import sync_expert_load
+from hepta.train.parallel.checkpointing import apply_activation_checkpointing
+from hepta.train.parallel.export import gather_full_model
+from hepta.train.parallel.grad_norm import clip_grad_norm
+from hepta.train.parallel.runtime import start_distributed
 from hepta.train.state import checkpoint_step, latest_checkpoint, load_train_state, save_train_state
 
 ARGS_FILE = "train_args.json"
@@ -48,11 +55,15 @@ class TrainArgs:
     save_every: int = 100
     eval_every: int = 100
     eval_batches: int = 8
+    # How to spread the run over torchrun's processes; a resumed run may change them.
+    ep: int | None = None  # expert-parallel degree; None: the largest dividing dp_shard and num_experts
+    dp_shard: int | None = None  # FSDP shard group size; None: all processes
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches")
-        for name in positive:
-            if getattr(self, name) <= 0:
+        for name in positive + ("ep", "dp_shard"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise HeptaError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise HeptaError(f"--lr must be positive, got {self.lr}")
@@ -94,8 +105,13 @@ def load_args(run_dir: Path) -> TrainArgs:
 
 
 class Trainer:
+    """One training run; under torchrun every process builds one, and they train together.
+
+    Rank 0 writes every file but the sharded training state, logs and shows progress.
+    """
+
     def __init__(self, args: TrainArgs, resume: bool = False, log: Callable[[str], None] = print):
-        self.args, self.log = args, log
+        self.args = args
         self.run_dir = Path(args.out)
         self.checkpoint = latest_checkpoint(self.run_dir) if resume else None
         if resume and self.checkpoint is None:
@@ -108,10 +124,32 @@ class Trainer:
             if earlier:
                 raise HeptaError(f"{self.run_dir} already holds a model or an unfinished run ({earlier[0]}); "
                                  "choose another --out folder or remove it")
-        self.cfg = args.model_config()
         if self.checkpoint is not None and args.steps < checkpoint_step(self.checkpoint):
             raise HeptaError(f"--steps {args.steps} is below the checkpoint's step {self.checkpoint.name}; "
                              "pass a larger --steps or none")
+        self.cfg = args.model_config()
+        self.dist = start_distributed(self.cfg.num_experts if self.cfg.num_moe_layers else 0,
+                                      dp_shard=args.dp_shard, ep=args.ep)
+        self.is_main = self.dist is None or self.dist.is_main
+        self.log = log if self.is_main else (lambda _msg: None)
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Leave the process group this run started (a no-op for one process)."""
+        if self.dist is not None:
+            self.dist.close()
+
+    def _setup(self, resume: bool) -> None:
+        args = self.args
+        self.dp_rank, self.dp_size = (0, 1) if self.dist is None else (self.dist.dp_rank, self.dist.world_size)
+        if args.batch_size % self.dp_size:
+            raise HeptaError(f"--batch-size {args.batch_size} does not split evenly over {self.dp_size} processes; "
+                             f"pass a multiple of {self.dp_size}")
+        self._barrier()  # every rank has checked the folder before rank 0 writes into it
 
         docs = (user_documents(args.data) if args.data
                 else stdlib_documents(int(args.max_corpus_mb * 1e6) if args.max_corpus_mb else None))
@@ -120,23 +158,50 @@ class Trainer:
         self.log(f"corpus: {docs.source}: {self.stream.train.numel():,} train / {self.stream.val.numel():,} "
                  f"validation tokens")
 
-        self.model: Transformer = build_model(self.cfg, seed=args.seed)
+        self.device = torch.device("cpu") if self.dist is None else self.dist.device
+        self.model: Transformer = build_model(self.cfg, seed=args.seed).to(self.device)
         self.model.train()
+        if self.dist is not None:
+            layout = self.dist.layout
+            self.log(f"parallel: {layout.describe()}")
+            parallelize(self.model, self.dist.mesh, ep=layout.ep, activation_checkpointing=args.activation_checkpointing,
+                        mixed_precision=args.bf16)
+        elif args.activation_checkpointing:
+            apply_activation_checkpointing(self.model)
         self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay)
         self.step = 0
         if self.checkpoint is not None:
             self.step = load_train_state(self.checkpoint, self.model, self.optimizer)
             self.log(f"resumed from {self.checkpoint} at step {self.step}")
-            save_args(self.run_dir, args)  # --steps may have grown; a later plain --resume keeps it
-        else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.is_main:
+                save_args(self.run_dir, args)  # --steps may have grown; a later plain --resume keeps it
+        elif self.is_main:
             save_args(self.run_dir, args)
             self.cfg.save(self.run_dir / CONFIG_FILE)
-            self.tokenizer.save(self.run_dir)
-        self.metrics = MetricsLog(self.run_dir, resume_step=self.step if self.checkpoint else None)
+        self.metrics = (MetricsLog(self.run_dir, resume_step=self.step if self.checkpoint else None)
+                        if self.is_main else None)
+        self._barrier()  # the metrics file is in its final state before any rank reads it
+
+    def _barrier(self) -> None:
+        if self.dist is not None:
+            self.dist.barrier()
+
+    def _write(self, row: dict) -> None:
+        if self.metrics is not None:
+            self.metrics.write(row)
+
+    def _mean_over_ranks(self, *values: float) -> list[float]:
+        if self.dist is None:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, group=self.dist.dp_group)
+        return (t / self.dp_size).tolist()
 
     def _tokenizer(self, docs: Documents) -> Tokenizer:
         if self.checkpoint is not None:  # a resumed run keeps the ids it was trained with
+            tokenizer = Tokenizer.load(self.run_dir)
+        elif not self.is_main:  # rank 0 trains it (below) and writes it; the others read it
+            self._barrier()
             tokenizer = Tokenizer.load(self.run_dir)
         else:
             sample, size = [], 0
@@ -146,6 +211,9 @@ class Trainer:
                 if size >= TOKENIZER_SAMPLE_BYTES:
                     break
             tokenizer = Tokenizer.train(sample, text_vocab_size=self.cfg.vocab_size - NUM_SPECIAL_TOKENS)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tokenizer.save(self.run_dir)
+            self._barrier()
         if tokenizer.vocab_size > self.cfg.vocab_size:
             raise HeptaError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only {self.cfg.vocab_size}; "
                              "raise vocab_size")
@@ -159,19 +227,28 @@ class Trainer:
         model.eval()
         losses = []
         for i in range(args.eval_batches):
-            x, y = sample_batch(self.stream.val, args.batch_size, args.seq_len, batch_generator(args.seed, -1, i))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            x, y = self._batch(self.stream.val, batch_generator(args.seed, -1, i))
+            with self._autocast():
                 logits = model(x)
             losses.append(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()).item())
         for moe in model.moe_layers():
             moe.load_since_update.zero_()  # evaluation traffic must not steer the balancing bias
         model.train()
-        return sum(losses) / len(losses)
+        return self._mean_over_ranks(sum(losses) / len(losses))[0]
+
+    def _batch(self, stream: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's rows of the global batch that `generator` draws."""
+        x, y = sample_batch(stream, self.args.batch_size, self.args.seq_len, generator, shard=(self.dp_rank, self.dp_size))
+        return x.to(self.device), y.to(self.device)
+
+    def _autocast(self):
+        # Sharded runs get bf16 from FSDP's mixed-precision policy instead.
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.bf16 and self.dist is None)
 
     def evaluate_initial(self) -> float:
         """Validation loss of the untrained model (re-created from the seed when resuming)."""
-        loss = self.evaluate(None if self.step == 0 else build_model(self.cfg, seed=self.args.seed))
-        self.metrics.write({"kind": "eval", "step": 0, "val_loss": loss})
+        loss = self.evaluate(None if self.step == 0 else build_model(self.cfg, seed=self.args.seed).to(self.device))
+        self._write({"kind": "eval", "step": 0, "val_loss": loss})
         return loss
 
     # --- one optimisation step -----------------------------------------------------------
@@ -182,11 +259,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         ce_sum = router_sum = 0.0
-        load = None
         for micro in range(args.grad_accum):
-            x, y = sample_batch(self.stream.train, args.batch_size, args.seq_len,
-                                batch_generator(args.seed, self.step, micro))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            x, y = self._batch(self.stream.train, batch_generator(args.seed, self.step, micro))
+            with self._autocast():
                 logits = model(x)
             # cross-entropy in fp32: bf16 log-softmax over a large vocabulary loses the small terms
             ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
@@ -194,16 +269,17 @@ class Trainer:
             ((ce + router) / args.grad_accum).backward()
             ce_sum += ce.item()
             router_sum += router.item()
-            step_load = model.expert_load()
-            load = step_load if load is None else load + step_load
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip).item()
+        grad_norm = clip_grad_norm(list(model.parameters()), args.clip, None if self.dist is None else self.dist.dp_group)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        # every rank applies the bias update of the global batch's load, so all route alike
+        load = sync_expert_load(model, None if self.dist is None else self.dist.dp_group)
         model.update_expert_bias()
         self.step += 1
-        row = {"kind": "train", "step": self.step, "loss": ce_sum / args.grad_accum,
-               "router_loss": router_sum / args.grad_accum, "lr": lr, "grad_norm": grad_norm}
-        if load is not None and load.numel():
+        ce_mean, router_mean = self._mean_over_ranks(ce_sum / args.grad_accum, router_sum / args.grad_accum)
+        row = {"kind": "train", "step": self.step, "loss": ce_mean, "router_loss": router_mean, "lr": lr,
+               "grad_norm": grad_norm}
+        if load.numel():
             row["expert_load"] = load.tolist()
             row["load_max_over_mean"] = (load.max(dim=1).values / load.float().mean(dim=1)).mean().item()
         return row
@@ -211,12 +287,25 @@ class Trainer:
     def save(self) -> None:
         # The training state is the commit point: the weights go first, so a crash in between
         # leaves weights at least as new as `latest`, and the resumed run rewrites them.
-        save_weights(self.model, self.run_dir)
+        self.save_model_weights()
         save_train_state(self.run_dir, self.model, self.optimizer, self.step)
+
+    def save_model_weights(self) -> None:
+        """The plain model folder's weights; a sharded model is gathered on rank 0, which writes them."""
+        model = self.model if self.dist is None else gather_full_model(self.model)
+        if model is not None:
+            save_weights(model, self.run_dir)
+        self._barrier()
 
     # --- the run -------------------------------------------------------------------------
 
     def run(self, quiet: bool = False) -> TrainResult:
+        try:
+            return self._run(quiet)
+        finally:
+            self.close()
+
+    def _run(self, quiet: bool) -> TrainResult:
         from hepta.progress import TrainProgress
 
         args = self.args
@@ -228,21 +317,22 @@ class Trainer:
             val_before = first_eval["val_loss"]
         val_after = val_before
         tokens_per_step = args.batch_size * args.seq_len * args.grad_accum
-        with TrainProgress(total=args.steps, start=self.step, quiet=quiet) as progress:
+        with TrainProgress(total=args.steps, start=self.step, quiet=quiet or not self.is_main) as progress:
             while self.step < args.steps:
                 t0 = time.perf_counter()
                 row = self.train_step()
                 row["tokens_per_s"] = tokens_per_step / (time.perf_counter() - t0)
-                self.metrics.write(row)
+                self._write(row)
                 progress.update(self.step, row)
                 if self.step % args.eval_every == 0 or self.step == args.steps:
                     val_after = self.evaluate()
-                    self.metrics.write({"kind": "eval", "step": self.step, "val_loss": val_after})
+                    self._write({"kind": "eval", "step": self.step, "val_loss": val_after})
                 if self.step % args.save_every == 0 or self.step == args.steps:
                     self.save()
         if self.checkpoint is not None and self.step == checkpoint_step(self.checkpoint):
-            save_weights(self.model, self.run_dir)  # resumed a finished run: make sure the weights match it
+            self.save_model_weights()  # resumed a finished run: make sure the weights match it
         evals = [r for r in read_metrics(self.run_dir) if r["kind"] == "eval"]
         val_after = evals[-1]["val_loss"] if evals else val_after
-        plot_run(self.run_dir)
+        if self.is_main:
+            plot_run(self.run_dir)
         return TrainResult(self.run_dir, self.step, val_before, val_after, time.perf_counter() - started)

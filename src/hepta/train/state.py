@@ -1,7 +1,8 @@
 """Resumable training state: model, optimizer, step and RNG in `train_state/`.
 
 Written with torch.distributed.checkpoint, so the same files reshard across process counts.
-Each save goes to `step_XXXXXXXX.tmp/`, is renamed to `step_XXXXXXXX/` only once complete,
+Under torch.distributed every rank writes its own shards, and rank 0 commits the save once all
+are written. Each save goes to `step_XXXXXXXX.tmp/`, is renamed to `step_XXXXXXXX/` only once complete,
 and only then does the `latest` pointer move: a process killed at any moment leaves the
 previous complete checkpoint in place and pointed to.
 """
@@ -33,19 +34,40 @@ def _no_dist() -> bool:
     return no_dist
 
 
+def _is_main() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def _step_dir(root: Path, step: int) -> Path:
     return root / f"step_{step:08d}"
 
 
 def save_train_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> Path:
+    """Write the state of every rank (collective under torch.distributed); rank 0 commits it."""
     root = run_dir / STATE_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = _step_dir(root, step)
     tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # debris of an earlier killed save
+    if _is_main():
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # debris of an earlier killed save
+    _barrier()  # no rank writes into the folder before the debris is gone
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd, "step": torch.tensor(step), "rng": torch.get_rng_state()}
     dcp.save(state, checkpoint_id=str(tmp), no_dist=_no_dist())
+    # dcp.save returns on rank 0 only after every rank's files are written and the metadata
+    # that lists them is in place, so rank 0 alone can commit.
+    if _is_main():
+        _commit(root, tmp, final)
+    _barrier()  # every rank sees the new `latest` before it goes on
+    return final
+
+
+def _commit(root: Path, tmp: Path, final: Path) -> None:
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
@@ -60,7 +82,6 @@ def save_train_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.opt
     fsync_dir(root)
     atomic_write_text(root / LATEST, final.name + "\n")
     _prune(root, keep=final.name)
-    return final
 
 
 def _prune(root: Path, keep: str) -> None:

@@ -136,3 +136,9 @@ def extract_terms(text: str, lang: str | None = None) -> list[str]:
         for term in japanese_nouns(body):
             seen[term] = None
     return list(seen)
+
+
+@lru_cache(maxsize=65536)
+def cached_terms(text: str, lang: str | None) -> tuple[str, ...]:
+    """extract_terms, remembered: reposts and re-deliveries repeat texts, so each is analysed once."""
+    return tuple(extract_terms(text, lang))

@@ -25,13 +25,12 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from pathlib import Path
 
 from hepta.errors import HeptaError
 from hepta.live.post import Post
 from hepta.live.store import Store, StoredPost, opened
-from hepta.live.terms import extract_terms
+from hepta.live.terms import cached_terms
 
 BUCKETS_PER_WINDOW = 3
 HISTORY_WINDOWS = 8
@@ -61,12 +60,6 @@ class TrendReport:
     baseline_s: float  # history the baselines were measured on (0: none yet, so nothing can trend)
     num_posts: int  # posts in the window
     trends: list[Trend] = field(default_factory=list)
-
-
-@lru_cache(maxsize=65536)
-def cached_terms(text: str, lang: str | None) -> tuple[str, ...]:
-    """Terms of a text; reposts and duplicates repeat texts, so they are analysed once."""
-    return tuple(extract_terms(text, lang))
 
 
 class TrendCounter:

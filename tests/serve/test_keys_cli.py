@@ -2,31 +2,15 @@
 
 import json
 import sqlite3
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pytest
 
-import hepta.serve.cli
 from hepta.cli import main
 from hepta.serve.keys import KeyStore
-from hepta.serve.keys_cli import add_keys_command
-
-
-@pytest.fixture(autouse=True)
-def keys_command(monkeypatch):
-    """`hepta keys` through the real `hepta` parser and error handling."""
-    import argparse
-
-    probe = argparse.ArgumentParser().add_subparsers()
-    hepta.serve.cli.add_commands(probe)
-    if "keys" not in probe.choices:  # the serve layer has not registered it itself yet
-        original = hepta.serve.cli.add_commands
-
-        def add_commands(subparsers):
-            original(subparsers)
-            add_keys_command(subparsers)
-
-        monkeypatch.setattr(hepta.serve.cli, "add_commands", add_commands)
+from helpers import run_cli
 
 
 def hepta_keys(capsys, *args):
@@ -191,3 +175,26 @@ def test_empty_list_says_how_to_add(tmp_path, capsys):
     KeyStore(tmp_path / "fresh.db", create=True).close()
     code, out, _ = hepta_keys(capsys, "list", "--file", str(tmp_path / "fresh.db"))
     assert code == 0 and "no keys in" in out and "hepta keys add NAME" in out
+
+
+def test_end_to_end_in_a_subprocess(tmp_path):
+    f = str(tmp_path / "keys.db")
+    added = run_cli("keys", "add", "app", "--file", f, "--tpm", "1000", timeout=60)
+    assert added.returncode == 0, added.stderr
+    raw = added.stdout.strip()
+    assert raw.startswith("hk-") and "will not be shown again" in added.stderr
+    listed = run_cli("keys", "list", "--file", f, "--json", timeout=60)
+    assert listed.returncode == 0 and raw not in listed.stdout
+    assert [(k["name"], k["rpm"], k["tpm"]) for k in json.loads(listed.stdout)] == [("app", None, 1000)]
+    again = run_cli("keys", "add", "app", "--file", f, timeout=60)
+    assert again.returncode == 1 and again.stdout == ""
+    one_error_line(again.stderr, "a key named 'app' already exists")
+    with KeyStore(f) as store:
+        assert store.authenticate(raw).name == "app"
+
+
+def test_keys_command_loads_no_torch(tmp_path):
+    code = (f"import sys; from hepta.cli import main; rc = main(['keys', 'list', '--file', {str(tmp_path / 'k.db')!r}]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "no key file at" in proc.stderr, proc.stderr  # ran the command, no torch

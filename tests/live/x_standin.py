@@ -348,8 +348,8 @@ class XStandin:
                                                                    "must be between 10 and 100"}]})
             return
         since = int(params["since_id"]) if params.get("since_id") else -1
-        hits = sorted((p for p in self.posts if int(p.id) > since and matches(query, p)),
-                      key=lambda p: int(p.id), reverse=True)
+        unique = {p.id: p for p in self.posts if int(p.id) > since and matches(query, p)}  # a re-sent post once
+        hits = sorted(unique.values(), key=lambda p: int(p.id), reverse=True)
         offset = int(params["next_token"].removeprefix("page-")) if params.get("next_token") else 0
         page = hits[offset: offset + max_results]
         meta = {"result_count": len(page)}

@@ -100,12 +100,27 @@ class Ingest:
                     next_progress = now + self.progress_every_s
                 if self._stop.is_set() and self._queue.empty() and not reader.is_alive():
                     break
+        except KeyboardInterrupt:  # Ctrl-C: keep what has already arrived, then let the caller report
+            self.stop()
+            pending.extend(self._drain())
+            raise
         finally:
             if pending:
                 self._write(pending, first_arrival)
             self.stats.elapsed_s = self.clock() - started
             self._progress(self.clock(), started)
         return self.stats
+
+    def _drain(self) -> list[Post]:
+        posts: list[Post] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return posts
+            if isinstance(item, list):
+                posts.extend(item)
+                self.stats.received += len(item)
 
     def _read(self) -> None:
         # a source with stop() finishes what is on the wire itself; a plain iterable is cut short here

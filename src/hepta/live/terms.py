@@ -68,16 +68,19 @@ def japanese_nouns(text: str) -> list[str]:
     """Noun compounds of Japanese text, in order (janome's IPA-dictionary analysis)."""
     terms: list[str] = []
     compound: list[str] = []
+    prefix = ""  # 接頭詞 such as 大 in 大規模 joins the noun that follows it
     for token in janome_tokenizer().tokenize(text):
         pos = token.part_of_speech.split(",")
         if pos[0] == "名詞" and pos[1] not in _JA_NOUN_SKIP and _CJK.search(token.surface):
             if pos[1] == "接尾" and not compound:
                 continue
-            compound.append(token.surface)
+            compound.append(prefix + token.surface)
+            prefix = ""
             continue
         if compound:
             terms.append("".join(compound))
             compound = []
+        prefix = token.surface if pos[0] == "接頭詞" and _CJK.search(token.surface) else ""
     if compound:
         terms.append("".join(compound))
     return [t for t in terms if t not in JA_STOPWORDS and (len(t) > 1 or not _is_kana(t))]

@@ -25,7 +25,7 @@ def test_new_key_authenticates_and_others_do_not(store):
     assert store.authenticate(other).name == "bob"
     assert store.authenticate(raw[:-1] + ("A" if raw[-1] != "A" else "B")) is None  # one character off
     assert store.authenticate("hk-" + "x" * 43) is None
-    for junk in ("", "Bearer " + raw, raw + " ", None, 42):
+    for junk in ("", "Bearer " + raw, raw + " ", None, 42, raw[:-1] + "\udc80", raw[:-1] + "é"):
         assert store.authenticate(junk) is None
 
 

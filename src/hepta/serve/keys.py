@@ -121,7 +121,7 @@ def new_raw_key() -> str:
 
 def looks_like_key(raw_key: object) -> bool:
     return isinstance(raw_key, str) and len(raw_key) == len(KEY_PREFIX) + KEY_RANDOM_CHARS \
-        and raw_key.startswith(KEY_PREFIX)
+        and raw_key.startswith(KEY_PREFIX) and raw_key.isascii()
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -154,7 +154,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
     config = SynthConfig(posts=args.posts, seed=args.seed, minutes=args.minutes, bursts=args.bursts)
     truth_path, truth = write_stream(args.out, config)
     languages = ", ".join(f"{n:,} {lang}" for lang, n in truth["languages"].items())
-    bursts = ", ".join(f"{b['term']} ({b['lang']}, {b['posts']})" for b in truth["bursts"])
-    print(f"wrote {truth['lines']:,} lines ({truth['distinct_ids']:,} distinct posts: {languages}; "
-          f"{len(truth['edits'])} edits, {len(truth['duplicates'])} duplicates) to {args.out}")
+    bursts = ", ".join(f"{b['term']} ({b['lang']}, {b['posts']} posts)" for b in truth["bursts"])
+    num_edits = len(truth["edits"])
+    print(f"wrote {truth['lines']:,} lines to {args.out}: {truth['distinct_ids'] - num_edits:,} posts, "
+          f"{num_edits} edits, {len(truth['duplicates'])} re-sent duplicates ({languages} lines)")
     print(f"bursts: {bursts}; ground truth in {truth_path}")

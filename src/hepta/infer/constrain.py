@@ -171,21 +171,44 @@ def _response_schema(response_format: Any) -> tuple[dict, str] | None:
     raise InvalidField("response_format.type", f"{kind!r} is not one of 'text', 'json_object', 'json_schema'")
 
 
-def _calls_lark(tools: list[Tool], start: str) -> str:
+def _marker(tokenizer, text: str) -> str:
+    """Lark for a fixed tag: the token itself where the vocabulary holds it as an added token
+    (Qwen's <tool_call>), which the model writes as one id, else the string, written in pieces."""
+    token_id = tokenizer.hf.token_to_id(text)
+    if token_id is not None and token_id in tokenizer.hf.get_added_tokens_decoder():
+        return text
+    return _lark_str(text)
+
+
+def _calls_lark(tokenizer, tools: list[Tool], start: str, parallel: bool) -> str:
     """Lark for tool calls in tools.format_tool_call's exact layout, so parse_tool_calls reads every
-    call back; `start` combines `calls` (one or more whole calls) or `body` (a call after its
-    opening tag) with whatever else may be written instead."""
-    nl = "\n"
-    rules = ["%llguidance {}", f"start: {start}",
-             f"calls: {_lark_str(TOOL_CALL_OPEN)} body more*",
-             f"more: {_lark_str(nl + TOOL_CALL_OPEN)} body",
-             f"body: {_lark_str(nl)} ({' | '.join(f'call_{i}' for i in range(len(tools)))}) "
-             f"{_lark_str(nl + TOOL_CALL_CLOSE)}"]
+    call back. `start` combines `calls` (whole calls) or `OPEN body more*` (calls after a free
+    text) with what may be written instead; `parallel` allows more than one call."""
+    open_, close = _marker(tokenizer, TOOL_CALL_OPEN), _marker(tokenizer, TOOL_CALL_CLOSE)
+    nl = _lark_str("\n")
+    more = " more*" if parallel else ""
+    rules = ["%llguidance {}", f"start: {start.replace('OPEN', open_).replace(' more*', more)}",
+             f"calls: {open_} body{more}",
+             f"body: {nl} ({' | '.join(f'call_{i}' for i in range(len(tools)))}) {nl} {close}"]
+    if parallel:
+        rules.append(f"more: {nl} {open_} body")
     for i, tool in enumerate(tools):
         head = '{"name": ' + json.dumps(tool.name) + ', "arguments": '
         rules.append(f"call_{i}: {_lark_str(head)} args_{i} \"}}\"")
         rules.append(f"args_{i}: {_lark_json(tool.parameters)}")
     return "\n".join(rules) + "\n"
+
+
+def _auto_calls_lark(tokenizer, tools: list[Tool], parallel: bool) -> str:
+    """Free text, or free text then calls: once the opening tag is written only calls may follow,
+    so a call can never be started and abandoned."""
+    if _marker(tokenizer, TOOL_CALL_OPEN) == TOOL_CALL_OPEN:
+        # free text cannot hold the tag's token, so the text ends exactly where the model writes it
+        return _calls_lark(tokenizer, tools, "TEXT | TEXT OPEN body more*", parallel) + "TEXT: /(?s:.*)/\n"
+    # the tag is spelled in several tokens: the lazy lexeme `lead` ends at its first occurrence
+    lead = "/(?s:.*)" + TOOL_CALL_OPEN.replace("/", "\\/") + "/"
+    return (_calls_lark(tokenizer, tools, "TEXT | lead body more*", parallel)
+            + f"TEXT: /(?s:.*)/\nlead[lazy]: {lead}\n")
 
 
 def _check_schema(schema: dict, param: str, llg: llguidance.LLTokenizer) -> None:
@@ -205,11 +228,12 @@ class ConstraintSpec:
 
     @classmethod
     def for_request(cls, tokenizer, response_format: Any = None, tools: Sequence[dict] | None = None,
-                    tool_choice: Any = None) -> "ConstraintSpec | None":
+                    tool_choice: Any = None, parallel_tool_calls: bool = True) -> "ConstraintSpec | None":
         """The constraint of an OpenAI chat request; None when its output is free text.
 
-        tool_choice "required" or named: only calls, each validating against its tool's parameters
-        (a response_format then has nothing to shape, as with OpenAI, and is ignored); "auto": free
+        tool_choice "required": only calls (one, or several when parallel_tool_calls), each validating
+        against its tool's parameters; named: exactly one call of that function (a response_format
+        has nothing to shape then, as with OpenAI, and is ignored); "auto": free
         text (or the response_format's JSON) or calls, once "<tool_call>" is written the rest must be
         calls; "none": the response_format alone. Invalid or unsupported schemas raise InvalidField
         naming the field.
@@ -217,21 +241,18 @@ class ConstraintSpec:
         schema = _response_schema(response_format)
         chosen, mode = choose_tools(tools, tool_choice)
         llg = llg_tokenizer(tokenizer)
-        if schema is not None and mode != "required":
+        parallel = parallel_tool_calls and mode != "named"
+        if schema is not None and mode not in ("required", "named"):
             _check_schema(schema[0], schema[1], llg)
         for tool in chosen if mode != "none" else []:
             _check_schema(tool.parameters, f"{tool.param}.parameters", llg)
-        if mode == "required":
-            grammar = llguidance.LLMatcher.grammar_from_lark(_calls_lark(chosen, "calls"))
+        if mode in ("required", "named"):
+            grammar = llguidance.LLMatcher.grammar_from_lark(_calls_lark(tokenizer, chosen, "calls", parallel))
         elif mode == "auto" and schema is not None:
             grammar = llguidance.LLMatcher.grammar_from_lark(
-                _calls_lark(chosen, "answer | calls") + f"answer: {_lark_json(schema[0])}\n")
+                _calls_lark(tokenizer, chosen, "answer | calls", parallel) + f"answer: {_lark_json(schema[0])}\n")
         elif mode == "auto":
-            # the lazy lexeme `lead` ends at the first "<tool_call>"; from there only calls may follow,
-            # so a call can never be started and abandoned
-            lead = "/(?s:.*)" + TOOL_CALL_OPEN.replace("/", "\\/") + "/"
-            grammar = llguidance.LLMatcher.grammar_from_lark(
-                _calls_lark(chosen, "TEXT | lead body more*") + f"TEXT: /(?s:.*)/\nlead[lazy]: {lead}\n")
+            grammar = llguidance.LLMatcher.grammar_from_lark(_auto_calls_lark(tokenizer, chosen, parallel))
         elif schema is not None:
             grammar = llguidance.LLMatcher.grammar_from_json_schema(_styled(schema[0]))
         else:

@@ -85,7 +85,7 @@ def check_tools(tools: Sequence[dict] | None) -> list[Tool]:
 
 
 def choose_tools(tools: Sequence[dict] | None, tool_choice: Any) -> tuple[list[Tool], str]:
-    """The tools the model may call and the mode: "none", "auto", "required" (named = required of one).
+    """The tools the model may call and the mode: "none", "auto", "required" or "named" (that one tool).
 
     OpenAI's defaults: "auto" when tools are given, "none" when not.
     """
@@ -103,7 +103,7 @@ def choose_tools(tools: Sequence[dict] | None, tool_choice: Any) -> tuple[list[T
         if not named:
             known = ", ".join(t.name for t in checked) or "none given"
             raise InvalidField("tool_choice.function.name", f"{name!r} is not one of the tools ({known})")
-        return named, "required"
+        return named, "named"
     raise InvalidField("tool_choice", "must be 'none', 'auto', 'required' or "
                        "{'type': 'function', 'function': {'name': ...}}")
 
@@ -121,7 +121,7 @@ def tools_system_prompt(tools: Sequence[dict] | None, tool_choice: Any = None) -
         for t in chosen)
     if mode == "auto":
         when = "Call a function when it helps answer the user; otherwise answer in plain text."
-    elif len(chosen) == 1 and tool_choice not in (None, "required"):
+    elif mode == "named":
         when = f"You must call the function {chosen[0].name}."
     else:
         when = "You must call one or more of these functions."

@@ -80,6 +80,16 @@ def test_keepalives_keep_a_quiet_connection_and_silence_past_the_read_timeout_re
     assert {p.id for p in posts} == x.matching_ids()
 
 
+def test_a_connection_that_closes_before_sending_anything_backs_off(small):
+    with XStandin(small, faults=StreamFaults(keepalive_run=0)) as x:
+        add_rules(x)
+        x.plan_connects(*["keepalive-only"] * 3)  # 200, no keep-alive, clean close
+        sleeps = []
+        stream = XStream(TOKEN, x.base_url, sleep=sleeps.append)
+        read_all(stream, x)
+    assert stream.waits == [("network", 0.25), ("network", 0.5), ("network", 0.75)]
+
+
 def test_malformed_and_truncated_lines_are_skipped_and_counted(small):
     faults = StreamFaults(seed=5, malformed=0.05, truncated=0.05)
     with XStandin(small, faults=faults) as x:

@@ -65,13 +65,19 @@ class XStream:
                             response.read()
                             self._wait_after_http_error(response, backoff)
                             continue
-                        backoff.reset()
                         self.stats.connections += 1
                         for batch in self._read(response):
-                            alive = True
+                            if not alive:  # the connection works: every schedule starts again
+                                alive = True
+                                backoff.reset()
                             if batch:
                                 yield batch
-                    log.info("the filtered stream closed; reconnecting")
+                    if self._stopping.is_set():
+                        return
+                    if alive:
+                        log.info("the filtered stream closed; reconnecting")
+                    else:  # 200 and an empty body: as good as refused
+                        self.pacer.wait("network", backoff.network_error(), "closed before sending anything")
                 except httpx.TransportError as e:  # refused, reset, truncated chunk, 20 s without a byte
                     if alive:  # an established connection dropped: reconnect at once
                         log.info("the filtered stream dropped (%s); reconnecting", type(e).__name__)

@@ -240,7 +240,7 @@ def _nothing_fits(req: PlanRequest) -> str:
                     if req.gpus % (tp * pp) == 0 and (req.gpus // (tp * pp)) % ep == 0), default=None)
     need = f"needs {smallest / 1e9:.0f} GB per GPU" if smallest else "has no layout"
     options = []
-    for factor in (2, 4, 8, 16, 32, 64):
+    for factor in (2 ** k for k in range(1, 15)):
         bigger = replace(req, gpus=req.gpus * factor)
         if candidate_fits(bigger, bigger.gpus):
             options.append(f"--gpus {bigger.gpus}")

@@ -77,7 +77,7 @@ def print_plan(plan: Plan, dry_run: dict | None = None, console: Console | None 
         check.add_column("analytic", justify="right")
         check.add_column("measured", justify="right")
         check.add_column("ratio", justify="right")
-        for key in ("parameters", "total"):
+        for key in dry_run["measured"]:
             a, m = dry_run["analytic"][key], dry_run["measured"][key]
             check.add_row(key, _gb(a), _gb(m), f"{m / a:.3f}")
         console.print(check)

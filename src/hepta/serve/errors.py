@@ -59,7 +59,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = errors[0]
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON; send a JSON object", None
-    if first.get("loc") == ("body",):
+    if first.get("loc") == ("body",) and first.get("type") in ("model_attributes_type", "dict_type", "model_type"):
         return "the request body must be a JSON object", None
     param = _field_path(tuple(first.get("loc", ())))
     message = first.get("msg", "invalid value").removeprefix("Value error, ")

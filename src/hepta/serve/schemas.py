@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_N = 128
 MAX_STOP_SEQUENCES = 4
@@ -148,11 +148,12 @@ class _Sampling(_Body):
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     user: str | None = None
 
-    @model_validator(mode="after")
-    def _stop_count(self) -> "_Sampling":
-        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP_SEQUENCES:
+    @field_validator("stop")
+    @classmethod
+    def _stop_count(cls, stop):
+        if isinstance(stop, list) and len(stop) > MAX_STOP_SEQUENCES:
             raise ValueError(f"stop takes at most {MAX_STOP_SEQUENCES} sequences")
-        return self
+        return stop
 
     @property
     def stop_list(self) -> tuple[str, ...]:

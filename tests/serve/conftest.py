@@ -1,0 +1,53 @@
+"""A real model folder, a real uvicorn server on 127.0.0.1 and the real `openai` client."""
+
+from __future__ import annotations
+
+import pytest
+
+import hepta
+from hepta.tokenizer import Tokenizer
+
+SERVE_SHAPE = dict(vocab_size=512, dim=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32, num_experts=4,
+                   expert_hidden_dim=32, max_seq_len=2048)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, corpus):
+    """A model folder as `hepta train` writes it: random weights, a tokenizer trained on real text."""
+    folder = tmp_path_factory.mktemp("served") / "micro"
+    tokenizer = Tokenizer.train([f.read_text() for f in sorted(corpus.iterdir())], text_vocab_size=480)
+    model = hepta.build_model(hepta.get_preset("tiny").replace(**SERVE_SHAPE), seed=0)
+    hepta.save_model(model, folder)
+    tokenizer.save(folder)
+    return folder
+
+
+def start_server(model_dir, **config):
+    from hepta.infer.engine import EngineConfig
+    from hepta.serve.app import ServeConfig, create_app
+    from hepta.serve.runner import BackgroundServer
+
+    engine = EngineConfig(**config.pop("engine", {}))
+    app = create_app(ServeConfig(model=str(model_dir), model_name="micro", engine=engine, **config))
+    server = BackgroundServer(app).start()
+    server.wait_ready()
+    return server
+
+
+def client(server, **kwargs):
+    import openai
+
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=kwargs.pop("api_key", "unused"), max_retries=0,
+                         **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    server = start_server(model_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def openai_client(server):
+    return client(server)

@@ -15,10 +15,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def cmd_serve(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from hepta.infer.engine import EngineConfig
-    from hepta.serve.app import ServeConfig, create_app
-    from hepta.serve.runner import serve_forever
-
     if not (Path(args.model) / "config.json").is_file():
         raise HeptaError(f"--model {args.model} is not a model folder (no config.json); pass a folder from "
                          "`hepta train` or `hepta convert`, or a supported Hugging Face folder")
@@ -30,6 +26,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
                          f"`hepta keys add NAME --file {args.api_keys}`")
     if args.live_db is not None and not Path(args.live_db).is_file():
         raise HeptaError(f"--live-db {args.live_db} does not exist; fill one with `hepta live ingest --db PATH`")
+    from hepta.infer.engine import EngineConfig
+    from hepta.serve.app import ServeConfig, create_app
+    from hepta.serve.runner import serve_forever
+
     engine = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
                           kv_cache_bytes=int(args.kv_cache_mb * 2**20) if args.kv_cache_mb else None,
                           max_queue=args.max_queue)

@@ -1,0 +1,134 @@
+"""The continuous-batching engine gives each request what it would get alone, within a bounded memory."""
+
+import threading
+import time
+
+import pytest
+
+import hepta
+from hepta.errors import HeptaError
+from hepta.infer.engine import ContextLengthExceeded, Engine, EngineConfig, QueueFull, generate
+from hepta.infer.generate import generate as generate_alone
+from hepta.infer.request import Request
+from hepta.infer.sampling import SamplingParams
+from hepta.tokenizer import Tokenizer
+
+GREEDY = SamplingParams(temperature=0)
+
+
+def settles(condition, timeout=10.0) -> bool:
+    """The engine frees slots just after sending a choice's last event: wait for it."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(corpus):
+    tokenizer = Tokenizer.train([f.read_text() for f in sorted(corpus.iterdir())], text_vocab_size=480)
+    cfg = hepta.get_preset("tiny").replace(vocab_size=512, dim=64, num_layers=2, num_heads=2, num_kv_heads=1,
+                                           head_dim=32, num_experts=4, expert_hidden_dim=32, max_seq_len=256)
+    return hepta.build_model(cfg, seed=0).eval(), tokenizer
+
+
+@pytest.fixture
+def engine(model_and_tokenizer):
+    engine = Engine(*model_and_tokenizer, EngineConfig(max_num_seqs=6)).start()
+    yield engine
+    engine.stop()
+
+
+def test_greedy_answer_equals_single_sequence_generation(engine, model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    prompt = "import json\n"
+    expected = generate_alone(model, tokenizer, prompt, max_tokens=24, params=GREEDY)
+    got = generate(engine, Request(tokenizer.encode_prompt(prompt), 24, GREEDY))[0]
+    assert got.token_ids == expected.token_ids and got.text == expected.text
+
+
+def test_requests_joining_and_leaving_the_batch_get_their_solo_answers(engine, model_and_tokenizer):
+    _, tokenizer = model_and_tokenizer
+    prompts = [f"def f{i}(x):\n    return {'x' * (i + 1)}\n" for i in range(9)]  # more requests than slots
+    shapes = [(tokenizer.encode_prompt(p), 5 + 3 * i, SamplingParams(temperature=0.9, seed=i))
+              for i, p in enumerate(prompts)]
+    solo = [generate(engine, Request(ids, n, params))[0] for ids, n, params in shapes]
+    together = [None] * len(shapes)
+
+    def run(i):
+        time.sleep(0.002 * i)  # staggered: they arrive while others are decoding
+        ids, n, params = shapes[i]
+        together[i] = generate(engine, Request(ids, n, params))[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(shapes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [c.token_ids for c in together] == [c.token_ids for c in solo]
+    assert settles(lambda: engine.kv_usage == 0 and engine.num_requests_running == 0)
+
+
+def test_n_choices_share_a_prompt_and_differ(engine, model_and_tokenizer):
+    _, tokenizer = model_and_tokenizer
+    choices = generate(engine, Request(tokenizer.encode("x = "), 12, SamplingParams(seed=5), n=4))
+    assert len({tuple(c.token_ids) for c in choices}) == 4
+    again = generate(engine, Request(tokenizer.encode("x = "), 12, SamplingParams(seed=5), n=4))
+    assert [c.token_ids for c in again] == [c.token_ids for c in choices]
+
+
+def test_penalties_and_logit_bias(engine, model_and_tokenizer):
+    _, tokenizer = model_and_tokenizer
+    ids = tokenizer.encode("import os\n")
+    plain = generate(engine, Request(ids, 40, GREEDY))[0].token_ids
+    penalised = generate(engine, Request(ids, 40, SamplingParams(temperature=0, frequency_penalty=2.0)))[0].token_ids
+    assert max(penalised.count(t) for t in set(penalised)) < max(plain.count(t) for t in set(plain))
+    forced = generate(engine, Request(ids, 6, GREEDY, logit_bias={77: 100.0}))[0].token_ids
+    assert forced == [77] * 6
+
+
+def test_logprobs_and_stop_strings(engine, model_and_tokenizer):
+    _, tokenizer = model_and_tokenizer
+    ids = tokenizer.encode("def ")
+    full = generate(engine, Request(ids, 30, GREEDY, logprobs=3))[0]
+    assert len(full.logprobs) == 30 and all(lp.top[0][0] == lp.token_id for lp in full.logprobs)
+    stop = full.text[10:13]
+    cut = generate(engine, Request(ids, 30, GREEDY, stop=(stop,)))[0]
+    assert cut.text == full.text[:full.text.index(stop)] and cut.finish_reason == "stop"
+
+
+def test_cancelling_frees_the_slot_for_the_next_request(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=1)).start()
+    try:
+        events = []
+        long = Request(tokenizer.encode("x"), 250, GREEDY, sink=events.append)
+        engine.submit(long)
+        while not events:
+            time.sleep(0.001)
+        long.cancel()
+        short = generate(engine, Request(tokenizer.encode("y"), 3, GREEDY), timeout=30)[0]
+        assert len(short.token_ids) == 3 and events[-1].finish_reason == "cancelled"
+        assert len(events) < 250 and settles(lambda: engine.kv_usage == 0)
+    finally:
+        engine.stop()
+
+
+def test_memory_is_bounded_and_excess_requests_are_refused(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    slot_bytes = model.new_slot_cache(1, 256).num_bytes()
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=64, kv_cache_bytes=3 * slot_bytes, max_queue=2))
+    assert engine.num_slots == 3 and engine.cache.num_bytes() == 3 * slot_bytes
+    # not started: nothing leaves the queue, so the third waiting request is refused
+    engine.submit(Request([1], 5))
+    engine.submit(Request([1], 5))
+    with pytest.raises(QueueFull):
+        engine.submit(Request([1], 5))
+    with pytest.raises(ContextLengthExceeded, match="maximum context length is 256"):
+        engine.check(200, 100)
+    with pytest.raises(HeptaError, match="lower n"):
+        engine.check(1, 1, n=4)
+    with pytest.raises(HeptaError, match="holds no sequence"):
+        Engine(model, tokenizer, EngineConfig(kv_cache_bytes=slot_bytes // 2))

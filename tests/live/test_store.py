@@ -101,9 +101,11 @@ def test_matches_are_newest_first_and_limited(store):
     assert times[0] == max(p.created_at for p, _ in store.matches(fts_query(["words"]), limit=1000))
 
 
-def test_posts_in_the_same_millisecond_with_equal_id_slots_both_stored(store):
-    assert store.upsert([make_post(5, "a"), make_post(5 + 1024, "b"), make_post(5 + 2048, "c")]) == 3
-    assert {store.get(i).text for i in ("5", "1029", "2053")} == {"a", "b", "c"}
+def test_posts_in_the_same_millisecond_all_stored(store):
+    posts = [make_post(i, f"same ms {i}") for i in range(1, 1201)]  # more posts than key slots in one ms
+    assert store.upsert(posts[:700]) == 700 and store.upsert(posts[700:]) == 500 and store.count() == 1200
+    assert {store.get(str(i)).text for i in (1, 600, 1200)} == {"same ms 1", "same ms 600", "same ms 1200"}
+    assert len(store.matches(fts_query(["same"]), limit=2000)) == 1200
 
 
 def test_reader_reads_while_a_writer_holds_its_transaction(tmp_path):

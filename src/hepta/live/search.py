@@ -218,36 +218,36 @@ def search(store: Store | str | Path, query: str, search_parameters: dict | Sear
                    min_likes=params.min_likes, min_views=params.min_views, limit=CANDIDATES)
     with opened(store) as db:
         if words:
-            candidates = db.matches(fts_query(words), **filters)
+            candidates = db.match_ranks(fts_query(words), **filters)
             if not candidates and len(words) > 1:
-                candidates = db.matches(fts_query(words, any_word=True), **filters)
+                candidates = db.match_ranks(fts_query(words, any_word=True), **filters)
         else:
-            candidates = db.matches(None, **filters)
+            candidates = db.match_ranks(None, **filters)
         reference = now or db.latest_time() or datetime.now(timezone.utc)
-    ranked = rank(candidates, reference)[:params.max_search_results]
-    posts = [post for post, _ in ranked]
+        ranked = rank(candidates, reference)[:params.max_search_results]
+        posts = db.by_keys([key for key, _ in ranked])
     return SearchResult(query=query, searched=True, posts=posts, scores=[round(s, 6) for _, s in ranked],
                         citations=[p.url for p in posts] if params.return_citations else [])
 
 
-def rank(candidates: list[tuple[StoredPost, float]], now: datetime) -> list[tuple[StoredPost, float]]:
-    """Candidates ordered by the combined score, best first; ties go to the newer post."""
+def rank(candidates: list[tuple], now: datetime) -> list[tuple[int, float]]:
+    """(key, score) of candidates from Store.match_ranks, best first; ties go to the newer post."""
     if not candidates:
         return []
-    best_bm25 = min(bm25 for _, bm25 in candidates)  # FTS5 bm25 is negative; more negative is better
-    engagement = [math.log1p(p.like_count + 2 * p.retweet_count + p.reply_count + p.quote_count)
-                  for p, _ in candidates]
+    best_bm25 = min(row[6] for row in candidates)  # FTS5 bm25 is negative; more negative is better
+    engagement = [math.log1p(likes + 2 * retweets + replies + quotes)
+                  for _, _, likes, retweets, replies, quotes, _ in candidates]
     top_engagement = max(engagement) or 1.0
-    now_s = now.timestamp()
+    now_ms = now.timestamp() * 1000
     scored = []
-    for (post, bm25), eng in zip(candidates, engagement):
+    for (key, created_ms, *_, bm25), eng in zip(candidates, engagement):
         relevance = bm25 / best_bm25 if best_bm25 < 0 else 1.0
-        age = max(0.0, now_s - post.timestamp)
-        recency = 0.5 ** (age / RECENCY_HALF_LIFE_S)
+        age_s = max(0.0, now_ms - created_ms) / 1000
+        recency = 0.5 ** (age_s / RECENCY_HALF_LIFE_S)
         score = (WEIGHTS["relevance"] * relevance + WEIGHTS["recency"] * recency
                  + WEIGHTS["engagement"] * eng / top_engagement)
-        scored.append((post, score))
-    scored.sort(key=lambda item: (-item[1], -item[0].timestamp))
+        scored.append((key, score))
+    scored.sort(key=lambda item: (-item[1], -item[0]))  # keys grow with time
     return scored
 
 

@@ -1,6 +1,6 @@
 """The post store: one SQLite file in WAL mode with an FTS5 full-text index.
 
-Rows are keyed by `key = created_at in ms * 1024 + id % 1024`, so key order is time order:
+Rows are keyed by `key = created_at in ms * 1024 + a slot from the id`, so key order is time order:
 date filters become key ranges the FTS5 index can seek to, and "newest matches first" walks the
 index backwards and stops early (the way real-time search engines scan their newest segments
 first) instead of scoring every match of a common word.
@@ -40,14 +40,14 @@ from hepta.errors import HeptaError
 from hepta.live.post import URL_PREFIX, Post, posts_from_response
 from hepta.live.terms import CJK_CHAR, EN_STOPWORDS, japanese_query_pieces, normalize
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KEY_SLOTS = 1024  # keys per millisecond
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS posts (
     key INTEGER PRIMARY KEY,
-    original_id TEXT NOT NULL UNIQUE,
+    original_id INTEGER NOT NULL UNIQUE,  -- X ids are digit strings; integers index smaller and faster
     id TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
     author_id TEXT NOT NULL,
@@ -61,17 +61,19 @@ CREATE TABLE IF NOT EXISTS posts (
     quote_count INTEGER NOT NULL,
     impression_count INTEGER NOT NULL,
     bookmark_count INTEGER NOT NULL,
-    num_versions INTEGER NOT NULL,
-    raw TEXT NOT NULL
+    num_versions INTEGER NOT NULL
 );
+-- the X JSON apart, so that the rows search reads stay small (several per page)
+CREATE TABLE IF NOT EXISTS posts_raw (key INTEGER PRIMARY KEY, raw TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS posts_by_handle ON posts(handle, key);
-CREATE TABLE IF NOT EXISTS edit_ids (id TEXT PRIMARY KEY, key INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS edit_ids (id INTEGER PRIMARY KEY, key INTEGER NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS posts_fts USING fts5(body, content='', tokenize='{FTS_TOKENIZER}');
 """
 COLUMNS = ("key, original_id, id, created_ms, author_id, username, handle, lang, text, like_count, retweet_count, "
-           "reply_count, quote_count, impression_count, bookmark_count, num_versions, raw")
+           "reply_count, quote_count, impression_count, bookmark_count, num_versions")
 SUMMARY_COLUMNS = ("id, text, author_id, username, created_ms, lang, like_count, retweet_count, reply_count, "
                    "quote_count, impression_count, bookmark_count, key")
+RANK_COLUMNS = "key, created_ms, like_count, retweet_count, reply_count, quote_count"
 MAX_VARS = 500  # ids per IN (...) list, below SQLite's bound-parameter limit
 
 _CJK_RUN = re.compile(f"[{CJK_CHAR}]+")
@@ -91,6 +93,8 @@ def _bigrams(match: re.Match) -> str:
 
 def index_text(text: str) -> str:
     """What FTS5 indexes for a post's text."""
+    if text.isascii():  # most posts: NFKC changes nothing and there is no Japanese run to rewrite
+        return text.lower()
     return _CJK_RUN.sub(_bigrams, normalize(text))
 
 
@@ -176,7 +180,8 @@ def key_floor(ms: int) -> int:
 
 
 def _post_key(post: Post) -> int:
-    return key_floor(to_ms(post.created_at)) + int(post.id) % KEY_SLOTS
+    # the slot mixes all the id's bits: X ids made in one ms on different machines share their low bits
+    return key_floor(to_ms(post.created_at)) + ((int(post.id) * 0x9E3779B1) >> 16) % KEY_SLOTS
 
 
 def normalize_handle(handle: str) -> str:
@@ -260,11 +265,12 @@ class Store:
 
         Duplicates and versions older than the stored one are not written and not counted.
         """
-        newest: dict[str, Post] = {}  # by original id: the newest version in this batch
+        newest: dict[int, Post] = {}  # by original id: the newest version in this batch
         for post in posts:
-            seen = newest.get(post.original_id)
+            original = int(post.original_id)
+            seen = newest.get(original)
             if seen is None or _version(post) > _version(seen):
-                newest[post.original_id] = post
+                newest[original] = post
         if not newest:
             return 0
         with self._write_lock:
@@ -280,8 +286,8 @@ class Store:
                 raise
         return num_new
 
-    def _upsert_locked(self, db: sqlite3.Connection, newest: dict[str, Post]) -> int:
-        stored: dict[str, tuple[int, int, str]] = {}  # original id -> (key, num_versions, text)
+    def _upsert_locked(self, db: sqlite3.Connection, newest: dict[int, Post]) -> int:
+        stored: dict[int, tuple[int, int, str]] = {}  # original id -> (key, num_versions, text)
         originals = list(newest)
         for i in range(0, len(originals), MAX_VARS):
             chunk = originals[i:i + MAX_VARS]
@@ -306,11 +312,12 @@ class Store:
             self._delete_locked(db, replaced)
 
         keys = self._free_keys(db, fresh)
-        db.executemany(f"INSERT INTO posts ({COLUMNS}) VALUES ({','.join('?' * 17)})",
+        db.executemany(f"INSERT INTO posts ({COLUMNS}) VALUES ({','.join('?' * 16)})",
                        [_row(key, post) for key, post in zip(keys, fresh)])
+        db.executemany("INSERT INTO posts_raw (key, raw) VALUES (?, ?)", [(key, post.raw) for key, post in zip(keys, fresh)])
         db.executemany("INSERT INTO posts_fts (rowid, body) VALUES (?, ?)",
                        [(key, index_text(post.text)) for key, post in zip(keys, fresh)])
-        edits = [(edit_id, key) for key, post in zip(keys, fresh) if len(post.edit_history_ids) > 1
+        edits = [(int(edit_id), key) for key, post in zip(keys, fresh) if len(post.edit_history_ids) > 1
                  for edit_id in post.edit_history_ids[1:]]
         if edits:
             db.executemany("INSERT OR REPLACE INTO edit_ids (id, key) VALUES (?, ?)", edits)
@@ -324,9 +331,11 @@ class Store:
             chunk = wanted[i:i + MAX_VARS]
             taken.update(r[0] for r in db.execute(
                 f"SELECT key FROM posts WHERE key IN ({','.join('?' * len(chunk))})", chunk))
+        checked = set(wanted)  # keys whose presence in the table `taken` already tells
         keys = []
         for key in wanted:
-            while key in taken:
+            while key in taken or (key not in checked and
+                                   db.execute("SELECT 1 FROM posts WHERE key = ?", (key,)).fetchone()):
                 key += 1
             taken.add(key)
             keys.append(key)
@@ -337,6 +346,7 @@ class Store:
         db.executemany("INSERT INTO posts_fts (posts_fts, rowid, body) VALUES ('delete', ?, ?)",
                        [(key, index_text(text)) for key, text in rows])
         db.executemany("DELETE FROM posts WHERE key = ?", [(key,) for key, _ in rows])
+        db.executemany("DELETE FROM posts_raw WHERE key = ?", [(key,) for key, _ in rows])
 
     def _cutoff_key(self, db: sqlite3.Connection, incoming: Iterable[Post]) -> int | None:
         if self.retention is None:
@@ -357,11 +367,14 @@ class Store:
 
     def get(self, post_id: str) -> Post | None:
         """The stored version of a post, by any id in its edit history."""
+        if not post_id.isdigit():
+            return None
         db = self.reader
-        row = db.execute("SELECT raw FROM posts WHERE original_id = ?", (post_id,)).fetchone()
+        row = db.execute("SELECT r.raw FROM posts p JOIN posts_raw r ON r.key = p.key WHERE p.original_id = ?",
+                         (int(post_id),)).fetchone()
         if row is None:
-            row = db.execute("SELECT p.raw FROM edit_ids e JOIN posts p ON p.key = e.key WHERE e.id = ?",
-                             (post_id,)).fetchone()
+            row = db.execute("SELECT r.raw FROM edit_ids e JOIN posts_raw r ON r.key = e.key WHERE e.id = ?",
+                             (int(post_id),)).fetchone()
         return None if row is None else posts_from_response(json.loads(row[0]))[0]
 
     def count(self) -> int:
@@ -369,15 +382,16 @@ class Store:
 
     def time_range(self) -> tuple[datetime, datetime] | None:
         """Creation times of the oldest and the newest stored post; None when empty."""
-        lo, hi = self.reader.execute("SELECT min(key), max(key) FROM posts").fetchone()
+        # two subqueries: SQLite answers a lone min() or max() from the index end, but not both in one
+        lo, hi = self.reader.execute("SELECT (SELECT min(key) FROM posts), (SELECT max(key) FROM posts)").fetchone()
         if lo is None:
             return None
         return (datetime.fromtimestamp(lo // KEY_SLOTS / 1000, timezone.utc),
                 datetime.fromtimestamp(hi // KEY_SLOTS / 1000, timezone.utc))
 
     def latest_time(self) -> datetime | None:
-        span = self.time_range()
-        return None if span is None else span[1]
+        key = self.reader.execute("SELECT max(key) FROM posts").fetchone()[0]
+        return None if key is None else datetime.fromtimestamp(key // KEY_SLOTS / 1000, timezone.utc)
 
     def posts_between(self, start: datetime, end: datetime, lang: str | None = None,
                       handles: list[str] | None = None) -> Iterator[StoredPost]:
@@ -402,7 +416,32 @@ class Store:
         Scores are FTS5's bm25(): more negative is more relevant. Times are [start, end). With
         match None every post passing the filters matches, with score 0.
         """
-        columns = ", ".join("p." + c.strip() for c in SUMMARY_COLUMNS.split(","))
+        rows = self._match_rows(SUMMARY_COLUMNS, match, start, end, handles, excluded_handles, min_likes,
+                                min_views, lang, limit)
+        return [(summary_from_row(row), row[-1]) for row in rows]
+
+    def match_ranks(self, match: str | None, start: datetime | None = None, end: datetime | None = None,
+                    handles: list[str] | None = None, excluded_handles: list[str] | None = None,
+                    min_likes: int | None = None, min_views: int | None = None, lang: str | None = None,
+                    limit: int = 1000) -> list[tuple]:
+        """Like `matches`, as bare rows for ranking: (key, created_ms, likes, retweets, replies, quotes, bm25)."""
+        return self._match_rows(RANK_COLUMNS, match, start, end, handles, excluded_handles, min_likes, min_views,
+                                lang, limit)
+
+    def by_keys(self, keys: list[int]) -> list[StoredPost]:
+        """Stored posts by key, in the order given."""
+        found = {}
+        for i in range(0, len(keys), MAX_VARS):
+            chunk = keys[i:i + MAX_VARS]
+            for row in self.reader.execute(
+                    f"SELECT {SUMMARY_COLUMNS} FROM posts WHERE key IN ({','.join('?' * len(chunk))})", chunk):
+                found[row[-1]] = summary_from_row(row)
+        return [found[key] for key in keys if key in found]
+
+    def _match_rows(self, columns: str, match: str | None, start: datetime | None, end: datetime | None,
+                    handles: list[str] | None, excluded_handles: list[str] | None, min_likes: int | None,
+                    min_views: int | None, lang: str | None, limit: int) -> list[tuple]:
+        columns = ", ".join("p." + c.strip() for c in columns.split(","))
         if match is None:
             sql, key, args = f"SELECT {columns}, 0.0 FROM posts p WHERE 1", "p.key", []
         else:
@@ -433,10 +472,9 @@ class Store:
         sql += f" ORDER BY {key} DESC LIMIT ?"
         args.append(limit)
         try:
-            rows = self.reader.execute(sql, args).fetchall()
+            return self.reader.execute(sql, args).fetchall()
         except sqlite3.OperationalError as e:
             raise HeptaError(f"the search expression {match!r} is not valid ({e}); use plain words") from None
-        return [(summary_from_row(row), row[-1]) for row in rows]
 
 
 @contextmanager
@@ -457,7 +495,7 @@ def _version(post: Post) -> int:
 
 
 def _row(key: int, post: Post) -> tuple:
-    return (key, post.original_id, post.id, to_ms(post.created_at), post.author_id, post.username,
+    return (key, int(post.original_id), post.id, to_ms(post.created_at), post.author_id, post.username,
             normalize_handle(post.username) if post.username else None, post.lang, post.text,
             post.like_count, post.retweet_count, post.reply_count, post.quote_count, post.impression_count,
-            post.bookmark_count, len(post.edit_history_ids), post.raw)
+            post.bookmark_count, len(post.edit_history_ids))

@@ -25,7 +25,8 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 import llguidance
-import llguidance.torch
+import llguidance.numpy
+import numpy as np
 import torch
 
 from hepta.errors import HeptaError
@@ -92,43 +93,56 @@ def _executor() -> llguidance.LLExecutor:
     return llguidance.LLExecutor()
 
 
-def fill_bitmask(constraints: Sequence[Constraint | None], vocab_size: int) -> torch.Tensor:
-    """Int32 [B, W] bitmask (bit i of word w = token 32 w + i allowed); rows for None allow all.
+def _tokenizer_bitmask(constraints: Sequence[Constraint | None]) -> tuple[np.ndarray, list[int], int]:
+    """(int32 [B, ceil(n / 32)] bitmask of the constrained rows, their indices, n = tokenizer vocab).
 
-    One llguidance call computes every constrained row, in parallel threads, without the GIL.
+    llguidance fills every constrained row in one call, in parallel threads, without the GIL; its
+    rows are exactly as wide as the tokenizer, whatever the model's V.
     """
-    num_words = (vocab_size + 31) // 32
-    bitmask_BW = torch.full((len(constraints), num_words), -1, dtype=torch.int32)
     rows = [(c.matcher, b) for b, c in enumerate(constraints) if c is not None]
+    widths = {c.tokenizer_vocab for c in constraints if c is not None}
+    assert len(widths) <= 1, "one batch, one tokenizer"
+    tokenizer_vocab = widths.pop() if widths else 0
+    bitmask = np.zeros((len(constraints), (tokenizer_vocab + 31) // 32), dtype=np.int32)
     if rows:
-        widths = {c.tokenizer_vocab for c in constraints if c is not None}
-        assert len(widths) == 1, "one batch, one tokenizer"
-        # llguidance writes rows exactly as wide as the tokenizer, which may differ from the model's V
-        llg_BW = torch.zeros((len(constraints), (widths.pop() + 31) // 32), dtype=torch.int32)
-        llguidance.torch.fill_next_token_bitmask_par(_executor(), rows, llg_BW)
-        constrained = [b for _, b in rows]
+        llguidance.numpy.fill_next_token_bitmask_par(_executor(), rows, bitmask)
+    return bitmask, [b for _, b in rows], tokenizer_vocab
+
+
+def allowed_masks(constraints: Sequence[Constraint | None], vocab_size: int) -> torch.Tensor:
+    """Bool [B, V] allowed-token masks of a batch (on the CPU); a None row (unconstrained) is all True."""
+    mask_BV = np.ones((len(constraints), vocab_size), dtype=bool)
+    bitmask, constrained, tokenizer_vocab = _tokenizer_bitmask(constraints)
+    if constrained:
+        n = min(vocab_size, tokenizer_vocab)
+        bits = np.unpackbits(bitmask[constrained].view(np.uint8), axis=1, count=n, bitorder="little")
+        mask_BV[constrained, :n] = bits.view(bool)
+        mask_BV[constrained, n:] = False  # the model's padding rows past the tokenizer
+    return torch.from_numpy(mask_BV)
+
+
+def fill_bitmask(constraints: Sequence[Constraint | None], vocab_size: int) -> torch.Tensor:
+    """Int32 [B, W] bitmask (bit i of word w: token 32 w + i allowed), rows for None all ones: 1/8
+    of the bool mask's bytes to move to an accelerator, unpacked there by `bitmask_to_bool`."""
+    bitmask_BW = np.full((len(constraints), (vocab_size + 31) // 32), -1, dtype=np.int32)
+    bitmask, constrained, tokenizer_vocab = _tokenizer_bitmask(constraints)
+    if constrained:
+        # bits past the tokenizer (the model's padding rows) are 0 in llguidance's rows and here
+        width = min(bitmask_BW.shape[1], bitmask.shape[1])
         bitmask_BW[constrained] = 0
-        width = min(num_words, llg_BW.shape[1])
-        bitmask_BW[constrained, :width] = llg_BW[constrained, :width]
-    return bitmask_BW
+        bitmask_BW[constrained, :width] = bitmask[constrained, :width]
+        if vocab_size < tokenizer_vocab and vocab_size % 32:
+            bitmask_BW[constrained, -1] &= (1 << (vocab_size % 32)) - 1
+    return torch.from_numpy(bitmask_BW)
 
 
 _BIT_VALUES = torch.tensor([1 << i for i in range(31)] + [-(1 << 31)], dtype=torch.int32)
 
 
 def bitmask_to_bool(bitmask_BW: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Bool [B, V] from an int32 [B, W] bitmask (on the bitmask's device)."""
+    """Bool [B, V] from an int32 [B, W] bitmask, computed on the bitmask's device."""
     bits = _BIT_VALUES.to(bitmask_BW.device)
     return ((bitmask_BW.unsqueeze(-1) & bits) != 0).flatten(1)[:, :vocab_size]
-
-
-def allowed_masks(constraints: Sequence[Constraint | None], vocab_size: int) -> torch.Tensor:
-    """Bool [B, V] allowed-token masks of a batch; a None row (unconstrained) is all True."""
-    mask_BV = bitmask_to_bool(fill_bitmask(constraints, vocab_size), vocab_size)
-    for b, c in enumerate(constraints):
-        if c is not None and c.tokenizer_vocab < vocab_size:
-            mask_BV[b, c.tokenizer_vocab:] = False  # the model's padding rows past the tokenizer
-    return mask_BV
 
 
 # --- grammars -----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ def test_demo_trains_generates_shows_presets_and_reuses_a_finished_run(tmp_path,
     assert "validation loss" in first and "before training" in first
     assert demo.DEMO_PROMPT.strip() in first
     assert "grok5-7t" in first and "7.02T" in first
+    assert "OpenAI-compatible API at http://127.0.0.1:" in first and "streamed chunks" in first
 
     demo.run_demo(tmp_path / "demo", quiet=True)
     second = capsys.readouterr().out

@@ -56,8 +56,40 @@ def run_demo(out: Path, quiet: bool = False) -> None:
                                  params=SamplingParams(temperature=0.7, top_p=0.95, seed=0)):
         console.print(delta, end="", markup=False, highlight=False)
     console.print()
+    _serve_demo(console, out, model, tokenizer)
     console.rule("presets")
     print_preset_table(console)
+
+
+def _serve_demo(console: Console, out: Path, model, tokenizer) -> None:
+    """Serve the model in-process and call it with the `openai` client, as any application would."""
+    import openai
+
+    from hepta.serve.app import ServeConfig, create_app
+    from hepta.serve.runner import BackgroundServer
+
+    app = create_app(ServeConfig(model=str(out), model_name="hepta-tiny"), loader=lambda: (model, tokenizer))
+    with BackgroundServer(app) as server:
+        server.wait_ready()
+        console.rule(f"OpenAI-compatible API at {server.url}/v1")
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="not-needed-on-localhost")
+        messages = [{"role": "user", "content": "Write a Python function that reads a config file."}]
+        answer = client.chat.completions.create(model="hepta-tiny", messages=messages, max_tokens=48,
+                                                temperature=0.7, seed=0)
+        console.print("[bold]client.chat.completions.create(...)[/]")
+        console.print(answer.choices[0].message.content, markup=False, highlight=False)
+        console.print(f"[dim]finish_reason={answer.choices[0].finish_reason} usage: {answer.usage.prompt_tokens} "
+                      f"prompt + {answer.usage.completion_tokens} completion tokens[/]")
+        console.print("[bold]client.chat.completions.create(..., stream=True)[/]")
+        stream = client.chat.completions.create(model="hepta-tiny", messages=messages, max_tokens=48,
+                                                temperature=0.7, seed=1, stream=True,
+                                                stream_options={"include_usage": True})
+        chunks = 0
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                chunks += 1
+                console.print(chunk.choices[0].delta.content, end="", markup=False, highlight=False)
+        console.print(f"\n[dim]{chunks} streamed chunks[/]")
 
 
 def _uniform_loss(out: Path) -> float:

@@ -8,7 +8,8 @@ import torch
 
 from hepta.infer.constrain import ConstraintSpec, constrained_generate
 from hepta.infer.sampling import SamplingParams, sample_next
-from hepta.infer.tools import (TOOL_CALL_OPEN, InvalidField, choose_tools, format_tool_call, parse_tool_calls,
+from hepta.infer.tools import (TOOL_CALL_OPEN, InvalidField, ToolCallStream, choose_tools, format_tool_call,
+                               parse_tool_calls,
                                tool_chat_messages, tools_system_prompt)
 from hepta.interop.hf_tokenizer import HFTokenizer
 from hepta.tokenizer import Tokenizer
@@ -180,10 +181,10 @@ def test_parse_tool_calls(text, content, names):
 # --- generation from a random model ------------------------------------------------------------
 
 
-def generate(model, tokenizer, spec, seed, logit_bias=None):
+def generate(model, tokenizer, spec, seed, logit_bias=None, max_tokens=MAX_TOKENS):
     prompt = tokenizer.format_chat(tool_chat_messages([{"role": "user", "content": "Weather in Paris?"}], TOOLS,
                                                       "auto", tool_role=isinstance(tokenizer, Tokenizer)))
-    return constrained_generate(model, tokenizer, prompt, spec, MAX_TOKENS,
+    return constrained_generate(model, tokenizer, prompt, spec, max_tokens,
                                 SamplingParams(temperature=1.0, seed=seed), logit_bias)
 
 
@@ -226,7 +227,7 @@ def test_a_tool_without_parameters_gets_empty_arguments(model, tokenizer):
 def test_auto_writes_free_text_when_no_call_is_started(model, tokenizer):
     spec = ConstraintSpec.for_request(tokenizer, None, TOOLS, "auto")
     for seed in SEEDS:
-        out = generate(model, tokenizer, spec, seed)
+        out = generate(model, tokenizer, spec, seed, max_tokens=60)
         content, calls = parse_tool_calls(out.text, TOOLS)
         if TOOL_CALL_OPEN not in out.text:
             assert calls == [] and content == (out.text or None)
@@ -235,12 +236,12 @@ def test_auto_writes_free_text_when_no_call_is_started(model, tokenizer):
 def test_auto_call_started_by_a_single_marker_token_validates(model, hf_tokenizer):
     # Qwen-style vocabularies hold <tool_call> as one token: biasing it makes the model open a call
     marker = hf_tokenizer.hf.token_to_id(TOOL_CALL_OPEN)
-    spec = ConstraintSpec.for_request(hf_tokenizer, None, TOOLS, "auto")
+    spec = ConstraintSpec.for_request(hf_tokenizer, None, TOOLS, "auto", parallel_tool_calls=False)
     for seed in SEEDS:
         out = generate(model, hf_tokenizer, spec, seed, logit_bias={marker: 100.0})
-        assert out.token_ids[0] == marker
+        assert out.token_ids[0] == marker and out.finish_reason == "stop"
         content, calls = parse_tool_calls(out.text, TOOLS)
-        assert content is None
+        assert content is None and len(calls) == 1
         assert_valid_calls(calls)
 
 
@@ -287,7 +288,7 @@ def test_auto_call_started_mid_text_is_forced_to_validate(model, tokenizer):
 def test_auto_with_a_response_format_answers_json_or_calls(model, tokenizer):
     schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 8}},
               "required": ["answer"], "additionalProperties": False}
-    spec = ConstraintSpec.for_request(tokenizer, json_schema_format(schema), TOOLS, "auto")
+    spec = ConstraintSpec.for_request(tokenizer, json_schema_format(schema), TOOLS, "auto", parallel_tool_calls=False)
     kinds = set()
     for seed in range(8):
         out = generate(model, tokenizer, spec, seed)
@@ -307,3 +308,62 @@ def test_tool_choice_none_leaves_only_the_response_format(tokenizer):
     spec = ConstraintSpec.for_request(tokenizer, {"type": "json_object"}, TOOLS, "none")
     mask = spec.new().allowed_mask(tokenizer.vocab_size)
     assert mask.sum() == 1 and mask[tokenizer.encode("{")[0]]
+
+
+# --- streaming -----------------------------------------------------------------------------------
+
+
+def stream(text: str, chunk_sizes) -> tuple[str, list[dict], ToolCallStream]:
+    """Feed `text` in chunks; return (content, tool calls assembled from the deltas as a client does)."""
+    streamer, deltas, position = ToolCallStream(TOOLS), [], 0
+    for size in chunk_sizes:
+        deltas += streamer.push(text[position:position + size])
+        position += size
+    deltas += streamer.push(text[position:]) + streamer.finish()
+    content, calls = "", []
+    for delta in deltas:
+        content += delta.get("content", "")
+        for piece in delta.get("tool_calls", []):
+            if piece["index"] == len(calls):
+                calls.append({"id": piece["id"], "name": piece["function"]["name"], "arguments": ""})
+            calls[piece["index"]]["arguments"] += piece["function"]["arguments"]
+    return content, calls, streamer
+
+
+STREAMED = ('Let me look that up.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "a}\\n</tool_call>", '
+            '"unit": "c"}}\n</tool_call>\n<tool_call>\n{"name": "add", "arguments": {"x": 1, "y": -2}}\n</tool_call>')
+
+
+@pytest.mark.parametrize("chunk_sizes", [[len(STREAMED)], [1] * len(STREAMED), [3, 7, 11, 2, 40, 5] * 6])
+def test_streamed_tool_calls_add_up_to_the_parsed_ones(chunk_sizes):
+    content, calls, streamer = stream(STREAMED, chunk_sizes)
+    expected_content, expected_calls = parse_tool_calls(STREAMED, TOOLS)
+    assert content.strip() == expected_content
+    assert [(c["name"], c["arguments"]) for c in calls] == [
+        (c["function"]["name"], c["function"]["arguments"]) for c in expected_calls]
+    assert [c["id"] for c in calls] == [c["id"] for c in streamer.tool_calls]
+    assert [c["function"]["arguments"] for c in streamer.tool_calls] == [c["arguments"] for c in calls]
+
+
+@pytest.mark.parametrize("text", ["plain text with a < sign and <tool", "see <tool_call> in prose, not a call",
+                                  '<tool_call>\n{"name": "launch", "arguments": {}}\n</tool_call>'])
+def test_streamed_text_that_is_not_a_call_stays_content(text):
+    for chunk_sizes in ([len(text)], [1] * len(text)):
+        content, calls, _ = stream(text, chunk_sizes)
+        assert content == text and calls == []
+
+
+def test_streaming_a_random_models_calls_token_by_token(model, tokenizer):
+    spec = ConstraintSpec.for_request(tokenizer, None, TOOLS, "required")
+    out = generate(model, tokenizer, spec, seed=1)
+    streamer, deltas, text = ToolCallStream(TOOLS), [], ""
+    for i in range(1, len(out.token_ids) + 1):  # deltas as the server decodes them
+        now = tokenizer.decode(out.token_ids[:i])
+        if not now.endswith("\ufffd"):
+            deltas += streamer.push(now[len(text):])
+            text = now
+    deltas += streamer.finish()
+    assert not any(d.get("content", "").strip() for d in deltas)
+    _, calls = parse_tool_calls(out.text, TOOLS)
+    assert [c["function"]["arguments"] for c in streamer.tool_calls] == [c["function"]["arguments"] for c in calls]
+    assert_valid_calls(streamer.tool_calls)

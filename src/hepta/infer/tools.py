@@ -259,3 +259,92 @@ def _skip_space(text: str, i: int) -> int:
     while i < len(text) and text[i] in " \t\r\n":
         i += 1
     return i
+
+
+# --- streaming ---------------------------------------------------------------------------------
+
+_CALL_TAIL = "}\n" + TOOL_CALL_CLOSE  # after the arguments object, as format_tool_call writes it
+
+
+class ToolCallStream:
+    """Streamed text to OpenAI chat-completion chunk deltas: content, then tool calls as they form.
+
+    Text outside calls streams as `{"content": ...}`, holding back only what could be the start of
+    `<tool_call>`; a call streams as `{"tool_calls": [{"index", "id", "type", "function": {"name",
+    "arguments": ""}}]}` once its name is complete, then its arguments in pieces, as OpenAI streams
+    them. It reads the layout the tool grammar forces; text that turns out not to be a call is
+    released as content. `tool_calls` holds the finished calls (finish_reason "tool_calls").
+    """
+
+    def __init__(self, tools: Sequence[dict] | None):
+        # each call starts exactly so (format_tool_call's layout, which the grammar forces)
+        self._heads = {t.name: '{"name": ' + json.dumps(t.name) + ', "arguments": ' for t in check_tools(tools)}
+        self.tool_calls: list[dict] = []
+        self._buffer, self._state = "", "text"  # "text" | "head" (after <tool_call>) | "arguments"
+        self._emitted = 0  # characters of the current call's arguments already streamed
+
+    def push(self, text: str) -> list[dict]:
+        self._buffer += text
+        deltas: list[dict] = []
+        while True:
+            before = (self._state, len(self._buffer))
+            deltas += getattr(self, f"_{self._state}")()
+            if (self._state, len(self._buffer)) == before:
+                return deltas
+
+    def finish(self) -> list[dict]:
+        """Deltas for what is still held back when generation ends (an unfinished call is content)."""
+        deltas = self.push("")
+        rest = self._buffer if self._state == "text" else TOOL_CALL_OPEN + self._buffer
+        if self._state == "arguments":  # cut off mid-arguments: its streamed part stays with the call
+            rest = self._buffer[self._emitted:]
+            deltas += [self._arguments_delta(rest)] if rest else []
+            rest = ""
+        self._buffer, self._state = "", "text"
+        return deltas + ([{"content": rest}] if rest else [])
+
+    def _text(self) -> list[dict]:
+        start = self._buffer.find(TOOL_CALL_OPEN)
+        if start >= 0:
+            content, self._buffer, self._state = self._buffer[:start], self._buffer[start + len(TOOL_CALL_OPEN):], "head"
+        else:
+            keep = next((k for k in range(min(len(TOOL_CALL_OPEN) - 1, len(self._buffer)), 0, -1)
+                         if self._buffer.endswith(TOOL_CALL_OPEN[:k])), 0)
+            content, self._buffer = self._buffer[:len(self._buffer) - keep], self._buffer[len(self._buffer) - keep:]
+        # blank lines between calls are not content
+        return [{"content": content}] if content.strip() or (content and not self.tool_calls) else []
+
+    def _head(self) -> list[dict]:
+        stripped = self._buffer.lstrip()
+        name = next((n for n, head in self._heads.items() if stripped.startswith(head)), None)
+        if name is None:
+            if any(head.startswith(stripped) for head in self._heads.values()):
+                return []  # may still become a call's head: wait for more text
+            content, self._buffer, self._state = TOOL_CALL_OPEN + self._buffer, "", "text"
+            return [{"content": content}]
+        call = {"id": new_call_id(), "type": "function", "function": {"name": name, "arguments": ""}}
+        self.tool_calls.append(call)
+        self._buffer = stripped[len(self._heads[name]):]
+        self._state, self._emitted = "arguments", 0
+        return [{"tool_calls": [{"index": len(self.tool_calls) - 1, "id": call["id"], "type": "function",
+                                 "function": {"name": name, "arguments": ""}}]}]
+
+    def _arguments(self) -> list[dict]:
+        try:
+            # raw_decode, not a search for the tail: a string argument may contain "}\n</tool_call>"
+            _, end = json.JSONDecoder().raw_decode(self._buffer)
+        except json.JSONDecodeError:
+            end = None
+        if end is not None and self._buffer[end:].startswith(_CALL_TAIL):
+            arguments, self._buffer, self._state = self._buffer[:end], self._buffer[end + len(_CALL_TAIL):], "text"
+            self.tool_calls[-1]["function"]["arguments"] = arguments
+            piece = arguments[self._emitted:]
+            return [self._arguments_delta(piece)] if piece else []
+        # hold back what could be the call's closing tail
+        safe = max(self._emitted, len(self._buffer) - len(_CALL_TAIL))
+        piece, self._emitted = self._buffer[self._emitted:safe], safe
+        self.tool_calls[-1]["function"]["arguments"] = self._buffer[:safe]
+        return [self._arguments_delta(piece)] if piece else []
+
+    def _arguments_delta(self, piece: str) -> dict:
+        return {"tool_calls": [{"index": len(self.tool_calls) - 1, "function": {"arguments": piece}}]}

@@ -138,6 +138,33 @@ def test_reader_reads_while_a_writer_holds_its_transaction(tmp_path):
     store.close()
 
 
+def test_readers_in_other_threads_see_whole_batches_while_a_writer_ingests(store):
+    batches = [[make_post(b * 100 + i + 1, f"stream word{b}", at=b * 100 + i) for i in range(100)] for b in range(30)]
+    seen: list[int] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read():
+        try:
+            while not done.is_set():
+                seen.append(store.count())
+                store.matches(fts_query(["stream"]), limit=10)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for thread in readers:
+        thread.start()
+    for batch in batches:
+        store.upsert(batch)
+    done.set()
+    for thread in readers:
+        thread.join(timeout=10)
+    assert errors == [] and len(seen) > 2
+    assert all(count % 100 == 0 for count in seen)  # a batch is seen whole or not at all
+    assert store.count() == 3000
+
+
 def test_opening_missing_or_foreign_files_says_what_to_do(tmp_path):
     with pytest.raises(HeptaError, match="no post store"):
         Store(tmp_path / "missing.db", create=False)

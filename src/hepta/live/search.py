@@ -46,7 +46,7 @@ FIELDS = ("mode", "sources", "from_date", "to_date", "max_search_results", "retu
 MAX_HANDLES = 10
 MAX_RESULTS = 50
 DEFAULT_MAX_RESULTS = 15
-CANDIDATES = 500
+CANDIDATES = 300
 WEIGHTS = {"relevance": 0.6, "recency": 0.25, "engagement": 0.15}
 RECENCY_HALF_LIFE_S = 6 * 3600.0
 

@@ -111,13 +111,18 @@ def _tokenizer_bitmask(constraints: Sequence[Constraint | None]) -> tuple[np.nda
 
 def allowed_masks(constraints: Sequence[Constraint | None], vocab_size: int) -> torch.Tensor:
     """Bool [B, V] allowed-token masks of a batch (on the CPU); a None row (unconstrained) is all True."""
-    mask_BV = np.ones((len(constraints), vocab_size), dtype=bool)
     bitmask, constrained, tokenizer_vocab = _tokenizer_bitmask(constraints)
-    if constrained:
-        n = min(vocab_size, tokenizer_vocab)
-        bits = np.unpackbits(bitmask[constrained].view(np.uint8), axis=1, count=n, bitorder="little")
-        mask_BV[constrained, :n] = bits.view(bool)
-        mask_BV[constrained, n:] = False  # the model's padding rows past the tokenizer
+    if not constrained:
+        return torch.ones((len(constraints), vocab_size), dtype=torch.bool)
+    n = min(vocab_size, tokenizer_vocab)
+    bits_Bn = np.unpackbits(bitmask.view(np.uint8), axis=1, count=n, bitorder="little").view(bool)
+    if n == vocab_size:
+        mask_BV = bits_Bn
+    else:  # the model's padding rows past the tokenizer stay False
+        mask_BV = np.zeros((len(constraints), vocab_size), dtype=bool)
+        mask_BV[:, :n] = bits_Bn
+    if len(constrained) < len(constraints):
+        mask_BV[[b for b, c in enumerate(constraints) if c is None]] = True
     return torch.from_numpy(mask_BV)
 
 

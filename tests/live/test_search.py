@@ -141,6 +141,7 @@ def test_modes_and_the_auto_rule(corpus):
     assert search(store, "rocket", {"mode": "on"}).searched
     assert search(store, "what is the latest on the rocket launch?").searched  # auto is the default
     assert not search(store, "explain how a rocket engine works").searched
+    assert search(store, "rocket engines", {"sources": [{"type": "x", "included_x_handles": ["nasa"]}]}).searched
     for question in ("What are people saying about the election?", "any news on coffee prices",
                      "what did @nasa post this week", "今日の地震の速報は？", "Who won the 2026 final?"):
         assert needs_search(question), question

@@ -116,14 +116,16 @@ def test_reader_reads_while_a_writer_holds_its_transaction(tmp_path):
     store._writer.execute("DELETE FROM posts")  # uncommitted
     results: dict = {}
 
-    def read():  # another thread: its own connection
+    def read():  # another thread: its own connection; and a store opened anew, as a server request would
         results["count"] = store.count()
         results["match"] = len(store.matches(fts_query(["batch"])))
+        with Store(path, create=False) as opened_now:
+            results["opened"] = opened_now.count()
 
     thread = threading.Thread(target=read)
     thread.start()
     thread.join(timeout=5)
-    assert results == {"count": 10, "match": 10}  # the last committed state, without waiting
+    assert results == {"count": 10, "match": 10, "opened": 10}  # the last committed state, without waiting
     store._writer.execute("ROLLBACK")
     # a second process-style reader on its own connection while a batch commits
     other = sqlite3.connect(path, timeout=0)

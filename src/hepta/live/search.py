@@ -6,7 +6,7 @@
 Fields, as xAI's Live Search defines them (validated here without pydantic; a bad value raises
 SearchParameterError naming the field):
 - mode: "auto" (default; search when the question is about recent events or names accounts, by
-  the rules in `needs_search`), "on" (always), "off" (never).
+  the rules in `needs_search`, or when included_x_handles names accounts), "on" (always), "off" (never).
 - sources: a list of source objects; this store holds X posts, so the one source type is "x" with
   included_x_handles or excluded_x_handles (not both, at most 10, "@" optional, case-insensitive),
   post_favorite_count (minimum likes) and post_view_count (minimum views). An empty list or no
@@ -88,12 +88,9 @@ class SearchResult:
     query: str
     searched: bool  # False when mode is off, or auto decided the question needs no search
     posts: list[StoredPost] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-    citations: list[str] = field(default_factory=list)
-
-    @property
-    def num_sources_used(self) -> int:
-        return len(self.posts)
+    scores: list[float] = field(default_factory=list)  # combined ranking score of each post
+    citations: list[str] = field(default_factory=list)  # empty when return_citations is false
+    num_sources_used: int = 0  # posts given to the model, as xAI's usage.num_sources_used
 
 
 def parse_search_parameters(value: dict | None) -> SearchParameters:
@@ -203,7 +200,8 @@ def search(store: Store | str | Path, query: str, search_parameters: dict | Sear
     """The posts for a question or keywords, ranked, with citations (see the module docstring)."""
     params = (search_parameters if isinstance(search_parameters, SearchParameters)
               else parse_search_parameters(search_parameters))
-    if params.mode == "off" or (params.mode == "auto" and not needs_search(query)):
+    # auto: the question is about recent events or accounts, or the parameters name accounts
+    if params.mode == "off" or (params.mode == "auto" and not (needs_search(query) or params.included_handles)):
         return SearchResult(query=query, searched=False)
     named = tuple(normalize_handle(h) for h in _HANDLE.findall(query))
     text = _HANDLE.sub(" ", query)
@@ -227,7 +225,8 @@ def search(store: Store | str | Path, query: str, search_parameters: dict | Sear
         ranked = rank(candidates, reference)[:params.max_search_results]
         posts = db.by_keys([key for key, _ in ranked])
     return SearchResult(query=query, searched=True, posts=posts, scores=[round(s, 6) for _, s in ranked],
-                        citations=[p.url for p in posts] if params.return_citations else [])
+                        citations=[p.url for p in posts] if params.return_citations else [],
+                        num_sources_used=len(posts))
 
 
 def rank(candidates: list[tuple], now: datetime) -> list[tuple[int, float]]:

@@ -222,7 +222,7 @@ class Store:
         if version not in (0, SCHEMA_VERSION):
             raise HeptaError(f"{self.path} is a post store of format {version}; this hepta reads format "
                              f"{SCHEMA_VERSION}, so ingest into a new --db path")
-        with self._writer:
+        if version == 0:  # a new file; an existing store is only read here, so opening never waits on a writer
             self._writer.executescript(SCHEMA)
             self._writer.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 

@@ -44,6 +44,9 @@ PET_SCHEMA = {
     "additionalProperties": False,
 }
 
+OVERLAPPING_ONE_OF = {"oneOf": [{"type": "object", "properties": {"a": {"type": "integer"}}},
+                              {"type": "object", "properties": {"b": {"type": "string"}}}]}
+
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
           "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
@@ -239,6 +242,10 @@ def test_free_text_needs_no_constraint(tokenizer, response_format):
      "response_format.json_schema.schema", "missing"),
     ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "format": "color"}}},
      "response_format.json_schema.schema", "color"),
+    ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": True}}},
+     "response_format.json_schema.schema", "uniqueItems"),
+    ({"type": "json_schema", "json_schema": {"name": "x", "schema": OVERLAPPING_ONE_OF}},
+     "response_format.json_schema.schema", "oneOf"),
     ({"type": "json_schema", "json_schema": {"name": "x", "schema": ["not", "an", "object"]}},
      "response_format.json_schema.schema", "JSON Schema object"),
     ({"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}, "response_format.json_schema.name",
@@ -253,6 +260,14 @@ def test_bad_response_format_names_the_field(tokenizer, response_format, param, 
     assert error.value.param == param
     assert str(error.value).startswith(f"{param}: ") and words in str(error.value)
     assert isinstance(error.value, hepta.HeptaError)
+
+
+def test_schema_options_can_ask_to_enforce_an_overlapping_one_of_as_any_of(tokenizer):
+    schema = {**OVERLAPPING_ONE_OF, "x-guidance": {"coerce_one_of": True, "whitespace_flexible": True}}
+    constraint = ConstraintSpec.for_request(tokenizer, json_schema_format(schema)).new()
+    for token in tokenizer.encode('{"a": 1'):
+        constraint.accept(token)
+    assert not constraint.allowed_mask(tokenizer.vocab_size)[tokenizer.encode(" ")[0]]  # the layout stays ours
 
 
 def test_schema_with_refs_and_defs_validates(model, tokenizer):

@@ -2,10 +2,10 @@
 
 Grammar engine: llguidance (the one vLLM, SGLang and llama.cpp ship). It compiles JSON Schema
 and Lark grammars (with `%json` islands and lazy lexemes, which is how "free text until
-`<tool_call>`, then arguments that validate" is written) and computes the allowed-token mask
-with an Earley parser over a derivative-based lexer walking the tokenizer's token trie: tens
-of microseconds per token even for 128k vocabularies, far below a decode step, with no
-per-vocabulary precompilation.
+`<tool_call>`, then arguments that validate" is written) in milliseconds, and computes the
+allowed-token mask with an Earley parser over a derivative-based lexer walking the tokenizer's
+token trie: tens of microseconds per token for small vocabularies, a few hundred for 128k ones,
+with no per-vocabulary precompilation.
 
 Use, per sequence and step (the engine and `constrained_generate` below do exactly this):
     mask_V = constraint.allowed_mask(V); logits_V[~mask_V] = -inf; id = sample(logits_V)
@@ -154,7 +154,9 @@ def bitmask_to_bool(bitmask_BW: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 
 def _styled(schema: dict) -> dict:
-    return {**schema, "x-guidance": JSON_STYLE}
+    # the schema's own llguidance options (e.g. "coerce_one_of") are kept; the layout is ours
+    options = schema.get("x-guidance")
+    return {**schema, "x-guidance": {**(options if isinstance(options, dict) else {}), **JSON_STYLE}}
 
 
 def _lark_json(schema: dict) -> str:

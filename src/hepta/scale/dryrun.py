@@ -1,15 +1,21 @@
 """Dry run: the real model, sharded by hepta's real FSDP2 + expert parallelism over a fake process
-group the size of one planned EP x FSDP group, measured per rank.
+group the size of one planned EP x FSDP group, and one training step measured on rank 0.
 
-Nothing is allocated: the model is built on the meta device, and `parallelize` (the same call
+Nothing real is allocated. The model is built on the meta device, and `parallelize` (the call
 `hepta train` makes under torchrun) shards it over `dist.init_process_group("fake")`, which
-accepts any world size and never communicates. The local shard of every parameter on rank 0
-(the busiest: uneven shards round up on the first ranks) is what that rank would hold as fp32
-master weights. Tensor parallelism is represented by the model one TP rank holds
-(`tp_local_config`). Sharding thousands of ranks takes a couple of seconds per block, so the
-run builds the first blocks of each kind (the leading dense blocks and two MoE blocks) and
-scales each kind's measured bytes to the model's depth; the root (embedding, norm, output) is
-measured as is.
+accepts any world size and never communicates. The local shards are then materialised as
+fake tensors, and one forward, backward and AdamW step of a micro-batch of seq_len tokens
+runs under FakeTensorMode with torch's FSDP memory tracker, which records the peak bytes by
+kind (sharded and unsharded parameters, gradients, optimizer state, activations, temporaries,
+collective buffers). The routed load is balanced (`fake_routing`), as the analytic plan assumes.
+Rank 0 is measured: uneven shards round up on the first ranks, so it is the busiest.
+
+Tensor parallelism is represented by the model one TP rank holds (`tp_local_config`). Sharding
+thousands of ranks costs seconds per block, so the run builds the model's first blocks: its
+leading dense blocks and two MoE blocks (two blocks for a dense model), and once more with one
+block fewer. The difference is what each further block adds at the peak (its sharded state
+and the block input activation checkpointing keeps), which scales the measurement to the
+model's depth.
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from hepta.config import ModelConfig
 from hepta.errors import HeptaError
-from hepta.scale.memory import FP32, tp_local_config
+from hepta.scale.memory import FP32, STATE_BYTES_PER_PARAM, tp_local_config
 from hepta.scale.planner import Plan
 
-# Above this many ranks the fake mesh and FSDP's bookkeeping stop being cheap; one planned
-# EP x FSDP group of a 1M+ GPU plan is 8-10k ranks.
+# One planned EP x FSDP group of a 1M+ GPU plan is 8-10k ranks; the fake mesh stays cheap well beyond.
 MAX_FAKE_RANKS = 65536
 
 
@@ -31,25 +37,35 @@ class DryRun:
     ranks: int
     ep: int
     sampled_layers: int
-    bytes_per_dense_block: float
-    bytes_per_moe_block: float
-    root_bytes: float
-    measured_parameter_bytes: float  # scaled to all layers
+    peak_by_kind: dict  # the tracker's peak of the sampled model, bytes by kind
+    measured_parameter_bytes: float  # rank 0's fp32 shards, scaled to all layers
     analytic_parameter_bytes: float
+    measured_total_bytes: float  # the step's peak, scaled to all layers
+    analytic_total_bytes: float
     seconds: float
-
-    @property
-    def ratio(self) -> float:
-        return self.measured_parameter_bytes / self.analytic_parameter_bytes
+    uneven: list[str]  # parameters of which rank 0 holds far more than an even share
 
     def as_dict(self) -> dict:
-        return {"ranks": self.ranks, "ep": self.ep, "sampled_layers": self.sampled_layers,
-                "bytes_per_dense_block": self.bytes_per_dense_block, "bytes_per_moe_block": self.bytes_per_moe_block,
-                "root_bytes": self.root_bytes,
-                "note": f"{self.sampled_layers} blocks sharded and scaled per block to the full depth",
-                "analytic": {"parameters": self.analytic_parameter_bytes},
-                "measured": {"parameters": self.measured_parameter_bytes},
-                "ratio": self.ratio, "seconds": self.seconds}
+        return {"uneven_shards": self.uneven, "ranks": self.ranks, "ep": self.ep, "sampled_layers": self.sampled_layers,
+                "note": f"{self.sampled_layers} blocks measured and scaled per block to the full depth",
+                "peak_by_kind": self.peak_by_kind,
+                "analytic": {"parameters": self.analytic_parameter_bytes, "total": self.analytic_total_bytes},
+                "measured": {"parameters": self.measured_parameter_bytes, "total": self.measured_total_bytes},
+                "parameter_ratio": self.measured_parameter_bytes / self.analytic_parameter_bytes,
+                "total_ratio": self.measured_total_bytes / self.analytic_total_bytes,
+                "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class _Step:
+    block_bytes: list[float]  # rank 0's fp32 parameter shards per block
+    root_bytes: float
+    peak: dict[str, float]
+    uneven: list[str]
+
+    @property
+    def peak_total(self) -> float:
+        return self.peak["Total"]
 
 
 def _local_bytes(module) -> float:
@@ -58,18 +74,72 @@ def _local_bytes(module) -> float:
     return float(sum((p.to_local() if isinstance(p, DTensor) else p).numel() * FP32 for p in module.parameters()))
 
 
-def dry_run(plan: Plan) -> DryRun:
+def _uneven_shards(model) -> list[str]:
+    """Parameters whose rank-0 shard is over twice an even split of the global tensor over its
+    mesh, the most excess bytes first (small tensors split over more ranks than rows are harmless)."""
+    from torch.distributed.tensor import DTensor
+
+    found = []
+    for name, p in model.named_parameters():
+        if not isinstance(p, DTensor):
+            continue
+        local, ranks = p.to_local().numel(), p.device_mesh.size()
+        excess = (local - p.numel() / ranks) * FP32
+        if local * ranks > 2 * p.numel() and excess > 2**20:
+            found.append((excess, f"{name} {tuple(p.to_local().shape)} of {tuple(p.shape)} over {ranks} ranks "
+                                  f"({excess / 1e9:.2f} GB over an even share)"))
+    return [text for _, text in sorted(found, reverse=True)]
+
+
+def _measure_step(cfg: ModelConfig, mesh, ep: int, seq_len: int, checkpointing: bool) -> _Step:
     import torch
+    import torch.nn.functional as F
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
+
+    from hepta.model.experts import GroupedExperts
+    from hepta.model.transformer import Transformer
+    from hepta.scale.fake_routing import BalancedRouting
+    from hepta.train.parallel import parallelize
+
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    for module in model.modules():
+        if isinstance(module, GroupedExperts):
+            module.implementation = "grouped_mm"  # the GPU kernel, whose saved tensors the plan counts
+    parallelize(model, mesh, ep=ep, activation_checkpointing=checkpointing, mixed_precision=True)
+    block_bytes = [_local_bytes(block) for block in model.layers]
+    root_bytes = _local_bytes(model) - sum(block_bytes)
+    uneven = _uneven_shards(model)
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model.to_empty(device="cpu")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        for p in model.parameters():  # a previous step's optimizer state, as in steady training
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+        optimizer.zero_grad()
+        ids = torch.randint(0, cfg.vocab_size, (1, seq_len))
+        tracker = FSDPMemTracker(model, optimizer)
+        tracker.track_inputs((ids,))
+        with tracker, BalancedRouting():
+            logits = model(ids)
+            F.cross_entropy(logits.float().flatten(0, 1), ids.flatten()).backward()  # as the training loop
+            optimizer.step()
+            optimizer.zero_grad()
+        (peak,) = tracker.get_tracker_snapshot("peak").values()
+    return _Step(block_bytes, root_bytes, {str(getattr(k, "value", k)): float(v) for k, v in peak.items()}, uneven)
+
+
+def dry_run(plan: Plan) -> DryRun:
     import torch.distributed as dist
     from torch.testing._internal.distributed.fake_pg import FakeStore
 
-    from hepta.model.moe import MoE
-    from hepta.model.transformer import Transformer
-    from hepta.train.parallel import ParallelLayout, build_mesh, parallelize
+    from hepta.train.parallel import ParallelLayout, build_mesh
 
-    layout, cfg = plan.fit.layout, plan.request.cfg
+    layout, cfg, seq = plan.fit.layout, plan.request.cfg, plan.request.sequence_length
     if layout.pp != 1:
-        raise HeptaError(f"the dry run shards one pipeline stage's model only with pp 1; pin --pp 1 "
+        raise HeptaError(f"the dry run measures layouts without pipeline stages; pin --pp 1 "
                          f"(the plan chose pp {layout.pp})")
     if layout.fsdp > MAX_FAKE_RANKS:
         raise HeptaError(f"the planned EP x FSDP group of {layout.fsdp} ranks is above the dry run's "
@@ -77,28 +147,29 @@ def dry_run(plan: Plan) -> DryRun:
     if dist.is_initialized():
         raise HeptaError("the dry run starts its own fake process group; run it outside torchrun")
     local = tp_local_config(cfg, layout.tp)
-    moe_indices = [i for i in range(local.num_layers) if local.is_moe_layer(i)]
-    dense_indices = [i for i in range(local.num_layers) if not local.is_moe_layer(i)]
-    depth = max(moe_indices[:2] + dense_indices[:1]) + 1  # the first dense and the first two MoE blocks
-    sample = local.replace(num_layers=depth, dense_layers=tuple(i for i in local.dense_layers if i < depth))
+    kinds = [local.is_moe_layer(i) for i in range(local.num_layers)]
+    last_kind = kinds[-1]  # the kind most of the depth is (MoE after the leading dense blocks)
+    same_kind = [i for i, moe in enumerate(kinds) if moe == last_kind]
+    depth = max(same_kind[1], max((i for i, moe in enumerate(kinds) if moe != last_kind), default=0)) + 1
+    sample = lambda n: local.replace(num_layers=n, dense_layers=tuple(i for i in local.dense_layers if i < n))  # noqa: E731
 
     start = time.perf_counter()
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=layout.fsdp)
     try:
         mesh = build_mesh(ParallelLayout.choose(layout.fsdp, local.num_experts if local.has_moe else 0,
                                                 dp_shard=layout.fsdp, ep=layout.ep), "cpu")
-        with torch.device("meta"):
-            model = Transformer(sample)
-        parallelize(model, mesh, ep=layout.ep, activation_checkpointing=plan.fit.checkpointing,
-                    mixed_precision=True)
-        blocks = {"moe": [], "dense": []}
-        for block in model.layers:
-            blocks["moe" if isinstance(block.ffn, MoE) else "dense"].append(_local_bytes(block))
-        root = _local_bytes(model) - sum(map(sum, blocks.values()))
+        full = _measure_step(sample(depth), mesh, layout.ep, seq, plan.fit.checkpointing)
+        shorter = _measure_step(sample(depth - 1), mesh, layout.ep, seq, plan.fit.checkpointing)
     finally:
         dist.destroy_process_group()
-    per_moe = max(blocks["moe"], default=0.0)
-    per_dense = max(blocks["dense"], default=0.0)
-    measured = root + per_moe * local.num_moe_layers + per_dense * (local.num_layers - local.num_moe_layers)
-    return DryRun(layout.fsdp, layout.ep, depth, per_dense, per_moe, root, measured,
-                  plan.fit.memory.parameters, time.perf_counter() - start)
+    assert all(kinds[i] == last_kind for i in range(depth, local.num_layers)), \
+        "the presets put every block after the sampled ones in the last sampled block's kind"
+    further = local.num_layers - depth
+    per_block = full.block_bytes[-1]
+    parameters = full.root_bytes + sum(full.block_bytes) + further * per_block
+    # what one more block adds at the peak: its sharded state (fp32 weight, gradient, two AdamW
+    # moments) and the activations it keeps, measured as the difference of the two runs
+    kept_activations = full.peak.get("Activation", 0.0) - shorter.peak.get("Activation", 0.0)
+    total = full.peak_total + further * (per_block / FP32 * STATE_BYTES_PER_PARAM + kept_activations)
+    return DryRun(layout.fsdp, layout.ep, depth, full.peak, parameters, plan.fit.memory.parameters,
+                  total, plan.fit.memory.total, time.perf_counter() - start, full.uneven)

@@ -26,7 +26,12 @@ def plot_plan(plan: Plan, path: str | Path) -> None:
     left.axhline(req.gpu.hbm_bytes / 1e9, color="black", linestyle="--", linewidth=1,
                  label=f"{req.gpu.name.upper()} HBM")
     left.set_ylabel("GB per GPU")
-    left.set_yscale("log")
+    # linear, cut at twice the HBM: runs that do not fit are labelled with their total instead
+    top = 2 * req.gpu.hbm_bytes / 1e9
+    left.set_ylim(0, top)
+    for x, total in enumerate(bottoms):
+        if total > top:
+            left.text(x, top * 0.97, f"{total:,.0f} GB", ha="center", va="top", fontsize=8, color="white")
     left.set_title(f"{req.name}: memory per GPU ({plan.fit.layout.describe().split(' (')[0]})", fontsize=9)
     left.legend(fontsize=7)
 

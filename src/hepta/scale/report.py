@@ -81,6 +81,9 @@ def print_plan(plan: Plan, dry_run: dict | None = None, console: Console | None 
             a, m = dry_run["analytic"][key], dry_run["measured"][key]
             check.add_row(key, _gb(a), _gb(m), f"{m / a:.3f}")
         console.print(check)
+        if dry_run["uneven_shards"]:
+            console.print(f"warning: rank 0 holds far more than an even share of {len(dry_run['uneven_shards'])} "
+                          f"parameter(s), e.g. {dry_run['uneven_shards'][0]}")
     if plan.global_batch_tokens > 64e6:
         console.print(f"note: a global batch of {plan.global_batch_tokens / 1e6:,.0f}M tokens is far above published "
                       "pretraining batches (16-64M); pin --tp/--pp to trade data parallelism for model parallelism.")

@@ -18,9 +18,10 @@ figure says what the code costs.
 - search: `hepta.live.search.search` (validation, FTS5 match, ranking, citations) for 24
   queries, keywords and questions, English and Japanese, some with handle, date and engagement
   filters; p50 and p95 over the queries of a round.
-- trends: a `TrendCounter` fed a 60-minute stream of 500 posts a minute (45% Japanese), asked
-  for trends once per stream minute; cost per stream minute and per post, with every text
-  analysed (no memo of repeated texts, as a real stream rarely repeats).
+- trends: a `TrendCounter` fed a 30,000-post synthetic stream (posts over 60 minutes, their
+  edits up to 30 minutes later; 45% Japanese) in time order and asked for trends once per stream
+  minute; cost per stream minute and per post, with every text analysed (no memo of repeated
+  texts, as a real stream rarely repeats).
 - japanese indexing: 5,000 Japanese posts written into an FTS5 table with each scheme.
 """
 

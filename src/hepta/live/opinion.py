@@ -4,7 +4,7 @@ English (and any post without Japanese characters) is scored by VADER (vaderSent
 lexicon and rules tuned on social media text): its compound score in [-1, 1], positive above
 0.05 and negative below -0.05, the thresholds its authors recommend.
 
-Japanese is scored with the polarity lexicon in data/ja_polarity.tsv (evaluative words in
+Japanese is scored with the polarity lexicon in data/ja_polarity.json (evaluative words in
 dictionary form, written for hepta; see the file's header) over janome's analysis, which gives
 every inflection its dictionary form (良かった, 良くない -> 良い). A word followed within three
 tokens by a negating auxiliary (ない, ぬ, ず, ん), before any punctuation, counts with the opposite
@@ -15,12 +15,14 @@ analyser imports a sentence splitter that loads transformers and torch.)
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from hepta.errors import HeptaError
 from hepta.live.store import Store, StoredPost, fts_query, opened, query_words
 from hepta.live.terms import has_japanese, janome_tokenizer, normalize
 
@@ -61,13 +63,8 @@ def vader():
 
 @lru_cache(maxsize=1)
 def japanese_lexicon() -> dict[str, int]:
-    text = resources.files("hepta.live").joinpath("data/ja_polarity.tsv").read_text(encoding="utf-8")
-    lexicon = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            word, polarity = line.split("\t")
-            lexicon[word] = int(polarity)
-    return lexicon
+    text = resources.files("hepta.live").joinpath("data/ja_polarity.json").read_text(encoding="utf-8")
+    return json.loads(text)["words"]
 
 
 def japanese_score(text: str) -> float:
@@ -107,8 +104,6 @@ def opinion(store: Store | str | Path, topic: str, window: timedelta | None = No
     """Sentiment of the posts matching `topic` (search words) in the window ending at `now`."""
     words = query_words(topic)
     if not words:
-        from hepta.errors import HeptaError
-
         raise HeptaError(f"the topic {topic!r} has no words to search for; give a word or a hashtag")
     with opened(store) as db:
         end = now or db.latest_time() or datetime.now(timezone.utc)

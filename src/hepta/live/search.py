@@ -18,7 +18,8 @@ SearchParameterError naming the field):
 Matching: the query's words (English stopwords and question words dropped) must all occur; when no
 post has them all, any of them will do. Japanese words match as substrings (see store.py). Handles
 written in the question ("what did @nasa say") restrict the search to those accounts when the
-parameters name no handles.
+parameters name no handles. A query with no word left (only punctuation, or only handles) lists
+the posts that pass the filters, ranked by recency and engagement.
 
 Ranking: the newest CANDIDATES matching posts (the index is walked newest first and stops, as
 real-time search engines do) are scored by

@@ -102,16 +102,42 @@ def hf_tokenizer(corpus_texts, tmp_path_factory):
     return tokenizer
 
 
+@pytest.fixture(scope="module")
+def sentencepiece_tokenizer(corpus_texts, tmp_path_factory):
+    """A Llama/Mixtral-like folder: "▁" for spaces, byte-fallback <0xNN> tokens, <s> and </s>."""
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, normalizers, trainers
+
+    backend = Backend(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+    backend.train_from_iterator(corpus_texts, trainers.BpeTrainer(
+        vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
+    # the 256 byte tokens belong to the model's vocabulary (not added tokens), as in Llama's
+    data = json.loads(backend.to_str())
+    vocab = data["model"]["vocab"]
+    for byte in range(256):
+        vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
+    backend = Backend.from_str(json.dumps(data))
+    folder = tmp_path_factory.mktemp("sentencepiece_tokenizer")
+    backend.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": "<s>", "eos_token": "</s>",
+        "chat_template": "{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"}))
+    return HFTokenizer(folder)
+
+
 def chat_prompt(tokenizer, content="Describe a pet as JSON."):
     return tokenizer.format_chat([{"role": "user", "content": content}])
 
 
 def structure_ids(tokenizer) -> list[int]:
-    """Ids a grammar must never allow: hepta's role/modality/reserved ids, or the HF specials, minus end ids."""
+    """Ids a grammar must never allow: hepta's role/modality/reserved ids, or the HF special tokens, minus end ids."""
     if isinstance(tokenizer, Tokenizer):
         ids = set(tokenizer.special_ids.values())
     else:
-        ids = {tokenizer.hf.token_to_id(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")}
+        ids = {i for i, token in tokenizer.hf.get_added_tokens_decoder().items() if token.special}
     return sorted(ids - tokenizer.stop_ids)
 
 
@@ -286,7 +312,9 @@ def test_schema_with_refs_and_defs_validates(model, tokenizer):
         jsonschema_rs.validator_for(schema).validate(json.loads(out.text))
 
 
-def test_hugging_face_tokenizer(model, hf_tokenizer):
+@pytest.mark.parametrize("kind", ["hf_tokenizer", "sentencepiece_tokenizer"])
+def test_hugging_face_tokenizer(model, kind, request):
+    hf_tokenizer = request.getfixturevalue(kind)
     spec = ConstraintSpec.for_request(hf_tokenizer, json_schema_format(PET_SCHEMA))
     validator = jsonschema_rs.validator_for(PET_SCHEMA)
     for seed in SEEDS:

@@ -14,8 +14,9 @@ body is exactly what a JSON-Schema grammar can force. Results go back to the mod
 its `tool` role).
 
 This file is the format: checking `tools` / `tool_choice`, the system prompt, the rendering of a
-multi-turn tool conversation, and parsing calls out of the generated text. The grammar that
-forces calls to validate is in constrain.py.
+multi-turn tool conversation, and reading calls out of the generated text, whole
+(`parse_tool_calls`) or as it streams (`ToolCallStream`). The grammar that forces calls to
+validate is in constrain.py.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from a barrier before it to a barrier after it, so it is the slower rank's. Then
 layout is profiled with torch.profiler for a few steps on rank 0, and the share of step time
 with an all-to-all (token dispatch), an all-gather (FSDP unshard) or a reduction (gradient
 reduce-scatter, loss and norm all-reduce) in flight is printed; they can overlap compute.
+Last, the experts' all-gather alone is timed with the experts sharded on dim 0 and on dim 1.
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ def guarded_rounds(steps, rounds: int, warmup: int, wait_budget_s: float) -> tup
         dist.barrier()
         spent += time.monotonic() - start
         start = time.monotonic()
-        result = {name: step() for name, step in steps.items()}
+        # a different order each round: whatever runs just after another step inherits its caches
+        names = list(steps)
+        names = names[done % len(names):] + names[:done % len(names)]
+        result = {name: steps[name]() for name in names}
         torch.set_num_threads(THREADS)
         stalled = dist.get_rank() == 0 and spent < wait_budget_s and probe_us() > STALLED_PROBE_US
         if _agreed(stalled):
@@ -123,6 +127,16 @@ def parallel_model(cfg, ep: int, shard_dim: int | None):
     finally:
         fsdp_module.expert_shard_dim = real
     return model, dp_mesh(mesh).get_group()
+
+
+def gather_experts(model):
+    experts = [moe.experts for moe in model.moe_layers()]
+
+    def run() -> None:
+        for module in experts:
+            module.unshard()
+            module.reshard()
+    return run
 
 
 def comm_share(step, steps: int = 3) -> dict[str, float]:
@@ -167,17 +181,24 @@ def worker(args) -> None:
 
     single = make_step(build_model(cfg, seed=0), None, x, y) if rank == 0 else None
     layouts = {"ep=2": (2, None), "fsdp, dim 0": (1, 0), "fsdp, dim 1": (1, 1)}
-    parallel = {}
+    parallel, gathers = {}, {}
     for name, (ep, dim) in layouts.items():
         model, group = parallel_model(cfg, ep, dim)
         parallel[name] = make_step(model, group, x[mine], y[mine])
+        if ep == 1:
+            gathers[f"experts on dim {dim}"] = timed(gather_experts(model), 1, True)
 
     steps = {"1 process": timed(single, THREADS, rank == 0), "1 process, 1 thread": timed(single, 1, rank == 0)}
     steps.update({name: timed(step, 1, True) for name, step in parallel.items()})
     times, redone = guarded_rounds(steps, rounds=args.rounds, warmup=args.warmup, wait_budget_s=args.wait_budget)
     shares = {name: comm_share(step) for name, step in parallel.items()}
+    gather_times, _ = guarded_rounds(gathers, rounds=5 * args.rounds, warmup=args.warmup, wait_budget_s=0)
     if rank == 0:
         report(args, cfg, times, shares)
+        print("all-gather and free of every MoE layer's experts (FSDP unshard + reshard), 2 processes:")
+        first = statistics.median(next(iter(gather_times.values())))
+        for name, t in gather_times.items():
+            print(f"  {name}: {1e3 * statistics.median(t):.2f} ms ({statistics.median(t) / first:.2f}x)")
         print(f"rounds redone in a stalled phase of the host: {redone}")
     dist.destroy_process_group()
 

@@ -7,7 +7,8 @@ accepts any world size and never communicates. The local shards are then materia
 fake tensors, and one forward, backward and AdamW step of a micro-batch of seq_len tokens
 runs under FakeTensorMode with torch's FSDP memory tracker, which records the peak bytes by
 kind (sharded and unsharded parameters, gradients, optimizer state, activations, temporaries,
-collective buffers). The routed load is balanced (`fake_routing`), as the analytic plan assumes.
+collective buffers). The routed load is balanced (`fake_routing`), as the analytic plan assumes,
+and attention runs through a flash kernel as on GPUs (`fake_attention`).
 Rank 0 is measured: uneven shards round up on the first ranks, so it is the busiest.
 
 Tensor parallelism is represented by the model one TP rank holds (`tp_local_config`). Sharding
@@ -62,6 +63,7 @@ class _Step:
     root_bytes: float
     peak: dict[str, float]
     uneven: list[str]
+    kept_activations: float  # activation bytes alive between forward and backward
 
     @property
     def peak_total(self) -> float:
@@ -99,6 +101,7 @@ def _measure_step(cfg: ModelConfig, mesh, ep: int, seq_len: int, checkpointing: 
 
     from hepta.model.experts import GroupedExperts
     from hepta.model.transformer import Transformer
+    from hepta.scale.fake_attention import flash_attention
     from hepta.scale.fake_routing import BalancedRouting
     from hepta.train.parallel import parallelize
 
@@ -122,13 +125,17 @@ def _measure_step(cfg: ModelConfig, mesh, ep: int, seq_len: int, checkpointing: 
         ids = torch.randint(0, cfg.vocab_size, (1, seq_len))
         tracker = FSDPMemTracker(model, optimizer)
         tracker.track_inputs((ids,))
-        with tracker, BalancedRouting():
+        with tracker, BalancedRouting(), flash_attention():
             logits = model(ids)
-            F.cross_entropy(logits.float().flatten(0, 1), ids.flatten()).backward()  # as the training loop
+            loss = F.cross_entropy(logits.float().flatten(0, 1), ids.flatten())  # as the training loop
+            (after_forward,) = tracker.get_tracker_snapshot("current").values()
+            loss.backward()
             optimizer.step()
             optimizer.zero_grad()
         (peak,) = tracker.get_tracker_snapshot("peak").values()
-    return _Step(block_bytes, root_bytes, {str(getattr(k, "value", k)): float(v) for k, v in peak.items()}, uneven)
+    kept = float(sum(v for k, v in after_forward.items() if getattr(k, "value", k) == "Activation"))
+    return _Step(block_bytes, root_bytes, {str(getattr(k, "value", k)): float(v) for k, v in peak.items()}, uneven,
+                 kept)
 
 
 def dry_run(plan: Plan) -> DryRun:
@@ -151,7 +158,9 @@ def dry_run(plan: Plan) -> DryRun:
     last_kind = kinds[-1]  # the kind most of the depth is (MoE after the leading dense blocks)
     same_kind = [i for i, moe in enumerate(kinds) if moe == last_kind]
     depth = max(same_kind[1], max((i for i, moe in enumerate(kinds) if moe != last_kind), default=0)) + 1
-    sample = lambda n: local.replace(num_layers=n, dense_layers=tuple(i for i in local.dense_layers if i < n))  # noqa: E731
+    sample = lambda n: local.replace(  # noqa: E731
+        num_layers=n, num_dense_layers=min(n, local.num_dense_layers),
+        dense_layers=tuple(i for i in local.dense_layers if i < n))
 
     start = time.perf_counter()
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=layout.fsdp)
@@ -168,8 +177,9 @@ def dry_run(plan: Plan) -> DryRun:
     per_block = full.block_bytes[-1]
     parameters = full.root_bytes + sum(full.block_bytes) + further * per_block
     # what one more block adds at the peak: its sharded state (fp32 weight, gradient, two AdamW
-    # moments) and the activations it keeps, measured as the difference of the two runs
-    kept_activations = full.peak.get("Activation", 0.0) - shorter.peak.get("Activation", 0.0)
+    # moments) and the activations it keeps from forward to backward (the difference of the two
+    # runs after forward); the peak comes after forward, when every block's are alive
+    kept_activations = full.kept_activations - shorter.kept_activations
     total = full.peak_total + further * (per_block / FP32 * STATE_BYTES_PER_PARAM + kept_activations)
     return DryRun(layout.fsdp, layout.ep, depth, full.peak, parameters, plan.fit.memory.parameters,
                   total, plan.fit.memory.total, time.perf_counter() - start, full.uneven)

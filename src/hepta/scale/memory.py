@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from hepta.config import ModelConfig, count_params
+from hepta.config import ModelConfig
 
 BF16, FP32, INT64 = 2, 4, 8
 STATE_BYTES_PER_PARAM = FP32 + FP32 + 2 * FP32  # master weight, gradient, AdamW m and v
@@ -83,25 +83,57 @@ def tp_local_config(cfg: ModelConfig, tp: int) -> ModelConfig:
 # --- parameters ------------------------------------------------------------------------
 
 
+def attention_tensors(cfg: ModelConfig) -> list[tuple[int, int]]:
+    """(rows, columns) of an attention sub-block's parameters, as the model creates them."""
+    d, H = cfg.dim, cfg.num_heads
+    if cfg.attention == "mla":
+        qk, C, R, Q = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.kv_lora_rank, cfg.qk_rope_head_dim, cfg.q_lora_rank
+        q = [(H * qk, d)] if Q is None else [(Q, d), (Q, 1), (H * qk, Q)]
+        return q + [(C + R, d), (C, 1), (H * (cfg.qk_nope_head_dim + cfg.v_head_dim), C), (d, H * cfg.v_head_dim)]
+    G, Dh = cfg.num_kv_heads, cfg.head_dim
+    tensors = [(H * Dh, d), (G * Dh, d), (G * Dh, d), (d, H * Dh)]
+    if cfg.qkv_bias:
+        tensors += [(H * Dh, 1), (G * Dh, 1), (G * Dh, 1)]
+    if cfg.qk_norm:
+        tensors += [(Dh, 1), (Dh, 1)] if cfg.qk_norm_per_head else [(H * Dh, 1), (G * Dh, 1)]
+    return tensors
+
+
+@functools.lru_cache(maxsize=4096)
+def block_tensors(cfg: ModelConfig, layer: int) -> tuple[tuple[int, int], ...]:
+    """(rows, columns) of a block's parameters outside the routed experts (FSDP shards rows)."""
+    d = cfg.dim
+    tensors = [(d, 1), (d, 1)] + attention_tensors(cfg)  # the two norms, attention
+    if not cfg.is_moe_layer(layer):
+        return tuple(tensors + [(2 * cfg.dense_hidden_dim, d), (d, cfg.dense_hidden_dim)])
+    tensors.append((cfg.num_experts, d))  # router
+    if cfg.shared_hidden_dim:
+        tensors += [(2 * cfg.shared_hidden_dim, d), (d, cfg.shared_hidden_dim)]
+        tensors += [(1, d)] if cfg.shared_expert_gate else []
+    return tuple(tensors)
+
+
 @functools.lru_cache(maxsize=4096)
 def block_params(cfg: ModelConfig, layer: int) -> tuple[int, int]:
     """(dense part, routed experts) parameters of one transformer block."""
-    d = cfg.dim
-    dense = _attention_params(cfg) + 2 * d
-    if not cfg.is_moe_layer(layer):
-        return dense + 3 * d * cfg.dense_hidden_dim, 0
-    shared = 3 * d * cfg.shared_hidden_dim + (d if cfg.shared_expert_gate and cfg.shared_hidden_dim else 0)
-    return dense + cfg.num_experts * d + shared, cfg.num_experts * 3 * d * cfg.expert_hidden_dim
+    dense = sum(rows * cols for rows, cols in block_tensors(cfg, layer))
+    experts = cfg.num_experts * 3 * cfg.dim * cfg.expert_hidden_dim if cfg.is_moe_layer(layer) else 0
+    return dense, experts
 
 
-@functools.lru_cache(maxsize=256)
-def _attention_params(cfg: ModelConfig) -> int:
-    return count_params(cfg).components["attention"] // cfg.num_layers
+def root_tensors(cfg: ModelConfig) -> list[tuple[int, int]]:
+    return [(cfg.vocab_size, cfg.dim), (cfg.dim, 1)] + ([] if cfg.tie_embeddings else [(cfg.vocab_size, cfg.dim)])
+
+
+def rank0_rows(tensors, ranks: int) -> int:
+    """Parameters rank 0 holds when each tensor's rows are split into `ranks` chunks (torch.chunk:
+    every chunk rounded up, so rank 0 always gets a full one)."""
+    return sum(min(rows, -(-rows // ranks)) * cols for rows, cols in tensors)
 
 
 def root_params(cfg: ModelConfig) -> int:
     """Embedding, final norm and output: the parameters outside the blocks."""
-    return cfg.vocab_size * cfg.dim + cfg.dim + (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.dim)
+    return sum(rows * cols for rows, cols in root_tensors(cfg))
 
 
 def stage_layers(cfg: ModelConfig, pp: int) -> list[range]:
@@ -228,13 +260,14 @@ class TrainMemory:
 
 
 def stage_owned_params(local: ModelConfig, layout: Layout, stage: int) -> float:
-    """Parameters the busiest GPU of a stage owns: dense ones split evenly over fsdp, experts as sharded."""
+    """Parameters rank 0 of a stage owns: rows of every dense tensor split over fsdp, experts as sharded."""
     layers = stage_layers(local, layout.pp)[stage]
-    experts = sum(block_params(local, layer)[1] for layer in layers)
-    dense = stage_params(local, stage, layout.pp) - experts
+    owned = sum(rank0_rows(block_tensors(local, layer), layout.fsdp) for layer in layers)
+    root = root_tensors(local)
+    owned += rank0_rows(root[:1] if stage == 0 else [], layout.fsdp)
+    owned += rank0_rows(root[1:] if stage == layout.pp - 1 else [], layout.fsdp)
     moe_layers = sum(local.is_moe_layer(layer) for layer in layers)
-    per_rank_experts = moe_layers * expert_params_per_rank(local, layout.ep, layout.fsdp // layout.ep) if experts else 0
-    return dense / layout.fsdp + per_rank_experts
+    return owned + (moe_layers * expert_params_per_rank(local, layout.ep, layout.fsdp // layout.ep) if moe_layers else 0)
 
 
 def gathered_bytes(local: ModelConfig, layers: range, ep: int) -> float:

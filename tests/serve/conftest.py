@@ -41,6 +41,16 @@ def client(server, **kwargs):
                          **kwargs)
 
 
+def metric(server, name) -> float:
+    """One sample of the server's Prometheus metrics."""
+    import re
+
+    import httpx
+
+    text = httpx.get(f"{server.url}/metrics").text
+    return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+
+
 @pytest.fixture(scope="module")
 def server(model_dir):
     server = start_server(model_dir)

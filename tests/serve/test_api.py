@@ -156,11 +156,13 @@ def test_tool_calls_have_arguments_that_validate(openai_client, tool_choice):
 
 def test_streamed_tool_call_and_a_tool_result_turn(openai_client):
     chunks = list(chat(openai_client, max_tokens=120, temperature=1.0, seed=4, tools=[WEATHER], tool_choice="required",
-                       stream=True))
-    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
-    assert calls and calls[0].function.name == "get_weather"
-    json.loads(calls[0].function.arguments)
-    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+                       parallel_tool_calls=False, stream=True))
+    pieces = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert pieces[0].id.startswith("call_") and pieces[0].function.name == "get_weather"
+    arguments = "".join(p.function.arguments or "" for p in pieces)  # streamed in pieces, as OpenAI does
+    jsonschema_rs.validator_for(WEATHER["function"]["parameters"]).validate(json.loads(arguments))
+    assert {p.index for p in pieces} == {0} and chunks[-1].choices[0].finish_reason == "tool_calls"
+    calls = [pieces[0].model_copy(update={"function": pieces[0].function.model_copy(update={"arguments": arguments})})]
     # the conversation continues with the call and its result, as clients send it back
     follow = chat(openai_client, max_tokens=5, tools=[WEATHER], messages=MESSAGES + [
         {"role": "assistant", "content": None, "tool_calls": [

@@ -1,12 +1,11 @@
 """Many clients at once, and clients that leave: continuous batching seen from outside."""
 
 import asyncio
-import re
 import time
 
 import httpx
 import openai
-from conftest import start_server
+from conftest import metric, start_server
 
 PROMPTS = [f"def function_{i}(x):\n    return x * {i}\n" for i in range(32)]
 
@@ -36,11 +35,6 @@ def test_32_concurrent_streaming_clients_each_get_their_own_answer(server):
     together, alone = asyncio.run(run())
     assert together == alone  # greedy: batching changes nothing in any answer
     assert len(set(together)) > 16
-
-
-def metric(server, name):
-    text = httpx.get(f"{server.url}/metrics").text
-    return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
 
 
 def test_a_client_that_disconnects_frees_its_slot_at_once(model_dir):

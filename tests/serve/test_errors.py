@@ -6,7 +6,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import client, start_server
+from conftest import client, metric, start_server
 
 from hepta.serve.keys import KeyStore
 
@@ -154,7 +154,10 @@ def test_a_full_queue_is_refused_with_503_not_queued_without_bound(model_dir):
         threads = [threading.Thread(target=long_request) for _ in range(2)]  # one runs, one waits
         for t in threads:
             t.start()
-            time.sleep(0.3)
+            deadline = time.monotonic() + 30
+            while metric(server, "hepta_requests_running") + metric(server, "hepta_requests_waiting") < len(
+                    [x for x in threads if x.is_alive()]) and time.monotonic() < deadline:
+                time.sleep(0.01)
         status, body, headers = error_of(lambda: c.completions.create(model="micro", prompt="x", max_tokens=2))
         assert status == 503 and body["code"] == "server_overloaded" and headers["retry-after"] == "1"
         for t in threads:

@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 
 from hepta.errors import HeptaError
+from hepta.infer.constrain import allowed_masks
 from hepta.infer.request import Event, Request, TokenLogprob
 from hepta.infer.sampling import apply_penalties, sample_batch, top_logprobs
 from hepta.infer.stream_text import StreamingText
@@ -273,8 +274,9 @@ class Engine:
             if seq.request.logit_bias:
                 ids, bias = zip(*seq.request.logit_bias.items())
                 logits_BV[row, list(ids)] += torch.tensor(bias)
-            if seq.constraint is not None:
-                logits_BV[row].masked_fill_(~seq.constraint.allowed_mask(self.vocab_size), float("-inf"))
+        if any(seq.constraint is not None for seq in seqs):  # one grammar call for the whole batch
+            allowed_BV = allowed_masks([seq.constraint for seq in seqs], self.vocab_size)
+            logits_BV.masked_fill_(~allowed_BV, float("-inf"))
         penalised = [row for row, seq in enumerate(seqs) if seq.counts is not None]
         if penalised:
             rows = torch.tensor(penalised)

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hepta.infer.constrain import llg_tokenizer
 from hepta.infer.embeddings import pooled_embeddings
 from hepta.infer.engine import Engine, EngineConfig
 from hepta.serve import generation
@@ -52,6 +53,7 @@ def _load(state: ServerState, config: ServeConfig, loader: Callable | None) -> N
             from hepta.loading import load, load_tokenizer
 
             model, tokenizer = load(config.model, allow_pickle=config.allow_pickle), load_tokenizer(config.model)
+        llg_tokenizer(tokenizer)  # the grammar engine's view of the vocabulary: seconds for 128k ids, paid here
         engine = Engine(model, tokenizer, config.engine, observer=state.metrics)
         state.metrics.watch(engine)
         state.tokenizer = tokenizer
@@ -68,9 +70,7 @@ def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
     if config.api_keys:
         state.keys = KeyStore(config.api_keys)
     if config.live_db:
-        from hepta.serve.live_routes import LiveService
-
-        state.live = LiveService(config.live_db)
+        state.live = config.live_db
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

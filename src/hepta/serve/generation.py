@@ -20,7 +20,7 @@ from hepta.infer.constrain import ConstraintSpec
 from hepta.infer.engine import ContextLengthExceeded, Engine, QueueFull
 from hepta.infer.request import Event, Request as EngineRequest, TokenLogprob
 from hepta.infer.sampling import SamplingParams
-from hepta.infer.tools import InvalidField, choose_tools, parse_tool_calls
+from hepta.infer.tools import InvalidField, ToolCallStream, choose_tools, parse_tool_calls
 from hepta.serve import responses as R
 from hepta.serve.errors import APIError
 from hepta.serve.grounding import ground
@@ -166,7 +166,7 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
     try:
         _, tool_mode = choose_tools(tools, tool_choice)
         spec = ConstraintSpec.for_request(tokenizer, body.response_format.as_dict() if body.response_format else None,
-                                          tools, tool_choice)
+                                          tools, tool_choice, parallel_tool_calls=body.parallel_tool_calls is not False)
         prompt_ids = chat_prompt_ids(body, tokenizer, grounding.context)
     except InvalidField as e:
         raise APIError(400, str(e), param=e.param) from e
@@ -217,30 +217,27 @@ async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens:
     token_text = R.TokenText(state.tokenizer)
     rid, model, created = meta["response_id"], meta["model"], meta["created"]
     completion_tokens = 0
-    held = [""] * run.num_choices  # with tools, text is held until the choice ends: it may be a call
+    # with tools, text streams through a parser that turns <tool_call> blocks into tool_calls deltas
+    tool_streams = [ToolCallStream(tools) for _ in range(run.num_choices)] if calls_possible else None
     for index in range(run.num_choices):
         yield R.sse(R.chat_chunk(rid, model, created, index, {"role": "assistant", "content": ""}))
     async for index, event in run.events(watch_disconnect=False):
         completion_tokens += _token_count(event, engine)
         logprobs = token_text.chat_logprobs(event.logprobs) if event.logprobs else None
-        if calls_possible:
-            held[index] += event.text
-            if not event.finish_reason:
-                continue
-            content, calls = parse_tool_calls(held[index], tools)
-            if calls:
-                delta = {"content": content, "tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]}
-                yield R.sse(R.chat_chunk(rid, model, created, index, delta, logprobs=logprobs))
-                finish = "tool_calls" if event.finish_reason == "stop" else event.finish_reason
-                yield R.sse(R.chat_chunk(rid, model, created, index, {}, finish))
-                continue
-            text = held[index]
+        if tool_streams is None:
+            deltas = [{"content": event.text}] if event.text or logprobs else []
         else:
-            text = event.text
-        if text or logprobs:
-            yield R.sse(R.chat_chunk(rid, model, created, index, {"content": text}, logprobs=logprobs))
+            stream = tool_streams[index]
+            deltas = stream.push(event.text) + (stream.finish() if event.finish_reason else [])
+            deltas = deltas or ([{"content": ""}] if logprobs else [])
+        for delta in deltas:
+            yield R.sse(R.chat_chunk(rid, model, created, index, delta, logprobs=logprobs))
+            logprobs = None  # the step's logprobs ride on its first delta
         if event.finish_reason:
-            yield R.sse(R.chat_chunk(rid, model, created, index, {}, event.finish_reason))
+            finish = event.finish_reason
+            if tool_streams is not None and tool_streams[index].tool_calls and finish == "stop":
+                finish = "tool_calls"
+            yield R.sse(R.chat_chunk(rid, model, created, index, {}, finish))
     await state.account(key, "chat.completions", estimated, prompt_tokens, completion_tokens)
     last = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": "hepta", "choices": []}

@@ -109,29 +109,6 @@ class StreamOptions(_Body):
     include_usage: bool | None = None
 
 
-class XSource(_Body):
-    type: Literal["x"]
-    included_x_handles: list[str] | None = Field(default=None, max_length=10)
-    excluded_x_handles: list[str] | None = Field(default=None, max_length=10)
-    post_favorite_count: int | None = Field(default=None, ge=0)
-    post_view_count: int | None = Field(default=None, ge=0)
-
-
-class OtherSource(_Body):
-    type: Literal["web", "news", "rss"]
-
-
-class SearchParameters(_Body):
-    """xAI's Live Search request extension."""
-
-    mode: Literal["off", "on", "auto"] = "auto"
-    sources: list[Annotated[Union[XSource, OtherSource], Field(discriminator="type")]] | None = None
-    from_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}")
-    to_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}")
-    max_search_results: int = Field(default=15, ge=1, le=50)
-    return_citations: bool = True
-
-
 class _Sampling(_Body):
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
@@ -170,7 +147,8 @@ class ChatCompletionRequest(_Sampling):
     tools: list[Tool] | None = Field(default=None, max_length=128)
     tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
     parallel_tool_calls: bool | None = None
-    search_parameters: SearchParameters | None = None
+    # xAI's Live Search extension; its fields are checked by hepta.live.search (xAI's rules and messages)
+    search_parameters: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _logprobs(self) -> "ChatCompletionRequest":

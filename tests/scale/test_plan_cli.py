@@ -50,3 +50,23 @@ def test_impossible_layouts_are_refused_with_the_nearest_that_work(args, words):
     assert len(lines) == 1 and lines[0].startswith("error: ")
     for w in words:
         assert w in lines[0]
+
+
+def test_a_batch_cap_trades_data_parallelism_for_pipeline_stages_and_shows_the_bubble():
+    free = json.loads(run_cli(*GROK, "--gpus", "1500000", "--json").stdout)
+    capped = json.loads(run_cli(*GROK, "--gpus", "1500000", "--batch-tokens", "256e6", "--json").stdout)
+    assert capped["global_batch_tokens"] <= 256e6 < free["global_batch_tokens"]
+    layout = capped["layout"]
+    assert layout["tp"] * layout["pp"] * layout["dp"] == 1_500_000 and layout["pp"] > 1
+    m, pp = capped["microbatches_per_step"], layout["pp"]
+    assert capped["pipeline_bubble"] == pytest.approx((pp - 1) / (m + pp - 1))
+    # the same work at the same MFU, stretched by the idle share of the pipeline
+    assert capped["train_days"] == pytest.approx(free["train_days"] / (1 - capped["pipeline_bubble"]))
+
+
+def test_a_batch_cap_below_one_sequence_per_rank_is_refused_with_the_least_that_works():
+    out = run_cli(*GROK, "--gpus", "1500000", "--batch-tokens", "1e6")
+    assert out.returncode == 1
+    line = out.stderr.strip()
+    assert line.startswith("error: --batch-tokens 1e+06 is less than one 8192-token sequence per data-parallel rank")
+    assert "raise --batch-tokens to" in line and "\n" not in line

@@ -15,6 +15,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 30e12")
     p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation to expect (default 0.4)")
     p.add_argument("--seq-len", type=int, help="training sequence length (default: pretraining context, <= 8192)")
+    p.add_argument("--batch-tokens", type=float,
+                   help="cap on the global batch in tokens, e.g. 64e6 (default: one sequence per data-parallel rank)")
     for name in ("tp", "pp", "ep", "fsdp"):
         p.add_argument(f"--{name}", type=int, help=f"pin the {name} degree instead of searching it")
     p.add_argument("--min-shard-group", type=int, default=None, help="smallest EP x FSDP group searched (default 4096)")
@@ -37,7 +39,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
         raise HeptaError(f"--pue {args.pue} is below 1; a facility uses at least the IT power, e.g. 1.2")
     request = PlanRequest(
         get_preset(args.preset), args.preset, args.gpus, get_gpu(args.gpu), args.tokens, mfu=args.mfu,
-        seq_len=args.seq_len, tp=args.tp, pp=args.pp, ep=args.ep, fsdp=args.fsdp,
+        seq_len=args.seq_len, batch_tokens=args.batch_tokens, tp=args.tp, pp=args.pp, ep=args.ep, fsdp=args.fsdp,
         min_shard_group=args.min_shard_group or DEFAULT_MIN_SHARD_GROUP, pue=args.pue or DEFAULT_PUE)
     plan = make_plan(request)
     result = plan.as_dict()

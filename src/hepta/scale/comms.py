@@ -39,6 +39,11 @@ def ep_link_seconds(nbytes: float, layout: Layout, gpu: GPU) -> float:
     return max(per_peer * same_domain / gpu.nvlink_bytes_per_s, per_peer * remote / gpu.network_bytes_per_s)
 
 
+def group_link_bytes_per_s(group: int, layout: Layout, gpu: GPU) -> float:
+    """The slowest link of a ring over `group` ranks spaced tp GPUs apart: NVLink while they share a domain."""
+    return gpu.nvlink_bytes_per_s if group * layout.tp <= gpu.nvlink_domain else gpu.network_bytes_per_s
+
+
 def step_comms(cfg: ModelConfig, layout: Layout, gpu: GPU, tokens_per_microbatch: int, microbatches: int,
                checkpointing: bool) -> StepComms:
     local = tp_local_config(cfg, layout.tp)
@@ -55,7 +60,9 @@ def step_comms(cfg: ModelConfig, layout: Layout, gpu: GPU, tokens_per_microbatch
     # reduce-scatters its gradient in fp32; each step all-reduces the fp32 shard across replicas.
     unsharded = sum(fsdp_units(local, layers, layout.ep)) + root_params(local)  # this rank's experts only
     shard_fraction = (layout.fsdp - 1) / layout.fsdp
-    fsdp = microbatches * unsharded * (2 * BF16 + FP32) * shard_fraction
+    in_group = microbatches * unsharded * (2 * BF16 + FP32) * shard_fraction
     replica_fraction = (layout.dp_replicate - 1) / layout.dp_replicate
-    fsdp += 2 * FP32 * stage_owned_params(local, layout, 0) * replica_fraction
-    return StepComms(a2a, ep_link_seconds(a2a, layout, gpu), fsdp, fsdp / gpu.network_bytes_per_s)
+    across = 2 * FP32 * stage_owned_params(local, layout, 0) * replica_fraction
+    seconds = (in_group / group_link_bytes_per_s(layout.fsdp, layout, gpu)
+               + across / group_link_bytes_per_s(layout.dp, layout, gpu))
+    return StepComms(a2a, ep_link_seconds(a2a, layout, gpu), in_group + across, seconds)

@@ -6,8 +6,8 @@ rest is dp_replicate x fsdp, with expert parallelism inside the fsdp group. For 
 (tp, pp, ep) the planner takes the smallest fsdp group of at least `min_shard_group` ranks
 (fewer ranks per collective, more replicas) that divides dp and lets the step fit in
 `USABLE_HBM` of the GPU, first without, then with activation checkpointing. Among the layouts
-that fit it prefers, in order: the least communication time left over after overlapping
-with compute, the least model parallelism tp x pp (no pipeline bubble, fewer small matmuls),
+that fit it prefers, in order: the least wall time per token (compute stretched by the
+pipeline bubble, plus the link time that overlapping with compute cannot hide), the least model parallelism tp x pp (no pipeline bubble, fewer small matmuls),
 no recomputation, fewer stages, then the most expert parallelism (each rank gathers fewer
 expert weights per layer).
 
@@ -18,7 +18,7 @@ step fits and how much the links must carry to get there.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hepta.config import ModelConfig, count_params
 from hepta.errors import HeptaError
@@ -46,6 +46,7 @@ class PlanRequest:
     pp: int | None = None
     ep: int | None = None
     fsdp: int | None = None
+    batch_tokens: float | None = None  # cap on the global batch; None: one sequence per data-parallel rank
     min_shard_group: int = DEFAULT_MIN_SHARD_GROUP
     pue: float = DEFAULT_PUE
     decode_batch: int = 64
@@ -65,6 +66,14 @@ class Fit:
     memory: TrainMemory
     comms: StepComms
     compute_seconds: float  # one step at the requested MFU
+
+    microbatches: int = 1  # per data-parallel rank and step
+
+    @property
+    def bubble(self) -> float:
+        """Share of a 1F1B step the pipeline stages sit idle filling and draining."""
+        pp = self.layout.pp
+        return (pp - 1) / (self.microbatches + pp - 1)
 
     @property
     def exposed_comm_seconds(self) -> float:
@@ -101,14 +110,14 @@ class Plan:
 
     @property
     def pipeline_bubble(self) -> float:
-        pp = self.fit.layout.pp
-        return (pp - 1) / (self.microbatches + pp - 1)
+        return self.fit.bubble
 
     def as_dict(self) -> dict:
         r = self.request
         return {
             "preset": r.name, "gpu": r.gpu.name, "gpus": r.gpus, "tokens": r.tokens, "mfu": r.mfu,
-            "seq_len": r.sequence_length, "total_params": self.total_params, "active_params": self.active_params,
+            "seq_len": r.sequence_length, "batch_tokens_cap": r.batch_tokens,
+            "total_params": self.total_params, "active_params": self.active_params,
             "layout": self.fit.layout.as_dict(), "activation_checkpointing": self.fit.checkpointing,
             "memory_per_gpu_bytes": self.fit.memory.total,
             "memory_per_gpu": self.fit.memory.as_dict(),
@@ -143,21 +152,29 @@ def ep_options(req: PlanRequest) -> list[int]:
     return _divisors(req.cfg.num_experts) if req.cfg.has_moe else [1]
 
 
-def microbatches(layout: Layout) -> int:
-    return layout.pp  # 1F1B keeps pp micro-batches in flight; without stages one per step
+def microbatches(req: PlanRequest, layout: Layout) -> int:
+    """Micro-batches of one sequence per data-parallel rank and step: as many as the batch cap
+    allows (0: not even one fits under it), else pp (1F1B keeps pp in flight), at least 1."""
+    if req.batch_tokens is None:
+        return layout.pp
+    return int(req.batch_tokens // (layout.dp * req.sequence_length))
 
 
 def fits(req: PlanRequest, layout: Layout) -> Fit | None:
     budget = req.gpu.hbm_bytes * USABLE_HBM
     seq = req.sequence_length
+    m = microbatches(req, layout)
+    if m < 1:
+        return None
     for checkpointing in (False, True):
         memory = train_memory(req.cfg, layout, seq, checkpointing)
         if memory.total <= budget:
-            m = microbatches(layout)
-            compute = layout.dp * m * seq * train_flops_per_token(req.cfg, seq) / (
+            useful = layout.dp * m * seq * train_flops_per_token(req.cfg, seq) / (
                 req.gpus * req.gpu.bf16_flops * req.mfu)
-            return Fit(layout, checkpointing, memory, step_comms(req.cfg, layout, req.gpu, seq, m, checkpointing),
-                       compute)
+            fit = Fit(layout, checkpointing, memory, step_comms(req.cfg, layout, req.gpu, seq, m, checkpointing),
+                      useful, m)
+            # the MFU holds while the stages work; the bubble adds idle time on top
+            return replace(fit, compute_seconds=useful / (1 - fit.bubble))
     return None
 
 
@@ -184,8 +201,12 @@ def candidate_fits(req: PlanRequest, gpus: int) -> list[Fit]:
 
 def preference(fit: Fit) -> tuple:
     layout = fit.layout
-    exposed = round(fit.exposed_comm_seconds / fit.compute_seconds, 2)  # share of the step lost to links
-    return exposed, layout.tp * layout.pp, fit.checkpointing, layout.pp, -layout.ep, layout.fsdp
+    # wall time per token of a step: compute stretched by the pipeline bubble, plus the link
+    # time compute cannot hide; layouts within 2% of each other count as equal
+    tokens = layout.dp * fit.microbatches
+    cost = (fit.compute_seconds + fit.exposed_comm_seconds) / tokens
+    return round(math.log(cost) / math.log(1.02)), layout.tp * layout.pp, fit.checkpointing, layout.pp, \
+        -layout.ep, layout.fsdp
 
 
 def check_request(req: PlanRequest) -> None:
@@ -196,6 +217,9 @@ def check_request(req: PlanRequest) -> None:
             raise HeptaError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if not 0 < req.mfu <= 1:
         raise HeptaError(f"--mfu {req.mfu} is not a fraction of peak; give a value in (0, 1], e.g. 0.4")
+    if req.batch_tokens is not None and req.batch_tokens < req.sequence_length:
+        raise HeptaError(f"--batch-tokens {req.batch_tokens:g} is below one {req.sequence_length}-token sequence; "
+                         f"give at least {req.sequence_length}, e.g. 64e6")
     if req.tokens <= 0:
         raise HeptaError(f"--tokens {req.tokens:g} must be positive, e.g. 30e12")
     if req.ep is not None:
@@ -225,13 +249,20 @@ def choose_layout(req: PlanRequest) -> Fit:
     found = candidate_fits(req, req.gpus)
     if found:
         return min(found, key=preference)
+    if req.batch_tokens is not None:
+        uncapped = candidate_fits(replace(req, batch_tokens=None), req.gpus)
+        if uncapped:
+            least = min(uncapped, key=lambda fit: fit.layout.dp)
+            need = least.layout.dp * req.sequence_length
+            raise HeptaError(f"--batch-tokens {req.batch_tokens:g} is less than one {req.sequence_length}-token "
+                             f"sequence per data-parallel rank in every layout that fits; the least is "
+                             f"{need:,} tokens ({least.layout.describe()}): raise --batch-tokens to {need:g} "
+                             f"or plan fewer GPUs")
     raise HeptaError(_nothing_fits(req))
 
 
 def _nothing_fits(req: PlanRequest) -> str:
     """One sentence: why nothing fits, and the nearest requests that would."""
-    from dataclasses import replace
-
     from hepta.scale.gpus import GPUS
 
     tp = max(tp_options(req))
@@ -265,9 +296,9 @@ def make_plan(req: PlanRequest) -> Plan:
     fit = choose_layout(req)
     cfg, layout, seq = req.cfg, fit.layout, req.sequence_length
     count = count_params(cfg)
-    m = microbatches(layout)
+    m = fit.microbatches
     flops = train_flops_per_token(cfg, seq)
-    seconds = req.tokens * flops / (req.gpus * req.gpu.bf16_flops * req.mfu)
+    seconds = req.tokens * flops / (req.gpus * req.gpu.bf16_flops * req.mfu) / (1 - fit.bubble)
     hours = seconds / 3600
     return Plan(
         request=req, fit=fit,

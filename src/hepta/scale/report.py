@@ -86,4 +86,5 @@ def print_plan(plan: Plan, dry_run: dict | None = None, console: Console | None 
                           f"parameter(s), e.g. {dry_run['uneven_shards'][0]}")
     if plan.global_batch_tokens > 64e6:
         console.print(f"note: a global batch of {plan.global_batch_tokens / 1e6:,.0f}M tokens is far above published "
-                      "pretraining batches (16-64M); cap it with --batch-tokens to trade data parallelism for model parallelism.")
+                      "pretraining batches (16-64M); cap it with --batch-tokens to trade data parallelism for "
+                      "model parallelism.")

@@ -22,8 +22,8 @@ def test_tensor_lists_add_up_to_the_exact_parameter_count(name):
 def test_gpu_table_has_the_four_gpus_with_sources():
     assert {"h100", "h200", "b200", "h800"} <= set(GPUS)
     for gpu in GPUS.values():
-        assert gpu.bf16_flops > 5e14 and gpu.hbm_bytes >= 80e9 and gpu.board_watts >= 700 and "datasheet" in gpu.source \
-            or "DeepSeek" in gpu.source
+        assert gpu.bf16_flops > 5e14 and gpu.hbm_bytes >= 80e9 and gpu.board_watts >= 700
+        assert "datasheet" in gpu.source or "DeepSeek" in gpu.source
     assert get_gpu("H200").hbm_bytes == 141e9
 
 

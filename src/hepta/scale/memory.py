@@ -87,7 +87,8 @@ def attention_tensors(cfg: ModelConfig) -> list[tuple[int, int]]:
     """(rows, columns) of an attention sub-block's parameters, as the model creates them."""
     d, H = cfg.dim, cfg.num_heads
     if cfg.attention == "mla":
-        qk, C, R, Q = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.kv_lora_rank, cfg.qk_rope_head_dim, cfg.q_lora_rank
+        qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+        C, R, Q = cfg.kv_lora_rank, cfg.qk_rope_head_dim, cfg.q_lora_rank
         q = [(H * qk, d)] if Q is None else [(Q, d), (Q, 1), (H * qk, Q)]
         return q + [(C + R, d), (C, 1), (H * (cfg.qk_nope_head_dim + cfg.v_head_dim), C), (d, H * cfg.v_head_dim)]
     G, Dh = cfg.num_kv_heads, cfg.head_dim
@@ -206,7 +207,8 @@ def attention_activation_bytes(cfg: ModelConfig) -> float:
         return norm + low_rank + heads + sdpa + BF16 * H * Dv  # o_proj's contiguous input
     G, Dh = cfg.num_kv_heads, cfg.head_dim
     if cfg.qk_norm:
-        qk_norm = (_norm_bytes(Dh) * (H + G) / Dh if cfg.qk_norm_per_head else _norm_bytes(H * Dh) + _norm_bytes(G * Dh))
+        per_head = cfg.qk_norm_per_head
+        qk_norm = _norm_bytes(Dh) * (H + G) if per_head else _norm_bytes(H * Dh) + _norm_bytes(G * Dh)
         qk_norm += BF16 * (H + G) * Dh  # the normalised q and k RoPE keeps
     else:
         qk_norm = 0
@@ -267,7 +269,8 @@ def stage_owned_params(local: ModelConfig, layout: Layout, stage: int) -> float:
     owned += rank0_rows(root[:1] if stage == 0 else [], layout.fsdp)
     owned += rank0_rows(root[1:] if stage == layout.pp - 1 else [], layout.fsdp)
     moe_layers = sum(local.is_moe_layer(layer) for layer in layers)
-    return owned + (moe_layers * expert_params_per_rank(local, layout.ep, layout.fsdp // layout.ep) if moe_layers else 0)
+    experts = expert_params_per_rank(local, layout.ep, layout.fsdp // layout.ep) if moe_layers else 0
+    return owned + moe_layers * experts
 
 
 def gathered_bytes(local: ModelConfig, layers: range, ep: int) -> float:

@@ -4,12 +4,14 @@ Layout search. Tensor parallelism stays inside one NVLink domain (tp divides its
 model's head, FFN and vocabulary widths); pipeline stages split the layers; the data-parallel
 rest is dp_replicate x fsdp, with expert parallelism inside the fsdp group. For every
 (tp, pp, ep) the planner takes the smallest fsdp group of at least `min_shard_group` ranks
-(fewer ranks per collective, more replicas) that divides dp and lets the step fit in
-`USABLE_HBM` of the GPU, first without, then with activation checkpointing. Among the layouts
-that fit it prefers, in order: the least wall time per token (compute stretched by the
-pipeline bubble, plus the link time that overlapping with compute cannot hide), the least model parallelism tp x pp (no pipeline bubble, fewer small matmuls),
-no recomputation, fewer stages, then the most expert parallelism (each rank gathers fewer
-expert weights per layer).
+that divides dp and lets the step fit in `USABLE_HBM` of the GPU, first without, then with
+activation checkpointing. (Smaller groups mean fewer ranks per collective, but each GPU then
+owns more parameters and all-reduces 8 bytes per owned parameter across the replicas every
+step; 4096 ranks, 512 nodes, keeps that small for trillion-parameter models.) Among the
+layouts that fit it prefers, in order: the least wall time per token (compute stretched by
+the pipeline bubble, plus the link time that overlapping with compute cannot hide), the
+least model parallelism tp x pp (fewer small matmuls), no recomputation, fewer stages, then
+the most expert parallelism (each rank gathers fewer expert weights per layer).
 
 Days follow from the FLOPs and the MFU the user expects; the layout decides whether the
 step fits and how much the links must carry to get there.
@@ -29,7 +31,7 @@ from hepta.scale.gpus import GPU
 from hepta.scale.inference import USABLE_HBM, Inference, inference_plan
 from hepta.scale.memory import Layout, TrainMemory, tp_divides, train_memory
 
-DEFAULT_MIN_SHARD_GROUP = 4096  # an EP x FSDP group of a few thousand ranks, as in 10k+-GPU FSDP runs
+DEFAULT_MIN_SHARD_GROUP = 4096  # the smallest EP x FSDP group searched (see above)
 MAX_PP = 64
 
 

@@ -68,7 +68,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         train_args = TrainArgs(**{**saved.__dict__, **given, **layout})
     else:
         train_args = TrainArgs(out=args.out, overrides=overrides, **given)
-    trainer = Trainer(train_args, resume=args.resume, log=(lambda _msg: None) if args.quiet else _log)
+    try:
+        trainer = Trainer(train_args, resume=args.resume, log=(lambda _msg: None) if args.quiet else _log)
+    except HeptaError:
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank finds the problem; rank 0 tells it
+            raise SystemExit(1)
+        raise
     result = trainer.run(quiet=args.quiet)
     if not trainer.is_main:  # under torchrun, rank 0 speaks for the run
         return

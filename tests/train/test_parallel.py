@@ -76,6 +76,7 @@ def runs(tmp_path_factory, corpus) -> Path:
         {"args": micro_args(root / "ep2", corpus, ep=2), "resume": False},
         {"args": micro_args(root / "fsdp", corpus, ep=1, activation_checkpointing=True), "resume": False},
         {"args": micro_args(root / "one_then_two", corpus, ep=2), "resume": True},
+        {"args": micro_args(root / "bf16", corpus, ep=2, bf16=True), "resume": False},
     ]
     proc = subprocess.run(torchrun(__file__, json.dumps(scenarios)), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -113,6 +114,13 @@ def test_the_exported_folder_of_a_2_process_run_loads_and_matches_one_process(ru
             torch.testing.assert_close(model(ids), one(ids), atol=1e-4, rtol=0)
     bias = [k for k in reference if k.endswith("expert_bias")]
     assert bias and any(reference[k].abs().sum() > 0 for k in bias)  # the balancing bias moved, and alike
+
+
+def test_bf16_mixed_precision_trains_close_to_fp32_and_keeps_fp32_weights(runs):
+    # bf16 parameters and compute, fp32 gradient reduction and fp32 weights in the shards
+    assert losses(runs / "bf16") == pytest.approx(losses(runs / "one"), abs=5e-3)
+    assert losses(runs / "bf16") != pytest.approx(losses(runs / "one"), abs=TOL)  # it did run in bf16
+    assert {t.dtype for t in hepta.load(runs / "bf16").state_dict().values()} == {torch.float32}
 
 
 def test_a_1_process_checkpoint_resumes_on_2_processes(runs):

@@ -96,6 +96,9 @@ def test_expert_parallel_run_gives_the_losses_of_one_process(runs):
 
 def test_fsdp_run_with_activation_checkpointing_gives_the_losses_of_one_process(runs):
     assert losses(runs / "fsdp") == pytest.approx(losses(runs / "one"), abs=TOL)
+    # the recomputation in backward does not count the load a second time
+    assert [r["expert_load"] for r in read_metrics(runs / "fsdp") if r["kind"] == "train"] == \
+        [r["expert_load"] for r in read_metrics(runs / "one") if r["kind"] == "train"]
 
 
 def test_the_exported_folder_of_a_2_process_run_loads_and_matches_one_process(runs):

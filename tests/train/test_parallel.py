@@ -36,9 +36,9 @@ TOL = 1e-5  # fp32; the sums are ordered differently across processes
 
 
 def micro_args(out: Path, corpus: Path, **kw) -> dict:
-    return dict(out=str(out), data=str(corpus), overrides={**micro_overrides(), "aux_loss_coef": 0.0}, steps=STEPS,
-                batch_size=4, seq_len=32, save_every=RESUME_AT, eval_every=STEPS, eval_batches=2, lr=3e-3,
-                warmup=2, **kw)
+    base = dict(out=str(out), data=str(corpus), overrides={**micro_overrides(), "aux_loss_coef": 0.0}, steps=STEPS,
+                batch_size=4, seq_len=32, save_every=RESUME_AT, eval_every=STEPS, eval_batches=2, lr=3e-3, warmup=2)
+    return {**base, **kw}
 
 
 def losses(run_dir: Path) -> list[float]:
@@ -71,12 +71,15 @@ def runs(tmp_path_factory, corpus) -> Path:
     """One-process reference, then three 2-process runs in one torchrun launch."""
     root = tmp_path_factory.mktemp("parallel")
     Trainer(TrainArgs(**micro_args(root / "one", corpus))).run(quiet=True)
+    Trainer(TrainArgs(**micro_args(root / "one_accum", corpus, batch_size=2, grad_accum=2))).run(quiet=True)
     rewind(root / "one", root / "one_then_two")
     scenarios = [
         {"args": micro_args(root / "ep2", corpus, ep=2), "resume": False},
         {"args": micro_args(root / "fsdp", corpus, ep=1, activation_checkpointing=True), "resume": False},
         {"args": micro_args(root / "one_then_two", corpus, ep=2), "resume": True},
         {"args": micro_args(root / "bf16", corpus, ep=2, bf16=True), "resume": False},
+        {"args": micro_args(root / "hsdp", corpus, dp_shard=1), "resume": False},
+        {"args": micro_args(root / "accum", corpus, batch_size=2, grad_accum=2), "resume": False},
     ]
     proc = subprocess.run(torchrun(__file__, json.dumps(scenarios)), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -99,6 +102,13 @@ def test_fsdp_run_with_activation_checkpointing_gives_the_losses_of_one_process(
     # the recomputation in backward does not count the load a second time
     assert [r["expert_load"] for r in read_metrics(runs / "fsdp") if r["kind"] == "train"] == \
         [r["expert_load"] for r in read_metrics(runs / "one") if r["kind"] == "train"]
+
+
+def test_replicated_shards_and_gradient_accumulation_give_the_losses_of_one_process(runs):
+    # --dp-shard 1: two full copies (HSDP with shards of one rank), experts split by ep=1
+    assert losses(runs / "hsdp") == pytest.approx(losses(runs / "one"), abs=TOL)
+    # one row per rank and micro-batch, two micro-batches per step
+    assert losses(runs / "accum") == pytest.approx(losses(runs / "one_accum"), abs=TOL)
 
 
 def test_the_exported_folder_of_a_2_process_run_loads_and_matches_one_process(runs):

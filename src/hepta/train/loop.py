@@ -159,6 +159,8 @@ class Trainer:
                  f"validation tokens")
 
         self.device = torch.device("cpu") if self.dist is None else self.dist.device
+        if args.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise HeptaError("--bf16 needs a GPU with bf16 arithmetic (NVIDIA Ampere or newer); drop --bf16")
         self.model: Transformer = build_model(self.cfg, seed=args.seed).to(self.device)
         self.model.train()
         if self.dist is not None:

@@ -2,9 +2,9 @@
 
 The 2-process runs go through torchrun, as users launch them: this file is also the worker
 script (see the bottom), which runs several training runs in one process group so that the
-processes start once. The Switch aux loss is off in these runs: each rank computes it on its
-own rows (as GShard and Megatron do), so it is not the same function of the global batch;
-z-loss and the aux-loss-free bias are on, and equal.
+processes start once. Every router loss is on: the Switch aux loss reads the load summed over
+the ranks (so it is the same function of the global batch as in one process), z-loss is a mean
+over rows, and the aux-loss-free bias is updated from the summed load.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ TOL = 1e-5  # fp32; the sums are ordered differently across processes
 
 
 def micro_args(out: Path, corpus: Path, **kw) -> dict:
-    base = dict(out=str(out), data=str(corpus), overrides={**micro_overrides(), "aux_loss_coef": 0.0}, steps=STEPS,
+    base = dict(out=str(out), data=str(corpus), overrides=micro_overrides(), steps=STEPS,
                 batch_size=4, seq_len=32, save_every=RESUME_AT, eval_every=STEPS, eval_batches=2, lr=3e-3, warmup=2)
     return {**base, **kw}
 
@@ -180,7 +180,7 @@ def _rank_of(pid: int) -> int | None:
 def test_a_rank_killed_mid_save_leaves_the_last_checkpoint_which_resumes_the_same_losses(tmp_path, corpus, runs):
     run = tmp_path / "run"
     cli = ["-m", "hepta", "train", "--out", str(run), "--data", str(corpus), *micro_set_flags(),
-           "--set", "aux_loss_coef=0", "--steps", str(STEPS), "--batch-size", "4", "--seq-len", "32",
+           "--steps", str(STEPS), "--batch-size", "4", "--seq-len", "32",
            "--save-every", "1", "--eval-every", str(STEPS), "--eval-batches", "2", "--warmup", "2", "--quiet"]
     launcher = subprocess.Popen(torchrun(*cli), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 start_new_session=True)

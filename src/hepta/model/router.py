@@ -7,6 +7,7 @@ G expert groups.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,9 @@ class Router(nn.Module):
         # never the gate weights, and it is updated from observed load, not by backprop.
         # It is persistent because it changes routing: a reloaded model must route the same.
         self.register_buffer("expert_bias", torch.zeros(cfg.num_experts), persistent=True)
+        # Data-parallel training sets this to a sum over ranks, so the aux loss sees the global
+        # batch's load (as one process would) rather than each rank's share.
+        self.reduce_load: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def forward(self, x_ND: torch.Tensor) -> Routing:
         cfg = self.cfg
@@ -57,7 +61,8 @@ class Router(nn.Module):
         loss = logits_NE.new_zeros(())
         if cfg.aux_loss_coef > 0:
             # Switch/GShard balance loss: E * sum_e f_e * P_e, minimised by a uniform load.
-            f_E = load_E.float() / experts_NK.numel()
+            global_load_E = load_E if self.reduce_load is None else self.reduce_load(load_E)
+            f_E = global_load_E.float() / global_load_E.sum()
             probs_NE = scores_NE / scores_NE.sum(dim=-1, keepdim=True)
             loss = loss + cfg.aux_loss_coef * cfg.num_experts * (f_E * probs_NE.mean(dim=0)).sum()
         if cfg.z_loss_coef > 0:

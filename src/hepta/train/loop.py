@@ -23,7 +23,7 @@ from hepta.train.data import Documents, batch_generator, sample_batch, stdlib_do
 from hepta.train.optim import build_optimizer, lr_at
 from hepta.train.report import MetricsLog, plot_run, read_metrics
 from hepta.train.parallel import parallelize
-from hepta.train.parallel.balance import sync_expert_load
+from hepta.train.parallel.balance import sync_expert_load, use_global_load_in_aux_loss
 from hepta.train.parallel.checkpointing import apply_activation_checkpointing
 from hepta.train.parallel.export import gather_full_model
 from hepta.train.parallel.grad_norm import clip_grad_norm
@@ -168,6 +168,7 @@ class Trainer:
             self.log(f"parallel: {layout.describe()}")
             parallelize(self.model, self.dist.mesh, ep=layout.ep, activation_checkpointing=args.activation_checkpointing,
                         mixed_precision=args.bf16)
+            use_global_load_in_aux_loss(self.model, self.dist.dp_group)
         elif args.activation_checkpointing:
             apply_activation_checkpointing(self.model)
         self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay)

@@ -24,3 +24,20 @@ def sync_expert_load(model: Transformer, group: dist.ProcessGroup | None) -> tor
         for moe, load_E in zip(moes, load_LE):
             moe.load_since_update.copy_(load_E)
     return load_LE.cpu()
+
+
+def use_global_load_in_aux_loss(model: Transformer, group: dist.ProcessGroup) -> None:
+    """Make each router's aux loss use the expert load summed over `group`.
+
+    The Switch loss E * sum_e f_e * P_e is linear in the router probabilities P, so with the
+    global f and each rank's own P, the ranks' mean loss equals one process's loss on the
+    global batch. f carries no gradient, so a plain all-reduce of a copy is enough.
+    """
+
+    def global_load(load_E: torch.Tensor) -> torch.Tensor:
+        total_E = load_E.detach().clone()
+        dist.all_reduce(total_E, group=group)
+        return total_E
+
+    for moe in model.moe_layers():
+        moe.router.reduce_load = global_load

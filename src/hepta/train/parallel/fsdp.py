@@ -27,12 +27,8 @@ from torch.distributed.tensor import DTensor, Shard
 
 from hepta.model.moe import MoE
 from hepta.model.transformer import Transformer
+from hepta.scale.memory import expert_shard_dim
 from hepta.train.parallel.mesh import expert_mesh
-
-
-def expert_shard_dim(local_shape: torch.Size, num_shards: int) -> int:
-    """The first dim of a stacked expert weight that splits evenly into num_shards (0 if none does)."""
-    return next((d for d, size in enumerate(local_shape) if size % num_shards == 0), 0)
 
 
 def mixed_precision_policy(enabled: bool) -> MixedPrecisionPolicy:
@@ -54,7 +50,7 @@ def apply_fsdp(model: Transformer, mesh: DeviceMesh, ep: int, *, mixed_precision
 
     def expert_placement(param: nn.Parameter) -> Shard:
         local = param.to_local() if isinstance(param, DTensor) else param
-        return Shard(expert_shard_dim(local.shape, efsdp))
+        return Shard(expert_shard_dim(tuple(local.shape), efsdp))
 
     for block in model.layers:
         if isinstance(block.ffn, MoE):

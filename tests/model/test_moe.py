@@ -139,3 +139,15 @@ def test_bf16_autocast_runs_experts_in_bf16_and_stays_close_to_fp32():
         low = moe(x)
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), ref, atol=0.15, rtol=0.05)
+
+
+@pytest.mark.parametrize("num_tokens", [1, 5])
+def test_inference_on_a_few_tokens_matches_reference_and_skips_the_router_losses(num_tokens):
+    # decoding: a handful of routed copies take the small-batch loop, without gradients
+    moe = init(MoE(moe_config(router_scoring="sigmoid", aux_loss_coef=0.01, z_loss_coef=1e-3))).eval()
+    x = torch.randn(num_tokens, 1, 32)
+    with torch.no_grad():
+        fast = moe(x)
+        assert float(moe.router_loss) == 0.0  # losses exist to be backpropagated; none is built here
+        assert moe.last_load.sum() == num_tokens * 2 and moe.load_since_update.sum() == 0
+        torch.testing.assert_close(fast, naive_moe(moe, x), atol=1e-5, rtol=1e-5)

@@ -240,25 +240,32 @@ class Engine:
                 free -= request.n
         if not admitted:
             return
-        start = len(self._running)
-        new = []
         for request in admitted:
-            for index in range(request.n):
-                seq = _Sequence(request, index, len(self._running), self.tokenizer, self.vocab_size)
-                self._running.append(seq)
-                new.append(seq)
             self.num_requests_running += 1
-        lengths_B = torch.tensor([len(s.request.prompt_ids) for s in new])
-        ids_BT = torch.zeros(len(new), int(lengths_B.max()), dtype=torch.long)
-        for row, seq in enumerate(new):
+        # shortest prompts first, so prompts of similar length share a prefill and little of it is padding
+        pairs = sorted(((r, i) for r in admitted for i in range(r.n)), key=lambda pair: len(pair[0].prompt_ids))
+        new = []
+        for request, index in pairs:
+            seq = _Sequence(request, index, len(self._running), self.tokenizer, self.vocab_size)
+            self._running.append(seq)
+            new.append(seq)
+        for group in _prefill_groups(new):
+            self._prefill(group)
+
+    def _prefill(self, seqs: list[_Sequence]) -> None:
+        """One right-padded forward over the prompts of `seqs`, which sit in consecutive fresh slots."""
+        lengths_B = torch.tensor([len(s.request.prompt_ids) for s in seqs])
+        ids_BT = torch.zeros(len(seqs), int(lengths_B.max()), dtype=torch.long)
+        for row, seq in enumerate(seqs):
             ids_BT[row, :lengths_B[row]] = torch.tensor(seq.request.prompt_ids)
-        self.cache.set_window(start, len(new))
+        start = seqs[0].slot
+        self.cache.set_window(start, len(seqs))
         with torch.no_grad():
             hidden_BTD = self.model.hidden_states(ids_BT, cache=self.cache)
             # the LM head only where the next token is read: each prompt's last real position
-            logits_BV = self.model.output(hidden_BTD[torch.arange(len(new)), lengths_B - 1])
-        self.cache.lengths[start:start + len(new)] = lengths_B  # padding past a prompt is never attended
-        self._sample_and_emit(new, logits_BV)
+            logits_BV = self.model.output(hidden_BTD[torch.arange(len(seqs)), lengths_B - 1])
+        self.cache.lengths[start:start + len(seqs)] = lengths_B  # padding past a prompt is never attended
+        self._sample_and_emit(seqs, logits_BV)
 
     def _decode_step(self) -> None:
         ids_B1 = torch.tensor([[seq.last_token] for seq in self._running])
@@ -358,6 +365,28 @@ class Engine:
         for request in waiting:
             for index in range(request.n):
                 request.sink(Event(index, "", [], finish_reason=reason, error=message))
+
+
+MAX_PADDING_SHARE = 0.25  # a prefill group grows while padding stays under this share of its tokens
+
+
+def _prefill_groups(seqs: list[_Sequence]) -> list[list[_Sequence]]:
+    """Consecutive runs of length-sorted sequences whose padded prefill wastes little.
+
+    A padded batch costs (rows x longest prompt); one forward per group costs a step's fixed
+    overhead. Grouping while padding stays under MAX_PADDING_SHARE balances the two.
+    """
+    groups: list[list[_Sequence]] = []
+    for seq in seqs:
+        if groups:
+            group = groups[-1]
+            real = sum(len(s.request.prompt_ids) for s in group) + len(seq.request.prompt_ids)
+            padded = (len(group) + 1) * len(seq.request.prompt_ids)  # sorted: this one is the longest
+            if padded - real <= MAX_PADDING_SHARE * padded:
+                group.append(seq)
+                continue
+        groups.append([seq])
+    return groups
 
 
 @dataclass

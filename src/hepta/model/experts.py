@@ -174,6 +174,26 @@ def moe_experts_grouped_mm(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, coun
     return torch.zeros_like(x_ND).index_add_(0, token_M, y_MD)
 
 
+# Below this many routed copies (decoding: a few tokens times top-k), a plain loop over the
+# experts that have rows beats the fused kernel, whose chunking and scratch buffers pay off only
+# for many rows; it runs only where no gradient is needed.
+_FEW_ROWS = 64
+
+
+def moe_experts_few_rows(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts: list[int]) -> torch.Tensor:
+    """Inference on a few routed copies: per active expert, two matmuls on its rows; one combine."""
+    Fh = down_EDF.shape[2]
+    x_MD = x_ND[token_M]
+    y_MD = torch.empty_like(x_MD)
+    start = 0
+    for e, c in enumerate(counts):
+        if c:
+            h = x_MD[start:start + c] @ gate_up_E2FD[e].t()
+            torch.mm(_silu_out(h[:, :Fh]) * h[:, Fh:], down_EDF[e].t(), out=y_MD[start:start + c])
+            start += c
+    return x_ND.new_zeros(x_ND.shape).index_add_(0, token_M, y_MD * weight_M.unsqueeze(1))
+
+
 class GroupedExperts(nn.Module):
     def __init__(self, num_experts: int, dim: int, hidden_dim: int):
         super().__init__()
@@ -195,10 +215,12 @@ class GroupedExperts(nn.Module):
             args = (x_ND.to(dtype), weight_M.to(dtype), self.gate_up_proj.to(dtype), self.down_proj.to(dtype),
                     token_M, counts)
             impl = self.implementation
-            if impl == "auto":
-                impl = "grouped_mm" if x_ND.is_cuda else "fused"
+            if impl == "auto" and x_ND.is_cuda:
+                impl = "grouped_mm"
             if impl == "grouped_mm":
                 return moe_experts_grouped_mm(*args)
+            if impl == "auto" and token_M.numel() <= _FEW_ROWS and not torch.is_grad_enabled():
+                return moe_experts_few_rows(*args)
             return moe_experts_fused(*args)
 
     def reset_parameters(self, std: float = 0.02) -> None:

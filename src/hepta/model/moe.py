@@ -41,7 +41,8 @@ class MoE(nn.Module):
         self.router_loss = routing.loss
         with torch.no_grad():
             self.last_load.copy_(routing.load_E)
-            self.load_since_update += routing.load_E
+            if self.training:  # feeds the bias update, which only training applies
+                self.load_since_update += routing.load_E
 
         order_M, counts = self._sort_by_expert(routing.experts_NK, routing.load_E)
         token_M = order_M // self.cfg.top_k

@@ -59,6 +59,8 @@ class Router(nn.Module):
 
         load_E = torch.bincount(experts_NK.flatten(), minlength=cfg.num_experts)
         loss = logits_NE.new_zeros(())
+        if not torch.is_grad_enabled():  # the losses only exist to be backpropagated
+            return Routing(weights_NK, experts_NK, loss, load_E)
         if cfg.aux_loss_coef > 0:
             # Switch/GShard balance loss: E * sum_e f_e * P_e, minimised by a uniform load.
             global_load_E = load_E if self.reduce_load is None else self.reduce_load(load_E)

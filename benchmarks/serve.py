@@ -1,0 +1,244 @@
+"""Serving benchmark in the manner of vLLM's benchmark_serving, plus transformers' generate as the peer.
+
+    .venv/bin/python benchmarks/serve.py [--rounds 5] [--output-len 64] [--clients 16] [--json results.json]
+
+`hepta serve` runs in its own process on a `tiny`-shaped model (random weights, OLMoE-compatible
+so transformers can load the very same weights); clients stream /v1/completions over HTTP
+from this process. Prompts are token ids from a fixed length mix; end tokens get a logit bias
+of -100, so every request writes exactly --output-len tokens (vLLM's ignore_eos).
+
+Per round, interleaved (so the host's clock drift hits all alike):
+  single    one client, one request at a time: TTFT and decode tokens/s (after the first token)
+  peer      transformers `generate` with KV cache on the same weights, same prompt, greedy:
+            decode tokens/s = (L - 1) / (time for L tokens - time for 1 token)
+  c1 / cN   closed-loop load: 1 or N clients, each sending its next request when the last ends;
+            request throughput, output tokens/s, TTFT and TPOT (mean, median, p99)
+Reported: medians over rounds, and the three target ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+import hepta
+from hepta.interop.hf_save import save as save_hf
+from hepta.serve.runner import free_port
+from hepta.tokenizer import Tokenizer
+
+PROMPT_LENS = (32, 64, 128)
+SINGLE_PROMPT_LEN = 64
+
+
+def model_config() -> hepta.ModelConfig:
+    # tiny's shape with the MoE options OLMoE has, so transformers runs identical weights
+    return hepta.get_preset("tiny").replace(num_shared_experts=0, num_dense_layers=0, router_scoring="softmax",
+                                            norm_topk_prob=True, qk_norm_per_head=False, z_loss_coef=0.0,
+                                            bias_update_rate=0.0)
+
+
+def build_folders(root: Path) -> tuple[Path, Path, hepta.ModelConfig]:
+    cfg = model_config()
+    model = hepta.build_model(cfg, seed=0).eval()
+    hepta_dir, hf_dir = root / "hepta", root / "hf"
+    hepta.save_model(model, hepta_dir)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    texts = [p.read_text(errors="replace") for p in sorted(stdlib.glob("*.py"))[:60]]
+    Tokenizer.train(texts, text_vocab_size=cfg.vocab_size - 32).save(hepta_dir)
+    save_hf(model, hf_dir, model_type="olmoe")
+    return hepta_dir, hf_dir, cfg
+
+
+def start_server(model_dir: Path, port: int, max_num_seqs: int) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", "hepta", "serve", "--model", str(model_dir), "--name", "bench",
+                                "--port", str(port), "--max-num-seqs", str(max_num_seqs)],
+                               stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("hepta serve did not start")
+
+
+class Client:
+    def __init__(self, url: str, output_len: int, end_ids: list[int]):
+        self.url, self.output_len = url, output_len
+        self.bias = {str(i): -100 for i in end_ids}
+        self.http = httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=256))
+
+    async def request(self, prompt_ids: list[int]) -> dict:
+        body = {"model": "bench", "prompt": prompt_ids, "max_tokens": self.output_len, "temperature": 0,
+                "stream": True, "logit_bias": self.bias, "stream_options": {"include_usage": True}}
+        start = time.perf_counter()
+        first = None
+        tokens = 0
+        async with self.http.stream("POST", f"{self.url}/v1/completions", json=body) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk["choices"]:
+                    first = first or time.perf_counter()
+                elif chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+        end = time.perf_counter()
+        assert tokens == self.output_len, tokens
+        return {"ttft": first - start, "latency": end - start, "tokens": tokens,
+                "tpot": (end - first) / max(1, tokens - 1)}
+
+
+def prompt(length: int, seed: int, vocab: int) -> list[int]:
+    return torch.randint(0, vocab, (length,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+async def closed_loop(client: Client, clients: int, requests_per_client: int, vocab: int, seed: int) -> dict:
+    results = []
+
+    async def worker(w: int):
+        for r in range(requests_per_client):
+            length = PROMPT_LENS[(w + r) % len(PROMPT_LENS)]
+            results.append(await client.request(prompt(length, seed * 1000 + w * 100 + r, vocab)))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    wall = time.perf_counter() - start
+    return {"wall": wall, "results": results}
+
+
+def summarize(run: dict) -> dict:
+    results = run["results"]
+    ttfts = sorted(r["ttft"] for r in results)
+    tpots = sorted(r["tpot"] for r in results)
+
+    def stats(values):
+        return {"mean": statistics.fmean(values), "median": statistics.median(values),
+                "p99": values[min(len(values) - 1, int(round(0.99 * (len(values) - 1))))]}
+
+    return {"requests_per_s": len(results) / run["wall"],
+            "output_tokens_per_s": sum(r["tokens"] for r in results) / run["wall"],
+            "ttft_s": stats(ttfts), "tpot_s": stats(tpots)}
+
+
+@torch.no_grad()
+def peer_decode_rate(hf_model, ids: list[int], output_len: int) -> float:
+    x = torch.tensor([ids])
+
+    def timed(n):
+        start = time.perf_counter()
+        out = hf_model.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        assert out.shape[1] == len(ids) + n
+        return time.perf_counter() - start
+
+    return (output_len - 1) / (timed(output_len) - timed(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--output-len", type=int, default=64)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    from transformers import AutoModelForCausalLM
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hepta_dir, hf_dir, cfg = build_folders(Path(tmp))
+        hf_model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+        hf_model.set_experts_implementation("grouped_mm")  # transformers' fastest MoE path on CPU here
+        tokenizer = Tokenizer.load(hepta_dir)
+        port = free_port()
+        server = start_server(hepta_dir, port, max_num_seqs=max(32, args.clients))
+        try:
+            rounds = asyncio.run(run_rounds(args, f"http://127.0.0.1:{port}", sorted(tokenizer.stop_ids), cfg,
+                                            hf_model))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    report(args, rounds)
+
+
+async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model) -> list[dict]:
+    client = Client(url, args.output_len, end_ids)
+    single_prompt = prompt(SINGLE_PROMPT_LEN, 7, cfg.vocab_size)
+    for _ in range(2):  # warm-up: first requests pay for allocations and lazy imports
+        await client.request(single_prompt)
+        peer_decode_rate(hf_model, single_prompt, 8)
+    rounds = []
+    for r in range(args.rounds):
+        single = await client.request(single_prompt)
+        peer = peer_decode_rate(hf_model, single_prompt, args.output_len)
+        c1 = summarize(await closed_loop(client, 1, 4, cfg.vocab_size, seed=r))
+        cn = summarize(await closed_loop(client, args.clients, args.requests_per_client, cfg.vocab_size, seed=r))
+        rounds.append({"single_decode_tokens_per_s": 1 / single["tpot"], "single_ttft_s": single["ttft"],
+                       "peer_decode_tokens_per_s": peer, "c1": c1, f"c{args.clients}": cn})
+        print(f"round {r + 1}: decode {1 / single['tpot']:.0f} vs transformers {peer:.0f} tok/s; "
+              f"c1 {c1['output_tokens_per_s']:.0f}, c{args.clients} {cn['output_tokens_per_s']:.0f} tok/s; "
+              f"TTFT single {single['ttft'] * 1000:.1f} ms, p99@{args.clients} {cn['ttft_s']['p99'] * 1000:.1f} ms",
+              flush=True)
+    await client.http.aclose()
+    return rounds
+
+
+def report(args, rounds: list[dict]) -> None:
+    def med(path):
+        values = []
+        for r in rounds:
+            value = r
+            for key in path:
+                value = value[key]
+            values.append(value)
+        return statistics.median(values)
+
+    cn = f"c{args.clients}"
+    decode, peer = med(["single_decode_tokens_per_s"]), med(["peer_decode_tokens_per_s"])
+    c1_tps, cn_tps = med(["c1", "output_tokens_per_s"]), med([cn, "output_tokens_per_s"])
+    single_ttft, cn_p99 = med(["single_ttft_s"]), med([cn, "ttft_s", "p99"])
+    print(f"\nmedians of {args.rounds} rounds (torch {torch.__version__}, {os.cpu_count()} CPUs), output {args.output_len} "
+          f"tokens, prompts {'/'.join(map(str, PROMPT_LENS))} tokens")
+    print(f"{'':26}{'req/s':>8}{'out tok/s':>11}{'TTFT mean':>11}{'median':>9}{'p99':>9}{'TPOT mean':>11}"
+          f"{'median':>9}{'p99':>9}")
+    for name in ("c1", cn):
+        row = [med([name, "requests_per_s"]), med([name, "output_tokens_per_s"])]
+        row += [med([name, "ttft_s", k]) * 1000 for k in ("mean", "median", "p99")]
+        row += [med([name, "tpot_s", k]) * 1000 for k in ("mean", "median", "p99")]
+        label = f"{name[1:]} client(s)"
+        print(f"{label:26}{row[0]:8.2f}{row[1]:11.0f}" + "".join(f"{v:9.1f}" if i not in (0, 3) else f"{v:11.1f}"
+                                                              for i, v in enumerate(row[2:])) + "   (ms)")
+    targets = {
+        "single-stream decode vs transformers generate": (decode / peer, 1.5,
+                                                          f"{decode:.0f} vs {peer:.0f} tokens/s"),
+        f"{args.clients} clients vs 1, output tokens/s": (cn_tps / c1_tps, 6.0, f"{cn_tps:.0f} vs {c1_tps:.0f}"),
+        f"TTFT p99 at {args.clients} clients / single TTFT": (cn_p99 / single_ttft, 5.0,
+                                                               f"{cn_p99 * 1000:.1f} vs {single_ttft * 1000:.1f} ms"),
+    }
+    print()
+    for name, (ratio, target, detail) in targets.items():
+        met = ratio <= target if name.startswith("TTFT") else ratio >= target
+        bound = "<=" if name.startswith("TTFT") else ">="
+        print(f"{name:48} {ratio:6.2f}x  (target {bound} {target}x: {'met' if met else 'MISSED'}; {detail})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rounds": rounds, "ratios": {k: v[0] for k, v in targets.items()}},
+                                              indent=1))
+
+
+if __name__ == "__main__":
+    main()

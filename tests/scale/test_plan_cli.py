@@ -21,8 +21,11 @@ def test_plan_json_is_one_object_with_the_figures_a_team_needs(tmp_path):
     assert sum(v for k, v in parts.items() if k != "total") == pytest.approx(plan["memory_per_gpu_bytes"])
     assert plan["memory_without_activation_checkpointing"]["activations"] > \
         plan["memory_with_activation_checkpointing"]["activations"]
-    # days = tokens x FLOPs per token / (GPUs x peak x MFU); power = GPUs x 700 W x PUE 1.2
-    assert plan["train_days"] == pytest.approx(30e12 * plan["train_flops_per_token"] / (1.5e6 * 989.4e12 * 0.4) / 86400)
+    # days = tokens x FLOPs per token / (GPUs x peak x MFU), stretched by the pipeline's idle share;
+    # power = GPUs x 700 W x PUE 1.2
+    busy = 1 - plan["pipeline_bubble"]
+    assert plan["train_days"] == pytest.approx(
+        30e12 * plan["train_flops_per_token"] / (1.5e6 * 989.4e12 * 0.4) / 86400 / busy)
     assert plan["avg_power_mw"] == pytest.approx(1.5e6 * 700 * 1.2 / 1e6)
     assert plan["energy_mwh"] == pytest.approx(plan["avg_power_mw"] * plan["train_days"] * 24)
     assert plan["comms_per_step"]["all_to_all_bytes"] > 0
@@ -61,7 +64,8 @@ def test_a_batch_cap_trades_data_parallelism_for_pipeline_stages_and_shows_the_b
     m, pp = capped["microbatches_per_step"], layout["pp"]
     assert capped["pipeline_bubble"] == pytest.approx((pp - 1) / (m + pp - 1))
     # the same work at the same MFU, stretched by the idle share of the pipeline
-    assert capped["train_days"] == pytest.approx(free["train_days"] / (1 - capped["pipeline_bubble"]))
+    assert capped["train_days"] == pytest.approx(
+        free["train_days"] * (1 - free["pipeline_bubble"]) / (1 - capped["pipeline_bubble"]))
 
 
 def test_a_batch_cap_below_one_sequence_per_rank_is_refused_with_the_least_that_works():

@@ -145,11 +145,12 @@ def stage_layers(cfg: ModelConfig, pp: int) -> list[range]:
 
 
 def expert_shard_dim(shape: tuple[int, ...], shards: int) -> int:
-    """The dim FSDP shards a stacked expert weight on: the first that splits evenly, else the
-    one with the least padding (a dim smaller than the group would leave ranks holding whole
-    experts next to ranks holding nothing)."""
-    even = [d for d, size in enumerate(shape) if size % shards == 0]
-    return even[0] if even else min(range(len(shape)), key=lambda d: -(-shape[d] // shards) * shards / shape[d])
+    """The dim FSDP shards a stacked expert weight on: the first that splits evenly, else dim 0.
+
+    FSDP2 shards unevenly only on dim 0; when no dim splits evenly, ranks past the rows get
+    nothing and the first ranks hold whole experts, which the memory estimate then shows.
+    """
+    return next((d for d, size in enumerate(shape) if size % shards == 0), 0)
 
 
 def expert_params_per_rank(cfg: ModelConfig, ep: int, efsdp: int) -> float:

@@ -5,7 +5,9 @@ from helpers import micro_overrides
 
 def test_demo_trains_generates_shows_presets_and_reuses_a_finished_run(tmp_path, corpus, monkeypatch, capsys):
     def small_args(out):
-        return TrainArgs(out=str(out), data=str(corpus), overrides=micro_overrides(), steps=6, batch_size=4,
+        # a context long enough for the posts a grounded answer reads
+        overrides = {**micro_overrides(), "max_seq_len": 1024}
+        return TrainArgs(out=str(out), data=str(corpus), overrides=overrides, steps=6, batch_size=4,
                          seq_len=64, save_every=3, eval_every=3, eval_batches=2)
 
     monkeypatch.setattr(demo, "demo_args", small_args)
@@ -15,6 +17,7 @@ def test_demo_trains_generates_shows_presets_and_reuses_a_finished_run(tmp_path,
     assert demo.DEMO_PROMPT.strip() in first
     assert "grok5-7t" in first and "7.02T" in first
     assert "OpenAI-compatible API at http://127.0.0.1:" in first and "streamed chunks" in first
+    assert "opinion on 'rocket launch'" in first and "cited: https://x.com/i/status/" in first
 
     demo.run_demo(tmp_path / "demo", quiet=True)
     second = capsys.readouterr().out

@@ -56,19 +56,44 @@ def run_demo(out: Path, quiet: bool = False) -> None:
                                  params=SamplingParams(temperature=0.7, top_p=0.95, seed=0)):
         console.print(delta, end="", markup=False, highlight=False)
     console.print()
-    _serve_demo(console, out, model, tokenizer)
+    posts_db = _live_demo(console, out)
+    _serve_demo(console, out, model, tokenizer, posts_db)
     console.rule("presets")
     print_preset_table(console)
 
 
-def _serve_demo(console: Console, out: Path, model, tokenizer) -> None:
+LIVE_QUESTION = "What are people saying about the rocket launch today?"
+
+
+def _live_demo(console: Console, out: Path) -> Path:
+    """Ingest the bundled post stream (no keys, no network) and ask the store what people think."""
+    from hepta.live.ingest import Ingest
+    from hepta.live.opinion import opinion
+    from hepta.live.sources.replay import JsonlReplay
+    from hepta.live.store import Store
+    from hepta.live.synth import SAMPLE_STREAM
+
+    console.rule("live knowledge: the bundled X post stream")
+    posts_db = out / "posts.db"
+    with Store(posts_db) as store:
+        stats = Ingest(store, JsonlReplay(SAMPLE_STREAM)).run()
+        report = opinion(store, "rocket launch")
+    console.print(f"ingested {stats.received:,} posts into {posts_db} ({stats.posts_per_s:,.0f} posts/s; "
+                  "duplicates and older edits stored once)")
+    shares = ", ".join(f"{label} {share:.0%}" for label, share in report.shares.items())
+    console.print(f"opinion on 'rocket launch': {report.num_posts} posts, {shares}")
+    return posts_db
+
+
+def _serve_demo(console: Console, out: Path, model, tokenizer, posts_db: Path) -> None:
     """Serve the model in-process and call it with the `openai` client, as any application would."""
     import openai
 
     from hepta.serve.app import ServeConfig, create_app
     from hepta.serve.runner import BackgroundServer
 
-    app = create_app(ServeConfig(model=str(out), model_name="hepta-tiny"), loader=lambda: (model, tokenizer))
+    app = create_app(ServeConfig(model=str(out), model_name="hepta-tiny", live_db=str(posts_db)),
+                     loader=lambda: (model, tokenizer))
     with BackgroundServer(app) as server:
         server.wait_ready()
         console.rule(f"OpenAI-compatible API at {server.url}/v1")
@@ -90,6 +115,13 @@ def _serve_demo(console: Console, out: Path, model, tokenizer) -> None:
                 chunks += 1
                 console.print(chunk.choices[0].delta.content, end="", markup=False, highlight=False)
         console.print(f"\n[dim]{chunks} streamed chunks[/]")
+        console.print(f"[bold]grounded in live posts (xAI search_parameters):[/] {LIVE_QUESTION}")
+        grounded = client.chat.completions.create(
+            model="hepta-tiny", messages=[{"role": "user", "content": LIVE_QUESTION}], max_tokens=24, seed=0,
+            extra_body={"search_parameters": {"mode": "auto", "max_search_results": 3}})
+        console.print(grounded.choices[0].message.content, markup=False, highlight=False)
+        for url in grounded.model_extra.get("citations", []):
+            console.print(f"  cited: {url}", markup=False, highlight=False)
 
 
 def _uniform_loss(out: Path) -> float:

@@ -74,7 +74,8 @@ def print_preset_table(console: Console | None = None) -> None:
     for name in preset_names():
         cfg = get_preset(name)
         count = count_params(cfg)
-        experts = f"{cfg.num_experts} top-{cfg.top_k}" + (f" +{cfg.num_shared_experts}" if cfg.num_shared_experts else "")
+        experts = (f"{cfg.num_experts} top-{cfg.top_k}" + (f" +{cfg.num_shared_experts}" if cfg.num_shared_experts else "")
+                   if cfg.has_moe else "dense")
         table.add_row(name, human(count.total), f"{human(count.active)} ({count.active_fraction:.0%})",
                       f"{cfg.num_layers} x {cfg.dim}", experts, human_bytes(count.total * BF16_BYTES))
     console.print(table)

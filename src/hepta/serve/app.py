@@ -123,9 +123,7 @@ def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest, request: Request):
-        key = state.authorize(request)
-        state.check_model(body.model)
-        engine = state.ready()
+        key, engine = state.gate(request, body.model)
         inputs = _embedding_inputs(body, state.tokenizer, engine.max_len)
         total = sum(len(ids) for ids in inputs)
         headers = state.admit(key, total)

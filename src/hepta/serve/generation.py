@@ -156,9 +156,7 @@ async def _collect(run: _Run) -> list[_Choice]:
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, http: Request):
     state: ServerState = http.app.state.hepta
-    key = state.authorize(http)
-    state.check_model(body.model)
-    engine = state.ready()
+    key, engine = state.gate(http, body.model)
     tokenizer = state.tokenizer
     grounding = await ground(state, body)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
@@ -256,9 +254,7 @@ async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens:
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, http: Request):
     state: ServerState = http.app.state.hepta
-    key = state.authorize(http)
-    state.check_model(body.model)
-    engine = state.ready()
+    key, engine = state.gate(http, body.model)
     if body.suffix:
         raise APIError(400, "suffix (fill-in-the-middle) is not supported by this model; drop it", param="suffix")
     prompts = completion_prompts(body, state.tokenizer)

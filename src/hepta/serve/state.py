@@ -39,6 +39,12 @@ class ServerState:
             raise APIError(404, f"The model '{name}' does not exist; this server serves '{self.model_name}' "
                            "(see GET /v1/models)", param="model", code="model_not_found")
 
+    def gate(self, request: Request, model: str) -> tuple[KeyRecord | None, Engine]:
+        """The checks every model request passes first, in OpenAI's order: key, model name, readiness."""
+        key = self.authorize(request)
+        self.check_model(model)
+        return key, self.ready()
+
     def authorize(self, request: Request) -> KeyRecord | None:
         """The caller's key record (None when the server is open); 401 for a missing or wrong key."""
         if self.keys is None:

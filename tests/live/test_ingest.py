@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -9,7 +10,8 @@ import pytest
 from x_standin import StreamFaults, XStandin
 
 from hepta.errors import HeptaError
-from hepta.live.ingest import Ingest
+from hepta.live.ingest import STOP_GRACE_S, Ingest
+from hepta.live.post import posts_from_response
 from hepta.live.sources.replay import JsonlReplay
 from hepta.live.sources.x_api import make_client
 from hepta.live.sources.x_rules import Rule, StreamRules
@@ -148,3 +150,32 @@ def test_bundled_sample_stream_ingests_into_the_store(tmp_path):
         assert stats.received == truth["lines"] and stats.errors == 0
         assert store.count() == truth["distinct_ids"] - len(truth["edits"])
         assert stats.max_wait_s < 60  # sanity: written batch by batch, not at the end
+
+
+class SilentAfterFirstBatch:
+    """A stream that hands over one batch, then holds the connection open without a byte."""
+
+    def __init__(self, posts):
+        self.posts, self.released = posts, threading.Event()
+
+    def stop(self):  # a real stream notices only at its next keep-alive; this one never does
+        pass
+
+    def __iter__(self):
+        yield self.posts
+        self.released.wait(60)
+
+
+def test_stop_on_a_silent_stream_writes_what_arrived_and_returns_promptly(tmp_path):
+    lines = SAMPLE_STREAM.read_text(encoding="utf-8").splitlines()[:50]
+    posts = [p for line in lines for p in posts_from_response(json.loads(line))]
+    source = SilentAfterFirstBatch(posts)
+    with Store(tmp_path / "p.db") as store:
+        ingest = Ingest(store, source)
+        threading.Timer(0.5, ingest.stop).start()  # what the CLI's Ctrl-C handler does
+        started = time.monotonic()
+        stats = ingest.run()
+        took = time.monotonic() - started
+        assert store.count() == len({p.original_id for p in posts})
+    source.released.set()
+    assert stats.received == len(posts) and took < 0.5 + STOP_GRACE_S + 1.5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import signal
 import sys
 from datetime import timedelta
 
@@ -122,11 +123,21 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def _run(ingest):
+    """Run the ingest; Ctrl-C stops it gracefully (what arrived is written, then the summary), a second one at once.
+
+    The first Ctrl-C only sets the stop flag: a KeyboardInterrupt raised at an arbitrary point could
+    land inside the hand-over queue's lock and leave it held.
+    """
+    def interrupt(signum, frame):
+        if ingest.stopping:
+            raise KeyboardInterrupt
+        ingest.stop()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
     try:
         return ingest.run()
-    except KeyboardInterrupt:  # Ctrl-C: what arrived is written (run's finally), then the summary
-        ingest.stop()
-        return ingest.stats
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _status_line(name: str, stats) -> str:

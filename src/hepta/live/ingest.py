@@ -20,6 +20,9 @@ from hepta.live.post import Post
 _END = object()
 
 
+STOP_GRACE_S = 2.0  # after stop(), how long the source may take to hand over what is on the wire
+
+
 @dataclass
 class IngestStats:
     received: int = 0  # posts the source delivered, duplicates included
@@ -60,9 +63,16 @@ class Ingest:
         self.stats = IngestStats(source=getattr(source, "stats", None))
         self._queue: queue.Queue = queue.Queue(maxsize=256)
         self._stop = threading.Event()
+        self._stop_time = 0.0
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def stop(self) -> None:
-        """Finish: write what has arrived, and ask the source to stop."""
+        """Finish: write what has arrived, and ask the source to stop. Safe to call from a signal handler."""
+        if not self._stop.is_set():
+            self._stop_time = self.clock()
         self._stop.set()
         if hasattr(self.source, "stop"):
             self.source.stop()
@@ -98,8 +108,10 @@ class Ingest:
                 if now >= next_progress:
                     self._progress(now, started)
                     next_progress = now + self.progress_every_s
-                if self._stop.is_set() and self._queue.empty() and not reader.is_alive():
-                    break
+                if self._stop.is_set() and self._queue.empty():
+                    # the source finishes what is on the wire; a stream that stays silent is not waited for
+                    if not reader.is_alive() or now - self._stop_time >= STOP_GRACE_S:
+                        break
         except KeyboardInterrupt:  # Ctrl-C: keep what has already arrived, then let the caller report
             self.stop()
             pending.extend(self._drain())

@@ -177,7 +177,7 @@ def moe_experts_grouped_mm(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, coun
 # Below this many routed copies (decoding: a few tokens times top-k), a plain loop over the
 # experts that have rows beats the fused kernel, whose chunking and scratch buffers pay off only
 # for many rows; it runs only where no gradient is needed.
-_FEW_ROWS = 64
+_FEW_ROWS = 16
 
 
 def moe_experts_few_rows(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts: list[int]) -> torch.Tensor:

@@ -119,12 +119,17 @@ class _Run:
         remaining = self.num_choices
         try:
             while remaining:
-                try:
-                    index, event = await asyncio.wait_for(self.queue.get(), DISCONNECT_POLL_S)
-                except asyncio.TimeoutError:
-                    if watch_disconnect and await self.http.is_disconnected():
-                        return
-                    continue
+                if self.queue.empty() and watch_disconnect:
+                    # nothing to read yet: wait, looking now and then whether the client left (a
+                    # streamed response needs no look: the server cancels it when its client goes)
+                    try:
+                        index, event = await asyncio.wait_for(self.queue.get(), DISCONNECT_POLL_S)
+                    except asyncio.TimeoutError:
+                        if await self.http.is_disconnected():
+                            return
+                        continue
+                else:
+                    index, event = await self.queue.get()
                 if event.error:
                     raise APIError(500, f"generation failed: {event.error}", type="server_error")
                 if event.finish_reason:

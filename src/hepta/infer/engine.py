@@ -31,7 +31,7 @@ import torch
 from hepta.errors import HeptaError
 from hepta.infer.constrain import allowed_masks
 from hepta.infer.request import Event, Request, TokenLogprob
-from hepta.infer.sampling import apply_penalties, sample_batch, top_logprobs
+from hepta.infer.sampling import apply_penalties, sample_batch, sampleable, top_logprobs
 from hepta.infer.stream_text import StreamingText
 from hepta.model import Transformer
 
@@ -108,13 +108,7 @@ class Engine:
                                  "or lower the maximum model length")
         self.cache = model.new_slot_cache(num_slots, self.max_len)
         self.vocab_size = cfg.vocab_size
-        self.end_ids = {i for i in tokenizer.stop_ids if i < cfg.vocab_size}
-        # Only generatable and end tokens may be sampled: structure ids and the padding rows of
-        # the embedding past the tokenizer are not something to write.
-        allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool)
-        allowed[:min(tokenizer.num_generatable_ids, cfg.vocab_size)] = True
-        allowed[list(self.end_ids)] = True
-        self.banned_V = torch.where(allowed, 0.0, float("-inf"))
+        self.end_ids, self.banned_V = sampleable(tokenizer, cfg.vocab_size)
 
         self._waiting: deque[Request] = deque()
         self._running: list[_Sequence] = []  # index = slot
@@ -122,13 +116,16 @@ class Engine:
         self._wake = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="hepta-engine", daemon=True)
-        self.num_requests_running = 0
 
     # --- public --------------------------------------------------------------------------
 
     @property
     def num_slots(self) -> int:
         return self.cache.num_slots
+
+    @property
+    def num_requests_running(self) -> int:
+        return len({id(seq.request) for seq in list(self._running)})
 
     @property
     def num_waiting(self) -> int:
@@ -240,8 +237,6 @@ class Engine:
                 free -= request.n
         if not admitted:
             return
-        for request in admitted:
-            self.num_requests_running += 1
         # shortest prompts first, so prompts of similar length share a prefill and little of it is padding
         pairs = sorted(((r, i) for r in admitted for i in range(r.n)), key=lambda pair: len(pair[0].prompt_ids))
         new = []
@@ -351,8 +346,6 @@ class Engine:
                 self._running[slot].slot = slot
             self._running.pop()
             self.cache.release(last)
-            if not any(s.request is seq.request for s in self._running):
-                self.num_requests_running -= 1
 
     def _fail_all(self, message: str, reason: str = "error") -> None:
         for seq in self._running:

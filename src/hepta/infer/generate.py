@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import torch
 
 from hepta.errors import HeptaError
-from hepta.infer.sampling import SamplingParams, sample_next
+from hepta.infer.sampling import SamplingParams, sample_next, sampleable
 from hepta.infer.stream_text import StreamingText
 from hepta.model import Transformer
 from hepta.tokenizer import Tokenizer
@@ -46,13 +46,7 @@ def stream_generate(model: Transformer, tokenizer: Tokenizer, prompt: str, max_t
 def _decode(model: Transformer, tokenizer: Tokenizer, prompt_ids: list[int], max_tokens: int,
             params: SamplingParams, stop: Sequence[str], result: Generation) -> Iterator[str]:
     generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-    end_ids = {i for i in tokenizer.stop_ids if i < model.config.vocab_size}
-    # Only generatable and end tokens may be sampled: structure ids and the padding rows of
-    # the embedding past the tokenizer are not something to write.
-    allowed = torch.zeros(model.config.vocab_size, dtype=torch.bool)
-    allowed[:min(tokenizer.num_generatable_ids, model.config.vocab_size)] = True
-    allowed[list(end_ids)] = True
-    banned = torch.where(allowed, 0.0, float("-inf"))
+    end_ids, banned = sampleable(tokenizer, model.config.vocab_size)
 
     model.eval()
     cache = model.new_cache(batch_size=1, max_len=len(prompt_ids) + max_tokens)

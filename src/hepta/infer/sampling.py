@@ -38,6 +38,19 @@ class SamplingParams:
         return bool(self.presence_penalty or self.frequency_penalty)
 
 
+def sampleable(tokenizer, vocab_size: int) -> tuple[set[int], torch.Tensor]:
+    """(end ids, additive mask [V]: 0 where a token may be sampled, -inf elsewhere).
+
+    Only generatable and end tokens may be sampled: structure ids and the padding rows of the
+    embedding past the tokenizer are not something to write.
+    """
+    end_ids = {i for i in tokenizer.stop_ids if i < vocab_size}
+    allowed_V = torch.zeros(vocab_size, dtype=torch.bool)
+    allowed_V[:min(tokenizer.num_generatable_ids, vocab_size)] = True
+    allowed_V[list(end_ids)] = True
+    return end_ids, torch.where(allowed_V, 0.0, float("-inf"))
+
+
 def apply_penalties(logits_BV: torch.Tensor, counts_BV: torch.Tensor, presence_B: torch.Tensor,
                     frequency_B: torch.Tensor) -> torch.Tensor:
     """OpenAI's penalties: logit - presence * [count > 0] - frequency * count, per generated token."""

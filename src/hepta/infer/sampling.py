@@ -71,19 +71,29 @@ def sample_batch(logits_BV: torch.Tensor, params: Sequence[SamplingParams],
     # shift so the best logit is 0 before dividing: a tiny temperature then gives -inf for the
     # others instead of inf - inf = nan
     scaled_BV = (logits_BV - logits_BV.amax(dim=-1, keepdim=True)) / temperature_B.clamp(min=1e-8)[:, None]
-    sorted_BV, order_BV = scaled_BV.sort(dim=-1, descending=True)
-    top_k_B = torch.tensor([p.top_k if 0 < p.top_k < V else V for p in params])
-    drop_sorted_BV = torch.arange(V)[None, :] >= top_k_B[:, None]
-    probs_sorted_BV = sorted_BV.masked_fill(drop_sorted_BV, float("-inf")).softmax(dim=-1)
-    # top-p over what top-k kept: drop a token once the tokens before it already cover top_p;
-    # the first always stays
-    top_p_B = torch.tensor([p.top_p for p in params])
-    drop_sorted_BV |= (probs_sorted_BV.cumsum(dim=-1) - probs_sorted_BV) >= top_p_B[:, None]
-    drop_BV = drop_sorted_BV.scatter(1, order_BV, drop_sorted_BV)
-    probs_BV = scaled_BV.masked_fill(drop_BV, float("-inf")).softmax(dim=-1)
+    # the sort behind top-k and top-p costs far more than sampling: only rows that filter pay it
+    filtered = [row for row, p in enumerate(params) if 0 < p.top_k < V or p.top_p < 1.0]
+    if filtered:
+        rows = torch.tensor(filtered)
+        scaled_BV[rows] = _filter_top_k_top_p(scaled_BV[rows], [params[row] for row in filtered])
+    probs_BV = scaled_BV.softmax(dim=-1)
     for row in sampled_rows:
         next_B[row] = torch.multinomial(probs_BV[row], 1, generator=generators[row])[0]
     return next_B
+
+
+def _filter_top_k_top_p(scaled_RV: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """Logits [R, V] with the tokens outside each row's top-k, then top-p, set to -inf."""
+    V = scaled_RV.shape[-1]
+    sorted_RV, order_RV = scaled_RV.sort(dim=-1, descending=True)
+    top_k_R = torch.tensor([p.top_k if 0 < p.top_k < V else V for p in params])
+    drop_sorted_RV = torch.arange(V)[None, :] >= top_k_R[:, None]
+    probs_sorted_RV = sorted_RV.masked_fill(drop_sorted_RV, float("-inf")).softmax(dim=-1)
+    # top-p over what top-k kept: drop a token once the tokens before it already cover top_p;
+    # the first always stays
+    top_p_R = torch.tensor([p.top_p for p in params])
+    drop_sorted_RV |= (probs_sorted_RV.cumsum(dim=-1) - probs_sorted_RV) >= top_p_R[:, None]
+    return scaled_RV.masked_fill(drop_sorted_RV.scatter(1, order_RV, drop_sorted_RV), float("-inf"))
 
 
 def sample_next(logits_BV: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:

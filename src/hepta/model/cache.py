@@ -97,20 +97,24 @@ class SlotCache:
         lengths = self.lengths[start:start + count]
         self.decoding = bool(lengths.gt(0).any())
         assert not self.decoding or bool(lengths.gt(0).all()), "a window is all fresh or all running"
+        if self.decoding:  # what every layer of this step needs: where each slot writes, and what it sees
+            self._positions_B = lengths.clone()
+            self._visible = int(self._positions_B.max()) + 1
+            assert self._visible <= self.max_len, "KV cache overflow; the engine bounds every sequence's length"
+            self._rows_B = torch.arange(start, start + count)
+            visible_BS = torch.arange(self._visible)[None, :] <= self._positions_B[:, None]
+            self._mask_B11S = visible_BS[:, None, None, :]  # [B, 1 (heads), 1 (new token), S]
 
     @property
     def has_past(self) -> bool:
         return self.decoding
-
-    def _window_lengths(self) -> torch.Tensor:
-        return self.lengths[self.start:self.start + self.count]
 
     def positions(self, T: int) -> torch.Tensor:
         """[T] for a prefill of fresh slots; [B, 1] (each slot's own position) when decoding."""
         if not self.decoding:
             return torch.arange(T)
         assert T == 1, "a decode step adds one token per slot"
-        return self._window_lengths()[:, None].clone()
+        return self._positions_B[:, None]
 
     def update(self, layer_idx: int, *new: torch.Tensor) -> tuple[torch.Tensor, ...]:
         s, e, d = self.start, self.start + self.count, self.seq_dim
@@ -120,20 +124,15 @@ class SlotCache:
             for buffer, values in zip(self.buffers, new):
                 buffer[layer_idx, s:e].narrow(d, 0, T).copy_(values)
             return tuple(buffer[layer_idx, s:e].narrow(d, 0, T) for buffer in self.buffers)
-        positions = self._window_lengths()
-        S = int(positions.max()) + 1
-        assert S <= self.max_len, "KV cache overflow; the engine bounds every sequence's length"
-        rows = torch.arange(s, e)
         for buffer, values in zip(self.buffers, new):
             # put the sequence dim next to the slot dim, then write one token per (slot, position)
-            buffer[layer_idx].movedim(d, 1)[rows, positions] = values.movedim(d, 1)[:, 0]
-        return tuple(buffer[layer_idx, s:e].narrow(d, 0, S) for buffer in self.buffers)
+            buffer[layer_idx].movedim(d, 1)[self._rows_B, self._positions_B] = values.movedim(d, 1)[:, 0]
+        return tuple(buffer[layer_idx, s:e].narrow(d, 0, self._visible) for buffer in self.buffers)
 
     def mask(self, T: int, S: int) -> tuple[torch.Tensor | None, bool]:
         if not self.decoding:
             return None, True  # fresh slots: plain causal; right padding only ever sees real tokens before it
-        visible_BS = torch.arange(S)[None, :] <= self._window_lengths()[:, None]
-        return visible_BS[:, None, None, :], False  # [B, 1 (heads), 1 (new token), S]
+        return self._mask_B11S, False
 
     def advance(self, num_tokens: int) -> None:
         self.lengths[self.start:self.start + self.count] += num_tokens

@@ -65,10 +65,7 @@ def _analysis(sub: argparse._SubParsersAction, name: str, help: str, func) -> ar
 def _window(text: str | None) -> timedelta | None:
     if text is None:
         return None
-    try:
-        window = parse_duration(text)
-    except HeptaError:
-        raise HeptaError(f"--window {text!r} is not a duration; write a number and s, m, h or d, such as 15m") from None
+    window = parse_duration(text, "--window")
     if window <= timedelta(0):
         raise HeptaError(f"--window {text!r} must be longer than zero")
     return window
@@ -125,6 +122,7 @@ def _when(iso: str | None) -> str:
 def cmd_trends(args: argparse.Namespace) -> None:
     from rich.table import Table
 
+    from hepta.live.post import URL_PREFIX
     from hepta.live.trends import trends
 
     window, now = _window(args.window), _time(args.at)
@@ -144,7 +142,7 @@ def cmd_trends(args: argparse.Namespace) -> None:
         table.add_column(name, justify="left" if name == "term" else "right")
     table.add_column("top post", overflow="fold")
     for t in report.trends:
-        top = f"https://x.com/i/status/{t.example_ids[0]}" if t.example_ids else ""
+        top = URL_PREFIX + t.example_ids[0] if t.example_ids else ""
         table.add_row(t.term, str(t.count), f"{t.expected:.1f}", f"{t.score:.1f}", str(t.num_authors), top)
     console.print(table)
 
@@ -186,11 +184,12 @@ def cmd_accounts(args: argparse.Namespace) -> None:
     from rich.table import Table
 
     from hepta.live.accounts import accounts
+    from hepta.live.store import normalize_handle
 
     window = _window(args.window)
     if args.timeline < 0:
         raise HeptaError(f"--timeline {args.timeline} must be 0 or more")
-    handles = [h for h in args.handles if h.strip().lstrip("@")]
+    handles = [h for h in args.handles if normalize_handle(h)]
     if not handles:
         raise HeptaError("give at least one handle, such as nasa or @nasa")
     reports = _analyse(args, lambda store: accounts(store, handles, window=window, timeline=args.timeline),
@@ -251,7 +250,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     except SearchParameterError as e:  # name the flag, not the API field
         message = re.sub(r"(search_parameters\.|sources\[\]\.)(\w+)",
                          lambda m: SEARCH_FLAGS.get(m.group(2), m.group(0)), str(e))
-        raise HeptaError(message.replace(" and excluded_x_handles", " and --exclude-handles")) from None
+        raise HeptaError(message) from None
     if result is None:
         return
     console = _console()

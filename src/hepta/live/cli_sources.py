@@ -57,10 +57,11 @@ def parse_source(spec: str) -> tuple[str, str]:
     raise HeptaError(f"--source {spec!r} is not a source; use {SOURCE_FORMS}")
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, flag: str = "--retention") -> timedelta:
+    """A duration such as 90s, 15m, 24h or 7d; the error names `flag`, the option or parameter it came from."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
     if not match:
-        raise HeptaError(f"--retention {text!r} is not a duration; write a number and s, m, h or d, such as 24h")
+        raise HeptaError(f"{flag} {text!r} is not a duration; write a number and s, m, h or d, such as 15m or 24h")
     number, unit = float(match.group(1)), match.group(2)
     return timedelta(seconds=number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
 
@@ -150,10 +151,9 @@ def _status_line(name: str, stats) -> str:
 
 
 def _summary(stats, db: str) -> str:
-    rate = stats.received / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
     return (f"read {stats.received:,} posts ({stats.duplicates:,} already stored or older edits, "
             f"{stats.errors:,} malformed skipped) and wrote {stats.written:,} into {db} in "
-            f"{stats.elapsed_s:.1f} s ({rate:,.0f} posts/s; longest wait before a write {stats.max_wait_s:.2f} s)")
+            f"{stats.elapsed_s:.1f} s ({stats.posts_per_s:,.0f} posts/s; longest wait before a write {stats.max_wait_s:.2f} s)")
 
 
 # --- synth -------------------------------------------------------------------------------------

@@ -119,8 +119,10 @@ class Ingest:
         finally:
             if pending:
                 self._write(pending, first_arrival)
+            self.stats._recent.clear()  # the run is over: posts_per_s is now the whole run's rate
             self.stats.elapsed_s = self.clock() - started
-            self._progress(self.clock(), started)
+            if self.on_progress is not None:
+                self.on_progress(self.stats)
         return self.stats
 
     def _drain(self) -> list[Post]:

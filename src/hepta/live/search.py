@@ -111,8 +111,8 @@ def parse_search_parameters(value: dict | None) -> SearchParameters:
     included = _handles(x_source, "included_x_handles") or _handles(x_source, "x_handles")
     excluded = _handles(x_source, "excluded_x_handles")
     if included and excluded:
-        raise SearchParameterError("sources[].included_x_handles and excluded_x_handles cannot be used together; "
-                                   "give one of them")
+        raise SearchParameterError("sources[].included_x_handles and sources[].excluded_x_handles cannot be used "
+                                   "together; give one of them")
     from_date = _date(value, "from_date")
     to_date = _date(value, "to_date")
     if from_date and to_date and from_date > to_date:
@@ -207,9 +207,8 @@ def search(store: Store | str | Path, query: str, search_parameters: dict | Sear
     named = tuple(normalize_handle(h) for h in _HANDLE.findall(query))
     text = _HANDLE.sub(" ", query)
     included = params.included_handles or (named if not params.excluded_handles else ())
-    words = query_words(text)
     content_words = [w for w in query_words(text, drop_stopwords=True) if w not in QUERY_STOPWORDS]
-    words = content_words or ([] if named else words)
+    words = content_words or ([] if named else query_words(text))
     start = datetime.combine(params.from_date, time(), timezone.utc) if params.from_date else None
     end = datetime.combine(params.to_date + timedelta(days=1), time(), timezone.utc) if params.to_date else None
     filters = dict(start=start, end=end, handles=list(included) or None,

@@ -279,16 +279,17 @@ class Store:
             db = self._writer
             db.execute("BEGIN IMMEDIATE")
             try:
-                num_new = self._upsert_locked(db, newest)
-                if self.retention is not None:
-                    self._prune_locked(db)
+                cutoff = self._cutoff_key(db, newest.values())
+                num_new = self._upsert_locked(db, newest, cutoff)
+                if cutoff is not None:
+                    self._prune_locked(db, cutoff)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         return num_new
 
-    def _upsert_locked(self, db: sqlite3.Connection, newest: dict[int, Post]) -> int:
+    def _upsert_locked(self, db: sqlite3.Connection, newest: dict[int, Post], cutoff: int | None) -> int:
         stored: dict[int, tuple[int, int, str]] = {}  # original id -> (key, num_versions, text)
         originals = list(newest)
         for i in range(0, len(originals), MAX_VARS):
@@ -298,7 +299,6 @@ class Store:
                     f"SELECT original_id, key, num_versions, text FROM posts WHERE original_id IN ({marks})", chunk):
                 stored[original_id] = (key, versions, text)
 
-        cutoff = self._cutoff_key(db, newest.values())
         fresh: list[Post] = []
         replaced: list[tuple[int, str]] = []  # (key, text) of versions to drop
         for original_id, post in newest.items():
@@ -351,6 +351,7 @@ class Store:
         db.executemany("DELETE FROM posts_raw WHERE key = ?", [(key,) for key, _ in rows])
 
     def _cutoff_key(self, db: sqlite3.Connection, incoming: Iterable[Post]) -> int | None:
+        """The smallest key kept: retention back from the newest post, stored or in the batch."""
         if self.retention is None:
             return None
         newest_key = max((_post_key(p) for p in incoming), default=0)
@@ -358,8 +359,7 @@ class Store:
         newest_ms = max(newest_key, stored_max) // KEY_SLOTS
         return key_floor(newest_ms - int(self.retention.total_seconds() * 1000))
 
-    def _prune_locked(self, db: sqlite3.Connection) -> None:
-        cutoff = self._cutoff_key(db, ())
+    def _prune_locked(self, db: sqlite3.Connection, cutoff: int) -> None:
         old = db.execute("SELECT key, text FROM posts WHERE key < ?", (cutoff,)).fetchall()
         if old:
             self._delete_locked(db, old)

@@ -126,6 +126,8 @@ class _Generator:
         self.duplicates: list[str] = []
         self.sentiment_counts: dict[str, dict[str, int]] = {}
         self.accounts = self._accounts()
+        self.by_username = {a.username: a for a in self.accounts}
+        self.by_id = {a.id: a for a in self.accounts}
         self.by_lang = {lang: [a for a in self.accounts if a.lang == lang] for lang in LANGS}
         self.influential = {lang: [a for a in self.by_lang[lang] if a.influential] or self.by_lang[lang][:1]
                             for lang in LANGS}
@@ -290,8 +292,8 @@ class _Generator:
         if hashtags:
             entities["hashtags"] = [_span(text, "#" + tag, {"tag": tag}) for tag in hashtags]
         if mentions:
-            by_name = {a.username: a for a in self.accounts}
-            entities["mentions"] = [_span(text, "@" + m, {"username": m, "id": by_name[m].id}) for m in mentions]
+            entities["mentions"] = [_span(text, "@" + m, {"username": m, "id": self.by_username[m].id})
+                                    for m in mentions]
         if urls:
             entities["urls"] = [_span(text, short, {"url": short, "expanded_url": full,
                                                     "display_url": full.split("://", 1)[1][:26]})
@@ -332,7 +334,7 @@ class _Generator:
                 "edit_history_tweet_ids": [original["id"], new_id]}
         if entities:
             data["entities"] = entities  # the fix is appended, so every span stays where it was
-        author = next(a for a in self.by_lang[lang] if a.id == original["author_id"])
+        author = self.by_id[original["author_id"]]
         self.edit_pairs.append([original["id"], new_id])
         self._emit(data, author)
 

@@ -81,6 +81,7 @@ class TrendCounter:
         self.posts: dict[int, list[tuple[StoredPost, tuple[str, ...]]]] = defaultdict(list)
         self.totals: dict[int, int] = defaultdict(int)  # bucket -> posts
         self.seen: dict[int, set[str]] = defaultdict(set)  # bucket -> original ids counted there
+        self.seen_in: dict[str, int] = {}  # original id -> the bucket it was counted in
         self.first_bucket: int | None = None
         self.latest_bucket: int | None = None
 
@@ -95,9 +96,10 @@ class TrendCounter:
         bucket = self._bucket(when.timestamp() if isinstance(when, datetime) else post.timestamp)
         # a re-delivered post or a later edit of one is the same post: count it once
         original = getattr(post, "original_id", post.id)
-        if any(original in ids for ids in self.seen.values()):
+        if original in self.seen_in:
             return
         self.seen[bucket].add(original)
+        self.seen_in[original] = bucket
         terms = cached_terms(post.text, post.lang)
         for term in terms:
             self.counts[term][bucket] += 1
@@ -112,7 +114,9 @@ class TrendCounter:
     def _forget_before(self, oldest: int) -> None:
         """Drops buckets too old to matter, so memory stays bounded on an endless stream."""
         for bucket in [b for b in self.posts if b < oldest]:
-            del self.posts[bucket], self.totals[bucket], self.seen[bucket]
+            for original in self.seen.pop(bucket, ()):
+                del self.seen_in[original]
+            del self.posts[bucket], self.totals[bucket]
         if self.latest_bucket % BUCKETS_PER_WINDOW:  # sweep the term tables once per window
             return
         for term in list(self.counts):
@@ -174,10 +178,10 @@ def trends(store: Store | str | Path, window: timedelta = timedelta(minutes=15),
     """Trending terms in the window ending at `now` (default: the newest stored post)."""
     counter = TrendCounter(window, history_windows, lang, min_count, min_authors, min_score)
     with opened(store) as db:
-        now = now or db.latest_time() or datetime.now(timezone.utc)
+        span = db.time_range()
+        now = now or (span[1] if span else None) or datetime.now(timezone.utc)
         end = datetime.fromtimestamp(math.ceil(now.timestamp() / counter.bucket_s) * counter.bucket_s, timezone.utc)
         start = end - timedelta(seconds=counter.window_s * (history_windows + 1))
-        span = db.time_range()
         if span is not None:  # history starts where the store does, not at an empty stretch before it
             counter.first_bucket = counter._bucket(max(span[0], start).timestamp())
         for post in db.posts_between(start, end, lang=lang):

@@ -17,6 +17,7 @@ from hepta.errors import HeptaError
 from hepta.live.accounts import accounts
 from hepta.live.opinion import opinion
 from hepta.live.search import SearchParameterError, result_dict, search
+from hepta.live.store import normalize_handle
 from hepta.live.cli_sources import parse_duration
 from hepta.live.trends import trends
 from hepta.serve.errors import APIError
@@ -28,17 +29,16 @@ def _window(text: str | None, param: str = "window") -> timedelta | None:
     if text is None:
         return None
     try:
-        window = parse_duration(text)
-    except HeptaError:
-        window = timedelta(0)
+        window = parse_duration(text, param)
+    except HeptaError as e:
+        raise APIError(400, str(e), param=param) from e
     if window <= timedelta(0):
-        raise APIError(400, f"{param} {text!r} is not a positive duration; write a number and s, m, h or d, "
-                       "such as 15m", param=param)
+        raise APIError(400, f"{param} {text!r} must be longer than zero", param=param)
     return window
 
 
 def _handles(text: str | None) -> list[str]:
-    return [h.strip().lstrip("@") for h in (text or "").split(",") if h.strip()]
+    return [normalize_handle(h) for h in (text or "").split(",") if h.strip()]
 
 
 async def _run(request: Request, fn, *args, **kwargs):

@@ -37,15 +37,15 @@ def test_stream_line_gives_every_field():
     assert post.referenced == (("replied_to", "1880000000000000001"),)
     assert post.conversation_id == "1880000000000000001" and post.lang == "en"
     assert post.edit_history_ids == ("1880000000000000000", "1880000000000000002")
-    assert post.original_id == "1880000000000000000" and post.latest_edit_id == post.id and post.is_latest_edit
+    assert post.original_id == "1880000000000000000" and post.edit_history_ids[-1] == post.id
     assert post.matching_rules == ("space", "100")  # the tag, or the id of a rule without one
     assert post.url == "https://x.com/i/status/1880000000000000002"
 
 
-def test_to_x_json_gives_back_the_line_and_rebuilds_the_same_post():
+def test_raw_gives_back_the_line_and_rebuilds_the_same_post():
     line = {"data": DATA, "includes": USERS, "matching_rules": [{"id": "99", "tag": "space"}]}
     post = posts_from_response(line)[0]
-    back = json.loads(post.to_x_json())
+    back = json.loads(post.raw)
     assert back["data"] == DATA and back["matching_rules"] == line["matching_rules"]
     assert back["includes"] == {"users": [USERS["users"][1]]}  # the author only
     assert "\n" not in post.raw and ", " not in post.raw  # compact, one line

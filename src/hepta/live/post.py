@@ -51,20 +51,8 @@ class Post:
         return URL_PREFIX + self.id
 
     @property
-    def latest_edit_id(self) -> str:
-        return self.edit_history_ids[-1]
-
-    @property
     def original_id(self) -> str:
         return self.edit_history_ids[0]
-
-    @property
-    def is_latest_edit(self) -> bool:
-        return self.id == self.edit_history_ids[-1]
-
-    def to_x_json(self) -> str:
-        """The X v2 stream line for this post (data, its author in includes.users, matching_rules)."""
-        return self.raw
 
     @classmethod
     def from_x(cls, data: dict, includes: dict | None = None, matching_rules: list | None = None) -> "Post":

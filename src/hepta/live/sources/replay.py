@@ -35,7 +35,6 @@ class JsonlReplay:
         self._sleep, self._clock = sleep, clock
         self._stopping = threading.Event()
         self.stats = SourceStats()
-        self.slept_s = 0.0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -71,7 +70,6 @@ class JsonlReplay:
                     start_wall, start_post = self._clock(), posted
                 ahead = (posted - start_post) / self.speed - (self._clock() - start_wall)
                 if ahead > 0:  # a post out of order (earlier than the pace) goes at once
-                    self.slept_s += ahead
                     self._sleep(ahead)
                 yield posts
         if pending:

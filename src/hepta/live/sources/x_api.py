@@ -109,10 +109,8 @@ class Pacer:
         self.sleep = sleep or self.stopping.wait
         self.clock = clock
         self.waits: list[tuple[str, float]] = []  # (network | http | rate_limit | rate_limit_window, seconds)
-        self.waited_s = 0.0
 
     def wait(self, kind: str, seconds: float, cause: object) -> None:
         self.waits.append((kind, seconds))
-        self.waited_s += seconds
         log.warning("%s is unavailable (%s); retrying in %.2f s", self.name, cause, seconds)
         self.sleep(seconds)

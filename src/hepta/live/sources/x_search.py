@@ -41,7 +41,6 @@ class XSearch:
         self.waits = self.pacer.waits  # (kind, seconds) of every wait, in order
         self._not_before: float | None = None  # epoch seconds the rate-limit window reopens
         self.stats = SourceStats()
-        self.requests: list[dict] = []  # the query parameters of every request sent, for inspection
 
     def stop(self) -> None:
         self._stopping.set()
@@ -91,7 +90,6 @@ class XSearch:
                 wait, self._not_before = self._not_before - self.pacer.clock(), None
                 if wait > 0:
                     self.pacer.wait("rate_limit_window", wait, "no requests left in this rate-limit window")
-            self.requests.append(dict(params))
             try:
                 response = client.get(SEARCH_PATH, params=params)
             except httpx.TransportError as e:

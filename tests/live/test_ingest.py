@@ -93,8 +93,6 @@ class RecordingStore:
 
 @pytest.fixture(scope="module")
 def posts():
-    from hepta.live.post import posts_from_response
-
     distinct = {line["data"]["id"]: line for line in generate(SynthConfig(posts=1200, seed=4)).lines}
     return [posts_from_response(line)[0] for line in distinct.values()]
 
@@ -141,15 +139,13 @@ def test_a_failing_source_raises_after_what_arrived_is_written(posts):
 
 
 def test_bundled_sample_stream_ingests_into_the_store(tmp_path):
-    import json
-
     truth = json.loads(truth_path_for(SAMPLE_STREAM).read_text(encoding="utf-8"))
     with Store(tmp_path / "sample.db") as store:
         source = JsonlReplay(SAMPLE_STREAM)
         stats = Ingest(store, source).run()
         assert stats.received == truth["lines"] and stats.errors == 0
         assert store.count() == truth["distinct_ids"] - len(truth["edits"])
-        assert stats.max_wait_s < 60  # sanity: written batch by batch, not at the end
+        assert stats.batches > 1 and stats.max_wait_s < 1  # written batch by batch, not at the end
 
 
 class SilentAfterFirstBatch:

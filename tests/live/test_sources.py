@@ -24,9 +24,11 @@ def small():
     return generate(SynthConfig(posts=300, seed=3, minutes=60)).lines
 
 
-def add_rules(standin: XStandin, *values: str) -> list[Rule]:
+def add_rules(standin: XStandin, *values: str | tuple[str, str]) -> list[Rule]:
+    """Adds rules given as a value (tagged with what follows its last ":") or as (value, tag)."""
+    pairs = [(v, v.split(":")[-1]) if isinstance(v, str) else v for v in values or ("lang:en", "lang:ja")]
     with make_client(TOKEN, standin.base_url) as client:
-        return StreamRules(client).add([Rule(v, tag=v.split(":")[-1]) for v in values or ("lang:en", "lang:ja")])
+        return StreamRules(client).add([Rule(value, tag=tag) for value, tag in pairs])
 
 
 def read_all(stream: XStream, standin: XStandin) -> list:
@@ -105,10 +107,9 @@ def test_malformed_and_truncated_lines_are_skipped_and_counted(small):
 
 def test_posts_carry_the_tags_of_the_rules_they_matched(small):
     with XStandin(small) as x:
-        add_rules(x, "lang:ja", "-lang:ja")
+        add_rules(x, ("lang:ja", "ja"), ("-lang:ja", "not-ja"))
         posts = read_all(XStream(TOKEN, x.base_url), x)
-    assert posts and all(p.matching_rules == (("ja",) if p.lang == "ja" else ("-lang:ja".split(":")[-1],))
-                         for p in posts)
+    assert posts and all(p.matching_rules == (("ja",) if p.lang == "ja" else ("not-ja",)) for p in posts)
     assert {p.lang for p in posts} == {"en", "ja"}
 
 

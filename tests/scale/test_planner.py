@@ -7,8 +7,8 @@ from hepta.config import count_params, preset_names
 from hepta.scale.flops import inference_flops_per_token, train_flops_per_token
 from hepta.scale.gpus import GPUS, get_gpu
 from hepta.scale.inference import inference_plan, kv_bytes_per_token, weight_bytes_read
-from hepta.scale.memory import (Layout, block_params, expert_shard_dim, root_params, stage_layers, tp_local_config,
-                                train_memory)
+from hepta.scale.memory import (Layout, block_params, expert_params_per_rank, expert_shard_dim, root_params,
+                                stage_layers, tp_local_config, train_memory)
 from hepta.scale.planner import PlanRequest, make_plan
 
 
@@ -78,6 +78,12 @@ def test_expert_shards_split_evenly_or_with_the_least_padding():
     assert expert_shard_dim((8, 29440, 24576), 4) == 0
     assert expert_shard_dim((2, 29440, 24576), 256) == 1
     assert expert_shard_dim((2, 29440, 24576), 625) == 0  # FSDP2 shards unevenly only on dim 0
+
+
+def test_one_rank_holds_every_routed_expert_weight_of_a_layer():
+    cfg = hepta.get_preset("small")  # dim == 2 x expert width: gate_up_proj and down_proj have the same dims
+    assert cfg.dim == 2 * cfg.expert_hidden_dim
+    assert expert_params_per_rank(cfg, 1, 1) == cfg.num_experts * 3 * cfg.dim * cfg.expert_hidden_dim
 
 
 def test_pipeline_stages_cover_the_layers_once():

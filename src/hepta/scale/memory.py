@@ -26,6 +26,7 @@ so every parameter is sharded fsdp ways either way.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 from hepta.config import ModelConfig
@@ -160,7 +161,7 @@ def expert_params_per_rank(cfg: ModelConfig, ep: int, efsdp: int) -> float:
     total = 0.0
     for shape in ((El, 2 * F, D), (El, D, F)):  # gate_up_proj, down_proj
         dim = expert_shard_dim(shape, efsdp)
-        total += -(-shape[dim] // efsdp) * (El * D * 2 * F if shape[1] == 2 * F else El * D * F) / shape[dim]
+        total += -(-shape[dim] // efsdp) * math.prod(shape) / shape[dim]
     return total
 
 

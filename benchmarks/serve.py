@@ -35,7 +35,7 @@ import torch
 
 import hepta
 from hepta.interop.hf_save import save as save_hf
-from hepta.serve.runner import free_port
+from hepta.serve.runner import free_port, wait_healthy
 from hepta.tokenizer import Tokenizer
 
 PROMPT_LENS = (32, 64, 128)
@@ -65,16 +65,12 @@ def start_server(model_dir: Path, port: int, max_num_seqs: int) -> subprocess.Po
     process = subprocess.Popen([sys.executable, "-m", "hepta", "serve", "--model", str(model_dir), "--name", "bench",
                                 "--port", str(port), "--max-num-seqs", str(max_num_seqs)],
                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("hepta serve did not start")
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", timeout=120, process=process)
+    except Exception:
+        process.kill()
+        raise
+    return process
 
 
 class Client:

@@ -68,3 +68,18 @@ def greedy_pair(hf_model, hepta_model, prompt, num_tokens: int):
             got.append(int(logits.argmax(-1)))
             logits = hepta_model(torch.tensor([[got[-1]]]), cache=cache)[:, -1]
     return expected, got, cache
+
+
+def engine_generate(model, tokenizer, prompt: str, spec, max_tokens: int, params=None, logit_bias=None):
+    """One constrained (or free, spec None) answer from the serving engine: a Choice(text, token_ids, finish_reason)."""
+    from hepta.infer.engine import Engine, EngineConfig, generate
+    from hepta.infer.request import Request
+    from hepta.infer.sampling import SamplingParams
+
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=1)).start()
+    try:
+        request = Request(tokenizer.encode(prompt), max_tokens, params or SamplingParams(), constraint=spec,
+                          logit_bias=logit_bias)
+        return generate(engine, request, timeout=120)[0]
+    finally:
+        engine.stop()

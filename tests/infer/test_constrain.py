@@ -12,13 +12,12 @@ import pytest
 import torch
 
 import hepta
-from hepta.infer.constrain import (ConstraintSpec, allowed_masks, bitmask_to_bool, constrained_generate,
-                                   fill_bitmask, llg_tokenizer)
+from hepta.infer.constrain import ConstraintSpec, allowed_masks, llg_tokenizer
 from hepta.infer.sampling import SamplingParams
 from hepta.infer.tools import InvalidField
 from hepta.interop.hf_tokenizer import HFTokenizer
 from hepta.tokenizer import Tokenizer
-from helpers import MICRO
+from helpers import MICRO, engine_generate
 
 SEEDS = range(5)
 MAX_TOKENS = 300
@@ -167,8 +166,8 @@ def random_walk(spec: ConstraintSpec, tokenizer, vocab_size: int, seed: int, max
 def test_json_object_output_parses_for_every_seed(model, tokenizer):
     spec = ConstraintSpec.for_request(tokenizer, {"type": "json_object"})
     for seed in SEEDS:
-        out = constrained_generate(model, tokenizer, chat_prompt(tokenizer), spec, MAX_TOKENS,
-                                   SamplingParams(temperature=1.0, seed=seed))
+        out = engine_generate(model, tokenizer, chat_prompt(tokenizer), spec, MAX_TOKENS,
+                              SamplingParams(temperature=1.0, seed=seed))
         assert out.finish_reason == "stop", out.text
         assert isinstance(json.loads(out.text), dict)
 
@@ -178,8 +177,8 @@ def test_json_schema_output_validates_for_every_seed(model, tokenizer):
     validator = jsonschema_rs.validator_for(PET_SCHEMA)
     answers = []
     for seed in SEEDS:
-        out = constrained_generate(model, tokenizer, chat_prompt(tokenizer), spec, MAX_TOKENS,
-                                   SamplingParams(temperature=1.0, seed=seed))
+        out = engine_generate(model, tokenizer, chat_prompt(tokenizer), spec, MAX_TOKENS,
+                              SamplingParams(temperature=1.0, seed=seed))
         assert out.finish_reason == "stop", out.text
         answer = json.loads(out.text)
         validator.validate(answer)
@@ -192,8 +191,8 @@ def test_unconstrained_model_output_is_not_json(model, tokenizer):
     # the control: without the grammar the same model and seeds write no valid answer
     validator = jsonschema_rs.validator_for(PET_SCHEMA)
     for seed in SEEDS:
-        out = constrained_generate(model, tokenizer, chat_prompt(tokenizer), None, 40,
-                                   SamplingParams(temperature=1.0, seed=seed))
+        out = engine_generate(model, tokenizer, chat_prompt(tokenizer), None, 40,
+                              SamplingParams(temperature=1.0, seed=seed))
         try:
             assert not validator.is_valid(json.loads(out.text))
         except json.JSONDecodeError:
@@ -235,9 +234,6 @@ def test_batch_mask_equals_the_per_sequence_masks(tokenizer):
     for row, constraint in zip([0, 2, 3, 4], constraints):
         assert torch.equal(masks[row], constraint.allowed_mask(vocab_size))
     assert len({tuple(m.tolist()) for m in masks}) == 5  # the states really differ
-    bits = fill_bitmask(batch, vocab_size)
-    assert bits.dtype == torch.int32 and bits.shape == (5, (vocab_size + 31) // 32)
-    assert torch.equal(bitmask_to_bool(bits, vocab_size)[:, :tokenizer.vocab_size], masks[:, :tokenizer.vocab_size])
 
 
 def test_n_sequences_share_one_compiled_spec_but_not_their_state(tokenizer):
@@ -307,8 +303,8 @@ def test_schema_with_refs_and_defs_validates(model, tokenizer):
               "required": ["path"], "additionalProperties": False}
     spec = ConstraintSpec.for_request(tokenizer, json_schema_format(schema))
     for seed in SEEDS:
-        out = constrained_generate(model, tokenizer, chat_prompt(tokenizer), spec, MAX_TOKENS,
-                                   SamplingParams(temperature=1.0, seed=seed))
+        out = engine_generate(model, tokenizer, chat_prompt(tokenizer), spec, MAX_TOKENS,
+                              SamplingParams(temperature=1.0, seed=seed))
         jsonschema_rs.validator_for(schema).validate(json.loads(out.text))
 
 
@@ -318,8 +314,8 @@ def test_hugging_face_tokenizer(model, kind, request):
     spec = ConstraintSpec.for_request(hf_tokenizer, json_schema_format(PET_SCHEMA))
     validator = jsonschema_rs.validator_for(PET_SCHEMA)
     for seed in SEEDS:
-        out = constrained_generate(model, hf_tokenizer, chat_prompt(hf_tokenizer), spec, MAX_TOKENS,
-                                   SamplingParams(temperature=1.0, seed=seed))
+        out = engine_generate(model, hf_tokenizer, chat_prompt(hf_tokenizer), spec, MAX_TOKENS,
+                              SamplingParams(temperature=1.0, seed=seed))
         assert out.finish_reason == "stop", out.text
         validator.validate(json.loads(out.text))
         assert max(out.token_ids) < hf_tokenizer.vocab_size

@@ -118,7 +118,7 @@ def test_cancelling_frees_the_slot_for_the_next_request(model_and_tokenizer):
 
 def test_memory_is_bounded_and_excess_requests_are_refused(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
-    slot_bytes = model.new_slot_cache(1, 256).num_bytes()
+    slot_bytes = model.new_slot_cache(1, 256, device="meta").num_bytes()
     engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=64, kv_cache_bytes=3 * slot_bytes, max_queue=2))
     assert engine.num_slots == 3 and engine.cache.num_bytes() == 3 * slot_bytes
     # not started: nothing leaves the queue, so the third waiting request is refused

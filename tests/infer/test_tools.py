@@ -6,13 +6,14 @@ import jsonschema_rs
 import pytest
 import torch
 
-from hepta.infer.constrain import ConstraintSpec, constrained_generate
+from hepta.infer.constrain import ConstraintSpec
 from hepta.infer.sampling import SamplingParams, sample_next
 from hepta.infer.tools import (TOOL_CALL_OPEN, InvalidField, ToolCallStream, choose_tools, format_tool_call,
                                parse_tool_calls,
                                tool_chat_messages, tools_system_prompt)
 from hepta.interop.hf_tokenizer import HFTokenizer
 from hepta.tokenizer import Tokenizer
+from helpers import engine_generate
 from test_constrain import (MAX_TOKENS, SEEDS, chat_prompt, corpus_texts, hf_tokenizer, json_schema_format,  # noqa: F401
                             model, one_thread, structure_ids, tokenizer)
 
@@ -184,8 +185,8 @@ def test_parse_tool_calls(text, content, names):
 def generate(model, tokenizer, spec, seed, logit_bias=None, max_tokens=MAX_TOKENS):
     prompt = tokenizer.format_chat(tool_chat_messages([{"role": "user", "content": "Weather in Paris?"}], TOOLS,
                                                       "auto", tool_role=isinstance(tokenizer, Tokenizer)))
-    return constrained_generate(model, tokenizer, prompt, spec, max_tokens,
-                                SamplingParams(temperature=1.0, seed=seed), logit_bias)
+    return engine_generate(model, tokenizer, prompt, spec, max_tokens,
+                           SamplingParams(temperature=1.0, seed=seed), logit_bias)
 
 
 def test_required_tool_calls_validate(model, tokenizer):

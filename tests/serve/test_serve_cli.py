@@ -2,13 +2,11 @@
 
 import subprocess
 import sys
-import time
 
-import httpx
 import openai
 from helpers import run_cli
 
-from hepta.serve.runner import free_port
+from hepta.serve.runner import free_port, wait_healthy
 
 
 def test_hepta_serve_answers_the_openai_client_and_logs_each_request(model_dir):
@@ -16,15 +14,7 @@ def test_hepta_serve_answers_the_openai_client_and_logs_each_request(model_dir):
     process = subprocess.Popen([sys.executable, "-m", "hepta", "serve", "--model", str(model_dir), "--port", str(port),
                                 "--name", "micro"], stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, "the server did not come up"
-            time.sleep(0.1)
+        wait_healthy(f"http://127.0.0.1:{port}", timeout=120, process=process)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
         answer = client.chat.completions.create(model="micro", messages=[{"role": "user", "content": "hi"}],
                                                 max_tokens=4)

@@ -7,7 +7,7 @@ allowed-token mask with an Earley parser over a derivative-based lexer walking t
 token trie: tens of microseconds per token for small vocabularies, a few hundred for 128k ones,
 with no per-vocabulary precompilation.
 
-Use, per sequence and step (the engine and `constrained_generate` below do exactly this):
+Use, per sequence and step (the engine does exactly this):
     mask_V = constraint.allowed_mask(V); logits_V[~mask_V] = -inf; id = sample(logits_V)
     constraint.accept(id); stop when id is an end id or constraint.is_finished
 and for a batch, `allowed_masks(constraints, V)` fills all rows in one parallel llguidance call.
@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from hepta.errors import HeptaError
-from hepta.infer.sampling import SamplingParams, sample_next
 from hepta.infer.tools import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, InvalidField, Tool, choose_tools
 
 # Compact JSON with the spaces json.dumps writes, and no other whitespace: a free choice of
@@ -126,30 +125,6 @@ def allowed_masks(constraints: Sequence[Constraint | None], vocab_size: int) -> 
     return torch.from_numpy(mask_BV)
 
 
-def fill_bitmask(constraints: Sequence[Constraint | None], vocab_size: int) -> torch.Tensor:
-    """Int32 [B, W] bitmask (bit i of word w: token 32 w + i allowed), rows for None all ones: 1/8
-    of the bool mask's bytes to move to an accelerator, unpacked there by `bitmask_to_bool`."""
-    bitmask_BW = np.full((len(constraints), (vocab_size + 31) // 32), -1, dtype=np.int32)
-    bitmask, constrained, tokenizer_vocab = _tokenizer_bitmask(constraints)
-    if constrained:
-        # bits past the tokenizer (the model's padding rows) are 0 in llguidance's rows and here
-        width = min(bitmask_BW.shape[1], bitmask.shape[1])
-        bitmask_BW[constrained] = 0
-        bitmask_BW[constrained, :width] = bitmask[constrained, :width]
-        if vocab_size < tokenizer_vocab and vocab_size % 32:
-            bitmask_BW[constrained, -1] &= (1 << (vocab_size % 32)) - 1
-    return torch.from_numpy(bitmask_BW)
-
-
-_BIT_VALUES = torch.tensor([1 << i for i in range(31)] + [-(1 << 31)], dtype=torch.int32)
-
-
-def bitmask_to_bool(bitmask_BW: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Bool [B, V] from an int32 [B, W] bitmask, computed on the bitmask's device."""
-    bits = _BIT_VALUES.to(bitmask_BW.device)
-    return ((bitmask_BW.unsqueeze(-1) & bits) != 0).flatten(1)[:, :vocab_size]
-
-
 # --- grammars -----------------------------------------------------------------------------------
 
 
@@ -243,7 +218,6 @@ def _check_schema(schema: dict, param: str, llg: llguidance.LLTokenizer) -> None
 class ConstraintSpec:
     """A request's grammar, compiled once; `new()` gives each of its n sequences its own state."""
 
-    grammar: str
     prototype: llguidance.LLMatcher = field(repr=False)
     tokenizer_vocab: int
 
@@ -283,60 +257,8 @@ class ConstraintSpec:
             raise InvalidField("tools", f"cannot be enforced together: {messages[0]}")
         prototype = llguidance.LLMatcher(llg, grammar, log_level=0)
         assert not prototype.is_error(), prototype.get_error()
-        return cls(grammar, prototype, llg.vocab_size)
+        return cls(prototype, llg.vocab_size)
 
     def new(self) -> Constraint:
         # a copy of the fresh matcher: the grammar is compiled once per request, not per sequence
         return Constraint(self.prototype.deep_copy(), self.tokenizer_vocab)
-
-
-# --- a plain decode loop ------------------------------------------------------------------------
-
-
-@dataclass
-class ConstrainedGeneration:
-    text: str
-    token_ids: list[int]
-    finish_reason: str  # "stop" (end id or finished grammar) | "length"
-
-
-@torch.no_grad()
-def constrained_generate(model, tokenizer, prompt: str, spec: ConstraintSpec | None, max_tokens: int,
-                         params: SamplingParams = SamplingParams(),
-                         logit_bias: dict[int, float] | None = None) -> ConstrainedGeneration:
-    """One sequence decoded through the KV cache under `spec` (free text when None)."""
-    generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-    vocab_size = model.config.vocab_size
-    end_ids = {i for i in tokenizer.stop_ids if i < vocab_size}
-    constraint = spec.new() if spec is not None else None
-    prompt_ids = tokenizer.encode(prompt)
-    if len(prompt_ids) + max_tokens > model.config.max_seq_len:
-        raise HeptaError(f"the prompt ({len(prompt_ids)} tokens) and max tokens ({max_tokens}) exceed the "
-                         f"model's context of {model.config.max_seq_len}; shorten one of them")
-    bias_V = torch.zeros(vocab_size)
-    for token_id, bias in (logit_bias or {}).items():
-        bias_V[token_id] = bias
-    # structure ids and the padding rows past the tokenizer are never written, constrained or not
-    generatable_V = torch.zeros(vocab_size, dtype=torch.bool)
-    generatable_V[:min(tokenizer.num_generatable_ids, vocab_size)] = True
-    generatable_V[list(end_ids)] = True
-
-    model.eval()
-    cache = model.new_cache(batch_size=1, max_len=len(prompt_ids) + max_tokens)
-    logits_V = model(torch.tensor([prompt_ids]), cache=cache)[0, -1]
-    token_ids, finish_reason = [], "length"
-    for _ in range(max_tokens):
-        allowed_V = generatable_V if constraint is None else generatable_V & constraint.allowed_mask(vocab_size)
-        next_id = int(sample_next((logits_V + bias_V).masked_fill(~allowed_V, float("-inf"))[None], params,
-                                  generator)[0])
-        if next_id in end_ids:
-            finish_reason = "stop"
-            break
-        if constraint is not None:
-            constraint.accept(next_id)
-        token_ids.append(next_id)
-        if constraint is not None and constraint.is_finished:
-            finish_reason = "stop"
-            break
-        logits_V = model(torch.tensor([[next_id]]), cache=cache)[0, -1]
-    return ConstrainedGeneration(tokenizer.decode(token_ids), token_ids, finish_reason)

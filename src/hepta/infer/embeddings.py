@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import torch
 
+from hepta.infer.padding import pad_right
 from hepta.model import Transformer
 
 
 @torch.no_grad()
 def pooled_embeddings(model: Transformer, inputs: list[list[int]], dimensions: int | None = None) -> torch.Tensor:
     """[B, D] (or [B, dimensions]: the leading dims, renormalised) unit vectors for token id lists."""
-    lengths_B = torch.tensor([len(ids) for ids in inputs])
-    ids_BT = torch.zeros(len(inputs), int(lengths_B.max()), dtype=torch.long)
-    for row, ids in enumerate(inputs):
-        ids_BT[row, :len(ids)] = torch.tensor(ids)
+    ids_BT, lengths_B = pad_right(inputs)
     hidden_BTD = model.hidden_states(ids_BT).float()  # causal: right padding never changes real positions
     real_BT = torch.arange(ids_BT.shape[1])[None, :] < lengths_B[:, None]
     mean_BD = (hidden_BTD * real_BT[..., None]).sum(dim=1) / lengths_B[:, None]

@@ -30,6 +30,7 @@ import torch
 
 from hepta.errors import HeptaError
 from hepta.infer.constrain import allowed_masks
+from hepta.infer.padding import pad_right
 from hepta.infer.request import Event, Request, TokenLogprob
 from hepta.infer.sampling import apply_penalties, sample_batch, sampleable, top_logprobs
 from hepta.infer.stream_text import StreamingText
@@ -40,6 +41,14 @@ MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 class QueueFull(HeptaError):
     """More requests are waiting than the engine's queue limit allows."""
+
+
+class InvalidRequest(HeptaError):
+    """A request the engine cannot run as asked; `param` names the request field when one is at fault."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class ContextLengthExceeded(HeptaError):
@@ -87,6 +96,9 @@ class _Sequence:
         self.generator = torch.Generator().manual_seed(seed + index) if seed is not None else None
         self.constraint = request.constraint.new() if request.constraint is not None else None
         self.counts = torch.zeros(vocab_size, dtype=torch.int32) if request.sampling.has_penalties else None
+        bias = request.logit_bias or {}
+        self.bias_ids = torch.tensor(list(bias), dtype=torch.long) if bias else None
+        self.bias_values = torch.tensor(list(bias.values())) if bias else None
         self.last_time: float | None = None
         self.finished = False
 
@@ -98,7 +110,7 @@ class Engine:
         self.observer = observer or Observer()
         cfg = model.config
         self.max_len = min(config.max_model_len or cfg.max_seq_len, cfg.max_seq_len)
-        slot_bytes = model.new_slot_cache(1, self.max_len).num_bytes()
+        slot_bytes = model.new_slot_cache(1, self.max_len, device="meta").num_bytes()
         num_slots = config.max_num_seqs
         if config.kv_cache_bytes is not None:
             num_slots = min(num_slots, config.kv_cache_bytes // slot_bytes)
@@ -150,14 +162,14 @@ class Engine:
     def check(self, prompt_tokens: int, max_tokens: int, n: int = 1) -> None:
         """Raises the error a request of this shape would get, before anything is queued."""
         if prompt_tokens < 1:
-            raise HeptaError("the prompt is empty; send at least one token")
+            raise InvalidRequest("the prompt is empty; send at least one token")
         if max_tokens < 1:
-            raise HeptaError(f"max_tokens must be at least 1, got {max_tokens}")
+            raise InvalidRequest(f"max_tokens must be at least 1, got {max_tokens}", "max_tokens")
         if prompt_tokens + max_tokens > self.max_len:
             raise ContextLengthExceeded(prompt_tokens, max_tokens, self.max_len)
         if n > self.num_slots:
-            raise HeptaError(f"n={n} needs {n} sequences at once but this server decodes at most {self.num_slots}; "
-                             "lower n")
+            raise InvalidRequest(f"n={n} needs {n} sequences at once but this server decodes at most "
+                                 f"{self.num_slots}; lower n", "n")
 
     def submit(self, request: Request) -> Request:
         self.check(len(request.prompt_ids), request.max_tokens, request.n)
@@ -215,8 +227,8 @@ class Engine:
 
     def _drop_cancelled(self) -> None:
         with self._wake:
-            kept = [r for r in self._waiting if not r.cancelled.is_set()]
-            self._waiting = deque(kept)
+            if any(r.cancelled.is_set() for r in self._waiting):
+                self._waiting = deque(r for r in self._waiting if not r.cancelled.is_set())
         for seq in self._running:
             if seq.request.cancelled.is_set() and not seq.finished:
                 self._finish(seq, "cancelled", [], None)
@@ -249,10 +261,7 @@ class Engine:
 
     def _prefill(self, seqs: list[_Sequence]) -> None:
         """One right-padded forward over the prompts of `seqs`, which sit in consecutive fresh slots."""
-        lengths_B = torch.tensor([len(s.request.prompt_ids) for s in seqs])
-        ids_BT = torch.zeros(len(seqs), int(lengths_B.max()), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            ids_BT[row, :lengths_B[row]] = torch.tensor(seq.request.prompt_ids)
+        ids_BT, lengths_B = pad_right([seq.request.prompt_ids for seq in seqs])
         start = seqs[0].slot
         self.cache.set_window(start, len(seqs))
         with torch.no_grad():
@@ -273,9 +282,8 @@ class Engine:
         raw_BV = logits_BV.float()
         logits_BV = raw_BV + self.banned_V
         for row, seq in enumerate(seqs):
-            if seq.request.logit_bias:
-                ids, bias = zip(*seq.request.logit_bias.items())
-                logits_BV[row, list(ids)] += torch.tensor(bias)
+            if seq.bias_ids is not None:
+                logits_BV[row, seq.bias_ids] += seq.bias_values
         if any(seq.constraint is not None for seq in seqs):  # one grammar call for the whole batch
             allowed_BV = allowed_masks([seq.constraint for seq in seqs], self.vocab_size)
             logits_BV.masked_fill_(~allowed_BV, float("-inf"))

@@ -101,10 +101,14 @@ class Transformer(nn.Module):
         return KVCache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.num_kv_heads, cfg.head_dim,
                        dtype=dtype or self.embed.weight.dtype, device=self.embed.weight.device)
 
-    def new_slot_cache(self, num_slots: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> SlotCache:
-        """Per-sequence caches for continuous batching: `num_slots` sequences of up to `max_len` tokens."""
+    def new_slot_cache(self, num_slots: int, max_len: int | None = None, dtype: torch.dtype | None = None,
+                       device: torch.device | str | None = None) -> SlotCache:
+        """Per-sequence caches for continuous batching: `num_slots` sequences of up to `max_len` tokens.
+
+        On the meta device it only tells the size (`num_bytes`) without allocating.
+        """
         cfg = self.config
-        dtype, device = dtype or self.embed.weight.dtype, self.embed.weight.device
+        dtype, device = dtype or self.embed.weight.dtype, device or self.embed.weight.device
         max_len = max_len or cfg.max_seq_len
         if cfg.attention == "mla":
             shapes, seq_dim = [(cfg.num_layers, num_slots, max_len, w) for w in (cfg.kv_lora_rank, cfg.qk_rope_head_dim)], 1

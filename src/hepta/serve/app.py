@@ -70,7 +70,9 @@ def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
     if config.api_keys:
         state.keys = KeyStore(config.api_keys)
     if config.live_db:
-        state.live = config.live_db
+        from hepta.live.store import Store
+
+        state.live = Store(config.live_db, create=False)  # one store for all requests: a reader per thread
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -79,6 +81,8 @@ def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
         yield
         if state.engine is not None:
             await asyncio.to_thread(state.engine.stop)
+        if state.live is not None:
+            state.live.close()
 
     app = FastAPI(title="hepta", version="0.1.0", lifespan=lifespan,
                   description="OpenAI/xAI-compatible API over a hepta model")

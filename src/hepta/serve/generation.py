@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from hepta.errors import HeptaError
 from hepta.infer.constrain import ConstraintSpec
-from hepta.infer.engine import ContextLengthExceeded, Engine, QueueFull
+from hepta.infer.engine import ContextLengthExceeded, Engine, InvalidRequest, QueueFull
 from hepta.infer.request import Event, Request as EngineRequest, TokenLogprob
 from hepta.infer.sampling import SamplingParams
 from hepta.infer.tools import InvalidField, ToolCallStream, choose_tools, parse_tool_calls
@@ -71,8 +71,8 @@ def _check(engine: Engine, prompt_tokens: int, max_tokens: int, n: int, param: s
         engine.check(prompt_tokens, max_tokens, n)
     except ContextLengthExceeded as e:
         raise APIError(400, str(e), param=param, code="context_length_exceeded") from e
-    except HeptaError as e:
-        raise APIError(400, str(e), param="n" if "n=" in str(e) else param) from e
+    except InvalidRequest as e:
+        raise APIError(400, str(e), param=e.param or param) from e
 
 
 class _Run:

@@ -32,6 +32,27 @@ def serve_forever(app: FastAPI, host: str, port: int, log_level: str = "info") -
         raise HeptaError(f"could not listen on {host}:{port} (is the port in use?); choose another --port")
 
 
+def wait_healthy(url: str, timeout: float = 120, process=None) -> None:
+    """Blocks until `url`/health answers 200 (the model is loaded); `process` is the server's, if it runs apart."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = httpx.get(f"{url}/health", timeout=5)
+            if response.status_code == 200:
+                return
+            if response.json().get("status") == "failed":
+                raise HeptaError(f"the model failed to load: {response.json().get('error')}")
+        except httpx.TransportError:
+            pass  # not listening yet
+        if process is not None and process.poll() is not None:
+            raise HeptaError(f"the server process exited with status {process.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise HeptaError(f"the model at {url} was not ready after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 class BackgroundServer:
     """`with BackgroundServer(app) as server:` serves `app` at `server.url` until the block ends."""
 
@@ -55,17 +76,7 @@ class BackgroundServer:
 
     def wait_ready(self, timeout: float = 120) -> None:
         """Blocks until /health says the model is loaded."""
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            response = httpx.get(f"{self.url}/health", timeout=5)
-            if response.status_code == 200:
-                return
-            if response.json().get("status") == "failed":
-                raise HeptaError(f"the model failed to load: {response.json().get('error')}")
-            time.sleep(0.05)
-        raise HeptaError(f"the model at {self.url} was not ready after {timeout:.0f} s")
+        wait_healthy(self.url, timeout)
 
     def stop(self) -> None:
         self.server.should_exit = True

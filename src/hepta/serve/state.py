@@ -21,7 +21,7 @@ class ServerState:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     keys: KeyStore | None = None
     limiter: RateLimiter = field(default_factory=RateLimiter)
-    live: Any = None  # a hepta.live store for search_parameters and the /v1 live endpoints
+    live: Any = None  # the hepta.live Store behind search_parameters and the /v1 live endpoints
     engine: Engine | None = None
     tokenizer: Any = None
     load_error: str | None = None

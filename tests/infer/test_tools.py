@@ -227,11 +227,14 @@ def test_a_tool_without_parameters_gets_empty_arguments(model, tokenizer):
 
 def test_auto_writes_free_text_when_no_call_is_started(model, tokenizer):
     spec = ConstraintSpec.for_request(tokenizer, None, TOOLS, "auto")
+    free_seeds = 0
     for seed in SEEDS:
         out = generate(model, tokenizer, spec, seed, max_tokens=60)
-        content, calls = parse_tool_calls(out.text, TOOLS)
-        if TOOL_CALL_OPEN not in out.text:
-            assert calls == [] and content == (out.text or None)
+        if TOOL_CALL_OPEN in out.text:
+            continue
+        free_seeds += 1
+        assert parse_tool_calls(out.text, TOOLS) == ((out.text or None), [])
+    assert free_seeds > 0
 
 
 def test_auto_call_started_by_a_single_marker_token_validates(model, hf_tokenizer):

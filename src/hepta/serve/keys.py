@@ -291,9 +291,9 @@ class KeyStore:
         check_limit("tpm", tpm)
         self._write("UPDATE default_limits SET rpm = ?, tpm = ?", (rpm, tpm))
 
-    def list(self, include_revoked: bool = True) -> list[KeyRecord]:
-        where = "" if include_revoked else "WHERE revoked_at IS NULL"
-        return [_record(row) for row in self._query(f"SELECT {_KEY_COLUMNS} FROM api_keys {where} ORDER BY id")]
+    def list(self) -> list[KeyRecord]:
+        """Every key, revoked ones included."""
+        return [_record(row) for row in self._query(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id")]
 
     # --- usage ---------------------------------------------------------------------------
 

@@ -54,8 +54,7 @@ class _Bucket:
         return self.capacity / SECONDS_PER_MINUTE
 
     def refill(self, capacity: int, now: float) -> None:
-        if capacity != self.capacity:  # the limit was changed in the key file
-            self.capacity = capacity
+        self.capacity = capacity  # the key file's current limit: a change applies at once
         self.level = min(float(self.capacity), self.level + (now - self.updated) * self.rate)
         self.updated = now
 

@@ -47,10 +47,6 @@ class Layout:
     def dp(self) -> int:
         return self.fsdp * self.dp_replicate
 
-    @property
-    def gpus(self) -> int:
-        return self.tp * self.pp * self.dp
-
     def as_dict(self) -> dict:
         return {"tp": self.tp, "ep": self.ep, "pp": self.pp, "dp": self.dp, "fsdp": self.fsdp,
                 "dp_replicate": self.dp_replicate}
@@ -58,6 +54,11 @@ class Layout:
     def describe(self) -> str:
         return (f"tp {self.tp} x pp {self.pp} x dp {self.dp} (dp_replicate {self.dp_replicate} x fsdp {self.fsdp}, "
                 f"ep {self.ep} inside fsdp)")
+
+
+def divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
 
 
 def tp_divides(cfg: ModelConfig, tp: int) -> bool:
@@ -76,7 +77,7 @@ def tp_local_config(cfg: ModelConfig, tp: int) -> ModelConfig:
         return cfg
     shared = None if cfg.shared_expert_hidden_dim is None else cfg.shared_expert_hidden_dim // tp
     return cfg.replace(num_heads=cfg.num_heads // tp, vocab_size=cfg.vocab_size // tp,
-                       num_kv_heads=cfg.num_kv_heads // tp if cfg.attention == "gqa" else cfg.num_kv_heads // tp or 1,
+                       num_kv_heads=cfg.num_kv_heads // tp or 1,
                        dense_hidden_dim=cfg.dense_hidden_dim // tp, expert_hidden_dim=cfg.expert_hidden_dim // tp,
                        shared_expert_hidden_dim=shared)
 
@@ -165,17 +166,6 @@ def expert_params_per_rank(cfg: ModelConfig, ep: int, efsdp: int) -> float:
     return total
 
 
-@functools.lru_cache(maxsize=4096)
-def stage_params(cfg: ModelConfig, stage: int, pp: int) -> int:
-    """Parameters of a pipeline stage; the root's sit on the first (embedding) and last (output) stages."""
-    params = sum(sum(block_params(cfg, layer)) for layer in stage_layers(cfg, pp)[stage])
-    if stage == 0:
-        params += cfg.vocab_size * cfg.dim
-    if stage == pp - 1:
-        params += root_params(cfg) - cfg.vocab_size * cfg.dim
-    return params
-
-
 def fsdp_units(cfg: ModelConfig, layers: range, ep: int) -> list[float]:
     """Parameters one GPU all-gathers per FSDP unit, in forward order: each block's dense part, its experts."""
     units = []
@@ -252,7 +242,6 @@ class TrainMemory:
     optimizer: float  # AdamW moments, fp32
     gathered: float  # unsharded bf16 units and gradients in flight
     activations: float
-    activation_checkpointing: bool
 
     @property
     def total(self) -> float:
@@ -310,8 +299,7 @@ def train_memory(cfg: ModelConfig, layout: Layout, tokens: int, checkpointing: b
             parameters=owned * FP32, gradients=owned * FP32, optimizer=owned * 2 * FP32,
             gathered=gathered_bytes(local, layers, layout.ep),
             activations=activation_bytes(local, layers, layout.pp - stage, tokens, checkpointing,
-                                         with_loss=stage == layout.pp - 1),
-            activation_checkpointing=checkpointing)
+                                         with_loss=stage == layout.pp - 1))
         if busiest is None or memory.total > busiest.total:
             busiest = memory
     return busiest

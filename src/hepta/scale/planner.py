@@ -20,7 +20,7 @@ step fits and how much the links must carry to get there.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from hepta.config import ModelConfig, count_params
 from hepta.errors import HeptaError
@@ -29,7 +29,7 @@ from hepta.scale.energy import DEFAULT_PUE, Energy, training_energy
 from hepta.scale.flops import inference_flops_per_token, train_flops_per_token
 from hepta.scale.gpus import GPU
 from hepta.scale.inference import USABLE_HBM, Inference, inference_plan
-from hepta.scale.memory import Layout, TrainMemory, tp_divides, train_memory
+from hepta.scale.memory import Layout, TrainMemory, divisors, tp_divides, train_memory
 
 DEFAULT_MIN_SHARD_GROUP = 4096  # the smallest EP x FSDP group searched (see above)
 MAX_PP = 64
@@ -73,9 +73,7 @@ class Fit:
 
     @property
     def bubble(self) -> float:
-        """Share of a 1F1B step the pipeline stages sit idle filling and draining."""
-        pp = self.layout.pp
-        return (pp - 1) / (self.microbatches + pp - 1)
+        return pipeline_bubble(self.layout.pp, self.microbatches)
 
     @property
     def exposed_comm_seconds(self) -> float:
@@ -89,18 +87,26 @@ class Plan:
     fit: Fit
     memory_without_ac: TrainMemory
     memory_with_ac: TrainMemory
-    microbatches: int
     train_flops_per_token: float
     inference_flops_per_token: float
-    step_seconds: float
     train_days: float
     gpu_hours: float
-    comms: StepComms
     energy: Energy
     inference: Inference
     total_params: int = 0
     active_params: int = 0
-    notes: list[str] = field(default_factory=list)
+
+    @property
+    def microbatches(self) -> int:
+        return self.fit.microbatches
+
+    @property
+    def step_seconds(self) -> float:
+        return self.fit.compute_seconds
+
+    @property
+    def comms(self) -> StepComms:
+        return self.fit.comms
 
     @property
     def global_batch_tokens(self) -> int:
@@ -137,21 +143,28 @@ class Plan:
         }
 
 
-def _divisors(n: int) -> list[int]:
-    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
-    return sorted(set(small + [n // d for d in small]))
+def pipeline_bubble(pp: int, microbatches: int) -> float:
+    """Share of a 1F1B step the pipeline stages sit idle filling and draining."""
+    return (pp - 1) / (microbatches + pp - 1)
+
+
+def train_seconds(req: PlanRequest, tokens: float, gpus: int, bubble: float = 0.0) -> float:
+    """Seconds `gpus` GPUs take to train on `tokens` tokens at the requested MFU: the MFU holds
+    while the stages work, and the pipeline bubble adds idle time on top."""
+    flops = train_flops_per_token(req.cfg, req.sequence_length)
+    return tokens * flops / (gpus * req.gpu.bf16_flops * req.mfu) / (1 - bubble)
 
 
 def tp_options(req: PlanRequest) -> list[int]:
     if req.tp is not None:
         return [req.tp]
-    return [t for t in _divisors(req.gpu.nvlink_domain) if tp_divides(req.cfg, t)]
+    return [t for t in divisors(req.gpu.nvlink_domain) if tp_divides(req.cfg, t)]
 
 
 def ep_options(req: PlanRequest) -> list[int]:
     if req.ep is not None:
         return [req.ep]
-    return _divisors(req.cfg.num_experts) if req.cfg.has_moe else [1]
+    return divisors(req.cfg.num_experts) if req.cfg.has_moe else [1]
 
 
 def microbatches(req: PlanRequest, layout: Layout) -> int:
@@ -171,12 +184,9 @@ def fits(req: PlanRequest, layout: Layout) -> Fit | None:
     for checkpointing in (False, True):
         memory = train_memory(req.cfg, layout, seq, checkpointing)
         if memory.total <= budget:
-            useful = layout.dp * m * seq * train_flops_per_token(req.cfg, seq) / (
-                req.gpus * req.gpu.bf16_flops * req.mfu)
-            fit = Fit(layout, checkpointing, memory, step_comms(req.cfg, layout, req.gpu, seq, m, checkpointing),
-                      useful, m)
-            # the MFU holds while the stages work; the bubble adds idle time on top
-            return replace(fit, compute_seconds=useful / (1 - fit.bubble))
+            seconds = train_seconds(req, layout.dp * m * seq, req.gpus, pipeline_bubble(layout.pp, m))
+            return Fit(layout, checkpointing, memory, step_comms(req.cfg, layout, req.gpu, seq, m, checkpointing),
+                       seconds, m)
     return None
 
 
@@ -190,7 +200,7 @@ def candidate_fits(req: PlanRequest, gpus: int) -> list[Fit]:
                 continue
             dp = gpus // (tp * pp)
             for ep in ep_options(req):
-                groups = [req.fsdp] if req.fsdp is not None else _divisors(dp)
+                groups = [req.fsdp] if req.fsdp is not None else divisors(dp)
                 groups = [g for g in groups if g % ep == 0 and dp % g == 0
                           and (req.fsdp is not None or g >= min(req.min_shard_group, dp))]
                 for group in groups:
@@ -227,11 +237,11 @@ def check_request(req: PlanRequest) -> None:
     if req.ep is not None:
         experts = cfg.num_experts if cfg.has_moe else 1
         if experts % req.ep:
-            near = sorted(_divisors(experts), key=lambda d: (abs(d - req.ep), d))[:3]
+            near = sorted(divisors(experts), key=lambda d: (abs(d - req.ep), d))[:3]
             raise HeptaError(f"--ep {req.ep} does not divide {req.name}'s {experts} routed experts; "
                              f"nearest that do: {', '.join(map(str, sorted(near)))}")
     if req.tp is not None and not tp_divides(cfg, req.tp):
-        near = [t for t in _divisors(req.gpu.nvlink_domain) if tp_divides(cfg, t)]
+        near = [t for t in divisors(req.gpu.nvlink_domain) if tp_divides(cfg, t)]
         raise HeptaError(f"--tp {req.tp} does not divide {req.name}'s head, FFN and vocabulary widths; "
                          f"use one of {', '.join(map(str, near))}")
     if req.pp is not None and req.pp > cfg.num_layers:
@@ -298,25 +308,19 @@ def make_plan(req: PlanRequest) -> Plan:
     fit = choose_layout(req)
     cfg, layout, seq = req.cfg, fit.layout, req.sequence_length
     count = count_params(cfg)
-    m = fit.microbatches
-    flops = train_flops_per_token(cfg, seq)
-    seconds = req.tokens * flops / (req.gpus * req.gpu.bf16_flops * req.mfu) / (1 - fit.bubble)
-    hours = seconds / 3600
+    hours = train_seconds(req, req.tokens, req.gpus, fit.bubble) / 3600
     return Plan(
         request=req, fit=fit,
         memory_without_ac=train_memory(cfg, layout, seq, False), memory_with_ac=train_memory(cfg, layout, seq, True),
-        microbatches=m, train_flops_per_token=flops,
+        train_flops_per_token=train_flops_per_token(cfg, seq),
         inference_flops_per_token=inference_flops_per_token(cfg, seq),
-        step_seconds=fit.compute_seconds,
         train_days=hours / 24, gpu_hours=hours * req.gpus,
-        comms=fit.comms,
         energy=training_energy(req.gpu, req.gpus, hours, req.pue),
         inference=inference_plan(cfg, req.gpu, seq, req.decode_batch),
         total_params=count.total, active_params=count.active,
     )
 
 
-def days_for(req: PlanRequest, gpus: int) -> float:
-    """Training days on another GPU count at the same MFU (for the days-vs-GPUs chart)."""
-    flops = train_flops_per_token(req.cfg, req.sequence_length)
-    return req.tokens * flops / (gpus * req.gpu.bf16_flops * req.mfu) / 86400
+def days_for(req: PlanRequest, gpus: int, bubble: float = 0.0) -> float:
+    """Training days on another GPU count at the same MFU and pipeline bubble (for the days-vs-GPUs chart)."""
+    return train_seconds(req, req.tokens, gpus, bubble) / 86400

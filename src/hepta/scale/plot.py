@@ -36,7 +36,7 @@ def plot_plan(plan: Plan, path: str | Path) -> None:
     left.legend(fontsize=7)
 
     counts = [max(1, int(req.gpus * 2 ** k)) for k in range(-4, 4)]
-    right.plot(counts, [days_for(req, n) for n in counts], marker="o")
+    right.plot(counts, [days_for(req, n, plan.pipeline_bubble) for n in counts], marker="o")
     right.scatter([req.gpus], [plan.train_days], color="red", zorder=3, label=f"{req.gpus:,} GPUs")
     right.set_xscale("log")
     right.set_yscale("log")

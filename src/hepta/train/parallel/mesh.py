@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from hepta.errors import HeptaError
+from hepta.scale.memory import divisors
 
 MESH_AXES = ("dp_replicate", "dp_shard")
 EXPERT_AXES = ("efsdp", "ep")
@@ -60,24 +61,20 @@ class ParallelLayout:
             dp_shard = world_size
         if dp_shard < 1 or world_size % dp_shard:
             raise HeptaError(f"--dp-shard {dp_shard} does not divide the {world_size} ranks; choose one of "
-                             f"{_divisors(world_size)}")
+                             f"{divisors(world_size)}")
         if ep is None:
             ep = math.gcd(dp_shard, num_experts) if num_experts > 0 else 1
         if ep < 1 or dp_shard % ep:
             raise HeptaError(f"--ep {ep} does not divide the FSDP shard group of {dp_shard} ranks; choose one of "
-                             f"{_divisors(dp_shard)}")
+                             f"{divisors(dp_shard)}")
         if ep > 1 and num_experts % ep:
-            fitting = [d for d in _divisors(dp_shard) if num_experts % d == 0]
+            fitting = [d for d in divisors(dp_shard) if num_experts % d == 0]
             raise HeptaError(f"--ep {ep} does not divide the model's {num_experts} experts; choose one of {fitting}")
         return cls(world_size, dp_shard, ep)
 
     def describe(self) -> str:
         return (f"{self.world_size} ranks: dp_replicate {self.dp_replicate} x dp_shard {self.dp_shard} "
                 f"(experts: ep {self.ep} x efsdp {self.efsdp})")
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def build_mesh(layout: ParallelLayout, device_type: str = "cpu") -> DeviceMesh:

@@ -14,7 +14,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from hepta.model.moe import MoE
-from hepta.model.transformer import Block, Transformer
+from hepta.model.transformer import Transformer
 
 
 @contextmanager
@@ -32,15 +32,14 @@ def _moe_state_kept(moe: MoE | None):
         moe.router_loss = router_loss
 
 
+def _contexts(moe: MoE | None):
+    """The forward runs as usual; the recomputation keeps the MoE layer's recorded state."""
+    return nullcontext(), _moe_state_kept(moe)
+
+
 def apply_activation_checkpointing(model: Transformer) -> None:
     """Wrap every block's forward in non-reentrant checkpointing (before FSDP, as FSDP2 expects)."""
     for block in model.layers:
         moe = block.ffn if isinstance(block.ffn, MoE) else None
-        inner = block.forward
-        context = functools.partial(lambda m: (nullcontext(), _moe_state_kept(m)), moe)
-
-        def forward(*args, _inner=inner, _context=context, **kwargs):
-            return checkpoint(_inner, *args, use_reentrant=False, context_fn=_context, **kwargs)
-
-        block.forward = forward
-        assert isinstance(block, Block)
+        block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False,
+                                          context_fn=functools.partial(_contexts, moe))

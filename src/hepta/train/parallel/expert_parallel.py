@@ -42,7 +42,7 @@ class ExpertParallelGroupedExperts(GroupedExperts):
         with torch.no_grad():  # how many copies each source rank sends to each of my experts: [ep, El]
             received_counts = torch.ops._c10d_functional.wait_tensor(
                 all_to_all_single(counts_E, None, None, group)).view(ep, El)
-        send_splits = counts_E.view(ep, El).sum(dim=1).tolist()
+        send_splits = [sum(counts[r * El:(r + 1) * El]) for r in range(ep)]
         received_counts_cpu = received_counts.cpu()
         receive_splits = received_counts_cpu.sum(dim=1).tolist()
 
@@ -52,7 +52,7 @@ class ExpertParallelGroupedExperts(GroupedExperts):
         # grouped by expert and adds each result back at its arrival row, so one stable sort of
         # the arrivals by expert is all the regrouping needed.
         local_expert_R = torch.arange(El, device=x_ND.device).repeat(ep).repeat_interleave(
-            received_counts.flatten())
+            received_counts.flatten(), output_size=sum(receive_splits))
         order_R = local_expert_R.argsort(stable=True)
         local_counts = received_counts_cpu.sum(dim=0).tolist()
 

@@ -145,7 +145,7 @@ class Trainer:
 
     def _setup(self, resume: bool) -> None:
         args = self.args
-        self.dp_rank, self.dp_size = (0, 1) if self.dist is None else (self.dist.dp_rank, self.dist.world_size)
+        self.dp_rank, self.dp_size = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
         if args.batch_size % self.dp_size:
             raise HeptaError(f"--batch-size {args.batch_size} does not split evenly over {self.dp_size} processes; "
                              f"pass a multiple of {self.dp_size}")
@@ -313,7 +313,9 @@ class Trainer:
 
         args = self.args
         started = time.perf_counter()
-        first_eval = next((r for r in read_metrics(self.run_dir) if r["kind"] == "eval" and r["step"] == 0), None)
+        # a fresh run has no metrics yet; a resumed one reuses the evaluation it made before step 1
+        first_eval = None if self.checkpoint is None else next(
+            (r for r in read_metrics(self.run_dir) if r["kind"] == "eval" and r["step"] == 0), None)
         if first_eval is None:
             val_before = self.evaluate_initial()
         else:

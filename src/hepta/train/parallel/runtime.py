@@ -32,10 +32,6 @@ class DistributedRun:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def dp_rank(self) -> int:
-        return dist.get_rank(self.dp_group)
-
     def barrier(self) -> None:
         dist.barrier(group=self.dp_group)
 

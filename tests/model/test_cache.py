@@ -23,9 +23,9 @@ def test_ragged_sequences_in_slots_match_their_own_full_forward(shape):
         prompts = torch.zeros(2, 11, dtype=torch.long)
         for row, (seq, n) in enumerate(zip(seqs[:2], lengths[:2])):
             prompts[row, :n] = seq[:n]
-        cache.set_window(0, 2)
+        cache.set_window(0, 2, prompt_lengths=torch.tensor(lengths[:2]))
         logits = model(prompts, cache=cache)
-        cache.lengths[:2] = torch.tensor(lengths[:2])
+        assert cache.lengths[:2].tolist() == lengths[:2]
         for row in range(2):
             got[row].append(logits[row, lengths[row] - 1])
         for step in range(6):

@@ -263,12 +263,11 @@ class Engine:
         """One right-padded forward over the prompts of `seqs`, which sit in consecutive fresh slots."""
         ids_BT, lengths_B = pad_right([seq.request.prompt_ids for seq in seqs])
         start = seqs[0].slot
-        self.cache.set_window(start, len(seqs))
+        self.cache.set_window(start, len(seqs), prompt_lengths=lengths_B)
         with torch.no_grad():
             hidden_BTD = self.model.hidden_states(ids_BT, cache=self.cache)
             # the LM head only where the next token is read: each prompt's last real position
             logits_BV = self.model.output(hidden_BTD[torch.arange(len(seqs)), lengths_B - 1])
-        self.cache.lengths[start:start + len(seqs)] = lengths_B  # padding past a prompt is never attended
         self._sample_and_emit(seqs, logits_BV)
 
     def _decode_step(self) -> None:

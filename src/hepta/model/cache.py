@@ -78,6 +78,7 @@ class SlotCache:
         self.buffers, self.seq_dim = buffers, seq_dim
         self.lengths = torch.zeros(buffers[0].shape[1], dtype=torch.long)
         self.start, self.count, self.decoding = 0, 0, False
+        self._prompt_lengths: torch.Tensor | None = None
 
     @property
     def num_slots(self) -> int:
@@ -90,10 +91,15 @@ class SlotCache:
     def num_bytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self.buffers)
 
-    def set_window(self, start: int, count: int) -> None:
-        """The slots the next forward runs on: fresh ones (prefill) or running ones (decode)."""
+    def set_window(self, start: int, count: int, prompt_lengths: torch.Tensor | None = None) -> None:
+        """The slots the next forward runs on: fresh ones (prefill) or running ones (decode).
+
+        A prefill of right-padded prompts passes their real lengths: the slots then hold those,
+        and the padding written past them is never attended.
+        """
         assert 0 <= start and start + count <= self.num_slots
         self.start, self.count = start, count
+        self._prompt_lengths = prompt_lengths
         lengths = self.lengths[start:start + count]
         self.decoding = bool(lengths.gt(0).any())
         assert not self.decoding or bool(lengths.gt(0).all()), "a window is all fresh or all running"
@@ -135,7 +141,11 @@ class SlotCache:
         return self._mask_B11S, False
 
     def advance(self, num_tokens: int) -> None:
-        self.lengths[self.start:self.start + self.count] += num_tokens
+        window = self.lengths[self.start:self.start + self.count]
+        if self._prompt_lengths is not None and not self.decoding:
+            window.copy_(self._prompt_lengths)
+        else:
+            window += num_tokens
 
     def move(self, src: int, dst: int) -> None:
         """Copy slot `src` (its whole sequence) into slot `dst`."""

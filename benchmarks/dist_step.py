@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from _timing import STALLED_PROBE_US, probe_us, wait_until_steady  # noqa: E402
 
 import hepta  # noqa: E402
 from hepta.checkpoint import build_model  # noqa: E402
+from hepta.serve.runner import free_port  # noqa: E402
 from hepta.train.optim import build_optimizer  # noqa: E402
 from hepta.train.parallel import ParallelLayout, build_mesh, dp_mesh, parallelize  # noqa: E402
 from hepta.train.parallel import fsdp as fsdp_module  # noqa: E402
@@ -237,11 +237,8 @@ def main() -> int:
     if "RANK" in os.environ:
         worker(args)
         return 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(port), os.path.abspath(__file__), *sys.argv[1:]]
+           "--master-port", str(free_port()), os.path.abspath(__file__), *sys.argv[1:]]
     return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
 
 

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import torch
 
 import hepta
 from hepta.errors import HeptaError
+from hepta.serve.runner import free_port
 from hepta.train.loop import TrainArgs, Trainer
 from hepta.train.report import read_metrics
 from hepta.train.state import STATE_DIR, checkpoint_step, latest_checkpoint
@@ -43,12 +43,6 @@ def micro_args(out: Path, corpus: Path, **kw) -> dict:
 
 def losses(run_dir: Path) -> list[float]:
     return [r["loss"] for r in read_metrics(run_dir) if r["kind"] == "train"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(*args: str) -> list[str]:

@@ -52,7 +52,7 @@ def test_batch_one_decode_reads_exactly_the_active_weights():
 def test_sharded_state_is_16_bytes_per_parameter_over_the_group():
     cfg = hepta.get_preset("mixtral-8x7b")  # every row count divides 8 evenly
     memory = train_memory(cfg, Layout(ep=8, fsdp=8), 4096, checkpointing=True)
-    assert memory.parameters == memory.gradients == memory.optimizer / 2 == count_params(cfg).total * 4 / 8
+    assert memory.parameters + memory.gradients + memory.optimizer == count_params(cfg).total * 16 / 8
 
 
 def test_checkpointing_keeps_only_block_inputs():
@@ -107,3 +107,11 @@ def test_days_scale_inversely_with_gpus_and_mfu():
     assert double.train_days == pytest.approx(base.train_days / 2)
     assert faster.train_days == pytest.approx(base.train_days * 0.4 / 0.5)
     assert double.energy.energy_mwh == pytest.approx(base.energy.energy_mwh)  # same GPU-hours, same energy
+
+
+@pytest.mark.parametrize("field, value, words", [("pue", 0.9, "--pue 0.9 is below 1"),
+                                                 ("min_shard_group", 0, "--min-shard-group must be a positive")])
+def test_make_plan_refuses_a_pue_below_one_and_an_empty_shard_group(field, value, words):
+    req = PlanRequest(hepta.get_preset("small"), "small", 8, get_gpu("h100"), 1e9, **{field: value})
+    with pytest.raises(hepta.errors.HeptaError, match=words):
+        make_plan(req)

@@ -8,6 +8,9 @@ import json
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Adds this layer's subcommands to the `hepta` parser."""
+    from hepta.scale.energy import DEFAULT_PUE
+    from hepta.scale.planner import DEFAULT_MIN_SHARD_GROUP
+
     p = subparsers.add_parser("plan", help="plan a training run on a GPU cluster: layout, memory, days, energy")
     p.add_argument("--preset", required=True, help="model preset, e.g. grok5-7t")
     p.add_argument("--gpus", type=int, required=True, help="number of GPUs")
@@ -19,8 +22,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="cap on the global batch in tokens, e.g. 64e6 (default: one sequence per data-parallel rank)")
     for name in ("tp", "pp", "ep", "fsdp"):
         p.add_argument(f"--{name}", type=int, help=f"pin the {name} degree instead of searching it")
-    p.add_argument("--min-shard-group", type=int, default=None, help="smallest EP x FSDP group searched (default 4096)")
-    p.add_argument("--pue", type=float, default=None, help="facility power usage effectiveness (default 1.2)")
+    p.add_argument("--min-shard-group", type=int, default=DEFAULT_MIN_SHARD_GROUP,
+                   help=f"smallest EP x FSDP group searched (default {DEFAULT_MIN_SHARD_GROUP})")
+    p.add_argument("--pue", type=float, default=DEFAULT_PUE,
+                   help=f"facility power usage effectiveness (default {DEFAULT_PUE})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", help="write a PNG chart to this file")
     p.add_argument("--dry-run", action="store_true",
@@ -30,17 +35,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> None:
     from hepta.config import get_preset
-    from hepta.errors import HeptaError
     from hepta.scale.gpus import get_gpu
-    from hepta.scale.planner import DEFAULT_MIN_SHARD_GROUP, PlanRequest, make_plan
-    from hepta.scale.energy import DEFAULT_PUE
+    from hepta.scale.planner import PlanRequest, make_plan
 
-    if args.pue is not None and args.pue < 1:
-        raise HeptaError(f"--pue {args.pue} is below 1; a facility uses at least the IT power, e.g. 1.2")
     request = PlanRequest(
         get_preset(args.preset), args.preset, args.gpus, get_gpu(args.gpu), args.tokens, mfu=args.mfu,
         seq_len=args.seq_len, batch_tokens=args.batch_tokens, tp=args.tp, pp=args.pp, ep=args.ep, fsdp=args.fsdp,
-        min_shard_group=args.min_shard_group or DEFAULT_MIN_SHARD_GROUP, pue=args.pue or DEFAULT_PUE)
+        min_shard_group=args.min_shard_group, pue=args.pue)
     plan = make_plan(request)
     result = plan.as_dict()
     if args.dry_run:

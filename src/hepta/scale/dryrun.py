@@ -158,6 +158,8 @@ def dry_run(plan: Plan) -> DryRun:
     last_kind = kinds[-1]  # the kind most of the depth is (MoE after the leading dense blocks)
     same_kind = [i for i, moe in enumerate(kinds) if moe == last_kind]
     depth = max(same_kind[1], max((i for i, moe in enumerate(kinds) if moe != last_kind), default=0)) + 1
+    assert all(kinds[i] == last_kind for i in range(depth, local.num_layers)), \
+        "the presets put every block after the sampled ones in the last sampled block's kind"
     sample = lambda n: local.replace(  # noqa: E731
         num_layers=n, num_dense_layers=min(n, local.num_dense_layers),
         dense_layers=tuple(i for i in local.dense_layers if i < n))
@@ -171,8 +173,6 @@ def dry_run(plan: Plan) -> DryRun:
         shorter = _measure_step(sample(depth - 1), mesh, layout.ep, seq, plan.fit.checkpointing)
     finally:
         dist.destroy_process_group()
-    assert all(kinds[i] == last_kind for i in range(depth, local.num_layers)), \
-        "the presets put every block after the sampled ones in the last sampled block's kind"
     further = local.num_layers - depth
     per_block = full.block_bytes[-1]
     parameters = full.root_bytes + sum(full.block_bytes) + further * per_block

@@ -232,6 +232,8 @@ def check_request(req: PlanRequest) -> None:
     if req.batch_tokens is not None and req.batch_tokens < req.sequence_length:
         raise HeptaError(f"--batch-tokens {req.batch_tokens:g} is below one {req.sequence_length}-token sequence; "
                          f"give at least {req.sequence_length}, e.g. 64e6")
+    if req.pue < 1:
+        raise HeptaError(f"--pue {req.pue} is below 1; a facility uses at least the IT power, e.g. 1.2")
     if req.tokens <= 0:
         raise HeptaError(f"--tokens {req.tokens:g} must be positive, e.g. 30e12")
     if req.ep is not None:

@@ -149,7 +149,6 @@ def test_a_crash_while_saving_the_final_weights_is_repaired_by_resume(tmp_path, 
 def test_invalid_training_options_are_refused(tmp_path, corpus, flag, value):
     with pytest.raises(HeptaError, match=flag.replace("_", "-")):
         args_for(tmp_path / "run", corpus, **{flag: value})
-    assert not (tmp_path / "run").exists()
 
 
 def test_resume_with_fewer_steps_than_done_is_refused_and_more_steps_are_kept(tmp_path, corpus):

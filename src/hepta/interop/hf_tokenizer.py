@@ -195,7 +195,7 @@ def _normalize_message(message: dict) -> dict:
 
 
 class HFTokenizer:
-    """Tokenizer, special tokens and chat templates of one Hugging Face model folder (a `hepta.tokenizer.TextTokenizer`)."""
+    """Tokenizer, special tokens and chat templates of one Hugging Face model folder; a `TextTokenizer`."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)

@@ -1,7 +1,11 @@
+import inspect
+import json
+
 import pytest
 
 from hepta.errors import HeptaError
-from hepta.tokenizer import NUM_SPECIAL_TOKENS, SPECIAL_TOKENS, Tokenizer
+from hepta.interop.hf_tokenizer import HFTokenizer
+from hepta.tokenizer import NUM_SPECIAL_TOKENS, SPECIAL_TOKENS, TextTokenizer, Tokenizer
 
 TEXTS = [
     "def add(a, b):\n    return a + b\n",
@@ -67,3 +71,43 @@ def test_loading_a_broken_file_names_it(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(HeptaError, match="tokenizer.json"):
         Tokenizer.load(tmp_path)
+
+
+def _protocol_members(protocol) -> dict[str, object]:
+    """What the protocol's body declares: properties and methods by value, data attributes as None."""
+    members = {name: value for name, value in vars(protocol).items() if not name.startswith("_")}
+    return {**members, **{name: None for name in protocol.__annotations__}}
+
+
+@pytest.mark.parametrize("cls", [Tokenizer, HFTokenizer])
+def test_both_tokenizers_have_the_text_tokenizer_shape(cls):
+    members = _protocol_members(TextTokenizer)
+    assert {"encode", "decode", "format_chat", "stop_ids", "has_tool_role", "hf"} <= set(members)
+    for name, declared in members.items():
+        if declared is None:  # a data attribute, set by __init__: the isinstance test below sees it
+            continue
+        actual = inspect.getattr_static(cls, name, None)
+        if isinstance(declared, property):
+            assert isinstance(actual, property), f"{cls.__name__}.{name} is not a property"
+            continue
+        assert callable(actual), f"{cls.__name__} has no method {name}"
+        want, have = inspect.signature(declared).parameters, inspect.signature(actual).parameters
+        for param in want.values():  # every call the protocol allows binds the same way
+            assert param.name in have, f"{cls.__name__}.{name} lacks the parameter {param.name}"
+            assert (have[param.name].kind, have[param.name].default) == (param.kind, param.default), \
+                f"{cls.__name__}.{name}({param.name}) differs from the protocol"
+        extra = [p for p in have.values() if p.name not in want]
+        assert all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in extra), \
+            f"{cls.__name__}.{name} needs arguments the protocol does not pass"
+
+
+def test_both_tokenizers_are_text_tokenizers(tokenizer, tmp_path):
+    tokenizer.save(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>"}))
+    hf = HFTokenizer(tmp_path)
+    assert isinstance(tokenizer, TextTokenizer) and isinstance(hf, TextTokenizer)
+    assert not isinstance(object(), TextTokenizer)
+    # hepta renders tool turns itself; a Hugging Face template gets them as user turns
+    assert (tokenizer.has_tool_role, hf.has_tool_role) == (True, False)
+    assert (tokenizer.bos_id, hf.bos_id) == (None, None)
+    assert tokenizer.encode("same text") == hf.encode("same text") and hf.eos_id == tokenizer.eos_id

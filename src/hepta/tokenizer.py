@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -46,6 +46,51 @@ SPECIAL_TOKENS = NAMED_SPECIAL_TOKENS + tuple(
     f"<|reserved_{i}|>" for i in range(NUM_SPECIAL_TOKENS - len(NAMED_SPECIAL_TOKENS))
 )
 CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
+@runtime_checkable
+class TextTokenizer(Protocol):
+    """What generation, grammar constraints and the server use of a tokenizer.
+
+    hepta's own `Tokenizer` and the Hugging Face folder's `hepta.interop.hf_tokenizer.HFTokenizer`
+    both fit; code that serves either takes this type and asks it, never which class it holds.
+    """
+
+    hf: HFTokenizer  # the `tokenizers` table itself: grammar-constrained decoding reads its tokens
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def bos_id(self) -> int | None:
+        """The id a prompt starts with, or None where the model was trained without one."""
+
+    @property
+    def eos_id(self) -> int: ...
+
+    @property
+    def stop_ids(self) -> set[int]:
+        """Ids that end a generation."""
+
+    @property
+    def num_generatable_ids(self) -> int:
+        """Ids below this may be sampled."""
+
+    @property
+    def has_tool_role(self) -> bool:
+        """Whether `format_chat` renders `tool` messages; without it tool results are sent as user turns."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Ids of a raw prompt to continue, with whatever the model expects first."""
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str: ...
+
+    def format_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        """The chat as the model's prompt text, ending with the assistant's turn when asked."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +166,10 @@ class Tokenizer:
         return self.hf.get_vocab_size(with_added_tokens=True)
 
     @property
+    def bos_id(self) -> None:
+        return None  # hepta trains without a BOS; documents are separated by <|endoftext|>
+
+    @property
     def eos_id(self) -> int:
         return self.special_ids["<|endoftext|>"]
 
@@ -136,6 +185,10 @@ class Tokenizer:
     def num_generatable_ids(self) -> int:
         """Only text may be sampled: role, modality and reserved ids are structure."""
         return self.layout.text_vocab_size
+
+    @property
+    def has_tool_role(self) -> bool:
+        return True  # <|tool|> is one of the chat roles
 
     def encode_prompt(self, text: str) -> list[int]:
         """Ids of a raw prompt to continue (hepta adds no BOS)."""

@@ -12,6 +12,7 @@ from x_standin import StreamFaults, XStandin
 from hepta.errors import HeptaError
 from hepta.live.ingest import STOP_GRACE_S, Ingest
 from hepta.live.post import posts_from_response
+from hepta.live.sources.base import IterableSource, SourceStats
 from hepta.live.sources.replay import JsonlReplay
 from hepta.live.sources.x_api import make_client
 from hepta.live.sources.x_rules import Rule, StreamRules
@@ -100,7 +101,7 @@ def posts():
 def test_batches_by_size_and_counts_duplicates(posts):
     store = RecordingStore()
     source = [[p] for p in posts[:1200]] + [[posts[0]], [posts[1]]]
-    stats = Ingest(store, source, batch_size=500, max_delay_s=60).run()
+    stats = Ingest(store, IterableSource(source), batch_size=500, max_delay_s=60).run()
     assert [len(b) for b in store.batches] == [500, 500, 202]
     assert (stats.received, stats.written, stats.duplicates, stats.batches) == (1202, 1200, 2, 3)
 
@@ -114,7 +115,7 @@ def test_a_lone_post_is_written_after_max_delay_while_the_source_waits(posts):
         release.wait(30)  # a quiet stream: nothing more for a while
         yield [posts[1]]
 
-    runner = threading.Thread(target=lambda: Ingest(store, slow_source(), max_delay_s=0.05).run())
+    runner = threading.Thread(target=lambda: Ingest(store, IterableSource(slow_source()), max_delay_s=0.05).run())
     runner.start()
     deadline = time.monotonic() + 20
     while not store.batches and time.monotonic() < deadline:
@@ -134,8 +135,23 @@ def test_a_failing_source_raises_after_what_arrived_is_written(posts):
         raise HeptaError("X rejected the bearer token")
 
     with pytest.raises(HeptaError, match="bearer token"):
-        Ingest(store, broken(), max_delay_s=60).run()
+        Ingest(store, IterableSource(broken()), max_delay_s=60).run()
     assert store.batches == [[p.id for p in posts[:3]]]
+
+
+def test_stop_ends_an_iterable_source_after_the_batch_in_hand(posts):
+    store = RecordingStore()
+
+    def endless():
+        while True:
+            yield posts[:10]
+            time.sleep(0.001)
+
+    ingest = Ingest(store, IterableSource(endless()), max_delay_s=0.05)
+    threading.Timer(0.3, ingest.stop).start()
+    stats = ingest.run()
+    assert 0 < stats.received == sum(len(batch) for batch in store.batches)
+    assert stats.elapsed_s < 0.3 + STOP_GRACE_S / 2  # the source ended; ingest did not wait out the grace
 
 
 def test_bundled_sample_stream_ingests_into_the_store(tmp_path):
@@ -153,6 +169,7 @@ class SilentAfterFirstBatch:
 
     def __init__(self, posts):
         self.posts, self.released = posts, threading.Event()
+        self.stats = SourceStats()
 
     def stop(self):  # a real stream notices only at its next keep-alive; this one never does
         pass

@@ -195,7 +195,7 @@ def _normalize_message(message: dict) -> dict:
 
 
 class HFTokenizer:
-    """Tokenizer, special tokens and chat templates of one Hugging Face model folder."""
+    """Tokenizer, special tokens and chat templates of one Hugging Face model folder; a `TextTokenizer`."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -253,6 +253,10 @@ class HFTokenizer:
     def num_generatable_ids(self) -> int:
         """Ids below this may be sampled: every token the tokenizer knows (not embedding padding)."""
         return self.vocab_size
+
+    @property
+    def has_tool_role(self) -> bool:
+        return False  # templates differ on tool messages; tool results reach them as user turns
 
     def encode_prompt(self, text: str) -> list[int]:
         """Ids of a raw prompt to continue, with the BOS the model was trained to see first."""

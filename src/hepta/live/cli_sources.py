@@ -6,29 +6,17 @@ import argparse
 import logging
 import re
 import signal
-import sys
 from datetime import timedelta
 
 from hepta.errors import HeptaError
-
-SOURCE_FORMS = "jsonl:PATH, x-stream or x-search:QUERY"
+from hepta.live.sources.registry import add_source_arguments, open_source
 
 
 def add_source_commands(live_subparsers: argparse._SubParsersAction) -> None:
     """Adds `ingest` and `synth` to the `hepta live` parser group."""
     p = live_subparsers.add_parser("ingest", help="read posts from a file or X into a post store")
-    p.add_argument("--source", required=True, metavar="SOURCE",
-                   help="jsonl:PATH (replay a file), x-stream (X filtered stream) or x-search:QUERY (X recent search)")
+    add_source_arguments(p)
     p.add_argument("--db", required=True, metavar="PATH", help="post store file (created when missing)")
-    p.add_argument("--base-url", default=None, metavar="URL", help="X API root (default: https://api.x.com)")
-    p.add_argument("--rule", action="append", default=[], metavar="VALUE",
-                   help="x-stream: a filtered-stream rule to add if missing (repeatable), e.g. --rule '#AI lang:en'")
-    p.add_argument("--backfill-minutes", type=int, default=0, metavar="N",
-                   help="x-stream: on reconnect, ask X for the last N (1-5) minutes missed (plans that offer it)")
-    p.add_argument("--speed", type=float, default=0.0, metavar="X",
-                   help="jsonl: 1 = the recorded pace, 60 = sixty times faster, 0 = as fast as possible (default)")
-    p.add_argument("--poll", type=float, default=None, metavar="SECONDS",
-                   help="x-search: search again for newer posts every SECONDS (default: one backfill pass)")
     p.add_argument("--retention", default=None, metavar="DURATION",
                    help="keep only posts younger than this, e.g. 90m, 24h, 7d (default: keep all)")
     p.add_argument("--quiet", action="store_true", help="no live display; only the summary line")
@@ -46,17 +34,6 @@ def add_source_commands(live_subparsers: argparse._SubParsersAction) -> None:
 # --- ingest ------------------------------------------------------------------------------------
 
 
-def parse_source(spec: str) -> tuple[str, str]:
-    kind, _, value = spec.partition(":")
-    if kind == "jsonl" and value:
-        return kind, value
-    if kind == "x-search" and value.strip():
-        return kind, value
-    if spec == "x-stream":
-        return spec, ""
-    raise HeptaError(f"--source {spec!r} is not a source; use {SOURCE_FORMS}")
-
-
 def parse_duration(text: str, flag: str = "--retention") -> timedelta:
     """A duration such as 90s, 15m, 24h or 7d; the error names `flag`, the option or parameter it came from."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
@@ -64,36 +41,6 @@ def parse_duration(text: str, flag: str = "--retention") -> timedelta:
         raise HeptaError(f"{flag} {text!r} is not a duration; write a number and s, m, h or d, such as 15m or 24h")
     number, unit = float(match.group(1)), match.group(2)
     return timedelta(seconds=number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
-
-
-def make_source(args: argparse.Namespace, log_to_stderr: bool = True):
-    """The source named by --source, with its rules in place (x-stream); raises HeptaError on bad input."""
-    from hepta.live.sources.x_api import DEFAULT_BASE_URL, bearer_token, make_client
-
-    kind, value = parse_source(args.source)
-    if kind == "jsonl":
-        from hepta.live.sources.replay import JsonlReplay
-
-        return JsonlReplay(value, speed=args.speed)
-    token = bearer_token()
-    base_url = args.base_url or DEFAULT_BASE_URL
-    if kind == "x-search":
-        from hepta.live.sources.x_search import XSearch
-
-        if args.poll is not None and args.poll <= 0:
-            raise HeptaError(f"--poll {args.poll} must be a positive number of seconds")
-        return XSearch(token, value, base_url, poll_s=args.poll)
-    from hepta.live.sources.x_rules import StreamRules
-    from hepta.live.sources.x_stream import XStream
-
-    stream = XStream(token, base_url, backfill_minutes=args.backfill_minutes)
-    with make_client(token, base_url) as client:
-        rules = StreamRules(client).ensure(args.rule) if args.rule else StreamRules(client).list()
-    if not rules:
-        raise HeptaError("the filtered stream has no rules, so X would send no posts; add one with --rule VALUE")
-    if log_to_stderr:
-        print("stream rules: " + "; ".join(r.value for r in rules), file=sys.stderr)
-    return stream
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
@@ -105,7 +52,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     from hepta.live.store import Store
 
     retention = parse_duration(args.retention) if args.retention else None
-    source = make_source(args, log_to_stderr=not args.quiet)
+    source = open_source(args.source, args)
     console = Console(stderr=True)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_time=False, show_path=False)], force=True)
@@ -142,10 +89,8 @@ def _run(ingest):
 
 
 def _status_line(name: str, stats) -> str:
-    source = stats.source
-    extra = ""
-    if source is not None and getattr(source, "reconnects", 0):
-        extra = f"  reconnects {source.reconnects}"
+    reconnects = stats.source.reconnects
+    extra = f"  reconnects {reconnects}" if reconnects else ""
     return (f"[bold]ingest[/] {name}  posts {stats.received:,}  {stats.posts_per_s:,.0f}/s  "
             f"written {stats.written:,}  already stored {stats.duplicates:,}  malformed {stats.errors:,}{extra}")
 

@@ -12,10 +12,11 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hepta.live.post import Post
+from hepta.live.sources.base import PostSource, SourceStats
 
 _END = object()
 
@@ -30,7 +31,7 @@ class IngestStats:
     batches: int = 0
     elapsed_s: float = 0.0
     max_wait_s: float = 0.0  # longest a post waited between arriving and being written
-    source: object = None  # the source's SourceStats (malformed lines, reconnects...)
+    source: SourceStats = field(default_factory=SourceStats)  # the source's counts (malformed, reconnects...)
     _recent: deque = field(default_factory=lambda: deque(maxlen=64), repr=False)
 
     @property
@@ -40,7 +41,7 @@ class IngestStats:
 
     @property
     def errors(self) -> int:
-        return getattr(self.source, "malformed", 0)
+        return self.source.malformed
 
     @property
     def posts_per_s(self) -> float:
@@ -52,7 +53,7 @@ class IngestStats:
 
 
 class Ingest:
-    def __init__(self, store, source: Iterable[list[Post]], *, batch_size: int = 500, max_delay_s: float = 0.2,
+    def __init__(self, store, source: PostSource, *, batch_size: int = 500, max_delay_s: float = 0.2,
                  on_progress: Callable[[IngestStats], None] | None = None, progress_every_s: float = 0.25,
                  clock: Callable[[], float] = time.monotonic):
         assert batch_size >= 1 and max_delay_s > 0
@@ -60,7 +61,7 @@ class Ingest:
         self.batch_size, self.max_delay_s = batch_size, max_delay_s
         self.on_progress, self.progress_every_s = on_progress, progress_every_s
         self.clock = clock
-        self.stats = IngestStats(source=getattr(source, "stats", None))
+        self.stats = IngestStats(source=source.stats)
         self._queue: queue.Queue = queue.Queue(maxsize=256)
         self._stop = threading.Event()
         self._stop_time = 0.0
@@ -74,8 +75,7 @@ class Ingest:
         if not self._stop.is_set():
             self._stop_time = self.clock()
         self._stop.set()
-        if hasattr(self.source, "stop"):
-            self.source.stop()
+        self.source.stop()
 
     def run(self) -> IngestStats:
         reader = threading.Thread(target=self._read, name="hepta-live-source", daemon=True)
@@ -137,13 +137,10 @@ class Ingest:
                 self.stats.received += len(item)
 
     def _read(self) -> None:
-        # a source with stop() finishes what is on the wire itself; a plain iterable is cut short here
-        can_stop = hasattr(self.source, "stop")
+        # the source finishes what is on the wire itself once stop() has reached it
         try:
             for batch in self.source:
                 self._queue.put(batch)
-                if self._stop.is_set() and not can_stop:
-                    break
         except BaseException as e:  # handed to the writer, which raises it in the caller's thread
             self._queue.put(e)
             return

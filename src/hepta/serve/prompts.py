@@ -5,6 +5,7 @@ from __future__ import annotations
 from hepta.infer.tools import tool_chat_messages
 from hepta.serve.errors import APIError
 from hepta.serve.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
+from hepta.tokenizer import TextTokenizer
 
 
 def _message_dict(message: ChatMessage, index: int) -> dict:
@@ -26,7 +27,7 @@ def _message_dict(message: ChatMessage, index: int) -> dict:
     return out
 
 
-def chat_prompt_ids(body: ChatCompletionRequest, tokenizer, context: str = "") -> list[int]:
+def chat_prompt_ids(body: ChatCompletionRequest, tokenizer: TextTokenizer, context: str = "") -> list[int]:
     """Token ids of the rendered chat; `context` (found posts) joins the system message."""
     messages = [_message_dict(m, i) for i, m in enumerate(body.messages)]
     if context:
@@ -36,12 +37,11 @@ def chat_prompt_ids(body: ChatCompletionRequest, tokenizer, context: str = "") -
             messages.insert(0, {"role": "system", "content": context})
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     tool_choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
-    # hepta's own tokenizer has a tool role; Hugging Face templates get tool results as user turns
-    plain = tool_chat_messages(messages, tools, tool_choice, tool_role=hasattr(tokenizer, "layout"))
+    plain = tool_chat_messages(messages, tools, tool_choice, tool_role=tokenizer.has_tool_role)
     return tokenizer.encode(tokenizer.format_chat(plain))
 
 
-def completion_prompts(body: CompletionRequest, tokenizer) -> list[list[int]]:
+def completion_prompts(body: CompletionRequest, tokenizer: TextTokenizer) -> list[list[int]]:
     """One id list per prompt: a string, a list of strings, a list of ids, or a list of id lists."""
     prompt = body.prompt
     if isinstance(prompt, str):

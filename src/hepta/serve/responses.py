@@ -7,6 +7,7 @@ import secrets
 import time
 
 from hepta.infer.request import TokenLogprob
+from hepta.tokenizer import TextTokenizer
 
 
 def new_id(prefix: str) -> str:
@@ -28,7 +29,7 @@ def usage(prompt_tokens: int, completion_tokens: int, num_sources: int | None = 
 class TokenText:
     """Token strings and bytes for logprobs (byte-level tokens may be a fragment of a character)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer: TextTokenizer):
         self.tokenizer = tokenizer
 
     def text(self, token_id: int) -> str:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import Request
 
 from hepta.infer.engine import Engine
+from hepta.live.store import Store
 from hepta.serve.errors import APIError
 from hepta.serve.keys import KeyRecord, KeyStore, bearer_token
 from hepta.serve.metrics import ServerMetrics
 from hepta.serve.ratelimit import RateLimiter
+from hepta.tokenizer import TextTokenizer
 
 
 @dataclass
@@ -21,9 +22,9 @@ class ServerState:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     keys: KeyStore | None = None
     limiter: RateLimiter = field(default_factory=RateLimiter)
-    live: Any = None  # the hepta.live Store behind search_parameters and the /v1 live endpoints
+    live: Store | None = None  # the hepta.live Store behind search_parameters and the /v1 live endpoints
     engine: Engine | None = None
-    tokenizer: Any = None
+    tokenizer: TextTokenizer | None = None
     load_error: str | None = None
 
     def ready(self) -> Engine:

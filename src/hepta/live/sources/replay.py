@@ -7,6 +7,7 @@ faster, 0 as fast as the file reads (posts then come in chunks, for bulk loading
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import threading
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from hepta.errors import HeptaError
 from hepta.live.post import MalformedPost, Post, posts_from_response
-from hepta.live.sources.x_api import SourceStats
+from hepta.live.sources.base import SourceStats
+from hepta.live.sources.registry import SourceKind, SourceOption
 
 FAST_CHUNK = 512  # posts per batch when replaying as fast as possible
 
@@ -78,3 +80,12 @@ class JsonlReplay:
     def _skip(self, error: MalformedPost) -> None:
         self.stats.malformed += 1
         log.warning("%s: skipped a malformed post (%s)", self.path, error)
+
+
+def open_replay(path: str, options: argparse.Namespace) -> JsonlReplay:
+    return JsonlReplay(path, speed=options.speed)
+
+
+SPEED = SourceOption("--speed", "jsonl: 1 = the recorded pace, 60 = sixty times faster, 0 = as fast as possible "
+                     "(default)", type=float, default=0.0, metavar="X")
+SOURCE = SourceKind("jsonl:PATH", "replay a file", open_replay, (SPEED,))

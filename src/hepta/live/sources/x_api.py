@@ -7,11 +7,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from hepta.errors import HeptaError
+from hepta.live.sources.registry import SourceOption
+
+if TYPE_CHECKING:  # httpx is imported where a client is made: the `hepta` parser reads this module
+    import httpx
 
 DEFAULT_BASE_URL = "https://api.x.com"
 TOKEN_ENV = "X_BEARER_TOKEN"
@@ -26,17 +28,7 @@ POST_FIELDS = {
     "user.fields": "username,name",
 }
 
-
-@dataclass
-class SourceStats:
-    """What a source has read so far; ingest shows it live."""
-
-    lines: int = 0  # stream lines / file lines / search pages carrying data
-    posts: int = 0
-    keepalives: int = 0
-    malformed: int = 0  # lines or posts skipped because they were not valid post JSON
-    connections: int = 0
-    reconnects: int = 0
+BASE_URL = SourceOption("--base-url", f"X API root (default: {DEFAULT_BASE_URL})", metavar="URL")
 
 
 def bearer_token(environ: dict | None = None) -> str:
@@ -48,6 +40,8 @@ def bearer_token(environ: dict | None = None) -> str:
 
 def make_client(token: str, base_url: str = DEFAULT_BASE_URL, read_timeout_s: float = 20.0,
                 transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    import httpx
+
     if not base_url.startswith(("http://", "https://")):
         raise HeptaError(f"--base-url {base_url!r} is not an http(s) URL; write for example https://api.x.com")
     return httpx.Client(

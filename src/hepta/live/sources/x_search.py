@@ -7,19 +7,24 @@ When `x-rate-limit-remaining` reaches 0 the next request waits for `x-rate-limit
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from collections.abc import Callable, Iterator
-
-import httpx
+from typing import TYPE_CHECKING
 
 from hepta.errors import HeptaError
 from hepta.live.post import MalformedPost, Post, posts_from_response
 from hepta.live.sources.backoff import Backoff
+from hepta.live.sources.base import SourceStats
+from hepta.live.sources.registry import SourceKind, SourceOption
 from hepta.live.sources.x_api import (
-    DEFAULT_BASE_URL, POST_FIELDS, Pacer, SourceStats, client_error, make_client, rate_limit_exhausted, rate_limit_reset,
-    retryable,
+    BASE_URL, DEFAULT_BASE_URL, POST_FIELDS, Pacer, bearer_token, client_error, make_client, rate_limit_exhausted,
+    rate_limit_reset, retryable,
 )
+
+if TYPE_CHECKING:  # imported when searching: the `hepta` parser reads this module
+    import httpx
 
 SEARCH_PATH = "/2/tweets/search/recent"
 
@@ -85,6 +90,8 @@ class XSearch:
         log.warning("skipped a malformed post in a search page: %s", error)
 
     def _get(self, client: httpx.Client, params: dict, backoff: Backoff) -> dict:
+        import httpx
+
         while True:
             if self._not_before is not None:
                 wait, self._not_before = self._not_before - self.pacer.clock(), None
@@ -111,3 +118,15 @@ class XSearch:
                 self.pacer.wait("rate_limit", backoff.rate_limited(rate_limit_reset(response), self.pacer.clock()), "HTTP 429")
             else:
                 self.pacer.wait("http", backoff.http_error(), f"HTTP {response.status_code}")
+
+
+def open_search(query: str, options: argparse.Namespace) -> XSearch:
+    token = bearer_token()
+    if options.poll is not None and options.poll <= 0:
+        raise HeptaError(f"--poll {options.poll} must be a positive number of seconds")
+    return XSearch(token, query, options.base_url or DEFAULT_BASE_URL, poll_s=options.poll)
+
+
+POLL = SourceOption("--poll", "x-search: search again for newer posts every SECONDS (default: one backfill pass)",
+                    type=float, metavar="SECONDS")
+SOURCE = SourceKind("x-search:QUERY", "X recent search", open_search, (BASE_URL, POLL))

@@ -10,19 +10,26 @@ re-delivers some posts: the store's idempotent upsert keeps each once.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
-
-import httpx
+from typing import TYPE_CHECKING
 
 from hepta.errors import HeptaError
 from hepta.live.post import Post, posts_from_response
 from hepta.live.sources.backoff import Backoff
+from hepta.live.sources.base import SourceStats
+from hepta.live.sources.registry import SourceKind, SourceOption
 from hepta.live.sources.x_api import (
-    DEFAULT_BASE_URL, POST_FIELDS, Pacer, SourceStats, client_error, make_client, rate_limit_reset, retryable,
+    BASE_URL, DEFAULT_BASE_URL, POST_FIELDS, Pacer, bearer_token, client_error, make_client, rate_limit_reset,
+    retryable,
 )
+
+if TYPE_CHECKING:  # imported when the stream is read: the `hepta` parser reads this module
+    import httpx
 
 STREAM_PATH = "/2/tweets/search/stream"
 READ_TIMEOUT_S = 20.0
@@ -48,6 +55,8 @@ class XStream:
         self._stopping.set()
 
     def __iter__(self) -> Iterator[list[Post]]:
+        import httpx
+
         backoff = Backoff()
         reconnect = False
         with make_client(self.token, self.base_url, self.read_timeout_s, self.transport) as client:
@@ -115,3 +124,26 @@ class XStream:
                             "HTTP 429")
         else:
             self.pacer.wait("http", backoff.http_error(), f"HTTP {response.status_code}")
+
+
+def open_stream(_: str, options: argparse.Namespace) -> XStream:
+    """The filtered stream, once it has rules: those of --rule added when missing, else the ones X keeps."""
+    from hepta.live.sources.x_rules import StreamRules
+
+    token = bearer_token()
+    base_url = options.base_url or DEFAULT_BASE_URL
+    stream = XStream(token, base_url, backfill_minutes=options.backfill_minutes)
+    with make_client(token, base_url) as client:
+        rules = StreamRules(client).ensure(options.rule) if options.rule else StreamRules(client).list()
+    if not rules:
+        raise HeptaError("the filtered stream has no rules, so X would send no posts; add one with --rule VALUE")
+    if not options.quiet:
+        print("stream rules: " + "; ".join(r.value for r in rules), file=sys.stderr)
+    return stream
+
+
+RULE = SourceOption("--rule", "x-stream: a filtered-stream rule to add if missing (repeatable), "
+                    "e.g. --rule '#AI lang:en'", metavar="VALUE", repeat=True)
+BACKFILL = SourceOption("--backfill-minutes", "x-stream: on reconnect, ask X for the last N (1-5) minutes missed "
+                        "(plans that offer it)", type=int, default=0, metavar="N")
+SOURCE = SourceKind("x-stream", "X filtered stream", open_stream, (BASE_URL, RULE, BACKFILL))

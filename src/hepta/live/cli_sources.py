@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import signal
 import sys
-from datetime import timedelta
 
 from hepta.errors import HeptaError
+from hepta.live.durations import parse_duration
 
 SOURCE_FORMS = "jsonl:PATH, x-stream or x-search:QUERY"
 
@@ -55,15 +54,6 @@ def parse_source(spec: str) -> tuple[str, str]:
     if spec == "x-stream":
         return spec, ""
     raise HeptaError(f"--source {spec!r} is not a source; use {SOURCE_FORMS}")
-
-
-def parse_duration(text: str, flag: str = "--retention") -> timedelta:
-    """A duration such as 90s, 15m, 24h or 7d; the error names `flag`, the option or parameter it came from."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
-    if not match:
-        raise HeptaError(f"{flag} {text!r} is not a duration; write a number and s, m, h or d, such as 15m or 24h")
-    number, unit = float(match.group(1)), match.group(2)
-    return timedelta(seconds=number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
 
 
 def make_source(args: argparse.Namespace, log_to_stderr: bool = True):

@@ -8,6 +8,7 @@ import threading
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from hepta.config import get_preset
 from hepta.scale.gpus import get_gpu
@@ -90,5 +91,6 @@ def test_a_dry_run_uses_the_flash_kernel_in_forward_and_in_recomputation_and_res
     assert F.scaled_dot_product_attention is TORCH_SDPA
     dry_run(plan)
     assert F.scaled_dot_product_attention is TORCH_SDPA
+    assert _get_current_dispatch_mode() is None  # balanced routing, a dispatch mode, is popped as well
     assert any(not c["in_backward"] for c in flash_calls)
     assert any(c["in_backward"] for c in flash_calls)

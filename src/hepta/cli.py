@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -170,13 +169,13 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 # --- parser --------------------------------------------------------------------------------
 
-# Command groups kept beside the layer they drive; each module has `add_commands(subparsers)`
-# and imports its heavy dependencies inside the handlers, so `hepta live` never loads torch.
-COMMAND_MODULES = ("hepta.serve.cli", "hepta.live.cli", "hepta.scale.cli")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from hepta.config import preset_names
+    # Command groups kept beside the layer they drive; each module has `add_commands(subparsers)`
+    # and imports its heavy dependencies inside the handlers, so `hepta live` never loads torch.
+    from hepta.live import cli as live_cli
+    from hepta.serve import cli as serve_cli
+    from hepta.train import cli as train_cli
 
     parser = argparse.ArgumentParser(prog="hepta", description="Sparse Mixture-of-Experts language models.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -243,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
     p.set_defaults(func=cmd_convert)
 
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_commands(sub)
+    for commands in (serve_cli, live_cli, train_cli):
+        commands.add_commands(sub)
     return parser
 
 

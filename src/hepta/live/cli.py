@@ -12,7 +12,8 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from hepta.errors import HeptaError
-from hepta.live.cli_sources import add_source_commands, parse_duration
+from hepta.live.cli_sources import add_source_commands
+from hepta.live.durations import parse_duration
 
 SEARCH_FLAGS = {"from_date": "--from", "to_date": "--to", "max_search_results": "--max",
                 "included_x_handles": "--handles", "excluded_x_handles": "--exclude-handles",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import signal
-from datetime import timedelta
 
 from hepta.errors import HeptaError
+from hepta.live.durations import parse_duration
 from hepta.live.sources.registry import add_source_arguments, open_source
 
 
@@ -32,15 +31,6 @@ def add_source_commands(live_subparsers: argparse._SubParsersAction) -> None:
 
 
 # --- ingest ------------------------------------------------------------------------------------
-
-
-def parse_duration(text: str, flag: str = "--retention") -> timedelta:
-    """A duration such as 90s, 15m, 24h or 7d; the error names `flag`, the option or parameter it came from."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
-    if not match:
-        raise HeptaError(f"{flag} {text!r} is not a duration; write a number and s, m, h or d, such as 15m or 24h")
-    number, unit = float(match.group(1)), match.group(2)
-    return timedelta(seconds=number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:

@@ -1,1 +1,2 @@
-"""Cluster planning: analytic memory/FLOPs/energy model and a dry run on a fake process group."""
+"""Cluster planning, pure arithmetic: memory, FLOPs, communication, GPUs, energy and inference
+models, the planner, and its report and chart. Its dry run lives in `hepta.train.dryrun`."""

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Query, Request
 
 from hepta.errors import HeptaError
 from hepta.live.accounts import accounts
+from hepta.live.durations import parse_duration
 from hepta.live.opinion import opinion
 from hepta.live.search import SearchParameterError, result_dict, search
 from hepta.live.store import normalize_handle
-from hepta.live.cli_sources import parse_duration
 from hepta.live.trends import trends
 from hepta.serve.errors import APIError
 

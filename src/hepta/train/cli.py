@@ -1,4 +1,8 @@
-"""`hepta` commands of the scale layer: `hepta plan`."""
+"""`hepta` commands of the train layer: `hepta plan`, the scale layer's analytic plan of a training
+run and, with --dry-run, a measurement of one step of it sharded by this layer's parallel code.
+
+It lives here rather than beside the planner because the dry run needs `train/` and `scale/`
+stays below `train/`."""
 
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     plan = make_plan(request)
     result = plan.as_dict()
     if args.dry_run:
-        from hepta.scale.dryrun import dry_run
+        from hepta.train.dryrun.measure import dry_run
         result["dry_run"] = dry_run(plan).as_dict()
     if args.plot:
         from hepta.scale.plot import plot_plan

@@ -101,8 +101,8 @@ def _measure_step(cfg: ModelConfig, mesh, ep: int, seq_len: int, checkpointing: 
 
     from hepta.model.experts import GroupedExperts
     from hepta.model.transformer import Transformer
-    from hepta.scale.fake_attention import flash_attention
-    from hepta.scale.fake_routing import BalancedRouting
+    from hepta.train.dryrun.fake_attention import flash_attention
+    from hepta.train.dryrun.fake_routing import BalancedRouting
     from hepta.train.parallel import parallelize
 
     with torch.device("meta"):

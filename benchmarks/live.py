@@ -42,7 +42,7 @@ from hepta.live import trends as trends_module
 from hepta.live.post import posts_from_response
 from hepta.live.search import search
 from hepta.live.store import FTS_TOKENIZER, Store, index_text
-from hepta.live.synth import SynthConfig, generate
+from hepta.live.synth import SynthConfig, synthesize_stream
 from hepta.live.terms import extract_terms, janome_tokenizer, normalize
 
 INGEST_TARGET = 20_000
@@ -50,7 +50,7 @@ SEARCH_P95_TARGET_MS = 30.0
 
 
 def synth_posts(posts: int, seed: int, minutes: float) -> list:
-    result = generate(SynthConfig(posts=posts, seed=seed, minutes=minutes))
+    result = synthesize_stream(SynthConfig(posts=posts, seed=seed, minutes=minutes))
     return [p for line in result.lines for p in posts_from_response(line)]
 
 

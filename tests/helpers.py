@@ -55,19 +55,58 @@ def max_logit_difference(hf_model, hepta_model, ids) -> float:
 
 
 def greedy_pair(hf_model, hepta_model, prompt, num_tokens: int):
-    """(transformers' greedy tokens, hepta's greedy tokens decoded through its KV cache)."""
+    """(transformers' greedy tokens, hepta's greedy tokens decoded through its KV cache, that cache)."""
     import torch
 
     with torch.no_grad():
         expected = hf_model.generate(prompt, max_new_tokens=num_tokens, do_sample=False,
                                      min_new_tokens=num_tokens)[0, prompt.shape[1]:].tolist()
-        cache = hepta_model.new_cache(batch_size=1, max_len=prompt.shape[1] + num_tokens)
+        cache = hepta_model.new_slot_cache(num_slots=1, max_len=prompt.shape[1] + num_tokens)
+        cache.set_window(0, 1)
         logits = hepta_model(prompt, cache=cache)[:, -1]
         got = []
         for _ in range(num_tokens):
             got.append(int(logits.argmax(-1)))
+            cache.set_window(0, 1)
             logits = hepta_model(torch.tensor([[got[-1]]]), cache=cache)[:, -1]
     return expected, got, cache
+
+
+def decoded_logits(model, ids_BT, prefill: int):
+    """(logits [B, T, V] of `ids_BT` as decoding computes them, the cache): the first `prefill`
+    tokens prefilled into a slot cache, then one token per step at each sequence's position."""
+    import torch
+
+    B, T = ids_BT.shape
+    cache = model.new_slot_cache(num_slots=B, max_len=T)
+    steps = []
+    with torch.no_grad():
+        for start, end in [(0, prefill)] + [(t, t + 1) for t in range(prefill, T)]:
+            cache.set_window(0, B)
+            steps.append(model(ids_BT[:, start:end], cache=cache))
+    return torch.cat(steps, dim=1), cache
+
+
+def greedy_full_forward(model, tokenizer, prompt_ids: list[int], max_tokens: int) -> list[int]:
+    """Greedy continuation recomputed with a full forward per token, without a cache: what any
+    cached decoding must equal. Only text and end tokens are candidates; an end token stops."""
+    import torch
+
+    vocab_size = model.config.vocab_size
+    end_ids = {i for i in tokenizer.stop_ids if i < vocab_size}
+    candidates_V = torch.zeros(vocab_size, dtype=torch.bool)
+    candidates_V[:min(tokenizer.num_generatable_ids, vocab_size)] = True
+    candidates_V[list(end_ids)] = True
+    ids, out = list(prompt_ids), []
+    with torch.no_grad():
+        for _ in range(max_tokens):
+            logits_V = model(torch.tensor([ids]))[0, -1].masked_fill(~candidates_V, float("-inf"))
+            token = int(logits_V.argmax())
+            if token in end_ids:
+                break
+            out.append(token)
+            ids.append(token)
+    return out
 
 
 def engine_generate(model, tokenizer, prompt: str, spec, max_tokens: int, params=None, logit_bias=None):

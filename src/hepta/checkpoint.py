@@ -149,8 +149,8 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
-    """Open a hepta model folder and return the model in eval mode."""
+def load_hepta_folder(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
+    """Open a hepta model folder (not a Hugging Face one: `hepta.load` opens both) in eval mode."""
     folder = Path(path)
     cfg = read_config(folder)
     state = read_weights(folder)

@@ -88,20 +88,23 @@ def _log(message: str) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from hepta.infer.generate import Generation, stream_generate
+    from contextlib import closing
+
+    from hepta.infer.complete import Completion, stream_completion
     from hepta.infer.sampling import SamplingParams
     from hepta.loading import load, load_tokenizer
 
     model = load(args.model, allow_pickle=args.allow_pickle)
     tokenizer = load_tokenizer(args.model)
-    params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    result = Generation()
-    deltas = stream_generate(model, tokenizer, args.prompt, max_tokens=args.max_tokens, params=params,
-                             stop=args.stop or (), result=result)  # checks the request first
+    sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    result = Completion()
+    deltas = stream_completion(model, tokenizer, args.prompt, args.max_tokens, sampling, stop=args.stop or (),
+                               result=result)  # checks the request first
     sys.stdout.write(args.prompt)
-    for delta in deltas:
-        sys.stdout.write(delta)
-        sys.stdout.flush()
+    with closing(deltas):  # Ctrl-C or a closed pipe while printing still cancels and stops the engine
+        for delta in deltas:
+            sys.stdout.write(delta)
+            sys.stdout.flush()
     sys.stdout.write("\n")
     print(f"[{len(result.token_ids)} tokens, finish: {result.finish_reason}]", file=sys.stderr)
 

@@ -157,6 +157,14 @@ class ModelConfig:
         """Rotary dims per head: all of head_dim, or MLA's shared rope part."""
         return self.qk_rope_head_dim if self.attention == "mla" else self.head_dim
 
+    @property
+    def kv_cache_token_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """What decoding caches per token and layer: keys and values [G, Dh] each, or MLA's normed
+        latent [C] and rotated shared rope key [R]. The cache, the model and the planner read it here."""
+        if self.attention == "mla":
+            return (self.kv_lora_rank,), (self.qk_rope_head_dim,)
+        return (self.num_kv_heads, self.head_dim), (self.num_kv_heads, self.head_dim)
+
     def is_moe_layer(self, layer_idx: int) -> bool:
         return (layer_idx >= self.num_dense_layers and layer_idx not in self.dense_layers
                 and (layer_idx + 1) % self.moe_layer_step == 0)

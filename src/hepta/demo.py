@@ -8,9 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from hepta.checkpoint import load
+from hepta.checkpoint import load_hepta_folder
 from hepta.errors import HeptaError
-from hepta.infer.generate import stream_generate
+from hepta.infer.complete import stream_completion
 from hepta.infer.sampling import SamplingParams
 from hepta.param_table import print_preset_table
 from hepta.tokenizer import Tokenizer
@@ -50,10 +50,10 @@ def run_demo(out: Path, quiet: bool = False) -> None:
     console.print(f"metrics: {out / 'metrics.jsonl'}, curves and expert load: {out / 'training.png'}")
 
     console.rule("generation (temperature 0.7, seed 0)")
-    model, tokenizer = load(out), Tokenizer.load(out)
+    model, tokenizer = load_hepta_folder(out), Tokenizer.load(out)
     console.print(DEMO_PROMPT, end="", style="bold", markup=False, highlight=False)
-    for delta in stream_generate(model, tokenizer, DEMO_PROMPT, max_tokens=80,
-                                 params=SamplingParams(temperature=0.7, top_p=0.95, seed=0)):
+    for delta in stream_completion(model, tokenizer, DEMO_PROMPT, max_tokens=80,
+                                   sampling=SamplingParams(temperature=0.7, top_p=0.95, seed=0)):
         console.print(delta, end="", markup=False, highlight=False)
     console.print()
     posts_db = _live_demo(console, out)

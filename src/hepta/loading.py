@@ -33,7 +33,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", allow_pickle: boo
                 raise HeptaError(f"{config} describes a {model_type!r} model; hepta loads hepta folders and "
                                  f"Hugging Face folders of type {', '.join(SUPPORTED_TYPES)}")
             return load_hf(folder, allow_pickle=allow_pickle, dtype=dtype).to(device)
-    model = checkpoint.load(folder, device)
+    model = checkpoint.load_hepta_folder(folder, device)
     return model if dtype is None else model.to(dtype)
 
 

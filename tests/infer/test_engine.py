@@ -8,10 +8,10 @@ import pytest
 import hepta
 from hepta.errors import HeptaError
 from hepta.infer.engine import ContextLengthExceeded, Engine, EngineConfig, QueueFull, generate
-from hepta.infer.generate import generate as generate_alone
 from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
 from hepta.tokenizer import Tokenizer
+from helpers import greedy_full_forward
 
 GREEDY = SamplingParams(temperature=0)
 
@@ -41,12 +41,12 @@ def engine(model_and_tokenizer):
     engine.stop()
 
 
-def test_greedy_answer_equals_single_sequence_generation(engine, model_and_tokenizer):
+def test_greedy_answer_equals_a_full_forward_per_token(engine, model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
-    prompt = "import json\n"
-    expected = generate_alone(model, tokenizer, prompt, max_tokens=24, params=GREEDY)
-    got = generate(engine, Request(tokenizer.encode_prompt(prompt), 24, GREEDY))[0]
-    assert got.token_ids == expected.token_ids and got.text == expected.text
+    prompt_ids = tokenizer.encode_prompt("import json\n")
+    expected = greedy_full_forward(model, tokenizer, prompt_ids, max_tokens=24)
+    got = generate(engine, Request(prompt_ids, 24, GREEDY))[0]
+    assert len(expected) == 24 and got.token_ids == expected and got.text == tokenizer.decode(expected)
 
 
 def test_requests_joining_and_leaving_the_batch_get_their_solo_answers(engine, model_and_tokenizer):

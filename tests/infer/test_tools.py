@@ -261,8 +261,9 @@ def test_auto_call_started_mid_text_is_forced_to_validate(model, tokenizer):
     for seed in SEEDS:
         generator = torch.Generator().manual_seed(seed)
         constraint, ids, marker_start = spec.new(), [], None
-        cache = model.new_cache(batch_size=1, max_len=len(prompt_ids) + MAX_TOKENS)
+        cache = model.new_slot_cache(num_slots=1, max_len=len(prompt_ids) + MAX_TOKENS)
         with torch.no_grad():
+            cache.set_window(0, 1)
             logits = model(torch.tensor([prompt_ids]), cache=cache)[0, -1]
             for step in range(MAX_TOKENS):
                 mask = constraint.allowed_mask(vocab_size)
@@ -281,6 +282,7 @@ def test_auto_call_started_mid_text_is_forced_to_validate(model, tokenizer):
                 ids.append(next_id)
                 if constraint.is_finished:
                     break
+                cache.set_window(0, 1)
                 logits = model(torch.tensor([[next_id]]), cache=cache)[0, -1]
         assert constraint.is_finished  # one whole call, then nothing may follow
         content, calls = parse_tool_calls(tokenizer.decode(ids), TOOLS)

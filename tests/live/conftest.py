@@ -5,13 +5,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/live/x_standin.py
 
-from hepta.live.synth import SynthConfig, generate  # noqa: E402
+from hepta.live.synth import SynthConfig, synthesize_stream  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def stream_20k():
     """20,000 posts (plus edits and re-sent duplicates) in English and Japanese."""
-    return generate(SynthConfig(posts=20_000, seed=7, minutes=240))
+    return synthesize_stream(SynthConfig(posts=20_000, seed=7, minutes=240))
 
 
 class FakeClock:

@@ -13,7 +13,7 @@ from helpers import run_cli
 from x_standin import XStandin
 
 from hepta.live.store import Store
-from hepta.live.synth import SynthConfig, generate
+from hepta.live.synth import SynthConfig, synthesize_stream
 
 
 def run_with_env(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -53,7 +53,7 @@ def test_ingest_shows_live_counts_unless_quiet(tmp_path):
 
 
 def test_ingest_from_the_x_stream_and_x_search_stand_in(tmp_path):
-    lines = generate(SynthConfig(posts=400, seed=9, minutes=30)).lines
+    lines = synthesize_stream(SynthConfig(posts=400, seed=9, minutes=30)).lines
     env = {"X_BEARER_TOKEN": "test-token"}
     with XStandin(lines) as x:
         searched = run_with_env("live", "ingest", "--source", "x-search:lang:ja", "--db", str(tmp_path / "s.db"),

@@ -18,7 +18,7 @@ from hepta.live.sources.x_api import make_client
 from hepta.live.sources.x_rules import Rule, StreamRules
 from hepta.live.sources.x_stream import XStream
 from hepta.live.store import Store
-from hepta.live.synth import SAMPLE_STREAM, SynthConfig, generate, truth_path_for
+from hepta.live.synth import SAMPLE_STREAM, SynthConfig, synthesize_stream, truth_path_for
 
 TOKEN = "test-token"
 FAULTS = dict(drop=1 / 1500, keepalive_period=1 / 2000, malformed=1 / 1000, truncated=1 / 1000, duplicate=1 / 300,
@@ -70,7 +70,7 @@ def test_20k_posts_with_faults_are_each_stored_once_and_none_is_lost(stream_20k,
 
 def test_without_backfill_posts_published_during_a_drop_are_lost(tmp_path):
     """The control for the test above: the stand-in really loses what it publishes while the client is away."""
-    lines = generate(SynthConfig(posts=3000, seed=2, minutes=60)).lines
+    lines = synthesize_stream(SynthConfig(posts=3000, seed=2, minutes=60)).lines
     x, stream, store, _ = stream_into_store(lines, tmp_path, StreamFaults(seed=3, drop=1 / 300), backfill_minutes=0)
     try:
         lost = [i for i in x.matching_ids() if store.get(i) is None]
@@ -94,7 +94,7 @@ class RecordingStore:
 
 @pytest.fixture(scope="module")
 def posts():
-    distinct = {line["data"]["id"]: line for line in generate(SynthConfig(posts=1200, seed=4)).lines}
+    distinct = {line["data"]["id"]: line for line in synthesize_stream(SynthConfig(posts=1200, seed=4)).lines}
     return [posts_from_response(line)[0] for line in distinct.values()]
 
 

@@ -12,13 +12,13 @@ import pytest
 from hepta.cli import main
 from hepta.live.post import posts_from_response
 from hepta.live.store import Store
-from hepta.live.synth import SynthConfig, generate
+from hepta.live.synth import SynthConfig, synthesize_stream
 
 
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory):
     """A store holding a 2,000-post synthetic stream, and the stream's ground truth."""
-    result = generate(SynthConfig(posts=2000, seed=3, minutes=240))
+    result = synthesize_stream(SynthConfig(posts=2000, seed=3, minutes=240))
     path = tmp_path_factory.mktemp("cli") / "posts.db"
     with Store(path) as store:
         store.upsert([p for line in result.lines for p in posts_from_response(line)])

@@ -12,7 +12,7 @@ from hepta.errors import HeptaError
 from hepta.live.opinion import opinion, sentiment
 from hepta.live.post import posts_from_response
 from hepta.live.store import Store
-from hepta.live.synth import SynthConfig, generate
+from hepta.live.synth import SynthConfig, synthesize_stream
 
 from test_store import T0, make_post
 
@@ -61,7 +61,7 @@ def test_japanese_is_detected_from_the_text_whatever_the_language_code():
 
 
 def test_topic_shares_match_the_synthetic_streams_ground_truth(tmp_path):
-    result = generate(SynthConfig(posts=3000, seed=4, minutes=360))
+    result = synthesize_stream(SynthConfig(posts=3000, seed=4, minutes=360))
     posts = [p for line in result.lines for p in posts_from_response(line)]
     truth = result.truth["topic_sentiment"]
     with Store(tmp_path / "opinion.db") as store:

@@ -14,14 +14,14 @@ from hepta.live.sources.x_api import bearer_token, make_client
 from hepta.live.sources.x_rules import Rule, StreamRules
 from hepta.live.sources.x_search import XSearch
 from hepta.live.sources.x_stream import XStream
-from hepta.live.synth import SynthConfig, generate
+from hepta.live.synth import SynthConfig, synthesize_stream
 
 TOKEN = "test-token"
 
 
 @pytest.fixture(scope="module")
 def small():
-    return generate(SynthConfig(posts=300, seed=3, minutes=60)).lines
+    return synthesize_stream(SynthConfig(posts=300, seed=3, minutes=60)).lines
 
 
 def add_rules(standin: XStandin, *values: str | tuple[str, str]) -> list[Rule]:

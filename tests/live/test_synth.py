@@ -11,12 +11,12 @@ import pytest
 
 from hepta.errors import HeptaError
 from hepta.live.post import posts_from_response
-from hepta.live.synth import SAMPLE_STREAM, SynthConfig, generate, truth_path_for, write_stream
+from hepta.live.synth import SAMPLE_STREAM, SynthConfig, synthesize_stream, truth_path_for, write_stream
 
 
 @pytest.fixture(scope="module")
 def synth():
-    result = generate(SynthConfig(posts=4000, seed=5))
+    result = synthesize_stream(SynthConfig(posts=4000, seed=5))
     return result, [posts_from_response(line)[0] for line in result.lines]
 
 

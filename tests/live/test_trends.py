@@ -9,7 +9,7 @@ import pytest
 from hepta.errors import HeptaError
 from hepta.live.post import posts_from_response
 from hepta.live.store import Store
-from hepta.live.synth import SynthConfig, generate
+from hepta.live.synth import SynthConfig, synthesize_stream
 from hepta.live.synth_vocab import BURST_EVENTS
 from hepta.live.terms import extract_terms
 from hepta.live.trends import TrendCounter, trends
@@ -25,7 +25,7 @@ BURST_WORDS = {e.term: set(extract_terms(" ".join(e.subjects), e.lang)) | {e.ter
 
 
 def synthetic_stream(seed: int, posts: int = 3000):
-    result = generate(SynthConfig(posts=posts, seed=seed, minutes=360))
+    result = synthesize_stream(SynthConfig(posts=posts, seed=seed, minutes=360))
     stream = sorted((p for line in result.lines for p in posts_from_response(line)), key=lambda p: p.created_at)
     return stream, result.truth["bursts"]
 

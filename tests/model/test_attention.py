@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import hepta
+from helpers import decoded_logits
 
 
 def small_model(**overrides):
@@ -17,12 +18,12 @@ def test_incremental_decoding_with_kv_cache_equals_full_forward(overrides):
     ids = torch.randint(0, 300, (2, 20))
     with torch.no_grad():
         full = model(ids)
-        cache = model.new_cache(batch_size=2, max_len=20)
-        steps = [model(ids[:, :7], cache=cache)]  # prefill
-        steps += [model(ids[:, t:t + 1], cache=cache) for t in range(7, 12)]  # one token at a time
-        steps.append(model(ids[:, 12:], cache=cache))  # a chunk on top of a filled cache
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
-    assert cache.length == 20
+    decoded, cache = decoded_logits(model, ids, prefill=7)  # a prefill, then one token at a time
+    torch.testing.assert_close(decoded, full, atol=1e-5, rtol=1e-5)
+    assert cache.lengths.tolist() == [20, 20]
+    # keys and values, tokens first: [L, slots, S, G, Dh]
+    cfg = model.config
+    assert [b.shape for b in cache.buffers] == [(cfg.num_layers, 2, 20, cfg.num_kv_heads, 16)] * 2
 
 
 def test_logits_have_batch_time_vocab_shape_and_are_causal():

@@ -1,9 +1,11 @@
 import pytest
 import torch
 
+from hepta.model.cache import SlotCache
 from hepta.model.layers import apply_rope
+from hepta.model.mla import MultiHeadLatentAttention, deinterleave_rope_rows
 from hepta.model.rope import RopeScaling, scaled_rope_cos_sin
-from hepta.model.mla import MLACache, MultiHeadLatentAttention, deinterleave_rope_rows
+from helpers import decoded_logits
 
 
 def mla(q_lora_rank):
@@ -20,18 +22,19 @@ def test_decoding_from_the_compressed_cache_equals_a_full_forward(q_lora_rank):
     module = mla(q_lora_rank)
     x = torch.randn(2, 40, 48)
     cos, sin = scaled_rope_cos_sin(torch.arange(40), 6, 10000.0, RopeScaling())
-    cache = MLACache(num_layers=2, batch_size=2, max_len=40, kv_lora_rank=16, rope_dim=6)
+    # only the latent and the shared rope key are kept: C + R values per token, not 2 * H * Dh
+    cache = SlotCache(num_layers=2, num_slots=2, max_len=40, token_shapes=[(16,), (6,)])
     with torch.no_grad():
         full = module(x, cos, sin)
         steps = []
-        # prefill; two single tokens and a short chunk (latent-absorbed); a long chunk (expanded latents)
-        for start, end in [(0, 5), (5, 6), (6, 7), (7, 12), (12, 40)]:
+        # a prefill (expanded latents), then one token at a time (latent-absorbed)
+        for start, end in [(0, 5)] + [(t, t + 1) for t in range(5, 40)]:
+            cache.set_window(0, 2)
             steps.append(module(x[:, start:end], cos[start:end], sin[start:end], cache, layer_idx=1))
             cache.advance(end - start)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
-    # only the latent and the shared rope key are kept: C + R values per token, not 2 * H * Dh
-    assert cache.latent.shape == (2, 2, 40, 16) and cache.k_rope.shape == (2, 2, 40, 6)
-    assert cache.latent[0].abs().sum() == 0  # layer 0 untouched
+    latent = cache.buffers[0]
+    assert latent[1].abs().sum() > 0 and latent[0].abs().sum() == 0  # layer 0 untouched
 
 
 def test_deinterleaved_rows_with_rotate_half_rope_equal_interleaved_rope():
@@ -70,12 +73,10 @@ def test_transformer_with_mla_decodes_from_its_compressed_cache_like_a_full_forw
     ids = torch.randint(0, 300, (2, 20))
     with torch.no_grad():
         full = model(ids)
-        cache = model.new_cache(batch_size=2, max_len=20)
-        assert isinstance(cache, MLACache) and cache.latent.shape == (cfg.num_layers, 2, 20, 16)
-        steps = [model(ids[:, :7], cache=cache)]
-        steps += [model(ids[:, t:t + 1], cache=cache) for t in range(7, 12)]
-        steps.append(model(ids[:, 12:], cache=cache))
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    decoded, cache = decoded_logits(model, ids, prefill=7)
+    torch.testing.assert_close(decoded, full, atol=1e-5, rtol=1e-5)
+    # the compressed cache: latents [C] and shared rope keys [R] per token, tokens first
+    assert [b.shape for b in cache.buffers] == [(cfg.num_layers, 2, 20, 16), (cfg.num_layers, 2, 20, 8)]
 
     model.train()
     logits = model(ids)

@@ -87,7 +87,8 @@ class SynthResult:
     accounts: list[Account] = field(repr=False)
 
 
-def generate(config: SynthConfig) -> SynthResult:
+def synthesize_stream(config: SynthConfig) -> SynthResult:
+    """The stream's lines and its ground truth, in memory (`write_stream` puts them in files)."""
     return _Generator(config).run()
 
 
@@ -97,7 +98,7 @@ def write_stream(out: str | Path, config: SynthConfig) -> tuple[Path, dict]:
     if out.is_dir():
         raise HeptaError(f"--out {out} is a folder; give a file name such as {out / 'stream.jsonl'}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = generate(config)
+    result = synthesize_stream(config)
     with out.open("w", encoding="utf-8") as f:
         for line in result.lines:
             f.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")))

@@ -1,7 +1,7 @@
 """Grouped-query attention with RoPE, optional QK-norm and a KV cache for decoding.
 
-Dims: B batch, T new tokens, S cached + new tokens, H query heads, G KV heads, Dh head dim,
-D model dim, L layers.
+Dims: B batch, T new tokens, S tokens attended to (cached + new; S = T without a cache),
+H query heads, G KV heads, Dh head dim, D model dim.
 """
 
 from __future__ import annotations
@@ -10,25 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hepta.model.cache import SlotCache, UniformCache
+from hepta.model.cache import SlotCache
 from hepta.model.layers import RMSNorm, apply_rope
-
-
-class KVCache(UniformCache):
-    """Keys and values for all layers, [L, B, G, S_max, Dh] each; all sequences share one length."""
-
-    def __init__(self, num_layers: int, batch_size: int, max_len: int, num_kv_heads: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
-        shape = (num_layers, batch_size, num_kv_heads, max_len, head_dim)
-        super().__init__([torch.zeros(shape, dtype=dtype, device=device) for _ in range(2)], seq_dim=2)
-
-    @property
-    def k(self) -> torch.Tensor:
-        return self.buffers[0]
-
-    @property
-    def v(self) -> torch.Tensor:
-        return self.buffers[1]
 
 
 class Attention(nn.Module):
@@ -48,26 +31,27 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(k_width, norm_eps) if qk_norm else None
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: UniformCache | SlotCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+                cache: SlotCache | None = None, layer_idx: int = 0) -> torch.Tensor:
         B, T, _ = x_BTD.shape
         q, k = self.q_proj(x_BTD), self.k_proj(x_BTD)
         if self.q_norm is not None and not self.qk_norm_per_head:
             q, k = self.q_norm(q), self.k_norm(k)
-        q = q.view(B, T, self.num_heads, self.head_dim)
-        k = k.view(B, T, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x_BTD).view(B, T, self.num_kv_heads, self.head_dim)
+        q_BTHDh = q.view(B, T, self.num_heads, self.head_dim)
+        k_BTGDh = k.view(B, T, self.num_kv_heads, self.head_dim)
+        v_BTGDh = self.v_proj(x_BTD).view(B, T, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None and self.qk_norm_per_head:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q_BHTDh = apply_rope(q.transpose(1, 2), cos, sin)
-        k_BGTDh = apply_rope(k.transpose(1, 2), cos, sin)
-        v_BGTDh = v.transpose(1, 2)
+            q_BTHDh, k_BTGDh = self.q_norm(q_BTHDh), self.k_norm(k_BTGDh)
+        q_BHTDh = apply_rope(q_BTHDh.transpose(1, 2), cos, sin)
+        k_BGTDh = apply_rope(k_BTGDh.transpose(1, 2), cos, sin)
+        v_BGTDh = v_BTGDh.transpose(1, 2)
 
-        mask, causal = None, True
-        if cache is not None:
-            k_BGTDh, v_BGTDh = cache.update(layer_idx, k_BGTDh, v_BGTDh)  # now S cached + new tokens
-            mask, causal = cache.mask(T, k_BGTDh.shape[2])
+        k_BGSDh, v_BGSDh, mask, causal = k_BGTDh, v_BGTDh, None, True
+        if cache is not None:  # the cache keeps tokens first, [B, S, G, Dh]; attention reads heads first
+            k_BSGDh, v_BSGDh = cache.update(layer_idx, k_BGTDh.transpose(1, 2), v_BTGDh)
+            k_BGSDh, v_BGSDh = k_BSGDh.transpose(1, 2), v_BSGDh.transpose(1, 2)
+            mask, causal = cache.mask()
         out_BHTDh = F.scaled_dot_product_attention(
-            q_BHTDh, k_BGTDh, v_BGTDh, attn_mask=mask, is_causal=causal,
+            q_BHTDh, k_BGSDh, v_BGSDh, attn_mask=mask, is_causal=causal,
             enable_gqa=self.num_heads != self.num_kv_heads,
         )
         return self.o_proj(out_BHTDh.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))

@@ -1,18 +1,18 @@
-"""Multi-head latent attention (MLA, DeepSeek-V2/V3) and its compressed KV cache.
+"""Multi-head latent attention (MLA, DeepSeek-V2/V3), decoding from a compressed KV cache.
 
 Keys and values come from one small latent per token: x -> kv_a_proj_with_mqa gives the latent
 c (C dims) and one rope key shared by all heads (R dims); kv_b_proj expands the normed latent to
 each head's non-rotary key part (P dims) and value (Dv dims). The cache keeps only c and the
 rotated shared key, C + R values per token and layer instead of 2 * H * Dh.
 
-Decoding reads the cache without expanding it: kv_b_proj's key half is absorbed into the query
-(q_nope . W_uk c = (W_uk^T q_nope) . c) and its value half applied after attention, so each step
-is multi-query attention over the S latents with C + R dim keys and C dim values. A forward
-over many new tokens expands the latents instead, which is cheaper when T is close to S.
+A decode step reads the cache without expanding it: kv_b_proj's key half is absorbed into the
+query (q_nope . W_uk c = (W_uk^T q_nope) . c) and its value half applied after attention, so
+each step is multi-query attention over the S latents with C + R dim keys and C dim values. A
+prefill (no past, T = S) expands the latents instead.
 
-Dims: B batch, T new tokens, S cached + new tokens, H heads, D model dim, Q query latent
-(q_lora_rank), C kv latent (kv_lora_rank), P no-rope head dim, R rope head dim, Dv value dim,
-L layers.
+Dims: B batch, T new tokens, S tokens attended to (cached + new; S = T without a cache), H heads,
+D model dim, Q query latent (q_lora_rank), C kv latent (kv_lora_rank), P no-rope head dim,
+R rope head dim, Dv value dim.
 
 The rope dims use the "rotate half" layout. DeepSeek checkpoints store them interleaved
 (pairs x0,x1 rotate together); the loader permutes those weight rows, which gives the same
@@ -25,27 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hepta.model.cache import SlotCache, UniformCache
+from hepta.model.cache import SlotCache
 from hepta.model.layers import RMSNorm, apply_rope
 
 LATENT_NORM_EPS = 1e-6  # DeepSeek's q_a_layernorm and kv_a_layernorm keep the default eps, not rms_norm_eps
-
-
-class MLACache(UniformCache):
-    """Compressed latents [L, B, S_max, C] and rotated shared keys [L, B, S_max, R]; one shared length."""
-
-    def __init__(self, num_layers: int, batch_size: int, max_len: int, kv_lora_rank: int, rope_dim: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
-        super().__init__([torch.zeros((num_layers, batch_size, max_len, width), dtype=dtype, device=device)
-                          for width in (kv_lora_rank, rope_dim)], seq_dim=1)
-
-    @property
-    def latent(self) -> torch.Tensor:
-        return self.buffers[0]
-
-    @property
-    def k_rope(self) -> torch.Tensor:
-        return self.buffers[1]
 
 
 class MultiHeadLatentAttention(nn.Module):
@@ -69,7 +52,7 @@ class MultiHeadLatentAttention(nn.Module):
         self.o_proj = nn.Linear(num_heads * v_head_dim, dim, bias=False)
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: UniformCache | SlotCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+                cache: SlotCache | None = None, layer_idx: int = 0) -> torch.Tensor:
         """cos/sin: [T, R] (or [B, T, R], per-sequence positions) tables of the new tokens' positions."""
         B, T, _ = x_BTD.shape
         H, P, R, Dv = self.num_heads, self.nope_dim, self.rope_dim, self.v_dim
@@ -85,24 +68,23 @@ class MultiHeadLatentAttention(nn.Module):
         latent_BTC = self.kv_a_layernorm(latent_BTC)
         k_rope_BTR = apply_rope(k_rope_BTR, cos, sin)
 
-        mask, causal, has_past = None, True, False
+        latent_BSC, k_rope_BSR, mask, causal, has_past = latent_BTC, k_rope_BTR, None, True, False
         if cache is not None:
             has_past = cache.has_past
-            latent_BTC, k_rope_BTR = cache.update(layer_idx, latent_BTC, k_rope_BTR)  # now T -> S
-            mask, causal = cache.mask(T, latent_BTC.shape[1])
-        latent_BSC, k_rope_BSR = latent_BTC, k_rope_BTR
+            latent_BSC, k_rope_BSR = cache.update(layer_idx, latent_BTC, k_rope_BTR)
+            mask, causal = cache.mask()
         S, C = latent_BSC.shape[1], self.kv_lora_rank
 
-        # per (new token, cached token, head) multiply-adds: absorbed ~ 2C + R, expanded ~ P + R + Dv,
-        # plus the expansion itself, C * (P + Dv) per cached token and head
-        if has_past and T * (2 * C + R) < C * (P + Dv) + T * (P + R + Dv):
-            W_BHPDvC = self.kv_b_proj.weight.view(H, P + Dv, C)
-            q_lat_BHTC = torch.einsum("bhtp,hpc->bhtc", q_nope_BHTP, W_BHPDvC[:, :P])
+        # a decode step (T = 1 per sequence) absorbs: per cached token and head that costs ~ 2C + R
+        # multiply-adds, while expanding costs C * (P + Dv) for the expansion plus P + R + Dv
+        if has_past:
+            W_HPDvC = self.kv_b_proj.weight.view(H, P + Dv, C)  # kv_b_proj's key rows, then its value rows
+            q_lat_BHTC = torch.einsum("bhtp,hpc->bhtc", q_nope_BHTP, W_HPDvC[:, :P])
             q_BHTCR = torch.cat([q_lat_BHTC, q_rope_BHTR], dim=-1)
             k_B1SCR = torch.cat([latent_BSC, k_rope_BSR], dim=-1)[:, None]
             ctx_BHTC = F.scaled_dot_product_attention(q_BHTCR, k_B1SCR, latent_BSC[:, None], attn_mask=mask,
                                                       is_causal=causal, scale=self.softmax_scale, enable_gqa=True)
-            out_BHTDv = torch.einsum("bhtc,hvc->bhtv", ctx_BHTC, W_BHPDvC[:, P:])
+            out_BHTDv = torch.einsum("bhtc,hvc->bhtv", ctx_BHTC, W_HPDvC[:, P:])
             return self.o_proj(out_BHTDv.transpose(1, 2).reshape(B, T, H * Dv))
 
         # Expand the latents of all S tokens to per-head keys and values.

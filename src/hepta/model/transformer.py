@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from hepta.config import ModelConfig
-from hepta.model.attention import Attention, KVCache
-from hepta.model.cache import SlotCache, UniformCache
+from hepta.model.attention import Attention
+from hepta.model.cache import SlotCache
 from hepta.model.layers import RMSNorm, SwiGLU
-from hepta.model.mla import MLACache, MultiHeadLatentAttention
+from hepta.model.mla import MultiHeadLatentAttention
 from hepta.model.moe import MoE
 from hepta.model.rope import RopeScaling, scaled_rope_cos_sin, softmax_scale_multiplier
 
@@ -36,7 +36,7 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn = MoE(cfg) if cfg.is_moe_layer(layer_idx) else SwiGLU(cfg.dim, cfg.dense_hidden_dim)
 
-    def forward(self, x_BTD, cos, sin, cache: UniformCache | SlotCache | None = None):
+    def forward(self, x_BTD, cos, sin, cache: SlotCache | None = None):
         x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), cos, sin, cache, self.layer_idx)
         return x_BTD + self.ffn(self.ffn_norm(x_BTD))
 
@@ -52,11 +52,11 @@ class Transformer(nn.Module):
         if cfg.tie_embeddings:
             self.output.weight = self.embed.weight
 
-    def forward(self, input_ids_BT: torch.Tensor, cache: UniformCache | SlotCache | None = None) -> torch.Tensor:
+    def forward(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None) -> torch.Tensor:
         """Logits [B, T, V] for token ids [B, T]; with a cache, the ids continue its sequences."""
         return self.output(self.hidden_states(input_ids_BT, cache))
 
-    def hidden_states(self, input_ids_BT: torch.Tensor, cache: UniformCache | SlotCache | None = None) -> torch.Tensor:
+    def hidden_states(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None) -> torch.Tensor:
         """The final normed hidden states [B, T, D] (the LM head's input; pooled for embeddings)."""
         T = input_ids_BT.shape[1]
         positions = cache.positions(T) if cache is not None else torch.arange(T, device=input_ids_BT.device)
@@ -91,30 +91,15 @@ class Transformer(nn.Module):
         for moe in self.moe_layers():
             moe.update_bias()
 
-    def new_cache(self, batch_size: int, max_len: int | None = None,
-                  dtype: torch.dtype | None = None) -> KVCache | MLACache:
-        cfg = self.config
-        if cfg.attention == "mla":  # the compressed latent and the shared rope key, not per-head keys and values
-            return MLACache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.kv_lora_rank,
-                            cfg.qk_rope_head_dim, dtype=dtype or self.embed.weight.dtype,
-                            device=self.embed.weight.device)
-        return KVCache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.num_kv_heads, cfg.head_dim,
-                       dtype=dtype or self.embed.weight.dtype, device=self.embed.weight.device)
-
     def new_slot_cache(self, num_slots: int, max_len: int | None = None, dtype: torch.dtype | None = None,
                        device: torch.device | str | None = None) -> SlotCache:
-        """Per-sequence caches for continuous batching: `num_slots` sequences of up to `max_len` tokens.
+        """Decoding caches for `num_slots` sequences of up to `max_len` tokens (continuous batching).
 
         On the meta device it only tells the size (`num_bytes`) without allocating.
         """
         cfg = self.config
-        dtype, device = dtype or self.embed.weight.dtype, device or self.embed.weight.device
-        max_len = max_len or cfg.max_seq_len
-        if cfg.attention == "mla":
-            shapes, seq_dim = [(cfg.num_layers, num_slots, max_len, w) for w in (cfg.kv_lora_rank, cfg.qk_rope_head_dim)], 1
-        else:
-            shapes, seq_dim = [(cfg.num_layers, num_slots, cfg.num_kv_heads, max_len, cfg.head_dim)] * 2, 2
-        return SlotCache([torch.zeros(shape, dtype=dtype, device=device) for shape in shapes], seq_dim)
+        return SlotCache(cfg.num_layers, num_slots, max_len or cfg.max_seq_len, cfg.kv_cache_token_shapes,
+                         dtype=dtype or self.embed.weight.dtype, device=device or self.embed.weight.device)
 
     # --- initialisation ----------------------------------------------------------------
 

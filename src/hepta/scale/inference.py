@@ -36,9 +36,7 @@ class Inference:
 
 def kv_bytes_per_token(cfg: ModelConfig) -> float:
     """bf16 cache per token: keys and values of the KV heads, or MLA's latent and shared rope key."""
-    if cfg.attention == "mla":
-        return cfg.num_layers * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * BF16
-    return cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * BF16
+    return cfg.num_layers * sum(math.prod(shape) for shape in cfg.kv_cache_token_shapes) * BF16
 
 
 def weight_bytes_read(cfg: ModelConfig, batch: int) -> float:

@@ -1,0 +1,70 @@
+"""One prompt continued by the engine, its text streamed as it decodes (`hepta generate`, the demo).
+
+The caller is a one-request client of an engine it starts in this process, with one slot sized
+to the request; the engine stops when the text is done or the caller leaves early (Ctrl-C, a
+closed pipe), which cancels the request first.
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+from hepta.errors import HeptaError
+from hepta.infer.engine import Engine, EngineConfig
+from hepta.infer.request import Event, Request
+from hepta.infer.sampling import SamplingParams
+from hepta.model import Transformer
+
+
+@dataclass
+class Completion:
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)  # generated, without the end token
+    finish_reason: str = ""  # "stop" (stop string or end token) | "length"
+
+
+def stream_completion(model: Transformer, tokenizer, prompt: str, max_tokens: int,
+                      sampling: SamplingParams = SamplingParams(), stop: Sequence[str] = (),
+                      result: Completion | None = None) -> Iterator[str]:
+    """Text deltas of the continuation of `prompt`; fills `result` as they arrive.
+
+    The request is checked here, before the first delta is asked for, so a caller can report
+    a bad prompt before printing anything. At most `max_tokens` tokens, fewer when the model's
+    context ends first.
+    """
+    context = model.config.max_seq_len
+    prompt_ids = tokenizer.encode_prompt(prompt)
+    if not prompt_ids:  # the model continues from the start of a document
+        prompt_ids = [tokenizer.bos_id if getattr(tokenizer, "bos_id", None) is not None else tokenizer.eos_id]
+    if len(prompt_ids) >= context:
+        raise HeptaError(f"the prompt is {len(prompt_ids)} tokens but the model's context is {context}; "
+                         "shorten the prompt")
+    if max_tokens <= 0:
+        raise HeptaError(f"max tokens must be positive, got {max_tokens}")
+    request = Request(prompt_ids, min(max_tokens, context - len(prompt_ids)), sampling, stop=tuple(stop))
+    return _stream(model, tokenizer, request, result if result is not None else Completion())
+
+
+def _stream(model: Transformer, tokenizer, request: Request, result: Completion) -> Iterator[str]:
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    request.sink = events.put  # called on the engine's thread
+    # one slot of exactly this request's length: the cache costs what the request needs, not the whole context
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=1, max_queue=1,
+                                                   max_model_len=len(request.prompt_ids) + request.max_tokens))
+    engine.start()
+    try:
+        engine.submit(request)
+        while not result.finish_reason:
+            event = events.get()
+            if event.error:
+                raise HeptaError(f"generation failed: {event.error}")
+            result.token_ids += [t for t in event.token_ids if t not in engine.end_ids]
+            result.finish_reason = event.finish_reason or ""
+            if event.text:
+                result.text += event.text
+                yield event.text
+    finally:
+        request.cancel()
+        engine.stop()

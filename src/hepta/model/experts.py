@@ -216,6 +216,13 @@ def weighted_combine(y_MD: torch.Tensor, weight_M: torch.Tensor, token_M: torch.
     return y_MD.new_zeros(num_tokens, y_MD.shape[1]).index_add_(0, token_M, y_MD)
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the experts compute in: autocast's where it is on, else x's. Autocast does not
+    reach inside a custom autograd Function, so the experts cast their inputs to it explicitly."""
+    device_type = x.device.type
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+
+
 class GroupedExperts(nn.Module):
     def __init__(self, num_experts: int, dim: int, hidden_dim: int, implementation: ExpertsImplementation = "auto"):
         super().__init__()
@@ -241,10 +248,8 @@ class GroupedExperts(nn.Module):
         gate_up_E2FD, down_EDF = self.gate_up_proj, self.down_proj
         if isinstance(gate_up_E2FD, DTensor):  # expert parallelism (through FSDP, too): this rank's experts
             gate_up_E2FD, down_EDF = gate_up_E2FD.to_local(), down_EDF.to_local()
-        # Autocast does not reach inside a custom autograd Function, so cast here explicitly.
-        device_type = x_ND.device.type
-        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x_ND.dtype
-        with torch.autocast(device_type, enabled=False):
+        dtype = compute_dtype(x_ND)
+        with torch.autocast(x_ND.device.type, enabled=False):
             args = (x_ND.to(dtype), weight_M.to(dtype), gate_up_E2FD.to(dtype), down_EDF.to(dtype), token_M, counts)
             impl = self._implementation
             if impl == "auto" and x_ND.is_cuda:

@@ -26,7 +26,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Shard, distribute_module
 from torch import nn
 
-from hepta.model.experts import GroupedExperts, weighted_combine
+from hepta.model.experts import GroupedExperts, compute_dtype, weighted_combine
 from hepta.model.transformer import Transformer
 
 
@@ -70,9 +70,6 @@ class ExpertParallel:
         x_ND, weight_M, token_M, counts = inputs
         group, ep = ep_mesh.get_group(), ep_mesh.size()
         El = len(counts) // ep
-        device_type = x_ND.device.type
-        # Copies travel in the compute dtype: half the bytes under bf16 autocast.
-        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x_ND.dtype
 
         counts_E = torch.tensor(counts, dtype=torch.int64, device=x_ND.device)
         with torch.no_grad():  # how many copies each source rank sends to each of my experts: [ep, El]
@@ -82,7 +79,7 @@ class ExpertParallel:
         received_counts_cpu = received_counts.cpu()
         receive_splits = received_counts_cpu.sum(dim=1).tolist()
 
-        x_MD = x_ND.to(dtype)[token_M]
+        x_MD = x_ND.to(compute_dtype(x_ND))[token_M]  # in the experts' dtype: half the bytes under bf16 autocast
         x_RD = all_to_all_single_autograd(x_MD, receive_splits, send_splits, group)
         # Arrivals are ordered by source rank, then local expert; the experts gather them grouped
         # by expert and add each result back at its arrival row, so one stable sort of the

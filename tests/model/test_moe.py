@@ -4,7 +4,9 @@ import torch.nn.functional as F
 
 from hepta.config import ModelConfig
 from hepta.model import experts as experts_module
+from hepta.model.experts import EXPERTS_IMPLEMENTATIONS, GroupedExperts, weighted_combine
 from hepta.model.moe import MoE
+from hepta.model.transformer import Transformer
 
 
 def moe_config(**overrides) -> ModelConfig:
@@ -51,8 +53,7 @@ def init(moe: MoE) -> MoE:
 def test_dispatch_matches_naive_reference_outputs_and_gradients(implementation, overrides):
     if implementation == "grouped_mm" and not hasattr(torch, "_grouped_mm"):
         pytest.skip("torch._grouped_mm not available")
-    moe = init(MoE(moe_config(**overrides)))
-    moe.experts.implementation = implementation
+    moe = init(MoE(moe_config(**overrides), experts_implementation=implementation))
     moe.router.expert_bias.copy_(torch.randn(8) * 0.1)  # selection bias must not change the math
     x = torch.randn(3, 7, 32, requires_grad=True)
 
@@ -66,6 +67,41 @@ def test_dispatch_matches_naive_reference_outputs_and_gradients(implementation, 
     names = ["x"] + [n for n, _ in moe.named_parameters()]
     for name, a, b in zip(names, grads_fast, grads_ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m: f"gradient of {name}: {m}")
+
+
+def test_an_unknown_experts_implementation_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="implementation='triton' is unknown: use one of 'auto', 'fused', 'grouped_mm'"):
+        GroupedExperts(4, 32, 24, implementation="triton")
+    with pytest.raises(ValueError, match="implementation='GROUPED_MM' is unknown"):  # reaches the experts of every layer
+        Transformer(moe_config(), experts_implementation="GROUPED_MM")
+    assert Transformer(moe_config(), experts_implementation="fused").layers[0].ffn.experts.implementation == "fused"
+
+
+@pytest.mark.parametrize("num_tokens, grad", [(21, True), (3, False)])  # 3 tokens without grad: the few-rows loop
+def test_every_experts_implementation_gives_the_same_output(num_tokens, grad):
+    torch.manual_seed(0)
+    reference = init(MoE(moe_config(num_shared_experts=0)))
+    x = torch.randn(1, num_tokens, 32)
+    outputs = {}
+    for implementation in EXPERTS_IMPLEMENTATIONS:
+        moe = MoE(reference.cfg, experts_implementation=implementation)
+        moe.load_state_dict(reference.state_dict())
+        with torch.set_grad_enabled(grad):
+            outputs[implementation] = moe(x)
+    assert set(outputs) == {"auto", "fused", "grouped_mm"}
+    for implementation, out in outputs.items():
+        torch.testing.assert_close(out, outputs["fused"], atol=1e-5, rtol=1e-5,
+                                   msg=lambda m: f"{implementation} vs fused: {m}")
+    assert outputs["fused"].abs().sum() > 0
+
+
+def test_weighted_combine_sums_the_weighted_copies_of_each_token_in_the_outputs_dtype():
+    y_MD = torch.tensor([[1.0, 2.0], [10.0, 20.0], [100.0, 200.0]], dtype=torch.bfloat16)
+    weight_M = torch.tensor([0.5, 2.0, 1.0])  # fp32 gate weights, as the router gives them
+    token_M = torch.tensor([2, 0, 2])
+    out_ND = weighted_combine(y_MD, weight_M, token_M, num_tokens=4)
+    assert out_ND.dtype == torch.bfloat16
+    assert out_ND.tolist() == [[20.0, 40.0], [0.0, 0.0], [100.5, 201.0], [0.0, 0.0]]
 
 
 def test_fused_experts_match_reference_across_chunks_and_idle_experts(monkeypatch):

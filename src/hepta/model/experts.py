@@ -23,14 +23,26 @@ which for fine-grained experts costs as much as a good part of the small matmuls
 backward mirrors it and gets the gate weights' gradient from values it computes anyway, so
 no expert output is kept for it. Intermediates live in scratch buffers reused across chunks,
 because on CPU a fresh allocation costs page faults at first touch. On GPUs
-`torch._grouped_mm` does the experts in one kernel, and the unfused path below is used.
+`torch._grouped_mm` does the experts in one kernel, and the unfused path below is used; the
+unfused paths end in `weighted_combine`, which expert parallelism also uses after the return trip.
+
+The implementation is chosen when the layer is built (`EXPERTS_IMPLEMENTATIONS`):
+    "auto"        grouped_mm on GPUs; on CPU the fused kernel, or a plain loop for a few rows
+    "fused"       the fused CPU kernel
+    "grouped_mm"  `torch._grouped_mm`, then `weighted_combine`
 """
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor
+
+ExpertsImplementation = Literal["auto", "fused", "grouped_mm"]
+EXPERTS_IMPLEMENTATIONS: tuple[str, ...] = get_args(ExpertsImplementation)
 
 _silu_out = torch._C._nn.silu  # F.silu without an `out=`; this is its kernel
 _silu_backward_out = torch.ops.aten.silu_backward.grad_input  # grad * d silu(x)/dx, one pass
@@ -170,8 +182,7 @@ def moe_experts_grouped_mm(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, coun
     x_MD = x_ND[token_M]
     gate, up = torch._grouped_mm(x_MD, gate_up_E2FD.transpose(1, 2), offs=offsets).chunk(2, dim=-1)
     y_MD = torch._grouped_mm(F.silu(gate) * up, down_EDF.transpose(1, 2), offs=offsets)
-    y_MD = y_MD * weight_M.unsqueeze(1)
-    return torch.zeros_like(x_ND).index_add_(0, token_M, y_MD)
+    return weighted_combine(y_MD, weight_M, token_M, x_ND.shape[0])
 
 
 # Below this many routed copies (decoding: a few tokens times top-k), a plain loop over the
@@ -191,30 +202,56 @@ def moe_experts_few_rows(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts
             h = x_MD[start:start + c] @ gate_up_E2FD[e].t()
             torch.mm(_silu_out(h[:, :Fh]) * h[:, Fh:], down_EDF[e].t(), out=y_MD[start:start + c])
             start += c
-    return x_ND.new_zeros(x_ND.shape).index_add_(0, token_M, y_MD * weight_M.unsqueeze(1))
+    return weighted_combine(y_MD, weight_M, token_M, x_ND.shape[0])
+
+
+def weighted_combine(y_MD: torch.Tensor, weight_M: torch.Tensor, token_M: torch.Tensor,
+                     num_tokens: int) -> torch.Tensor:
+    """out_ND[n] = sum over the copies m of token n (token_M[m] = n) of weight_M[m] * y_MD[m].
+
+    The gate weights are cast to the experts' output dtype, so that fp32 router weights do not
+    promote a bf16 result.
+    """
+    y_MD = y_MD * weight_M.to(y_MD.dtype).unsqueeze(1)
+    return y_MD.new_zeros(num_tokens, y_MD.shape[1]).index_add_(0, token_M, y_MD)
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the experts compute in: autocast's where it is on, else x's. Autocast does not
+    reach inside a custom autograd Function, so the experts cast their inputs to it explicitly."""
+    device_type = x.device.type
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
 
 
 class GroupedExperts(nn.Module):
-    def __init__(self, num_experts: int, dim: int, hidden_dim: int):
+    def __init__(self, num_experts: int, dim: int, hidden_dim: int, implementation: ExpertsImplementation = "auto"):
         super().__init__()
+        if implementation not in EXPERTS_IMPLEMENTATIONS:
+            raise ValueError(f"experts implementation={implementation!r} is unknown: use one of "
+                             f"{', '.join(map(repr, EXPERTS_IMPLEMENTATIONS))}")
         self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * hidden_dim, dim))
         self.down_proj = nn.Parameter(torch.empty(num_experts, dim, hidden_dim))
-        self.implementation = "auto"  # "auto" | "fused" | "grouped_mm"
+        self._implementation = implementation
+
+    @property
+    def implementation(self) -> ExpertsImplementation:
+        return self._implementation
 
     def forward(self, x_ND: torch.Tensor, weight_M: torch.Tensor, token_M: torch.Tensor,
                 counts: list[int]) -> torch.Tensor:
         """Weighted sum of the experts' outputs per token: [N, D].
 
         token_M lists the routed copies grouped by expert (counts[e] copies for expert e, in
-        expert order) and weight_M their gate weights.
+        expert order) and weight_M their gate weights. Under expert parallelism the weights are
+        DTensors sharded over experts and counts covers this rank's experts only.
         """
-        # Autocast does not reach inside a custom autograd Function, so cast here explicitly.
-        device_type = x_ND.device.type
-        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x_ND.dtype
-        with torch.autocast(device_type, enabled=False):
-            args = (x_ND.to(dtype), weight_M.to(dtype), self.gate_up_proj.to(dtype), self.down_proj.to(dtype),
-                    token_M, counts)
-            impl = self.implementation
+        gate_up_E2FD, down_EDF = self.gate_up_proj, self.down_proj
+        if isinstance(gate_up_E2FD, DTensor):  # expert parallelism (through FSDP, too): this rank's experts
+            gate_up_E2FD, down_EDF = gate_up_E2FD.to_local(), down_EDF.to_local()
+        dtype = compute_dtype(x_ND)
+        with torch.autocast(x_ND.device.type, enabled=False):
+            args = (x_ND.to(dtype), weight_M.to(dtype), gate_up_E2FD.to(dtype), down_EDF.to(dtype), token_M, counts)
+            impl = self._implementation
             if impl == "auto" and x_ND.is_cuda:
                 impl = "grouped_mm"
             if impl == "grouped_mm":

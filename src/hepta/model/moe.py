@@ -13,17 +13,17 @@ import torch
 from torch import nn
 
 from hepta.config import ModelConfig
-from hepta.model.experts import GroupedExperts
+from hepta.model.experts import ExpertsImplementation, GroupedExperts
 from hepta.model.layers import SwiGLU
 from hepta.model.router import Router
 
 
 class MoE(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, experts_implementation: ExpertsImplementation = "auto"):
         super().__init__()
         self.cfg = cfg
         self.router = Router(cfg)
-        self.experts = GroupedExperts(cfg.num_experts, cfg.dim, cfg.expert_hidden_dim)
+        self.experts = GroupedExperts(cfg.num_experts, cfg.dim, cfg.expert_hidden_dim, experts_implementation)
         self.shared_experts = SwiGLU(cfg.dim, cfg.shared_hidden_dim) if cfg.shared_hidden_dim else None
         # Qwen2-MoE lets each token decide how much of the shared experts it takes
         self.shared_gate = (nn.Linear(cfg.dim, 1, bias=False)

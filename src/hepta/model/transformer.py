@@ -14,6 +14,7 @@ from torch import nn
 from hepta.config import ModelConfig
 from hepta.model.attention import Attention
 from hepta.model.cache import SlotCache
+from hepta.model.experts import ExpertsImplementation
 from hepta.model.layers import RMSNorm, SwiGLU
 from hepta.model.mla import MultiHeadLatentAttention
 from hepta.model.moe import MoE
@@ -21,7 +22,7 @@ from hepta.model.rope import RopeScaling, scaled_rope_cos_sin, softmax_scale_mul
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_idx: int):
+    def __init__(self, cfg: ModelConfig, layer_idx: int, experts_implementation: ExpertsImplementation = "auto"):
         super().__init__()
         self.layer_idx = layer_idx
         self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -34,7 +35,8 @@ class Block(nn.Module):
             self.attn = Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.qk_norm, cfg.norm_eps,
                                   cfg.qk_norm_per_head, cfg.qkv_bias)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.ffn = MoE(cfg) if cfg.is_moe_layer(layer_idx) else SwiGLU(cfg.dim, cfg.dense_hidden_dim)
+        self.ffn = (MoE(cfg, experts_implementation) if cfg.is_moe_layer(layer_idx)
+                    else SwiGLU(cfg.dim, cfg.dense_hidden_dim))
 
     def forward(self, x_BTD, cos, sin, cache: SlotCache | None = None):
         x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), cos, sin, cache, self.layer_idx)
@@ -42,11 +44,12 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, *, experts_implementation: ExpertsImplementation = "auto"):
+        """experts_implementation: the kernel of every MoE layer's routed experts (see model/experts.py)."""
         super().__init__()
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        self.layers = nn.ModuleList(Block(cfg, i, experts_implementation) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:

@@ -99,17 +99,13 @@ def _measure_step(cfg: ModelConfig, mesh, ep: int, seq_len: int, checkpointing: 
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
 
-    from hepta.model.experts import GroupedExperts
     from hepta.model.transformer import Transformer
     from hepta.train.dryrun.fake_attention import flash_attention
     from hepta.train.dryrun.fake_routing import BalancedRouting
     from hepta.train.parallel import parallelize
 
     with torch.device("meta"):
-        model = Transformer(cfg)
-    for module in model.modules():
-        if isinstance(module, GroupedExperts):
-            module.implementation = "grouped_mm"  # the GPU kernel, whose saved tensors the plan counts
+        model = Transformer(cfg, experts_implementation="grouped_mm")  # the GPU kernel: its saved tensors count
     parallelize(model, mesh, ep=ep, activation_checkpointing=checkpointing, mixed_precision=True)
     block_bytes = [_local_bytes(block) for block in model.layers]
     root_bytes = _local_bytes(model) - sum(block_bytes)

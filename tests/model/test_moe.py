@@ -18,11 +18,11 @@ def naive_moe(moe: MoE, x_BTD: torch.Tensor) -> torch.Tensor:
     cfg = moe.cfg
     x_ND = x_BTD.reshape(-1, cfg.dim)
     routing = moe.router(x_ND)
-    Fh = cfg.expert_hidden_dim
+    Fh = cfg.moe.expert_hidden_dim
     rows = []
     for n in range(x_ND.shape[0]):
         y = torch.zeros(cfg.dim, dtype=x_ND.dtype)
-        for k in range(cfg.top_k):
+        for k in range(cfg.moe.top_k):
             e = routing.experts_NK[n, k]
             h = moe.experts.gate_up_proj[e] @ x_ND[n]
             y = y + routing.weights_NK[n, k] * (moe.experts.down_proj[e] @ (F.silu(h[:Fh]) * h[Fh:]))

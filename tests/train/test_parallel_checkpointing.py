@@ -24,7 +24,7 @@ def test_checkpointed_blocks_give_the_same_loss_gradients_and_expert_load():
         torch.testing.assert_close(q.grad, p.grad, msg=name)
     # the forward recomputed in backward records neither load nor router loss a second time
     for a, b in zip(plain.moe_layers(), checkpointed.moe_layers()):
-        assert a.load_since_update.sum() == ids[:, :-1].numel() * cfg.top_k
+        assert a.load_since_update.sum() == ids[:, :-1].numel() * cfg.moe.top_k
         torch.testing.assert_close(b.load_since_update, a.load_since_update)
         torch.testing.assert_close(b.last_load, a.last_load)
 

@@ -148,10 +148,10 @@ def _rope_rows_to_half_layout(name: str, tensor: torch.Tensor, cfg: ModelConfig)
     match = _MLA_ROPE_ROWS.fullmatch(name)
     if match is None:
         return tensor
-    R = cfg.qk_rope_head_dim
+    R = cfg.attention.qk_rope_head_dim
     if match.group(2) == "kv_a_proj_with_mqa":
-        return deinterleave_rope_rows(tensor, cfg.kv_lora_rank + R, cfg.kv_lora_rank, R)
-    return deinterleave_rope_rows(tensor, cfg.qk_nope_head_dim + R, cfg.qk_nope_head_dim, R)
+        return deinterleave_rope_rows(tensor, cfg.attention.kv_lora_rank + R, cfg.attention.kv_lora_rank, R)
+    return deinterleave_rope_rows(tensor, cfg.attention.qk_nope_head_dim + R, cfg.attention.qk_nope_head_dim, R)
 
 
 def _target(name: str, params: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -256,7 +256,7 @@ def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype |
             buffer.zero_()
     params = dict(model.named_parameters(remove_duplicate=True))
     targets = {**dict(model.named_buffers()), **params}  # buffers (the routing bias) are optional
-    interleaved_rope = cfg.attention == "mla" and hf.get("rope_interleave", True)
+    interleaved_rope = cfg.attention.kind == "mla" and hf.get("rope_interleave", True)
     filled = {name: 0 for name in params}
     owner = {id(t): name for name, t in params.items()}
     with torch.no_grad():

@@ -25,16 +25,16 @@ class Block(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        if cfg.attention == "mla":
-            qk_dim = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+        if cfg.attention.kind == "mla":
+            qk_dim = cfg.attention.qk_nope_head_dim + cfg.attention.qk_rope_head_dim
             self.attn = MultiHeadLatentAttention(
-                cfg.dim, cfg.num_heads, cfg.q_lora_rank, cfg.kv_lora_rank, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim,
-                cfg.v_head_dim, softmax_scale=qk_dim ** -0.5 * softmax_scale_multiplier(RopeScaling.from_config(cfg)))
+                cfg.dim, cfg.attention.num_heads, cfg.attention.q_lora_rank, cfg.attention.kv_lora_rank, cfg.attention.qk_nope_head_dim, cfg.attention.qk_rope_head_dim,
+                cfg.attention.v_head_dim, softmax_scale=qk_dim ** -0.5 * softmax_scale_multiplier(RopeScaling.from_config(cfg)))
         else:
-            self.attn = Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.qk_norm, cfg.norm_eps,
-                                  cfg.qk_norm_per_head, cfg.qkv_bias)
+            self.attn = Attention(cfg.dim, cfg.attention.num_heads, cfg.attention.num_kv_heads, cfg.attention.head_dim, cfg.attention.qk_norm, cfg.norm_eps,
+                                  cfg.attention.qk_norm_per_head, cfg.attention.qkv_bias)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.ffn = MoE(cfg) if cfg.is_moe_layer(layer_idx) else SwiGLU(cfg.dim, cfg.dense_hidden_dim)
+        self.ffn = MoE(cfg) if cfg.is_moe_layer(layer_idx) else SwiGLU(cfg.dim, cfg.moe.dense_hidden_dim)
 
     def forward(self, x_BTD, cos, sin, cache: UniformCache | SlotCache | None = None):
         x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), cos, sin, cache, self.layer_idx)
@@ -61,7 +61,7 @@ class Transformer(nn.Module):
         T = input_ids_BT.shape[1]
         positions = cache.positions(T) if cache is not None else torch.arange(T, device=input_ids_BT.device)
         cfg = self.config
-        cos, sin = scaled_rope_cos_sin(positions, cfg.rope_dim, cfg.rope_theta, RopeScaling.from_config(cfg))
+        cos, sin = scaled_rope_cos_sin(positions, cfg.attention.rope_dim, cfg.rope.theta, RopeScaling.from_config(cfg))
         x_BTD = self.embed(input_ids_BT)
         cos, sin = cos.to(x_BTD.dtype), sin.to(x_BTD.dtype)
         for layer in self.layers:
@@ -94,11 +94,11 @@ class Transformer(nn.Module):
     def new_cache(self, batch_size: int, max_len: int | None = None,
                   dtype: torch.dtype | None = None) -> KVCache | MLACache:
         cfg = self.config
-        if cfg.attention == "mla":  # the compressed latent and the shared rope key, not per-head keys and values
-            return MLACache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.kv_lora_rank,
-                            cfg.qk_rope_head_dim, dtype=dtype or self.embed.weight.dtype,
+        if cfg.attention.kind == "mla":  # the compressed latent and the shared rope key, not per-head keys and values
+            return MLACache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.attention.kv_lora_rank,
+                            cfg.attention.qk_rope_head_dim, dtype=dtype or self.embed.weight.dtype,
                             device=self.embed.weight.device)
-        return KVCache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.num_kv_heads, cfg.head_dim,
+        return KVCache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.attention.num_kv_heads, cfg.attention.head_dim,
                        dtype=dtype or self.embed.weight.dtype, device=self.embed.weight.device)
 
     def new_slot_cache(self, num_slots: int, max_len: int | None = None, dtype: torch.dtype | None = None,
@@ -110,10 +110,10 @@ class Transformer(nn.Module):
         cfg = self.config
         dtype, device = dtype or self.embed.weight.dtype, device or self.embed.weight.device
         max_len = max_len or cfg.max_seq_len
-        if cfg.attention == "mla":
-            shapes, seq_dim = [(cfg.num_layers, num_slots, max_len, w) for w in (cfg.kv_lora_rank, cfg.qk_rope_head_dim)], 1
+        if cfg.attention.kind == "mla":
+            shapes, seq_dim = [(cfg.num_layers, num_slots, max_len, w) for w in (cfg.attention.kv_lora_rank, cfg.attention.qk_rope_head_dim)], 1
         else:
-            shapes, seq_dim = [(cfg.num_layers, num_slots, cfg.num_kv_heads, max_len, cfg.head_dim)] * 2, 2
+            shapes, seq_dim = [(cfg.num_layers, num_slots, cfg.attention.num_kv_heads, max_len, cfg.attention.head_dim)] * 2, 2
         return SlotCache([torch.zeros(shape, dtype=dtype, device=device) for shape in shapes], seq_dim)
 
     # --- initialisation ----------------------------------------------------------------

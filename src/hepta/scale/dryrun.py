@@ -161,13 +161,13 @@ def dry_run(plan: Plan) -> DryRun:
     assert all(kinds[i] == last_kind for i in range(depth, local.num_layers)), \
         "the presets put every block after the sampled ones in the last sampled block's kind"
     sample = lambda n: local.replace(  # noqa: E731
-        num_layers=n, num_dense_layers=min(n, local.num_dense_layers),
-        dense_layers=tuple(i for i in local.dense_layers if i < n))
+        num_layers=n, num_dense_layers=min(n, local.moe.num_dense_layers),
+        dense_layers=tuple(i for i in local.moe.dense_layers if i < n))
 
     start = time.perf_counter()
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=layout.fsdp)
     try:
-        mesh = build_mesh(ParallelLayout.choose(layout.fsdp, local.num_experts if local.has_moe else 0,
+        mesh = build_mesh(ParallelLayout.choose(layout.fsdp, local.moe.num_experts if local.has_moe else 0,
                                                 dp_shard=layout.fsdp, ep=layout.ep), "cpu")
         full = _measure_step(sample(depth), mesh, layout.ep, seq, plan.fit.checkpointing)
         shorter = _measure_step(sample(depth - 1), mesh, layout.ep, seq, plan.fit.checkpointing)

@@ -36,9 +36,9 @@ class Inference:
 
 def kv_bytes_per_token(cfg: ModelConfig) -> float:
     """bf16 cache per token: keys and values of the KV heads, or MLA's latent and shared rope key."""
-    if cfg.attention == "mla":
-        return cfg.num_layers * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * BF16
-    return cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * BF16
+    if cfg.attention.kind == "mla":
+        return cfg.num_layers * (cfg.attention.kv_lora_rank + cfg.attention.qk_rope_head_dim) * BF16
+    return cfg.num_layers * 2 * cfg.attention.num_kv_heads * cfg.attention.head_dim * BF16
 
 
 def weight_bytes_read(cfg: ModelConfig, batch: int) -> float:
@@ -46,8 +46,8 @@ def weight_bytes_read(cfg: ModelConfig, batch: int) -> float:
     routed = count.components["routed_experts"]
     if not cfg.has_moe:
         return count.total * BF16
-    touched = cfg.num_experts * (1 - (1 - cfg.top_k / cfg.num_experts) ** batch)
-    return (count.total - routed + routed * touched / cfg.num_experts) * BF16
+    touched = cfg.moe.num_experts * (1 - (1 - cfg.moe.top_k / cfg.moe.num_experts) ** batch)
+    return (count.total - routed + routed * touched / cfg.moe.num_experts) * BF16
 
 
 def inference_plan(cfg: ModelConfig, gpu: GPU, context: int, decode_batch: int = 64) -> Inference:

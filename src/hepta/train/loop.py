@@ -128,7 +128,7 @@ class Trainer:
             raise HeptaError(f"--steps {args.steps} is below the checkpoint's step {self.checkpoint.name}; "
                              "pass a larger --steps or none")
         self.cfg = args.model_config()
-        self.dist = start_distributed(self.cfg.num_experts if self.cfg.num_moe_layers else 0,
+        self.dist = start_distributed(self.cfg.moe.num_experts if self.cfg.num_moe_layers else 0,
                                       dp_shard=args.dp_shard, ep=args.ep)
         self.is_main = self.dist is None or self.dist.is_main
         self.log = log if self.is_main else (lambda _msg: None)

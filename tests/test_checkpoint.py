@@ -10,8 +10,9 @@ from hepta.errors import HeptaError
 
 
 def tiny_model(**overrides):
-    cfg = hepta.get_preset("tiny").replace(vocab_size=300, dim=64, num_heads=2, num_kv_heads=1, head_dim=32,
-                                           num_experts=4, expert_hidden_dim=32, **overrides)
+    cfg = hepta.get_preset("tiny").with_changes({
+        "vocab_size": 300, "dim": 64, "attention.num_heads": 2, "attention.num_kv_heads": 1, "attention.head_dim": 32,
+        "moe.num_experts": 4, "moe.expert_hidden_dim": 32, **overrides})
     return hepta.build_model(cfg, seed=1).eval()
 
 

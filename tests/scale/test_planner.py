@@ -68,8 +68,8 @@ def test_checkpointing_keeps_only_block_inputs():
 def test_tensor_parallel_rank_holds_a_slice_of_heads_widths_and_vocabulary():
     cfg = hepta.get_preset("grok5-7t")
     local = tp_local_config(cfg, 8)
-    assert (local.attention.num_heads, local.attention.num_kv_heads, local.moe.expert_hidden_dim, local.moe.dense_hidden_dim,
-            local.vocab_size, local.dim) == (24, 2, 3680, 12288, 16384, 24576)
+    assert (local.attention.num_heads, local.attention.num_kv_heads, local.moe.expert_hidden_dim,
+            local.moe.dense_hidden_dim, local.vocab_size, local.dim) == (24, 2, 3680, 12288, 16384, 24576)
     # norms and routers stay whole on every rank; everything else divides
     assert 8 * count_params(local).total == pytest.approx(count_params(cfg).total, rel=1e-3)
 

@@ -15,7 +15,7 @@ def _step(model, ids):
 
 
 def test_checkpointed_blocks_give_the_same_loss_gradients_and_expert_load():
-    cfg = get_preset("tiny").replace(**micro_overrides())
+    cfg = get_preset("tiny").with_changes(micro_overrides())
     plain, checkpointed = build_model(cfg, seed=0), build_model(cfg, seed=0)
     apply_activation_checkpointing(checkpointed)
     ids = random_ids(cfg.vocab_size, 4, 33, seed=1)
@@ -30,7 +30,7 @@ def test_checkpointed_blocks_give_the_same_loss_gradients_and_expert_load():
 
 
 def test_checkpointing_keeps_fewer_activations():
-    cfg = get_preset("tiny").replace(**micro_overrides())
+    cfg = get_preset("tiny").with_changes(micro_overrides())
     ids = random_ids(cfg.vocab_size, 4, 65, seed=1)
 
     def saved_bytes(model) -> int:

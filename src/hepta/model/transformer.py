@@ -11,7 +11,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from hepta.config import ModelConfig
+from hepta.config import ModelConfig, param_shapes
 from hepta.model.attention import Attention, KVCache
 from hepta.model.cache import SlotCache, UniformCache
 from hepta.model.layers import RMSNorm, SwiGLU
@@ -25,14 +25,15 @@ class Block(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        if cfg.attention.kind == "mla":
-            qk_dim = cfg.attention.qk_nope_head_dim + cfg.attention.qk_rope_head_dim
+        a = cfg.attention
+        if a.kind == "mla":
             self.attn = MultiHeadLatentAttention(
-                cfg.dim, cfg.attention.num_heads, cfg.attention.q_lora_rank, cfg.attention.kv_lora_rank, cfg.attention.qk_nope_head_dim, cfg.attention.qk_rope_head_dim,
-                cfg.attention.v_head_dim, softmax_scale=qk_dim ** -0.5 * softmax_scale_multiplier(RopeScaling.from_config(cfg)))
+                cfg.dim, a.num_heads, a.q_lora_rank, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim,
+                a.v_head_dim,
+                softmax_scale=a.qk_head_dim ** -0.5 * softmax_scale_multiplier(RopeScaling.from_config(cfg)))
         else:
-            self.attn = Attention(cfg.dim, cfg.attention.num_heads, cfg.attention.num_kv_heads, cfg.attention.head_dim, cfg.attention.qk_norm, cfg.norm_eps,
-                                  cfg.attention.qk_norm_per_head, cfg.attention.qkv_bias)
+            self.attn = Attention(cfg.dim, a.num_heads, a.num_kv_heads, a.head_dim, a.qk_norm, cfg.norm_eps,
+                                  a.qk_norm_per_head, a.qkv_bias)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn = MoE(cfg) if cfg.is_moe_layer(layer_idx) else SwiGLU(cfg.dim, cfg.moe.dense_hidden_dim)
 
@@ -51,6 +52,9 @@ class Transformer(nn.Module):
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.embed.weight
+        # count_params sums param_shapes; holding the model to it keeps the analytic count exact
+        assert {name: tuple(p.shape) for name, p in self.named_parameters()} == \
+            {p.name: p.shape for p in param_shapes(cfg)}, "Transformer and hepta.config.param_shapes disagree"
 
     def forward(self, input_ids_BT: torch.Tensor, cache: UniformCache | SlotCache | None = None) -> torch.Tensor:
         """Logits [B, T, V] for token ids [B, T]; with a cache, the ids continue its sequences."""
@@ -98,8 +102,8 @@ class Transformer(nn.Module):
             return MLACache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.attention.kv_lora_rank,
                             cfg.attention.qk_rope_head_dim, dtype=dtype or self.embed.weight.dtype,
                             device=self.embed.weight.device)
-        return KVCache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.attention.num_kv_heads, cfg.attention.head_dim,
-                       dtype=dtype or self.embed.weight.dtype, device=self.embed.weight.device)
+        return KVCache(cfg.num_layers, batch_size, max_len or cfg.max_seq_len, cfg.attention.num_kv_heads,
+                       cfg.attention.head_dim, dtype=dtype or self.embed.weight.dtype, device=self.embed.weight.device)
 
     def new_slot_cache(self, num_slots: int, max_len: int | None = None, dtype: torch.dtype | None = None,
                        device: torch.device | str | None = None) -> SlotCache:
@@ -110,10 +114,11 @@ class Transformer(nn.Module):
         cfg = self.config
         dtype, device = dtype or self.embed.weight.dtype, device or self.embed.weight.device
         max_len = max_len or cfg.max_seq_len
-        if cfg.attention.kind == "mla":
-            shapes, seq_dim = [(cfg.num_layers, num_slots, max_len, w) for w in (cfg.attention.kv_lora_rank, cfg.attention.qk_rope_head_dim)], 1
+        a = cfg.attention
+        if a.kind == "mla":
+            shapes, seq_dim = [(cfg.num_layers, num_slots, max_len, w) for w in (a.kv_lora_rank, a.qk_rope_head_dim)], 1
         else:
-            shapes, seq_dim = [(cfg.num_layers, num_slots, cfg.attention.num_kv_heads, max_len, cfg.attention.head_dim)] * 2, 2
+            shapes, seq_dim = [(cfg.num_layers, num_slots, a.num_kv_heads, max_len, a.head_dim)] * 2, 2
         return SlotCache([torch.zeros(shape, dtype=dtype, device=device) for shape in shapes], seq_dim)
 
     # --- initialisation ----------------------------------------------------------------

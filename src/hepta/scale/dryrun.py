@@ -160,9 +160,9 @@ def dry_run(plan: Plan) -> DryRun:
     depth = max(same_kind[1], max((i for i, moe in enumerate(kinds) if moe != last_kind), default=0)) + 1
     assert all(kinds[i] == last_kind for i in range(depth, local.num_layers)), \
         "the presets put every block after the sampled ones in the last sampled block's kind"
-    sample = lambda n: local.replace(  # noqa: E731
-        num_layers=n, num_dense_layers=min(n, local.moe.num_dense_layers),
-        dense_layers=tuple(i for i in local.moe.dense_layers if i < n))
+    sample = lambda n: local.with_changes({  # noqa: E731
+        "num_layers": n, "moe.num_dense_layers": min(n, local.moe.num_dense_layers),
+        "moe.dense_layers": tuple(i for i in local.moe.dense_layers if i < n)})
 
     start = time.perf_counter()
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=layout.fsdp)

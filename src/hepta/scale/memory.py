@@ -29,7 +29,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from hepta.config import ModelConfig
+from hepta.config import ModelConfig, layer_param_shapes, outer_param_shapes
 
 BF16, FP32, INT64 = 2, 4, 8
 STATE_BYTES_PER_PARAM = FP32 + FP32 + 2 * FP32  # master weight, gradient, AdamW m and v
@@ -76,56 +76,38 @@ def tp_local_config(cfg: ModelConfig, tp: int) -> ModelConfig:
     if tp == 1:
         return cfg
     shared = None if cfg.moe.shared_expert_hidden_dim is None else cfg.moe.shared_expert_hidden_dim // tp
-    return cfg.replace(num_heads=cfg.attention.num_heads // tp, vocab_size=cfg.vocab_size // tp,
-                       num_kv_heads=cfg.attention.num_kv_heads // tp or 1,
-                       dense_hidden_dim=cfg.moe.dense_hidden_dim // tp, expert_hidden_dim=cfg.moe.expert_hidden_dim // tp,
-                       shared_expert_hidden_dim=shared)
+    return cfg.with_changes({
+        "vocab_size": cfg.vocab_size // tp, "attention.num_heads": cfg.attention.num_heads // tp,
+        "attention.num_kv_heads": cfg.attention.num_kv_heads // tp or 1,
+        "moe.dense_hidden_dim": cfg.moe.dense_hidden_dim // tp,
+        "moe.expert_hidden_dim": cfg.moe.expert_hidden_dim // tp,
+        "moe.shared_expert_hidden_dim": shared})
 
 
 # --- parameters ------------------------------------------------------------------------
 
 
-def attention_tensors(cfg: ModelConfig) -> list[tuple[int, int]]:
-    """(rows, columns) of an attention sub-block's parameters, as the model creates them."""
-    d, H = cfg.dim, cfg.attention.num_heads
-    if cfg.attention.kind == "mla":
-        qk = cfg.attention.qk_nope_head_dim + cfg.attention.qk_rope_head_dim
-        C, R, Q = cfg.attention.kv_lora_rank, cfg.attention.qk_rope_head_dim, cfg.attention.q_lora_rank
-        q = [(H * qk, d)] if Q is None else [(Q, d), (Q, 1), (H * qk, Q)]
-        return q + [(C + R, d), (C, 1), (H * (cfg.attention.qk_nope_head_dim + cfg.attention.v_head_dim), C), (d, H * cfg.attention.v_head_dim)]
-    G, Dh = cfg.attention.num_kv_heads, cfg.attention.head_dim
-    tensors = [(H * Dh, d), (G * Dh, d), (G * Dh, d), (d, H * Dh)]
-    if cfg.attention.qkv_bias:
-        tensors += [(H * Dh, 1), (G * Dh, 1), (G * Dh, 1)]
-    if cfg.attention.qk_norm:
-        tensors += [(Dh, 1), (Dh, 1)] if cfg.attention.qk_norm_per_head else [(H * Dh, 1), (G * Dh, 1)]
-    return tensors
+def _rows_columns(shape: tuple[int, ...]) -> tuple[int, int]:
+    """A parameter as FSDP shards it: rows (dim 0) and everything after them (1 for a vector)."""
+    return shape[0], math.prod(shape[1:])
 
 
 @functools.lru_cache(maxsize=4096)
 def block_tensors(cfg: ModelConfig, layer: int) -> tuple[tuple[int, int], ...]:
     """(rows, columns) of a block's parameters outside the routed experts (FSDP shards rows)."""
-    d = cfg.dim
-    tensors = [(d, 1), (d, 1)] + attention_tensors(cfg)  # the two norms, attention
-    if not cfg.is_moe_layer(layer):
-        return tuple(tensors + [(2 * cfg.moe.dense_hidden_dim, d), (d, cfg.moe.dense_hidden_dim)])
-    tensors.append((cfg.moe.num_experts, d))  # router
-    if cfg.moe.shared_hidden_dim:
-        tensors += [(2 * cfg.moe.shared_hidden_dim, d), (d, cfg.moe.shared_hidden_dim)]
-        tensors += [(1, d)] if cfg.moe.shared_expert_gate else []
-    return tuple(tensors)
+    return tuple(_rows_columns(p.shape) for p in layer_param_shapes(cfg, layer) if p.component != "routed_experts")
 
 
 @functools.lru_cache(maxsize=4096)
 def block_params(cfg: ModelConfig, layer: int) -> tuple[int, int]:
     """(dense part, routed experts) parameters of one transformer block."""
-    dense = sum(rows * cols for rows, cols in block_tensors(cfg, layer))
-    experts = cfg.moe.num_experts * 3 * cfg.dim * cfg.moe.expert_hidden_dim if cfg.is_moe_layer(layer) else 0
-    return dense, experts
+    shapes = list(layer_param_shapes(cfg, layer))
+    experts = sum(p.numel for p in shapes if p.component == "routed_experts")
+    return sum(p.numel for p in shapes) - experts, experts
 
 
 def root_tensors(cfg: ModelConfig) -> list[tuple[int, int]]:
-    return [(cfg.vocab_size, cfg.dim), (cfg.dim, 1)] + ([] if cfg.tie_embeddings else [(cfg.vocab_size, cfg.dim)])
+    return [_rows_columns(p.shape) for p in outer_param_shapes(cfg)]
 
 
 def rank0_rows(tensors, ranks: int) -> int:
@@ -192,7 +174,8 @@ def attention_activation_bytes(cfg: ModelConfig) -> float:
     norm = _norm_bytes(d) + BF16 * d  # and the bf16 output the projections keep
     if cfg.attention.kind == "mla":
         qk = cfg.attention.qk_nope_head_dim + cfg.attention.qk_rope_head_dim
-        C, R, Dv, Q = cfg.attention.kv_lora_rank, cfg.attention.qk_rope_head_dim, cfg.attention.v_head_dim, cfg.attention.q_lora_rank or 0
+        a = cfg.attention
+        C, R, Dv, Q = a.kv_lora_rank, a.qk_rope_head_dim, a.v_head_dim, a.q_lora_rank or 0
         low_rank = (BF16 * Q + _norm_bytes(Q) + BF16 * Q if Q else 0) + BF16 * (C + R) + _norm_bytes(C) + BF16 * C
         heads = BF16 * H * qk + BF16 * H * (cfg.attention.qk_nope_head_dim + Dv)  # q_b and kv_b outputs
         sdpa = BF16 * H * 2 * qk + BF16 * H * Dv + FP32 * H  # concatenated q and k, output, logsumexp

@@ -45,7 +45,7 @@ def _what_fits(hint: Any, value: object) -> tuple[bool, str]:
     if origin in (Union, types.UnionType) and type(None) in args:
         (inner,) = [a for a in args if a is not type(None)]
         fits, allowed = _what_fits(inner, value)
-        return value is None or fits, f"{allowed.removesuffix(' (or null)')} or null"
+        return value is None or fits, f"{allowed} or null"
     if origin is Literal:
         return value in args, f"use one of {args}"
     if origin is tuple:

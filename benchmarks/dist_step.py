@@ -117,7 +117,7 @@ def guarded_rounds(steps, rounds: int, warmup: int, wait_budget_s: float) -> tup
 
 
 def parallel_model(cfg, ep: int, shard_dim: int | None):
-    layout = ParallelLayout.choose(dist.get_world_size(), cfg.num_experts, ep=ep)
+    layout = ParallelLayout.choose(dist.get_world_size(), cfg.moe.num_experts, ep=ep)
     mesh = build_mesh(layout)
     real = fsdp_module.expert_shard_dim
     if shard_dim is not None:  # force the experts' FSDP dim, to compare it with the chosen one
@@ -207,7 +207,7 @@ def report(args, cfg, times, shares) -> None:
     tokens = args.batch * args.seq
     sec = {name: statistics.median(t) for name, t in times.items()}
     base = tokens / sec["1 process"]
-    print(f"torch {torch.__version__}; preset {args.preset} ({cfg.num_experts} experts, top-{cfg.top_k}); "
+    print(f"torch {torch.__version__}; preset {args.preset} ({cfg.moe.num_experts} experts, top-{cfg.moe.top_k}); "
           f"global batch {args.batch} x {args.seq} tokens; median of {args.rounds} rounds after {args.warmup} warmup")
     print(f"{'layout':<20}{'ms/step':>9}{'tokens/s':>10}{'vs 1 proc':>11}{'all-to-all':>12}{'all-gather':>12}"
           f"{'reduce':>9}")

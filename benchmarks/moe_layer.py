@@ -33,7 +33,7 @@ import torch
 from transformers import OlmoeConfig
 from transformers.models.olmoe.modeling_olmoe import OlmoeSparseMoeBlock
 
-from hepta.config import ModelConfig
+from hepta.config import ModelConfig, MoEConfig, RouterConfig
 from hepta.model.layers import SwiGLU
 from hepta.model.moe import MoE
 
@@ -47,8 +47,8 @@ TF_IMPLEMENTATIONS = ["eager", "grouped_mm", "batched_mm"]
 
 def build(E: int, K: int, F: int, dtype: torch.dtype, seed: int = 0):
     torch.manual_seed(seed)
-    cfg = ModelConfig(dim=D, num_experts=E, top_k=K, expert_hidden_dim=F, num_shared_experts=0,
-                      router_scoring="softmax", norm_topk_prob=False)
+    cfg = ModelConfig(dim=D, moe=MoEConfig(num_experts=E, top_k=K, expert_hidden_dim=F, num_shared_experts=0),
+                      router=RouterConfig(scoring="softmax", norm_topk_prob=False))
     hepta = MoE(cfg)
     hepta.reset_parameters()
     dense = SwiGLU(D, K * F)

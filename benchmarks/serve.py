@@ -44,9 +44,10 @@ SINGLE_PROMPT_LEN = 64
 
 def model_config() -> hepta.ModelConfig:
     # tiny's shape with the MoE options OLMoE has, so transformers runs identical weights
-    return hepta.get_preset("tiny").replace(num_shared_experts=0, num_dense_layers=0, router_scoring="softmax",
-                                            norm_topk_prob=True, qk_norm_per_head=False, z_loss_coef=0.0,
-                                            bias_update_rate=0.0)
+    return hepta.get_preset("tiny").with_changes({
+        "moe.num_shared_experts": 0, "moe.num_dense_layers": 0, "router.scoring": "softmax",
+        "router.norm_topk_prob": True, "attention.qk_norm_per_head": False, "router.z_loss_coef": 0.0,
+        "router.bias_update_rate": 0.0})
 
 
 def build_folders(root: Path) -> tuple[Path, Path, hepta.ModelConfig]:

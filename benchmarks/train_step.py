@@ -42,18 +42,20 @@ def hepta_config(as_shipped: bool) -> hepta.ModelConfig:
     cfg = hepta.get_preset("tiny")
     if as_shipped:
         return cfg
-    return cfg.replace(num_shared_experts=0, num_dense_layers=0, router_scoring="softmax", norm_topk_prob=True,
-                       aux_loss_coef=AUX_LOSS_COEF, z_loss_coef=0.0, bias_update_rate=0.0)
+    return cfg.with_changes({"moe.num_shared_experts": 0, "moe.num_dense_layers": 0, "router.scoring": "softmax",
+                             "router.norm_topk_prob": True, "router.aux_loss_coef": AUX_LOSS_COEF,
+                             "router.z_loss_coef": 0.0, "router.bias_update_rate": 0.0})
 
 
 def olmoe_config(cfg: hepta.ModelConfig, experts_implementation: str) -> OlmoeConfig:
-    assert cfg.dim == cfg.num_heads * cfg.head_dim, "OLMoE derives head_dim as hidden_size / heads"
+    assert cfg.dim == cfg.attention.num_heads * cfg.attention.head_dim, "OLMoE derives head_dim as hidden_size / heads"
     return OlmoeConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.expert_hidden_dim,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+        vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.moe.expert_hidden_dim,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.attention.num_heads,
+        num_key_value_heads=cfg.attention.num_kv_heads,
         max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-        num_experts=cfg.num_experts, num_experts_per_tok=cfg.top_k, norm_topk_prob=cfg.norm_topk_prob,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope.theta},
+        num_experts=cfg.moe.num_experts, num_experts_per_tok=cfg.moe.top_k, norm_topk_prob=cfg.router.norm_topk_prob,
         tie_word_embeddings=cfg.tie_embeddings, output_router_logits=True, router_aux_loss_coef=AUX_LOSS_COEF,
         use_cache=False, pad_token_id=None, eos_token_id=None,
         attn_implementation="sdpa", experts_implementation=experts_implementation,
@@ -85,7 +87,7 @@ def make_step(model, loss_fn, ids_BT, targets_BT):
 
 def batched_mm_fits(cfg: hepta.ModelConfig, num_tokens: int) -> bool:
     # batched_mm gathers a full expert weight copy per routed token and keeps it for backward.
-    need = cfg.num_layers * num_tokens * cfg.top_k * 3 * cfg.dim * cfg.expert_hidden_dim * 4 * 2
+    need = cfg.num_layers * num_tokens * cfg.moe.top_k * 3 * cfg.dim * cfg.moe.expert_hidden_dim * 4 * 2
     return need < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
 
 
@@ -115,7 +117,7 @@ def main() -> int:
     }
     sizes = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in models.items()}
     # Same parameters but for QK-norm: OLMoE normalises over all heads at once, hepta per head.
-    qk_norm_extra = cfg.num_layers * (cfg.num_heads + cfg.num_kv_heads - 2) * cfg.head_dim
+    qk_norm_extra = cfg.num_layers * (cfg.attention.num_heads + cfg.attention.num_kv_heads - 2) * cfg.attention.head_dim
     assert sizes["hepta"] == sizes["transformers"] - qk_norm_extra, sizes
 
     # transformers: keep the fastest experts implementation for this shape.
@@ -142,8 +144,10 @@ def main() -> int:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch} x {args.seq} tokens, "
           f"fp32, AdamW {ADAMW}; median of {args.rounds} interleaved rounds after {args.warmup} warmup")
-    print(f"shape: vocab {cfg.vocab_size}, d {cfg.dim}, {cfg.num_layers} layers, {cfg.num_heads}/{cfg.num_kv_heads} heads "
-          f"of {cfg.head_dim}, {cfg.num_experts} experts top-{cfg.top_k}, expert hidden {cfg.expert_hidden_dim}")
+    attn, moe = cfg.attention, cfg.moe
+    print(f"shape: vocab {cfg.vocab_size}, d {cfg.dim}, {cfg.num_layers} layers, "
+          f"{attn.num_heads}/{attn.num_kv_heads} heads "
+          f"of {attn.head_dim}, {moe.num_experts} experts top-{moe.top_k}, expert hidden {moe.expert_hidden_dim}")
     print(f"transformers experts implementation: {best} "
           f"(tried, ms/step: {', '.join(f'{k} ' + ('skipped' if v is None else f'{v:.0f}') for k, v in impl_ms.items())})")
     print(f"{'model':<26}{'params':>10}{'ms/step':>10}{'tokens/s':>11}")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 # A model small enough that a training step takes milliseconds on one core.
 MICRO = {
-    "vocab_size": 512, "num_layers": 2, "dim": 64, "num_heads": 2, "num_kv_heads": 1, "head_dim": 32,
-    "num_experts": 4, "top_k": 2, "expert_hidden_dim": 32, "num_dense_layers": 1, "dense_hidden_dim": 64,
-    "max_seq_len": 128,
+    "vocab_size": 512, "num_layers": 2, "dim": 64, "attention.num_heads": 2, "attention.num_kv_heads": 1,
+    "attention.head_dim": 32, "moe.num_experts": 4, "moe.top_k": 2, "moe.expert_hidden_dim": 32,
+    "moe.num_dense_layers": 1, "moe.dense_hidden_dim": 64, "max_seq_len": 128,
 }
 
 

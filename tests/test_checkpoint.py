@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +11,9 @@ from hepta.errors import HeptaError
 
 
 def tiny_model(**overrides):
-    cfg = hepta.get_preset("tiny").replace(vocab_size=300, dim=64, num_heads=2, num_kv_heads=1, head_dim=32,
-                                           num_experts=4, expert_hidden_dim=32, **overrides)
+    cfg = hepta.get_preset("tiny").with_changes({
+        "vocab_size": 300, "dim": 64, "attention.num_heads": 2, "attention.num_kv_heads": 1, "attention.head_dim": 32,
+        "moe.num_experts": 4, "moe.expert_hidden_dim": 32, **overrides})
     return hepta.build_model(cfg, seed=1).eval()
 
 
@@ -95,3 +97,17 @@ def test_a_broken_shard_index_is_named(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text('{"metadata": {}}')
     with pytest.raises(HeptaError, match="index.json"):
         hepta.load(tmp_path)
+
+
+def test_a_folder_whose_config_json_has_the_flat_first_format_still_loads(tmp_path):
+    # tests/fixtures/config_v1/tiny.json was written by the flat ModelConfig from the tiny preset
+    flat = (Path(__file__).parent / "fixtures" / "config_v1" / "tiny.json").read_text()
+    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    hepta.save_model(model, tmp_path)
+    assert isinstance(json.loads((tmp_path / "config.json").read_text())["moe"], dict)  # written in sections
+    (tmp_path / "config.json").write_text(flat)
+    again = hepta.load(tmp_path).eval()
+    assert again.config == model.config
+    ids = torch.randint(0, 4096, (1, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids), model(ids), atol=0, rtol=0)

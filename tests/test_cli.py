@@ -37,9 +37,16 @@ def test_unknown_preset():
     assert_one_line_error(run_cli("info", "gpt-9"), "unknown preset", "grok5-7t")
 
 
-def test_invalid_config_value(tmp_path, corpus):
-    proc = run_cli("train", "--out", str(tmp_path / "r"), "--data", str(corpus), "--set", "top_k=99")
-    assert_one_line_error(proc, "top_k", "99")
+@pytest.mark.parametrize("flag", ["moe.top_k=99", "top_k=99"])  # dotted, and the flat name of earlier versions
+def test_invalid_config_value(tmp_path, corpus, flag):
+    proc = run_cli("train", "--out", str(tmp_path / "r"), "--data", str(corpus), "--set", flag)
+    assert_one_line_error(proc, "ModelConfig.moe.top_k=99", "between 1 and num_experts")
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_config_field_lists_the_dotted_names(tmp_path, corpus):
+    proc = run_cli("train", "--out", str(tmp_path / "r"), "--data", str(corpus), "--set", "moe.experts=4")
+    assert_one_line_error(proc, "unknown ModelConfig field 'moe.experts'", "moe.num_experts")
     assert not (tmp_path / "r").exists()
 
 

@@ -171,8 +171,8 @@ def load_hepta_folder(path: str | Path, device: str | torch.device = "cpu") -> T
         model.output.weight = model.embed.weight
     # non-persistent buffers are not in the file: materialise them
     for moe in model.moe_layers():
-        moe.last_load = torch.zeros(cfg.num_experts)
-        moe.load_since_update = torch.zeros(cfg.num_experts)
+        moe.last_load = torch.zeros(cfg.moe.num_experts)
+        moe.load_since_update = torch.zeros(cfg.moe.num_experts)
     return model.to(device).eval()
 
 

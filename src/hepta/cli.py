@@ -13,7 +13,7 @@ from hepta.errors import HeptaError
 
 def _parse_override(item: str) -> tuple[str, object]:
     if "=" not in item:
-        raise HeptaError(f"--set {item!r} is not KEY=VALUE; write for example --set num_layers=2")
+        raise HeptaError(f"--set {item!r} is not KEY=VALUE; write for example --set moe.num_experts=16")
     key, raw = item.split("=", 1)
     try:
         value = json.loads(raw)
@@ -192,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model; writes a loadable model folder")
     p.add_argument("--out", default="runs/tiny", help="output folder (default: runs/tiny)")
     p.add_argument("--preset", help="model preset (default: tiny)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a ModelConfig field, e.g. num_layers=2")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change a ModelConfig field, e.g. num_layers=2 or moe.num_experts=16 "
+                        "(the flat names of earlier versions, such as num_experts=16, still work)")
     p.add_argument("--data", help="folder of text files or JSONL with a 'text' field (default: Python's stdlib source)")
     p.add_argument("--max-corpus-mb", type=float, help="use at most this much of the default corpus")
     p.add_argument("--steps", type=int, help="optimizer steps (default: 300)")

@@ -27,7 +27,7 @@ def human_bytes(n: float) -> str:
 def active_by_component(cfg: ModelConfig, count: ParamCount) -> dict[str, int]:
     active = dict(count.components)
     if cfg.has_moe:
-        active["routed_experts"] = count.components["routed_experts"] * cfg.top_k // cfg.num_experts
+        active["routed_experts"] = count.components["routed_experts"] * cfg.moe.top_k // cfg.moe.num_experts
     return active
 
 
@@ -58,11 +58,12 @@ def print_param_table(name: str, cfg: ModelConfig, count: ParamCount, console: C
             table.add_row(component, f"{n:,}", f"{active[component]:,}")
     table.add_row("[bold]all", f"[bold]{count.total:,}", f"[bold]{count.active:,}")
     console.print(table)
-    moe = (f"{cfg.num_experts} routed experts, top-{cfg.top_k}, {cfg.num_shared_experts} shared, "
-           f"{cfg.router_scoring} router" if cfg.has_moe else "dense")
-    heads = (f"{cfg.num_heads} MLA heads, latent {cfg.kv_lora_rank}+{cfg.qk_rope_head_dim}" if cfg.attention == "mla"
-             else f"{cfg.num_heads}/{cfg.num_kv_heads} heads of {cfg.head_dim}")
-    console.print(f"{cfg.num_layers} layers ({cfg.num_dense_layers} dense), d {cfg.dim}, "
+    moe = (f"{cfg.moe.num_experts} routed experts, top-{cfg.moe.top_k}, {cfg.moe.num_shared_experts} shared, "
+           f"{cfg.router.scoring} router" if cfg.has_moe else "dense")
+    a = cfg.attention
+    heads = (f"{a.num_heads} MLA heads, latent {a.kv_lora_rank}+{a.qk_rope_head_dim}" if a.kind == "mla"
+             else f"{a.num_heads}/{a.num_kv_heads} heads of {a.head_dim}")
+    console.print(f"{cfg.num_layers} layers ({cfg.moe.num_dense_layers} dense), d {cfg.dim}, "
                   f"{heads}, vocab {cfg.vocab_size}; {moe}")
 
 
@@ -74,8 +75,9 @@ def print_preset_table(console: Console | None = None) -> None:
     for name in preset_names():
         cfg = get_preset(name)
         count = count_params(cfg)
-        experts = (f"{cfg.num_experts} top-{cfg.top_k}" + (f" +{cfg.num_shared_experts}" if cfg.num_shared_experts else "")
-                   if cfg.has_moe else "dense")
+        moe = cfg.moe
+        shared = f" +{moe.num_shared_experts}" if moe.num_shared_experts else ""
+        experts = f"{moe.num_experts} top-{moe.top_k}{shared}" if cfg.has_moe else "dense"
         table.add_row(name, human(count.total), f"{human(count.active)} ({count.active_fraction:.0%})",
                       f"{cfg.num_layers} x {cfg.dim}", experts, human_bytes(count.total * BF16_BYTES))
     console.print(table)

@@ -75,7 +75,7 @@ def tokenizer(corpus_texts):
 
 @pytest.fixture(scope="module")
 def model():
-    config = hepta.get_preset("tiny").replace(**{**MICRO, "max_seq_len": 1280})  # room for a tool prompt
+    config = hepta.get_preset("tiny").with_changes({**MICRO, "max_seq_len": 1280})  # room for a tool prompt
     return hepta.build_model(config, seed=0).eval()
 
 

@@ -29,8 +29,9 @@ def settles(condition, timeout=10.0) -> bool:
 @pytest.fixture(scope="module")
 def model_and_tokenizer(corpus):
     tokenizer = Tokenizer.train([f.read_text() for f in sorted(corpus.iterdir())], text_vocab_size=480)
-    cfg = hepta.get_preset("tiny").replace(vocab_size=512, dim=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                                           head_dim=32, num_experts=4, expert_hidden_dim=32, max_seq_len=256)
+    cfg = hepta.get_preset("tiny").with_changes({
+        "vocab_size": 512, "dim": 64, "num_layers": 2, "attention.num_heads": 2, "attention.num_kv_heads": 1,
+        "attention.head_dim": 32, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 256})
     return hepta.build_model(cfg, seed=0).eval(), tokenizer
 
 

@@ -65,20 +65,20 @@ def test_32_greedy_tokens_match_transformers_generate_from_the_compressed_cache(
     hf, ours, _ = pair
     expected, got, cache = greedy_pair(hf, ours, random_ids(160, 1, 5, seed=1), num_tokens=32)
     cfg = ours.config  # decoded from the latents and shared rope keys alone, C + R values per token and layer
-    assert [b.shape[3:] for b in cache.buffers] == [(cfg.kv_lora_rank,), (cfg.qk_rope_head_dim,)]
+    assert [b.shape[3:] for b in cache.buffers] == [(cfg.attention.kv_lora_rank,), (cfg.attention.qk_rope_head_dim,)]
     assert got == expected
 
 
 def test_config_maps_deepseek_fields(pair):
     hf, ours, _ = pair
     cfg, hc = ours.config, hf.config
-    assert cfg.attention == "mla" and isinstance(ours.layers[0].attn, MultiHeadLatentAttention)
-    assert (cfg.q_lora_rank, cfg.kv_lora_rank) == (hc.q_lora_rank, hc.kv_lora_rank)
-    assert (cfg.num_experts, cfg.top_k, cfg.num_expert_groups, cfg.num_limited_groups) == (
+    assert cfg.attention.kind == "mla" and isinstance(ours.layers[0].attn, MultiHeadLatentAttention)
+    assert (cfg.attention.q_lora_rank, cfg.attention.kv_lora_rank) == (hc.q_lora_rank, hc.kv_lora_rank)
+    assert (cfg.moe.num_experts, cfg.moe.top_k, cfg.router.num_expert_groups, cfg.router.num_limited_groups) == (
         hc.n_routed_experts, hc.num_experts_per_tok, hc.n_group, hc.topk_group)
-    assert (cfg.num_dense_layers, cfg.num_shared_experts, cfg.route_scale) == (
+    assert (cfg.moe.num_dense_layers, cfg.moe.num_shared_experts, cfg.router.route_scale) == (
         hc.first_k_dense_replace, hc.n_shared_experts, hc.routed_scaling_factor)
-    assert cfg.router_scoring == "sigmoid" and cfg.rope_type == hc.rope_parameters["rope_type"]
+    assert cfg.router.scoring == "sigmoid" and cfg.rope.type == hc.rope_parameters["rope_type"]
     assert hepta.count_params(cfg).total == sum(p.numel() for p in ours.parameters())
     bias = hf.model.layers[-1].mlp.gate.e_score_correction_bias
     torch.testing.assert_close(ours.layers[-1].ffn.router.expert_bias, bias)

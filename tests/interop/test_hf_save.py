@@ -29,14 +29,22 @@ CASES["mixtral-8e-top3-theta-hd"] = (MixtralConfig, MixtralForCausalLM, dict(
     tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 5e5}))
 
 # A representable hepta config per target (the shapes of hepta's own defaults, made small).
-HEPTA = dict(vocab_size=160, dim=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, max_seq_len=128,
-             num_experts=4, top_k=2, expert_hidden_dim=32, router_scoring="softmax")
+HEPTA = {"vocab_size": 160, "dim": 64, "num_layers": 2, "attention.num_heads": 4, "attention.num_kv_heads": 2,
+         "attention.head_dim": 16, "max_seq_len": 128, "moe.num_experts": 4, "moe.top_k": 2,
+         "moe.expert_hidden_dim": 32, "router.scoring": "softmax"}
 HEPTA_TARGETS = {
-    "mixtral": dict(qk_norm=False, norm_topk_prob=True, rope_theta=1e6, norm_eps=1e-5, head_dim=24),
-    "olmoe": dict(qk_norm=True, qk_norm_per_head=False, norm_topk_prob=False, tie_embeddings=True),
-    "qwen2_moe": dict(qk_norm=False, qkv_bias=True, num_shared_experts=1, shared_expert_hidden_dim=48,
-                      shared_expert_gate=True, num_dense_layers=1, dense_hidden_dim=80, num_layers=3),
+    "mixtral": {"attention.qk_norm": False, "router.norm_topk_prob": True, "rope.theta": 1e6, "norm_eps": 1e-5,
+                "attention.head_dim": 24},
+    "olmoe": {"attention.qk_norm": True, "attention.qk_norm_per_head": False, "router.norm_topk_prob": False,
+              "tie_embeddings": True},
+    "qwen2_moe": {"attention.qk_norm": False, "attention.qkv_bias": True, "moe.num_shared_experts": 1,
+                  "moe.shared_expert_hidden_dim": 48, "moe.shared_expert_gate": True, "moe.num_dense_layers": 1,
+                  "moe.dense_hidden_dim": 80, "num_layers": 3},
 }
+
+
+def config(*changes: dict) -> hepta.ModelConfig:
+    return hepta.ModelConfig().with_changes({k: v for change in changes for k, v in change.items()})
 
 
 def logits(model, seq_len=11, seed=0):
@@ -67,7 +75,7 @@ def test_hf_to_hepta_to_hf_keeps_the_logits(case, tmp_path):
 
 @pytest.mark.parametrize("target", list(HEPTA_TARGETS))
 def test_hepta_model_opens_in_transformers_with_its_logits(target, tmp_path):
-    cfg = hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS[target]})
+    cfg = config(HEPTA, HEPTA_TARGETS[target])
     model = hepta.build_model(cfg, seed=3).eval()
     save(model, tmp_path / "hf", model_type=target, max_shard_bytes=64 * 1024)  # forces several shards
     index = json.loads((tmp_path / "hf" / INDEX_FILE).read_text())
@@ -82,30 +90,31 @@ def test_hepta_model_opens_in_transformers_with_its_logits(target, tmp_path):
 
 def test_type_is_inferred_from_the_qk_norm(tmp_path):
     for target, extra in HEPTA_TARGETS.items():
-        model = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **extra}), seed=0)
+        model = hepta.build_model(config(HEPTA, extra), seed=0)
         save(model, tmp_path / target)
         assert json.loads((tmp_path / target / "config.json").read_text())["model_type"] == target
 
 
 @pytest.mark.parametrize("target, change, field", [
-    ("mixtral", dict(num_shared_experts=1), "num_shared_experts"),
-    ("mixtral", dict(num_dense_layers=1), "num_dense_layers"),
-    ("mixtral", dict(router_scoring="sigmoid"), "router_scoring"),
-    ("mixtral", dict(norm_topk_prob=False), "norm_topk_prob"),
-    ("mixtral", dict(qk_norm=True), "qk_norm"),
-    ("mixtral", dict(capacity_factor=1.25), "capacity_factor"),
-    ("mixtral", dict(route_scale=2.0), "route_scale"),
-    ("mixtral", dict(num_expert_groups=2, num_limited_groups=1, top_k=1), "num_limited_groups"),
-    ("mixtral", dict(dense_layers=(1,)), "dense_layers"),
-    ("mixtral", dict(moe_layer_step=2), "moe_layer_step"),
-    ("olmoe", dict(shared_expert_hidden_dim=48), "shared_expert_hidden_dim"),
-    ("olmoe", dict(qkv_bias=True), "qkv_bias"),
-    ("olmoe", dict(qk_norm=True, qk_norm_per_head=True), "qk_norm_per_head"),
-    ("olmoe", dict(qk_norm=False), "qk_norm"),
-    ("olmoe", dict(head_dim=8), "head_dim"),
+    ("mixtral", {"moe.num_shared_experts": 1}, "moe.num_shared_experts"),
+    ("mixtral", {"moe.num_dense_layers": 1}, "moe.num_dense_layers"),
+    ("mixtral", {"router.scoring": "sigmoid"}, "router.scoring"),
+    ("mixtral", {"router.norm_topk_prob": False}, "router.norm_topk_prob"),
+    ("mixtral", {"attention.qk_norm": True}, "attention.qk_norm"),
+    ("mixtral", {"router.capacity_factor": 1.25}, "router.capacity_factor"),
+    ("mixtral", {"router.route_scale": 2.0}, "router.route_scale"),
+    ("mixtral", {"router.num_expert_groups": 2, "router.num_limited_groups": 1, "moe.top_k": 1},
+     "router.num_limited_groups"),
+    ("mixtral", {"moe.dense_layers": (1,)}, "moe.dense_layers"),
+    ("mixtral", {"moe.layer_step": 2}, "moe.layer_step"),
+    ("olmoe", {"moe.shared_expert_hidden_dim": 48}, "moe.shared_expert_hidden_dim"),
+    ("olmoe", {"attention.qkv_bias": True}, "attention.qkv_bias"),
+    ("olmoe", {"attention.qk_norm": True, "attention.qk_norm_per_head": True}, "attention.qk_norm_per_head"),
+    ("olmoe", {"attention.qk_norm": False}, "attention.qk_norm"),
+    ("olmoe", {"attention.head_dim": 8}, "attention.head_dim"),
 ])
 def test_unrepresentable_configs_are_refused_by_name(target, change, field, tmp_path):
-    cfg = hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS[target], **change})
+    cfg = config(HEPTA, HEPTA_TARGETS[target], change)
     with torch.device("meta"):
         model = hepta.build_model(cfg)
     with pytest.raises(HeptaError, match=rf"^{field}=.*{target}, which supports only"):
@@ -116,19 +125,19 @@ def test_unrepresentable_configs_are_refused_by_name(target, change, field, tmp_
 def test_a_field_the_writer_does_not_know_is_refused_unless_default(tmp_path, monkeypatch):
     from hepta.interop import hf_save
 
-    monkeypatch.setattr(hf_save, "_CHECKED_FIELDS", hf_save._CHECKED_FIELDS - {"z_loss_coef"})
+    monkeypatch.setattr(hf_save, "_CHECKED_FIELDS", hf_save._CHECKED_FIELDS - {"router.z_loss_coef"})
     with torch.device("meta"):
-        model = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS["mixtral"]}, z_loss_coef=1e-4))
-    with pytest.raises(HeptaError, match="z_loss_coef=0.0001 .* does not map z_loss_coef"):
+        model = hepta.build_model(config(HEPTA, HEPTA_TARGETS["mixtral"], {"router.z_loss_coef": 1e-4}))
+    with pytest.raises(HeptaError, match="router.z_loss_coef=0.0001 .* does not map router.z_loss_coef"):
         save(model, tmp_path / "out")
 
 
 def test_per_head_qk_norm_has_no_inferred_target_and_expert_bias_is_refused(tmp_path):
     with torch.device("meta"):
-        model = hepta.build_model(hepta.ModelConfig(**HEPTA, qk_norm=True, qk_norm_per_head=True))
-    with pytest.raises(HeptaError, match="qk_norm_per_head=True"):
+        model = hepta.build_model(config(HEPTA, {"attention.qk_norm": True, "attention.qk_norm_per_head": True}))
+    with pytest.raises(HeptaError, match="attention.qk_norm_per_head=True"):
         save(model, tmp_path / "out")
-    model = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS["mixtral"]}), seed=0)
+    model = hepta.build_model(config(HEPTA, HEPTA_TARGETS["mixtral"]), seed=0)
     model.moe_layers()[1].router.expert_bias[2] = 0.5
     with pytest.raises(HeptaError, match="layer 1 has a nonzero router expert_bias"):
         save(model, tmp_path / "out")
@@ -137,7 +146,7 @@ def test_per_head_qk_norm_has_no_inferred_target_and_expert_bias_is_refused(tmp_
 
 
 def test_existing_folder_is_refused_unless_overwrite(tmp_path):
-    model = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS["mixtral"]}), seed=0)
+    model = hepta.build_model(config(HEPTA, HEPTA_TARGETS["mixtral"]), seed=0)
     (tmp_path / "empty").mkdir()
     save(model, tmp_path / "empty")  # an empty folder is fine
     (tmp_path / "full").mkdir()
@@ -192,7 +201,7 @@ def test_convert_both_directions(tmp_path):
 def test_convert_errors_are_one_line(tmp_path):
     assert_one_line_error(run_cli("convert", "--from", str(tmp_path / "nope"), "--to", str(tmp_path / "out")),
                           "--from", "config.json")
-    model = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS["olmoe"]}), seed=0)
+    model = hepta.build_model(config(HEPTA, HEPTA_TARGETS["olmoe"]), seed=0)
     hepta.save_model(model, tmp_path / "hepta")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
@@ -209,12 +218,14 @@ def test_convert_errors_are_one_line(tmp_path):
 
 # --- DeepSeek-V3 (multi-head latent attention) ---------------------------------------------
 
-DEEPSEEK = dict(vocab_size=160, dim=64, num_layers=3, num_heads=4, max_seq_len=128, qk_norm=False, attention="mla",
-                q_lora_rank=24, kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=12,
-                num_experts=8, top_k=2, expert_hidden_dim=16, num_shared_experts=2, num_dense_layers=1,
-                dense_hidden_dim=48, router_scoring="sigmoid", route_scale=2.5, num_expert_groups=4,
-                num_limited_groups=2, rope_type="yarn", rope_factor=4.0, rope_original_max_len=32,
-                rope_mscale=0.707, rope_mscale_all_dim=1.0)
+DEEPSEEK = {"vocab_size": 160, "dim": 64, "num_layers": 3, "max_seq_len": 128,
+            "attention.num_heads": 4, "attention.qk_norm": False, "attention.kind": "mla", "attention.q_lora_rank": 24,
+            "attention.kv_lora_rank": 32, "attention.qk_rope_head_dim": 8, "attention.qk_nope_head_dim": 16,
+            "attention.v_head_dim": 12, "moe.num_experts": 8, "moe.top_k": 2, "moe.expert_hidden_dim": 16,
+            "moe.num_shared_experts": 2, "moe.num_dense_layers": 1, "moe.dense_hidden_dim": 48,
+            "router.scoring": "sigmoid", "router.route_scale": 2.5, "router.num_expert_groups": 4,
+            "router.num_limited_groups": 2, "rope.type": "yarn", "rope.factor": 4.0, "rope.original_max_len": 32,
+            "rope.mscale": 0.707, "rope.mscale_all_dim": 1.0}
 
 
 @pytest.mark.parametrize("case", list(DEEPSEEK_CASES))
@@ -222,7 +233,7 @@ def test_deepseek_v3_to_hepta_to_hf_keeps_the_logits(case, tmp_path):
     # low-rank and full-rank queries, plain RoPE and YaRN, checkpoints with and without the rope interleave
     original = save_deepseek(case, tmp_path / "hf")
     ours = hepta.load(tmp_path / "hf")
-    save(ours, tmp_path / "back")  # the type is inferred from attention="mla"
+    save(ours, tmp_path / "back")  # the type is inferred from attention.kind="mla"
     written = json.loads((tmp_path / "back" / "config.json").read_text())
     assert written["model_type"] == "deepseek_v3" and written["rope_interleave"] is True
     assert written["rope_parameters"]["rope_type"] == original.config.rope_parameters["rope_type"]
@@ -236,7 +247,7 @@ def test_deepseek_v3_to_hepta_to_hf_keeps_the_logits(case, tmp_path):
 
 @pytest.mark.parametrize("q_lora_rank", [24, None])
 def test_hepta_mla_model_with_routing_bias_opens_in_transformers_with_its_logits(q_lora_rank, tmp_path):
-    model = hepta.build_model(hepta.ModelConfig(**{**DEEPSEEK, "q_lora_rank": q_lora_rank}), seed=5).eval()
+    model = hepta.build_model(config(DEEPSEEK, {"attention.q_lora_rank": q_lora_rank}), seed=5).eval()
     with torch.no_grad():  # a trained balancing bias is part of the model for deepseek_v3
         for moe in model.moe_layers():
             moe.router.expert_bias.normal_(std=0.05)
@@ -248,19 +259,19 @@ def test_hepta_mla_model_with_routing_bias_opens_in_transformers_with_its_logits
 
 
 @pytest.mark.parametrize("change, field", [
-    (dict(router_scoring="softmax"), "router_scoring"),
-    (dict(num_shared_experts=0), "num_shared_experts"),
-    (dict(shared_expert_hidden_dim=40), "shared_expert_hidden_dim"),
-    (dict(shared_expert_gate=True), "shared_expert_gate"),
-    (dict(dense_layers=(2,)), "dense_layers"),
-    (dict(moe_layer_step=2), "moe_layer_step"),
-    (dict(capacity_factor=1.25), "capacity_factor"),
-    (dict(num_expert_groups=8, num_limited_groups=4), "num_expert_groups"),
-    (dict(rope_type="linear", rope_mscale_all_dim=1.0), "rope_mscale_all_dim"),
+    ({"router.scoring": "softmax"}, "router.scoring"),
+    ({"moe.num_shared_experts": 0}, "moe.num_shared_experts"),
+    ({"moe.shared_expert_hidden_dim": 40}, "moe.shared_expert_hidden_dim"),
+    ({"moe.shared_expert_gate": True}, "moe.shared_expert_gate"),
+    ({"moe.dense_layers": (2,)}, "moe.dense_layers"),
+    ({"moe.layer_step": 2}, "moe.layer_step"),
+    ({"router.capacity_factor": 1.25}, "router.capacity_factor"),
+    ({"router.num_expert_groups": 8, "router.num_limited_groups": 4}, "router.num_expert_groups"),
+    ({"rope.type": "linear", "rope.mscale_all_dim": 1.0}, "rope.mscale_all_dim"),
 ])
 def test_unrepresentable_deepseek_configs_are_refused_by_name(change, field, tmp_path):
     with torch.device("meta"):
-        model = hepta.build_model(hepta.ModelConfig(**{**DEEPSEEK, **change}))
+        model = hepta.build_model(config(DEEPSEEK, change))
     with pytest.raises(HeptaError, match=rf"^{field}=.*deepseek_v3, which supports only"):
         save(model, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
@@ -268,15 +279,14 @@ def test_unrepresentable_deepseek_configs_are_refused_by_name(change, field, tmp
 
 def test_mla_and_rope_scaling_are_refused_for_the_other_targets(tmp_path):
     with torch.device("meta"):
-        mla = hepta.build_model(hepta.ModelConfig(**DEEPSEEK))
-        yarn = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS["mixtral"]}, rope_type="yarn",
-                                                   rope_factor=2.0))
-        gqa = hepta.build_model(hepta.ModelConfig(**{**HEPTA, **HEPTA_TARGETS["mixtral"]}))
-    with pytest.raises(HeptaError, match=r"^attention='mla' cannot be written as mixtral"):
+        mla = hepta.build_model(config(DEEPSEEK))
+        yarn = hepta.build_model(config(HEPTA, HEPTA_TARGETS["mixtral"], {"rope.type": "yarn", "rope.factor": 2.0}))
+        gqa = hepta.build_model(config(HEPTA, HEPTA_TARGETS["mixtral"]))
+    with pytest.raises(HeptaError, match=r"^attention.kind='mla' cannot be written as mixtral"):
         save(mla, tmp_path / "out", model_type="mixtral")
-    with pytest.raises(HeptaError, match=r"^rope_type='yarn' cannot be written as mixtral"):
+    with pytest.raises(HeptaError, match=r"^rope.type='yarn' cannot be written as mixtral"):
         save(yarn, tmp_path / "out")
-    with pytest.raises(HeptaError, match=r"^attention='gqa' cannot be written as deepseek_v3"):
+    with pytest.raises(HeptaError, match=r"^attention.kind='gqa' cannot be written as deepseek_v3"):
         save(gqa, tmp_path / "out", model_type="deepseek_v3")
     assert list(tmp_path.iterdir()) == []
 

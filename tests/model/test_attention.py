@@ -5,16 +5,17 @@ import hepta
 from helpers import decoded_logits
 
 
-def small_model(**overrides):
-    shape = dict(vocab_size=300, dim=64, num_heads=4, num_kv_heads=2, head_dim=16, num_experts=4,
-                 expert_hidden_dim=32, max_seq_len=64)
-    cfg = hepta.get_preset("tiny").replace(**{**shape, **overrides})
+def small_model(overrides: dict | None = None):
+    shape = {"vocab_size": 300, "dim": 64, "attention.num_heads": 4, "attention.num_kv_heads": 2,
+             "attention.head_dim": 16, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 64}
+    cfg = hepta.get_preset("tiny").with_changes({**shape, **(overrides or {})})
     return hepta.build_model(cfg, seed=0).eval()
 
 
-@pytest.mark.parametrize("overrides", [{}, {"qk_norm": False, "num_kv_heads": 4}, {"num_kv_heads": 1}])
+@pytest.mark.parametrize("overrides", [{}, {"attention.qk_norm": False, "attention.num_kv_heads": 4},
+                                       {"attention.num_kv_heads": 1}])
 def test_incremental_decoding_with_kv_cache_equals_full_forward(overrides):
-    model = small_model(**overrides)
+    model = small_model(overrides)
     ids = torch.randint(0, 300, (2, 20))
     with torch.no_grad():
         full = model(ids)
@@ -23,7 +24,7 @@ def test_incremental_decoding_with_kv_cache_equals_full_forward(overrides):
     assert cache.lengths.tolist() == [20, 20]
     # keys and values, tokens first: [L, slots, S, G, Dh]
     cfg = model.config
-    assert [b.shape for b in cache.buffers] == [(cfg.num_layers, 2, 20, cfg.num_kv_heads, 16)] * 2
+    assert [b.shape for b in cache.buffers] == [(cfg.num_layers, 2, 20, cfg.attention.num_kv_heads, 16)] * 2
 
 
 def test_logits_have_batch_time_vocab_shape_and_are_causal():

@@ -7,11 +7,12 @@ SHARE, SPREAD, ALIGN = 0.02, 0.2, 3.0
 
 
 def skewed_model(bias_update_rate: float):
-    cfg = hepta.get_preset("tiny").replace(
-        vocab_size=256, dim=64, num_layers=2, num_dense_layers=0, num_heads=2, num_kv_heads=1, head_dim=32,
-        num_experts=8, top_k=2, expert_hidden_dim=32, num_shared_experts=0,
-        aux_loss_coef=0.0, z_loss_coef=0.0, bias_update_rate=bias_update_rate,
-    )
+    cfg = hepta.get_preset("tiny").with_changes({
+        "vocab_size": 256, "dim": 64, "num_layers": 2, "moe.num_dense_layers": 0, "attention.num_heads": 2,
+        "attention.num_kv_heads": 1, "attention.head_dim": 32, "moe.num_experts": 8, "moe.top_k": 2,
+        "moe.expert_hidden_dim": 32, "moe.num_shared_experts": 0,
+        "router.aux_loss_coef": 0.0, "router.z_loss_coef": 0.0, "router.bias_update_rate": bias_update_rate,
+    })
     model = hepta.build_model(cfg, seed=0)
     with torch.no_grad():
         # Deliberately skew every router: give all hidden states a shared direction (real LMs'

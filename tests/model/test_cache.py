@@ -5,15 +5,16 @@ import torch
 
 import hepta
 
-SHAPE = dict(vocab_size=300, dim=64, num_heads=4, num_kv_heads=2, head_dim=16, num_experts=4, expert_hidden_dim=32,
-             max_seq_len=64)
-MLA = dict(SHAPE, qk_norm=False, attention="mla", kv_lora_rank=16, q_lora_rank=24, qk_nope_head_dim=8,
-           qk_rope_head_dim=6, v_head_dim=8)
+SHAPE = {"vocab_size": 300, "dim": 64, "attention.num_heads": 4, "attention.num_kv_heads": 2,
+         "attention.head_dim": 16, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 64}
+MLA = {**SHAPE, "attention.qk_norm": False, "attention.kind": "mla", "attention.kv_lora_rank": 16,
+       "attention.q_lora_rank": 24, "attention.qk_nope_head_dim": 8, "attention.qk_rope_head_dim": 6,
+       "attention.v_head_dim": 8}
 
 
 @pytest.mark.parametrize("shape", [SHAPE, MLA], ids=["gqa", "mla"])
 def test_ragged_sequences_in_slots_match_their_own_full_forward(shape):
-    model = hepta.build_model(hepta.get_preset("tiny").replace(**shape), seed=0).eval()
+    model = hepta.build_model(hepta.get_preset("tiny").with_changes(shape), seed=0).eval()
     lengths = [5, 11, 8]
     seqs = [torch.randint(0, 300, (n + 8,), generator=torch.Generator().manual_seed(n)) for n in lengths]
     cache = model.new_slot_cache(num_slots=4, max_len=32)
@@ -54,7 +55,7 @@ def test_ragged_sequences_in_slots_match_their_own_full_forward(shape):
 
 
 def test_slot_cache_refuses_mixing_fresh_and_running_slots():
-    model = hepta.build_model(hepta.get_preset("tiny").replace(**SHAPE), seed=0)
+    model = hepta.build_model(hepta.get_preset("tiny").with_changes(SHAPE), seed=0)
     cache = model.new_slot_cache(num_slots=2, max_len=8)
     cache.lengths[0] = 3
     with pytest.raises(AssertionError):

@@ -56,18 +56,19 @@ def test_deinterleaved_rows_with_rotate_half_rope_equal_interleaved_rope():
     torch.testing.assert_close(apply_rope(permuted[..., nope:], cos, sin), interleaved(original[..., nope:]))
 
 
-MLA = dict(vocab_size=300, dim=64, num_heads=4, qk_norm=False, attention="mla", kv_lora_rank=16,
-           qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=12, num_experts=4, expert_hidden_dim=32, max_seq_len=64)
+MLA = {"vocab_size": 300, "dim": 64, "attention.num_heads": 4, "attention.qk_norm": False, "attention.kind": "mla",
+       "attention.kv_lora_rank": 16, "attention.qk_rope_head_dim": 8, "attention.qk_nope_head_dim": 8,
+       "attention.v_head_dim": 12, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 64}
 
 
 @pytest.mark.parametrize("overrides", [
-    {"q_lora_rank": 24, "rope_type": "yarn", "rope_factor": 4.0, "rope_original_max_len": 16,
-     "rope_mscale": 1.0, "rope_mscale_all_dim": 1.0},
-    {"q_lora_rank": None, "rope_type": "linear", "rope_factor": 2.0},
+    {"attention.q_lora_rank": 24, "rope.type": "yarn", "rope.factor": 4.0, "rope.original_max_len": 16,
+     "rope.mscale": 1.0, "rope.mscale_all_dim": 1.0},
+    {"attention.q_lora_rank": None, "rope.type": "linear", "rope.factor": 2.0},
 ])
 def test_transformer_with_mla_decodes_from_its_compressed_cache_like_a_full_forward(overrides):
     import hepta
-    cfg = hepta.get_preset("tiny").replace(**MLA, **overrides)
+    cfg = hepta.get_preset("tiny").with_changes({**MLA, **overrides})
     model = hepta.build_model(cfg, seed=0).eval()
     assert hepta.count_params(cfg).total == sum(p.numel() for p in model.parameters())
     ids = torch.randint(0, 300, (2, 20))

@@ -9,10 +9,12 @@ from hepta.model.moe import MoE
 from hepta.model.transformer import Transformer
 
 
-def moe_config(**overrides) -> ModelConfig:
-    base = dict(vocab_size=64, dim=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
-                num_experts=8, top_k=2, expert_hidden_dim=24, num_shared_experts=1)
-    return ModelConfig(**{**base, **overrides})
+def moe_config(changes: dict | None = None) -> ModelConfig:
+    """A one-layer config with `changes` by dotted field name, e.g. {"moe.top_k": 1}."""
+    base = {"vocab_size": 64, "dim": 32, "num_layers": 1, "attention.num_heads": 2, "attention.num_kv_heads": 1,
+            "attention.head_dim": 16, "moe.num_experts": 8, "moe.top_k": 2, "moe.expert_hidden_dim": 24,
+            "moe.num_shared_experts": 1}
+    return ModelConfig().with_changes({**base, **(changes or {})})
 
 
 def naive_moe(moe: MoE, x_BTD: torch.Tensor) -> torch.Tensor:
@@ -20,11 +22,11 @@ def naive_moe(moe: MoE, x_BTD: torch.Tensor) -> torch.Tensor:
     cfg = moe.cfg
     x_ND = x_BTD.reshape(-1, cfg.dim)
     routing = moe.router(x_ND)
-    Fh = cfg.expert_hidden_dim
+    Fh = cfg.moe.expert_hidden_dim
     rows = []
     for n in range(x_ND.shape[0]):
         y = torch.zeros(cfg.dim, dtype=x_ND.dtype)
-        for k in range(cfg.top_k):
+        for k in range(cfg.moe.top_k):
             e = routing.experts_NK[n, k]
             h = moe.experts.gate_up_proj[e] @ x_ND[n]
             y = y + routing.weights_NK[n, k] * (moe.experts.down_proj[e] @ (F.silu(h[:Fh]) * h[Fh:]))
@@ -46,14 +48,14 @@ def init(moe: MoE) -> MoE:
 @pytest.mark.parametrize("implementation", ["fused", "grouped_mm"])
 @pytest.mark.parametrize("overrides", [
     {},
-    {"router_scoring": "sigmoid", "route_scale": 2.5, "num_shared_experts": 0},
-    {"num_expert_groups": 4, "num_limited_groups": 2, "router_scoring": "sigmoid", "top_k": 3},
-    {"norm_topk_prob": False, "top_k": 1},
+    {"router.scoring": "sigmoid", "router.route_scale": 2.5, "moe.num_shared_experts": 0},
+    {"router.num_expert_groups": 4, "router.num_limited_groups": 2, "router.scoring": "sigmoid", "moe.top_k": 3},
+    {"router.norm_topk_prob": False, "moe.top_k": 1},
 ])
 def test_dispatch_matches_naive_reference_outputs_and_gradients(implementation, overrides):
     if implementation == "grouped_mm" and not hasattr(torch, "_grouped_mm"):
         pytest.skip("torch._grouped_mm not available")
-    moe = init(MoE(moe_config(**overrides), experts_implementation=implementation))
+    moe = init(MoE(moe_config(overrides), experts_implementation=implementation))
     moe.router.expert_bias.copy_(torch.randn(8) * 0.1)  # selection bias must not change the math
     x = torch.randn(3, 7, 32, requires_grad=True)
 
@@ -80,7 +82,7 @@ def test_an_unknown_experts_implementation_is_refused_naming_the_choices():
 @pytest.mark.parametrize("num_tokens, grad", [(21, True), (3, False)])  # 3 tokens without grad: the few-rows loop
 def test_every_experts_implementation_gives_the_same_output(num_tokens, grad):
     torch.manual_seed(0)
-    reference = init(MoE(moe_config(num_shared_experts=0)))
+    reference = init(MoE(moe_config({"moe.num_shared_experts": 0})))
     x = torch.randn(1, num_tokens, 32)
     outputs = {}
     for implementation in EXPERTS_IMPLEMENTATIONS:
@@ -108,7 +110,7 @@ def test_fused_experts_match_reference_across_chunks_and_idle_experts(monkeypatc
     # Chunks of one or two experts (instead of all of them at these tiny sizes), with experts that
     # get no tokens in between: every chunk boundary and skipped expert must keep the math exact.
     monkeypatch.setattr(experts_module, "_CHUNK_BYTES", 2 * 24 * 4 * 10)  # 10 rows of pre-activations
-    moe = init(MoE(moe_config(num_experts=8, top_k=2, num_shared_experts=0)))
+    moe = init(MoE(moe_config({"moe.num_experts": 8, "moe.top_k": 2, "moe.num_shared_experts": 0})))
     moe.router.expert_bias.copy_(torch.tensor([0.0, -9, 0, 0, -9, 0, 0, -9]))  # experts 1, 4, 7 stay idle
     x = torch.randn(2, 9, 32, requires_grad=True)
 
@@ -131,7 +133,7 @@ def test_chunks_cover_every_routed_row_once_in_expert_order():
 
 
 def test_experts_that_receive_no_tokens_get_zero_gradient():
-    moe = init(MoE(moe_config(num_experts=8, top_k=1)))
+    moe = init(MoE(moe_config({"moe.num_experts": 8, "moe.top_k": 1})))
     moe.router.expert_bias.copy_(torch.tensor([10.0, 0, 0, 0, 0, 0, 0, 0]))  # everything to expert 0
     x = torch.randn(1, 5, 32)
     moe(x).sum().backward()
@@ -150,7 +152,8 @@ def test_expert_load_is_observable_after_each_forward():
 
 
 def test_capacity_factor_drops_overflow_tokens_in_arrival_order():
-    moe = init(MoE(moe_config(num_experts=4, top_k=1, capacity_factor=1.0, num_shared_experts=0)))
+    moe = init(MoE(moe_config({"moe.num_experts": 4, "moe.top_k": 1, "router.capacity_factor": 1.0,
+                               "moe.num_shared_experts": 0})))
     moe.router.expert_bias.copy_(torch.tensor([10.0, 0, 0, 0]))  # all 8 tokens pick expert 0; capacity is 2
     x = torch.randn(1, 8, 32)
     y = moe(x)[0]
@@ -159,7 +162,7 @@ def test_capacity_factor_drops_overflow_tokens_in_arrival_order():
 
 
 def test_router_losses_are_weighted_and_differentiable():
-    moe = init(MoE(moe_config(aux_loss_coef=0.01, z_loss_coef=0.001)))
+    moe = init(MoE(moe_config({"router.aux_loss_coef": 0.01, "router.z_loss_coef": 0.001})))
     moe(torch.randn(2, 16, 32))
     loss = moe.router_loss
     assert loss.item() > 0
@@ -180,7 +183,8 @@ def test_bf16_autocast_runs_experts_in_bf16_and_stays_close_to_fp32():
 @pytest.mark.parametrize("num_tokens", [1, 5])
 def test_inference_on_a_few_tokens_matches_reference_and_skips_the_router_losses(num_tokens):
     # decoding: a handful of routed copies take the small-batch loop, without gradients
-    moe = init(MoE(moe_config(router_scoring="sigmoid", aux_loss_coef=0.01, z_loss_coef=1e-3))).eval()
+    moe = init(MoE(moe_config({"router.scoring": "sigmoid", "router.aux_loss_coef": 0.01,
+                               "router.z_loss_coef": 1e-3}))).eval()
     x = torch.randn(num_tokens, 1, 32)
     with torch.no_grad():
         fast = moe(x)

@@ -68,8 +68,8 @@ def test_checkpointing_keeps_only_block_inputs():
 def test_tensor_parallel_rank_holds_a_slice_of_heads_widths_and_vocabulary():
     cfg = hepta.get_preset("grok5-7t")
     local = tp_local_config(cfg, 8)
-    assert (local.num_heads, local.num_kv_heads, local.expert_hidden_dim, local.dense_hidden_dim,
-            local.vocab_size, local.dim) == (24, 2, 3680, 12288, 16384, 24576)
+    assert (local.attention.num_heads, local.attention.num_kv_heads, local.moe.expert_hidden_dim,
+            local.moe.dense_hidden_dim, local.vocab_size, local.dim) == (24, 2, 3680, 12288, 16384, 24576)
     # norms and routers stay whole on every rank; everything else divides
     assert 8 * count_params(local).total == pytest.approx(count_params(cfg).total, rel=1e-3)
 
@@ -82,8 +82,8 @@ def test_expert_shards_split_evenly_or_with_the_least_padding():
 
 def test_one_rank_holds_every_routed_expert_weight_of_a_layer():
     cfg = hepta.get_preset("small")  # dim == 2 x expert width: gate_up_proj and down_proj have the same dims
-    assert cfg.dim == 2 * cfg.expert_hidden_dim
-    assert expert_params_per_rank(cfg, 1, 1) == cfg.num_experts * 3 * cfg.dim * cfg.expert_hidden_dim
+    assert cfg.dim == 2 * cfg.moe.expert_hidden_dim
+    assert expert_params_per_rank(cfg, 1, 1) == cfg.moe.num_experts * 3 * cfg.dim * cfg.moe.expert_hidden_dim
 
 
 def test_pipeline_stages_cover_the_layers_once():

@@ -7,8 +7,8 @@ import pytest
 import hepta
 from hepta.tokenizer import Tokenizer
 
-SERVE_SHAPE = dict(vocab_size=512, dim=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32, num_experts=4,
-                   expert_hidden_dim=32, max_seq_len=2048)
+SERVE_SHAPE = {"vocab_size": 512, "dim": 64, "num_layers": 2, "attention.num_heads": 2, "attention.num_kv_heads": 1,
+               "attention.head_dim": 32, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 2048}
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +16,7 @@ def model_dir(tmp_path_factory, corpus):
     """A model folder as `hepta train` writes it: random weights, a tokenizer trained on real text."""
     folder = tmp_path_factory.mktemp("served") / "micro"
     tokenizer = Tokenizer.train([f.read_text() for f in sorted(corpus.iterdir())], text_vocab_size=480)
-    model = hepta.build_model(hepta.get_preset("tiny").replace(**SERVE_SHAPE), seed=0)
+    model = hepta.build_model(hepta.get_preset("tiny").with_changes(SERVE_SHAPE), seed=0)
     hepta.save_model(model, folder)
     tokenizer.save(folder)
     return folder

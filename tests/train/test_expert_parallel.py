@@ -27,8 +27,9 @@ def ep_mesh():
 
 def test_expert_parallel_wraps_the_unchanged_module_and_keeps_its_math(ep_mesh):
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=64, dim=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
-                      num_experts=4, top_k=2, expert_hidden_dim=24)
+    cfg = ModelConfig().with_changes({
+        "vocab_size": 64, "dim": 32, "num_layers": 1, "attention.num_heads": 2, "attention.num_kv_heads": 1,
+        "attention.head_dim": 16, "moe.num_experts": 4, "moe.top_k": 2, "moe.expert_hidden_dim": 24})
     plain = MoE(cfg)
     plain.reset_parameters()
     parallel = MoE(cfg)

@@ -15,7 +15,7 @@ def _step(model, ids):
 
 
 def test_checkpointed_blocks_give_the_same_loss_gradients_and_expert_load():
-    cfg = get_preset("tiny").replace(**micro_overrides())
+    cfg = get_preset("tiny").with_changes(micro_overrides())
     plain, checkpointed = build_model(cfg, seed=0), build_model(cfg, seed=0)
     apply_activation_checkpointing(checkpointed)
     ids = random_ids(cfg.vocab_size, 4, 33, seed=1)
@@ -24,13 +24,13 @@ def test_checkpointed_blocks_give_the_same_loss_gradients_and_expert_load():
         torch.testing.assert_close(q.grad, p.grad, msg=name)
     # the forward recomputed in backward records neither load nor router loss a second time
     for a, b in zip(plain.moe_layers(), checkpointed.moe_layers()):
-        assert a.load_since_update.sum() == ids[:, :-1].numel() * cfg.top_k
+        assert a.load_since_update.sum() == ids[:, :-1].numel() * cfg.moe.top_k
         torch.testing.assert_close(b.load_since_update, a.load_since_update)
         torch.testing.assert_close(b.last_load, a.last_load)
 
 
 def test_checkpointing_keeps_fewer_activations():
-    cfg = get_preset("tiny").replace(**micro_overrides())
+    cfg = get_preset("tiny").with_changes(micro_overrides())
     ids = random_ids(cfg.vocab_size, 4, 65, seed=1)
 
     def saved_bytes(model) -> int:

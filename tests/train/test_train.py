@@ -160,3 +160,13 @@ def test_resume_with_fewer_steps_than_done_is_refused_and_more_steps_are_kept(tm
 
     assert load_args(tmp_path / "run").steps == 6
     assert sorted(train_losses(tmp_path / "run")) == list(range(1, 7))
+
+
+def test_overrides_take_dotted_names_and_the_flat_names_earlier_runs_saved(tmp_path, corpus):
+    dotted = args_for(tmp_path / "a", corpus, overrides={"moe.num_experts": 8, "rope.theta": 5e5, "num_layers": 3})
+    flat = args_for(tmp_path / "b", corpus, overrides={"num_experts": 8, "rope_theta": 5e5, "num_layers": 3})
+    cfg = dotted.model_config()
+    assert flat.model_config() == cfg
+    assert (cfg.moe.num_experts, cfg.rope.theta, cfg.num_layers) == (8, 5e5, 3)
+    with pytest.raises(ValueError, match="'num_experts' and 'moe.num_experts' both set ModelConfig.moe.num_experts"):
+        args_for(tmp_path / "c", corpus, overrides={"num_experts": 8, "moe.num_experts": 4}).model_config()

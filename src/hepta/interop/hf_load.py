@@ -29,28 +29,29 @@ SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe", "deepseek_v3")
 
 
 def _rope(hf: dict) -> dict:
-    """ModelConfig's rope fields from `rope_parameters` (transformers 5) or `rope_scaling` (older files)."""
+    """ModelConfig's rope fields (dotted names) from `rope_parameters` (transformers 5) or `rope_scaling`
+    (older files)."""
     key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
     rope = hf.get(key) or {}
     rope_type = rope.get("rope_type", rope.get("type")) or "default"
     if rope_type not in ROPE_TYPES:
         raise HeptaError(f"{key}.rope_type={rope_type!r} in config.json is not supported; "
                          f"supported: {', '.join(ROPE_TYPES)}")
-    fields = dict(rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))), rope_type=rope_type)
+    fields = {"rope.theta": float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))), "rope.type": rope_type}
     if rope_type == "linear":
-        fields.update(rope_factor=float(rope["factor"]))
+        fields.update({"rope.factor": float(rope["factor"])})
     elif rope_type == "yarn":
         original = rope.get("original_max_position_embeddings")
         if not original:
             raise HeptaError(f"{key} of type yarn lacks original_max_position_embeddings; add the pretraining "
                              "context length to config.json")
         factor = rope.get("factor") or hf["max_position_embeddings"] / original
-        fields.update(rope_factor=float(factor), rope_original_max_len=int(original),
-                      rope_beta_fast=float(rope.get("beta_fast") or 32),
-                      rope_beta_slow=float(rope.get("beta_slow") or 1),
-                      rope_truncate=bool(rope.get("truncate", True)), rope_mscale=float(rope.get("mscale") or 0),
-                      rope_mscale_all_dim=float(rope.get("mscale_all_dim") or 0),
-                      rope_attention_factor=rope.get("attention_factor"))
+        fields.update({"rope.factor": float(factor), "rope.original_max_len": int(original),
+                       "rope.beta_fast": float(rope.get("beta_fast") or 32),
+                       "rope.beta_slow": float(rope.get("beta_slow") or 1),
+                       "rope.truncate": bool(rope.get("truncate", True)), "rope.mscale": float(rope.get("mscale") or 0),
+                       "rope.mscale_all_dim": float(rope.get("mscale_all_dim") or 0),
+                       "rope.attention_factor": rope.get("attention_factor")})
     return fields
 
 
@@ -79,44 +80,48 @@ def _config_from_hf(hf: dict) -> ModelConfig:
     if hf.get("hidden_act", "silu") != "silu":
         raise HeptaError(f"hidden_act={hf['hidden_act']!r} is not supported; hepta experts use silu (SwiGLU)")
     heads = hf["num_attention_heads"]
-    common = dict(
-        vocab_size=hf["vocab_size"], dim=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
-        num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
-        **_rope(hf), max_seq_len=hf.get("max_position_embeddings", 4096),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)), norm_eps=hf.get("rms_norm_eps", 1e-6),
-        top_k=hf["num_experts_per_tok"], expert_hidden_dim=hf["intermediate_size"],
-        router_scoring="softmax", aux_loss_coef=hf.get("router_aux_loss_coef", 0.0),
-    )
+    common = {
+        "vocab_size": hf["vocab_size"], "dim": hf["hidden_size"], "num_layers": hf["num_hidden_layers"],
+        "attention.num_heads": heads, "attention.num_kv_heads": hf.get("num_key_value_heads") or heads,
+        "attention.head_dim": hf.get("head_dim") or hf["hidden_size"] // heads,
+        **_rope(hf), "max_seq_len": hf.get("max_position_embeddings", 4096),
+        "tie_embeddings": bool(hf.get("tie_word_embeddings", False)), "norm_eps": hf.get("rms_norm_eps", 1e-6),
+        "moe.top_k": hf["num_experts_per_tok"], "moe.expert_hidden_dim": hf["intermediate_size"],
+        "router.scoring": "softmax", "router.aux_loss_coef": hf.get("router_aux_loss_coef", 0.0),
+    }
     if model_type == "mixtral":
-        return ModelConfig(**common, qk_norm=False, num_experts=hf["num_local_experts"], norm_topk_prob=True)
+        return ModelConfig().with_changes({**common, "attention.qk_norm": False,
+                                           "moe.num_experts": hf["num_local_experts"], "router.norm_topk_prob": True})
     if model_type == "deepseek_v3":
         if hf.get("attention_bias"):
             raise HeptaError("attention_bias=true is not supported for deepseek_v3; hepta's MLA projections "
                              "have no bias")
         # defaults are those of transformers' DeepseekV3Config
-        return ModelConfig(**{**common, "num_kv_heads": heads, "expert_hidden_dim": hf["moe_intermediate_size"],
-                              "router_scoring": "sigmoid"},
-                           qk_norm=False, attention="mla", q_lora_rank=hf.get("q_lora_rank"),
-                           kv_lora_rank=hf["kv_lora_rank"], qk_rope_head_dim=hf["qk_rope_head_dim"],
-                           qk_nope_head_dim=hf["qk_nope_head_dim"], v_head_dim=hf["v_head_dim"],
-                           num_experts=hf["n_routed_experts"], num_shared_experts=hf.get("n_shared_experts", 1),
-                           num_dense_layers=hf.get("first_k_dense_replace", 3),
-                           dense_hidden_dim=hf["intermediate_size"],
-                           norm_topk_prob=bool(hf.get("norm_topk_prob", True)),
-                           route_scale=float(hf.get("routed_scaling_factor", 2.5)),
-                           num_expert_groups=hf.get("n_group", 8), num_limited_groups=hf.get("topk_group", 4))
+        return ModelConfig().with_changes({
+            **common, "attention.num_kv_heads": heads, "moe.expert_hidden_dim": hf["moe_intermediate_size"],
+            "router.scoring": "sigmoid",
+            "attention.qk_norm": False, "attention.kind": "mla", "attention.q_lora_rank": hf.get("q_lora_rank"),
+            "attention.kv_lora_rank": hf["kv_lora_rank"], "attention.qk_rope_head_dim": hf["qk_rope_head_dim"],
+            "attention.qk_nope_head_dim": hf["qk_nope_head_dim"], "attention.v_head_dim": hf["v_head_dim"],
+            "moe.num_experts": hf["n_routed_experts"], "moe.num_shared_experts": hf.get("n_shared_experts", 1),
+            "moe.num_dense_layers": hf.get("first_k_dense_replace", 3),
+            "moe.dense_hidden_dim": hf["intermediate_size"],
+            "router.norm_topk_prob": bool(hf.get("norm_topk_prob", True)),
+            "router.route_scale": float(hf.get("routed_scaling_factor", 2.5)),
+            "router.num_expert_groups": hf.get("n_group", 8), "router.num_limited_groups": hf.get("topk_group", 4)})
     if model_type == "qwen2_moe":
         shared = hf.get("shared_expert_intermediate_size") or 0
-        return ModelConfig(**{**common, "expert_hidden_dim": hf["moe_intermediate_size"]},
-                           qk_norm=False, qkv_bias=bool(hf.get("qkv_bias", True)), num_experts=hf["num_experts"],
-                           norm_topk_prob=bool(hf.get("norm_topk_prob", False)),
-                           num_shared_experts=1 if shared else 0, shared_expert_hidden_dim=shared or None,
-                           shared_expert_gate=bool(shared), dense_hidden_dim=hf["intermediate_size"],
-                           moe_layer_step=hf.get("decoder_sparse_step", 1),
-                           dense_layers=tuple(hf.get("mlp_only_layers") or ()))
-    return ModelConfig(**common, qk_norm=True, qk_norm_per_head=False, num_experts=hf["num_experts"],
-                       norm_topk_prob=bool(hf.get("norm_topk_prob", False)))
+        return ModelConfig().with_changes({
+            **common, "moe.expert_hidden_dim": hf["moe_intermediate_size"],
+            "attention.qk_norm": False, "attention.qkv_bias": bool(hf.get("qkv_bias", True)),
+            "moe.num_experts": hf["num_experts"], "router.norm_topk_prob": bool(hf.get("norm_topk_prob", False)),
+            "moe.num_shared_experts": 1 if shared else 0, "moe.shared_expert_hidden_dim": shared or None,
+            "moe.shared_expert_gate": bool(shared), "moe.dense_hidden_dim": hf["intermediate_size"],
+            "moe.layer_step": hf.get("decoder_sparse_step", 1),
+            "moe.dense_layers": tuple(hf.get("mlp_only_layers") or ())})
+    return ModelConfig().with_changes({**common, "attention.qk_norm": True, "attention.qk_norm_per_head": False,
+                                       "moe.num_experts": hf["num_experts"],
+                                       "router.norm_topk_prob": bool(hf.get("norm_topk_prob", False))})
 
 
 # HF name -> (hepta parameter, expert index or None, which half of gate_up or None)
@@ -148,10 +153,10 @@ def _rope_rows_to_half_layout(name: str, tensor: torch.Tensor, cfg: ModelConfig)
     match = _MLA_ROPE_ROWS.fullmatch(name)
     if match is None:
         return tensor
-    R = cfg.qk_rope_head_dim
+    R = cfg.attention.qk_rope_head_dim
     if match.group(2) == "kv_a_proj_with_mqa":
-        return deinterleave_rope_rows(tensor, cfg.kv_lora_rank + R, cfg.kv_lora_rank, R)
-    return deinterleave_rope_rows(tensor, cfg.qk_nope_head_dim + R, cfg.qk_nope_head_dim, R)
+        return deinterleave_rope_rows(tensor, cfg.attention.kv_lora_rank + R, cfg.attention.kv_lora_rank, R)
+    return deinterleave_rope_rows(tensor, cfg.attention.qk_nope_head_dim + R, cfg.attention.qk_nope_head_dim, R)
 
 
 def _target(name: str, params: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -256,7 +261,7 @@ def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype |
             buffer.zero_()
     params = dict(model.named_parameters(remove_duplicate=True))
     targets = {**dict(model.named_buffers()), **params}  # buffers (the routing bias) are optional
-    interleaved_rope = cfg.attention == "mla" and hf.get("rope_interleave", True)
+    interleaved_rope = cfg.attention.kind == "mla" and hf.get("rope_interleave", True)
     filled = {name: 0 for name in params}
     owner = {id(t): name for name, t in params.items()}
     with torch.no_grad():

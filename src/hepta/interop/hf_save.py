@@ -51,36 +51,39 @@ _MLA_PROJS = ("q_a_proj", "q_a_layernorm", "q_b_proj", "q_proj", "kv_a_proj_with
               "o_proj")
 
 
-# ModelConfig fields that `check_representable` checks, `hf_config` maps, or this module knows not to change the forward pass
+# ModelConfig fields that `check_representable` checks, `hf_config` maps, or this module knows not to change the
+# forward pass
 # (training-only coefficients; dense_hidden_dim and the shared-expert gate without such layers;
-# expert groups without group limiting; the MLA dims with attention="gqa"; the rope scaling
-# fields other than rope_type with rope_type="default"; head_dim and num_kv_heads with MLA).
+# expert groups without group limiting; the MLA dims with attention.kind="gqa"; the rope
+# fields other than rope.type with rope.type="default"; head_dim and num_kv_heads with MLA).
 _CHECKED_FIELDS = {
-    "vocab_size", "dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "rope_theta", "max_seq_len",
-    "qk_norm", "qk_norm_per_head", "tie_embeddings", "norm_eps", "num_experts", "top_k", "expert_hidden_dim",
-    "num_shared_experts", "num_dense_layers", "dense_hidden_dim", "moe_layer_step", "dense_layers",
-    "shared_expert_hidden_dim", "shared_expert_gate", "qkv_bias", "router_scoring", "norm_topk_prob",
-    "route_scale", "num_expert_groups", "num_limited_groups", "aux_loss_coef", "z_loss_coef", "bias_update_rate",
-    "capacity_factor",
-    "attention", "q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim",
-    "rope_type", "rope_factor", "rope_original_max_len", "rope_beta_fast", "rope_beta_slow", "rope_truncate",
-    "rope_mscale", "rope_mscale_all_dim", "rope_attention_factor",
+    "vocab_size", "dim", "num_layers", "max_seq_len", "tie_embeddings", "norm_eps",
+    "attention.kind", "attention.num_heads", "attention.num_kv_heads", "attention.head_dim", "attention.qk_norm",
+    "attention.qk_norm_per_head", "attention.qkv_bias", "attention.q_lora_rank", "attention.kv_lora_rank",
+    "attention.qk_rope_head_dim", "attention.qk_nope_head_dim", "attention.v_head_dim",
+    "rope.theta", "rope.type", "rope.factor", "rope.original_max_len", "rope.beta_fast", "rope.beta_slow",
+    "rope.truncate", "rope.mscale", "rope.mscale_all_dim", "rope.attention_factor",
+    "moe.num_experts", "moe.top_k", "moe.expert_hidden_dim", "moe.num_shared_experts", "moe.shared_expert_hidden_dim",
+    "moe.shared_expert_gate", "moe.num_dense_layers", "moe.layer_step", "moe.dense_layers", "moe.dense_hidden_dim",
+    "router.scoring", "router.norm_topk_prob", "router.route_scale", "router.num_expert_groups",
+    "router.num_limited_groups", "router.aux_loss_coef", "router.z_loss_coef", "router.bias_update_rate",
+    "router.capacity_factor",
 }
 
 
 def infer_type(cfg: ModelConfig) -> str:
     """deepseek_v3 for latent attention, qwen2_moe for a gated shared expert, olmoe for one QK-norm over all
     heads, mixtral for none."""
-    if cfg.attention == "mla":
+    if cfg.attention.kind == "mla":
         return "deepseek_v3"
-    if cfg.shared_expert_gate:
+    if cfg.moe.shared_expert_gate:
         return "qwen2_moe"
-    if not cfg.qk_norm:
+    if not cfg.attention.qk_norm:
         return "mixtral"
-    if not cfg.qk_norm_per_head:
+    if not cfg.attention.qk_norm_per_head:
         return "olmoe"
-    raise HeptaError("qk_norm_per_head=True (one QK-norm per head) has no Hugging Face target hepta writes; "
-                     "mixtral has no QK-norm and olmoe norms all heads at once (qk_norm_per_head=False)")
+    raise HeptaError("attention.qk_norm_per_head=True (one QK-norm per head) has no Hugging Face target hepta "
+                     "writes; mixtral has no QK-norm and olmoe norms all heads at once (qk_norm_per_head=False)")
 
 
 def check_representable(cfg: ModelConfig, model_type: str) -> None:
@@ -89,93 +92,96 @@ def check_representable(cfg: ModelConfig, model_type: str) -> None:
         raise HeptaError(f"model_type {model_type!r} cannot be written; hepta writes: {', '.join(TARGET_TYPES)}")
 
     def refuse(field: str, supported: str) -> None:
-        raise HeptaError(f"{field}={getattr(cfg, field)!r} cannot be written as {model_type}, "
+        raise HeptaError(f"{field}={cfg.get(field)!r} cannot be written as {model_type}, "
                          f"which supports only {supported}")
 
     if model_type == "deepseek_v3":
         _check_deepseek(cfg, refuse)
         _check_unknown_fields(cfg, refuse)
         return
-    if cfg.attention != "gqa":
-        refuse("attention", "'gqa' (multi-head latent attention is written as deepseek_v3)")
-    if cfg.rope_type != "default":
-        refuse("rope_type", "'default' (RoPE scaling is written only for deepseek_v3)")
+    if cfg.attention.kind != "gqa":
+        refuse("attention.kind", "'gqa' (multi-head latent attention is written as deepseek_v3)")
+    if cfg.rope.type != "default":
+        refuse("rope.type", "'default' (RoPE scaling is written only for deepseek_v3)")
     if model_type == "qwen2_moe":
         # dense layers, sparse steps and QKV bias map onto Qwen's own fields; the shared expert must
         # be there with its sigmoid gate
-        if not (cfg.shared_hidden_dim and cfg.shared_expert_gate):
-            refuse("shared_expert_gate", "True with a shared expert (shared_expert_hidden_dim or num_shared_experts)")
-        if cfg.qk_norm:
-            refuse("qk_norm", "False (no QK-norm)")
+        if not (cfg.moe.shared_hidden_dim and cfg.moe.shared_expert_gate):
+            refuse("moe.shared_expert_gate",
+                   "True with a shared expert (shared_expert_hidden_dim or num_shared_experts)")
+        if cfg.attention.qk_norm:
+            refuse("attention.qk_norm", "False (no QK-norm)")
     else:
-        for field, every_layer_moe in (("num_dense_layers", 0), ("dense_layers", ()), ("moe_layer_step", 1)):
-            if getattr(cfg, field) != every_layer_moe:
+        for field, every_layer_moe in (("moe.num_dense_layers", 0), ("moe.dense_layers", ()), ("moe.layer_step", 1)):
+            if cfg.get(field) != every_layer_moe:
                 refuse(field, f"{every_layer_moe!r} (every layer MoE)")
-        if cfg.num_shared_experts:
-            refuse("num_shared_experts", "0 (routed experts only)")
-        if cfg.shared_hidden_dim:
-            refuse("shared_expert_hidden_dim", "None (no shared experts)")
-        if cfg.qkv_bias:
-            refuse("qkv_bias", "False (no attention biases)")
-    if cfg.router_scoring != "softmax":
-        refuse("router_scoring", "'softmax'")
-    if cfg.route_scale != 1.0:
-        refuse("route_scale", "1.0")
-    if cfg.num_limited_groups < cfg.num_expert_groups:
-        refuse("num_limited_groups", "num_limited_groups == num_expert_groups (no group-limited routing)")
-    if cfg.capacity_factor is not None:
-        refuse("capacity_factor", "None (dropless routing)")
+        if cfg.moe.num_shared_experts:
+            refuse("moe.num_shared_experts", "0 (routed experts only)")
+        if cfg.moe.shared_hidden_dim:
+            refuse("moe.shared_expert_hidden_dim", "None (no shared experts)")
+        if cfg.attention.qkv_bias:
+            refuse("attention.qkv_bias", "False (no attention biases)")
+    if cfg.router.scoring != "softmax":
+        refuse("router.scoring", "'softmax'")
+    if cfg.router.route_scale != 1.0:
+        refuse("router.route_scale", "1.0")
+    if cfg.router.num_limited_groups < cfg.router.num_expert_groups:
+        refuse("router.num_limited_groups", "num_limited_groups == num_expert_groups (no group-limited routing)")
+    if cfg.router.capacity_factor is not None:
+        refuse("router.capacity_factor", "None (dropless routing)")
     if model_type == "mixtral":
-        if cfg.qk_norm:
-            refuse("qk_norm", "False (no QK-norm)")
-        if not cfg.norm_topk_prob:
-            refuse("norm_topk_prob", "True (top-k gate weights renormalised)")
+        if cfg.attention.qk_norm:
+            refuse("attention.qk_norm", "False (no QK-norm)")
+        if not cfg.router.norm_topk_prob:
+            refuse("router.norm_topk_prob", "True (top-k gate weights renormalised)")
     elif model_type == "olmoe":
-        if not cfg.qk_norm:
-            refuse("qk_norm", "True (with qk_norm_per_head=False)")
-        if cfg.qk_norm_per_head:
-            refuse("qk_norm_per_head", "False (one QK-norm over all heads)")
-        if cfg.num_heads * cfg.head_dim != cfg.dim:
-            refuse("head_dim", f"dim // num_heads = {cfg.dim // cfg.num_heads} (its QK-norm is as wide as dim)")
+        if not cfg.attention.qk_norm:
+            refuse("attention.qk_norm", "True (with qk_norm_per_head=False)")
+        if cfg.attention.qk_norm_per_head:
+            refuse("attention.qk_norm_per_head", "False (one QK-norm over all heads)")
+        if cfg.attention.num_heads * cfg.attention.head_dim != cfg.dim:
+            refuse("attention.head_dim",
+                   f"dim // num_heads = {cfg.dim // cfg.attention.num_heads} (its QK-norm is as wide as dim)")
     _check_unknown_fields(cfg, refuse)
 
 
 def _check_deepseek(cfg: ModelConfig, refuse) -> None:
     """DeepSeek-V3: MLA, sigmoid routing with optional group limits, first-k dense layers, plain shared experts."""
-    if cfg.attention != "mla":
-        refuse("attention", "'mla' (multi-head latent attention)")
-    if cfg.qk_norm:
-        refuse("qk_norm", "False (no QK-norm)")
-    if cfg.qkv_bias:
-        refuse("qkv_bias", "False (no attention biases)")
-    for field, value in (("dense_layers", ()), ("moe_layer_step", 1)):
-        if getattr(cfg, field) != value:
+    if cfg.attention.kind != "mla":
+        refuse("attention.kind", "'mla' (multi-head latent attention)")
+    if cfg.attention.qk_norm:
+        refuse("attention.qk_norm", "False (no QK-norm)")
+    if cfg.attention.qkv_bias:
+        refuse("attention.qkv_bias", "False (no attention biases)")
+    for field, value in (("moe.dense_layers", ()), ("moe.layer_step", 1)):
+        if cfg.get(field) != value:
             refuse(field, f"{value!r} (dense layers only as the first num_dense_layers)")
-    if cfg.shared_expert_gate:
-        refuse("shared_expert_gate", "False (ungated shared experts)")
-    shared, F = cfg.shared_hidden_dim, cfg.expert_hidden_dim
+    if cfg.moe.shared_expert_gate:
+        refuse("moe.shared_expert_gate", "False (ungated shared experts)")
+    shared, F = cfg.moe.shared_hidden_dim, cfg.moe.expert_hidden_dim
     if not shared or shared % F:
-        field = "shared_expert_hidden_dim" if cfg.shared_expert_hidden_dim is not None else "num_shared_experts"
+        field = ("moe.shared_expert_hidden_dim" if cfg.moe.shared_expert_hidden_dim is not None
+                 else "moe.num_shared_experts")
         refuse(field, f"shared experts a whole multiple (>= 1) of expert_hidden_dim={F} wide")
-    if cfg.router_scoring != "sigmoid":
-        refuse("router_scoring", "'sigmoid'")
-    if cfg.num_expert_groups < 1 or cfg.num_experts % cfg.num_expert_groups:
-        refuse("num_expert_groups", "a divisor of num_experts")
-    if cfg.num_experts // cfg.num_expert_groups < 2:
-        refuse("num_expert_groups", "groups of at least 2 experts (a group scores by its top-2 experts)")
-    if cfg.capacity_factor is not None:
-        refuse("capacity_factor", "None (dropless routing)")
-    if cfg.rope_type == "linear" and cfg.rope_mscale_all_dim:
-        refuse("rope_mscale_all_dim", "0 with rope_type='linear' (mscale is written for yarn only)")
+    if cfg.router.scoring != "sigmoid":
+        refuse("router.scoring", "'sigmoid'")
+    if cfg.router.num_expert_groups < 1 or cfg.moe.num_experts % cfg.router.num_expert_groups:
+        refuse("router.num_expert_groups", "a divisor of num_experts")
+    if cfg.moe.num_experts // cfg.router.num_expert_groups < 2:
+        refuse("router.num_expert_groups", "groups of at least 2 experts (a group scores by its top-2 experts)")
+    if cfg.router.capacity_factor is not None:
+        refuse("router.capacity_factor", "None (dropless routing)")
+    if cfg.rope.type == "linear" and cfg.rope.mscale_all_dim:
+        refuse("rope.mscale_all_dim", "0 with rope.type='linear' (mscale is written for yarn only)")
 
 
 def _check_unknown_fields(cfg: ModelConfig, refuse) -> None:
     # A field added to ModelConfig after this writer changes the model in ways it cannot know:
     # refuse it unless it is at its default.
     defaults = ModelConfig()
-    for f in dataclasses.fields(cfg):
-        if f.name not in _CHECKED_FIELDS and getattr(cfg, f.name) != getattr(defaults, f.name):
-            refuse(f.name, f"{getattr(defaults, f.name)!r} (this writer does not map {f.name})")
+    for name in cfg.field_names():
+        if name not in _CHECKED_FIELDS and cfg.get(name) != defaults.get(name):
+            refuse(name, f"{defaults.get(name)!r} (this writer does not map {name})")
 
 
 def hf_config(cfg: ModelConfig, model_type: str, dtype: torch.dtype = torch.float32) -> dict:
@@ -185,17 +191,17 @@ def hf_config(cfg: ModelConfig, model_type: str, dtype: torch.dtype = torch.floa
         "model_type": model_type,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.dim,
-        "intermediate_size": cfg.expert_hidden_dim,
+        "intermediate_size": cfg.moe.expert_hidden_dim,
         "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "num_key_value_heads": cfg.num_kv_heads,
+        "num_attention_heads": cfg.attention.num_heads,
+        "num_key_value_heads": cfg.attention.num_kv_heads,
         "hidden_act": "silu",
         "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
+        "rope_parameters": {"rope_type": "default", "rope_theta": float(cfg.rope.theta)},
         "tie_word_embeddings": cfg.tie_embeddings,
-        "num_experts_per_tok": cfg.top_k,
-        "router_aux_loss_coef": cfg.aux_loss_coef,
+        "num_experts_per_tok": cfg.moe.top_k,
+        "router_aux_loss_coef": cfg.router.aux_loss_coef,
         "output_router_logits": False,
         "attention_dropout": 0.0,
         "initializer_range": 0.02,
@@ -205,42 +211,45 @@ def hf_config(cfg: ModelConfig, model_type: str, dtype: torch.dtype = torch.floa
         "dtype": str(dtype).removeprefix("torch."),
     }
     if model_type == "mixtral":
-        hf.update(head_dim=cfg.head_dim, num_local_experts=cfg.num_experts, router_jitter_noise=0.0,
+        hf.update(head_dim=cfg.attention.head_dim, num_local_experts=cfg.moe.num_experts, router_jitter_noise=0.0,
                   sliding_window=None)
     elif model_type == "qwen2_moe":
-        dense = sorted(set(range(cfg.num_dense_layers)) | set(cfg.dense_layers))
-        hf.update(head_dim=cfg.head_dim, intermediate_size=cfg.dense_hidden_dim,
-                  moe_intermediate_size=cfg.expert_hidden_dim,
-                  shared_expert_intermediate_size=cfg.shared_hidden_dim, num_experts=cfg.num_experts,
-                  norm_topk_prob=cfg.norm_topk_prob, qkv_bias=cfg.qkv_bias, decoder_sparse_step=cfg.moe_layer_step,
-                  mlp_only_layers=dense, use_sliding_window=False, sliding_window=None)
+        dense = sorted(set(range(cfg.moe.num_dense_layers)) | set(cfg.moe.dense_layers))
+        hf.update(head_dim=cfg.attention.head_dim, intermediate_size=cfg.moe.dense_hidden_dim,
+                  moe_intermediate_size=cfg.moe.expert_hidden_dim,
+                  shared_expert_intermediate_size=cfg.moe.shared_hidden_dim, num_experts=cfg.moe.num_experts,
+                  norm_topk_prob=cfg.router.norm_topk_prob, qkv_bias=cfg.attention.qkv_bias,
+                  decoder_sparse_step=cfg.moe.layer_step, mlp_only_layers=dense, use_sliding_window=False,
+                  sliding_window=None)
     elif model_type == "deepseek_v3":
-        hf.update(intermediate_size=cfg.dense_hidden_dim, moe_intermediate_size=cfg.expert_hidden_dim,
-                  num_key_value_heads=cfg.num_heads, head_dim=cfg.qk_rope_head_dim,
-                  n_routed_experts=cfg.num_experts, n_shared_experts=cfg.shared_hidden_dim // cfg.expert_hidden_dim,
-                  first_k_dense_replace=cfg.num_dense_layers, routed_scaling_factor=float(cfg.route_scale),
-                  norm_topk_prob=cfg.norm_topk_prob, n_group=cfg.num_expert_groups, topk_group=cfg.num_limited_groups,
-                  q_lora_rank=cfg.q_lora_rank, kv_lora_rank=cfg.kv_lora_rank, qk_rope_head_dim=cfg.qk_rope_head_dim,
-                  qk_nope_head_dim=cfg.qk_nope_head_dim, v_head_dim=cfg.v_head_dim, rope_interleave=True,
-                  attention_bias=False, rope_parameters=_rope_parameters(cfg), num_nextn_predict_layers=0)
+        a, moe, router = cfg.attention, cfg.moe, cfg.router
+        hf.update(intermediate_size=moe.dense_hidden_dim, moe_intermediate_size=moe.expert_hidden_dim,
+                  num_key_value_heads=a.num_heads, head_dim=a.qk_rope_head_dim,
+                  n_routed_experts=moe.num_experts, n_shared_experts=moe.shared_hidden_dim // moe.expert_hidden_dim,
+                  first_k_dense_replace=moe.num_dense_layers, routed_scaling_factor=float(router.route_scale),
+                  norm_topk_prob=router.norm_topk_prob, n_group=router.num_expert_groups,
+                  topk_group=router.num_limited_groups, q_lora_rank=a.q_lora_rank, kv_lora_rank=a.kv_lora_rank,
+                  qk_rope_head_dim=a.qk_rope_head_dim, qk_nope_head_dim=a.qk_nope_head_dim, v_head_dim=a.v_head_dim,
+                  rope_interleave=True, attention_bias=False, rope_parameters=_rope_parameters(cfg),
+                  num_nextn_predict_layers=0)
     else:
-        hf.update(num_experts=cfg.num_experts, norm_topk_prob=cfg.norm_topk_prob, attention_bias=False,
+        hf.update(num_experts=cfg.moe.num_experts, norm_topk_prob=cfg.router.norm_topk_prob, attention_bias=False,
                   clip_qkv=None)
     return hf
 
 
 def _rope_parameters(cfg: ModelConfig) -> dict:
     """rope_parameters of transformers 5 for hepta's rope fields (as `hf_load._rope` reads them)."""
-    rope = {"rope_type": cfg.rope_type, "rope_theta": float(cfg.rope_theta)}
-    if cfg.rope_type == "linear":
-        rope.update(factor=float(cfg.rope_factor))
-    elif cfg.rope_type == "yarn":
-        rope.update(factor=float(cfg.rope_factor), original_max_position_embeddings=cfg.rope_original_max_len,
-                    beta_fast=float(cfg.rope_beta_fast), beta_slow=float(cfg.rope_beta_slow),
-                    truncate=cfg.rope_truncate, mscale=float(cfg.rope_mscale),
-                    mscale_all_dim=float(cfg.rope_mscale_all_dim))
-        if cfg.rope_attention_factor is not None:
-            rope.update(attention_factor=float(cfg.rope_attention_factor))
+    rope = {"rope_type": cfg.rope.type, "rope_theta": float(cfg.rope.theta)}
+    if cfg.rope.type == "linear":
+        rope.update(factor=float(cfg.rope.factor))
+    elif cfg.rope.type == "yarn":
+        rope.update(factor=float(cfg.rope.factor), original_max_position_embeddings=cfg.rope.original_max_len,
+                    beta_fast=float(cfg.rope.beta_fast), beta_slow=float(cfg.rope.beta_slow),
+                    truncate=cfg.rope.truncate, mscale=float(cfg.rope.mscale),
+                    mscale_all_dim=float(cfg.rope.mscale_all_dim))
+        if cfg.rope.attention_factor is not None:
+            rope.update(attention_factor=float(cfg.rope.attention_factor))
     return rope
 
 
@@ -275,8 +284,8 @@ def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.T
             plan += _swiglu_plan(moe + "shared_expert.", layer.ffn.shared_experts)
             plan.append((moe + "shared_expert_gate.weight", layer.ffn.shared_gate.weight))
         gate_up_E2FD, down_EDF = layer.ffn.experts.gate_up_proj, layer.ffn.experts.down_proj
-        F = cfg.expert_hidden_dim
-        for e in range(cfg.num_experts):
+        F = cfg.moe.expert_hidden_dim
+        for e in range(cfg.moe.num_experts):
             plan += [(moe + f"experts.{e}.{gate_name}.weight", gate_up_E2FD[e, :F]),
                      (moe + f"experts.{e}.{up_name}.weight", gate_up_E2FD[e, F:]),
                      (moe + f"experts.{e}.{down_name}.weight", down_EDF[e])]
@@ -289,7 +298,7 @@ def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.T
 def _mla_plan(prefix: str, attn, cfg: ModelConfig) -> list[tuple[str, torch.Tensor]]:
     """The latent-attention projections, with the rope rows of the queries and the shared key put back
     into DeepSeek's interleaved pairs (rope_interleave=true)."""
-    R = cfg.qk_rope_head_dim
+    R = cfg.attention.qk_rope_head_dim
     plan = []
     for proj in _MLA_PROJS:
         module = getattr(attn, proj, None)
@@ -297,9 +306,10 @@ def _mla_plan(prefix: str, attn, cfg: ModelConfig) -> list[tuple[str, torch.Tens
             continue  # q_proj, or q_a_proj/q_a_layernorm/q_b_proj
         weight = module.weight
         if proj in ("q_proj", "q_b_proj"):
-            weight = _interleave_rope_rows(weight, cfg.qk_nope_head_dim + R, cfg.qk_nope_head_dim, R)
+            P = cfg.attention.qk_nope_head_dim
+            weight = _interleave_rope_rows(weight, P + R, P, R)
         elif proj == "kv_a_proj_with_mqa":
-            weight = _interleave_rope_rows(weight, cfg.kv_lora_rank + R, cfg.kv_lora_rank, R)
+            weight = _interleave_rope_rows(weight, cfg.attention.kv_lora_rank + R, cfg.attention.kv_lora_rank, R)
         plan.append((prefix + proj + ".weight", weight))
     return plan
 

@@ -9,7 +9,7 @@ each, right-padded; the caller passes the real lengths) or one decode step (T = 
 that slot's own position.
 
 Each buffer is [L, slots, S_max, *token shape], the token shape being what one layer keeps per
-token (`ModelConfig.kv_cache_token_shapes`: keys and values [G, Dh], or MLA's latent [C] and
+token (`AttentionConfig.kv_cache_token_shapes`: keys and values [G, Dh], or MLA's latent [C] and
 shared rope key [R]), so a layer's view of a window is [B, S, ...] whatever the attention.
 
 Dims: B batch (window), T new tokens, S visible tokens, L layers.

@@ -23,15 +23,15 @@ class MoE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.router = Router(cfg)
-        self.experts = GroupedExperts(cfg.num_experts, cfg.dim, cfg.expert_hidden_dim, experts_implementation)
-        self.shared_experts = SwiGLU(cfg.dim, cfg.shared_hidden_dim) if cfg.shared_hidden_dim else None
+        self.experts = GroupedExperts(cfg.moe.num_experts, cfg.dim, cfg.moe.expert_hidden_dim, experts_implementation)
+        self.shared_experts = SwiGLU(cfg.dim, cfg.moe.shared_hidden_dim) if cfg.moe.shared_hidden_dim else None
         # Qwen2-MoE lets each token decide how much of the shared experts it takes
         self.shared_gate = (nn.Linear(cfg.dim, 1, bias=False)
-                            if cfg.shared_expert_gate and self.shared_experts is not None else None)
+                            if cfg.moe.shared_expert_gate and self.shared_experts is not None else None)
         # Observability: tokens per expert in the last forward, and accumulated since the last
         # bias update (so balancing sees every micro-batch of an accumulated step).
-        self.register_buffer("last_load", torch.zeros(cfg.num_experts), persistent=False)
-        self.register_buffer("load_since_update", torch.zeros(cfg.num_experts), persistent=False)
+        self.register_buffer("last_load", torch.zeros(cfg.moe.num_experts), persistent=False)
+        self.register_buffer("load_since_update", torch.zeros(cfg.moe.num_experts), persistent=False)
         self.router_loss: torch.Tensor | None = None
 
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
@@ -45,7 +45,7 @@ class MoE(nn.Module):
                 self.load_since_update += routing.load_E
 
         order_M, counts = self._sort_by_expert(routing.experts_NK, routing.load_E)
-        token_M = order_M // self.cfg.top_k
+        token_M = order_M // self.cfg.moe.top_k
         out_ND = self.experts(x_ND, routing.weights_NK.flatten()[order_M], token_M, counts)
         if self.shared_experts is not None:
             shared_ND = self.shared_experts(x_ND)
@@ -60,16 +60,16 @@ class MoE(nn.Module):
         The sort is stable, so with a capacity limit the earliest tokens keep their places.
         """
         order_M = experts_NK.flatten().argsort(stable=True)
-        if self.cfg.capacity_factor is None:
+        if self.cfg.router.capacity_factor is None:
             return order_M, load_E.tolist()
-        capacity = math.ceil(self.cfg.capacity_factor * experts_NK.numel() / self.cfg.num_experts)
+        capacity = math.ceil(self.cfg.router.capacity_factor * experts_NK.numel() / self.cfg.moe.num_experts)
         starts_E = load_E.cumsum(0) - load_E
         rank_M = torch.arange(order_M.numel(), device=order_M.device) - starts_E.repeat_interleave(load_E)
         return order_M[rank_M < capacity], load_E.clamp(max=capacity).tolist()
 
     @torch.no_grad()
     def update_bias(self) -> None:
-        if self.cfg.bias_update_rate > 0:
+        if self.cfg.router.bias_update_rate > 0:
             self.router.update_bias(self.load_since_update)
         self.load_since_update.zero_()
 

@@ -31,8 +31,8 @@ class RopeScaling:
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> "RopeScaling":
-        return cls(cfg.rope_type, cfg.rope_factor, cfg.rope_original_max_len, cfg.rope_beta_fast, cfg.rope_beta_slow,
-                   cfg.rope_truncate, cfg.rope_mscale, cfg.rope_mscale_all_dim, cfg.rope_attention_factor)
+        return cls(cfg.rope.type, cfg.rope.factor, cfg.rope.original_max_len, cfg.rope.beta_fast, cfg.rope.beta_slow,
+                   cfg.rope.truncate, cfg.rope.mscale, cfg.rope.mscale_all_dim, cfg.rope.attention_factor)
 
 
 def yarn_mscale(scale: float, mscale: float = 1.0) -> float:

@@ -28,11 +28,11 @@ class Router(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.weight = nn.Parameter(torch.empty(cfg.num_experts, cfg.dim))
+        self.weight = nn.Parameter(torch.empty(cfg.moe.num_experts, cfg.dim))
         # Aux-loss-free balancing (DeepSeek-V3): the bias shifts which experts are selected but
         # never the gate weights, and it is updated from observed load, not by backprop.
         # It is persistent because it changes routing: a reloaded model must route the same.
-        self.register_buffer("expert_bias", torch.zeros(cfg.num_experts), persistent=True)
+        self.register_buffer("expert_bias", torch.zeros(cfg.moe.num_experts), persistent=True)
         # Data-parallel training sets this to a sum over ranks, so the aux loss sees the global
         # batch's load (as one process would) rather than each rank's share.
         self.reduce_load: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -43,32 +43,32 @@ class Router(nn.Module):
         # flip with bf16 rounding, and the softmax/sigmoid saturates early in low precision.
         with torch.autocast(x_ND.device.type, enabled=False):
             logits_NE = F.linear(x_ND.float(), self.weight.float())
-        if cfg.router_scoring == "softmax":
+        if cfg.router.scoring == "softmax":
             scores_NE = logits_NE.softmax(dim=-1)
         else:
             scores_NE = logits_NE.sigmoid()
 
         choice_NE = scores_NE.detach() + self.expert_bias
-        if cfg.num_limited_groups < cfg.num_expert_groups:
+        if cfg.router.num_limited_groups < cfg.router.num_expert_groups:
             choice_NE = self._limit_to_best_groups(choice_NE)
-        experts_NK = choice_NE.topk(cfg.top_k, dim=-1, sorted=False).indices
+        experts_NK = choice_NE.topk(cfg.moe.top_k, dim=-1, sorted=False).indices
         weights_NK = scores_NE.gather(1, experts_NK)
-        if cfg.norm_topk_prob:
+        if cfg.router.norm_topk_prob:
             weights_NK = weights_NK / (weights_NK.sum(dim=-1, keepdim=True) + 1e-20)
-        weights_NK = weights_NK * cfg.route_scale
+        weights_NK = weights_NK * cfg.router.route_scale
 
-        load_E = torch.bincount(experts_NK.flatten(), minlength=cfg.num_experts)
+        load_E = torch.bincount(experts_NK.flatten(), minlength=cfg.moe.num_experts)
         loss = logits_NE.new_zeros(())
         if not torch.is_grad_enabled():  # the losses only exist to be backpropagated
             return Routing(weights_NK, experts_NK, loss, load_E)
-        if cfg.aux_loss_coef > 0:
+        if cfg.router.aux_loss_coef > 0:
             # Switch/GShard balance loss: E * sum_e f_e * P_e, minimised by a uniform load.
             global_load_E = load_E if self.reduce_load is None else self.reduce_load(load_E)
             f_E = global_load_E.float() / global_load_E.sum()
             probs_NE = scores_NE / scores_NE.sum(dim=-1, keepdim=True)
-            loss = loss + cfg.aux_loss_coef * cfg.num_experts * (f_E * probs_NE.mean(dim=0)).sum()
-        if cfg.z_loss_coef > 0:
-            loss = loss + cfg.z_loss_coef * torch.logsumexp(logits_NE, dim=-1).square().mean()
+            loss = loss + cfg.router.aux_loss_coef * cfg.moe.num_experts * (f_E * probs_NE.mean(dim=0)).sum()
+        if cfg.router.z_loss_coef > 0:
+            loss = loss + cfg.router.z_loss_coef * torch.logsumexp(logits_NE, dim=-1).square().mean()
         return Routing(weights_NK, experts_NK, loss, load_E)
 
     def _limit_to_best_groups(self, choice_NE: torch.Tensor) -> torch.Tensor:
@@ -79,12 +79,12 @@ class Router(nn.Module):
         """
         cfg = self.cfg
         N = choice_NE.shape[0]
-        grouped_NGe = choice_NE.view(N, cfg.num_expert_groups, -1)
-        if cfg.router_scoring == "sigmoid" and grouped_NGe.shape[-1] >= 2:
+        grouped_NGe = choice_NE.view(N, cfg.router.num_expert_groups, -1)
+        if cfg.router.scoring == "sigmoid" and grouped_NGe.shape[-1] >= 2:
             group_score_NG = grouped_NGe.topk(2, dim=-1).values.sum(dim=-1)
         else:
             group_score_NG = grouped_NGe.amax(dim=-1)
-        best_groups = group_score_NG.topk(cfg.num_limited_groups, dim=-1).indices
+        best_groups = group_score_NG.topk(cfg.router.num_limited_groups, dim=-1).indices
         keep_NG = torch.zeros_like(group_score_NG, dtype=torch.bool).scatter_(1, best_groups, True)
         return grouped_NGe.masked_fill(~keep_NG[..., None], float("-inf")).view(N, -1)
 
@@ -92,7 +92,7 @@ class Router(nn.Module):
     def update_bias(self, load_E: torch.Tensor) -> None:
         """Nudge under-loaded experts up and over-loaded ones down by a fixed step."""
         load_E = load_E.float()
-        self.expert_bias += self.cfg.bias_update_rate * torch.sign(load_E.mean() - load_E)
+        self.expert_bias += self.cfg.router.bias_update_rate * torch.sign(load_E.mean() - load_E)
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight, std=0.02)

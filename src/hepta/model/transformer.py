@@ -11,7 +11,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from hepta.config import ModelConfig
+from hepta.config import ModelConfig, param_shapes
 from hepta.model.attention import Attention
 from hepta.model.cache import SlotCache
 from hepta.model.experts import ExpertsImplementation
@@ -26,17 +26,18 @@ class Block(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        if cfg.attention == "mla":
-            qk_dim = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+        a = cfg.attention
+        if a.kind == "mla":
             self.attn = MultiHeadLatentAttention(
-                cfg.dim, cfg.num_heads, cfg.q_lora_rank, cfg.kv_lora_rank, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim,
-                cfg.v_head_dim, softmax_scale=qk_dim ** -0.5 * softmax_scale_multiplier(RopeScaling.from_config(cfg)))
+                cfg.dim, a.num_heads, a.q_lora_rank, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim,
+                a.v_head_dim,
+                softmax_scale=a.qk_head_dim ** -0.5 * softmax_scale_multiplier(RopeScaling.from_config(cfg)))
         else:
-            self.attn = Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.qk_norm, cfg.norm_eps,
-                                  cfg.qk_norm_per_head, cfg.qkv_bias)
+            self.attn = Attention(cfg.dim, a.num_heads, a.num_kv_heads, a.head_dim, a.qk_norm, cfg.norm_eps,
+                                  a.qk_norm_per_head, a.qkv_bias)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn = (MoE(cfg, experts_implementation) if cfg.is_moe_layer(layer_idx)
-                    else SwiGLU(cfg.dim, cfg.dense_hidden_dim))
+                    else SwiGLU(cfg.dim, cfg.moe.dense_hidden_dim))
 
     def forward(self, x_BTD, cos, sin, cache: SlotCache | None = None):
         x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), cos, sin, cache, self.layer_idx)
@@ -54,6 +55,9 @@ class Transformer(nn.Module):
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.embed.weight
+        # count_params sums param_shapes; holding the model to it keeps the analytic count exact
+        assert {name: tuple(p.shape) for name, p in self.named_parameters()} == \
+            {p.name: p.shape for p in param_shapes(cfg)}, "Transformer and hepta.config.param_shapes disagree"
 
     def forward(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None) -> torch.Tensor:
         """Logits [B, T, V] for token ids [B, T]; with a cache, the ids continue its sequences."""
@@ -64,7 +68,7 @@ class Transformer(nn.Module):
         T = input_ids_BT.shape[1]
         positions = cache.positions(T) if cache is not None else torch.arange(T, device=input_ids_BT.device)
         cfg = self.config
-        cos, sin = scaled_rope_cos_sin(positions, cfg.rope_dim, cfg.rope_theta, RopeScaling.from_config(cfg))
+        cos, sin = scaled_rope_cos_sin(positions, cfg.attention.rope_dim, cfg.rope.theta, RopeScaling.from_config(cfg))
         x_BTD = self.embed(input_ids_BT)
         cos, sin = cos.to(x_BTD.dtype), sin.to(x_BTD.dtype)
         for layer in self.layers:
@@ -101,7 +105,7 @@ class Transformer(nn.Module):
         On the meta device it only tells the size (`num_bytes`) without allocating.
         """
         cfg = self.config
-        return SlotCache(cfg.num_layers, num_slots, max_len or cfg.max_seq_len, cfg.kv_cache_token_shapes,
+        return SlotCache(cfg.num_layers, num_slots, max_len or cfg.max_seq_len, cfg.attention.kv_cache_token_shapes,
                          dtype=dtype or self.embed.weight.dtype, device=device or self.embed.weight.device)
 
     # --- initialisation ----------------------------------------------------------------

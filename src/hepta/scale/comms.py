@@ -53,7 +53,7 @@ def step_comms(cfg: ModelConfig, layout: Layout, gpu: GPU, tokens_per_microbatch
     # forward, again in the backward (gradients), and once more when checkpointing recomputes.
     passes = 3 if checkpointing else 2
     leaving = (layout.ep - 1) / layout.ep
-    routed = tokens_per_microbatch * microbatches * local.top_k / layout.tp  # the TP ranks split the copies
+    routed = tokens_per_microbatch * microbatches * local.moe.top_k / layout.tp  # the TP ranks split the copies
     a2a = routed * moe_layers * 2 * BF16 * local.dim * passes * leaving if local.has_moe else 0.0
 
     # FSDP: every micro-batch all-gathers each unit twice (forward, backward) in bf16 and

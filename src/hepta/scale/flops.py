@@ -23,15 +23,15 @@ def matmul_params(cfg: ModelConfig) -> int:
 
 
 def attention_qk_v_dims(cfg: ModelConfig) -> tuple[int, int]:
-    if cfg.attention == "mla":
-        return cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim
-    return cfg.head_dim, cfg.head_dim
+    if cfg.attention.kind == "mla":
+        return cfg.attention.qk_nope_head_dim + cfg.attention.qk_rope_head_dim, cfg.attention.v_head_dim
+    return cfg.attention.head_dim, cfg.attention.head_dim
 
 
 def attention_forward_flops(cfg: ModelConfig, context: int) -> float:
     """Score and value products of one token against `context` keys, all layers, forward."""
     d_qk, d_v = attention_qk_v_dims(cfg)
-    return 2.0 * cfg.num_layers * cfg.num_heads * (d_qk + d_v) * context
+    return 2.0 * cfg.num_layers * cfg.attention.num_heads * (d_qk + d_v) * context
 
 
 def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:

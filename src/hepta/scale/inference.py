@@ -36,7 +36,7 @@ class Inference:
 
 def kv_bytes_per_token(cfg: ModelConfig) -> float:
     """bf16 cache per token: keys and values of the KV heads, or MLA's latent and shared rope key."""
-    return cfg.num_layers * sum(math.prod(shape) for shape in cfg.kv_cache_token_shapes) * BF16
+    return cfg.num_layers * sum(math.prod(shape) for shape in cfg.attention.kv_cache_token_shapes) * BF16
 
 
 def weight_bytes_read(cfg: ModelConfig, batch: int) -> float:
@@ -44,8 +44,8 @@ def weight_bytes_read(cfg: ModelConfig, batch: int) -> float:
     routed = count.components["routed_experts"]
     if not cfg.has_moe:
         return count.total * BF16
-    touched = cfg.num_experts * (1 - (1 - cfg.top_k / cfg.num_experts) ** batch)
-    return (count.total - routed + routed * touched / cfg.num_experts) * BF16
+    touched = cfg.moe.num_experts * (1 - (1 - cfg.moe.top_k / cfg.moe.num_experts) ** batch)
+    return (count.total - routed + routed * touched / cfg.moe.num_experts) * BF16
 
 
 def inference_plan(cfg: ModelConfig, gpu: GPU, context: int, decode_batch: int = 64) -> Inference:

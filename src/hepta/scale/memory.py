@@ -29,7 +29,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from hepta.config import ModelConfig
+from hepta.config import ModelConfig, layer_param_shapes, outer_param_shapes
 
 BF16, FP32, INT64 = 2, 4, 8
 STATE_BYTES_PER_PARAM = FP32 + FP32 + 2 * FP32  # master weight, gradient, AdamW m and v
@@ -62,10 +62,10 @@ def divisors(n: int) -> list[int]:
 
 
 def tp_divides(cfg: ModelConfig, tp: int) -> bool:
-    widths = [cfg.num_heads, cfg.vocab_size]
-    widths += [cfg.num_kv_heads] if cfg.attention == "gqa" else []
-    widths += [cfg.dense_hidden_dim] if cfg.num_moe_layers < cfg.num_layers else []
-    widths += [cfg.expert_hidden_dim, cfg.shared_hidden_dim] if cfg.has_moe else []
+    widths = [cfg.attention.num_heads, cfg.vocab_size]
+    widths += [cfg.attention.num_kv_heads] if cfg.attention.kind == "gqa" else []
+    widths += [cfg.moe.dense_hidden_dim] if cfg.num_moe_layers < cfg.num_layers else []
+    widths += [cfg.moe.expert_hidden_dim, cfg.moe.shared_hidden_dim] if cfg.has_moe else []
     return all(w % tp == 0 for w in widths)
 
 
@@ -75,57 +75,39 @@ def tp_local_config(cfg: ModelConfig, tp: int) -> ModelConfig:
     assert tp_divides(cfg, tp), "the planner only tries tp degrees that divide the widths"
     if tp == 1:
         return cfg
-    shared = None if cfg.shared_expert_hidden_dim is None else cfg.shared_expert_hidden_dim // tp
-    return cfg.replace(num_heads=cfg.num_heads // tp, vocab_size=cfg.vocab_size // tp,
-                       num_kv_heads=cfg.num_kv_heads // tp or 1,
-                       dense_hidden_dim=cfg.dense_hidden_dim // tp, expert_hidden_dim=cfg.expert_hidden_dim // tp,
-                       shared_expert_hidden_dim=shared)
+    shared = None if cfg.moe.shared_expert_hidden_dim is None else cfg.moe.shared_expert_hidden_dim // tp
+    return cfg.with_changes({
+        "vocab_size": cfg.vocab_size // tp, "attention.num_heads": cfg.attention.num_heads // tp,
+        "attention.num_kv_heads": cfg.attention.num_kv_heads // tp or 1,
+        "moe.dense_hidden_dim": cfg.moe.dense_hidden_dim // tp,
+        "moe.expert_hidden_dim": cfg.moe.expert_hidden_dim // tp,
+        "moe.shared_expert_hidden_dim": shared})
 
 
 # --- parameters ------------------------------------------------------------------------
 
 
-def attention_tensors(cfg: ModelConfig) -> list[tuple[int, int]]:
-    """(rows, columns) of an attention sub-block's parameters, as the model creates them."""
-    d, H = cfg.dim, cfg.num_heads
-    if cfg.attention == "mla":
-        qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
-        C, R, Q = cfg.kv_lora_rank, cfg.qk_rope_head_dim, cfg.q_lora_rank
-        q = [(H * qk, d)] if Q is None else [(Q, d), (Q, 1), (H * qk, Q)]
-        return q + [(C + R, d), (C, 1), (H * (cfg.qk_nope_head_dim + cfg.v_head_dim), C), (d, H * cfg.v_head_dim)]
-    G, Dh = cfg.num_kv_heads, cfg.head_dim
-    tensors = [(H * Dh, d), (G * Dh, d), (G * Dh, d), (d, H * Dh)]
-    if cfg.qkv_bias:
-        tensors += [(H * Dh, 1), (G * Dh, 1), (G * Dh, 1)]
-    if cfg.qk_norm:
-        tensors += [(Dh, 1), (Dh, 1)] if cfg.qk_norm_per_head else [(H * Dh, 1), (G * Dh, 1)]
-    return tensors
+def _rows_columns(shape: tuple[int, ...]) -> tuple[int, int]:
+    """A parameter as FSDP shards it: rows (dim 0) and everything after them (1 for a vector)."""
+    return shape[0], math.prod(shape[1:])
 
 
 @functools.lru_cache(maxsize=4096)
 def block_tensors(cfg: ModelConfig, layer: int) -> tuple[tuple[int, int], ...]:
     """(rows, columns) of a block's parameters outside the routed experts (FSDP shards rows)."""
-    d = cfg.dim
-    tensors = [(d, 1), (d, 1)] + attention_tensors(cfg)  # the two norms, attention
-    if not cfg.is_moe_layer(layer):
-        return tuple(tensors + [(2 * cfg.dense_hidden_dim, d), (d, cfg.dense_hidden_dim)])
-    tensors.append((cfg.num_experts, d))  # router
-    if cfg.shared_hidden_dim:
-        tensors += [(2 * cfg.shared_hidden_dim, d), (d, cfg.shared_hidden_dim)]
-        tensors += [(1, d)] if cfg.shared_expert_gate else []
-    return tuple(tensors)
+    return tuple(_rows_columns(p.shape) for p in layer_param_shapes(cfg, layer) if p.component != "routed_experts")
 
 
 @functools.lru_cache(maxsize=4096)
 def block_params(cfg: ModelConfig, layer: int) -> tuple[int, int]:
     """(dense part, routed experts) parameters of one transformer block."""
-    dense = sum(rows * cols for rows, cols in block_tensors(cfg, layer))
-    experts = cfg.num_experts * 3 * cfg.dim * cfg.expert_hidden_dim if cfg.is_moe_layer(layer) else 0
-    return dense, experts
+    shapes = list(layer_param_shapes(cfg, layer))
+    experts = sum(p.numel for p in shapes if p.component == "routed_experts")
+    return sum(p.numel for p in shapes) - experts, experts
 
 
 def root_tensors(cfg: ModelConfig) -> list[tuple[int, int]]:
-    return [(cfg.vocab_size, cfg.dim), (cfg.dim, 1)] + ([] if cfg.tie_embeddings else [(cfg.vocab_size, cfg.dim)])
+    return [_rows_columns(p.shape) for p in outer_param_shapes(cfg)]
 
 
 def rank0_rows(tensors, ranks: int) -> int:
@@ -158,7 +140,7 @@ def expert_shard_dim(shape: tuple[int, ...], shards: int) -> int:
 def expert_params_per_rank(cfg: ModelConfig, ep: int, efsdp: int) -> float:
     """Routed-expert parameters of one MoE layer on the busiest rank: E / ep experts, each weight
     sharded over efsdp ranks on `expert_shard_dim`, the first rank holding the rounded-up share."""
-    El, D, F = cfg.num_experts // ep, cfg.dim, cfg.expert_hidden_dim
+    El, D, F = cfg.moe.num_experts // ep, cfg.dim, cfg.moe.expert_hidden_dim
     total = 0.0
     for shape in ((El, 2 * F, D), (El, D, F)):  # gate_up_proj, down_proj
         dim = expert_shard_dim(shape, efsdp)
@@ -188,18 +170,19 @@ def _swiglu_bytes(hidden: int) -> float:
 
 def attention_activation_bytes(cfg: ModelConfig) -> float:
     """Bytes one token's attention sub-block keeps for backward (its norm included)."""
-    d, H = cfg.dim, cfg.num_heads
+    d, H = cfg.dim, cfg.attention.num_heads
     norm = _norm_bytes(d) + BF16 * d  # and the bf16 output the projections keep
-    if cfg.attention == "mla":
-        qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
-        C, R, Dv, Q = cfg.kv_lora_rank, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.q_lora_rank or 0
+    if cfg.attention.kind == "mla":
+        qk = cfg.attention.qk_nope_head_dim + cfg.attention.qk_rope_head_dim
+        a = cfg.attention
+        C, R, Dv, Q = a.kv_lora_rank, a.qk_rope_head_dim, a.v_head_dim, a.q_lora_rank or 0
         low_rank = (BF16 * Q + _norm_bytes(Q) + BF16 * Q if Q else 0) + BF16 * (C + R) + _norm_bytes(C) + BF16 * C
-        heads = BF16 * H * qk + BF16 * H * (cfg.qk_nope_head_dim + Dv)  # q_b and kv_b outputs
+        heads = BF16 * H * qk + BF16 * H * (cfg.attention.qk_nope_head_dim + Dv)  # q_b and kv_b outputs
         sdpa = BF16 * H * 2 * qk + BF16 * H * Dv + FP32 * H  # concatenated q and k, output, logsumexp
         return norm + low_rank + heads + sdpa + BF16 * H * Dv  # o_proj's contiguous input
-    G, Dh = cfg.num_kv_heads, cfg.head_dim
-    if cfg.qk_norm:
-        per_head = cfg.qk_norm_per_head
+    G, Dh = cfg.attention.num_kv_heads, cfg.attention.head_dim
+    if cfg.attention.qk_norm:
+        per_head = cfg.attention.qk_norm_per_head
         qk_norm = _norm_bytes(Dh) * (H + G) if per_head else _norm_bytes(H * Dh) + _norm_bytes(G * Dh)
         qk_norm += BF16 * (H + G) * Dh  # the normalised q and k RoPE keeps
     else:
@@ -213,11 +196,11 @@ def ffn_activation_bytes(cfg: ModelConfig, layer: int) -> float:
     d = cfg.dim
     norm = _norm_bytes(d) + BF16 * d
     if not cfg.is_moe_layer(layer):
-        return norm + _swiglu_bytes(cfg.dense_hidden_dim)
-    K, E = cfg.top_k, cfg.num_experts
+        return norm + _swiglu_bytes(cfg.moe.dense_hidden_dim)
+    K, E = cfg.moe.top_k, cfg.moe.num_experts
     router = FP32 * d + 2 * FP32 * E + (INT64 + 2 * FP32) * K  # fp32 input, logits and scores; choices, gates
-    routed = K * (BF16 * d + _swiglu_bytes(cfg.expert_hidden_dim) + BF16 * d + INT64)  # rows in, expert, rows out
-    shared = _swiglu_bytes(cfg.shared_hidden_dim) if cfg.shared_hidden_dim else 0
+    routed = K * (BF16 * d + _swiglu_bytes(cfg.moe.expert_hidden_dim) + BF16 * d + INT64)  # rows in, expert, rows out
+    shared = _swiglu_bytes(cfg.moe.shared_hidden_dim) if cfg.moe.shared_hidden_dim else 0
     return norm + router + routed + shared
 
 

@@ -57,7 +57,7 @@ class PlanRequest:
     def sequence_length(self) -> int:
         if self.seq_len is not None:
             return self.seq_len
-        pretrain = self.cfg.rope_original_max_len if self.cfg.rope_type == "yarn" else self.cfg.max_seq_len
+        pretrain = self.cfg.rope.original_max_len if self.cfg.rope.type == "yarn" else self.cfg.max_seq_len
         return min(pretrain, 8192)
 
 
@@ -164,7 +164,7 @@ def tp_options(req: PlanRequest) -> list[int]:
 def ep_options(req: PlanRequest) -> list[int]:
     if req.ep is not None:
         return [req.ep]
-    return divisors(req.cfg.num_experts) if req.cfg.has_moe else [1]
+    return divisors(req.cfg.moe.num_experts) if req.cfg.has_moe else [1]
 
 
 def microbatches(req: PlanRequest, layout: Layout) -> int:
@@ -237,7 +237,7 @@ def check_request(req: PlanRequest) -> None:
     if req.tokens <= 0:
         raise HeptaError(f"--tokens {req.tokens:g} must be positive, e.g. 30e12")
     if req.ep is not None:
-        experts = cfg.num_experts if cfg.has_moe else 1
+        experts = cfg.moe.num_experts if cfg.has_moe else 1
         if experts % req.ep:
             near = sorted(divisors(experts), key=lambda d: (abs(d - req.ep), d))[:3]
             raise HeptaError(f"--ep {req.ep} does not divide {req.name}'s {experts} routed experts; "

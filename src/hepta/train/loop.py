@@ -38,7 +38,7 @@ TOKENIZER_SAMPLE_BYTES = 8_000_000  # BPE merges stabilise well before the whole
 class TrainArgs:
     out: str
     preset: str = "tiny"
-    overrides: dict = field(default_factory=dict)  # ModelConfig fields to change from the preset
+    overrides: dict = field(default_factory=dict)  # ModelConfig fields to change from the preset, by --set name
     data: str | None = None  # None: the embedded standard-library corpus
     max_corpus_mb: float | None = None
     steps: int = 300
@@ -77,7 +77,7 @@ class TrainArgs:
             raise HeptaError(f"--max-corpus-mb must be positive, got {self.max_corpus_mb}")
 
     def model_config(self) -> ModelConfig:
-        cfg = get_preset(self.preset).replace(**self.overrides)
+        cfg = get_preset(self.preset).with_changes(self.overrides)
         if self.seq_len > cfg.max_seq_len:
             raise HeptaError(f"--seq-len {self.seq_len} exceeds the model's context of {cfg.max_seq_len} tokens; "
                              "lower --seq-len or raise max_seq_len")
@@ -128,7 +128,7 @@ class Trainer:
             raise HeptaError(f"--steps {args.steps} is below the checkpoint's step {self.checkpoint.name}; "
                              "pass a larger --steps or none")
         self.cfg = args.model_config()
-        self.dist = start_distributed(self.cfg.num_experts if self.cfg.num_moe_layers else 0,
+        self.dist = start_distributed(self.cfg.moe.num_experts if self.cfg.num_moe_layers else 0,
                                       dp_shard=args.dp_shard, ep=args.ep)
         self.is_main = self.dist is None or self.dist.is_main
         self.log = log if self.is_main else (lambda _msg: None)

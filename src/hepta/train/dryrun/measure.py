@@ -156,14 +156,14 @@ def dry_run(plan: Plan) -> DryRun:
     depth = max(same_kind[1], max((i for i, moe in enumerate(kinds) if moe != last_kind), default=0)) + 1
     assert all(kinds[i] == last_kind for i in range(depth, local.num_layers)), \
         "the presets put every block after the sampled ones in the last sampled block's kind"
-    sample = lambda n: local.replace(  # noqa: E731
-        num_layers=n, num_dense_layers=min(n, local.num_dense_layers),
-        dense_layers=tuple(i for i in local.dense_layers if i < n))
+    sample = lambda n: local.with_changes({  # noqa: E731
+        "num_layers": n, "moe.num_dense_layers": min(n, local.moe.num_dense_layers),
+        "moe.dense_layers": tuple(i for i in local.moe.dense_layers if i < n)})
 
     start = time.perf_counter()
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=layout.fsdp)
     try:
-        mesh = build_mesh(ParallelLayout.choose(layout.fsdp, local.num_experts if local.has_moe else 0,
+        mesh = build_mesh(ParallelLayout.choose(layout.fsdp, local.moe.num_experts if local.has_moe else 0,
                                                 dp_shard=layout.fsdp, ep=layout.ep), "cpu")
         full = _measure_step(sample(depth), mesh, layout.ep, seq, plan.fit.checkpointing)
         shorter = _measure_step(sample(depth - 1), mesh, layout.ep, seq, plan.fit.checkpointing)

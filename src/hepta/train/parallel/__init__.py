@@ -1,7 +1,7 @@
 """Parallel training on torch.distributed: DeviceMesh, FSDP2, expert parallelism, activation
 checkpointing, applied to the unchanged `Transformer`.
 
-    layout = ParallelLayout.choose(world_size, cfg.num_experts, dp_shard=None, ep=None)
+    layout = ParallelLayout.choose(world_size, cfg.moe.num_experts, dp_shard=None, ep=None)
     mesh = build_mesh(layout, device_type)
     parallelize(model, mesh, ep=layout.ep, activation_checkpointing=False, mixed_precision=False)
 """

@@ -133,3 +133,41 @@ def test_memory_is_bounded_and_excess_requests_are_refused(model_and_tokenizer):
         engine.check(1, 1, n=4)
     with pytest.raises(HeptaError, match="holds no sequence"):
         Engine(model, tokenizer, EngineConfig(kv_cache_bytes=slot_bytes // 2))
+
+
+def test_every_request_ends_once_when_clients_resubmit_as_the_batch_finishes(model_and_tokenizer):
+    """Sixteen clients of two requests each, the second sent from the first one's last event (on the engine
+    thread, mid-step), so it is admitted while the rest of the batch is finishing; answers end at the first
+    token (EOS by logit bias, or max_tokens=1) or at many different decode steps, which moves slots."""
+    model, tokenizer = model_and_tokenizer
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=32))
+    eos = min(engine.end_ids)
+    finishes: dict[tuple[int, int], list[str]] = {}
+    all_done = threading.Event()
+
+    def request(client: int, turn: int) -> Request:
+        kind = (client + turn) % 4
+        bias = {eos: 100.0} if kind == 0 else None
+        max_tokens = 1 if kind == 1 else 2 + (client * 5 + turn * 3) % 20
+        return Request(tokenizer.encode(f"def f{client}(x):"), max_tokens, GREEDY, logit_bias=bias,
+                       sink=lambda event: on_event(client, turn, event))
+
+    def on_event(client: int, turn: int, event) -> None:
+        if not event.finish_reason:
+            return
+        finishes.setdefault((client, turn), []).append(event.finish_reason)
+        if turn == 0:
+            engine.submit(request(client, 1))
+        if len(finishes) == 32:
+            all_done.set()
+
+    for client in range(16):
+        engine.submit(request(client, 0))
+    engine.start()
+    try:
+        assert all_done.wait(30), f"{32 - len(finishes)} of 32 requests never finished"
+        assert all(len(reasons) == 1 for reasons in finishes.values()), finishes
+        assert {reasons[0] for (client, turn), reasons in finishes.items() if (client + turn) % 4 == 0} == {"stop"}
+        assert settles(lambda: engine.num_requests_running == 0 and engine.kv_usage == 0 and engine.num_waiting == 0)
+    finally:
+        engine.stop()

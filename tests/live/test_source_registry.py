@@ -20,7 +20,7 @@ from hepta.live.sources.replay import JsonlReplay
 from hepta.live.sources.x_search import XSearch
 from hepta.live.sources.x_stream import XStream
 from hepta.live.store import Store
-from hepta.live.synth import SAMPLE_STREAM, SynthConfig, generate
+from hepta.live.synth import SAMPLE_STREAM, SynthConfig, synthesize_stream
 
 DOC = Path(__file__).parents[2] / "docs" / "live.md"
 
@@ -51,7 +51,7 @@ def doc_source(monkeypatch):
 
 
 def test_a_documented_source_ingests_through_the_cli(doc_source, monkeypatch, tmp_path, capsys):
-    lines = generate(SynthConfig(posts=300, seed=5, minutes=30)).lines
+    lines = synthesize_stream(SynthConfig(posts=300, seed=5, minutes=30)).lines
     piped = "".join(json.dumps(line) + "\n" for line in lines) + "\n<html>busy</html>\n"
     monkeypatch.setattr(sys, "stdin", io.StringIO(piped))
     db = tmp_path / "p.db"

@@ -50,6 +50,8 @@ class EngineSupervisor:
             else:
                 engine = EngineClient.spawn(config.model, config.engine, allow_pickle=config.allow_pickle, **kwargs)
         except Exception as e:  # reported by /health and every request instead of a dead thread
+            if self._stopping:  # the server stopped while the engine loaded, and took it down
+                return
             state.load_error = str(e)
             log.error("model %s failed to load: %s", state.model_name, e)
             return

@@ -143,17 +143,18 @@ class EngineCore:
                 return
 
     def _submit(self, rid: int, fields: dict[str, Any]) -> None:
-        grammar, arrival = fields.pop("grammar"), fields.pop("arrival")
-        constraint = ConstraintSpec.from_grammar(self.tokenizer, grammar) if grammar is not None else None
-        request = Request(**fields, constraint=constraint, arrival=arrival)
-        request.sink = lambda event: self._emit(rid, event)
-        with self.outbox.lock:  # registered before the engine can emit anything for it
-            self.requests[rid], self.unfinished[rid] = request, request.n
         try:
+            grammar, arrival = fields.pop("grammar"), fields.pop("arrival")
+            constraint = ConstraintSpec.from_grammar(self.tokenizer, grammar) if grammar is not None else None
+            request = Request(**fields, constraint=constraint, arrival=arrival,
+                              sink=lambda event: self._emit(rid, event))
+            with self.outbox.lock:  # registered before the engine can emit anything for it
+                self.requests[rid], self.unfinished[rid] = request, request.n
             self.engine.submit(request)
         except Exception as e:  # refused (a full queue, or a check the client could not make)
             with self.outbox.lock:
-                del self.requests[rid], self.unfinished[rid]
+                self.requests.pop(rid, None)
+                self.unfinished.pop(rid, None)
             self.outbox.reply(("rejected", rid, isinstance(e, QueueFull), str(e)))
             return
         self.outbox.reply(("accepted", rid))

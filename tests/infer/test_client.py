@@ -5,23 +5,13 @@ import asyncio
 import pytest
 import torch
 
-import hepta
 from hepta.infer.client import EngineClient
 from hepta.infer.embeddings import pooled_embeddings
 from hepta.infer.engine import Engine, EngineConfig, QueueFull, generate
 from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
-from hepta.tokenizer import Tokenizer
 
 GREEDY = SamplingParams(temperature=0)
-
-
-@pytest.fixture(scope="module")
-def model_and_tokenizer(corpus):
-    tokenizer = Tokenizer.train([f.read_text() for f in sorted(corpus.iterdir())], text_vocab_size=480)
-    cfg = hepta.get_preset("tiny").replace(vocab_size=512, dim=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                                           head_dim=32, num_experts=4, expert_hidden_dim=32, max_seq_len=512)
-    return hepta.build_model(cfg, seed=0).eval(), tokenizer
 
 
 def with_client(model_and_tokenizer, config: EngineConfig, body):
@@ -82,7 +72,7 @@ def test_a_cancelled_request_ends_with_its_final_event_even_while_waiting(model_
     _, tokenizer = model_and_tokenizer
 
     async def body(client):
-        running, waiting = Request(tokenizer.encode("x"), 400, GREEDY), Request(tokenizer.encode("y"), 400, GREEDY)
+        running, waiting = Request(tokenizer.encode("x"), 200, GREEDY), Request(tokenizer.encode("y"), 200, GREEDY)
         first = asyncio.Event()
         seen = {running.id: [], waiting.id: []}
         for request in (running, waiting):
@@ -101,7 +91,7 @@ def test_a_cancelled_request_ends_with_its_final_event_even_while_waiting(model_
 
     running_events, waiting_events = with_client(model_and_tokenizer, EngineConfig(max_num_seqs=1), body)
     assert [e.finish_reason for e in waiting_events] == ["cancelled"]  # never admitted, still ended
-    assert running_events[-1].finish_reason == "cancelled" and len(running_events) < 400
+    assert running_events[-1].finish_reason == "cancelled" and len(running_events) < 200
 
 
 def test_a_full_queue_is_refused_by_submit_and_embeddings_run_between_steps(model_and_tokenizer):
@@ -109,8 +99,8 @@ def test_a_full_queue_is_refused_by_submit_and_embeddings_run_between_steps(mode
     inputs = [tokenizer.encode("hello world"), tokenizer.encode("x")]
 
     async def body(client):
-        await client.submit(Request(tokenizer.encode("x"), 400, GREEDY))
-        await client.submit(Request(tokenizer.encode("y"), 400, GREEDY))
+        await client.submit(Request(tokenizer.encode("x"), 200, GREEDY))
+        await client.submit(Request(tokenizer.encode("y"), 200, GREEDY))
         with pytest.raises(QueueFull):
             await client.submit(Request(tokenizer.encode("z"), 4, GREEDY))
         return await client.embed(inputs, 16)  # while a request decodes

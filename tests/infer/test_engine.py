@@ -5,13 +5,11 @@ import time
 
 import pytest
 
-import hepta
 from hepta.errors import HeptaError
 from hepta.infer.engine import ContextLengthExceeded, Engine, EngineConfig, QueueFull, generate
 from hepta.infer.generate import generate as generate_alone
 from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
-from hepta.tokenizer import Tokenizer
 
 GREEDY = SamplingParams(temperature=0)
 
@@ -24,14 +22,6 @@ def settles(condition, timeout=10.0) -> bool:
             return False
         time.sleep(0.001)
     return True
-
-
-@pytest.fixture(scope="module")
-def model_and_tokenizer(corpus):
-    tokenizer = Tokenizer.train([f.read_text() for f in sorted(corpus.iterdir())], text_vocab_size=480)
-    cfg = hepta.get_preset("tiny").replace(vocab_size=512, dim=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                                           head_dim=32, num_experts=4, expert_hidden_dim=32, max_seq_len=256)
-    return hepta.build_model(cfg, seed=0).eval(), tokenizer
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from hepta.errors import HeptaError
-from hepta.infer.constrain import ConstraintSpec
 from hepta.infer.client import EngineClient, EngineDead
 from hepta.infer.collect import Choice, Collector
+from hepta.infer.constrain import ConstraintSpec
 from hepta.infer.engine import ContextLengthExceeded, InvalidRequest, QueueFull
-from hepta.infer.request import Event, Request as EngineRequest, TokenLogprob
+from hepta.infer.request import Event, Request as EngineRequest
 from hepta.infer.sampling import SamplingParams
 from hepta.infer.tools import InvalidField, ToolCallStream, choose_tools, parse_tool_calls
 from hepta.serve import responses as R

@@ -10,8 +10,14 @@ from hepta.infer.embeddings import pooled_embeddings
 from hepta.infer.engine import Engine, EngineConfig, QueueFull, generate
 from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
+from helpers import engine_model_and_tokenizer
 
 GREEDY = SamplingParams(temperature=0)
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(corpus):
+    return engine_model_and_tokenizer(corpus)
 
 
 def with_client(model_and_tokenizer, config: EngineConfig, body):

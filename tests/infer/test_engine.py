@@ -10,6 +10,7 @@ from hepta.infer.engine import ContextLengthExceeded, Engine, EngineConfig, Queu
 from hepta.infer.generate import generate as generate_alone
 from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
+from helpers import engine_model_and_tokenizer
 
 GREEDY = SamplingParams(temperature=0)
 
@@ -22,6 +23,11 @@ def settles(condition, timeout=10.0) -> bool:
             return False
         time.sleep(0.001)
     return True
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(corpus):
+    return engine_model_and_tokenizer(corpus)
 
 
 @pytest.fixture

@@ -65,17 +65,24 @@ class _Outbox:
     ttfts: list = field(default_factory=list)
     itls: list = field(default_factory=list)
     tokens: int = 0
+    due: bool = False  # something waits that should go now (a step's events, a final event, a reply)
     closed: bool = False
 
     def take(self) -> tuple[list, list, list, list, int]:
         taken = self.events, self.replies, self.ttfts, self.itls, self.tokens
         self.events, self.replies, self.ttfts, self.itls, self.tokens = [], [], [], [], 0
+        self.due = False
         return taken
+
+    def send_now(self) -> None:
+        """Wakes the output thread (call with `lock` held)."""
+        self.due = True
+        self.lock.notify()
 
     def reply(self, message: tuple) -> None:
         with self.lock:
             self.replies.append(message)
-            self.lock.notify()
+            self.send_now()
 
 
 class _ForwardingObserver(Observer):
@@ -95,6 +102,10 @@ class _ForwardingObserver(Observer):
     def tokens_generated(self, count: int) -> None:
         with self.outbox.lock:
             self.outbox.tokens += count
+
+    def step_done(self) -> None:
+        with self.outbox.lock:  # one message per step, not one per event
+            self.outbox.send_now()
 
 
 class EngineCore:
@@ -118,7 +129,7 @@ class EngineCore:
             self.engine.stop()  # every open request gets its final event, which the sender still sends
             with self.outbox.lock:
                 self.outbox.closed = True
-                self.outbox.lock.notify()
+                self.outbox.send_now()
             sender.join(timeout=30)
             self.conn.close()
 
@@ -163,11 +174,11 @@ class EngineCore:
         """The engine's sink for request `rid` (engine thread)."""
         with self.outbox.lock:
             self.outbox.events.append((rid, event))
-            if event.finish_reason:
+            if event.finish_reason:  # at once: a cancelled or failed request has no step to wait for
                 self.unfinished[rid] -= 1
                 if not self.unfinished[rid]:
                     del self.unfinished[rid], self.requests[rid]
-            self.outbox.lock.notify()
+                self.outbox.send_now()
 
     def _embed(self, job: int, inputs: list[list[int]], dimensions: int | None) -> None:
         model = self.engine.model
@@ -185,8 +196,8 @@ class EngineCore:
     def _send_loop(self) -> None:
         sent_kv = None
         while True:
-            with self.outbox.lock:
-                if not (self.outbox.events or self.outbox.replies or self.outbox.closed):
+            with self.outbox.lock:  # woken by a finished step, a final event, a reply, or the idle timeout
+                if not (self.outbox.due or self.outbox.closed):
                     self.outbox.lock.wait(IDLE_STATS_S)
                 events, replies, ttfts, itls, tokens = self.outbox.take()
                 closed = self.outbox.closed

@@ -116,6 +116,9 @@ class Observer:
 
     def tokens_generated(self, count: int) -> None: ...
 
+    def step_done(self) -> None:
+        """Every sequence of a forward has had its event (the engine process sends them together)."""
+
 
 class _Sequence:
     """One choice of one request, living in one slot."""
@@ -347,6 +350,7 @@ class Engine:
                 self.observer.inter_token(now - seq.last_time)
             seq.last_time = now
             self._advance(seq, token, logprob)
+        self.observer.step_done()
 
     def _advance(self, seq: _Sequence, token: int, logprob: TokenLogprob | None) -> None:
         request = seq.request

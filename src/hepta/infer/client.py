@@ -45,6 +45,7 @@ class EngineDead(HeptaError):
 class _Open:
     request: Request
     finished: set[int] = field(default_factory=set)  # choices whose final event was delivered
+    accepted: bool = False  # the engine queued it
     started: bool = False  # an event arrived: the request holds slots
 
 
@@ -179,7 +180,8 @@ class EngineClient:
 
     @property
     def num_waiting(self) -> int:
-        return sum(1 for entry in list(self._open.values()) if not entry.started)
+        """Requests in the engine's queue (accepted, no token yet); one still on its way there is not counted."""
+        return sum(1 for entry in list(self._open.values()) if entry.accepted and not entry.started)
 
     def check(self, prompt_tokens: int, max_tokens: int, n: int = 1) -> None:
         self.limits.check(prompt_tokens, max_tokens, n)
@@ -231,7 +233,9 @@ class EngineClient:
             self._send(("stop",))
         except EngineDead:
             pass
+        import time; t0 = time.time()  # DEBUG
         self.handle.join(STOP_TIMEOUT_S)
+        print("DEBUG stop took", time.time() - t0, flush=True)
         if self.handle.is_alive():
             log.error("the engine did not stop within %d s; killing it", STOP_TIMEOUT_S)
             self.handle.kill()
@@ -279,6 +283,8 @@ class EngineClient:
         for reply in replies:  # before the events: a request's acceptance precedes its first event anyway
             kind, key = reply[0], reply[1]
             if kind == "accepted":  # its first events (even its last) may have come in an earlier batch
+                if key in self._open:
+                    self._open[key].accepted = True
                 self._resolve(self._acks.pop(key), None)
             elif kind == "rejected":
                 self._open.pop(key, None)

@@ -233,9 +233,7 @@ class EngineClient:
             self._send(("stop",))
         except EngineDead:
             pass
-        import time; t0 = time.time()  # DEBUG
         self.handle.join(STOP_TIMEOUT_S)
-        print("DEBUG stop took", time.time() - t0, flush=True)
         if self.handle.is_alive():
             log.error("the engine did not stop within %d s; killing it", STOP_TIMEOUT_S)
             self.handle.kill()

@@ -34,7 +34,9 @@ client can drop a request once its last final event is delivered, and not before
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,3 +231,8 @@ def run_core_process(conn, model_path: str, config: EngineConfig, allow_pickle: 
         conn.close()
         return
     core.run()
+    # every final event is sent and the connection closed: leave without the interpreter's teardown,
+    # which can wait on native thread pools (OpenMP, the grammar engine's) for seconds
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -233,12 +233,13 @@ class EngineClient:
             self._send(("stop",))
         except EngineDead:
             pass
-        self.handle.join(STOP_TIMEOUT_S)
-        if self.handle.is_alive():
+        # the reader ends when the core closes its end, after joining the process: the only thread
+        # that waits on it (two waiters race for the exit status, and one sees a live process)
+        self._reader.join(STOP_TIMEOUT_S)
+        if self._reader.is_alive():
             log.error("the engine did not stop within %d s; killing it", STOP_TIMEOUT_S)
             self.handle.kill()
-            self.handle.join(5)
-        self._reader.join(5)
+            self._reader.join(10)
 
     # --- the connection ---------------------------------------------------------------------
 

@@ -231,8 +231,8 @@ def run_core_process(conn, model_path: str, config: EngineConfig, allow_pickle: 
         conn.close()
         return
     core.run()
-    # every final event is sent and the connection closed: leave without the interpreter's teardown,
-    # which can wait on native thread pools (OpenMP, the grammar engine's) for seconds
+    # every final event is sent and the connection closed: nothing is left to clean up, so leave
+    # without the interpreter's teardown of torch and the grammar engine, and the server's stop is prompt
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

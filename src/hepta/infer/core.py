@@ -8,8 +8,8 @@ sequences costs the same through HTTP as in a bare `Engine`. This is vLLM's spli
   - the core process loads the model folder itself (the API process passes the path and the
     EngineConfig, never a model), runs an `Engine`, and serves it with three threads: the
     engine's loop, an input thread that reads requests from the connection, and an output
-    thread that sends everything the engine produced since its last send in one message, so
-    pickling and pipe writes overlap with the forward passes;
+    thread that sends a decode step's events together in one message (final events and replies
+    at once), so pickling and pipe writes overlap with the next forward;
   - the API process holds an `EngineClient` (hepta.infer.client) with the engine's submit /
     check / cancel surface.
 

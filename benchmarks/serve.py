@@ -13,7 +13,12 @@ Per round, interleaved (so the host's clock drift hits all alike):
             decode tokens/s = (L - 1) / (time for L tokens - time for 1 token)
   c1 / cN   closed-loop load: 1 or N clients, each sending its next request when the last ends;
             request throughput, output tokens/s, TTFT and TPOT (mean, median, p99)
-Reported: medians over rounds, and the three target ratios.
+  step      the cost of serving one decode step of N sequences: the same N requests (N = --clients)
+            decoded by an in-process Engine in this process (no HTTP), with torch's default threads
+            and with the engine process's count (one fewer), and sent at once by N streaming HTTP
+            clients; per-step time = median over the requests of the time per token once all N
+            have their first token; the ratio is HTTP over the better engine-alone time
+Reported: medians over rounds, and the target ratios.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +40,10 @@ import httpx
 import torch
 
 import hepta
+from hepta.infer.core import engine_threads
+from hepta.infer.engine import Engine, EngineConfig
+from hepta.infer.request import Event, Request as EngineRequest
+from hepta.infer.sampling import SamplingParams
 from hepta.interop.hf_save import save as save_hf
 from hepta.serve.runner import free_port, wait_healthy
 from hepta.tokenizer import Tokenizer
@@ -84,7 +94,7 @@ class Client:
         body = {"model": "bench", "prompt": prompt_ids, "max_tokens": self.output_len, "temperature": 0,
                 "stream": True, "logit_bias": self.bias, "stream_options": {"include_usage": True}}
         start = time.perf_counter()
-        first = None
+        times = []  # arrival of each token's chunk
         tokens = 0
         async with self.http.stream("POST", f"{self.url}/v1/completions", json=body) as response:
             response.raise_for_status()
@@ -93,13 +103,14 @@ class Client:
                     continue
                 chunk = json.loads(line[6:])
                 if chunk["choices"]:
-                    first = first or time.perf_counter()
+                    times.append(time.perf_counter())
                 elif chunk.get("usage"):
                     tokens = chunk["usage"]["completion_tokens"]
         end = time.perf_counter()
         assert tokens == self.output_len, tokens
+        first = times[0]
         return {"ttft": first - start, "latency": end - start, "tokens": tokens,
-                "tpot": (end - first) / max(1, tokens - 1)}
+                "tpot": (end - first) / max(1, tokens - 1), "times": times}
 
 
 def prompt(length: int, seed: int, vocab: int) -> list[int]:
@@ -147,6 +158,51 @@ def peer_decode_rate(hf_model, ids: list[int], output_len: int) -> float:
     return (output_len - 1) / (timed(output_len) - timed(1))
 
 
+def step_prompts(clients: int, vocab: int) -> list[list[int]]:
+    return [prompt(PROMPT_LENS[i % len(PROMPT_LENS)], 5000 + i, vocab) for i in range(clients)]
+
+
+def engine_alone_step_s(engine: Engine, prompts: list[list[int]], output_len: int, end_ids: list[int],
+                        threads: int) -> float:
+    """Per-step decode time of `prompts` decoded together by an in-process engine using `threads` threads."""
+    engine.run_exclusive(lambda: torch.set_num_threads(threads)).result()  # on the engine's own thread
+    times: list[list[float]] = [[] for _ in prompts]
+    finished = threading.Semaphore(0)
+
+    def sink(i):
+        def put(event: Event) -> None:
+            times[i].append(time.perf_counter())
+            if event.finish_reason:
+                assert event.finish_reason == "length" and not event.error, event
+                finished.release()
+        return put
+
+    bias = {i: -100.0 for i in end_ids}
+    for i, ids in enumerate(prompts):
+        engine.submit(EngineRequest(ids, output_len, SamplingParams(temperature=0), logit_bias=bias, sink=sink(i)))
+    for _ in prompts:
+        assert finished.acquire(timeout=600)
+    return steady_step_s(times)
+
+
+async def http_step_s(client: "Client", prompts: list[list[int]]) -> float:
+    """Per-step decode time of `prompts` sent at once by one streaming HTTP client each."""
+    results = await asyncio.gather(*(client.request(ids) for ids in prompts))
+    return steady_step_s([r["times"] for r in results])
+
+
+def steady_step_s(times: list[list[float]]) -> float:
+    """Median over requests of the time per token once every request has its first token (all of
+    them decode together from then on; the prefills before are not decode steps)."""
+    all_started = max(t[0] for t in times)
+    steps = []
+    for t in times:
+        steady = [x for x in t if x >= all_started]
+        if len(steady) > 1:
+            steps.append((steady[-1] - steady[0]) / (len(steady) - 1))
+    return statistics.median(steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
@@ -162,34 +218,50 @@ def main() -> None:
         hf_model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
         hf_model.set_experts_implementation("grouped_mm")  # transformers' fastest MoE path on CPU here
         tokenizer = Tokenizer.load(hepta_dir)
+        max_num_seqs = max(32, args.clients)
+        engine = Engine(hepta.load(hepta_dir), tokenizer, EngineConfig(max_num_seqs=max_num_seqs)).start()
         port = free_port()
-        server = start_server(hepta_dir, port, max_num_seqs=max(32, args.clients))
+        server = start_server(hepta_dir, port, max_num_seqs=max_num_seqs)
         try:
             rounds = asyncio.run(run_rounds(args, f"http://127.0.0.1:{port}", sorted(tokenizer.stop_ids), cfg,
-                                            hf_model))
+                                            hf_model, engine))
         finally:
             server.terminate()
             server.wait(timeout=30)
+            engine.stop()
     report(args, rounds)
 
 
-async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model) -> list[dict]:
+async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: Engine) -> list[dict]:
     client = Client(url, args.output_len, end_ids)
     single_prompt = prompt(SINGLE_PROMPT_LEN, 7, cfg.vocab_size)
+    prompts = step_prompts(args.clients, cfg.vocab_size)
     for _ in range(2):  # warm-up: first requests pay for allocations and lazy imports
         await client.request(single_prompt)
         peer_decode_rate(hf_model, single_prompt, 8)
+        await http_step_s(client, prompts)
+        engine_alone_step_s(engine, prompts, 8, end_ids, torch.get_num_threads())
     rounds = []
     for r in range(args.rounds):
         single = await client.request(single_prompt)
         peer = peer_decode_rate(hf_model, single_prompt, args.output_len)
         c1 = summarize(await closed_loop(client, 1, 4, cfg.vocab_size, seed=r))
         cn = summarize(await closed_loop(client, args.clients, args.requests_per_client, cfg.vocab_size, seed=r))
+        # the engine alone with torch's default threads, and with the engine process's (one fewer)
+        alone_default = engine_alone_step_s(engine, prompts, args.output_len, end_ids, torch.get_num_threads())
+        alone_fewer = engine_alone_step_s(engine, prompts, args.output_len, end_ids, engine_threads())
+        http = await http_step_s(client, prompts)
+        alone = min(alone_default, alone_fewer)  # the better of the two is the bar
         rounds.append({"single_decode_tokens_per_s": 1 / single["tpot"], "single_ttft_s": single["ttft"],
-                       "peer_decode_tokens_per_s": peer, "c1": c1, f"c{args.clients}": cn})
+                       "peer_decode_tokens_per_s": peer, "c1": c1, f"c{args.clients}": cn,
+                       "engine_alone_default_threads_step_s": alone_default,
+                       "engine_alone_process_threads_step_s": alone_fewer, "engine_alone_step_s": alone,
+                       "http_step_s": http})
         print(f"round {r + 1}: decode {1 / single['tpot']:.0f} vs transformers {peer:.0f} tok/s; "
               f"c1 {c1['output_tokens_per_s']:.0f}, c{args.clients} {cn['output_tokens_per_s']:.0f} tok/s; "
-              f"TTFT single {single['ttft'] * 1000:.1f} ms, p99@{args.clients} {cn['ttft_s']['p99'] * 1000:.1f} ms",
+              f"TTFT single {single['ttft'] * 1000:.1f} ms, p99@{args.clients} {cn['ttft_s']['p99'] * 1000:.1f} ms; "
+              f"{args.clients}-sequence step: engine alone {alone_default * 1000:.2f} ms ({torch.get_num_threads()} "
+              f"threads) / {alone_fewer * 1000:.2f} ms ({engine_threads()}), HTTP {http * 1000:.2f} ms",
               flush=True)
     await client.http.aclose()
     return rounds
@@ -220,7 +292,14 @@ def report(args, rounds: list[dict]) -> None:
         label = f"{name[1:]} client(s)"
         print(f"{label:26}{row[0]:8.2f}{row[1]:11.0f}" + "".join(f"{v:9.1f}" if i not in (0, 3) else f"{v:11.1f}"
                                                               for i, v in enumerate(row[2:])) + "   (ms)")
+    alone, http = med(["engine_alone_step_s"]), med(["http_step_s"])
+    print(f"\n{args.clients}-sequence decode step: engine alone "
+          f"{med(['engine_alone_default_threads_step_s']) * 1000:.2f} ms ({torch.get_num_threads()} threads), "
+          f"{med(['engine_alone_process_threads_step_s']) * 1000:.2f} ms ({engine_threads()} threads, as the "
+          f"engine process), better per round {alone * 1000:.2f} ms; through HTTP {http * 1000:.2f} ms")
     targets = {
+        f"{args.clients}-sequence decode step, HTTP / engine alone": (http / alone, 1.15,
+                                                                    f"{http * 1000:.2f} vs {alone * 1000:.2f} ms"),
         "single-stream decode vs transformers generate": (decode / peer, 1.5,
                                                           f"{decode:.0f} vs {peer:.0f} tokens/s"),
         f"{args.clients} clients vs 1, output tokens/s": (cn_tps / c1_tps, 6.0, f"{cn_tps:.0f} vs {c1_tps:.0f}"),
@@ -229,8 +308,9 @@ def report(args, rounds: list[dict]) -> None:
     }
     print()
     for name, (ratio, target, detail) in targets.items():
-        met = ratio <= target if name.startswith("TTFT") else ratio >= target
-        bound = "<=" if name.startswith("TTFT") else ">="
+        at_most = name.startswith("TTFT") or "engine alone" in name  # lower is better for these
+        met = ratio <= target if at_most else ratio >= target
+        bound = "<=" if at_most else ">="
         print(f"{name:48} {ratio:6.2f}x  (target {bound} {target}x: {'met' if met else 'MISSED'}; {detail})")
     if args.json:
         Path(args.json).write_text(json.dumps({"rounds": rounds, "ratios": {k: v[0] for k, v in targets.items()}},

@@ -122,3 +122,15 @@ def engine_generate(model, tokenizer, prompt: str, spec, max_tokens: int, params
         return generate(engine, request, timeout=120)[0]
     finally:
         engine.stop()
+
+
+def engine_model_and_tokenizer(corpus: Path):
+    """A small model (256-token context) and a tokenizer trained on real text, for the engine's tests."""
+    import hepta
+    from hepta.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.train([f.read_text() for f in sorted(corpus.iterdir())], text_vocab_size=480)
+    cfg = hepta.get_preset("tiny").with_changes({
+        "vocab_size": 512, "dim": 64, "num_layers": 2, "attention.num_heads": 2, "attention.num_kv_heads": 1,
+        "attention.head_dim": 32, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 256})
+    return hepta.build_model(cfg, seed=0).eval(), tokenizer

@@ -5,13 +5,11 @@ import time
 
 import pytest
 
-import hepta
 from hepta.errors import HeptaError
 from hepta.infer.engine import ContextLengthExceeded, Engine, EngineConfig, QueueFull, generate
 from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
-from hepta.tokenizer import Tokenizer
-from helpers import greedy_full_forward
+from helpers import engine_model_and_tokenizer, greedy_full_forward
 
 GREEDY = SamplingParams(temperature=0)
 
@@ -28,11 +26,7 @@ def settles(condition, timeout=10.0) -> bool:
 
 @pytest.fixture(scope="module")
 def model_and_tokenizer(corpus):
-    tokenizer = Tokenizer.train([f.read_text() for f in sorted(corpus.iterdir())], text_vocab_size=480)
-    cfg = hepta.get_preset("tiny").with_changes({
-        "vocab_size": 512, "dim": 64, "num_layers": 2, "attention.num_heads": 2, "attention.num_kv_heads": 1,
-        "attention.head_dim": 32, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 256})
-    return hepta.build_model(cfg, seed=0).eval(), tokenizer
+    return engine_model_and_tokenizer(corpus)
 
 
 @pytest.fixture

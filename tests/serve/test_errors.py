@@ -8,6 +8,7 @@ import openai
 import pytest
 from conftest import client, metric, start_server
 
+from hepta.loading import load_tokenizer
 from hepta.serve.keys import KeyStore
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -144,10 +145,12 @@ def test_a_full_queue_is_refused_with_503_not_queued_without_bound(model_dir):
     try:
         c = client(server)
         results = []
+        never_end = {str(t): -100 for t in load_tokenizer(model_dir).stop_ids}  # both run until the 503 is seen
 
         def long_request():
             try:
-                results.append(c.completions.create(model="micro", prompt="x", max_tokens=1500).usage)
+                results.append(c.completions.create(model="micro", prompt="x", max_tokens=1500,
+                                                    logit_bias=never_end).usage)
             except openai.APIStatusError as e:
                 results.append(e.status_code)
 

@@ -220,6 +220,7 @@ class ConstraintSpec:
 
     prototype: llguidance.LLMatcher = field(repr=False)
     tokenizer_vocab: int
+    grammar: str = field(default="", repr=False)  # what `from_grammar` rebuilds the spec from in another process
 
     @classmethod
     def for_request(cls, tokenizer, response_format: Any = None, tools: Sequence[dict] | None = None,
@@ -255,9 +256,15 @@ class ConstraintSpec:
         is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, llg)
         if is_error:
             raise InvalidField("tools", f"cannot be enforced together: {messages[0]}")
+        return cls.from_grammar(tokenizer, grammar)
+
+    @classmethod
+    def from_grammar(cls, tokenizer, grammar: str) -> "ConstraintSpec":
+        """The spec of a grammar already validated (the engine process gets the grammar, not the matcher)."""
+        llg = llg_tokenizer(tokenizer)
         prototype = llguidance.LLMatcher(llg, grammar, log_level=0)
         assert not prototype.is_error(), prototype.get_error()
-        return cls(prototype, llg.vocab_size)
+        return cls(prototype, llg.vocab_size, grammar)
 
     def new(self) -> Constraint:
         # a copy of the fresh matcher: the grammar is compiled once per request, not per sequence

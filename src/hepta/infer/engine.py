@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 
 from hepta.errors import HeptaError
+from hepta.infer.collect import Choice, Collector
 from hepta.infer.constrain import allowed_masks
 from hepta.infer.padding import pad_right
 from hepta.infer.request import Event, Request, TokenLogprob
@@ -74,6 +75,38 @@ class EngineConfig:
                 raise HeptaError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
+@dataclass(frozen=True)
+class EngineLimits:
+    """What a caller needs to know of a running engine to check requests before sending them
+    (small and picklable: the API process gets it from the engine process)."""
+
+    max_len: int  # prompt + completion tokens per sequence
+    num_slots: int  # sequences decoded together
+    vocab_size: int  # the model's (may exceed the tokenizer's)
+    end_ids: frozenset[int]
+    model_dim: int
+
+    def check(self, prompt_tokens: int, max_tokens: int, n: int = 1) -> None:
+        """Raises the error a request of this shape would get, before anything is queued."""
+        if prompt_tokens < 1:
+            raise InvalidRequest("the prompt is empty; send at least one token")
+        if max_tokens < 1:
+            raise InvalidRequest(f"max_tokens must be at least 1, got {max_tokens}", "max_tokens")
+        if prompt_tokens + max_tokens > self.max_len:
+            raise ContextLengthExceeded(prompt_tokens, max_tokens, self.max_len)
+        if n > self.num_slots:
+            raise InvalidRequest(f"n={n} needs {n} sequences at once but this server decodes at most "
+                                 f"{self.num_slots}; lower n", "n")
+
+    def check_request(self, request: Request) -> None:
+        """`check`, and the request's own options against the model."""
+        self.check(len(request.prompt_ids), request.max_tokens, request.n)
+        if request.logit_bias and not all(0 <= t < self.vocab_size for t in request.logit_bias):
+            raise HeptaError(f"logit_bias keys must be token ids in 0..{self.vocab_size - 1}")
+        if request.logprobs is not None and not 0 <= request.logprobs <= MAX_TOP_LOGPROBS:
+            raise HeptaError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {request.logprobs}")
+
+
 class Observer:
     """Hooks for metrics; the server's Prometheus collector overrides them. Called on the engine thread."""
 
@@ -82,6 +115,9 @@ class Observer:
     def inter_token(self, seconds: float) -> None: ...
 
     def tokens_generated(self, count: int) -> None: ...
+
+    def step_done(self) -> None:
+        """Every sequence of a forward has had its event (the engine process sends them together)."""
 
 
 class _Sequence:
@@ -121,6 +157,8 @@ class Engine:
         self.cache = model.new_slot_cache(num_slots, self.max_len)
         self.vocab_size = cfg.vocab_size
         self.end_ids, self.banned_V = sampleable(tokenizer, cfg.vocab_size)
+        self.limits = EngineLimits(self.max_len, self.cache.num_slots, self.vocab_size, frozenset(self.end_ids),
+                                   cfg.dim)
 
         self._waiting: deque[Request] = deque()
         self._running: list[_Sequence] = []  # index = slot
@@ -161,28 +199,22 @@ class Engine:
 
     def check(self, prompt_tokens: int, max_tokens: int, n: int = 1) -> None:
         """Raises the error a request of this shape would get, before anything is queued."""
-        if prompt_tokens < 1:
-            raise InvalidRequest("the prompt is empty; send at least one token")
-        if max_tokens < 1:
-            raise InvalidRequest(f"max_tokens must be at least 1, got {max_tokens}", "max_tokens")
-        if prompt_tokens + max_tokens > self.max_len:
-            raise ContextLengthExceeded(prompt_tokens, max_tokens, self.max_len)
-        if n > self.num_slots:
-            raise InvalidRequest(f"n={n} needs {n} sequences at once but this server decodes at most "
-                                 f"{self.num_slots}; lower n", "n")
+        self.limits.check(prompt_tokens, max_tokens, n)
 
     def submit(self, request: Request) -> Request:
-        self.check(len(request.prompt_ids), request.max_tokens, request.n)
-        if request.logit_bias and not all(0 <= t < self.vocab_size for t in request.logit_bias):
-            raise HeptaError(f"logit_bias keys must be token ids in 0..{self.vocab_size - 1}")
-        if request.logprobs is not None and not 0 <= request.logprobs <= MAX_TOP_LOGPROBS:
-            raise HeptaError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {request.logprobs}")
+        """Queues `request`; every choice of an accepted request gets exactly one final event
+        (finish_reason set), whether it ends, is cancelled, fails or the engine stops."""
+        self.limits.check_request(request)
         with self._wake:
             if len(self._waiting) >= self.config.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting; retry shortly")
             self._waiting.append(request)
             self._wake.notify()
         return request
+
+    def cancel(self, request: Request) -> None:
+        """Stop generating `request`; its slots are freed at the next token boundary."""
+        request.cancel()
 
     def run_exclusive(self, fn: Callable[[], object]) -> Future:
         """Runs `fn` on the engine thread between two steps (model work that is not generation)."""
@@ -227,8 +259,12 @@ class Engine:
 
     def _drop_cancelled(self) -> None:
         with self._wake:
-            if any(r.cancelled.is_set() for r in self._waiting):
+            dropped = [r for r in self._waiting if r.cancelled.is_set()]
+            if dropped:
                 self._waiting = deque(r for r in self._waiting if not r.cancelled.is_set())
+        for request in dropped:  # never admitted, but their callers still get each choice's final event
+            for index in range(request.n):
+                request.sink(Event(index, "", [], finish_reason="cancelled"))
         for seq in self._running:
             if seq.request.cancelled.is_set() and not seq.finished:
                 self._finish(seq, "cancelled", [], None)
@@ -314,6 +350,7 @@ class Engine:
                 self.observer.inter_token(now - seq.last_time)
             seq.last_time = now
             self._advance(seq, token, logprob)
+        self.observer.step_done()
 
     def _advance(self, seq: _Sequence, token: int, logprob: TokenLogprob | None) -> None:
         request = seq.request
@@ -389,30 +426,13 @@ def _prefill_groups(seqs: list[_Sequence]) -> list[list[_Sequence]]:
     return groups
 
 
-@dataclass
-class Choice:
-    text: str
-    token_ids: list[int]
-    finish_reason: str
-    logprobs: list[TokenLogprob]
-
-
 def generate(engine: Engine, request: Request, timeout: float | None = None) -> list[Choice]:
     """Submits `request` and blocks until every choice has finished (for scripts, tests, benchmarks)."""
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     request.sink = events.put
     engine.submit(request)
-    choices = [Choice("", [], "", []) for _ in range(request.n)]
-    remaining = request.n
-    while remaining:
+    collector = Collector(request.n, engine.end_ids)
+    while not collector.done:
         event = events.get(timeout=timeout)
-        choice = choices[event.index]
-        choice.text += event.text
-        choice.token_ids += [t for t in event.token_ids if t not in engine.end_ids]
-        choice.logprobs += event.logprobs or []
-        if event.finish_reason:
-            if event.error:
-                raise HeptaError(f"generation failed: {event.error}")
-            choice.finish_reason = event.finish_reason
-            remaining -= 1
-    return choices
+        collector.add(event.index, event)
+    return collector.choices

@@ -9,16 +9,19 @@ engine request, which frees the slots at the next token boundary.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import logging
+from collections import deque
 from typing import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from hepta.errors import HeptaError
+from hepta.infer.client import EngineClient, EngineDead
+from hepta.infer.collect import Choice, Collector
 from hepta.infer.constrain import ConstraintSpec
-from hepta.infer.engine import ContextLengthExceeded, Engine, InvalidRequest, QueueFull
-from hepta.infer.request import Event, Request as EngineRequest, TokenLogprob
+from hepta.infer.engine import ContextLengthExceeded, InvalidRequest, QueueFull
+from hepta.infer.request import Event, Request as EngineRequest
 from hepta.infer.sampling import SamplingParams
 from hepta.infer.tools import InvalidField, ToolCallStream, choose_tools, parse_tool_calls
 from hepta.serve import responses as R
@@ -29,16 +32,9 @@ from hepta.serve.schemas import ChatCompletionRequest, CompletionRequest, _Sampl
 from hepta.serve.state import ServerState
 
 router = APIRouter()
+log = logging.getLogger("hepta.serve")
 DISCONNECT_POLL_S = 0.5
 SEED_SPACE = 2**63  # torch generators take 64-bit seeds; OpenAI allows any integer
-
-
-@dataclass
-class _Choice:
-    text: str = ""
-    num_tokens: int = 0
-    finish_reason: str | None = None
-    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 def _sampling(body: _Sampling) -> SamplingParams:
@@ -61,12 +57,12 @@ def _logit_bias(body: _Sampling, vocab_size: int) -> dict[int, float] | None:
     return bias
 
 
-def _max_tokens(engine: Engine, prompt_tokens: int, *requested: int | None) -> int:
+def _max_tokens(engine: EngineClient, prompt_tokens: int, *requested: int | None) -> int:
     given = next((m for m in requested if m is not None), None)
     return given if given is not None else max(1, engine.max_len - prompt_tokens)
 
 
-def _check(engine: Engine, prompt_tokens: int, max_tokens: int, n: int, param: str) -> None:
+def _check(engine: EngineClient, prompt_tokens: int, max_tokens: int, n: int, param: str) -> None:
     try:
         engine.check(prompt_tokens, max_tokens, n)
     except ContextLengthExceeded as e:
@@ -76,60 +72,69 @@ def _check(engine: Engine, prompt_tokens: int, max_tokens: int, n: int, param: s
 
 
 class _Run:
-    """Engine requests of one HTTP request; their events arrive on this event loop's queue."""
+    """Engine requests of one HTTP request; their events, routed here by the engine client, wait in `buffer`."""
 
-    def __init__(self, engine: Engine, requests: list[EngineRequest], http: Request):
+    def __init__(self, engine: EngineClient, requests: list[EngineRequest], http: Request):
         self.engine, self.requests, self.http = engine, requests, http
-        self.queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
+        self.buffer: deque[tuple[int, Event]] = deque()  # events not yet read, in the engine's order
+        self.arrived = asyncio.Event()
         offset = 0
         for request in requests:
-            request.sink = self._sink(loop, offset)
+            request.sink = self._sink(offset)
             offset += request.n
         self.num_choices = offset
 
-    def _sink(self, loop: asyncio.AbstractEventLoop, offset: int):
-        def put(event: Event) -> None:
-            try:
-                loop.call_soon_threadsafe(self.queue.put_nowait, (offset + event.index, event))
-            except RuntimeError:  # the loop is closed: the server is stopping
-                pass
+    def _sink(self, offset: int):
+        def put(event: Event) -> None:  # on this event loop, called by the engine client
+            self.buffer.append((offset + event.index, event))
+            self.arrived.set()
         return put
 
-    def submit(self) -> None:
+    async def submit(self) -> None:
         submitted = []
         try:
             for request in self.requests:
-                submitted.append(self.engine.submit(request))
-        except QueueFull as e:
+                submitted.append(await self.engine.submit(request))
+        except BaseException as e:
             for request in submitted:
-                request.cancel()
-            raise APIError(503, f"The server is overloaded: {e}", code="server_overloaded",
-                           headers={"retry-after": "1"}) from e
-        except HeptaError as e:
-            for request in submitted:
-                request.cancel()
-            raise APIError(400, str(e)) from e
+                self.engine.cancel(request)
+            if isinstance(e, QueueFull):
+                raise APIError(503, f"The server is overloaded: {e}", code="server_overloaded",
+                               headers={"retry-after": "1"}) from e
+            if isinstance(e, EngineDead):
+                raise APIError(503, f"the engine is restarting ({e}); retry in a few seconds",
+                               code="engine_restarting", headers={"retry-after": "5"}) from e
+            if isinstance(e, HeptaError):
+                raise APIError(400, str(e)) from e
+            raise
 
     def cancel(self) -> None:
         for request in self.requests:
-            request.cancel()
+            self.engine.cancel(request)
+
+    async def _next(self, watch_disconnect: bool) -> tuple[int, Event] | None:
+        """The next event; None when the client went away (looked at only with `watch_disconnect`)."""
+        while not self.buffer:
+            self.arrived.clear()
+            if not watch_disconnect:
+                # a streamed response needs no look: the server cancels it when its client goes
+                await self.arrived.wait()
+                continue
+            try:  # the event is only a wake-up: a timeout here loses nothing, the buffer keeps it
+                await asyncio.wait_for(self.arrived.wait(), DISCONNECT_POLL_S)
+            except asyncio.TimeoutError:
+                if await self.http.is_disconnected():
+                    return None
+        return self.buffer.popleft()
 
     async def events(self, watch_disconnect: bool) -> AsyncIterator[tuple[int, Event]]:
         remaining = self.num_choices
         try:
             while remaining:
-                if self.queue.empty() and watch_disconnect:
-                    # nothing to read yet: wait, looking now and then whether the client left (a
-                    # streamed response needs no look: the server cancels it when its client goes)
-                    try:
-                        index, event = await asyncio.wait_for(self.queue.get(), DISCONNECT_POLL_S)
-                    except asyncio.TimeoutError:
-                        if await self.http.is_disconnected():
-                            return
-                        continue
-                else:
-                    index, event = await self.queue.get()
+                item = await self._next(watch_disconnect)
+                if item is None:
+                    return
+                index, event = item
                 if event.error:
                     raise APIError(500, f"generation failed: {event.error}", type="server_error")
                 if event.finish_reason:
@@ -139,20 +144,27 @@ class _Run:
             self.cancel()  # no-op for finished requests; frees the slots of abandoned ones
 
 
-def _token_count(event: Event, engine: Engine) -> int:
+def _token_count(event: Event, engine: EngineClient) -> int:
     return sum(1 for t in event.token_ids if t not in engine.end_ids)
 
 
-async def _collect(run: _Run) -> list[_Choice]:
+async def _collect(run: _Run) -> list[Choice]:
     """Every choice's whole text, for a non-streamed response; a client that leaves cancels the run."""
-    choices = [_Choice() for _ in range(run.num_choices)]
+    collector = Collector(run.num_choices, run.engine.end_ids)
     async for index, event in run.events(watch_disconnect=True):
-        choice = choices[index]
-        choice.text += event.text
-        choice.num_tokens += _token_count(event, run.engine)
-        choice.logprobs += event.logprobs or []
-        choice.finish_reason = event.finish_reason or choice.finish_reason
-    return choices
+        collector.add(index, event)
+    return collector.choices
+
+
+async def _ending_with_error_event(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    """A stream whose generation fails ends with one `data: {"error": ...}` event in OpenAI's shape
+    (the `openai` client raises it), never as a silently cut answer."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except APIError as e:
+        log.error("a streamed response ended with an error: %s", e.message)
+        yield R.sse(e.body())
 
 
 # --- chat ---------------------------------------------------------------------------------------
@@ -183,14 +195,14 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
     request = EngineRequest(prompt_ids, max_tokens, _sampling(body), n=body.n, stop=body.stop_list, logprobs=top,
                             constraint=spec, logit_bias=_logit_bias(body, engine.vocab_size))
     run = _Run(engine, [request], http)
-    run.submit()
+    await run.submit()
     calls_possible = tool_mode != "none"
     meta = dict(response_id=R.new_id("chatcmpl"), model=state.model_name, created=R.now())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         stream = _chat_stream(state, run, meta, len(prompt_ids), include_usage, calls_possible, tools, grounding, key,
                               estimated)
-        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+        return StreamingResponse(_ending_with_error_event(stream), media_type="text/event-stream", headers=headers)
 
     choices = await _collect(run)
     token_text = R.TokenText(tokenizer)
@@ -205,7 +217,7 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
                 finish = "tool_calls" if finish == "stop" else finish
         out.append({"index": index, "message": message, "finish_reason": finish,
                     "logprobs": token_text.chat_logprobs(choice.logprobs) if top is not None else None})
-    completion_tokens = sum(c.num_tokens for c in choices)
+    completion_tokens = sum(len(c.token_ids) for c in choices)
     await state.account(key, "chat.completions", estimated, len(prompt_ids), completion_tokens)
     result = R.chat_completion(meta["response_id"], meta["model"], out,
                                R.usage(len(prompt_ids), completion_tokens, grounding.num_sources), meta["created"])
@@ -273,7 +285,7 @@ async def completions(body: CompletionRequest, http: Request):
     requests = [EngineRequest(ids, max_tokens, _sampling(body), n=body.n, stop=body.stop_list, logprobs=body.logprobs,
                               logit_bias=bias) for ids in prompts]
     run = _Run(engine, requests, http)
-    run.submit()
+    await run.submit()
     prompt_tokens = sum(len(p) for p in prompts)
     echoes = [state.tokenizer.decode(ids) if body.echo else "" for ids in prompts for _ in range(body.n)]
     meta = dict(response_id=R.new_id("cmpl"), model=state.model_name, created=R.now())
@@ -299,13 +311,13 @@ async def completions(body: CompletionRequest, http: Request):
                                               R.usage(prompt_tokens, completion_tokens), meta["created"], chunk=True))
             yield R.sse("[DONE]")
 
-        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(_ending_with_error_event(stream()), media_type="text/event-stream", headers=headers)
 
     choices = await _collect(run)
     out = [{"index": i, "text": echoes[i] + c.text, "finish_reason": c.finish_reason,
             "logprobs": token_text.completion_logprobs(c.logprobs, len(echoes[i])) if body.logprobs is not None
             else None} for i, c in enumerate(choices)]
-    completion_tokens = sum(c.num_tokens for c in choices)
+    completion_tokens = sum(len(c.token_ids) for c in choices)
     await state.account(key, "completions", estimated, prompt_tokens, completion_tokens)
     return JSONResponse(R.text_completion(meta["response_id"], meta["model"], out,
                                           R.usage(prompt_tokens, completion_tokens), meta["created"]), headers=headers)

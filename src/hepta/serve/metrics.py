@@ -12,7 +12,8 @@ from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from hepta.infer.engine import Engine, Observer
+from hepta.infer.client import EngineClient
+from hepta.infer.engine import Observer
 
 # seconds; TTFT spans queueing plus prefill, inter-token one decode step of a whole batch
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -41,12 +42,12 @@ class ServerMetrics(Observer):
         self._lock = threading.Lock()
         self.tokens_per_s.set_function(self._throughput)
 
-    def watch(self, engine: Engine) -> None:
+    def watch(self, engine: EngineClient) -> None:
         self.running.set_function(lambda: engine.num_requests_running)
         self.waiting.set_function(lambda: engine.num_waiting)
         self.kv_usage.set_function(lambda: engine.kv_usage)
 
-    # --- engine hooks (engine thread) ---------------------------------------------------
+    # --- engine hooks (the engine client's reader thread, as the engine's batches arrive) ---
 
     def first_token(self, seconds: float) -> None:
         self.ttft.observe(seconds)

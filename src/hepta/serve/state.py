@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from hepta.infer.engine import Engine
+from hepta.infer.client import EngineClient
 from hepta.live.store import Store
 from hepta.serve.errors import APIError
 from hepta.serve.keys import KeyRecord, KeyStore, bearer_token
@@ -23,11 +23,15 @@ class ServerState:
     keys: KeyStore | None = None
     limiter: RateLimiter = field(default_factory=RateLimiter)
     live: Store | None = None  # the hepta.live Store behind search_parameters and the /v1 live endpoints
-    engine: Engine | None = None
+    engine: EngineClient | None = None
     tokenizer: TextTokenizer | None = None
     load_error: str | None = None
+    restarting: str | None = None  # why the engine is being restarted, while it is
 
-    def ready(self) -> Engine:
+    def ready(self) -> EngineClient:
+        if self.engine is None and self.restarting is not None:
+            raise APIError(503, f"the engine is restarting ({self.restarting}); retry in a few seconds",
+                           code="engine_restarting", headers={"retry-after": "5"})
         if self.engine is None:
             reason = f"the model failed to load: {self.load_error}" if self.load_error else \
                 "the model is still loading; retry in a few seconds"
@@ -40,7 +44,7 @@ class ServerState:
             raise APIError(404, f"The model '{name}' does not exist; this server serves '{self.model_name}' "
                            "(see GET /v1/models)", param="model", code="model_not_found")
 
-    def gate(self, request: Request, model: str) -> tuple[KeyRecord | None, Engine]:
+    def gate(self, request: Request, model: str) -> tuple[KeyRecord | None, EngineClient]:
         """The checks every model request passes first, in OpenAI's order: key, model name, readiness."""
         key = self.authorize(request)
         self.check_model(model)

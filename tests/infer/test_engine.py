@@ -165,3 +165,65 @@ def test_every_request_ends_once_when_clients_resubmit_as_the_batch_finishes(mod
         assert settles(lambda: engine.num_requests_running == 0 and engine.kv_usage == 0 and engine.num_waiting == 0)
     finally:
         engine.stop()
+
+
+@pytest.mark.parametrize("fault", ["building a sequence", "finishing a choice's text"])
+def test_a_failing_step_ends_every_open_request_with_an_error_and_the_engine_serves_on(model_and_tokenizer,
+                                                                                       monkeypatch, fault):
+    """Whatever raises inside a step, no request is left without its final event: the ones admitted
+    but not yet in a slot, and the one whose last event was being built, end with the step's error."""
+    from hepta.infer import engine as engine_module
+
+    model, tokenizer = model_and_tokenizer
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=8))
+    poison = tokenizer.encode("def poison():")
+    if fault == "building a sequence":
+        real_init = engine_module._Sequence.__init__
+
+        def init(self, request, *args):
+            if request.prompt_ids == poison:
+                raise RuntimeError("injected")
+            real_init(self, request, *args)
+        monkeypatch.setattr(engine_module._Sequence, "__init__", init)
+    else:
+        real_finish = engine_module.StreamingText.finish
+
+        def finish(self, token_ids):
+            if self.poisoned:
+                raise RuntimeError("injected")
+            return real_finish(self, token_ids)
+        monkeypatch.setattr(engine_module.StreamingText, "finish", finish)
+        monkeypatch.setattr(engine_module.StreamingText, "poisoned", False, raising=False)
+        real_seq_init = engine_module._Sequence.__init__
+
+        def seq_init(self, request, *args):
+            real_seq_init(self, request, *args)
+            self.text.poisoned = request.prompt_ids == poison
+        monkeypatch.setattr(engine_module._Sequence, "__init__", seq_init)
+
+    finals: dict[int, list] = {}
+    done = threading.Event()
+    prompts = [tokenizer.encode(f"def f{i}(x):") for i in range(3)] + [poison] + \
+              [tokenizer.encode(f"class C{i}:") for i in range(3)]
+
+    def sink_for(number: int):
+        def sink(event):
+            if event.finish_reason:
+                finals.setdefault(number, []).append(event)
+                if len(finals) == len(prompts):
+                    done.set()
+        return sink
+
+    for number, ids in enumerate(prompts):
+        engine.submit(Request(ids, 4, GREEDY, n=2 if number == 5 else 1, sink=sink_for(number)))
+    engine.start()
+    try:
+        assert done.wait(30), f"{len(prompts) - len(finals)} of {len(prompts)} requests never ended"
+        assert settles(lambda: engine.num_requests_running == 0 and engine.num_waiting == 0)
+        assert len(finals[5]) == 2 and all(len(finals[n]) == 1 for n in finals if n != 5)
+        assert any(event.error == "RuntimeError: injected" for event in finals[3])
+        # served on: a later request completes normally
+        choices = generate(engine, Request(tokenizer.encode("def g():"), 3, GREEDY), timeout=30)
+        assert choices[0].finish_reason in ("stop", "length")
+    finally:
+        engine.stop()

@@ -18,6 +18,7 @@ Dims: B running sequences, T prompt tokens (padded), V vocabulary, D model dim.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -36,6 +37,8 @@ from hepta.infer.request import Event, Request, TokenLogprob
 from hepta.infer.sampling import apply_penalties, sample_batch, sampleable, top_logprobs
 from hepta.infer.stream_text import StreamingText
 from hepta.model import Transformer
+
+log = logging.getLogger("hepta.engine")
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
@@ -162,6 +165,7 @@ class Engine:
 
         self._waiting: deque[Request] = deque()
         self._running: list[_Sequence] = []  # index = slot
+        self._admitting: deque[tuple[Request, int]] = deque()  # (request, choice) between queue and slot
         self._jobs: deque[tuple[Callable, Future]] = deque()
         self._wake = threading.Condition()
         self._stopping = False
@@ -244,7 +248,8 @@ class Engine:
                 if self._running:
                     self._decode_step()
                     self._release_finished()
-            except Exception as e:  # a failing forward must not leave clients waiting forever
+            except Exception as e:  # a failing step must not leave clients waiting forever
+                log.exception("an engine step failed; every open request ends with its error")
                 self._fail_all(f"{type(e).__name__}: {e}")
         self._fail_all("the server is shutting down", reason="cancelled")
 
@@ -287,9 +292,13 @@ class Engine:
             return
         # shortest prompts first, so prompts of similar length share a prefill and little of it is padding
         pairs = sorted(((r, i) for r in admitted for i in range(r.n)), key=lambda pair: len(pair[0].prompt_ids))
+        # Choices left the queue but have no sequence yet: if building one fails, _fail_all still finds them.
+        self._admitting = deque(pairs)
         new = []
-        for request, index in pairs:
+        while self._admitting:
+            request, index = self._admitting[0]
             seq = _Sequence(request, index, len(self._running), self.tokenizer, self.vocab_size)
+            self._admitting.popleft()
             self._running.append(seq)
             new.append(seq)
         for group in _prefill_groups(new):
@@ -371,9 +380,10 @@ class Engine:
 
     def _finish(self, seq: _Sequence, reason: str, tokens: list[int], logprob: TokenLogprob | None,
                 delta: str = "") -> None:
-        seq.finished = True
         tail = seq.text.finish(seq.token_ids)
         seq.request.sink(Event(seq.index, delta + tail, tokens, [logprob] if logprob else None, finish_reason=reason))
+        # only once the final event is out: if building or sending it raised, _fail_all still ends this choice
+        seq.finished = True
 
     def _release_finished(self) -> None:
         """Frees finished sequences' slots, moving the last running sequence into each freed slot."""
@@ -392,16 +402,21 @@ class Engine:
             self.cache.release(last)
 
     def _fail_all(self, message: str, reason: str = "error") -> None:
+        """Ends every choice the engine holds (running, being admitted, waiting) with `message`."""
+        ended = [(seq.request, seq.index) for seq in self._running if not seq.finished]
         for seq in self._running:
-            if not seq.finished:
-                seq.request.sink(Event(seq.index, "", [], finish_reason=reason, error=message))
-                seq.finished = True
+            seq.finished = True
         self._release_finished()
+        ended += list(self._admitting)
+        self._admitting.clear()
         with self._wake:
             waiting, self._waiting = list(self._waiting), deque()
-        for request in waiting:
-            for index in range(request.n):
+        ended += [(request, index) for request in waiting for index in range(request.n)]
+        for request, index in ended:
+            try:
                 request.sink(Event(index, "", [], finish_reason=reason, error=message))
+            except Exception:  # one broken sink must not keep the others from their final events
+                log.exception("could not deliver the final event of request %s", request.id)
 
 
 MAX_PADDING_SHARE = 0.25  # a prefill group grows while padding stays under this share of its tokens

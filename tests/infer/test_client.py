@@ -78,7 +78,8 @@ def test_a_cancelled_request_ends_with_its_final_event_even_while_waiting(model_
     _, tokenizer = model_and_tokenizer
 
     async def body(client):
-        running, waiting = Request(tokenizer.encode("x"), 200, GREEDY), Request(tokenizer.encode("y"), 200, GREEDY)
+        never_end = {token: -100.0 for token in client.end_ids}  # so only the cancel can end them
+        running, waiting = (Request(tokenizer.encode(p), 200, GREEDY, logit_bias=never_end) for p in ("x", "y"))
         first = asyncio.Event()
         seen = {running.id: [], waiting.id: []}
         for request in (running, waiting):
@@ -93,6 +94,7 @@ def test_a_cancelled_request_ends_with_its_final_event_even_while_waiting(model_
             if not client._open:
                 break
             await asyncio.sleep(0.01)
+        assert not client._open, "the client still holds a cancelled request"
         return seen[running.id], seen[waiting.id]
 
     running_events, waiting_events = with_client(model_and_tokenizer, EngineConfig(max_num_seqs=1), body)

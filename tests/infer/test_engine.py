@@ -227,3 +227,27 @@ def test_a_failing_step_ends_every_open_request_with_an_error_and_the_engine_ser
         assert choices[0].finish_reason in ("stop", "length")
     finally:
         engine.stop()
+
+
+def test_a_stopped_engine_refuses_new_work_instead_of_never_answering(model_and_tokenizer):
+    from hepta.infer.engine import EngineStopped
+
+    model, tokenizer = model_and_tokenizer
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=2)).start()
+    engine.stop()
+    with pytest.raises(EngineStopped, match="has stopped"):
+        generate(engine, Request(tokenizer.encode("def f():"), 3, GREEDY), timeout=5)
+    with pytest.raises(EngineStopped, match="has stopped"):
+        engine.run_exclusive(lambda: 1)
+
+
+def test_model_work_queued_when_the_engine_stops_fails_instead_of_staying_pending(model_and_tokenizer):
+    from hepta.infer.engine import EngineStopped
+
+    model, tokenizer = model_and_tokenizer
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=2))  # not started: jobs stay queued
+    future = engine.run_exclusive(lambda: 1)
+    engine._stopping = True  # as stop() leaves it, then the loop's exit runs
+    engine._loop()
+    with pytest.raises(EngineStopped, match="before this work ran"):
+        future.result(timeout=5)

@@ -47,6 +47,10 @@ class QueueFull(HeptaError):
     """More requests are waiting than the engine's queue limit allows."""
 
 
+class EngineStopped(HeptaError):
+    """The engine has stopped and takes no more work."""
+
+
 class InvalidRequest(HeptaError):
     """A request the engine cannot run as asked; `param` names the request field when one is at fault."""
 
@@ -210,6 +214,8 @@ class Engine:
         (finish_reason set), whether it ends, is cancelled, fails or the engine stops."""
         self.limits.check_request(request)
         with self._wake:
+            if self._stopping:  # the loop that would end it is gone: refuse rather than never answer
+                raise EngineStopped("the engine has stopped; start a new one")
             if len(self._waiting) >= self.config.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting; retry shortly")
             self._waiting.append(request)
@@ -224,6 +230,8 @@ class Engine:
         """Runs `fn` on the engine thread between two steps (model work that is not generation)."""
         future: Future = Future()
         with self._wake:
+            if self._stopping:
+                raise EngineStopped("the engine has stopped; start a new one")
             self._jobs.append((fn, future))
             self._wake.notify()
         return future
@@ -252,6 +260,11 @@ class Engine:
                 log.exception("an engine step failed; every open request ends with its error")
                 self._fail_all(f"{type(e).__name__}: {e}")
         self._fail_all("the server is shutting down", reason="cancelled")
+        with self._wake:
+            jobs, self._jobs = list(self._jobs), deque()
+        for _, future in jobs:  # queued model work that will never run is not left pending
+            if future.set_running_or_notify_cancel():
+                future.set_exception(EngineStopped("the engine stopped before this work ran"))
 
     @staticmethod
     def _run_job(fn: Callable, future: Future) -> None:

@@ -114,7 +114,7 @@ def test_a_restart_that_fails_is_retried_and_reported_until_a_new_engine_serves(
         assert error.status_code == 503 and error.json()["error"]["code"] == "engine_restarting"
         assert f"attempt {health['attempt']}" in error.json()["error"]["message"]
         (tmp_path / "weights").rename(weights)
-        server.wait_ready(timeout=60)  # the next attempt, at most 2 s later (the third waits 2 s)
+        server.wait_ready(timeout=60)  # the next attempt waits 2 s (4 s should it have begun before the rename)
         assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "model": "micro"}
         assert client(server).completions.create(model="micro", prompt="x", max_tokens=3).usage.completion_tokens == 3
     finally:

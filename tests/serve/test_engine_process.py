@@ -2,6 +2,7 @@
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import client, start_server
+from conftest import client, metric, start_server
 
 from hepta.loading import load_tokenizer
 from hepta.serve.runner import free_port, wait_healthy
@@ -60,6 +61,7 @@ def test_a_killed_engine_ends_open_requests_with_errors_and_a_new_one_serves(mod
         for t in threads:
             t.start()
         streaming.wait(timeout=60)  # every stream has its first tokens
+        assert metric(server, "hepta_kv_cache_usage_ratio") > 0
         old_pid = engine_pid(server)
         os.kill(old_pid, signal.SIGKILL)
         for t in threads:
@@ -72,6 +74,9 @@ def test_a_killed_engine_ends_open_requests_with_errors_and_a_new_one_serves(mod
             assert "SIGKILL" in outcome[2] and outcome[3] >= 3
         assert outcomes[NUM_STREAMS][:2] == ("status", 500), outcomes[NUM_STREAMS]
         assert set(outcomes[NUM_STREAMS][2]) == {"message", "type", "param", "code"}
+        # the dead engine's last values are not reported (nor are they the new engine's, idle from its start)
+        assert metric(server, "hepta_kv_cache_usage_ratio") == 0
+        assert metric(server, "hepta_requests_running") == 0
 
         health = httpx.get(f"{server.url}/health")
         if health.status_code == 503:  # the new engine may already be up on a fast machine
@@ -87,6 +92,31 @@ def test_a_killed_engine_ends_open_requests_with_errors_and_a_new_one_serves(mod
         assert c.embeddings.create(model="micro", input="x").data[0].embedding
         logged = [r.getMessage() for r in caplog.records]
         assert any("engine process died (killed by SIGKILL)" in m and "starting a new engine" in m for m in logged)
+    finally:
+        server.stop()
+
+
+def test_a_restart_that_fails_is_retried_and_reported_until_a_new_engine_serves(model_dir, tmp_path):
+    folder = tmp_path / "micro"
+    shutil.copytree(model_dir, folder)
+    server = start_server(folder)
+    try:
+        weights = folder / "model.safetensors"
+        weights.rename(tmp_path / "weights")  # every new engine fails to load until it is back
+        os.kill(engine_pid(server), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while (health := httpx.get(f"{server.url}/health").json()).get("attempt", 0) < 2:
+            assert health["status"] in ("ok", "restarting") and time.monotonic() < deadline, health
+            time.sleep(0.05)
+        assert health["status"] == "restarting" and "SIGKILL" in health["error"], health
+        assert "model.safetensors" in health["last_error"], health
+        error = httpx.post(f"{server.url}/v1/completions", json={"model": "micro", "prompt": "x", "max_tokens": 2})
+        assert error.status_code == 503 and error.json()["error"]["code"] == "engine_restarting"
+        assert f"attempt {health['attempt']}" in error.json()["error"]["message"]
+        (tmp_path / "weights").rename(weights)
+        server.wait_ready(timeout=60)  # the next attempt waits 2 s (4 s should it have begun before the rename)
+        assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "model": "micro"}
+        assert client(server).completions.create(model="micro", prompt="x", max_tokens=3).usage.completion_tokens == 3
     finally:
         server.stop()
 
@@ -138,4 +168,27 @@ def test_hepta_serve_leaves_no_engine_process_behind(model_dir, stop_signal):
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+
+
+def test_a_sigterm_to_the_whole_process_group_stops_the_server_in_order(model_dir):
+    """systemd's stop and `kill -TERM -PGID` reach the engine too: it waits for the server to stop it."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "hepta", "serve", "--model", str(model_dir), "--port", str(port),
+                                "--name", "micro"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", timeout=120, process=process)
+        children = descendants(process.pid)
+        assert children
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), (process.returncode, stderr)
+        assert "died" not in stderr and "starting a new engine" not in stderr and "Traceback" not in stderr, stderr
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in children), f"left behind: {children}"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()

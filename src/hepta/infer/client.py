@@ -96,10 +96,10 @@ class _ThreadHandle:
 
 class EngineClient:
     """Talks to one engine core. Methods other than `spawn`, `in_thread` and `stop` run on `loop`,
-    and so do the requests' sinks; `on_death(reason)` runs there too, when the core dies unasked."""
+    and so do the requests' sinks; `on_death(client, reason)` runs there too, when the core dies unasked."""
 
     def __init__(self, conn, handle, limits: EngineLimits, loop: asyncio.AbstractEventLoop,
-                 observer: Observer | None = None, on_death: Callable[[str], None] | None = None):
+                 observer: Observer | None = None, on_death: Callable[[EngineClient, str], None] | None = None):
         self.conn, self.handle, self.limits, self.loop = conn, handle, limits, loop
         self.observer = observer or Observer()
         self.on_death = on_death
@@ -326,4 +326,4 @@ class EngineClient:
         if not self._stopping:
             log.error("%s; %d open requests failed", reason, len(opened))
             if self.on_death is not None:
-                self.on_death(reason)
+                self.on_death(self, reason)

@@ -231,8 +231,11 @@ def engine_threads() -> int:
 
 def run_core_process(conn, model_path: str, config: EngineConfig, allow_pickle: bool) -> None:
     """The engine process's entry point: load the folder, then serve until stopped."""
-    # Ctrl-C reaches the whole process group; the server stops its engine itself, in order
+    # Ctrl-C and a stop of the whole process group (systemd, `kill -TERM -PGID`) reach this process
+    # too: the server stops its engine itself, in order, after its open streams; should the server
+    # die instead, this process reads end-of-file on its pipe and exits
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(engine_threads())  # before any thread starts: they take this count
     try:

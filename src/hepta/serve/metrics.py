@@ -47,6 +47,11 @@ class ServerMetrics(Observer):
         self.waiting.set_function(lambda: engine.num_waiting)
         self.kv_usage.set_function(lambda: engine.kv_usage)
 
+    def unwatch(self) -> None:
+        """No engine is serving (it died): its gauges read 0 until `watch` is given the next one."""
+        for gauge in (self.running, self.waiting, self.kv_usage):
+            gauge.set_function(lambda: 0.0)
+
     # --- engine hooks (the engine client's reader thread, as the engine's batches arrive) ---
 
     def first_token(self, seconds: float) -> None:

@@ -26,18 +26,27 @@ class ServerState:
     engine: EngineClient | None = None
     tokenizer: TextTokenizer | None = None
     load_error: str | None = None
-    restarting: str | None = None  # why the engine is being restarted, while it is
+    restarting: str | None = None  # why the engine died, while new ones are being started
+    restart_attempt: int = 0  # the start under way or next since it died (1 is the first)
+    restart_error: str | None = None  # why the last start since it died failed
+
+    def restart_status(self) -> str:
+        """Where the restart stands, as a clause, for the 503s."""
+        reason = self.restarting or self.engine.dead  # a dead engine not yet replaced is about to be restarted
+        attempt = f", attempt {self.restart_attempt}" if self.restart_attempt else ""
+        failed = f" (attempt {self.restart_attempt - 1} failed: {self.restart_error})" if self.restart_error else ""
+        return f"the engine is restarting ({reason}){attempt}{failed}"
 
     def ready(self) -> EngineClient:
-        if self.engine is None and self.restarting is not None:
-            raise APIError(503, f"the engine is restarting ({self.restarting}); retry in a few seconds",
-                           code="engine_restarting", headers={"retry-after": "5"})
-        if self.engine is None:
-            reason = f"the model failed to load: {self.load_error}" if self.load_error else \
-                "the model is still loading; retry in a few seconds"
-            raise APIError(503, reason, code="model_loading" if not self.load_error else "model_load_failed",
+        if self.engine is not None and self.engine.dead is None:
+            return self.engine
+        if self.engine is not None or self.restarting is not None:
+            raise APIError(503, f"{self.restart_status()}; retry in a few seconds", code="engine_restarting",
                            headers={"retry-after": "5"})
-        return self.engine
+        reason = f"the model failed to load: {self.load_error}" if self.load_error else \
+            "the model is still loading; retry in a few seconds"
+        raise APIError(503, reason, code="model_loading" if not self.load_error else "model_load_failed",
+                       headers={"retry-after": "5"})
 
     def check_model(self, name: str) -> None:
         if name != self.model_name:

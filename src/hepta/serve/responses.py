@@ -61,7 +61,10 @@ def chat_completion(response_id: str, model: str, choices: list[dict], usage_obj
 
 
 def _json(value) -> str:
-    """`json.dumps(value, ensure_ascii=False)`, without the encoder's setup for the common plain string."""
+    """`json.dumps(value, ensure_ascii=False)`, without the encoder's setup for the common values of a
+    chunk: a plain string, or None (a chunk without logprobs or finish reason)."""
+    if value is None:
+        return "null"
     return encode_basestring(value) if type(value) is str else json.dumps(value, ensure_ascii=False)
 
 

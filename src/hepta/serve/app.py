@@ -7,23 +7,20 @@ core runs in a process of its own, started and restarted by `EngineSupervisor`.
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from hepta.infer.engine import EngineConfig
 from hepta.serve import embedding_routes, generation, health_routes, model_routes
 from hepta.serve.engine_supervisor import EngineSupervisor
 from hepta.serve.errors import install_error_handlers
 from hepta.serve.keys import KeyStore
+from hepta.serve.request_log import RequestLog
 from hepta.serve.state import ServerState
-
-log = logging.getLogger("hepta.serve")
 
 
 @dataclass(frozen=True)
@@ -68,13 +65,6 @@ def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
 
         app.include_router(live_router)
 
-    @app.middleware("http")
-    async def log_and_count(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        state.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
-        log.info('%s "%s %s" %d %.1f ms', request.client.host if request.client else "-", request.method,
-                 request.url.path, response.status_code, (time.perf_counter() - start) * 1000)
-        return response
+    app.add_middleware(RequestLog, metrics=state.metrics)
 
     return app

@@ -156,15 +156,24 @@ async def _collect(run: _Run) -> list[Choice]:
     return collector.choices
 
 
-async def _ending_with_error_event(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
-    """A stream whose generation fails ends with one `data: {"error": ...}` event in OpenAI's shape
-    (the `openai` client raises it), never as a silently cut answer."""
+async def _sse_body(run: _Run, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The body of a streamed response: `chunks` (one item per engine event), written together while
+    more of the run's events wait, so a stream that fell behind catches up in one write instead of
+    one per token (each event stays its own SSE event). A stream whose generation fails ends with
+    one `data: {"error": ...}` event in OpenAI's shape (the `openai` client raises it), never as a
+    silently cut answer."""
+    pending: list[str] = []
     try:
         async for chunk in chunks:
-            yield chunk
+            pending.append(chunk)
+            if not run.buffer:  # nothing else has arrived: write now rather than wait for the next step
+                yield "".join(pending)
+                pending.clear()
     except APIError as e:
         log.error("a streamed response ended with an error: %s", e.message)
-        yield R.sse(e.body())
+        pending.append(R.sse(e.body()))
+    if pending:
+        yield "".join(pending)
 
 
 # --- chat ---------------------------------------------------------------------------------------
@@ -202,7 +211,7 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         stream = _chat_stream(state, run, meta, len(prompt_ids), include_usage, calls_possible, tools, grounding, key,
                               estimated)
-        return StreamingResponse(_ending_with_error_event(stream), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(_sse_body(run, stream), media_type="text/event-stream", headers=headers)
 
     choices = await _collect(run)
     token_text = R.TokenText(tokenizer)
@@ -231,11 +240,11 @@ async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens:
     engine = run.engine
     token_text = R.TokenText(state.tokenizer)
     rid, model, created = meta["response_id"], meta["model"], meta["created"]
+    chunks = R.ChatChunks(rid, model, created)
     completion_tokens = 0
     # with tools, text streams through a parser that turns <tool_call> blocks into tool_calls deltas
     tool_streams = [ToolCallStream(tools) for _ in range(run.num_choices)] if calls_possible else None
-    for index in range(run.num_choices):
-        yield R.sse(R.chat_chunk(rid, model, created, index, {"role": "assistant", "content": ""}))
+    yield "".join(chunks.chunk(index, {"role": "assistant", "content": ""}) for index in range(run.num_choices))
     async for index, event in run.events(watch_disconnect=False):
         completion_tokens += _token_count(event, engine)
         logprobs = token_text.chat_logprobs(event.logprobs) if event.logprobs else None
@@ -245,14 +254,17 @@ async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens:
             stream = tool_streams[index]
             deltas = stream.push(event.text) + (stream.finish() if event.finish_reason else [])
             deltas = deltas or ([{"content": ""}] if logprobs else [])
+        out = []  # this event's chunks, written together
         for delta in deltas:
-            yield R.sse(R.chat_chunk(rid, model, created, index, delta, logprobs=logprobs))
+            out.append(chunks.chunk(index, delta, logprobs=logprobs))
             logprobs = None  # the step's logprobs ride on its first delta
         if event.finish_reason:
             finish = event.finish_reason
             if tool_streams is not None and tool_streams[index].tool_calls and finish == "stop":
                 finish = "tool_calls"
-            yield R.sse(R.chat_chunk(rid, model, created, index, {}, finish))
+            out.append(chunks.chunk(index, {}, finish))
+        if out:
+            yield "".join(out)
     await state.account(key, "chat.completions", estimated, prompt_tokens, completion_tokens)
     last = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": "hepta", "choices": []}
@@ -260,9 +272,7 @@ async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens:
         last["citations"] = grounding.citations
     if include_usage:
         last["usage"] = R.usage(prompt_tokens, completion_tokens, grounding.num_sources)
-    if include_usage or grounding.citations is not None:
-        yield R.sse(last)
-    yield R.sse("[DONE]")
+    yield (R.sse(last) if include_usage or grounding.citations is not None else "") + R.sse("[DONE]")
 
 
 # --- text completions ---------------------------------------------------------------------------
@@ -295,6 +305,7 @@ async def completions(body: CompletionRequest, http: Request):
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
         async def stream() -> AsyncIterator[str]:
+            chunks = R.CompletionChunks(meta["response_id"], meta["model"], meta["created"])
             completion_tokens = 0
             echoed = [False] * run.num_choices
             async for index, event in run.events(watch_disconnect=False):
@@ -302,16 +313,13 @@ async def completions(body: CompletionRequest, http: Request):
                 text = event.text if echoed[index] else echoes[index] + event.text
                 echoed[index] = True
                 logprobs = token_text.completion_logprobs(event.logprobs, 0) if event.logprobs else None
-                choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": event.finish_reason}
-                yield R.sse(R.text_completion(meta["response_id"], meta["model"], [choice], None, meta["created"],
-                                              chunk=True))
+                yield chunks.chunk(index, text, logprobs, event.finish_reason)
             await state.account(key, "completions", estimated, prompt_tokens, completion_tokens)
-            if include_usage:
-                yield R.sse(R.text_completion(meta["response_id"], meta["model"], [],
-                                              R.usage(prompt_tokens, completion_tokens), meta["created"], chunk=True))
-            yield R.sse("[DONE]")
+            usage = R.text_completion(meta["response_id"], meta["model"], [], R.usage(prompt_tokens, completion_tokens),
+                                      meta["created"], chunk=True)
+            yield (R.sse(usage) if include_usage else "") + R.sse("[DONE]")
 
-        return StreamingResponse(_ending_with_error_event(stream()), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(_sse_body(run, stream()), media_type="text/event-stream", headers=headers)
 
     choices = await _collect(run)
     out = [{"index": i, "text": echoes[i] + c.text, "finish_reason": c.finish_reason,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from json.encoder import encode_basestring
 
 from hepta.infer.request import TokenLogprob
 from hepta.tokenizer import TextTokenizer
@@ -59,11 +60,38 @@ def chat_completion(response_id: str, model: str, choices: list[dict], usage_obj
             "choices": choices, "usage": usage_obj, "system_fingerprint": "hepta"}
 
 
-def chat_chunk(response_id: str, model: str, created: int, index: int, delta: dict,
-               finish_reason: str | None = None, logprobs: dict | None = None) -> dict:
-    return {"id": response_id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "system_fingerprint": "hepta",
-            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]}
+def _json(value) -> str:
+    """`json.dumps(value, ensure_ascii=False)`, without the encoder's setup for the common values of a
+    chunk: a plain string, or None (a chunk without logprobs or finish reason)."""
+    if value is None:
+        return "null"
+    return encode_basestring(value) if type(value) is str else json.dumps(value, ensure_ascii=False)
+
+
+class ChatChunks:
+    """The SSE events of one streamed chat completion: `sse(chunk)` of OpenAI's chunk object, byte for
+    byte, with the fields every chunk repeats serialised once per stream instead of once per token."""
+
+    def __init__(self, response_id: str, model: str, created: int):
+        head = _json({"id": response_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                      "system_fingerprint": "hepta"})
+        self.head = f'data: {head[:-1]}, "choices": [{{"index": '
+
+    def chunk(self, index: int, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> str:
+        return (f'{self.head}{index}, "delta": {_json(delta)}, "logprobs": {_json(logprobs)}, '
+                f'"finish_reason": {_json(finish_reason)}}}]}}\n\n')
+
+
+class CompletionChunks:
+    """The SSE events of one streamed text completion, as `ChatChunks` (a chunk has no usage field)."""
+
+    def __init__(self, response_id: str, model: str, created: int):
+        head = _json({"id": response_id, "object": "text_completion", "created": created, "model": model})
+        self.head = f'data: {head[:-1]}, "choices": [{{"index": '
+
+    def chunk(self, index: int, text: str, logprobs: dict | None, finish_reason: str | None) -> str:
+        return (f'{self.head}{index}, "text": {_json(text)}, "logprobs": {_json(logprobs)}, '
+                f'"finish_reason": {_json(finish_reason)}}}], "system_fingerprint": "hepta"}}\n\n')
 
 
 def text_completion(response_id: str, model: str, choices: list[dict], usage_obj: dict | None, created: int,

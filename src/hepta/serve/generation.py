@@ -164,16 +164,21 @@ async def _sse_body(run: _Run, chunks: AsyncIterator[str]) -> AsyncIterator[str]
     silently cut answer."""
     pending: list[str] = []
     try:
-        async for chunk in chunks:
-            pending.append(chunk)
-            if not run.buffer:  # nothing else has arrived: write now rather than wait for the next step
-                yield "".join(pending)
-                pending.clear()
-    except APIError as e:
-        log.error("a streamed response ended with an error: %s", e.message)
-        pending.append(R.sse(e.body()))
-    if pending:
-        yield "".join(pending)
+        try:
+            async for chunk in chunks:
+                pending.append(chunk)
+                if not run.buffer:  # nothing else has arrived: write now rather than wait for the next step
+                    yield "".join(pending)
+                    pending.clear()
+        except APIError as e:
+            log.error("a streamed response ended with an error: %s", e.message)
+            pending.append(R.sse(e.body()))
+        if pending:
+            yield "".join(pending)
+    finally:
+        # A client that leaves during any write (also the first chunks, before `chunks` reads the
+        # run's events) closes this generator here: its requests must not decode on for nobody.
+        run.cancel()
 
 
 # --- chat ---------------------------------------------------------------------------------------
@@ -185,8 +190,7 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
     key, engine = state.gate(http, body.model)
     tokenizer = state.tokenizer
     grounding = await ground(state, body)
-    tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
-    tool_choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
+    tools, tool_choice = body.tool_dicts(), body.tool_choice_value()
     try:
         _, tool_mode = choose_tools(tools, tool_choice)
         spec = ConstraintSpec.for_request(tokenizer, body.response_format.as_dict() if body.response_format else None,

@@ -35,9 +35,7 @@ def chat_prompt_ids(body: ChatCompletionRequest, tokenizer: TextTokenizer, conte
             messages[0] = {**messages[0], "content": f"{messages[0]['content']}\n\n{context}"}
         else:
             messages.insert(0, {"role": "system", "content": context})
-    tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
-    tool_choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
-    plain = tool_chat_messages(messages, tools, tool_choice, tool_role=tokenizer.has_tool_role)
+    plain = tool_chat_messages(messages, body.tool_dicts(), body.tool_choice_value(), tool_role=tokenizer.has_tool_role)
     return tokenizer.encode(tokenizer.format_chat(plain))
 
 

@@ -150,6 +150,16 @@ class ChatCompletionRequest(_Sampling):
     # xAI's Live Search extension; its fields are checked by hepta.live.search (xAI's rules and messages)
     search_parameters: dict[str, Any] | None = None
 
+    def tool_dicts(self) -> list[dict] | None:
+        """The tools as plain JSON objects, for the tool-call grammar and the chat template."""
+        return [t.model_dump(exclude_none=True) for t in self.tools] if self.tools else None
+
+    def tool_choice_value(self) -> str | dict | None:
+        """`tool_choice` as plain JSON: a mode string, a named function as a dict, or None."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.model_dump()
+        return self.tool_choice
+
     @model_validator(mode="after")
     def _logprobs(self) -> "ChatCompletionRequest":
         if self.top_logprobs is not None and not self.logprobs:

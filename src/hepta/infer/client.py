@@ -132,10 +132,12 @@ class EngineClient:
         try:
             message = ours.recv()
         except (EOFError, OSError):
+            ours.close()
             process.join(5)
             raise HeptaError(f"the engine process ended while loading the model ({handle.exit_description()})") \
                 from None
         if message[0] == "failed":
+            ours.close()
             process.join(5)
             raise HeptaError(message[1])
         return cls(ours, handle, message[1], loop, **kwargs)
@@ -223,7 +225,11 @@ class EngineClient:
             raise EngineDead(self.dead)
         job = next(self._job_ids)
         future = self._jobs[job] = self.loop.create_future()
-        self._send(("embed", job, inputs, dimensions))
+        try:
+            self._send(("embed", job, inputs, dimensions))
+        except EngineDead:
+            self._jobs.pop(job, None)
+            raise
         return await future
 
     def stop(self) -> None:
@@ -267,6 +273,7 @@ class EngineClient:
                 self.observer.tokens_generated(tokens)
             if events or replies:
                 self._on_loop(self._deliver, events, replies)
+        self.conn.close()
         self.handle.join(5)  # the exit status, for the reason
         reason = "the engine stopped" if self._stopping else \
             f"the engine process died ({self.handle.exit_description()})"
@@ -293,13 +300,19 @@ class EngineClient:
                 error, value = reply[2], reply[3]
                 self._resolve(self._jobs.pop(key), value, HeptaError(f"embedding failed: {error}") if error else None)
         for rid, event in events:
-            entry = self._open[rid]  # present: registered before submitting, dropped after its last final event
+            entry = self._open.get(rid)  # registered before submitting, dropped after its last final event
+            if entry is None:
+                log.error("an event came for request %s, which is not open; dropped", rid)
+                continue
             entry.started = True
             if event.finish_reason:
                 entry.finished.add(event.index)
                 if len(entry.finished) == entry.request.n:
                     del self._open[rid]
-            entry.request.sink(event)
+            try:
+                entry.request.sink(event)
+            except Exception:  # one route's failure must not cost the other requests of this batch their events
+                log.exception("delivering an event of request %s failed", rid)
 
     @staticmethod
     def _resolve(future: asyncio.Future, value: Any = None, error: Exception | None = None) -> None:

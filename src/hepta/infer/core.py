@@ -34,6 +34,7 @@ client can drop a request once its last final event is delivered, and not before
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -48,6 +49,7 @@ from hepta.infer.embeddings import pooled_embeddings
 from hepta.infer.engine import Engine, EngineConfig, Observer, QueueFull
 from hepta.infer.request import Event, Request
 
+log = logging.getLogger("hepta.engine")
 IDLE_STATS_S = 0.05  # how often an idle output thread looks whether the KV usage changed
 
 
@@ -125,7 +127,12 @@ class EngineCore:
     def run(self) -> None:
         sender = threading.Thread(target=self._send_loop, name="hepta-core-out", daemon=True)
         self.engine.start()
-        self.conn.send(("ready", self.engine.limits))  # before the sender starts: one writer at a time
+        try:
+            self.conn.send(("ready", self.engine.limits))  # before the sender starts: one writer at a time
+        except (BrokenPipeError, OSError):  # the server stopped while the model was loading
+            self.engine.stop()
+            self.conn.close()
+            return
         sender.start()
         try:
             self._receive_loop()
@@ -198,6 +205,17 @@ class EngineCore:
     # --- output --------------------------------------------------------------------------
 
     def _send_loop(self) -> None:
+        try:
+            self._send_batches()
+        except BaseException:
+            # Whatever stops the sender (an event that cannot be pickled, a bug) must not leave the
+            # server's streams waiting on a pipe that stays open: closing it reads as the core's
+            # death on the other side, which ends every open request with an error.
+            log.exception("the engine's output thread failed; closing the connection")
+            self.conn.close()
+            raise
+
+    def _send_batches(self) -> None:
         sent_kv = None
         while True:
             with self.outbox.lock:  # woken by a finished step, a final event, a reply, or the idle timeout

@@ -17,6 +17,7 @@ from hepta.infer.engine import Engine, EngineConfig
 from hepta.infer.request import Event, Request
 from hepta.infer.sampling import SamplingParams
 from hepta.model import Transformer
+from hepta.tokenizer import TextTokenizer
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Completion:
     finish_reason: str = ""  # "stop" (stop string or end token) | "length"
 
 
-def stream_completion(model: Transformer, tokenizer, prompt: str, max_tokens: int,
+def stream_completion(model: Transformer, tokenizer: TextTokenizer, prompt: str, max_tokens: int,
                       sampling: SamplingParams = SamplingParams(), stop: Sequence[str] = (),
                       result: Completion | None = None) -> Iterator[str]:
     """Text deltas of the continuation of `prompt`; fills `result` as they arrive.
@@ -48,7 +49,7 @@ def stream_completion(model: Transformer, tokenizer, prompt: str, max_tokens: in
     return _stream(model, tokenizer, request, result if result is not None else Completion())
 
 
-def _stream(model: Transformer, tokenizer, request: Request, result: Completion) -> Iterator[str]:
+def _stream(model: Transformer, tokenizer: TextTokenizer, request: Request, result: Completion) -> Iterator[str]:
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     request.sink = events.put  # called on the engine's thread
     # one slot of exactly this request's length: the cache costs what the request needs, not the whole context

@@ -18,7 +18,7 @@ def _parse_override(item: str) -> tuple[str, object]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
-        value = raw  # bare strings such as router_scoring=sigmoid
+        value = raw  # bare strings such as router.scoring=sigmoid
     return key.strip(), value
 
 
@@ -132,7 +132,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
     from hepta import checkpoint
     from hepta.interop.hf_save import TARGET_TYPES
-    from hepta.interop.hf_save import save as save_hf
+    from hepta.interop.hf_save import save_hf
 
     src, dst = Path(args.source), Path(args.target)
     config = src / "config.json"

@@ -106,3 +106,18 @@ def test_failed_run_into_an_existing_folder_changes_nothing(trained, corpus):
 def test_debug_shows_the_traceback():
     proc = run_cli("--debug", "info", "gpt-9")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize("saved, given", [
+    ({"num_experts": 4, "router_scoring": "softmax"}, {"moe.num_experts": 4, "router.scoring": "softmax"}),
+    ({"moe.num_experts": 4, "attention": "mla"}, {"num_experts": 4, "attention.kind": "mla"}),
+    ({"moe.num_experts": 4}, {"moe.num_experts": 4}),
+], ids=["saved-flat", "saved-dotted", "same-names"])
+def test_resume_takes_the_saved_set_values_under_flat_or_dotted_names(tmp_path, saved, given):
+    from hepta.cli import resume_changes
+    from hepta.train.loop import TrainArgs
+
+    run = TrainArgs(out=str(tmp_path), overrides=saved)
+    assert resume_changes({"steps": 10}, given, run) == []
+    assert resume_changes({}, {**given, "moe.top_k": 1}, run) == ["--set"]  # a new value is still refused
+    assert resume_changes({"lr": 1.0}, given, run) == ["--lr"]

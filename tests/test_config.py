@@ -125,9 +125,16 @@ def test_invalid_values_name_field_value_and_what_is_allowed(field, value, words
     assert f"ModelConfig.{field}={value!r}" in message and words in message
 
 
-def test_unknown_field_names_the_known_ones():
-    with pytest.raises(ValueError, match="'moe.num_expert'.*moe.num_experts"):
+def test_unknown_field_names_the_closest_ones_and_where_all_are_listed():
+    with pytest.raises(ValueError, match="'moe.num_expert'.*moe.num_experts") as raised:
         hepta.get_preset("tiny").with_changes({"moe.num_expert": 4})
+    message = str(raised.value)
+    assert "`hepta info tiny --json`" in message
+    assert "rope.theta" not in message and message.count(".") < 10  # a few close names, not all ~50
+    with pytest.raises(ValueError, match=r"'rope_thta'.*the closest fields are rope\.theta"):
+        hepta.get_preset("tiny").with_changes({"rope_thta": 1e4})  # flat names of the first format are matched too
+    with pytest.raises(ValueError, match=r"'zzz'; use a ModelConfig field name \(every field is under"):
+        hepta.get_preset("tiny").with_changes({"zzz": 1})
     with pytest.raises(ValueError, match="unknown ModelConfig field"):
         hepta.get_preset("tiny").replace(experts=4)
 
@@ -201,7 +208,8 @@ def test_flat_config_json_of_the_first_format_loads_as_the_config_it_was_written
 
 def test_a_flat_file_with_an_unknown_field_is_refused():
     data = json.loads((FIXTURES_V1 / "tiny.json").read_text())
-    with pytest.raises(ValueError, match="unknown field.*'num_expertz'"):
+    with pytest.raises(ValueError, match=r"\['num_expertz'\] that no hepta config has; remove or rename them "
+                                         r"\(every field is under \"config\" in `hepta info tiny --json`\)$"):
         ModelConfig.from_dict({**data, "num_expertz": 4})
 
 

@@ -18,7 +18,7 @@ def _parse_override(item: str) -> tuple[str, object]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
-        value = raw  # bare strings such as router_scoring=sigmoid
+        value = raw  # bare strings such as router.scoring=sigmoid
     return key.strip(), value
 
 
@@ -44,6 +44,26 @@ TRAIN_FLAGS = ("preset", "data", "max_corpus_mb", "steps", "batch_size", "seq_le
 TRAIN_LAYOUT_FLAGS = ("ep", "dp_shard", "activation_checkpointing")
 
 
+def resume_changes(given: dict, overrides: dict, saved) -> list[str]:
+    """The flags of a --resume command that differ from the saved run (`saved`: its TrainArgs).
+
+    The same command with --resume appended is the natural way to continue; only --steps and the
+    process layout may differ. --set values are compared by field, so a run saved with the flat
+    names of earlier versions (`num_experts=16`) resumes with the dotted ones (`moe.num_experts=16`).
+    """
+    from hepta.config.flat_v1 import FLAT_TO_DOTTED
+
+    changed = [f"--{k.replace('_', '-')}" for k in sorted(given)
+               if k != "steps" and k not in TRAIN_LAYOUT_FLAGS and given[k] != getattr(saved, k)]
+
+    def by_field(changes: dict) -> dict:
+        return {FLAT_TO_DOTTED.get(key, key): value for key, value in changes.items()}
+
+    if overrides and by_field(overrides) != by_field(saved.overrides):
+        changed.append("--set")
+    return changed
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from hepta.train.loop import TrainArgs, Trainer, load_args
 
@@ -55,11 +75,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     overrides = dict(_parse_override(item) for item in args.set or [])
     if args.resume:
         saved = load_args(Path(args.out))
-        # the same command with --resume appended is the natural way to continue; only --steps may differ
-        changed = [f"--{k.replace('_', '-')}" for k in sorted(given)
-                   if k != "steps" and k not in TRAIN_LAYOUT_FLAGS and given[k] != getattr(saved, k)]
-        if overrides and overrides != saved.overrides:
-            changed.append("--set")
+        changed = resume_changes(given, overrides, saved)
         if changed:
             raise HeptaError(f"--resume continues the saved run as it was; drop or restore {', '.join(changed)} "
                              "(only --steps and the process layout may change)")
@@ -132,7 +148,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
     from hepta import checkpoint
     from hepta.interop.hf_save import TARGET_TYPES
-    from hepta.interop.hf_save import save as save_hf
+    from hepta.interop.hf_save import save_hf
 
     src, dst = Path(args.source), Path(args.target)
     config = src / "config.json"

@@ -11,7 +11,7 @@ from hepta import checkpoint
 from hepta.errors import HeptaError
 from hepta.interop import SUPPORTED_TYPES, HFTokenizer, load_hf
 from hepta.model import Transformer
-from hepta.tokenizer import Tokenizer
+from hepta.tokenizer import TextTokenizer, Tokenizer
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False,
@@ -37,7 +37,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", allow_pickle: boo
     return model if dtype is None else model.to(dtype)
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer | HFTokenizer:
+def load_tokenizer(path: str | Path) -> TextTokenizer:
     """The tokenizer of a model folder: hepta's own, or a Hugging Face one with its chat template."""
     folder = Path(path)
     try:

@@ -6,6 +6,8 @@ import pytest
 
 import hepta
 from hepta.errors import HeptaError
+import hepta.infer.complete as complete_module
+from hepta.infer.collect import GenerationFailed
 from hepta.infer.complete import Completion, stream_completion
 from hepta.infer.sampling import SamplingParams
 from hepta.tokenizer import Tokenizer
@@ -75,13 +77,23 @@ def test_stop_strings_end_generation_and_are_not_included(model_and_tokenizer):
     assert stop not in stopped.text
 
 
-def test_prompt_longer_than_the_context_is_refused_before_anything_starts(model_and_tokenizer):
+def test_prompt_longer_than_the_context_is_refused_before_any_engine_is_built(model_and_tokenizer, monkeypatch):
     model, tok = model_and_tokenizer
+    built = []
+
+    class RecordingEngine(complete_module.Engine):
+        def __init__(self, *args, **kwargs):
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(complete_module, "Engine", RecordingEngine)
     with pytest.raises(HeptaError, match="context is 96"):
         stream_completion(model, tok, "word " * 400, 4)
-    with pytest.raises(HeptaError, match="max tokens must be positive"):
+    with pytest.raises(HeptaError, match=r"max_tokens \(--max-tokens of hepta generate\) is 0; ask for 1 token"):
         stream_completion(model, tok, "word", 0)
-    assert not engine_threads()
+    assert built == []
+    complete(model, tok, "word", 1)  # the spy sees the engine a valid request builds
+    assert len(built) == 1
 
 
 def test_max_tokens_stop_at_the_end_of_the_context(model_and_tokenizer):
@@ -102,8 +114,20 @@ def test_generation_never_emits_structure_tokens(model_and_tokenizer):
 def test_leaving_early_cancels_and_stops_the_engine(model_and_tokenizer):
     model, tok = model_and_tokenizer
     result = Completion()
+    before = len(engine_threads())
     deltas = stream_completion(model, tok, "def ", 80, SamplingParams(seed=1), result=result)
     next(deltas)
-    assert len(engine_threads()) == 1
+    assert len(engine_threads()) == before + 1  # this run's engine is running
     deltas.close()  # what Ctrl-C or a closed pipe does to the caller's loop
-    assert not engine_threads() and len(result.token_ids) < 80
+    assert len(engine_threads()) == before and len(result.token_ids) < 80
+
+
+def test_an_engine_error_is_raised_as_generation_failed(model_and_tokenizer, monkeypatch):
+    model, tok = model_and_tokenizer
+
+    def failing_step(self, *args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(complete_module.Engine, "_admit_and_prefill", failing_step)
+    with pytest.raises(GenerationFailed, match="generation failed: .*boom"):
+        complete(model, tok, "def ", 8)

@@ -1,7 +1,7 @@
 """hepta models written as Hugging Face folders open in transformers with the same logits.
 
 Small random models are built with transformers' own classes (no hub) or with
-`hepta.build_model`, written with `hf_save.save`, and opened with `from_pretrained`.
+`hepta.build_model`, written with `hf_save.save_hf`, and opened with `from_pretrained`.
 """
 
 import json
@@ -15,7 +15,7 @@ from transformers import (AutoModelForCausalLM, MixtralConfig, MixtralForCausalL
 
 import hepta
 from hepta.errors import HeptaError
-from hepta.interop.hf_save import INDEX_FILE, save
+from hepta.interop.hf_save import INDEX_FILE, save_hf
 from test_hf_deepseek import CASES as DEEPSEEK_CASES
 from test_hf_load import CASES as LOAD_CASES
 from test_hf_load import SHAPE
@@ -65,7 +65,7 @@ def test_hf_to_hepta_to_hf_keeps_the_logits(case, tmp_path):
     original = model_cls(config_cls(**{**SHAPE, **extra})).eval()
     original.save_pretrained(tmp_path / "hf")
     ours = hepta.load(tmp_path / "hf")
-    save(ours, tmp_path / "back")
+    save_hf(ours, tmp_path / "back")
     written = json.loads((tmp_path / "back" / "config.json").read_text())
     assert written["model_type"] == config_cls.model_type
     reloaded = from_pretrained(tmp_path / "back")
@@ -77,7 +77,7 @@ def test_hf_to_hepta_to_hf_keeps_the_logits(case, tmp_path):
 def test_hepta_model_opens_in_transformers_with_its_logits(target, tmp_path):
     cfg = config(HEPTA, HEPTA_TARGETS[target])
     model = hepta.build_model(cfg, seed=3).eval()
-    save(model, tmp_path / "hf", model_type=target, max_shard_bytes=64 * 1024)  # forces several shards
+    save_hf(model, tmp_path / "hf", model_type=target, max_shard_bytes=64 * 1024)  # forces several shards
     index = json.loads((tmp_path / "hf" / INDEX_FILE).read_text())
     assert len(set(index["weight_map"].values())) > 1
     assert not (tmp_path / "hf" / "model.safetensors").exists()
@@ -91,7 +91,7 @@ def test_hepta_model_opens_in_transformers_with_its_logits(target, tmp_path):
 def test_type_is_inferred_from_the_qk_norm(tmp_path):
     for target, extra in HEPTA_TARGETS.items():
         model = hepta.build_model(config(HEPTA, extra), seed=0)
-        save(model, tmp_path / target)
+        save_hf(model, tmp_path / target)
         assert json.loads((tmp_path / target / "config.json").read_text())["model_type"] == target
 
 
@@ -118,7 +118,7 @@ def test_unrepresentable_configs_are_refused_by_name(target, change, field, tmp_
     with torch.device("meta"):
         model = hepta.build_model(cfg)
     with pytest.raises(HeptaError, match=rf"^{field}=.*{target}, which supports only"):
-        save(model, tmp_path / "out", model_type=target)
+        save_hf(model, tmp_path / "out", model_type=target)
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
@@ -129,32 +129,32 @@ def test_a_field_the_writer_does_not_know_is_refused_unless_default(tmp_path, mo
     with torch.device("meta"):
         model = hepta.build_model(config(HEPTA, HEPTA_TARGETS["mixtral"], {"router.z_loss_coef": 1e-4}))
     with pytest.raises(HeptaError, match="router.z_loss_coef=0.0001 .* does not map router.z_loss_coef"):
-        save(model, tmp_path / "out")
+        save_hf(model, tmp_path / "out")
 
 
 def test_per_head_qk_norm_has_no_inferred_target_and_expert_bias_is_refused(tmp_path):
     with torch.device("meta"):
         model = hepta.build_model(config(HEPTA, {"attention.qk_norm": True, "attention.qk_norm_per_head": True}))
     with pytest.raises(HeptaError, match="attention.qk_norm_per_head=True"):
-        save(model, tmp_path / "out")
+        save_hf(model, tmp_path / "out")
     model = hepta.build_model(config(HEPTA, HEPTA_TARGETS["mixtral"]), seed=0)
     model.moe_layers()[1].router.expert_bias[2] = 0.5
     with pytest.raises(HeptaError, match="layer 1 has a nonzero router expert_bias"):
-        save(model, tmp_path / "out")
+        save_hf(model, tmp_path / "out")
     with pytest.raises(HeptaError, match="'gpt2' cannot be written"):
-        save(model, tmp_path / "out", model_type="gpt2")
+        save_hf(model, tmp_path / "out", model_type="gpt2")
 
 
 def test_existing_folder_is_refused_unless_overwrite(tmp_path):
     model = hepta.build_model(config(HEPTA, HEPTA_TARGETS["mixtral"]), seed=0)
     (tmp_path / "empty").mkdir()
-    save(model, tmp_path / "empty")  # an empty folder is fine
+    save_hf(model, tmp_path / "empty")  # an empty folder is fine
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
     with pytest.raises(HeptaError, match="exists and is not empty"):
-        save(model, tmp_path / "full")
+        save_hf(model, tmp_path / "full")
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
-    save(model, tmp_path / "full", overwrite=True)
+    save_hf(model, tmp_path / "full", overwrite=True)
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["config.json", "model.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "full"]
 
@@ -233,7 +233,7 @@ def test_deepseek_v3_to_hepta_to_hf_keeps_the_logits(case, tmp_path):
     # low-rank and full-rank queries, plain RoPE and YaRN, checkpoints with and without the rope interleave
     original = save_deepseek(case, tmp_path / "hf")
     ours = hepta.load(tmp_path / "hf")
-    save(ours, tmp_path / "back")  # the type is inferred from attention.kind="mla"
+    save_hf(ours, tmp_path / "back")  # the type is inferred from attention.kind="mla"
     written = json.loads((tmp_path / "back" / "config.json").read_text())
     assert written["model_type"] == "deepseek_v3" and written["rope_interleave"] is True
     assert written["rope_parameters"]["rope_type"] == original.config.rope_parameters["rope_type"]
@@ -251,7 +251,7 @@ def test_hepta_mla_model_with_routing_bias_opens_in_transformers_with_its_logits
     with torch.no_grad():  # a trained balancing bias is part of the model for deepseek_v3
         for moe in model.moe_layers():
             moe.router.expert_bias.normal_(std=0.05)
-    save(model, tmp_path / "hf", max_shard_bytes=64 * 1024)
+    save_hf(model, tmp_path / "hf", max_shard_bytes=64 * 1024)
     assert len(set(json.loads((tmp_path / "hf" / INDEX_FILE).read_text())["weight_map"].values())) > 1
     hf = from_pretrained(tmp_path / "hf")
     for seed, seq_len in ((0, 11), (1, 70)):
@@ -273,7 +273,7 @@ def test_unrepresentable_deepseek_configs_are_refused_by_name(change, field, tmp
     with torch.device("meta"):
         model = hepta.build_model(config(DEEPSEEK, change))
     with pytest.raises(HeptaError, match=rf"^{field}=.*deepseek_v3, which supports only"):
-        save(model, tmp_path / "out")
+        save_hf(model, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -283,11 +283,11 @@ def test_mla_and_rope_scaling_are_refused_for_the_other_targets(tmp_path):
         yarn = hepta.build_model(config(HEPTA, HEPTA_TARGETS["mixtral"], {"rope.type": "yarn", "rope.factor": 2.0}))
         gqa = hepta.build_model(config(HEPTA, HEPTA_TARGETS["mixtral"]))
     with pytest.raises(HeptaError, match=r"^attention.kind='mla' cannot be written as mixtral"):
-        save(mla, tmp_path / "out", model_type="mixtral")
+        save_hf(mla, tmp_path / "out", model_type="mixtral")
     with pytest.raises(HeptaError, match=r"^rope.type='yarn' cannot be written as mixtral"):
-        save(yarn, tmp_path / "out")
+        save_hf(yarn, tmp_path / "out")
     with pytest.raises(HeptaError, match=r"^attention.kind='gqa' cannot be written as deepseek_v3"):
-        save(gqa, tmp_path / "out", model_type="deepseek_v3")
+        save_hf(gqa, tmp_path / "out", model_type="deepseek_v3")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -295,5 +295,5 @@ def test_qwen2_moe_with_a_head_dim_other_than_dim_over_heads_round_trips(tmp_pat
     torch.manual_seed(0)
     original = Qwen2MoeForCausalLM(Qwen2MoeConfig(**{**SHAPE, **CASES["qwen2_moe-dense-layer-1"][2], "head_dim": 32})).eval()
     original.save_pretrained(tmp_path / "hf")
-    save(hepta.load(tmp_path / "hf"), tmp_path / "back")
+    save_hf(hepta.load(tmp_path / "hf"), tmp_path / "back")
     assert (logits(from_pretrained(tmp_path / "back")) - logits(original)).abs().max().item() <= 1e-4

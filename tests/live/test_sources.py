@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 
@@ -240,3 +241,18 @@ def test_replay_as_fast_as_possible_chunks_and_skips_bad_lines(tmp_path, small):
         JsonlReplay(tmp_path / "missing.jsonl")
     with pytest.raises(HeptaError, match="--speed -1 is negative"):
         JsonlReplay(path, speed=-1)
+
+
+def test_the_x_stream_opens_from_its_declared_options_alone_and_lists_its_rules(small, monkeypatch, capsys):
+    from hepta.live.sources import registry
+
+    monkeypatch.setenv("X_BEARER_TOKEN", TOKEN)
+    kind, value = registry.find_source("x-stream")
+    with XStandin(small) as x:
+        # only the flags the source declares, as a caller other than `hepta live ingest` passes them
+        options = argparse.Namespace(**{o.flag.lstrip("-").replace("-", "_"): o.default for o in kind.options})
+        options.base_url, options.rule = x.base_url, ["lang:en"]
+        kind.open(value, options)
+        assert "stream rules: lang:en" in capsys.readouterr().err
+        kind.open(value, argparse.Namespace(**vars(options), quiet=True))  # the ingest command's --quiet
+        assert capsys.readouterr().err == ""

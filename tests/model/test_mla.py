@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from hepta.config import AttentionConfig
 from hepta.model.cache import SlotCache
 from hepta.model.layers import apply_rope
 from hepta.model.mla import MultiHeadLatentAttention, deinterleave_rope_rows
@@ -8,10 +9,18 @@ from hepta.model.rope import RopeScaling, scaled_rope_cos_sin
 from helpers import decoded_logits
 
 
+def attention_config(q_lora_rank) -> AttentionConfig:
+    return AttentionConfig(kind="mla", num_heads=4, qk_norm=False, q_lora_rank=q_lora_rank, kv_lora_rank=16,
+                           qk_nope_head_dim=8, qk_rope_head_dim=6, v_head_dim=10)
+
+
 def mla(q_lora_rank):
     torch.manual_seed(0)
-    module = MultiHeadLatentAttention(dim=48, num_heads=4, q_lora_rank=q_lora_rank, kv_lora_rank=16,
-                                      qk_nope_head_dim=8, qk_rope_head_dim=6, v_head_dim=10, softmax_scale=14 ** -0.5)
+    a = attention_config(q_lora_rank)
+    module = MultiHeadLatentAttention(dim=48, num_heads=a.num_heads, q_lora_rank=a.q_lora_rank,
+                                      kv_lora_rank=a.kv_lora_rank, qk_nope_head_dim=a.qk_nope_head_dim,
+                                      qk_rope_head_dim=a.qk_rope_head_dim, v_head_dim=a.v_head_dim,
+                                      softmax_scale=a.qk_head_dim ** -0.5)
     for p in module.parameters():
         torch.nn.init.normal_(p, std=0.2)
     return module.eval()
@@ -23,7 +32,8 @@ def test_decoding_from_the_compressed_cache_equals_a_full_forward(q_lora_rank):
     x = torch.randn(2, 40, 48)
     cos, sin = scaled_rope_cos_sin(torch.arange(40), 6, 10000.0, RopeScaling())
     # only the latent and the shared rope key are kept: C + R values per token, not 2 * H * Dh
-    cache = SlotCache(num_layers=2, num_slots=2, max_len=40, token_shapes=[(16,), (6,)])
+    token_shapes = attention_config(q_lora_rank).kv_cache_token_shapes  # the latent [C] and rope key [R]
+    cache = SlotCache(num_layers=2, num_slots=2, max_len=40, token_shapes=token_shapes)
     with torch.no_grad():
         full = module(x, cos, sin)
         steps = []

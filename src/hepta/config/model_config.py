@@ -8,6 +8,7 @@ reads it; what only one part of the model reads lives in that part's section: `a
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,7 @@ class ModelConfig:
             name = FLAT_TO_DOTTED.get(key, key)
             section, _, field_name = name.rpartition(".")
             if name not in _FIELD_NAMES:
-                raise ValueError(f"unknown ModelConfig field {key!r}; known fields: {', '.join(_FIELD_NAMES)}")
+                raise ValueError(f"unknown ModelConfig field {key!r}; {_fix_for_unknown(key)}")
             if name in given_as:
                 raise ValueError(f"{given_as[name]!r} and {key!r} both set ModelConfig.{name}; keep one of them")
             given_as[name] = key
@@ -135,7 +136,8 @@ class ModelConfig:
                     changes[key] = value
             unknown = sorted(set(changes) - set(_FIELD_NAMES))
         if unknown:
-            raise ValueError(f"config.json has unknown field(s) {unknown}; is it a hepta config?")
+            raise ValueError(f"config.json has field(s) {unknown} that no hepta config has; remove or rename "
+                             f"them ({ALL_FIELDS_HINT})")
         return cls().with_changes(changes)
 
     def save(self, path: str | Path) -> None:
@@ -153,3 +155,14 @@ def _field_names() -> tuple[str, ...]:
 
 
 _FIELD_NAMES = _field_names()
+ALL_FIELDS_HINT = 'every field is under "config" in `hepta info tiny --json`'
+
+
+def _fix_for_unknown(key: str) -> str:
+    """The fix for an unknown field name: the closest field names, and where every name is listed."""
+    # flat names of the first format count as their dotted field, so `num_expert` finds moe.num_experts
+    candidates = {**FLAT_TO_DOTTED, **{name: name for name in _FIELD_NAMES}}
+    close = dict.fromkeys(candidates[match] for match in difflib.get_close_matches(key, candidates, n=3))
+    if not close:
+        return f"use a ModelConfig field name ({ALL_FIELDS_HINT})"
+    return f"the closest fields are {', '.join(close)} ({ALL_FIELDS_HINT})"

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from hepta.errors import HeptaError
+from hepta.infer.collect import Collector
 from hepta.infer.engine import Engine, EngineConfig
 from hepta.infer.request import Event, Request
 from hepta.infer.sampling import SamplingParams
 from hepta.model import Transformer
+from hepta.tokenizer import TextTokenizer
 
 
 @dataclass
@@ -25,7 +27,7 @@ class Completion:
     finish_reason: str = ""  # "stop" (stop string or end token) | "length"
 
 
-def stream_completion(model: Transformer, tokenizer, prompt: str, max_tokens: int,
+def stream_completion(model: Transformer, tokenizer: TextTokenizer, prompt: str, max_tokens: int,
                       sampling: SamplingParams = SamplingParams(), stop: Sequence[str] = (),
                       result: Completion | None = None) -> Iterator[str]:
     """Text deltas of the continuation of `prompt`; fills `result` as they arrive.
@@ -37,33 +39,32 @@ def stream_completion(model: Transformer, tokenizer, prompt: str, max_tokens: in
     context = model.config.max_seq_len
     prompt_ids = tokenizer.encode_prompt(prompt)
     if not prompt_ids:  # the model continues from the start of a document
-        prompt_ids = [tokenizer.bos_id if getattr(tokenizer, "bos_id", None) is not None else tokenizer.eos_id]
+        prompt_ids = [tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id]
     if len(prompt_ids) >= context:
         raise HeptaError(f"the prompt is {len(prompt_ids)} tokens but the model's context is {context}; "
                          "shorten the prompt")
     if max_tokens <= 0:
-        raise HeptaError(f"max tokens must be positive, got {max_tokens}")
+        raise HeptaError(f"max_tokens (--max-tokens of hepta generate) is {max_tokens}; ask for 1 token or more")
     request = Request(prompt_ids, min(max_tokens, context - len(prompt_ids)), sampling, stop=tuple(stop))
     return _stream(model, tokenizer, request, result if result is not None else Completion())
 
 
-def _stream(model: Transformer, tokenizer, request: Request, result: Completion) -> Iterator[str]:
+def _stream(model: Transformer, tokenizer: TextTokenizer, request: Request, result: Completion) -> Iterator[str]:
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     request.sink = events.put  # called on the engine's thread
     # one slot of exactly this request's length: the cache costs what the request needs, not the whole context
     engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=1, max_queue=1,
                                                    max_model_len=len(request.prompt_ids) + request.max_tokens))
+    collector = Collector(num_choices=1, end_ids=engine.end_ids)
+    choice = collector.choices[0]
     engine.start()
     try:
         engine.submit(request)
-        while not result.finish_reason:
+        while not collector.done:
             event = events.get()
-            if event.error:
-                raise HeptaError(f"generation failed: {event.error}")
-            result.token_ids += [t for t in event.token_ids if t not in engine.end_ids]
-            result.finish_reason = event.finish_reason or ""
+            collector.add(0, event)  # raises GenerationFailed for an error event
+            result.text, result.token_ids, result.finish_reason = choice.text, choice.token_ids, choice.finish_reason
             if event.text:
-                result.text += event.text
                 yield event.text
     finally:
         request.cancel()

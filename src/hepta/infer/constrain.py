@@ -31,6 +31,7 @@ import torch
 
 from hepta.errors import HeptaError
 from hepta.infer.tools import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, InvalidField, Tool, choose_tools
+from hepta.tokenizer import TextTokenizer
 
 # Compact JSON with the spaces json.dumps writes, and no other whitespace: a free choice of
 # whitespace only lets a model pad forever, and the layout is the one models are trained on.
@@ -40,7 +41,7 @@ ANY_OBJECT = {"type": "object"}
 _llg_tokenizers: "weakref.WeakKeyDictionary[Any, llguidance.LLTokenizer]" = weakref.WeakKeyDictionary()
 
 
-def llg_tokenizer(tokenizer) -> llguidance.LLTokenizer:
+def llg_tokenizer(tokenizer: TextTokenizer) -> llguidance.LLTokenizer:
     """llguidance's view of a hepta `Tokenizer` or an `HFTokenizer` (built once per tokenizer object).
 
     Its end tokens are the tokenizer's stop ids, so a grammar allows them exactly when it accepts.
@@ -167,7 +168,7 @@ def _response_schema(response_format: Any) -> tuple[dict, str] | None:
     raise InvalidField("response_format.type", f"{kind!r} is not one of 'text', 'json_object', 'json_schema'")
 
 
-def _marker(tokenizer, text: str) -> str:
+def _marker(tokenizer: TextTokenizer, text: str) -> str:
     """Lark for a fixed tag: the token itself where the vocabulary holds it as an added token
     (Qwen's <tool_call>), which the model writes as one id, else the string, written in pieces."""
     token_id = tokenizer.hf.token_to_id(text)
@@ -176,7 +177,7 @@ def _marker(tokenizer, text: str) -> str:
     return _lark_str(text)
 
 
-def _calls_lark(tokenizer, tools: list[Tool], start: str, parallel: bool) -> str:
+def _calls_lark(tokenizer: TextTokenizer, tools: list[Tool], start: str, parallel: bool) -> str:
     """Lark for tool calls in tools.format_tool_call's exact layout, so parse_tool_calls reads every
     call back. `start` combines `calls` (whole calls) or `OPEN body more*` (calls after a free
     text) with what may be written instead; `parallel` allows more than one call."""
@@ -195,7 +196,7 @@ def _calls_lark(tokenizer, tools: list[Tool], start: str, parallel: bool) -> str
     return "\n".join(rules) + "\n"
 
 
-def _auto_calls_lark(tokenizer, tools: list[Tool], parallel: bool) -> str:
+def _auto_calls_lark(tokenizer: TextTokenizer, tools: list[Tool], parallel: bool) -> str:
     """Free text, or free text then calls: once the opening tag is written only calls may follow,
     so a call can never be started and abandoned."""
     if _marker(tokenizer, TOOL_CALL_OPEN) == TOOL_CALL_OPEN:
@@ -223,7 +224,7 @@ class ConstraintSpec:
     grammar: str = field(default="", repr=False)  # what `from_grammar` rebuilds the spec from in another process
 
     @classmethod
-    def for_request(cls, tokenizer, response_format: Any = None, tools: Sequence[dict] | None = None,
+    def for_request(cls, tokenizer: TextTokenizer, response_format: Any = None, tools: Sequence[dict] | None = None,
                     tool_choice: Any = None, parallel_tool_calls: bool = True) -> "ConstraintSpec | None":
         """The constraint of an OpenAI chat request; None when its output is free text.
 
@@ -259,7 +260,7 @@ class ConstraintSpec:
         return cls.from_grammar(tokenizer, grammar)
 
     @classmethod
-    def from_grammar(cls, tokenizer, grammar: str) -> "ConstraintSpec":
+    def from_grammar(cls, tokenizer: TextTokenizer, grammar: str) -> "ConstraintSpec":
         """The spec of a grammar already validated (the engine process gets the grammar, not the matcher)."""
         llg = llg_tokenizer(tokenizer)
         prototype = llguidance.LLMatcher(llg, grammar, log_level=0)

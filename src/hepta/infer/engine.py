@@ -37,6 +37,7 @@ from hepta.infer.request import Event, Request, TokenLogprob
 from hepta.infer.sampling import apply_penalties, sample_batch, sampleable, top_logprobs
 from hepta.infer.stream_text import StreamingText
 from hepta.model import Transformer
+from hepta.tokenizer import TextTokenizer
 
 log = logging.getLogger("hepta.engine")
 
@@ -130,7 +131,7 @@ class Observer:
 class _Sequence:
     """One choice of one request, living in one slot."""
 
-    def __init__(self, request: Request, index: int, slot: int, tokenizer, vocab_size: int):
+    def __init__(self, request: Request, index: int, slot: int, tokenizer: TextTokenizer, vocab_size: int):
         self.request, self.index, self.slot = request, index, slot
         self.token_ids: list[int] = []
         self.last_token = -1
@@ -147,7 +148,7 @@ class _Sequence:
 
 
 class Engine:
-    def __init__(self, model: Transformer, tokenizer, config: EngineConfig = EngineConfig(),
+    def __init__(self, model: Transformer, tokenizer: TextTokenizer, config: EngineConfig = EngineConfig(),
                  observer: Observer | None = None):
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
         self.observer = observer or Observer()

@@ -37,8 +37,9 @@ class Event:
 class Request:
     """A generation request: n choices continuing `prompt_ids`.
 
-    `sink` receives every `Event`, called from the engine's thread; the server passes one that
-    hands events to its event loop.
+    `sink` receives every `Event`: in-process (`engine.generate`, `hepta generate`) the engine's
+    thread calls it; in the server the engine client calls it on the event loop, with the events
+    it reads from the engine process.
     """
 
     prompt_ids: list[int]

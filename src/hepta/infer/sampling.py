@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 
 from hepta.errors import HeptaError
+from hepta.tokenizer import TextTokenizer
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class SamplingParams:
         return bool(self.presence_penalty or self.frequency_penalty)
 
 
-def sampleable(tokenizer, vocab_size: int) -> tuple[set[int], torch.Tensor]:
+def sampleable(tokenizer: TextTokenizer, vocab_size: int) -> tuple[set[int], torch.Tensor]:
     """(end ids, additive mask [V]: 0 where a token may be sampled, -inf elsewhere).
 
     Only generatable and end tokens may be sampled: structure ids and the padding rows of the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from hepta.tokenizer import Tokenizer
+from hepta.tokenizer import TextTokenizer
 
 
 class StreamingText:
@@ -17,7 +17,7 @@ class StreamingText:
     and (b) any tail that could still become a stop string, so stop strings never leak out.
     """
 
-    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str]):
+    def __init__(self, tokenizer: TextTokenizer, stop: Sequence[str]):
         self.tokenizer, self.stop = tokenizer, [s for s in stop if s]
         self.longest_stop = max((len(s) for s in self.stop), default=0)
         self.text = ""  # decoded text of the tokens before read_offset: whole characters only

@@ -369,7 +369,7 @@ def _check_target(target: Path, overwrite: bool) -> None:
         raise HeptaError(f"{target} exists and is not empty; choose a new or empty output folder")
 
 
-def save(model: Transformer, path: str | Path, model_type: str | None = None, *, overwrite: bool = False,
+def save_hf(model: Transformer, path: str | Path, model_type: str | None = None, *, overwrite: bool = False,
          max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Path:
     """Write `model` as a Hugging Face folder of `model_type` (None: inferred from its attention and QK-norm).
 

@@ -41,7 +41,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     from hepta.live.ingest import Ingest
     from hepta.live.store import Store
 
-    retention = parse_duration(args.retention) if args.retention else None
+    retention = parse_duration(args.retention, "--retention") if args.retention else None
     source = open_source(args.source, args)
     console = Console(stderr=True)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s",

@@ -9,7 +9,7 @@ from datetime import timedelta
 from hepta.errors import HeptaError
 
 
-def parse_duration(text: str, flag: str = "--retention") -> timedelta:
+def parse_duration(text: str, flag: str) -> timedelta:
     """A duration such as 90s, 15m, 24h or 7d; the error names `flag`, the option or parameter it came from."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
     if not match:

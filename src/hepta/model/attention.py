@@ -29,6 +29,8 @@ class Attention(nn.Module):
         q_width, k_width = (head_dim, head_dim) if qk_norm_per_head else (num_heads * head_dim, num_kv_heads * head_dim)
         self.q_norm = RMSNorm(q_width, norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(k_width, norm_eps) if qk_norm else None
+        # the kernel that computes softmax(QK^T)V, swappable per model (the dry run sets a flash stand-in)
+        self.attention_kernel = F.scaled_dot_product_attention
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: SlotCache | None = None, layer_idx: int = 0) -> torch.Tensor:
@@ -50,7 +52,7 @@ class Attention(nn.Module):
             k_BSGDh, v_BSGDh = cache.update(layer_idx, k_BGTDh.transpose(1, 2), v_BTGDh)
             k_BGSDh, v_BGSDh = k_BSGDh.transpose(1, 2), v_BSGDh.transpose(1, 2)
             mask, causal = cache.mask()
-        out_BHTDh = F.scaled_dot_product_attention(
+        out_BHTDh = self.attention_kernel(
             q_BHTDh, k_BGSDh, v_BGSDh, attn_mask=mask, is_causal=causal,
             enable_gqa=self.num_heads != self.num_kv_heads,
         )

@@ -12,7 +12,8 @@ Each buffer is [L, slots, S_max, *token shape], the token shape being what one l
 token (`AttentionConfig.kv_cache_token_shapes`: keys and values [G, Dh], or MLA's latent [C] and
 shared rope key [R]), so a layer's view of a window is [B, S, ...] whatever the attention.
 
-Dims: B batch (window), T new tokens, S visible tokens, L layers.
+Dims: B batch (window), T new tokens, S visible tokens, L layers, G KV heads, Dh head dim,
+C MLA's KV latent dim (kv_lora_rank), R MLA's rope head dim.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 combine done inside the expert loop.
 
 Dims: N tokens, M routed token copies (N tokens x K choices, fewer if a capacity drops some),
-sorted by expert so that each expert's copies form one contiguous group of c rows; D model
-dim; F expert hidden dim; E experts.
+sorted by expert so that each expert's copies form one contiguous group of c rows (`c` in the
+loops over `counts`); R rows of the largest chunk of consecutive experts (the height of the
+fused kernel's scratch buffers); D model dim; F expert hidden dim (its size is `Fh` in code,
+`F` being torch.nn.functional); E experts.
 
 Weights use the stacked layout of Hugging Face transformers (>= 5):
     gate_up_proj [E, 2F, D]  (gate rows first, then up rows)

@@ -50,6 +50,8 @@ class MultiHeadLatentAttention(nn.Module):
         self.kv_a_layernorm = RMSNorm(kv_lora_rank, LATENT_NORM_EPS)
         self.kv_b_proj = nn.Linear(kv_lora_rank, num_heads * (qk_nope_head_dim + v_head_dim), bias=False)
         self.o_proj = nn.Linear(num_heads * v_head_dim, dim, bias=False)
+        # the kernel that computes softmax(QK^T)V, swappable per model (the dry run sets a flash stand-in)
+        self.attention_kernel = F.scaled_dot_product_attention
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: SlotCache | None = None, layer_idx: int = 0) -> torch.Tensor:
@@ -82,8 +84,8 @@ class MultiHeadLatentAttention(nn.Module):
             q_lat_BHTC = torch.einsum("bhtp,hpc->bhtc", q_nope_BHTP, W_HPDvC[:, :P])
             q_BHTCR = torch.cat([q_lat_BHTC, q_rope_BHTR], dim=-1)
             k_B1SCR = torch.cat([latent_BSC, k_rope_BSR], dim=-1)[:, None]
-            ctx_BHTC = F.scaled_dot_product_attention(q_BHTCR, k_B1SCR, latent_BSC[:, None], attn_mask=mask,
-                                                      is_causal=causal, scale=self.softmax_scale, enable_gqa=True)
+            ctx_BHTC = self.attention_kernel(q_BHTCR, k_B1SCR, latent_BSC[:, None], attn_mask=mask,
+                                             is_causal=causal, scale=self.softmax_scale, enable_gqa=True)
             out_BHTDv = torch.einsum("bhtc,hvc->bhtv", ctx_BHTC, W_HPDvC[:, P:])
             return self.o_proj(out_BHTDv.transpose(1, 2).reshape(B, T, H * Dv))
 
@@ -93,8 +95,8 @@ class MultiHeadLatentAttention(nn.Module):
         k_BHSPR = torch.cat([k_nope_BSHP, k_rope_BSR[:, :, None, :].expand(B, S, H, R)], dim=-1).transpose(1, 2)
         v_BHSDv = v_BSHDv.transpose(1, 2)
         q_BHTPR = torch.cat([q_nope_BHTP, q_rope_BHTR], dim=-1)
-        out_BHTDv = F.scaled_dot_product_attention(q_BHTPR, k_BHSPR, v_BHSDv, attn_mask=mask, is_causal=causal,
-                                                   scale=self.softmax_scale)
+        out_BHTDv = self.attention_kernel(q_BHTPR, k_BHSPR, v_BHSDv, attn_mask=mask, is_causal=causal,
+                                          scale=self.softmax_scale)
         return self.o_proj(out_BHTDv.transpose(1, 2).reshape(B, T, H * Dv))
 
 

@@ -44,6 +44,27 @@ class Block(nn.Module):
         return x_BTD + self.ffn(self.ffn_norm(x_BTD))
 
 
+def check_param_shapes(model: nn.Module, cfg: ModelConfig) -> None:
+    """Raise unless `model`'s parameters are exactly `param_shapes(cfg)`, naming the first that differs.
+
+    An explicit check rather than an assert, so that it holds under `python -O` too; one pass over
+    names and shapes, cheap even for meta builds of the largest presets.
+    """
+    expected = {p.name: tuple(p.shape) for p in param_shapes(cfg)}
+    for name, param in model.named_parameters():
+        want = expected.pop(name, None)
+        if want is None:
+            raise RuntimeError(f"Transformer parameter {name} {tuple(param.shape)} is missing from "
+                               f"hepta.config.param_shapes; add it there so parameter counts stay exact")
+        if tuple(param.shape) != want:
+            raise RuntimeError(f"Transformer parameter {name} has shape {tuple(param.shape)} but "
+                               f"hepta.config.param_shapes gives {want}; make the two agree")
+    if expected:
+        name, want = next(iter(expected.items()))
+        raise RuntimeError(f"hepta.config.param_shapes lists {name} {want}, which the Transformer does not "
+                           f"build; make the two agree")
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig, *, experts_implementation: ExpertsImplementation = "auto"):
         """experts_implementation: the kernel of every MoE layer's routed experts (see model/experts.py)."""
@@ -56,8 +77,7 @@ class Transformer(nn.Module):
         if cfg.tie_embeddings:
             self.output.weight = self.embed.weight
         # count_params sums param_shapes; holding the model to it keeps the analytic count exact
-        assert {name: tuple(p.shape) for name, p in self.named_parameters()} == \
-            {p.name: p.shape for p in param_shapes(cfg)}, "Transformer and hepta.config.param_shapes disagree"
+        check_param_shapes(self, cfg)
 
     def forward(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None) -> torch.Tensor:
         """Logits [B, T, V] for token ids [B, T]; with a cache, the ids continue its sequences."""

@@ -137,7 +137,8 @@ def open_stream(_: str, options: argparse.Namespace) -> XStream:
         rules = StreamRules(client).ensure(options.rule) if options.rule else StreamRules(client).list()
     if not rules:
         raise HeptaError("the filtered stream has no rules, so X would send no posts; add one with --rule VALUE")
-    if not options.quiet:
+    # --quiet is `hepta live ingest`'s own flag (the display), not a source option: absent for other callers
+    if not getattr(options, "quiet", False):
         print("stream rules: " + "; ".join(r.value for r in rules), file=sys.stderr)
     return stream
 

@@ -8,7 +8,7 @@ fake tensors, and one forward, backward and AdamW step of a micro-batch of seq_l
 runs under FakeTensorMode with torch's FSDP memory tracker, which records the peak bytes by
 kind (sharded and unsharded parameters, gradients, optimizer state, activations, temporaries,
 collective buffers). The routed load is balanced (`fake_routing`), as the analytic plan assumes,
-and attention runs through a flash kernel as on GPUs (`fake_attention`).
+and the model's attention modules run a flash kernel as on GPUs (`fake_attention`).
 Rank 0 is measured: uneven shards round up on the first ranks, so it is the busiest.
 
 Tensor parallelism is represented by the model one TP rank holds (`tp_local_config`). Sharding
@@ -100,12 +100,13 @@ def _measure_step(cfg: ModelConfig, mesh, ep: int, seq_len: int, checkpointing: 
     from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
 
     from hepta.model.transformer import Transformer
-    from hepta.train.dryrun.fake_attention import flash_attention
+    from hepta.train.dryrun.fake_attention import use_flash_attention
     from hepta.train.dryrun.fake_routing import BalancedRouting
     from hepta.train.parallel import parallelize
 
     with torch.device("meta"):
         model = Transformer(cfg, experts_implementation="grouped_mm")  # the GPU kernel: its saved tensors count
+    use_flash_attention(model)
     parallelize(model, mesh, ep=ep, activation_checkpointing=checkpointing, mixed_precision=True)
     block_bytes = [_local_bytes(block) for block in model.layers]
     root_bytes = _local_bytes(model) - sum(block_bytes)
@@ -121,7 +122,7 @@ def _measure_step(cfg: ModelConfig, mesh, ep: int, seq_len: int, checkpointing: 
         ids = torch.randint(0, cfg.vocab_size, (1, seq_len))
         tracker = FSDPMemTracker(model, optimizer)
         tracker.track_inputs((ids,))
-        with tracker, BalancedRouting(), flash_attention():
+        with tracker, BalancedRouting():
             logits = model(ids)
             loss = F.cross_entropy(logits.float().flatten(0, 1), ids.flatten())  # as the training loop
             (after_forward,) = tracker.get_tracker_snapshot("current").values()

@@ -44,7 +44,7 @@ from hepta.infer.core import engine_threads
 from hepta.infer.engine import Engine, EngineConfig
 from hepta.infer.request import Event, Request as EngineRequest
 from hepta.infer.sampling import SamplingParams
-from hepta.interop.hf_save import save as save_hf
+from hepta.interop.hf_save import save_hf
 from hepta.serve.runner import free_port, wait_healthy
 from hepta.tokenizer import Tokenizer
 

@@ -106,14 +106,15 @@ def _log(message: str) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from contextlib import closing
 
-    from hepta.infer.complete import Completion, stream_completion
+    from hepta.infer.collect import Choice
+    from hepta.infer.complete import stream_completion
     from hepta.infer.sampling import SamplingParams
     from hepta.loading import load, load_tokenizer
 
     model = load(args.model, allow_pickle=args.allow_pickle)
     tokenizer = load_tokenizer(args.model)
     sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    result = Completion()
+    result = Choice()
     deltas = stream_completion(model, tokenizer, args.prompt, args.max_tokens, sampling, stop=args.stop or (),
                                result=result)  # checks the request first
     sys.stdout.write(args.prompt)

@@ -7,8 +7,8 @@ import pytest
 import hepta
 from hepta.errors import HeptaError
 import hepta.infer.complete as complete_module
-from hepta.infer.collect import GenerationFailed
-from hepta.infer.complete import Completion, stream_completion
+from hepta.infer.collect import Choice, GenerationFailed
+from hepta.infer.complete import stream_completion
 from hepta.infer.sampling import SamplingParams
 from hepta.tokenizer import Tokenizer
 from helpers import greedy_full_forward
@@ -33,7 +33,7 @@ def corpus_texts_small(tmp_path_factory):
 
 def complete(model, tokenizer, prompt: str, max_tokens: int, sampling=SamplingParams(), stop=()):
     """(the finished completion, the deltas it streamed)."""
-    result = Completion()
+    result = Choice()
     deltas = list(stream_completion(model, tokenizer, prompt, max_tokens, sampling, stop=stop, result=result))
     return result, deltas
 
@@ -113,7 +113,7 @@ def test_generation_never_emits_structure_tokens(model_and_tokenizer):
 
 def test_leaving_early_cancels_and_stops_the_engine(model_and_tokenizer):
     model, tok = model_and_tokenizer
-    result = Completion()
+    result = Choice()
     before = len(engine_threads())
     deltas = stream_completion(model, tok, "def ", 80, SamplingParams(seed=1), result=result)
     next(deltas)

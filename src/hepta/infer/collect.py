@@ -28,8 +28,9 @@ class Choice:
 class Collector:
     """Accumulates the events of `num_choices` choices (indices 0..num_choices-1) until each has finished."""
 
-    def __init__(self, num_choices: int, end_ids: Collection[int]):
-        self.choices = [Choice() for _ in range(num_choices)]
+    def __init__(self, num_choices: int, end_ids: Collection[int], choices: list[Choice] | None = None):
+        """`choices`: the objects to fill (a caller that reads the answer while it grows passes its own)."""
+        self.choices = choices if choices is not None else [Choice() for _ in range(num_choices)]
         self.end_ids = end_ids
         self.remaining = num_choices
 

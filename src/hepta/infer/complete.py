@@ -7,30 +7,22 @@ closed pipe), which cancels the request first.
 
 from __future__ import annotations
 
-import queue
-from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from hepta.errors import HeptaError
-from hepta.infer.collect import Collector
-from hepta.infer.engine import Engine, EngineConfig
-from hepta.infer.request import Event, Request
+from hepta.infer.collect import Choice, Collector
+from hepta.infer.engine import Engine, EngineConfig, stream_events
+from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
 from hepta.model import Transformer
 from hepta.tokenizer import TextTokenizer
 
 
-@dataclass
-class Completion:
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)  # generated, without the end token
-    finish_reason: str = ""  # "stop" (stop string or end token) | "length"
-
-
 def stream_completion(model: Transformer, tokenizer: TextTokenizer, prompt: str, max_tokens: int,
                       sampling: SamplingParams = SamplingParams(), stop: Sequence[str] = (),
-                      result: Completion | None = None) -> Iterator[str]:
-    """Text deltas of the continuation of `prompt`; fills `result` as they arrive.
+                      result: Choice | None = None) -> Iterator[str]:
+    """Text deltas of the continuation of `prompt`; fills `result` (text, token ids without the end
+    token, finish reason) as they arrive.
 
     The request is checked here, before the first delta is asked for, so a caller can report
     a bad prompt before printing anything. At most `max_tokens` tokens, fewer when the model's
@@ -46,24 +38,17 @@ def stream_completion(model: Transformer, tokenizer: TextTokenizer, prompt: str,
     if max_tokens <= 0:
         raise HeptaError(f"max_tokens (--max-tokens of hepta generate) is {max_tokens}; ask for 1 token or more")
     request = Request(prompt_ids, min(max_tokens, context - len(prompt_ids)), sampling, stop=tuple(stop))
-    return _stream(model, tokenizer, request, result if result is not None else Completion())
+    return _stream(model, tokenizer, request, result if result is not None else Choice())
 
 
-def _stream(model: Transformer, tokenizer: TextTokenizer, request: Request, result: Completion) -> Iterator[str]:
-    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-    request.sink = events.put  # called on the engine's thread
+def _stream(model: Transformer, tokenizer: TextTokenizer, request: Request, result: Choice) -> Iterator[str]:
     # one slot of exactly this request's length: the cache costs what the request needs, not the whole context
     engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=1, max_queue=1,
                                                    max_model_len=len(request.prompt_ids) + request.max_tokens))
-    collector = Collector(num_choices=1, end_ids=engine.end_ids)
-    choice = collector.choices[0]
+    collector = Collector(num_choices=1, end_ids=engine.end_ids, choices=[result])
     engine.start()
     try:
-        engine.submit(request)
-        while not collector.done:
-            event = events.get()
-            collector.add(0, event)  # raises GenerationFailed for an error event
-            result.text, result.token_ids, result.finish_reason = choice.text, choice.token_ids, choice.finish_reason
+        for event in stream_events(engine, request, collector):
             if event.text:
                 yield event.text
     finally:

@@ -25,7 +25,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -222,10 +222,6 @@ class Engine:
             self._waiting.append(request)
             self._wake.notify()
         return request
-
-    def cancel(self, request: Request) -> None:
-        """Stop generating `request`; its slots are freed at the next token boundary."""
-        request.cancel()
 
     def run_exclusive(self, fn: Callable[[], object]) -> Future:
         """Runs `fn` on the engine thread between two steps (model work that is not generation)."""
@@ -455,13 +451,22 @@ def _prefill_groups(seqs: list[_Sequence]) -> list[list[_Sequence]]:
     return groups
 
 
-def generate(engine: Engine, request: Request, timeout: float | None = None) -> list[Choice]:
-    """Submits `request` and blocks until every choice has finished (for scripts, tests, benchmarks)."""
+def stream_events(engine: Engine, request: Request, collector: Collector,
+                  timeout: float | None = None) -> Iterator[Event]:
+    """Submits `request` and yields its events as they come, each folded into `collector` first, until
+    every choice has finished (raises GenerationFailed for an error event)."""
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-    request.sink = events.put
+    request.sink = events.put  # called on the engine's thread
     engine.submit(request)
-    collector = Collector(request.n, engine.end_ids)
     while not collector.done:
         event = events.get(timeout=timeout)
         collector.add(event.index, event)
+        yield event
+
+
+def generate(engine: Engine, request: Request, timeout: float | None = None) -> list[Choice]:
+    """Submits `request` and blocks until every choice has finished (for scripts, tests, benchmarks)."""
+    collector = Collector(request.n, engine.end_ids)
+    for _ in stream_events(engine, request, collector, timeout):
+        pass
     return collector.choices

@@ -14,15 +14,13 @@ router = APIRouter()
 @router.get("/health")
 async def health(request: Request):
     state: ServerState = request.app.state.hepta
-    engine = state.engine
-    if engine is not None and engine.dead is None:
+    status = state.engine_status()
+    if status == "ok":
         return {"status": "ok", "model": state.model_name}
-    if engine is not None or state.restarting:  # a dead engine not yet replaced is about to be restarted
-        return JSONResponse({"status": "restarting", "error": state.restarting or engine.dead,
+    if status == "restarting":
+        return JSONResponse({"status": "restarting", "error": state.restarting or state.engine.dead,
                              "attempt": state.restart_attempt, "last_error": state.restart_error}, status_code=503)
-    if state.load_error:
-        return JSONResponse({"status": "failed", "error": state.load_error}, status_code=503)
-    return JSONResponse({"status": "loading", "error": None}, status_code=503)
+    return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
 
 
 @router.get("/metrics")

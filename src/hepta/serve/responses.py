@@ -68,14 +68,18 @@ def _json(value) -> str:
     return encode_basestring(value) if type(value) is str else json.dumps(value, ensure_ascii=False)
 
 
+def _chunk_head(fields: dict) -> str:
+    """`data: {...fields, "choices": [{"index": ` : the start of every chunk of one stream, serialised once."""
+    return f'data: {_json(fields)[:-1]}, "choices": [{{"index": '
+
+
 class ChatChunks:
     """The SSE events of one streamed chat completion: `sse(chunk)` of OpenAI's chunk object, byte for
     byte, with the fields every chunk repeats serialised once per stream instead of once per token."""
 
     def __init__(self, response_id: str, model: str, created: int):
-        head = _json({"id": response_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                      "system_fingerprint": "hepta"})
-        self.head = f'data: {head[:-1]}, "choices": [{{"index": '
+        self.head = _chunk_head({"id": response_id, "object": "chat.completion.chunk", "created": created,
+                                 "model": model, "system_fingerprint": "hepta"})
 
     def chunk(self, index: int, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> str:
         return (f'{self.head}{index}, "delta": {_json(delta)}, "logprobs": {_json(logprobs)}, '
@@ -86,8 +90,7 @@ class CompletionChunks:
     """The SSE events of one streamed text completion, as `ChatChunks` (a chunk has no usage field)."""
 
     def __init__(self, response_id: str, model: str, created: int):
-        head = _json({"id": response_id, "object": "text_completion", "created": created, "model": model})
-        self.head = f'data: {head[:-1]}, "choices": [{{"index": '
+        self.head = _chunk_head({"id": response_id, "object": "text_completion", "created": created, "model": model})
 
     def chunk(self, index: int, text: str, logprobs: dict | None, finish_reason: str | None) -> str:
         return (f'{self.head}{index}, "text": {_json(text)}, "logprobs": {_json(logprobs)}, '

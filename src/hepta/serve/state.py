@@ -37,15 +37,25 @@ class ServerState:
         failed = f" (attempt {self.restart_attempt - 1} failed: {self.restart_error})" if self.restart_error else ""
         return f"the engine is restarting ({reason}){attempt}{failed}"
 
-    def ready(self) -> EngineClient:
+    def engine_status(self) -> str:
+        """"ok", "restarting", "failed" (the first load failed) or "loading": what /health reports and
+        what every model request is gated on."""
         if self.engine is not None and self.engine.dead is None:
+            return "ok"
+        if self.engine is not None or self.restarting is not None:  # a dead engine not yet replaced is restarting
+            return "restarting"
+        return "failed" if self.load_error else "loading"
+
+    def ready(self) -> EngineClient:
+        status = self.engine_status()
+        if status == "ok":
             return self.engine
-        if self.engine is not None or self.restarting is not None:
+        if status == "restarting":
             raise APIError(503, f"{self.restart_status()}; retry in a few seconds", code="engine_restarting",
                            headers={"retry-after": "5"})
-        reason = f"the model failed to load: {self.load_error}" if self.load_error else \
+        reason = f"the model failed to load: {self.load_error}" if status == "failed" else \
             "the model is still loading; retry in a few seconds"
-        raise APIError(503, reason, code="model_loading" if not self.load_error else "model_load_failed",
+        raise APIError(503, reason, code="model_load_failed" if status == "failed" else "model_loading",
                        headers={"retry-after": "5"})
 
     def check_model(self, name: str) -> None:

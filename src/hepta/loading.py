@@ -10,6 +10,8 @@ import torch
 from hepta import checkpoint
 from hepta.errors import HeptaError
 from hepta.interop import SUPPORTED_TYPES, HFTokenizer, load_hf
+from hepta.modality.codec import ImageCodec
+from hepta.modality.image_tokenizer import load_image_tokenizer
 from hepta.model import Transformer
 from hepta.tokenizer import TextTokenizer, Tokenizer
 
@@ -47,3 +49,15 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
     # a hepta folder converted from Hugging Face keeps that tokenizer (and its tokenizer_config.json)
     hf_tokenizer = model_type in SUPPORTED_TYPES or (folder / "tokenizer_config.json").is_file()
     return HFTokenizer(folder) if hf_tokenizer else Tokenizer.load(folder)
+
+
+def load_image_codec(path: str | Path, tokenizer: TextTokenizer | None = None) -> ImageCodec | None:
+    """The image tokenizer of a model folder with its place in the id space, or None for a text-only model."""
+    image_tokenizer = load_image_tokenizer(path)
+    if image_tokenizer is None:
+        return None
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(path)
+    if not isinstance(tokenizer, Tokenizer):
+        raise HeptaError(f"{path} holds an image tokenizer but not a hepta tokenizer.json with image codes; "
+                         "retrain the model with `hepta train --preset omni-tiny`")
+    return ImageCodec.of(image_tokenizer, tokenizer)

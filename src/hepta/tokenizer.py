@@ -116,14 +116,30 @@ class VocabLayout:
         return self.audio_start + self.num_audio_codes
 
 
+def image_code_token(code: int) -> str:
+    return f"<|image_code_{code}|>"
+
+
 class Tokenizer:
     def __init__(self, hf: HFTokenizer):
         self.hf = hf
         first_special = hf.token_to_id(SPECIAL_TOKENS[0])
         assert first_special is not None, "not a hepta tokenizer: special tokens are missing"
-        self.layout = VocabLayout(text_vocab_size=first_special)
+        image_start = first_special + NUM_SPECIAL_TOKENS
+        # the image code block, when present, is image_code_0.. from image_start on, and nothing else follows it
+        num_image_codes = hf.get_vocab_size(with_added_tokens=True) - image_start
+        assert num_image_codes == 0 or hf.token_to_id(image_code_token(0)) == image_start, "image codes out of place"
+        self.layout = VocabLayout(text_vocab_size=first_special, num_image_codes=num_image_codes)
         self.special_ids = {tok: self.layout.special_start + i for i, tok in enumerate(SPECIAL_TOKENS)}
         assert all(hf.token_to_id(t) == i for t, i in self.special_ids.items()), "special tokens out of place"
+
+    def with_image_codes(self, num_codes: int) -> "Tokenizer":
+        """A copy whose vocabulary ends with `num_codes` image code ids; text and special ids stay where they are."""
+        if self.layout.num_image_codes:
+            raise HeptaError("this tokenizer already holds an image code block; start from the text tokenizer")
+        hf = HFTokenizer.from_str(self.hf.to_str())
+        hf.add_special_tokens([image_code_token(i) for i in range(num_codes)])
+        return Tokenizer(hf)
 
     # --- construction -----------------------------------------------------------------
 
@@ -216,8 +232,11 @@ class Tokenizer:
         return "".join(parts)
 
     def describe_layout(self) -> dict:
-        return {"text": [0, self.layout.text_vocab_size],
-                "special": [self.layout.special_start, self.layout.image_start]}
+        layout = {"text": [0, self.layout.text_vocab_size],
+                  "special": [self.layout.special_start, self.layout.image_start]}
+        if self.layout.num_image_codes:
+            layout["image"] = [self.layout.image_start, self.layout.audio_start]
+        return layout
 
     def __repr__(self) -> str:
         return f"Tokenizer({json.dumps(self.describe_layout())})"

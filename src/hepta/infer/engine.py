@@ -36,6 +36,7 @@ from hepta.infer.padding import pad_right
 from hepta.infer.request import Event, Request, TokenLogprob
 from hepta.infer.sampling import apply_penalties, sample_batch, sampleable, top_logprobs
 from hepta.infer.stream_text import StreamingText
+from hepta.modality.image_span import ImageVocab
 from hepta.model import Transformer
 from hepta.tokenizer import TextTokenizer
 
@@ -131,9 +132,13 @@ class Observer:
 class _Sequence:
     """One choice of one request, living in one slot."""
 
-    def __init__(self, request: Request, index: int, slot: int, tokenizer: TextTokenizer, vocab_size: int):
+    def __init__(self, request: Request, index: int, slot: int, tokenizer: TextTokenizer, vocab_size: int,
+                 images: ImageVocab | None = None):
         self.request, self.index, self.slot = request, index, slot
         self.token_ids: list[int] = []
+        self.text_ids: list[int] = []  # token_ids without image spans: what the text deltas decode
+        # ids so far of the image span being written (0: none open); a prompt may open one itself
+        self.image_position = images.open_span_position(request.prompt_ids) if images is not None else 0
         self.last_token = -1
         self.text = StreamingText(tokenizer, request.stop)
         seed = request.sampling.seed
@@ -149,8 +154,10 @@ class _Sequence:
 
 class Engine:
     def __init__(self, model: Transformer, tokenizer: TextTokenizer, config: EngineConfig = EngineConfig(),
-                 observer: Observer | None = None):
+                 observer: Observer | None = None, images: ImageVocab | None = None):
+        """`images`: where image spans live in the id space, for a model that writes images."""
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
+        self.images = images
         self.observer = observer or Observer()
         cfg = model.config
         self.max_len = min(config.max_model_len or cfg.max_seq_len, cfg.max_seq_len)
@@ -165,6 +172,12 @@ class Engine:
         self.cache = model.new_slot_cache(num_slots, self.max_len)
         self.vocab_size = cfg.vocab_size
         self.end_ids, self.banned_V = sampleable(tokenizer, cfg.vocab_size)
+        if images is not None:
+            # outside a span, text and <|image_start|>; inside, exactly what the span's grammar allows next
+            self.banned_V[images.start_id] = 0.0
+            self.span_banned_PV = torch.stack([
+                torch.where(images.allowed_mask(position, cfg.vocab_size), 0.0, float("-inf"))
+                for position in range(images.span_length)])
         self.limits = EngineLimits(self.max_len, self.cache.num_slots, self.vocab_size, frozenset(self.end_ids),
                                    cfg.dim)
 
@@ -307,7 +320,7 @@ class Engine:
         new = []
         while self._admitting:
             request, index = self._admitting[0]
-            seq = _Sequence(request, index, len(self._running), self.tokenizer, self.vocab_size)
+            seq = _Sequence(request, index, len(self._running), self.tokenizer, self.vocab_size, self.images)
             self._admitting.popleft()
             self._running.append(seq)
             new.append(seq)
@@ -335,6 +348,11 @@ class Engine:
     def _sample_and_emit(self, seqs: list[_Sequence], logits_BV: torch.Tensor) -> None:
         raw_BV = logits_BV.float()
         logits_BV = raw_BV + self.banned_V
+        if self.images is not None:
+            in_span = [row for row, seq in enumerate(seqs) if seq.image_position]
+            if in_span:
+                positions = torch.tensor([seqs[row].image_position for row in in_span])
+                logits_BV[in_span] = raw_BV[in_span] + self.span_banned_PV[positions]
         for row, seq in enumerate(seqs):
             if seq.bias_ids is not None:
                 logits_BV[row, seq.bias_ids] += seq.bias_values
@@ -381,7 +399,11 @@ class Engine:
             seq.counts[token] += 1
         if seq.constraint is not None:
             seq.constraint.accept(token)
-        delta = seq.text.push(seq.token_ids)
+        if self.images is not None and (seq.image_position or token == self.images.start_id):
+            seq.image_position = self.images.next_position(seq.image_position)
+        else:
+            seq.text_ids.append(token)
+        delta = seq.text.push(seq.text_ids)
         if seq.text.final_text is not None or (seq.constraint is not None and seq.constraint.is_finished):
             return self._finish(seq, "stop", [token], logprob, delta)
         if len(seq.token_ids) >= request.max_tokens:
@@ -390,7 +412,7 @@ class Engine:
 
     def _finish(self, seq: _Sequence, reason: str, tokens: list[int], logprob: TokenLogprob | None,
                 delta: str = "") -> None:
-        tail = seq.text.finish(seq.token_ids)
+        tail = seq.text.finish(seq.text_ids)
         seq.request.sink(Event(seq.index, delta + tail, tokens, [logprob] if logprob else None, finish_reason=reason))
         # only once the final event is out: if building or sending it raised, _fail_all still ends this choice
         seq.finished = True

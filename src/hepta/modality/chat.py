@@ -1,0 +1,71 @@
+"""Chat messages whose content mixes text and images, rendered as one id sequence.
+
+The layout is the text chat format of `Tokenizer.format_chat`, `<|role|>content<|end|>`, with
+each image becoming its span (`image_span.py`) where it stands among the text parts. Training
+also needs to know which ids are the answer: `encode_chat` marks the assistant's content and the
+`<|end|>` that closes it, which is what the loss covers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+
+from hepta.errors import HeptaError
+from hepta.modality.image_span import ImageVocab
+from hepta.tokenizer import CHAT_ROLES, Tokenizer
+
+
+@dataclass(frozen=True)
+class ImageCodes:
+    """An image part already turned into codes [grid, grid] by the image tokenizer."""
+
+    codes: torch.Tensor
+
+
+Part = Union[str, ImageCodes]
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str
+    parts: tuple[Part, ...]
+
+
+def image_vocab(tokenizer: Tokenizer, grid: int) -> ImageVocab:
+    """The image block of a tokenizer that holds one."""
+    if not tokenizer.layout.num_image_codes:
+        raise HeptaError("this model reads and writes text only: its tokenizer has no image codes")
+    ids = tokenizer.special_ids
+    return ImageVocab(start_id=ids["<|image_start|>"], end_id=ids["<|image_end|>"], row_id=ids["<|image_row|>"],
+                      code_start=tokenizer.layout.image_start, num_codes=tokenizer.layout.num_image_codes, grid=grid)
+
+
+def encode_chat(turns: Sequence[Turn], tokenizer: Tokenizer, images: ImageVocab | None,
+                add_generation_prompt: bool = True) -> tuple[list[int], list[bool]]:
+    """Ids of the chat and, per id, whether it belongs to an assistant answer."""
+    ids: list[int] = []
+    answer: list[bool] = []
+
+    def put(new: list[int], is_answer: bool) -> None:
+        ids.extend(new)
+        answer.extend([is_answer] * len(new))
+
+    for turn in turns:
+        if turn.role not in CHAT_ROLES:
+            raise HeptaError(f"unknown chat role {turn.role!r}; use one of {', '.join(CHAT_ROLES)}")
+        is_answer = turn.role == "assistant"
+        put([tokenizer.special_ids[f"<|{turn.role}|>"]], False)
+        for part in turn.parts:
+            if isinstance(part, ImageCodes):
+                if images is None:
+                    raise HeptaError("this model reads text only; remove the image parts or use a model with images")
+                put(images.span_ids(part.codes), is_answer)
+            elif part:
+                put(tokenizer.encode(part), is_answer)
+        put([tokenizer.end_id], is_answer)
+    if add_generation_prompt:
+        put([tokenizer.special_ids["<|assistant|>"]], False)
+    return ids, answer

@@ -1,0 +1,45 @@
+"""Pixels <-> span ids for one model: its image tokenizer and where its codes sit in the id space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from hepta.modality.chat import image_vocab
+from hepta.modality.image_span import ImageVocab
+from hepta.modality.image_tokenizer import ImageTokenizer
+from hepta.tokenizer import Tokenizer
+
+
+@dataclass
+class ImageCodec:
+    tokenizer: ImageTokenizer
+    vocab: ImageVocab
+
+    @classmethod
+    def of(cls, image_tokenizer: ImageTokenizer, text_tokenizer: Tokenizer) -> "ImageCodec":
+        return cls(image_tokenizer, image_vocab(text_tokenizer, image_tokenizer.config.grid_size))
+
+    @property
+    def image_size(self) -> int:
+        return self.tokenizer.config.image_size
+
+    @property
+    def channels(self) -> int:
+        return self.tokenizer.config.channels
+
+    def codes(self, pixels_NPSS: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Images [N, P, S, S] in [0, 1] -> code grids [N, g, g]."""
+        return self.tokenizer.encode(torch.as_tensor(np.ascontiguousarray(pixels_NPSS), dtype=torch.float32))
+
+    def pixels(self, codes_Ngg: torch.Tensor) -> np.ndarray:
+        """Code grids [N, g, g] -> images [N, P, S, S] in [0, 1]."""
+        return self.tokenizer.decode(codes_Ngg).numpy()
+
+    def images_in(self, ids: Sequence[int]) -> list[np.ndarray]:
+        """Every complete image span in `ids`, decoded to pixels [P, S, S]."""
+        grids = self.vocab.find_spans(ids)
+        return list(self.pixels(torch.stack(grids))) if grids else []

@@ -1,0 +1,134 @@
+"""The image tokenizer: a small convolutional autoencoder with an FSQ bottleneck.
+
+An image of `image_size` x `image_size` pixels (`channels` 1 grey or 3 RGB, values in [0, 1])
+becomes a grid of (image_size / downsample)^2 discrete codes and back. Saved as
+`image_tokenizer/` inside a model folder: `config.json` and `model.safetensors`.
+
+Dims: N images, P pixel channels, S image side, C latent channels, h w code grid (S / downsample).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hepta.errors import HeptaError
+from hepta.fileio import atomic_path, atomic_write_text
+from hepta.modality.fsq import FSQ
+
+IMAGE_TOKENIZER_DIR = "image_tokenizer"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class ImageTokenizerConfig:
+    image_size: int = 8
+    channels: int = 1
+    downsample: int = 2  # code grid side = image_size / downsample
+    hidden: int = 64
+    levels: tuple[int, ...] = (8, 5, 5)  # FSQ levels per latent channel; codebook = their product
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(self.levels))
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        if self.downsample < 1 or self.downsample & (self.downsample - 1):
+            raise ValueError(f"downsample must be a power of two, got {self.downsample}")
+        if self.image_size <= 0 or self.image_size % self.downsample:
+            raise ValueError(f"image_size {self.image_size} must be a positive multiple of downsample {self.downsample}")
+        if not self.levels or any(level < 2 for level in self.levels):
+            raise ValueError(f"levels must be a non-empty list of integers >= 2, got {list(self.levels)}")
+        if self.hidden <= 0:
+            raise ValueError(f"hidden must be positive, got {self.hidden}")
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.downsample
+
+    @property
+    def codebook_size(self) -> int:
+        return math.prod(self.levels)
+
+
+def _stage(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.GELU())
+
+
+class ImageTokenizer(nn.Module):
+    def __init__(self, config: ImageTokenizerConfig):
+        super().__init__()
+        self.config = config
+        c, hidden = config.channels, config.hidden
+        num_halvings = int(math.log2(config.downsample))
+        encoder: list[nn.Module] = [_stage(c, hidden)]
+        for _ in range(num_halvings):
+            encoder += [nn.Conv2d(hidden, hidden, 4, stride=2, padding=1), nn.GELU()]
+        encoder += [_stage(hidden, hidden), nn.Conv2d(hidden, len(config.levels), 1)]
+        self.encoder = nn.Sequential(*encoder)
+        self.quantizer = FSQ(config.levels)
+        decoder: list[nn.Module] = [nn.Conv2d(len(config.levels), hidden, 1), nn.GELU(), _stage(hidden, hidden)]
+        for _ in range(num_halvings):
+            decoder += [nn.ConvTranspose2d(hidden, hidden, 4, stride=2, padding=1), nn.GELU()]
+        decoder += [_stage(hidden, hidden), nn.Conv2d(hidden, c, 3, padding=1)]
+        self.decoder = nn.Sequential(*decoder)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    def forward(self, images_NPSS: torch.Tensor) -> torch.Tensor:
+        """Reconstruction through the quantized bottleneck (training)."""
+        return torch.sigmoid(self.decoder(self.quantizer(self.encoder(images_NPSS * 2 - 1))))
+
+    @torch.no_grad()
+    def encode(self, images_NPSS: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> codes [N, h, w]."""
+        expected = (self.config.channels, self.config.image_size, self.config.image_size)
+        assert tuple(images_NPSS.shape[1:]) == expected, f"images are {tuple(images_NPSS.shape[1:])}, expected {expected}"
+        return self.quantizer.to_codes(self.quantizer(self.encoder(images_NPSS.float() * 2 - 1)))
+
+    @torch.no_grad()
+    def decode(self, codes_Nhw: torch.Tensor) -> torch.Tensor:
+        """Codes [N, h, w] -> images in [0, 1]."""
+        return torch.sigmoid(self.decoder(self.quantizer.from_codes(codes_Nhw)))
+
+    # --- the folder -----------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / WEIGHTS_FILE) as tmp:
+            save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        atomic_write_text(folder / CONFIG_FILE, json.dumps(asdict(self.config), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ImageTokenizer":
+        folder = Path(folder)
+        config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+        if not config_path.is_file() or not weights_path.is_file():
+            raise HeptaError(f"{folder} is not an image tokenizer folder (it needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
+                             "train one with `hepta tokenizer train image --out DIR`")
+        try:
+            config = ImageTokenizerConfig(**json.loads(config_path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError, ValueError) as e:
+            raise HeptaError(f"{config_path} is not a valid image tokenizer configuration ({e}); retrain it") from e
+        tokenizer = cls(config)
+        try:
+            tokenizer.load_state_dict(load_file(str(weights_path)))
+        except (SafetensorError, RuntimeError) as e:
+            raise HeptaError(f"{weights_path} does not hold this image tokenizer's weights ({e}); retrain it") from e
+        return tokenizer.eval()
+
+
+def load_image_tokenizer(model_folder: str | Path) -> ImageTokenizer | None:
+    """The image tokenizer inside a model folder, or None for a text-only model."""
+    folder = Path(model_folder) / IMAGE_TOKENIZER_DIR
+    return ImageTokenizer.load(folder) if folder.is_dir() else None

@@ -78,3 +78,27 @@ def tokenizer_training_images(digits: Digits) -> np.ndarray:
     """Images the image tokenizer learns from: the digits and every edit of them, which the model
     must also read and write."""
     return np.concatenate([digits.images] + [edit(digits.images) for edit in EDITS.values()])
+
+
+# --- the conversations: one builder each, shared by training, evaluation and the demo -----------
+# The user turn puts the image first, then the instruction.
+
+def recognise_turns(image_codes, digit: int | None = None) -> list:
+    from hepta.modality.chat import ImageCodes, Turn
+
+    turns = [Turn("user", (ImageCodes(image_codes), RECOGNISE_PROMPT))]
+    return turns + ([Turn("assistant", (str(digit),))] if digit is not None else [])
+
+
+def draw_turns(digit: int, image_codes=None) -> list:
+    from hepta.modality.chat import ImageCodes, Turn
+
+    turns = [Turn("user", (DRAW_PROMPT.format(digit=digit),))]
+    return turns + ([Turn("assistant", (ImageCodes(image_codes),))] if image_codes is not None else [])
+
+
+def edit_turns(image_codes, edit: str, edited_codes=None) -> list:
+    from hepta.modality.chat import ImageCodes, Turn
+
+    turns = [Turn("user", (ImageCodes(image_codes), EDIT_PROMPTS[edit]))]
+    return turns + ([Turn("assistant", (ImageCodes(edited_codes),))] if edited_codes is not None else [])

@@ -39,7 +39,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 # --- train ---------------------------------------------------------------------------------
 
 TRAIN_FLAGS = ("preset", "data", "max_corpus_mb", "steps", "batch_size", "seq_len", "grad_accum", "lr",
-               "warmup", "weight_decay", "clip", "seed", "save_every", "eval_every", "eval_batches", "ep", "dp_shard")
+               "warmup", "weight_decay", "clip", "seed", "save_every", "eval_every", "eval_batches", "ep", "dp_shard",
+               "chat_batch_size", "image_tokenizer", "image_tokenizer_steps")
 # How the run is spread over processes, not what it trains: a resumed run may change these.
 TRAIN_LAYOUT_FLAGS = ("ep", "dp_shard", "activation_checkpointing")
 
@@ -66,10 +67,13 @@ def resume_changes(given: dict, overrides: dict, saved) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from hepta.train.loop import TrainArgs, Trainer, load_args
+    from hepta.train.recipes import recipe_defaults
 
     given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
     if args.bf16:
         given["bf16"] = True
+    if args.text_only:
+        given["text_only"] = True
     if args.activation_checkpointing:
         given["activation_checkpointing"] = True
     overrides = dict(_parse_override(item) for item in args.set or [])
@@ -82,7 +86,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         layout = {k: given.get(k, TrainArgs.__dataclass_fields__[k].default) for k in TRAIN_LAYOUT_FLAGS}
         train_args = TrainArgs(**{**saved.__dict__, **given, **layout})
     else:
-        train_args = TrainArgs(out=args.out, overrides=overrides, **given)
+        # a preset with a recipe (omni-tiny) runs it with no other flag; given flags override it
+        train_args = TrainArgs(out=args.out, overrides=overrides, **{**recipe_defaults(args.preset), **given})
     try:
         trainer = Trainer(train_args, resume=args.resume, log=(lambda _msg: None) if args.quiet else _log)
     except HeptaError:
@@ -196,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hepta.live import cli as live_cli
     from hepta.serve import cli as serve_cli
     from hepta.train import cli as train_cli
+    from hepta.train import tokenizer_cli
 
     parser = argparse.ArgumentParser(prog="hepta", description="Sparse Mixture-of-Experts language models.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -212,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change a ModelConfig field, e.g. num_layers=2 or moe.num_experts=16 "
                         "(the flat names of earlier versions, such as num_experts=16, still work)")
-    p.add_argument("--data", help="folder of text files or JSONL with a 'text' field (default: Python's stdlib source)")
+    p.add_argument("--data", help="folder of text files or JSONL with a 'text' field (default: Python's stdlib source); "
+                   "with --preset omni-tiny also a chat JSONL of OpenAI-shaped messages with image_url parts "
+                   "(default: scikit-learn's digits)")
     p.add_argument("--max-corpus-mb", type=float, help="use at most this much of the default corpus")
     p.add_argument("--steps", type=int, help="optimizer steps (default: 300)")
     p.add_argument("--batch-size", type=int, help="sequences per micro-batch (default: 8)")
@@ -233,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "replicate it (default: all)")
     p.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each block in backward instead of keeping its activations")
+    p.add_argument("--chat-batch-size", type=int, help="conversations per step beside the text batch (presets with "
+                   "images; default: the recipe's)")
+    p.add_argument("--text-only", action="store_true", help="train an image preset on its text corpus alone: the "
+                   "baseline its text loss is compared with")
+    p.add_argument("--image-tokenizer", metavar="DIR", help="use this trained image tokenizer (from `hepta tokenizer "
+                   "train image`) instead of training one in the run")
+    p.add_argument("--image-tokenizer-steps", type=int, help="steps of the image tokenizer trained in the run")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(on any number of processes)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -264,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
     p.set_defaults(func=cmd_convert)
 
-    for commands in (serve_cli, live_cli, train_cli):
+    for commands in (serve_cli, live_cli, train_cli, tokenizer_cli):
         commands.add_commands(sub)
     return parser
 

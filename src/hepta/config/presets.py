@@ -42,6 +42,16 @@ def tiny() -> ModelConfig:
     )
 
 
+@preset("omni-tiny")
+def omni_tiny() -> ModelConfig:
+    """`tiny` that reads and writes images: 4064 text ids, 32 special, 125 image codes (4x4 per 8x8 image).
+
+    The vocabulary must match the recipe's image tokenizer (hepta.train.recipes): the image code
+    block is appended after the special tokens, so text ids are those of a text-only tiny model.
+    """
+    return tiny().with_changes({"vocab_size": 4064 + 32 + 125})
+
+
 @preset("small")
 def small() -> ModelConfig:
     """~200M total / ~50M active: a model for a single workstation GPU."""

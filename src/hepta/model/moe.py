@@ -33,12 +33,14 @@ class MoE(nn.Module):
         self.register_buffer("last_load", torch.zeros(cfg.moe.num_experts), persistent=False)
         self.register_buffer("load_since_update", torch.zeros(cfg.moe.num_experts), persistent=False)
         self.router_loss: torch.Tensor | None = None
+        self.last_experts_NK: torch.Tensor | None = None  # each token's chosen experts in the last forward
 
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
         B, T, D = x_BTD.shape
         x_ND = x_BTD.reshape(B * T, D)
         routing = self.router(x_ND)
         self.router_loss = routing.loss
+        self.last_experts_NK = routing.experts_NK.detach()
         with torch.no_grad():
             self.last_load.copy_(routing.load_E)
             if self.training:  # feeds the bias update, which only training applies

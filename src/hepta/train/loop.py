@@ -19,7 +19,11 @@ from hepta.errors import HeptaError
 from hepta.fileio import atomic_write_text
 from hepta.model import Transformer
 from hepta.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
+from hepta.train.conversations import IGNORE, encode_examples, is_conversation_file, sample_chat_batch
 from hepta.train.data import Documents, batch_generator, sample_batch, stdlib_documents, tokenize, user_documents
+from hepta.train.image_setup import ImageData, prepare_image_data
+from hepta.train.modality_load import ModalityLoad
+from hepta.train.recipes import image_recipe
 from hepta.train.optim import build_optimizer, lr_at
 from hepta.train.report import MetricsLog, plot_run, read_metrics
 from hepta.train.parallel import parallelize
@@ -59,9 +63,15 @@ class TrainArgs:
     ep: int | None = None  # expert-parallel degree; None: the largest dividing dp_shard and num_experts
     dp_shard: int | None = None  # FSDP shard group size; None: all processes
     activation_checkpointing: bool = False
+    # Conversations (text and images) beside the text corpus; presets with image codes only.
+    chat_batch_size: int = 32  # conversations per step, on top of the text batch
+    text_only: bool = False  # the same preset and steps without the conversations: the text baseline
+    image_tokenizer: str | None = None  # a trained image tokenizer folder to use; None: train one in the run
+    image_tokenizer_steps: int | None = None  # None: the recipe's
 
     def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches")
+        positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
+                    "chat_batch_size", "image_tokenizer_steps")
         for name in positive + ("ep", "dp_shard"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise HeptaError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -78,6 +88,9 @@ class TrainArgs:
 
     def model_config(self) -> ModelConfig:
         cfg = get_preset(self.preset).with_changes(self.overrides)
+        if self.data and is_conversation_file(self.data) and image_recipe(self.preset) is None:
+            raise HeptaError(f"--data {self.data} holds conversations, which a preset with image codes trains on; "
+                             "pass --preset omni-tiny")
         if self.seq_len > cfg.max_seq_len:
             raise HeptaError(f"--seq-len {self.seq_len} exceeds the model's context of {cfg.max_seq_len} tokens; "
                              "lower --seq-len or raise max_seq_len")
@@ -146,17 +159,31 @@ class Trainer:
     def _setup(self, resume: bool) -> None:
         args = self.args
         self.dp_rank, self.dp_size = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
-        if args.batch_size % self.dp_size:
-            raise HeptaError(f"--batch-size {args.batch_size} does not split evenly over {self.dp_size} processes; "
-                             f"pass a multiple of {self.dp_size}")
+        for flag, size in (("--batch-size", args.batch_size), ("--chat-batch-size", args.chat_batch_size)):
+            if size % self.dp_size:
+                raise HeptaError(f"{flag} {size} does not split evenly over {self.dp_size} processes; "
+                                 f"pass a multiple of {self.dp_size}")
         self._barrier()  # every rank has checked the folder before rank 0 writes into it
 
-        docs = (user_documents(args.data) if args.data
+        conversation_file = args.data if args.data and is_conversation_file(args.data) else None
+        docs = (user_documents(args.data) if args.data and not conversation_file
                 else stdlib_documents(int(args.max_corpus_mb * 1e6) if args.max_corpus_mb else None))
+        recipe = image_recipe(args.preset)
+        self.images: ImageData | None = None
+        if recipe is not None:
+            self.images = prepare_image_data(recipe, self.run_dir, conversation_file, args, self.is_main,
+                                             self._barrier, resume=self.checkpoint is not None, log=self.log)
         self.tokenizer = self._tokenizer(docs)
         self.stream = tokenize(docs, self.tokenizer)
         self.log(f"corpus: {docs.source}: {self.stream.train.numel():,} train / {self.stream.val.numel():,} "
                  f"validation tokens")
+        self.chat = self.codec = None
+        if self.images is not None and not args.text_only:
+            self.codec = self.images.codec(self.tokenizer)
+            self.chat = encode_examples(self.images.conversations(self.tokenizer), self.tokenizer, self.codec,
+                                        args.seq_len)
+            self.log(f"conversations: {self.images.source}: {len(self.chat):,} examples, "
+                     f"{int((self.chat.targets != IGNORE).sum()):,} answer tokens")
 
         self.device = torch.device("cpu") if self.dist is None else self.dist.device
         if args.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -213,7 +240,16 @@ class Trainer:
                 size += len(text)
                 if size >= TOKENIZER_SAMPLE_BYTES:
                     break
-            tokenizer = Tokenizer.train(sample, text_vocab_size=self.cfg.vocab_size - NUM_SPECIAL_TOKENS)
+            # the image code block, when there is one, takes the end of the model's vocabulary
+            num_codes = self.images.num_codes if self.images is not None else 0
+            text_vocab_size = self.cfg.vocab_size - NUM_SPECIAL_TOKENS - num_codes
+            if text_vocab_size < 256:
+                raise HeptaError(f"vocab_size {self.cfg.vocab_size} leaves {text_vocab_size} text ids beside "
+                                 f"{NUM_SPECIAL_TOKENS} special ids and {num_codes} image codes; byte-level BPE needs "
+                                 "at least 256, raise vocab_size")
+            tokenizer = Tokenizer.train(sample, text_vocab_size=text_vocab_size)
+            if self.images is not None:
+                tokenizer = tokenizer.with_image_codes(self.images.num_codes)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tokenizer.save(self.run_dir)
             self._barrier()
@@ -244,6 +280,10 @@ class Trainer:
         x, y = sample_batch(stream, self.args.batch_size, self.args.seq_len, generator, shard=(self.dp_rank, self.dp_size))
         return x.to(self.device), y.to(self.device)
 
+    def _chat_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = sample_chat_batch(self.chat, self.args.chat_batch_size, generator, shard=(self.dp_rank, self.dp_size))
+        return x.to(self.device), y.to(self.device)
+
     def _autocast(self):
         # Sharded runs get bf16 from FSDP's mixed-precision policy instead.
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.bf16 and self.dist is None)
@@ -261,7 +301,8 @@ class Trainer:
         lr = lr_at(self.step, args.lr, args.warmup, args.steps, args.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        ce_sum = router_sum = 0.0
+        ce_sum = router_sum = chat_sum = 0.0
+        modality_load = ModalityLoad(self.codec.vocab if self.codec is not None else None)
         for micro in range(args.grad_accum):
             x, y = self._batch(self.stream.train, batch_generator(args.seed, self.step, micro))
             with self._autocast():
@@ -269,7 +310,19 @@ class Trainer:
             # cross-entropy in fp32: bf16 log-softmax over a large vocabulary loses the small terms
             ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
             router = model.router_loss()
-            ((ce + router) / args.grad_accum).backward()
+            modality_load.add(model, x)
+            loss = ce + router
+            if self.chat is not None:  # the same text batch as a text-only run, plus the conversations
+                chat_x, chat_y = self._chat_batch(batch_generator(args.seed, self.step, args.grad_accum + micro))
+                with self._autocast():
+                    chat_logits = model(chat_x)
+                chat_ce = F.cross_entropy(chat_logits.float().flatten(0, 1), chat_y.flatten(), ignore_index=IGNORE)
+                chat_router = model.router_loss()
+                modality_load.add(model, chat_x, pad_id=self.tokenizer.special_ids["<|pad|>"])
+                loss = loss + chat_ce + chat_router
+                chat_sum += chat_ce.item()
+                router = router + chat_router
+            (loss / args.grad_accum).backward()
             ce_sum += ce.item()
             router_sum += router.item()
         grad_norm = clip_grad_norm(list(model.parameters()), args.clip, None if self.dist is None else self.dist.dp_group)
@@ -279,9 +332,14 @@ class Trainer:
         load = sync_expert_load(model, None if self.dist is None else self.dist.dp_group)
         model.update_expert_bias()
         self.step += 1
-        ce_mean, router_mean = self._mean_over_ranks(ce_sum / args.grad_accum, router_sum / args.grad_accum)
+        ce_mean, router_mean, chat_mean = self._mean_over_ranks(ce_sum / args.grad_accum, router_sum / args.grad_accum,
+                                                                chat_sum / args.grad_accum)
         row = {"kind": "train", "step": self.step, "loss": ce_mean, "router_loss": router_mean, "lr": lr,
                "grad_norm": grad_norm}
+        if self.chat is not None:
+            row["chat_loss"] = chat_mean
+        if modality_load.has_images:
+            row["expert_load_by_modality"] = modality_load.shares(self.dist.dp_group if self.dist else None)
         if load.numel():
             row["expert_load"] = load.tolist()
             row["load_max_over_mean"] = (load.max(dim=1).values / load.float().mean(dim=1)).mean().item()

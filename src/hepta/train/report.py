@@ -9,6 +9,7 @@ from hepta.fileio import atomic_path, atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "training.png"
+MODALITY_PLOT_FILE = "expert_modality.png"
 
 
 class MetricsLog:
@@ -70,6 +71,55 @@ def plot_run(run_dir: Path) -> Path:
         ax_load.set(xlabel="expert", ylabel="MoE layer", title="expert load (last 20 steps)")
     fig.tight_layout()
     out = run_dir / PLOT_FILE
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    if any("expert_load_by_modality" in r for r in train):
+        plot_modality_load(run_dir, train)
+    return out
+
+
+def modality_load_shares(train_rows: list[dict], last_fraction: float = 0.2) -> dict[str, "np.ndarray"]:
+    """Per modality, each MoE layer's share of that modality's routed tokens per expert [L_moe, E],
+    over the last `last_fraction` of the steps."""
+    import numpy as np
+
+    rows = [r["expert_load_by_modality"] for r in train_rows if "expert_load_by_modality" in r]
+    rows = rows[-max(1, int(len(rows) * last_fraction)):]
+    shares = {}
+    for modality in ("text", "image"):
+        counts = np.sum([np.array(r[modality], dtype=float) for r in rows], axis=0)
+        shares[modality] = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    return shares
+
+
+def plot_modality_load(run_dir: Path, train_rows: list[dict]) -> Path:
+    """Heat maps of which experts text tokens and image tokens choose, per MoE layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shares = modality_load_shares(train_rows)
+    num_experts = shares["text"].shape[1]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.2 + 0.3 * shares["text"].shape[0]))
+    panels = [("text tokens", shares["text"] * num_experts, "viridis", (0, None)),
+              ("image tokens", shares["image"] * num_experts, "viridis", (0, None)),
+              ("image share - text share", (shares["image"] - shares["text"]) * num_experts, "RdBu_r", None)]
+    top = max(panels[0][1].max(), panels[1][1].max())
+    for ax, (title, values, cmap, limits) in zip(axes, panels):
+        if limits is None:
+            bound = max(abs(values.min()), abs(values.max()), 1e-9)
+            vmin, vmax = -bound, bound
+        else:
+            vmin, vmax = 0, top
+        im = ax.imshow(values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+        fig.colorbar(im, ax=ax, label="load / uniform load")
+        ax.set_yticks(range(values.shape[0]))
+        ax.set(xlabel="expert", ylabel="MoE layer", title=title)
+    fig.suptitle("which experts each modality chooses (last 20% of steps)")
+    fig.tight_layout()
+    out = run_dir / MODALITY_PLOT_FILE
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

@@ -1,0 +1,186 @@
+"""Conversation data: OpenAI-shaped chat JSONL (text and image parts) and the embedded digits set,
+encoded once into id rows with the answer tokens marked, and drawn as padded batches.
+
+A JSONL line is `{"messages": [{"role": "user", "content": [{"type": "text", "text": ...},
+{"type": "image_url", "image_url": {"url": "path/or/data-URL"}}]}, {"role": "assistant", ...}]}`;
+`content` may also be a plain string. Relative paths are read from the JSONL file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hepta.errors import HeptaError
+from hepta.modality import digits
+from hepta.modality.chat import ImageCodes, Turn, encode_chat
+from hepta.modality.codec import ImageCodec
+from hepta.modality.image_io import ImageInputError, decode_image, read_data_url, read_local_image
+from hepta.tokenizer import CHAT_ROLES, Tokenizer
+
+IGNORE = -100  # target id the loss skips
+
+
+@dataclass(frozen=True)
+class PixelPart:
+    """An image part before tokenization: pixels [P, S, S] in [0, 1]."""
+
+    pixels: np.ndarray
+
+
+def is_conversation_file(path: str | Path) -> bool:
+    """Whether `path` is a JSONL file whose first record holds `messages`."""
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".jsonl":
+        return False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    return isinstance(json.loads(line), dict) and "messages" in json.loads(line)
+                except json.JSONDecodeError:
+                    return False
+    return False
+
+
+def read_conversations(path: Path, image_size: int, channels: int) -> list[list[tuple[str, list]]]:
+    """Each line's turns as (role, parts), image parts decoded to pixels at the tokenizer's size."""
+    conversations = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise HeptaError(f"{where} is not valid JSON ({e.msg}); fix the line or remove it") from e
+            messages = record.get("messages") if isinstance(record, dict) else None
+            if not isinstance(messages, list) or not messages:
+                raise HeptaError(f'{where} has no "messages" list; each line must be {{"messages": [...]}}')
+            conversations.append([_turn(m, f"{where} messages[{i}]", path.parent, image_size, channels)
+                                  for i, m in enumerate(messages)])
+    if not conversations:
+        raise HeptaError(f"{path} holds no conversations; add lines of the form {{\"messages\": [...]}}")
+    return conversations
+
+
+def _turn(message, where: str, folder: Path, image_size: int, channels: int) -> tuple[str, list]:
+    if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES:
+        raise HeptaError(f"{where} needs a role, one of {', '.join(CHAT_ROLES)}")
+    content = message.get("content")
+    if isinstance(content, str):
+        return message["role"], [content]
+    if not isinstance(content, list):
+        raise HeptaError(f"{where}.content must be a string or a list of text and image_url parts")
+    parts: list = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            parts.append(part["text"])
+        elif kind == "image_url" and isinstance(part.get("image_url"), dict) and isinstance(part["image_url"].get("url"), str):
+            url = part["image_url"]["url"]
+            try:
+                data = read_data_url(url) if url.startswith("data:") else read_local_image(folder / url)
+                parts.append(PixelPart(decode_image(data, image_size, channels)))
+            except ImageInputError as e:
+                raise HeptaError(f"{where}.content[{j}]: {e}") from e
+        else:
+            raise HeptaError(f'{where}.content[{j}] must be {{"type": "text", "text": ...}} or '
+                             '{"type": "image_url", "image_url": {"url": ...}}')
+    return message["role"], parts
+
+
+def conversation_images(conversations: list[list[tuple[str, list]]]) -> np.ndarray:
+    """Every image of the conversations, stacked [N, P, S, S] (what the image tokenizer learns from)."""
+    images = [p.pixels for turns in conversations for _, parts in turns for p in parts if isinstance(p, PixelPart)]
+    if not images:
+        raise HeptaError("the conversations hold no images, so there is nothing to train an image tokenizer on; "
+                         "add image_url parts or pass --image-tokenizer")
+    return np.stack(images)
+
+
+def tokenize_conversations(conversations: list[list[tuple[str, list]]], codec: ImageCodec) -> list[list[Turn]]:
+    """Pixel parts -> code parts, all images of all conversations through the image tokenizer in one pass."""
+    pixel_parts = [p for turns in conversations for _, parts in turns for p in parts if isinstance(p, PixelPart)]
+    codes = iter(codec.codes(np.stack([p.pixels for p in pixel_parts]))) if pixel_parts else iter(())
+    return [[Turn(role, tuple(ImageCodes(next(codes)) if isinstance(p, PixelPart) else p for p in parts))
+             for role, parts in turns] for turns in conversations]
+
+
+# --- the embedded default --------------------------------------------------------------------------
+
+# Recognition also sees each training digit moved one pixel in each direction: the same digit
+# under a different code grid, which the 1,438 scans alone show too rarely.
+RECOGNITION_SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def translate(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Move images [..., S, S] by (dx, dy) pixels, filling with black."""
+    out = np.zeros_like(images)
+    size = images.shape[-1]
+    src_y, dst_y = slice(max(-dy, 0), size - max(dy, 0)), slice(max(dy, 0), size - max(-dy, 0))
+    src_x, dst_x = slice(max(-dx, 0), size - max(dx, 0)), slice(max(dx, 0), size - max(-dx, 0))
+    out[..., dst_y, dst_x] = images[..., src_y, src_x]
+    return out
+
+
+def digit_conversations(codec: ImageCodec, augment: bool = True) -> list[list[Turn]]:
+    """Recognise, draw and edit, over the training 80% of the digits only."""
+    train = digits.load_digits_split("train")
+    codes = codec.codes(train.images)
+    labels = train.labels.tolist()
+    out = [digits.recognise_turns(c, d) for c, d in zip(codes, labels)]
+    out += [digits.draw_turns(d, c) for c, d in zip(codes, labels)]
+    for name, edit in digits.EDITS.items():
+        out += [digits.edit_turns(c, name, e) for c, e in zip(codes, codec.codes(edit(train.images)))]
+    if augment:
+        for dx, dy in RECOGNITION_SHIFTS:
+            out += [digits.recognise_turns(c, d) for c, d in zip(codec.codes(translate(train.images, dx, dy)), labels)]
+    return out
+
+
+# --- batches ---------------------------------------------------------------------------------------
+
+@dataclass
+class ChatExamples:
+    ids: torch.Tensor  # int64 [N, Tmax], padded with pad_id
+    targets: torch.Tensor  # int64 [N, Tmax]: the next id where it is an answer token, IGNORE elsewhere
+    lengths: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def encode_examples(conversations: list[list[Turn]], tokenizer: Tokenizer, codec: ImageCodec | None,
+                    max_len: int) -> ChatExamples:
+    rows = [encode_chat(turns, tokenizer, codec.vocab if codec else None, add_generation_prompt=False)
+            for turns in conversations]
+    longest = max(len(ids) for ids, _ in rows)
+    if longest > max_len + 1:
+        raise HeptaError(f"a conversation is {longest} tokens long, more than the {max_len + 1} a training row holds; "
+                         "shorten it or raise --seq-len")
+    pad = tokenizer.special_ids["<|pad|>"]
+    ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+    targets = torch.full((len(rows), longest), IGNORE, dtype=torch.long)
+    for n, (row, answer) in enumerate(rows):
+        ids[n, :len(row)] = torch.tensor(row)
+        # position t predicts id t+1: a target wherever the next id is part of an answer
+        next_is_answer = torch.tensor(answer[1:], dtype=torch.bool)
+        targets[n, :len(row) - 1] = torch.where(next_is_answer, torch.tensor(row[1:]), IGNORE)
+    return ChatExamples(ids, targets, torch.tensor([len(r) for r, _ in rows]))
+
+
+def sample_chat_batch(examples: ChatExamples, batch_size: int, generator: torch.Generator,
+                      shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets [B, T] of this rank's rows, cut to the batch's longest conversation."""
+    index, count = shard
+    picks = torch.randint(0, len(examples), (batch_size,), generator=generator)
+    rows = batch_size // count
+    picks = picks[index * rows:(index + 1) * rows]
+    width = int(examples.lengths[picks].max()) - 1
+    return examples.ids[picks, :width], examples.targets[picks, :width]

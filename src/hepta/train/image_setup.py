@@ -1,0 +1,87 @@
+"""The image side of a run: its image tokenizer (trained here, given, or reused on resume) and
+the conversations it trains on (the embedded digits, or a user's chat JSONL)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from hepta.errors import HeptaError
+from hepta.fileio import atomic_write_text
+from hepta.modality import digits
+from hepta.modality.chat import Turn
+from hepta.modality.codec import ImageCodec
+from hepta.modality.image_tokenizer import IMAGE_TOKENIZER_DIR, ImageTokenizer
+from hepta.modality.image_train import timed_training
+from hepta.tokenizer import Tokenizer
+from hepta.train.conversations import (conversation_images, digit_conversations, read_conversations,
+                                       tokenize_conversations)
+from hepta.train.recipes import ImageRecipe
+
+REPORT_FILE = "report.json"
+GRID_FILE = "reconstructions.png"
+
+
+@dataclass
+class ImageData:
+    num_codes: int
+    image_tokenizer: ImageTokenizer | None  # None in a text-only baseline run
+    source: str
+    conversation_file: Path | None
+
+    def codec(self, tokenizer: Tokenizer) -> ImageCodec:
+        return ImageCodec.of(self.image_tokenizer, tokenizer)
+
+    def conversations(self, tokenizer: Tokenizer) -> list[list[Turn]]:
+        codec = self.codec(tokenizer)
+        if self.conversation_file is None:
+            return digit_conversations(codec)
+        raw = read_conversations(self.conversation_file, codec.image_size, codec.channels)
+        return tokenize_conversations(raw, codec)
+
+
+def prepare_image_data(recipe: ImageRecipe, run_dir: Path, conversation_file: str | None, args, is_main: bool,
+                       barrier: Callable[[], None], resume: bool, log: Callable[[str], None]) -> ImageData:
+    source = str(conversation_file) if conversation_file else "scikit-learn's digits, the first 80% (1,438 scans)"
+    folder = run_dir / IMAGE_TOKENIZER_DIR
+    if args.text_only:
+        return ImageData(recipe.image_tokenizer.codebook_size, None, source, None)
+    if resume or not is_main:
+        if not resume:
+            barrier()  # rank 0 trains or copies it first
+        if not folder.is_dir():
+            raise HeptaError(f"{folder} is missing, so the run cannot go on; start a new run in another --out folder")
+        tokenizer = ImageTokenizer.load(folder)
+    elif args.image_tokenizer:
+        tokenizer = ImageTokenizer.load(args.image_tokenizer)
+        tokenizer.save(folder)
+        log(f"image tokenizer: {args.image_tokenizer} ({tokenizer.codebook_size} codes), copied into {folder}")
+        barrier()
+    else:
+        tokenizer = _train(recipe, folder, conversation_file, args, log)
+        barrier()
+    return ImageData(tokenizer.codebook_size, tokenizer, source,
+                     Path(conversation_file) if conversation_file else None)
+
+
+def _train(recipe: ImageRecipe, folder: Path, conversation_file: str | None, args, log) -> ImageTokenizer:
+    config = recipe.image_tokenizer
+    if conversation_file:
+        images = conversation_images(read_conversations(Path(conversation_file), config.image_size, config.channels))
+        val_images, val_name = images, "the conversations' own images (no held-out split)"
+    else:
+        images = digits.tokenizer_training_images(digits.load_digits_split("train"))
+        val_images, val_name = digits.load_digits_split("held_out").images, "the held-out 20% of the digits"
+    steps = args.image_tokenizer_steps or recipe.image_tokenizer_steps
+    log(f"image tokenizer: training on {len(images):,} images for {steps} steps "
+        f"({config.codebook_size} codes, {config.grid_size}x{config.grid_size} per image)")
+    tokenizer, report = timed_training(images, val_images, config, steps, grid_png=folder / GRID_FILE)
+    tokenizer.save(folder)
+    atomic_write_text(folder / REPORT_FILE, json.dumps({**asdict(report), "grid_png": str(report.grid_png),
+                                                        "evaluated_on": val_name}, indent=2) + "\n")
+    log(f"image tokenizer: PSNR {report.psnr_db:.1f} dB on {val_name}, {report.codes_used} codes used, "
+        f"{report.seconds:.0f} s; originals beside reconstructions in {folder / GRID_FILE}")
+    return tokenizer

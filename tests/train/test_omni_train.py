@@ -1,0 +1,117 @@
+"""`hepta train` on a preset with image codes: the image tokenizer, the vocabulary, conversations
+beside the text corpus, the per-modality expert load, resume, and the text-only baseline."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import micro_set_flags, run_cli
+
+from hepta.loading import load, load_image_codec, load_tokenizer
+from hepta.modality.image_io import encode_png, png_data_url
+from hepta.tokenizer import NUM_SPECIAL_TOKENS
+from hepta.train.report import read_metrics
+
+NUM_CODES = 125
+# the micro model, its vocabulary made room for the image code block
+FLAGS = [*micro_set_flags(), "--set", f"vocab_size={512 + NUM_CODES}", "--max-corpus-mb", "0.3",
+         "--image-tokenizer-steps", "10", "--chat-batch-size", "4", "--batch-size", "2", "--seq-len", "96",
+         "--eval-batches", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def omni_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("omni") / "run"
+    result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "3", "--save-every", "3",
+                     "--eval-every", "3", *FLAGS)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_the_run_holds_an_image_tokenizer_and_a_vocabulary_with_its_codes(omni_run):
+    tokenizer = load_tokenizer(omni_run)
+    codec = load_image_codec(omni_run)
+    assert (omni_run / "image_tokenizer" / "reconstructions.png").is_file()
+    assert json.loads((omni_run / "image_tokenizer" / "report.json").read_text())["psnr_db"] > 0
+    assert tokenizer.layout.num_image_codes == NUM_CODES
+    assert codec.vocab.code_start == tokenizer.layout.text_vocab_size + NUM_SPECIAL_TOKENS
+    assert tokenizer.vocab_size <= load(omni_run).config.vocab_size
+    pixels = codec.pixels(codec.codes(np.zeros((1, 1, 8, 8), dtype=np.float32)))
+    assert pixels.shape == (1, 1, 8, 8)
+
+
+def test_conversations_train_beside_text_and_the_expert_load_is_split_by_modality(omni_run):
+    train = [r for r in read_metrics(omni_run) if r["kind"] == "train"]
+    assert len(train) == 3 and all(r["chat_loss"] > 0 for r in train)
+    load = train[-1]["expert_load_by_modality"]
+    num_moe_layers = 1  # micro: 2 layers, the first dense
+    assert len(load["text"]) == len(load["image"]) == num_moe_layers
+    assert sum(load["text"][0]) > 0 and sum(load["image"][0]) > 0
+    assert (omni_run / "expert_modality.png").is_file() and (omni_run / "training.png").is_file()
+
+
+def test_an_omni_run_resumes(omni_run, tmp_path):
+    result = run_cli("train", "--preset", "omni-tiny", "--out", str(omni_run), "--resume", "--steps", "4",
+                     "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert [r["step"] for r in read_metrics(omni_run) if r["kind"] == "train"] == [1, 2, 3, 4]
+
+
+def test_the_text_only_baseline_trains_the_same_preset_without_conversations(tmp_path):
+    out = tmp_path / "text"
+    result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "2", "--text-only", *FLAGS)
+    assert result.returncode == 0, result.stderr
+    train = [r for r in read_metrics(out) if r["kind"] == "train"]
+    assert train and not any("chat_loss" in r for r in train)
+    assert not (out / "image_tokenizer").exists()
+    assert load_tokenizer(out).layout.num_image_codes == NUM_CODES  # the same id layout as the full run
+
+
+def _conversations(folder, lines: int = 6) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(lines):
+        pixels = rng.random((1, 8, 8)).astype(np.float32)
+        (folder / f"img{i}.png").write_bytes(encode_png(pixels))
+        url = f"img{i}.png" if i % 2 else png_data_url(encode_png(pixels))
+        rows.append({"messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Describe"},
+                                         {"type": "image_url", "image_url": {"url": url}}]},
+            {"role": "assistant", "content": f"noise number {i}"}]})
+        rows.append({"messages": [{"role": "user", "content": "Draw noise."},
+                                  {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": url}}]}]})
+    return rows
+
+
+def test_a_chat_jsonl_with_image_parts_is_training_data(tmp_path):
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _conversations(tmp_path)))
+    out = tmp_path / "run"
+    result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--data", str(data), "--steps", "2", *FLAGS)
+    assert result.returncode == 0, result.stderr
+    assert all(r["chat_loss"] > 0 for r in read_metrics(out) if r["kind"] == "train")
+
+
+@pytest.mark.parametrize("line, words", [
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "missing.png"}}]}]},
+     ("chat.jsonl:1 messages[0].content[0]: ", "missing.png is not a file")),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}}]}]},
+     ("chat.jsonl:1 messages[0].content[0]: the data is not an image",)),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, ("chat.jsonl:1 messages[0] needs a role",)),
+    ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, ("messages[0].content[0] must be",)),
+])
+def test_bad_conversations_are_named_by_line_and_part(tmp_path, line, words):
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps(line) + "\n")
+    result = run_cli("train", "--preset", "omni-tiny", "--out", str(tmp_path / "run"), "--data", str(data), *FLAGS)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert all(fragment in result.stderr for fragment in words), result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_conversations_need_a_preset_with_image_codes(tmp_path):
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    result = run_cli("train", "--out", str(tmp_path / "run"), "--data", str(data), "--steps", "1", "--quiet")
+    assert result.returncode == 1 and "pass --preset omni-tiny" in result.stderr

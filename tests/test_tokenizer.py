@@ -111,3 +111,23 @@ def test_both_tokenizers_are_text_tokenizers(tokenizer, tmp_path):
     assert (tokenizer.has_tool_role, hf.has_tool_role) == (True, False)
     assert (tokenizer.bos_id, hf.bos_id) == (None, None)
     assert tokenizer.encode("same text") == hf.encode("same text") and hf.eos_id == tokenizer.eos_id
+
+
+def test_the_image_code_block_is_appended_and_moves_no_text_or_special_id(tokenizer, tmp_path):
+    with_images = tokenizer.with_image_codes(125)
+    assert with_images.layout.text_vocab_size == tokenizer.layout.text_vocab_size
+    assert with_images.special_ids == tokenizer.special_ids
+    assert with_images.vocab_size == tokenizer.vocab_size + 125
+    assert with_images.layout.image_start == tokenizer.vocab_size
+    for text in TEXTS:
+        assert with_images.encode(text) == tokenizer.encode(text)
+    with_images.save(tmp_path)
+    reloaded = Tokenizer.load(tmp_path)
+    assert reloaded.layout == with_images.layout
+    assert reloaded.describe_layout()["image"] == [tokenizer.vocab_size, tokenizer.vocab_size + 125]
+    with pytest.raises(HeptaError, match="already holds an image code block"):
+        reloaded.with_image_codes(10)
+
+
+def test_image_codes_are_not_sampled_as_text(tokenizer):
+    assert tokenizer.with_image_codes(125).num_generatable_ids == tokenizer.layout.text_vocab_size

@@ -12,6 +12,8 @@ _LAZY = {
     "build_model": "hepta.checkpoint",
     "save_model": "hepta.checkpoint",
     "load": "hepta.loading",
+    "load_tokenizer": "hepta.loading",
+    "load_image_codec": "hepta.loading",
     "ModelConfig": "hepta.config",
     "count_params": "hepta.config",
     "get_preset": "hepta.config",

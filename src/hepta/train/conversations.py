@@ -114,9 +114,10 @@ def tokenize_conversations(conversations: list[list[tuple[str, list]]], codec: I
 
 # --- the embedded default --------------------------------------------------------------------------
 
-# Recognition also sees each training digit moved one pixel in each direction: the same digit
-# under a different code grid, which the 1,438 scans alone show too rarely.
+# Recognition also sees each training digit moved one pixel in each direction and turned a little
+# either way: the same digit under a different code grid, which the 1,438 scans alone show too rarely.
 RECOGNITION_SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+RECOGNITION_ROTATIONS = (-12.0, 12.0)  # degrees
 
 
 def translate(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -129,6 +130,14 @@ def translate(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return out
 
 
+def rotate(images: np.ndarray, degrees: float) -> np.ndarray:
+    """Turn grey images [N, 1, S, S] about their centre (Pillow, bilinear), filling with black."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(image[0], mode="F").rotate(degrees, Image.Resampling.BILINEAR))[None]
+                     for image in images]).astype(np.float32)
+
+
 def digit_conversations(codec: ImageCodec, augment: bool = True) -> list[list[Turn]]:
     """Recognise, draw and edit, over the training 80% of the digits only."""
     train = digits.load_digits_split("train")
@@ -139,8 +148,10 @@ def digit_conversations(codec: ImageCodec, augment: bool = True) -> list[list[Tu
     for name, edit in digits.EDITS.items():
         out += [digits.edit_turns(c, name, e) for c, e in zip(codes, codec.codes(edit(train.images)))]
     if augment:
-        for dx, dy in RECOGNITION_SHIFTS:
-            out += [digits.recognise_turns(c, d) for c, d in zip(codec.codes(translate(train.images, dx, dy)), labels)]
+        views = [translate(train.images, dx, dy) for dx, dy in RECOGNITION_SHIFTS]
+        views += [rotate(train.images, degrees) for degrees in RECOGNITION_ROTATIONS]
+        for view in views:
+            out += [digits.recognise_turns(c, d) for c, d in zip(codec.codes(view), labels)]
     return out
 
 
@@ -184,3 +195,16 @@ def sample_chat_batch(examples: ChatExamples, batch_size: int, generator: torch.
     picks = picks[index * rows:(index + 1) * rows]
     width = int(examples.lengths[picks].max()) - 1
     return examples.ids[picks, :width], examples.targets[picks, :width]
+
+
+def conversation_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (fp32) averaged over each conversation's answer tokens, then over conversations.
+
+    Every conversation weighs the same, whatever its answer's length: a one-digit answer counts as
+    much as a 22-token image, so recognition is not drowned out by the image-writing tasks.
+    """
+    per_token_BT = torch.nn.functional.cross_entropy(logits_BTV.float().transpose(1, 2), targets_BT,
+                                                     ignore_index=IGNORE, reduction="none")
+    counts_B = (targets_BT != IGNORE).sum(dim=1)
+    has_answer_B = counts_B > 0
+    return (per_token_BT.sum(dim=1)[has_answer_B] / counts_B[has_answer_B]).mean()

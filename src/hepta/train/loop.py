@@ -19,7 +19,8 @@ from hepta.errors import HeptaError
 from hepta.fileio import atomic_write_text
 from hepta.model import Transformer
 from hepta.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
-from hepta.train.conversations import IGNORE, encode_examples, is_conversation_file, sample_chat_batch
+from hepta.train.conversations import (IGNORE, conversation_loss, encode_examples, is_conversation_file,
+                                       sample_chat_batch)
 from hepta.train.data import Documents, batch_generator, sample_batch, stdlib_documents, tokenize, user_documents
 from hepta.train.image_setup import ImageData, prepare_image_data
 from hepta.train.modality_load import ModalityLoad
@@ -316,7 +317,7 @@ class Trainer:
                 chat_x, chat_y = self._chat_batch(batch_generator(args.seed, self.step, args.grad_accum + micro))
                 with self._autocast():
                     chat_logits = model(chat_x)
-                chat_ce = F.cross_entropy(chat_logits.float().flatten(0, 1), chat_y.flatten(), ignore_index=IGNORE)
+                chat_ce = conversation_loss(chat_logits, chat_y)
                 chat_router = model.router_loss()
                 modality_load.add(model, chat_x, pad_id=self.tokenizer.special_ids["<|pad|>"])
                 loss = loss + chat_ce + chat_router

@@ -18,15 +18,9 @@ def image_part(png: bytes) -> dict:
     return {"type": "image_url", "image_url": {"url": png_data_url(png)}}
 
 
-def open_span(codec: ImageCodec, prompt_ids: Sequence[int]) -> list[int]:
-    """The ids of a span the prompt leaves open (a prompt ending in <|image_start|> asks for an image)."""
-    back = codec.vocab.open_span_position(prompt_ids)
-    return list(prompt_ids[-back:]) if back else []
-
-
 def answer_pngs(codec: ImageCodec, prompt_ids: Sequence[int], token_ids: Sequence[int]) -> list[bytes]:
     """PNGs of every complete image in an answer (blocking: run it on a worker thread)."""
-    return [encode_png(pixels) for pixels in codec.images_in(open_span(codec, prompt_ids) + list(token_ids))]
+    return [encode_png(pixels) for pixels in codec.answer_images(prompt_ids, token_ids)]
 
 
 class ImageStream:
@@ -34,7 +28,7 @@ class ImageStream:
 
     def __init__(self, codec: ImageCodec, prompt_ids: Sequence[int], num_choices: int):
         self.codec = codec
-        self.ids = [open_span(codec, prompt_ids) for _ in range(num_choices)]
+        self.ids = [codec.open_span(prompt_ids) for _ in range(num_choices)]
         self.sent = [0] * num_choices
 
     async def push(self, index: int, token_ids: Sequence[int]) -> list[dict]:

@@ -27,7 +27,6 @@ from hepta.modality.image_io import encode_png, png_data_url
 from hepta.serve import responses as R
 from hepta.serve.errors import APIError
 from hepta.serve.generation import SEED_SPACE, _check, _collect, _Run
-from hepta.serve.image_answers import open_span
 from hepta.serve.image_parts import ImageSource, image_codes, read_images
 from hepta.serve.schemas import IMAGE_SIZES, ImageEditRequest, ImageGenerationRequest
 from hepta.serve.state import ServerState
@@ -71,7 +70,7 @@ async def _draw(state: ServerState, http: Request, body: ImageGenerationRequest,
     run = _Run(engine, [request], http)
     await run.submit()
     choices = await _collect(run)
-    grids = [codec.vocab.find_spans(open_span(codec, prompt_ids) + c.token_ids) for c in choices]
+    grids = [codec.vocab.find_spans(codec.open_span(prompt_ids) + c.token_ids) for c in choices]
     if not all(grids):
         raise APIError(500, "the model stopped before finishing an image", type="server_error")
     pixels = await asyncio.to_thread(codec.pixels, torch.stack([g[0] for g in grids]))

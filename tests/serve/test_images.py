@@ -228,3 +228,15 @@ def test_a_text_model_refuses_images_naming_the_part(server):
         text.images.generate(model="micro", prompt="Draw the digit 3.")
     assert error_of(excinfo)["param"] == "model" and "does not write images" in error_of(excinfo)["message"]
     assert text.chat.completions.create(model="micro", max_tokens=2, messages=[{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"model": "micro", "image": [], "prompt": "Invert this image."}, "image"),
+    ({"model": "micro", "image": {"url": "https://example.com/a.png"}, "prompt": "Invert this image."}, "image"),
+    ({"model": "micro", "image": {"url": "x"}}, "prompt"),
+    ({"model": "micro", "prompt": "Draw the digit 3.", "n": 11}, "n"),
+])
+def test_bad_image_endpoint_bodies_are_400s_naming_the_field(omni_server, body, param):
+    path = "edits" if "image" in body else "generations"
+    response = httpx.post(f"{omni_server.url}/v1/images/{path}", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text

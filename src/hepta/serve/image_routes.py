@@ -87,7 +87,28 @@ async def generations(body: ImageGenerationRequest, http: Request):
     return await _draw(http.app.state.hepta, http, body, [], "images.generations")
 
 
-@router.post("/v1/images/edits")
+def _inline_refs(node, defs: dict):
+    """A JSON schema with its `$defs` references replaced by their definitions (a request body in the
+    OpenAPI document cannot point into a `$defs` of its own)."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline_refs(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+        return {key: _inline_refs(value, defs) for key, value in node.items() if key != "$defs"}
+    return [_inline_refs(value, defs) for value in node] if isinstance(node, list) else node
+
+
+def _edit_body_schema() -> dict:
+    """The two bodies /v1/images/edits reads, for the OpenAPI document (the route parses them itself)."""
+    json_schema = ImageEditRequest.model_json_schema()
+    form = ImageGenerationRequest.model_json_schema()
+    form["properties"]["image"] = {"type": "string", "format": "binary"}
+    form["required"] = [*form.get("required", []), "image"]
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _inline_refs(json_schema, json_schema.get("$defs", {}))},
+        "multipart/form-data": {"schema": form}}}}
+
+
+@router.post("/v1/images/edits", openapi_extra=_edit_body_schema())
 async def edits(http: Request):
     """OpenAI's multipart form (`image` file, or several as `image[]`) or xAI's JSON (`image: {"url"}`)."""
     state: ServerState = http.app.state.hepta

@@ -204,4 +204,4 @@ class ImageURL(_Body):
 class ImageEditRequest(ImageGenerationRequest):
     """xAI's JSON form (`image: {"url": ...}`); the multipart form is read into the same fields."""
 
-    image: Union[ImageURL, list[ImageURL]]
+    image: Union[ImageURL, Annotated[list[ImageURL], Field(min_length=1, max_length=MAX_IMAGES_N)]]

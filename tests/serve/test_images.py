@@ -240,3 +240,24 @@ def test_bad_image_endpoint_bodies_are_400s_naming_the_field(omni_server, body, 
     path = "edits" if "image" in body else "generations"
     response = httpx.post(f"{omni_server.url}/v1/images/{path}", json=body)
     assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text
+
+
+def test_image_requests_need_a_key_before_any_image_is_read_and_are_accounted(omni_dir, image_dir, tmp_path):
+    from hepta.serve.keys import KeyStore
+
+    store = KeyStore(tmp_path / "keys.db", create=True)
+    raw = store.add("painter")
+    store.close()
+    server = start_server(omni_dir, api_keys=str(tmp_path / "keys.db"), allow_image_dirs=(str(image_dir),))
+    try:
+        for files in ({"image": ("x.png", digit_png(1), "image/png")}, None):
+            response = httpx.post(f"{server.url}/v1/images/edits", files=files, data={"prompt": "Flip"} if files else None,
+                                  json=None if files else {"image": {"url": str(image_dir / "seven.png")}, "prompt": "x"})
+            assert response.status_code == 401
+        drawn = client(server, api_key=raw).images.generate(model="micro", prompt="Draw the digit 3.", n=2)
+        assert len(drawn.data) == 2
+        with KeyStore(tmp_path / "keys.db") as keys:
+            [row] = keys.usage_detail("painter")
+        assert row.endpoint == "images.generations" and row.completion_tokens == 2 * 21
+    finally:
+        server.stop()

@@ -53,11 +53,16 @@ def _side(size: str | None, codec: ImageCodec) -> int | None:
                    f"{', '.join(IMAGE_SIZES)} (nearest-neighbour enlargements)", param="size")
 
 
-async def _draw(state: ServerState, http: Request, body: ImageGenerationRequest, images: list[ImageSource],
-                endpoint: str) -> JSONResponse:
+def _admit(state: ServerState, http: Request, body: ImageGenerationRequest):
+    """Key, model name, readiness, then that the model draws: before any image of the request is read."""
     key, engine = state.gate(http, body.model or state.model_name)
     codec = _codec(state)
-    side = _side(body.size, codec)
+    return key, engine, codec, _side(body.size, codec)
+
+
+async def _draw(state: ServerState, http: Request, body: ImageGenerationRequest, images: list[ImageSource],
+                endpoint: str, admitted) -> JSONResponse:
+    key, engine, codec, side = admitted
     codes = await asyncio.to_thread(image_codes, images, codec)
     turn = Turn("user", (*(ImageCodes(c) for c in codes), body.prompt))
     prompt_ids = encode_chat([turn], state.tokenizer, codec.vocab)[0] + [codec.vocab.start_id]
@@ -84,7 +89,8 @@ async def _draw(state: ServerState, http: Request, body: ImageGenerationRequest,
 
 @router.post("/v1/images/generations")
 async def generations(body: ImageGenerationRequest, http: Request):
-    return await _draw(http.app.state.hepta, http, body, [], "images.generations")
+    state: ServerState = http.app.state.hepta
+    return await _draw(state, http, body, [], "images.generations", _admit(state, http, body))
 
 
 def _inline_refs(node, defs: dict):
@@ -112,6 +118,7 @@ def _edit_body_schema() -> dict:
 async def edits(http: Request):
     """OpenAI's multipart form (`image` file, or several as `image[]`) or xAI's JSON (`image: {"url"}`)."""
     state: ServerState = http.app.state.hepta
+    state.authorize(http)  # a caller without a key uploads nothing (the gate checks the rest once the body is read)
     if http.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await http.form()
         if form.get("mask") is not None:
@@ -120,6 +127,7 @@ async def edits(http: Request):
         if not files or not all(isinstance(f, UploadFile) for _, f in files):
             raise APIError(400, "'image' is a required file; send the image to edit as a file field", param="image")
         body = _validated(ImageGenerationRequest, {k: v for k, v in form.items() if not isinstance(v, UploadFile)})
+        admitted = _admit(state, http, body)
         images = [ImageSource(param, await f.read()) for param, (_, f) in zip(_image_params(len(files)), files)]
     else:
         try:
@@ -128,10 +136,10 @@ async def edits(http: Request):
             raise APIError(400, "the request body is not valid JSON; send a JSON object or a multipart form") from None
         body = _validated(ImageEditRequest, data)
         refs = body.image if isinstance(body.image, list) else [body.image]
-        _codec(state)  # a text model says so before any image is read
+        admitted = _admit(state, http, body)
         images = await read_images([(p, ref.url) for p, ref in zip(_image_params(len(refs)), refs)],
                                    state.image_access)
-    return await _draw(state, http, body, images, "images.edits")
+    return await _draw(state, http, body, images, "images.edits", admitted)
 
 
 def _image_params(count: int) -> list[str]:

@@ -192,6 +192,9 @@ def test_images_edits_multipart_and_xai_json(omni_server):
     with pytest.raises(openai.BadRequestError) as excinfo:
         client(omni_server).images.edit(model="micro", image=("x.png", digit_png(1)[:30], "image/png"), prompt="Flip")
     assert error_of(excinfo)["param"] == "image"
+    two = httpx.post(f"{omni_server.url}/v1/images/edits", data={"model": "micro", "prompt": "Flip"},
+                     files=[("image[]", ("a.png", digit_png(1), "image/png")), ("image[]", ("b.png", b"nope", "image/png"))])
+    assert two.status_code == 400 and two.json()["error"]["param"] == "image[1]"
 
 
 def test_image_and_text_requests_decode_in_one_batch(omni_server, omni_dir):

@@ -264,3 +264,27 @@ def test_image_requests_need_a_key_before_any_image_is_read_and_are_accounted(om
         assert row.endpoint == "images.generations" and row.completion_tokens == 2 * 21
     finally:
         server.stop()
+
+
+def test_remote_images_are_fetched_only_when_allowed(omni_dir, image_dir):
+    import functools
+    import http.server
+    import threading
+
+    (image_dir / "remote.png").write_bytes(digit_png(6))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(image_dir))
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{files.server_address[1]}"
+    server = start_server(omni_dir, allow_remote_images=True)
+    try:
+        remote = client(server)
+        ask = lambda url: remote.chat.completions.create(model="micro", max_tokens=1, messages=[
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
+        assert ask(f"{base}/remote.png").usage.prompt_tokens > 22
+        with pytest.raises(openai.BadRequestError) as excinfo:
+            ask(f"{base}/missing.png")
+        assert error_of(excinfo)["param"] == "messages[0].content[0]" and "404" in error_of(excinfo)["message"]
+    finally:
+        server.stop()
+        files.shutdown()

@@ -112,7 +112,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from contextlib import closing
 
     from hepta.infer.collect import Choice
-    from hepta.infer.complete import stream_completion
+    from hepta.infer.complete import stream_completion, stream_ids
     from hepta.infer.sampling import SamplingParams
     from hepta.loading import load, load_tokenizer
 
@@ -120,15 +120,46 @@ def cmd_generate(args: argparse.Namespace) -> None:
     tokenizer = load_tokenizer(args.model)
     sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     result = Choice()
-    deltas = stream_completion(model, tokenizer, args.prompt, args.max_tokens, sampling, stop=args.stop or (),
-                               result=result)  # checks the request first
-    sys.stdout.write(args.prompt)
+    chat = bool(args.image or args.image_out)
+    if chat:  # a chat turn with images and/or an image asked for
+        codec, prompt_ids = _image_chat(args, tokenizer)
+        deltas = stream_ids(model, tokenizer, prompt_ids, args.max_tokens, sampling, stop=args.stop or (),
+                            result=result, images=codec.vocab)
+    else:  # the prompt continued as it stands
+        deltas = stream_completion(model, tokenizer, args.prompt, args.max_tokens, sampling, stop=args.stop or (),
+                                   result=result)  # checks the request first
+        sys.stdout.write(args.prompt)
     with closing(deltas):  # Ctrl-C or a closed pipe while printing still cancels and stops the engine
         for delta in deltas:
             sys.stdout.write(delta)
             sys.stdout.flush()
     sys.stdout.write("\n")
     print(f"[{len(result.token_ids)} tokens, finish: {result.finish_reason}]", file=sys.stderr)
+    if args.image_out:
+        from hepta.infer.image_prompt import first_image_png
+
+        png = first_image_png(codec, prompt_ids, result.token_ids)
+        if png is None:
+            raise HeptaError(f"the answer holds no complete image, so {args.image_out} was not written; raise "
+                             "--max-tokens or ask for an image in --prompt")
+        Path(args.image_out).write_bytes(png)
+        print(f"[image written to {args.image_out}]", file=sys.stderr)
+
+
+def _image_chat(args: argparse.Namespace, tokenizer):
+    """The model's image codec and the chat prompt ids of --image files and --prompt."""
+    from hepta.infer.image_prompt import image_chat_ids
+    from hepta.loading import load_image_codec
+
+    codec = load_image_codec(args.model, tokenizer)
+    if codec is None:
+        raise HeptaError(f"{args.model} reads and writes text only (no image_tokenizer/ folder), so --image and "
+                         "--image-out do not apply; drop them or use a model trained with images")
+    draw = bool(args.image_out) and not args.image
+    if draw and args.max_tokens < codec.vocab.span_length - 1:
+        raise HeptaError(f"--max-tokens {args.max_tokens} is fewer than the {codec.vocab.span_length - 1} tokens of "
+                         "one image; raise it")
+    return codec, image_chat_ids(codec, tokenizer, args.image or (), args.prompt, draw)
 
 
 # --- demo ----------------------------------------------------------------------------------
@@ -262,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
     p.add_argument("--seed", type=int)
     p.add_argument("--stop", action="append", help="stop string (repeatable); not included in the output")
+    p.add_argument("--image", action="append", metavar="PNG", help="an image the model reads before --prompt "
+                   "(repeatable); the prompt becomes a chat user turn")
+    p.add_argument("--image-out", metavar="PNG", help="write the answer's first image here; without --image the "
+                   "model is asked to draw")
     p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
     p.set_defaults(func=cmd_generate)
 

@@ -32,6 +32,7 @@ from hepta.errors import HeptaError
 from hepta.infer.core import EngineCore, run_core_process, wire_request
 from hepta.infer.engine import EngineConfig, EngineLimits, Observer, QueueFull
 from hepta.infer.request import Event, Request
+from hepta.modality.image_span import ImageVocab
 
 log = logging.getLogger("hepta.engine")
 STOP_TIMEOUT_S = 30
@@ -144,10 +145,11 @@ class EngineClient:
 
     @classmethod
     def in_thread(cls, model, tokenizer, config: EngineConfig, loop: asyncio.AbstractEventLoop,
-                  **kwargs) -> "EngineClient":
-        """Serves a model already in memory from a thread of this process, over the same protocol."""
+                  images: ImageVocab | None = None, **kwargs) -> "EngineClient":
+        """Serves a model already in memory from a thread of this process, over the same protocol;
+        `images` is the model's image block when it reads and writes images."""
         ours, theirs = multiprocessing.Pipe()
-        core = EngineCore(theirs, model, tokenizer, config)
+        core = EngineCore(theirs, model, tokenizer, config, images=images)
         thread = threading.Thread(target=core.run, name="hepta-engine-core", daemon=True)
         thread.start()
         message = ours.recv()

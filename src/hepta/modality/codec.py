@@ -43,3 +43,13 @@ class ImageCodec:
         """Every complete image span in `ids`, decoded to pixels [P, S, S]."""
         grids = self.vocab.find_spans(ids)
         return list(self.pixels(torch.stack(grids))) if grids else []
+
+    def open_span(self, prompt_ids: Sequence[int]) -> list[int]:
+        """The ids of an image span the prompt leaves open (a prompt ending in <|image_start|> asks for
+        an image, whose span then starts in the prompt and ends in the answer)."""
+        back = self.vocab.open_span_position(prompt_ids)
+        return list(prompt_ids[-back:]) if back else []
+
+    def answer_images(self, prompt_ids: Sequence[int], token_ids: Sequence[int]) -> list[np.ndarray]:
+        """Every complete image of an answer to `prompt_ids`, decoded to pixels [P, S, S]."""
+        return self.images_in(self.open_span(prompt_ids) + list(token_ids))

@@ -57,11 +57,14 @@ def decode_image(data: bytes, image_size: int, channels: int) -> np.ndarray:
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
-def encode_png(pixels_PSS: np.ndarray, scale: int = 1) -> bytes:
-    """float [P, S, S] in [0, 1] -> PNG bytes; `scale` > 1 enlarges with nearest neighbour for viewing."""
+def encode_png(pixels_PSS: np.ndarray, scale: int = 1, side: int | None = None) -> bytes:
+    """float [P, S, S] in [0, 1] -> PNG bytes; `scale` > 1, or a `side` in pixels, enlarges with
+    nearest neighbour for viewing (no detail is invented: each pixel becomes a block)."""
     array = (np.clip(np.asarray(pixels_PSS, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
     image = Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
-    if scale > 1:
+    if side is not None and side != image.width:
+        image = image.resize((side, side), Image.Resampling.NEAREST)
+    elif scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     out = io.BytesIO()
     image.save(out, format="PNG")

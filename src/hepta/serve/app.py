@@ -15,9 +15,10 @@ from typing import Callable
 from fastapi import FastAPI
 
 from hepta.infer.engine import EngineConfig
-from hepta.serve import embedding_routes, generation, health_routes, model_routes
+from hepta.serve import embedding_routes, generation, health_routes, image_routes, model_routes
 from hepta.serve.engine_supervisor import EngineSupervisor
 from hepta.serve.errors import install_error_handlers
+from hepta.serve.image_fetch import ImageAccess
 from hepta.serve.keys import KeyStore
 from hepta.serve.request_log import RequestLog
 from hepta.serve.state import ServerState
@@ -31,6 +32,8 @@ class ServeConfig:
     api_keys: str | None = None  # key file; None serves openly
     live_db: str | None = None  # post store for search_parameters and the live endpoints
     allow_pickle: bool = False
+    allow_image_dirs: tuple[str, ...] = ()  # folders whose image files requests may name; none by default
+    allow_remote_images: bool = False  # fetch http(s) image URLs
 
 
 def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
@@ -38,6 +41,7 @@ def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
     (returning model, tokenizer) replaces reading the folder, and the engine then runs on a thread
     of this process (the model is already in its memory)."""
     state = ServerState(model_name=config.model_name or Path(config.model).name)
+    state.image_access = ImageAccess(tuple(Path(d) for d in config.allow_image_dirs), config.allow_remote_images)
     if config.api_keys:
         state.keys = KeyStore(config.api_keys)
     if config.live_db:
@@ -58,7 +62,7 @@ def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
                   description="OpenAI/xAI-compatible API over a hepta model")
     app.state.hepta = state
     install_error_handlers(app)
-    for routes in (health_routes, model_routes, generation, embedding_routes):
+    for routes in (health_routes, model_routes, generation, embedding_routes, image_routes):
         app.include_router(routes.router)
     if state.live is not None:
         from hepta.serve.live_routes import router as live_router

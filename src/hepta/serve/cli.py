@@ -24,6 +24,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.api_keys is not None and not Path(args.api_keys).is_file():
         raise HeptaError(f"--api-keys {args.api_keys} does not exist; create it with "
                          f"`hepta keys add NAME --file {args.api_keys}`")
+    for folder in args.allow_image_dir or ():
+        if not Path(folder).is_dir():
+            raise HeptaError(f"--allow-image-dir {folder} is not a folder; pass an existing folder of images")
     if args.live_db is not None and not Path(args.live_db).is_file():
         raise HeptaError(f"--live-db {args.live_db} does not exist; fill one with `hepta live ingest --db PATH`")
     from hepta.infer.engine import EngineConfig
@@ -34,7 +37,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
                           kv_cache_bytes=int(args.kv_cache_mb * 2**20) if args.kv_cache_mb else None,
                           max_queue=args.max_queue)
     config = ServeConfig(model=args.model, model_name=args.name, engine=engine, api_keys=args.api_keys,
-                         live_db=args.live_db, allow_pickle=args.allow_pickle)
+                         live_db=args.live_db, allow_pickle=args.allow_pickle,
+                         allow_image_dirs=tuple(args.allow_image_dir or ()),
+                         allow_remote_images=args.allow_remote_images)
     app = create_app(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     name = args.name or Path(args.model).name
@@ -57,5 +62,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    "sequences of max-model-len tokens)")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 503s (default: 256)")
     p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
+    p.add_argument("--allow-image-dir", action="append", metavar="DIR", help="let image_url parts name local files "
+                   "inside DIR (repeatable; default: none)")
+    p.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (with a timeout "
+                   "and a size limit); refused by default")
     p.set_defaults(func=cmd_serve)
     add_keys_command(subparsers)

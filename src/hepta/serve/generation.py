@@ -27,6 +27,8 @@ from hepta.infer.tools import InvalidField, ToolCallStream, choose_tools, parse_
 from hepta.serve import responses as R
 from hepta.serve.errors import APIError
 from hepta.serve.grounding import ground
+from hepta.serve.image_answers import ImageStream, answer_pngs, image_part
+from hepta.serve.image_parts import chat_image_prompt, check_image_context, has_image_parts
 from hepta.serve.prompts import chat_prompt_ids, completion_prompts
 from hepta.serve.schemas import ChatCompletionRequest, CompletionRequest, _Sampling
 from hepta.serve.state import ServerState
@@ -195,11 +197,17 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
         _, tool_mode = choose_tools(tools, tool_choice)
         spec = ConstraintSpec.for_request(tokenizer, body.response_format.as_dict() if body.response_format else None,
                                           tools, tool_choice, parallel_tool_calls=body.parallel_tool_calls is not False)
-        prompt_ids = chat_prompt_ids(body, tokenizer, grounding.context)
+        with_images = state.codec is not None and has_image_parts(body)
+        if not with_images:  # text only: the path of every text model, tools and all
+            prompt_ids = chat_prompt_ids(body, tokenizer, grounding.context)
     except InvalidField as e:
         raise APIError(400, str(e), param=e.param) from e
     except HeptaError as e:
         raise APIError(400, str(e), param="messages") from e
+    if with_images:
+        prompt_ids, num_images = await chat_image_prompt(body, state.codec, tokenizer, state.image_access,
+                                                         grounding.context)
+        check_image_context(len(prompt_ids), num_images, state.codec, engine.max_len)
     max_tokens = _max_tokens(engine, len(prompt_ids), body.max_completion_tokens, body.max_tokens)
     _check(engine, len(prompt_ids), max_tokens, body.n, "messages")
     estimated = len(prompt_ids) + max_tokens * body.n
@@ -213,8 +221,9 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
     meta = dict(response_id=R.new_id("chatcmpl"), model=state.model_name, created=R.now())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        images = ImageStream(state.codec, prompt_ids, run.num_choices) if state.codec is not None else None
         stream = _chat_stream(state, run, meta, len(prompt_ids), include_usage, calls_possible, tools, grounding, key,
-                              estimated)
+                              estimated, images)
         return StreamingResponse(_sse_body(run, stream), media_type="text/event-stream", headers=headers)
 
     choices = await _collect(run)
@@ -228,6 +237,10 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
             if calls:
                 message.update(content=content, tool_calls=calls)
                 finish = "tool_calls" if finish == "stop" else finish
+        if state.codec is not None:
+            pngs = await asyncio.to_thread(answer_pngs, state.codec, prompt_ids, choice.token_ids)
+            if pngs:  # OpenRouter's field for images in an answer; content keeps the text
+                message["images"] = [image_part(png) for png in pngs]
         out.append({"index": index, "message": message, "finish_reason": finish,
                     "logprobs": token_text.chat_logprobs(choice.logprobs) if top is not None else None})
     completion_tokens = sum(len(c.token_ids) for c in choices)
@@ -240,7 +253,8 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
 
 
 async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens: int, include_usage: bool,
-                       calls_possible: bool, tools, grounding, key, estimated: int) -> AsyncIterator[str]:
+                       calls_possible: bool, tools, grounding, key, estimated: int,
+                       images: ImageStream | None = None) -> AsyncIterator[str]:
     engine = run.engine
     token_text = R.TokenText(state.tokenizer)
     rid, model, created = meta["response_id"], meta["model"], meta["created"]
@@ -258,6 +272,10 @@ async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens:
             stream = tool_streams[index]
             deltas = stream.push(event.text) + (stream.finish() if event.finish_reason else [])
             deltas = deltas or ([{"content": ""}] if logprobs else [])
+        if images is not None:
+            written = await images.push(index, event.token_ids)
+            if written:  # an image goes out once its span is complete
+                deltas = deltas + [{"images": written}]
         out = []  # this event's chunks, written together
         for delta in deltas:
             out.append(chunks.chunk(index, delta, logprobs=logprobs))

@@ -14,7 +14,8 @@ def _message_dict(message: ChatMessage, index: int) -> dict:
         texts = []
         for j, part in enumerate(content):
             if part.type != "text":
-                raise APIError(400, f"this model reads text only; {part.type} parts are not supported yet",
+                raise APIError(400, f"this model reads text only and cannot take {part.type} parts; send text "
+                               "parts only, or serve a model that reads them",
                                param=f"messages[{index}].content[{j}]")
             texts.append(part.text)
         content = "".join(texts)

@@ -181,3 +181,27 @@ class EmbeddingRequest(_Body):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
+
+
+IMAGE_SIZES = ("256x256", "512x512", "1024x1024")  # besides "auto" and the model's native size
+MAX_IMAGES_N = 10
+
+
+class ImageGenerationRequest(_Body):
+    model: str | None = None  # default: the served model
+    prompt: str = Field(min_length=1)
+    n: int = Field(default=1, ge=1, le=MAX_IMAGES_N)
+    response_format: Literal["b64_json", "url"] | None = None
+    size: str | None = None  # checked against the model's native size by the route
+    seed: int | None = None  # an extension: the same seed draws the same images
+    user: str | None = None
+
+
+class ImageURL(_Body):
+    url: str
+
+
+class ImageEditRequest(ImageGenerationRequest):
+    """xAI's JSON form (`image: {"url": ...}`); the multipart form is read into the same fields."""
+
+    image: Union[ImageURL, Annotated[list[ImageURL], Field(min_length=1, max_length=MAX_IMAGES_N)]]

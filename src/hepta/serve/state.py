@@ -9,7 +9,9 @@ from fastapi import Request
 
 from hepta.infer.client import EngineClient
 from hepta.live.store import Store
+from hepta.modality.codec import ImageCodec
 from hepta.serve.errors import APIError
+from hepta.serve.image_fetch import ImageAccess
 from hepta.serve.keys import KeyRecord, KeyStore, bearer_token
 from hepta.serve.metrics import ServerMetrics
 from hepta.serve.ratelimit import RateLimiter
@@ -25,6 +27,8 @@ class ServerState:
     live: Store | None = None  # the hepta.live Store behind search_parameters and the /v1 live endpoints
     engine: EngineClient | None = None
     tokenizer: TextTokenizer | None = None
+    codec: ImageCodec | None = None  # the image tokenizer of a model that reads and writes images
+    image_access: ImageAccess = field(default_factory=ImageAccess)  # where image URLs may be read from
     load_error: str | None = None
     restarting: str | None = None  # why the engine died, while new ones are being started
     restart_attempt: int = 0  # the start under way or next since it died (1 is the first)

@@ -1,0 +1,105 @@
+"""Chat messages with image_url parts -> prompt ids, in `encode_chat`'s layout.
+
+Only requests that hold images come here; text-only chats keep `prompts.chat_prompt_ids`, whose
+`format_chat` text is the same layout. Reading, decoding and tokenizing the images runs on a
+worker thread, so a large batch of images does not hold up the event loop and the streams on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from hepta.errors import HeptaError
+from hepta.modality.chat import ImageCodes, Turn, encode_chat
+from hepta.modality.codec import ImageCodec
+from hepta.modality.image_io import ImageInputError, decode_image
+from hepta.serve.errors import APIError
+from hepta.serve.image_fetch import ImageAccess
+from hepta.serve.schemas import ChatCompletionRequest
+
+IMAGE_ROLES = ("user", "assistant")
+
+
+def has_image_parts(body: ChatCompletionRequest) -> bool:
+    return any(isinstance(m.content, list) and any(p.type == "image_url" for p in m.content) for m in body.messages)
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    param: str  # where the image stands in the request, e.g. "messages[0].content[1]"
+    data: bytes
+
+
+async def read_images(sources: list[tuple[str, str]], access: ImageAccess) -> list[ImageSource]:
+    """(param, url) pairs -> the files' bytes; a 400 naming the part that cannot be read."""
+    out = []
+    for param, url in sources:
+        try:
+            out.append(ImageSource(param, await access.read(url)))
+        except ImageInputError as e:
+            raise APIError(400, str(e), param=param, code="invalid_image") from e
+    return out
+
+
+def image_codes(images: list[ImageSource], codec: ImageCodec) -> list:
+    """Image files -> code grids [g, g], one per image (blocking: run it on a worker thread)."""
+    pixels = []
+    for image in images:
+        try:
+            pixels.append(decode_image(image.data, codec.image_size, codec.channels))
+        except ImageInputError as e:
+            raise APIError(400, str(e), param=image.param, code="invalid_image") from e
+    return list(codec.codes(np.stack(pixels))) if pixels else []
+
+
+async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec, tokenizer, access: ImageAccess,
+                            context: str = "") -> tuple[list[int], int]:
+    """The prompt ids of a chat holding images, and how many images it holds; `context` (found
+    posts) joins the system turn as in the text path."""
+    if body.tools:
+        raise APIError(400, "tools cannot be combined with image parts on this server yet; send the images "
+                       "without tools", param="tools")
+    sources, layout = [], []  # layout: per message, its parts as text or the index of an image
+    for i, message in enumerate(body.messages):
+        role = "system" if message.role == "developer" else message.role
+        parts: list = []
+        if isinstance(message.content, str):
+            parts.append(message.content)
+        for j, part in enumerate(message.content if isinstance(message.content, list) else []):
+            param = f"messages[{i}].content[{j}]"
+            if part.type == "text":
+                parts.append(part.text)
+            elif part.type == "image_url" and role in IMAGE_ROLES:
+                parts.append(len(sources))
+                sources.append((param, part.image_url.get("url")))
+            else:
+                where = "user and assistant turns only" if part.type == "image_url" else "text and image_url parts"
+                raise APIError(400, f"a {role} message cannot hold {part.type} parts; this model reads {where}",
+                               param=param)
+        layout.append((role, parts))
+    images = await read_images(sources, access)
+    codes = await asyncio.to_thread(image_codes, images, codec)
+    turns = [Turn(role, tuple(ImageCodes(codes[p]) if isinstance(p, int) else p for p in parts))
+             for role, parts in layout]
+    if context:
+        if turns[0].role == "system":
+            turns[0] = Turn("system", (*turns[0].parts, f"\n\n{context}"))
+        else:
+            turns.insert(0, Turn("system", (context,)))
+    try:
+        ids, _ = encode_chat(turns, tokenizer, codec.vocab)
+    except HeptaError as e:
+        raise APIError(400, str(e), param="messages") from e
+    return ids, len(images)
+
+
+def check_image_context(prompt_tokens: int, num_images: int, codec: ImageCodec, max_len: int) -> None:
+    """A 400 naming the context length when the images leave no room to answer."""
+    if num_images and prompt_tokens >= max_len:
+        raise APIError(400, f"the prompt is {prompt_tokens} tokens with its {num_images} images "
+                       f"({codec.vocab.span_length} tokens each), but this model's context length is {max_len} "
+                       "tokens; send fewer images or shorter text", param="messages",
+                       code="context_length_exceeded")

@@ -52,10 +52,10 @@ def test_generate_draws_an_image_and_reads_one(omni_dir, digit_file, tmp_path):
     assert not proc.stdout.startswith(RECOGNISE_PROMPT)  # a chat answer, not the prompt continued
 
 
-def test_generate_says_when_there_is_no_image_to_write(omni_dir, digit_file, tmp_path, model_dir_text):
-    proc = run_cli("generate", "--model", str(omni_dir), "--image", str(digit_file), "--prompt", RECOGNISE_PROMPT,
+def test_generate_refuses_what_cannot_give_an_image(omni_dir, digit_file, tmp_path, model_dir_text):
+    proc = run_cli("generate", "--model", str(omni_dir), "--image", str(digit_file), "--prompt", "Invert this image.",
                    "--image-out", str(tmp_path / "none.png"), "--max-tokens", "1")
-    assert_one_line_error(proc, "holds no complete image")
+    assert_one_line_error(proc, "fewer than the 21 tokens of one image")
     assert not (tmp_path / "none.png").exists()
     assert_one_line_error(run_cli("generate", "--model", str(omni_dir), "--image", str(tmp_path / "missing.png"),
                                   "--prompt", "x"), "missing.png")

@@ -155,7 +155,7 @@ def _image_chat(args: argparse.Namespace, tokenizer):
     if codec is None:
         raise HeptaError(f"{args.model} reads and writes text only (no image_tokenizer/ folder), so --image and "
                          "--image-out do not apply; drop them or use a model trained with images")
-    draw = bool(args.image_out) and not args.image
+    draw = bool(args.image_out)  # an image answer asked for (a drawing or an edit): open it
     if draw and args.max_tokens < codec.vocab.span_length - 1:
         raise HeptaError(f"--max-tokens {args.max_tokens} is fewer than the {codec.vocab.span_length - 1} tokens of "
                          "one image; raise it")

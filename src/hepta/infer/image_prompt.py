@@ -2,8 +2,9 @@
 the answer's first image -> PNG bytes.
 
 The user turn holds the images first, then the text (the order the model was trained on), in
-`encode_chat`'s layout with the assistant's turn opened; asked to draw (no input image), the
-assistant's turn starts with <|image_start|>, so the model writes an image.
+`encode_chat`'s layout with the assistant's turn opened; asked for an image answer (a drawing,
+or an edit of the given image), the assistant's turn starts with <|image_start|>, so the model
+writes an image.
 """
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ from helpers import micro_overrides
 def test_demo_trains_generates_shows_presets_and_reuses_a_finished_run(tmp_path, corpus, monkeypatch, capsys):
     def small_args(out):
         # a context long enough for the posts a grounded answer reads
-        overrides = {**micro_overrides(), "max_seq_len": 1024}
-        return TrainArgs(out=str(out), data=str(corpus), overrides=overrides, steps=6, batch_size=4,
-                         seq_len=64, save_every=3, eval_every=3, eval_batches=2)
+        # and room for the image code block (125 codes) beside the micro vocabulary
+        overrides = {**micro_overrides(), "max_seq_len": 1024, "vocab_size": 512 + 125}
+        return TrainArgs(out=str(out), preset="omni-tiny", data=str(corpus), overrides=overrides, steps=6,
+                         batch_size=4, seq_len=96, chat_batch_size=4, image_tokenizer_steps=10, save_every=3,
+                         eval_every=3, eval_batches=2)
 
     monkeypatch.setattr(demo, "demo_args", small_args)
     demo.run_demo(tmp_path / "demo", quiet=True)
@@ -18,6 +20,10 @@ def test_demo_trains_generates_shows_presets_and_reuses_a_finished_run(tmp_path,
     assert "grok5-7t" in first and "7.02T" in first
     assert "OpenAI-compatible API at http://127.0.0.1:" in first and "streamed chunks" in first
     assert "opinion on 'rocket launch'" in first and "cited: https://x.com/i/status/" in first
+    assert "What digit is this? ->" in first and "client.images.edit" in first
+    from PIL import Image
+    assert Image.open(tmp_path / "demo" / "drawn_digits.png").width > 10 * 128  # ten digits side by side
+    assert Image.open(tmp_path / "demo" / "edited_digit.png").width > 2 * 128
 
     demo.run_demo(tmp_path / "demo", quiet=True)
     second = capsys.readouterr().out

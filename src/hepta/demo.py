@@ -1,5 +1,6 @@
-"""`hepta demo` (what `make demo` runs): train `tiny` on the embedded corpus, show that it
-learned, let it write, and show the presets up to grok5-7t."""
+"""`hepta demo` (what `make demo` runs): train `omni-tiny` briefly on the embedded text corpus and
+the digits conversations, show that it learned, let it write, serve it to the `openai` client
+(text, live grounding, and images: recognise, draw, edit), and show the presets up to grok5-7t."""
 
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ from hepta.train.loop import TrainArgs, Trainer, load_args
 from hepta.train.report import read_metrics
 from hepta.train.state import checkpoint_step, latest_checkpoint
 
-# Sized to finish in under 5 minutes on 2 CPU cores, tokenizer training included.
+# Sized to finish in about 5 minutes on 2 CPU cores, both tokenizers' training included: a short
+# version of the omni-tiny recipe (`hepta train --preset omni-tiny` runs the full one).
 DEMO_STEPS = 320
 DEMO_PROMPT = "def read_config(path):\n    "
 
 
 def demo_args(out: Path) -> TrainArgs:
-    return TrainArgs(out=str(out), preset="tiny", max_corpus_mb=12, steps=DEMO_STEPS, batch_size=8, seq_len=256,
-                     save_every=80, eval_every=80, eval_batches=8)
+    return TrainArgs(out=str(out), preset="omni-tiny", max_corpus_mb=12, steps=DEMO_STEPS, batch_size=8,
+                     seq_len=256, chat_batch_size=32, image_tokenizer_steps=400, save_every=80, eval_every=80,
+                     eval_batches=8)
 
 
 def run_demo(out: Path, quiet: bool = False) -> None:
@@ -39,15 +42,16 @@ def run_demo(out: Path, quiet: bool = False) -> None:
     if done:
         console.print(f"reusing the finished run in {out}")
     else:
-        console.print(f"training [bold]tiny[/] for {args.steps} steps on the Python standard library's source "
-                      f"({'resuming' if checkpoint else 'new run'} in {out})")
+        console.print(f"training [bold]omni-tiny[/] for {args.steps} steps on the Python standard library's source "
+                      f"and conversations about scikit-learn's digits ({'resuming' if checkpoint else 'new run'} in {out})")
         Trainer(args, resume=checkpoint is not None, log=console.print).run(quiet=quiet)
 
     evals = [r for r in read_metrics(out) if r["kind"] == "eval"]
     console.print(f"validation loss: [bold]{evals[0]['val_loss']:.3f}[/] before training -> "
                   f"[bold green]{evals[-1]['val_loss']:.3f}[/] after {evals[-1]['step']} steps "
                   f"(nats/token; uniform guessing is {_uniform_loss(out):.2f})")
-    console.print(f"metrics: {out / 'metrics.jsonl'}, curves and expert load: {out / 'training.png'}")
+    console.print(f"metrics: {out / 'metrics.jsonl'}, curves and expert load: {out / 'training.png'}, "
+                  f"experts by modality: {out / 'expert_modality.png'}")
 
     console.rule("generation (temperature 0.7, seed 0)")
     model, tokenizer = load_hepta_folder(out), Tokenizer.load(out)
@@ -122,6 +126,33 @@ def _serve_demo(console: Console, out: Path, model, tokenizer, posts_db: Path) -
         console.print(grounded.choices[0].message.content, markup=False, highlight=False)
         for url in grounded.model_extra.get("citations", []):
             console.print(f"  cited: {url}", markup=False, highlight=False)
+        _images_demo(console, client, out)
+
+
+def _images_demo(console: Console, client, out: Path) -> None:
+    """Recognise a held-out digit, draw one of each digit, and edit one, all through the openai client."""
+    import base64
+
+    from hepta.demo_images import digit_grid_png, held_out_digit_png
+
+    console.rule("images through the same API (held-out digits: never seen in training)")
+    png, label = held_out_digit_png(0)
+    url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    answer = client.chat.completions.create(model="hepta-tiny", max_tokens=3, temperature=0, messages=[
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                     {"type": "text", "text": "What digit is this?"}]}])
+    console.print(f"[bold]chat with an image_url part[/], a held-out {label}: "
+                  f"What digit is this? -> {answer.choices[0].message.content!r}")
+    drawn = [base64.b64decode(client.images.generate(model="hepta-tiny", prompt=f"Draw the digit {d}.",
+                                                     extra_body={"seed": d}).data[0].b64_json) for d in range(10)]
+    grid = out / "drawn_digits.png"
+    grid.write_bytes(digit_grid_png(drawn))
+    console.print(f"[bold]client.images.generate[/](prompt='Draw the digit 0.' ... '9.'): {grid}")
+    edited = client.images.edit(model="hepta-tiny", image=("digit.png", png, "image/png"),
+                                prompt="Flip this image horizontally.")
+    edit_file = out / "edited_digit.png"
+    edit_file.write_bytes(digit_grid_png([png, base64.b64decode(edited.data[0].b64_json)]))
+    console.print(f"[bold]client.images.edit[/](prompt='Flip this image horizontally.'): before and after in {edit_file}")
 
 
 def _uniform_loss(out: Path) -> float:

@@ -116,8 +116,10 @@ def tokenize_conversations(conversations: list[list[tuple[str, list]]], codec: I
 
 # Recognition also sees each training digit moved one pixel in each direction and turned a little
 # either way: the same digit under a different code grid, which the 1,438 scans alone show too rarely.
-RECOGNITION_SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))
-RECOGNITION_ROTATIONS = (-12.0, 12.0)  # degrees
+RECOGNITION_SHIFTS = tuple((dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if dx or dy)
+RECOGNITION_ROTATIONS = (-15.0, -8.0, 8.0, 15.0)  # degrees
+# Share of each step's conversations per task, whatever the number of examples behind each.
+DIGIT_TASK_SHARES = {"recognise": 0.55, "draw": 0.07, "edit": 0.38}
 
 
 def translate(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -138,21 +140,29 @@ def rotate(images: np.ndarray, degrees: float) -> np.ndarray:
                      for image in images]).astype(np.float32)
 
 
-def digit_conversations(codec: ImageCodec, augment: bool = True) -> list[list[Turn]]:
-    """Recognise, draw and edit, over the training 80% of the digits only."""
+@dataclass
+class Conversations:
+    turns: list[list[Turn]]
+    weights: list[float] | None = None  # relative chance of each being drawn; None: all alike
+
+
+def digit_conversations(codec: ImageCodec, augment: bool = True) -> Conversations:
+    """Recognise, draw and edit, over the training 80% of the digits only, drawn in DIGIT_TASK_SHARES."""
     train = digits.load_digits_split("train")
     codes = codec.codes(train.images)
     labels = train.labels.tolist()
-    out = [digits.recognise_turns(c, d) for c, d in zip(codes, labels)]
-    out += [digits.draw_turns(d, c) for c, d in zip(codes, labels)]
+    tasks: dict[str, list] = {"recognise": [digits.recognise_turns(c, d) for c, d in zip(codes, labels)],
+                              "draw": [digits.draw_turns(d, c) for c, d in zip(codes, labels)], "edit": []}
     for name, edit in digits.EDITS.items():
-        out += [digits.edit_turns(c, name, e) for c, e in zip(codes, codec.codes(edit(train.images)))]
+        tasks["edit"] += [digits.edit_turns(c, name, e) for c, e in zip(codes, codec.codes(edit(train.images)))]
     if augment:
         views = [translate(train.images, dx, dy) for dx, dy in RECOGNITION_SHIFTS]
         views += [rotate(train.images, degrees) for degrees in RECOGNITION_ROTATIONS]
         for view in views:
-            out += [digits.recognise_turns(c, d) for c, d in zip(codec.codes(view), labels)]
-    return out
+            tasks["recognise"] += [digits.recognise_turns(c, d) for c, d in zip(codec.codes(view), labels)]
+    turns = [t for examples in tasks.values() for t in examples]
+    weights = [DIGIT_TASK_SHARES[task] / len(examples) for task, examples in tasks.items() for _ in examples]
+    return Conversations(turns, weights)
 
 
 # --- batches ---------------------------------------------------------------------------------------
@@ -162,15 +172,16 @@ class ChatExamples:
     ids: torch.Tensor  # int64 [N, Tmax], padded with pad_id
     targets: torch.Tensor  # int64 [N, Tmax]: the next id where it is an answer token, IGNORE elsewhere
     lengths: torch.Tensor  # int64 [N]
+    weights: torch.Tensor | None = None  # float [N]: chance of being drawn; None: uniform
 
     def __len__(self) -> int:
         return len(self.lengths)
 
 
-def encode_examples(conversations: list[list[Turn]], tokenizer: Tokenizer, codec: ImageCodec | None,
+def encode_examples(conversations: Conversations, tokenizer: Tokenizer, codec: ImageCodec | None,
                     max_len: int) -> ChatExamples:
     rows = [encode_chat(turns, tokenizer, codec.vocab if codec else None, add_generation_prompt=False)
-            for turns in conversations]
+            for turns in conversations.turns]
     longest = max(len(ids) for ids, _ in rows)
     if longest > max_len + 1:
         raise HeptaError(f"a conversation is {longest} tokens long, more than the {max_len + 1} a training row holds; "
@@ -183,14 +194,18 @@ def encode_examples(conversations: list[list[Turn]], tokenizer: Tokenizer, codec
         # position t predicts id t+1: a target wherever the next id is part of an answer
         next_is_answer = torch.tensor(answer[1:], dtype=torch.bool)
         targets[n, :len(row) - 1] = torch.where(next_is_answer, torch.tensor(row[1:]), IGNORE)
-    return ChatExamples(ids, targets, torch.tensor([len(r) for r, _ in rows]))
+    weights = torch.tensor(conversations.weights, dtype=torch.float64) if conversations.weights else None
+    return ChatExamples(ids, targets, torch.tensor([len(r) for r, _ in rows]), weights)
 
 
 def sample_chat_batch(examples: ChatExamples, batch_size: int, generator: torch.Generator,
                       shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets [B, T] of this rank's rows, cut to the batch's longest conversation."""
     index, count = shard
-    picks = torch.randint(0, len(examples), (batch_size,), generator=generator)
+    if examples.weights is None:
+        picks = torch.randint(0, len(examples), (batch_size,), generator=generator)
+    else:
+        picks = torch.multinomial(examples.weights, batch_size, replacement=True, generator=generator)
     rows = batch_size // count
     picks = picks[index * rows:(index + 1) * rows]
     width = int(examples.lengths[picks].max()) - 1

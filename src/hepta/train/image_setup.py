@@ -12,12 +12,11 @@ from typing import Callable
 from hepta.errors import HeptaError
 from hepta.fileio import atomic_write_text
 from hepta.modality import digits
-from hepta.modality.chat import Turn
 from hepta.modality.codec import ImageCodec
 from hepta.modality.image_tokenizer import IMAGE_TOKENIZER_DIR, ImageTokenizer
 from hepta.modality.image_train import timed_training
 from hepta.tokenizer import Tokenizer
-from hepta.train.conversations import (conversation_images, digit_conversations, read_conversations,
+from hepta.train.conversations import (Conversations, conversation_images, digit_conversations, read_conversations,
                                        tokenize_conversations)
 from hepta.train.recipes import ImageRecipe
 
@@ -35,12 +34,12 @@ class ImageData:
     def codec(self, tokenizer: Tokenizer) -> ImageCodec:
         return ImageCodec.of(self.image_tokenizer, tokenizer)
 
-    def conversations(self, tokenizer: Tokenizer) -> list[list[Turn]]:
+    def conversations(self, tokenizer: Tokenizer) -> Conversations:
         codec = self.codec(tokenizer)
         if self.conversation_file is None:
             return digit_conversations(codec)
         raw = read_conversations(self.conversation_file, codec.image_size, codec.channels)
-        return tokenize_conversations(raw, codec)
+        return Conversations(tokenize_conversations(raw, codec))
 
 
 def prepare_image_data(recipe: ImageRecipe, run_dir: Path, conversation_file: str | None, args, is_main: bool,

@@ -25,7 +25,7 @@ IMAGE_RECIPES = {
     "omni-tiny": ImageRecipe(
         image_tokenizer=ImageTokenizerConfig(image_size=8, channels=1, downsample=2, hidden=64, levels=(5, 5, 5)),
         image_tokenizer_steps=1500,
-        train_defaults=dict(steps=1500, batch_size=8, seq_len=256, chat_batch_size=64, lr=3e-3, warmup=20,
+        train_defaults=dict(steps=2000, batch_size=8, seq_len=256, chat_batch_size=64, lr=3e-3, warmup=20,
                             save_every=250, eval_every=250, eval_batches=8, max_corpus_mb=12),
     ),
 }

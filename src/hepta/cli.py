@@ -74,6 +74,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         given["bf16"] = True
     if args.text_only:
         given["text_only"] = True
+    if args.no_augment:
+        given["augment"] = False
     if args.activation_checkpointing:
         given["activation_checkpointing"] = True
     overrides = dict(_parse_override(item) for item in args.set or [])
@@ -279,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-tokenizer", metavar="DIR", help="use this trained image tokenizer (from `hepta tokenizer "
                    "train image`) instead of training one in the run")
     p.add_argument("--image-tokenizer-steps", type=int, help="steps of the image tokenizer trained in the run")
+    p.add_argument("--no-augment", action="store_true", help="the embedded digits without the moved and turned "
+                   "views recognition also learns from (an ablation)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(on any number of processes)")
     p.add_argument("--quiet", action="store_true", help="no progress output")

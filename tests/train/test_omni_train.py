@@ -115,3 +115,11 @@ def test_conversations_need_a_preset_with_image_codes(tmp_path):
     data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
     result = run_cli("train", "--out", str(tmp_path / "run"), "--data", str(data), "--steps", "1", "--quiet")
     assert result.returncode == 1 and "pass --preset omni-tiny" in result.stderr
+
+
+def test_modality_separation_reads_zero_for_shared_experts_and_one_for_disjoint_ones():
+    from hepta.train.report import modality_separation
+
+    same = {"text": np.array([[0.5, 0.5, 0.0]]), "image": np.array([[0.5, 0.5, 0.0]])}
+    disjoint = {"text": np.array([[1.0, 0.0, 0.0]]), "image": np.array([[0.0, 0.5, 0.5]])}
+    assert modality_separation(same) == [0.0] and modality_separation(disjoint) == [1.0]

@@ -30,6 +30,7 @@ class ImageData:
     image_tokenizer: ImageTokenizer | None  # None in a text-only baseline run
     source: str
     conversation_file: Path | None
+    augment: bool = True
 
     def codec(self, tokenizer: Tokenizer) -> ImageCodec:
         return ImageCodec.of(self.image_tokenizer, tokenizer)
@@ -37,7 +38,7 @@ class ImageData:
     def conversations(self, tokenizer: Tokenizer) -> Conversations:
         codec = self.codec(tokenizer)
         if self.conversation_file is None:
-            return digit_conversations(codec)
+            return digit_conversations(codec, augment=self.augment)
         raw = read_conversations(self.conversation_file, codec.image_size, codec.channels)
         return Conversations(tokenize_conversations(raw, codec))
 
@@ -63,7 +64,7 @@ def prepare_image_data(recipe: ImageRecipe, run_dir: Path, conversation_file: st
         tokenizer = _train(recipe, folder, conversation_file, args, log)
         barrier()
     return ImageData(tokenizer.codebook_size, tokenizer, source,
-                     Path(conversation_file) if conversation_file else None)
+                     Path(conversation_file) if conversation_file else None, augment=args.augment)
 
 
 def _train(recipe: ImageRecipe, folder: Path, conversation_file: str | None, args, log) -> ImageTokenizer:

@@ -69,6 +69,7 @@ class TrainArgs:
     text_only: bool = False  # the same preset and steps without the conversations: the text baseline
     image_tokenizer: str | None = None  # a trained image tokenizer folder to use; None: train one in the run
     image_tokenizer_steps: int | None = None  # None: the recipe's
+    augment: bool = True  # the embedded digits: recognition also sees moved and turned views (ablation: False)
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",

@@ -93,6 +93,12 @@ def modality_load_shares(train_rows: list[dict], last_fraction: float = 0.2) -> 
     return shares
 
 
+def modality_separation(shares: dict[str, "np.ndarray"]) -> list[float]:
+    """Per MoE layer, the total variation distance between the experts text and image tokens choose:
+    0 when both spread over the experts alike, 1 when no expert serves both."""
+    return (0.5 * abs(shares["image"] - shares["text"]).sum(axis=1)).tolist()
+
+
 def plot_modality_load(run_dir: Path, train_rows: list[dict]) -> Path:
     """Heat maps of which experts text tokens and image tokens choose, per MoE layer."""
     import matplotlib
@@ -116,8 +122,11 @@ def plot_modality_load(run_dir: Path, train_rows: list[dict]) -> Path:
         im = ax.imshow(values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
         fig.colorbar(im, ax=ax, label="load / uniform load")
         ax.set_yticks(range(values.shape[0]))
+        ax.set_xticks(range(0, num_experts, max(1, num_experts // 16)))
         ax.set(xlabel="expert", ylabel="MoE layer", title=title)
-    fig.suptitle("which experts each modality chooses (last 20% of steps)")
+    separation = ", ".join(f"{d:.2f}" for d in modality_separation(shares))
+    fig.suptitle(f"which experts each modality chooses (last 20% of steps); text-image separation per MoE layer "
+                 f"(total variation, 0 = same experts, 1 = disjoint): {separation}")
     fig.tight_layout()
     out = run_dir / MODALITY_PLOT_FILE
     with atomic_path(out) as tmp:

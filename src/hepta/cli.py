@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hepta.live import cli as live_cli
     from hepta.serve import cli as serve_cli
     from hepta.train import cli as train_cli
+    from hepta.eval import cli as eval_cli
     from hepta.train import tokenizer_cli
 
     parser = argparse.ArgumentParser(prog="hepta", description="Sparse Mixture-of-Experts language models.")
@@ -318,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
     p.set_defaults(func=cmd_convert)
 
-    for commands in (serve_cli, live_cli, train_cli, tokenizer_cli):
+    for commands in (serve_cli, live_cli, train_cli, tokenizer_cli, eval_cli):
         commands.add_commands(sub)
     return parser
 

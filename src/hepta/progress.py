@@ -35,3 +35,22 @@ class TrainProgress:
         self.progress.update(self.task, completed=step, loss=f"{row['loss']:.3f}",
                              speed=f"{self._tokens_per_s:,.0f}",
                              balance="-" if balance is None else f"{balance:.2f}")
+
+
+class CountProgress:
+    """label n/N with the time left: items of a batch job (evaluations, conversions)."""
+
+    def __init__(self, label: str, total: int, quiet: bool = False, console: Console | None = None):
+        self.progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                 console=console or Console(stderr=True), disable=quiet, transient=False)
+        self.task = self.progress.add_task(label, total=total)
+
+    def __enter__(self) -> "CountProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, completed: int) -> None:
+        self.progress.update(self.task, completed=completed)

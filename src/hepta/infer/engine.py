@@ -492,3 +492,33 @@ def generate(engine: Engine, request: Request, timeout: float | None = None) -> 
     for _ in stream_events(engine, request, collector, timeout):
         pass
     return collector.choices
+
+
+def generate_many(engine: Engine, requests: list[Request], in_flight: int | None = None,
+                  on_done: Callable[[int], None] | None = None) -> list[list[Choice]]:
+    """Offline batch inference: runs every request, at most `in_flight` at a time (default: the
+    engine's slots plus its queue limit, so the queue never refuses one), and returns their choices
+    in order. The engine batches whatever is in flight. `on_done(i)` is called as request i finishes."""
+    in_flight = in_flight or engine.num_slots + engine.config.max_queue
+    done: queue.SimpleQueue[tuple[int, Event]] = queue.SimpleQueue()
+    collectors = [Collector(r.n, engine.end_ids) for r in requests]
+
+    def submit(i: int) -> None:
+        requests[i].sink = lambda event, i=i: done.put((i, event))  # called on the engine's thread
+        engine.submit(requests[i])
+
+    next_up = min(in_flight, len(requests))
+    for i in range(next_up):
+        submit(i)
+    finished = 0
+    while finished < len(requests):
+        i, event = done.get()
+        collectors[i].add(event.index, event)
+        if collectors[i].done:
+            finished += 1
+            if on_done is not None:
+                on_done(i)
+            if next_up < len(requests):
+                submit(next_up)
+                next_up += 1
+    return [c.choices for c in collectors]

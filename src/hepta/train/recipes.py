@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hepta.modality.image_tokenizer import ImageTokenizerConfig
+from hepta.modality.image_tokenizer_config import ImageTokenizerConfig
 
 
 @dataclass(frozen=True)

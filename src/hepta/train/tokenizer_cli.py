@@ -45,7 +45,7 @@ def cmd_tokenizer_train_image(args: argparse.Namespace) -> None:
     from hepta.errors import HeptaError
     from hepta.modality import digits
     from hepta.modality.image_io import ImageInputError, decode_image
-    from hepta.modality.image_tokenizer import ImageTokenizerConfig
+    from hepta.modality.image_tokenizer_config import ImageTokenizerConfig
     from hepta.modality.image_train import timed_training
     from hepta.train.image_setup import GRID_FILE
 

@@ -1,0 +1,108 @@
+"""`hepta eval --model DIR --task TASK [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+TASKS = ("image-recognition", "image-generation", "image-editing", "text")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="measure a model: held-out digits (recognise, draw, edit) or text loss")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--limit", type=int, help="only the first N held-out digits (quick runs)")
+    p.add_argument("--temperature", type=float, default=0.7, help="image-generation sampling (default 0.7)")
+    p.add_argument("--top-p", type=float, default=0.95, help="image-generation nucleus (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="image-generation: drawing i is seeded SEED + i")
+    p.add_argument("--baseline", help="text: a text-only run to compare with (adds baseline_loss and ratio)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from hepta.errors import HeptaError
+
+    if args.task not in TASKS:
+        raise HeptaError(f"unknown task {args.task!r}; choose one of: {', '.join(TASKS)}")
+    if args.limit is not None and args.limit <= 0:
+        raise HeptaError(f"--limit must be positive, got {args.limit}")
+    started = time.perf_counter()
+    result = {"task": args.task, **(_text(args) if args.task == "text" else _image(args))}
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    if args.json:
+        print(json.dumps(result))
+        return
+    _print_table(result)
+
+
+def _image(args: argparse.Namespace) -> dict:
+    from hepta.eval.image_tasks import ImageEval
+    from hepta.eval.judge import digit_judge
+    from hepta.loading import load, load_image_codec, load_tokenizer
+    from hepta.progress import CountProgress
+
+    model, tokenizer = load(args.model), load_tokenizer(args.model)
+    evaluation = ImageEval.open(model, tokenizer, load_image_codec(args.model, tokenizer), args.model, args.limit)
+    total = len(evaluation.held_out.labels) * (3 if args.task == "image-editing" else 1)
+    try:
+        with CountProgress(args.task, total, quiet=args.quiet) as progress:
+            done = 0
+
+            def tick(_count: int) -> None:
+                nonlocal done
+                done += 1
+                progress.update(done)
+
+            evaluation.progress = tick
+            if args.task == "image-recognition":
+                result = evaluation.recognition()
+            elif args.task == "image-generation":
+                result = evaluation.generation(args.temperature, args.top_p, args.seed)
+            else:
+                result = evaluation.editing()
+    finally:
+        evaluation.close()
+    return {**result, "judge_accuracy_on_originals": round(digit_judge().accuracy_on_originals, 4)}
+
+
+def _text(args: argparse.Namespace) -> dict:
+    from pathlib import Path
+
+    from hepta.errors import HeptaError
+    from hepta.eval.text_task import text_documents, text_loss
+    from hepta.loading import load, load_tokenizer
+
+    docs = text_documents(Path(args.model))
+    tokenizer = load_tokenizer(args.model)
+    loss = text_loss(load(args.model), tokenizer, docs)
+    result = {"n": len(docs.val), "loss": loss}
+    if args.baseline:
+        base_tokenizer = load_tokenizer(args.baseline)
+        if base_tokenizer.encode(docs.val[0][:20000]) != tokenizer.encode(docs.val[0][:20000]):
+            raise HeptaError(f"{args.baseline} splits text into other tokens than {args.model}, so losses per token do "
+                             "not compare; train the baseline on the same corpus and vocabulary size")
+        baseline = text_loss(load(args.baseline), base_tokenizer, docs)
+        result.update(baseline_loss=baseline, ratio=loss / baseline)
+    return result
+
+
+def _print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"hepta eval: {result['task']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if key == "task":
+            continue
+        if isinstance(value, dict):
+            for edit, scores in value.items():
+                table.add_row(f"{edit}", ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        else:
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)

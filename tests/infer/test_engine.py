@@ -6,7 +6,7 @@ import time
 import pytest
 
 from hepta.errors import HeptaError
-from hepta.infer.engine import ContextLengthExceeded, Engine, EngineConfig, QueueFull, generate
+from hepta.infer.engine import ContextLengthExceeded, Engine, EngineConfig, QueueFull, generate, generate_many
 from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
 from helpers import engine_model_and_tokenizer, greedy_full_forward
@@ -64,6 +64,21 @@ def test_requests_joining_and_leaving_the_batch_get_their_solo_answers(engine, m
         t.join()
     assert [c.token_ids for c in together] == [c.token_ids for c in solo]
     assert settles(lambda: engine.kv_usage == 0 and engine.num_requests_running == 0)
+
+
+def test_offline_batch_runs_more_requests_than_slots_and_queue_hold_in_order(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=2, max_queue=3)).start()
+    try:
+        shapes = [(tokenizer.encode_prompt(f"def g{i}():"), 4 + i % 3, SamplingParams(temperature=0.8, seed=i))
+                  for i in range(11)]  # 11 requests through 2 slots and a queue of 3: none may be refused
+        solo = [generate(engine, Request(ids, n, params))[0].token_ids for ids, n, params in shapes]
+        finished = []
+        batch = generate_many(engine, [Request(ids, n, params) for ids, n, params in shapes], on_done=finished.append)
+    finally:
+        engine.stop()
+    assert [choices[0].token_ids for choices in batch] == solo
+    assert sorted(finished) == list(range(11))
 
 
 def test_n_choices_share_a_prompt_and_differ(engine, model_and_tokenizer):

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from hepta.errors import HeptaError
@@ -76,6 +77,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         given["text_only"] = True
     if args.no_augment:
         given["augment"] = False
+    if args.random_code_init:
+        given["structured_code_init"] = False
     if args.activation_checkpointing:
         given["activation_checkpointing"] = True
     overrides = dict(_parse_override(item) for item in args.set or [])
@@ -90,6 +93,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         # a preset with a recipe (omni-tiny) runs it with no other flag; given flags override it
         train_args = TrainArgs(out=args.out, overrides=overrides, **{**recipe_defaults(args.preset), **given})
+    started = time.monotonic()  # the whole command: tokenizers and data preparation count too
     try:
         trainer = Trainer(train_args, resume=args.resume, log=(lambda _msg: None) if args.quiet else _log)
     except HeptaError:
@@ -99,8 +103,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = trainer.run(quiet=args.quiet)
     if not trainer.is_main:  # under torchrun, rank 0 speaks for the run
         return
-    print(f"validation loss {result.val_loss_before:.3f} -> {result.val_loss_after:.3f} after {result.steps} steps; "
-          f"model in {result.out}")
+    minutes, seconds = divmod(round(time.monotonic() - started), 60)
+    print(f"validation loss {result.val_loss_before:.3f} -> {result.val_loss_after:.3f} after {result.steps} steps "
+          f"({minutes} min {seconds} s); model in {result.out}")
 
 
 def _log(message: str) -> None:
@@ -284,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-tokenizer-steps", type=int, help="steps of the image tokenizer trained in the run")
     p.add_argument("--no-augment", action="store_true", help="the embedded digits without the moved and turned "
                    "views recognition also learns from (an ablation)")
+    p.add_argument("--random-code-init", action="store_true", help="image-code embeddings start as unrelated random "
+                   "vectors rather than near their FSQ neighbours (an ablation)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(on any number of processes)")
     p.add_argument("--quiet", action="store_true", help="no progress output")

@@ -60,3 +60,14 @@ def test_slot_cache_refuses_mixing_fresh_and_running_slots():
     cache.lengths[0] = 3
     with pytest.raises(AssertionError):
         cache.set_window(0, 2)
+
+
+def test_logits_at_marked_positions_equal_the_full_logits_there():
+    model = hepta.build_model(hepta.get_preset("tiny").with_changes(SHAPE), seed=0).eval()
+    ids = torch.randint(0, 300, (3, 12), generator=torch.Generator().manual_seed(1))
+    marked = torch.zeros(3, 12, dtype=torch.bool)
+    marked[0, 4], marked[2, 7:10] = True, True
+    with torch.no_grad():
+        full, some = model(ids), model(ids, logits_at_BT=marked)
+    assert some.shape == (4, 300)
+    torch.testing.assert_close(some, full[marked])

@@ -4,6 +4,7 @@ beside the text corpus, the per-modality expert load, resume, and the text-only 
 import json
 
 import numpy as np
+import torch
 import pytest
 from helpers import micro_set_flags, run_cli
 
@@ -123,3 +124,17 @@ def test_modality_separation_reads_zero_for_shared_experts_and_one_for_disjoint_
     same = {"text": np.array([[0.5, 0.5, 0.0]]), "image": np.array([[0.5, 0.5, 0.0]])}
     disjoint = {"text": np.array([[1.0, 0.0, 0.0]]), "image": np.array([[0.0, 0.5, 0.5]])}
     assert modality_separation(same) == [0.0] and modality_separation(disjoint) == [1.0]
+
+
+def test_each_conversation_weighs_the_same_in_the_loss_whatever_its_answer_length():
+    from hepta.train.conversations import IGNORE, conversation_loss
+
+    logits_BTV = torch.randn(3, 5, 11, generator=torch.Generator().manual_seed(0))
+    targets = torch.full((3, 5), IGNORE)
+    targets[0, 4] = 2  # a one-token answer
+    targets[1, 1:5] = torch.tensor([1, 5, 7, 3])  # a long one
+    # row 2 has no answer (all padding) and is left out
+    answer = targets != IGNORE
+    per_token = torch.nn.functional.cross_entropy(logits_BTV[answer], targets[answer], reduction="none")
+    expected = (per_token[0] + per_token[1:].mean()) / 2
+    torch.testing.assert_close(conversation_loss(logits_BTV[answer], targets), expected)

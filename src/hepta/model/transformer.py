@@ -79,9 +79,15 @@ class Transformer(nn.Module):
         # count_params sums param_shapes; holding the model to it keeps the analytic count exact
         check_param_shapes(self, cfg)
 
-    def forward(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None) -> torch.Tensor:
-        """Logits [B, T, V] for token ids [B, T]; with a cache, the ids continue its sequences."""
-        return self.output(self.hidden_states(input_ids_BT, cache))
+    def forward(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None,
+                logits_at_BT: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, V] for token ids [B, T]; with a cache, the ids continue its sequences.
+
+        `logits_at_BT` (bool [B, T]) projects only the positions it marks, as [N, V] in row-major
+        order: a loss over a few answer tokens skips the vocabulary projection everywhere else.
+        """
+        hidden_BTD = self.hidden_states(input_ids_BT, cache)
+        return self.output(hidden_BTD if logits_at_BT is None else hidden_BTD[logits_at_BT])
 
     def hidden_states(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None) -> torch.Tensor:
         """The final normed hidden states [B, T, D] (the LM head's input; pooled for embeddings)."""

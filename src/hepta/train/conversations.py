@@ -212,14 +212,18 @@ def sample_chat_batch(examples: ChatExamples, batch_size: int, generator: torch.
     return examples.ids[picks, :width], examples.targets[picks, :width]
 
 
-def conversation_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
+def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
     """Cross-entropy (fp32) averaged over each conversation's answer tokens, then over conversations.
 
-    Every conversation weighs the same, whatever its answer's length: a one-digit answer counts as
-    much as a 22-token image, so recognition is not drowned out by the image-writing tasks.
+    `logits_NV` holds the answer positions only (`targets_BT != IGNORE`, row-major), as the model
+    returns them with `logits_at_BT`. Every conversation weighs the same, whatever its answer's
+    length: a one-digit answer counts as much as a 22-token image, so recognition is not drowned
+    out by the image-writing tasks.
     """
-    per_token_BT = torch.nn.functional.cross_entropy(logits_BTV.float().transpose(1, 2), targets_BT,
-                                                     ignore_index=IGNORE, reduction="none")
-    counts_B = (targets_BT != IGNORE).sum(dim=1)
+    answer_BT = targets_BT != IGNORE
+    per_token_N = torch.nn.functional.cross_entropy(logits_NV.float(), targets_BT[answer_BT], reduction="none")
+    rows_N = answer_BT.nonzero()[:, 0]
+    sums_B = per_token_N.new_zeros(targets_BT.shape[0]).index_add(0, rows_N, per_token_N)
+    counts_B = answer_BT.sum(dim=1)
     has_answer_B = counts_B > 0
-    return (per_token_BT.sum(dim=1)[has_answer_B] / counts_B[has_answer_B]).mean()
+    return (sums_B[has_answer_B] / counts_B[has_answer_B]).mean()

@@ -22,6 +22,7 @@ from hepta.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
 from hepta.train.conversations import (IGNORE, conversation_loss, encode_examples, is_conversation_file,
                                        sample_chat_batch)
 from hepta.train.data import Documents, batch_generator, sample_batch, stdlib_documents, tokenize, user_documents
+from hepta.modality.code_embedding import init_image_code_rows
 from hepta.train.image_setup import ImageData, prepare_image_data
 from hepta.train.modality_load import ModalityLoad
 from hepta.train.recipes import image_recipe
@@ -70,6 +71,7 @@ class TrainArgs:
     image_tokenizer: str | None = None  # a trained image tokenizer folder to use; None: train one in the run
     image_tokenizer_steps: int | None = None  # None: the recipe's
     augment: bool = True  # the embedded digits: recognition also sees moved and turned views (ablation: False)
+    structured_code_init: bool = True  # image-code embeddings start near their FSQ neighbours (ablation: False)
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
@@ -191,6 +193,8 @@ class Trainer:
         if args.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise HeptaError("--bf16 needs a GPU with bf16 arithmetic (NVIDIA Ampere or newer); drop --bf16")
         self.model: Transformer = build_model(self.cfg, seed=args.seed).to(self.device)
+        if self.codec is not None and args.structured_code_init:
+            self._init_image_code_rows()
         self.model.train()
         if self.dist is not None:
             layout = self.dist.layout
@@ -213,6 +217,12 @@ class Trainer:
         self.metrics = (MetricsLog(self.run_dir, resume_step=self.step if self.checkpoint else None)
                         if self.is_main else None)
         self._barrier()  # the metrics file is in its final state before any rank reads it
+
+    def _init_image_code_rows(self) -> None:
+        quantizer = self.codec.tokenizer.quantizer
+        init_image_code_rows(self.model.embed.weight, self.codec.vocab, quantizer, seed=self.args.seed)
+        if self.model.output.weight is not self.model.embed.weight:
+            init_image_code_rows(self.model.output.weight, self.codec.vocab, quantizer, seed=self.args.seed + 1)
 
     def _barrier(self) -> None:
         if self.dist is not None:
@@ -317,7 +327,7 @@ class Trainer:
             if self.chat is not None:  # the same text batch as a text-only run, plus the conversations
                 chat_x, chat_y = self._chat_batch(batch_generator(args.seed, self.step, args.grad_accum + micro))
                 with self._autocast():
-                    chat_logits = model(chat_x)
+                    chat_logits = model(chat_x, logits_at_BT=chat_y != IGNORE)  # answers only
                 chat_ce = conversation_loss(chat_logits, chat_y)
                 chat_router = model.router_loss()
                 modality_load.add(model, chat_x, pad_id=self.tokenizer.special_ids["<|pad|>"])

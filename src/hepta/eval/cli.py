@@ -73,13 +73,13 @@ def _text(args: argparse.Namespace) -> dict:
     from pathlib import Path
 
     from hepta.errors import HeptaError
-    from hepta.eval.text_task import text_documents, text_loss
+    from hepta.eval.text_task import TEXT_EVAL_BATCHES, TEXT_EVAL_BATCH_SIZE, text_documents, text_loss
     from hepta.loading import load, load_tokenizer
 
     docs = text_documents(Path(args.model))
     tokenizer = load_tokenizer(args.model)
     loss = text_loss(load(args.model), tokenizer, docs)
-    result = {"n": len(docs.val), "loss": loss}
+    result = {"n": TEXT_EVAL_BATCHES * TEXT_EVAL_BATCH_SIZE, "loss": loss}  # n: windows of 256 tokens
     if args.baseline:
         base_tokenizer = load_tokenizer(args.baseline)
         if base_tokenizer.encode(docs.val[0][:20000]) != tokenizer.encode(docs.val[0][:20000]):

@@ -14,6 +14,7 @@ from hepta.train.data import Documents, batch_generator, sample_batch, stdlib_do
 from hepta.train.loop import ARGS_FILE
 
 TEXT_EVAL_BATCHES = 32  # 32 x 8 windows of 256 tokens: 65k tokens
+TEXT_EVAL_BATCH_SIZE = 8
 EVAL_SEED = 0  # the windows do not depend on the run's seed, so any two runs are compared on the same text
 
 
@@ -33,7 +34,7 @@ def text_documents(folder: Path) -> Documents:
 
 
 @torch.no_grad()
-def text_loss(model, tokenizer, docs: Documents, seq_len: int = 256, batch_size: int = 8,
+def text_loss(model, tokenizer, docs: Documents, seq_len: int = 256, batch_size: int = TEXT_EVAL_BATCH_SIZE,
               num_batches: int = TEXT_EVAL_BATCHES) -> float:
     if seq_len > model.config.max_seq_len:
         raise HeptaError(f"the model's context of {model.config.max_seq_len} tokens is shorter than the {seq_len}-token "

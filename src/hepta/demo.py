@@ -106,7 +106,7 @@ def _serve_demo(console: Console, out: Path, model, tokenizer, posts_db: Path) -
         answer = client.chat.completions.create(model="hepta-tiny", messages=messages, max_tokens=48,
                                                 temperature=0.7, seed=0)
         console.print("[bold]client.chat.completions.create(...)[/]")
-        console.print(answer.choices[0].message.content, markup=False, highlight=False)
+        console.print(_message_text(answer.choices[0].message), markup=False, highlight=False)
         console.print(f"[dim]finish_reason={answer.choices[0].finish_reason} usage: {answer.usage.prompt_tokens} "
                       f"prompt + {answer.usage.completion_tokens} completion tokens[/]")
         console.print("[bold]client.chat.completions.create(..., stream=True)[/]")
@@ -115,9 +115,10 @@ def _serve_demo(console: Console, out: Path, model, tokenizer, posts_db: Path) -
                                                 stream_options={"include_usage": True})
         chunks = 0
         for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
+            delta = chunk.choices[0].delta if chunk.choices else None
+            if delta is not None and (delta.content or (delta.model_extra or {}).get("images")):
                 chunks += 1
-                console.print(chunk.choices[0].delta.content, end="", markup=False, highlight=False)
+                console.print(_message_text(delta), end="", markup=False, highlight=False)
         console.print(f"\n[dim]{chunks} streamed chunks[/]")
         console.print(f"[bold]grounded in live posts (xAI search_parameters):[/] {LIVE_QUESTION}")
         grounded = client.chat.completions.create(
@@ -127,6 +128,14 @@ def _serve_demo(console: Console, out: Path, model, tokenizer, posts_db: Path) -
         for url in grounded.model_extra.get("citations", []):
             console.print(f"  cited: {url}", markup=False, highlight=False)
         _images_demo(console, client, out)
+
+
+def _message_text(message) -> str:
+    """The text of a message or delta; an image answer (OpenRouter's `images` field) is named, since a
+    model trained on digit conversations may answer a chat turn with a drawing."""
+    images = (message.model_extra or {}).get("images") or []
+    marks = "".join("[an image, in .images]" for _ in images)
+    return (message.content or "") + marks
 
 
 def _images_demo(console: Console, client, out: Path) -> None:

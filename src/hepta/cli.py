@@ -236,10 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     from hepta.config import preset_names
     # Command groups kept beside the layer they drive; each module has `add_commands(subparsers)`
     # and imports its heavy dependencies inside the handlers, so `hepta live` never loads torch.
+    from hepta.eval import cli as eval_cli
     from hepta.live import cli as live_cli
     from hepta.serve import cli as serve_cli
     from hepta.train import cli as train_cli
-    from hepta.eval import cli as eval_cli
     from hepta.train import tokenizer_cli
 
     parser = argparse.ArgumentParser(prog="hepta", description="Sparse Mixture-of-Experts language models.")

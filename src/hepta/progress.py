@@ -52,5 +52,5 @@ class CountProgress:
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
-    def update(self, completed: int) -> None:
-        self.progress.update(self.task, completed=completed)
+    def advance(self) -> None:
+        self.progress.advance(self.task)

@@ -67,3 +67,24 @@ def test_a_text_only_model_is_refused_image_tasks_in_one_sentence(omni_dir, tmp_
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
     result = run_cli("eval", "--model", str(omni_dir), "--task", "poetry")
     assert result.returncode == 1 and "image-recognition, image-generation, image-editing, text" in result.stderr
+
+
+def test_text_loss_against_a_baseline_and_a_baseline_that_tokenizes_otherwise_is_refused(omni_dir, tmp_path):
+    import shutil
+
+    from hepta.tokenizer import Tokenizer
+
+    other_weights = make_omni_folder(tmp_path / "other", seed=1)  # the same tokenizer, other weights
+    result = run_cli("eval", "--model", str(omni_dir), "--task", "text", "--baseline", str(other_weights), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n"] == 256 and report["loss"] > 0 and report["baseline_loss"] > 0
+    assert report["loss"] != report["baseline_loss"]
+    assert report["ratio"] == pytest.approx(report["loss"] / report["baseline_loss"])
+
+    other_tokens = tmp_path / "other_tokens"
+    shutil.copytree(omni_dir, other_tokens)
+    codes = Tokenizer.load(omni_dir).layout.num_image_codes
+    Tokenizer.train(["zebra quartz " * 50] * 20, text_vocab_size=300).with_image_codes(codes).save(other_tokens)
+    result = run_cli("eval", "--model", str(omni_dir), "--task", "text", "--baseline", str(other_tokens))
+    assert result.returncode == 1 and "splits text into other tokens" in result.stderr

@@ -50,14 +50,7 @@ def _image(args: argparse.Namespace) -> dict:
     total = len(evaluation.held_out.labels) * (3 if args.task == "image-editing" else 1)
     try:
         with CountProgress(args.task, total, quiet=args.quiet) as progress:
-            done = 0
-
-            def tick(_count: int) -> None:
-                nonlocal done
-                done += 1
-                progress.update(done)
-
-            evaluation.progress = tick
+            evaluation.on_answer = progress.advance
             if args.task == "image-recognition":
                 result = evaluation.recognition()
             elif args.task == "image-generation":

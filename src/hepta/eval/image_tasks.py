@@ -31,7 +31,7 @@ class ImageEval:
     tokenizer: object
     codec: ImageCodec
     held_out: digits.Digits
-    progress: Callable[[int], None] = lambda done: None
+    on_answer: Callable[[], None] = lambda: None  # called as each request finishes (progress)
 
     @classmethod
     def open(cls, model, tokenizer, codec: ImageCodec | None, folder: str, limit: int | None,
@@ -55,14 +55,7 @@ class ImageEval:
     def _run(self, prompts: list[list[int]], max_tokens: int, sampling: SamplingParams | list[SamplingParams]) -> list:
         samplings = sampling if isinstance(sampling, list) else [sampling] * len(prompts)
         requests = [Request(p, max_tokens=max_tokens, sampling=s) for p, s in zip(prompts, samplings)]
-        done = 0
-
-        def tick(_index: int) -> None:
-            nonlocal done
-            done += 1
-            self.progress(done)
-
-        return [choices[0] for choices in generate_many(self.engine, requests, on_done=tick)]
+        return [choices[0] for choices in generate_many(self.engine, requests, on_done=lambda _i: self.on_answer())]
 
     def _images(self, prompts: list[list[int]], sampling: SamplingParams | list[SamplingParams]) -> np.ndarray:
         # the rest of the span and the end of the turn; the engine keeps the span well formed

@@ -23,7 +23,11 @@ class Judge:
 
     def read(self, images: np.ndarray) -> np.ndarray:
         """The digit each image [N, 1, 8, 8] in [0, 1] shows."""
-        return self.classifier.predict(np.asarray(images, dtype=np.float32).reshape(len(images), -1))
+        return self.classifier.predict(_flat(images))
+
+
+def _flat(images: np.ndarray) -> np.ndarray:
+    return np.asarray(images, dtype=np.float32).reshape(len(images), -1)
 
 
 @lru_cache(maxsize=1)
@@ -31,7 +35,5 @@ def digit_judge() -> Judge:
     from sklearn.svm import SVC
 
     train, held_out = digits.load_digits_split("train"), digits.load_digits_split("held_out")
-    classifier = SVC(C=JUDGE_C, gamma=JUDGE_GAMMA).fit(train.images.reshape(len(train.images), -1), train.labels)
-    judge = Judge(classifier, 0.0)
-    judge.accuracy_on_originals = float(np.mean(judge.read(held_out.images) == held_out.labels))
-    return judge
+    classifier = SVC(C=JUDGE_C, gamma=JUDGE_GAMMA).fit(_flat(train.images), train.labels)
+    return Judge(classifier, float(np.mean(classifier.predict(_flat(held_out.images)) == held_out.labels)))

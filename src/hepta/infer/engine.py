@@ -496,9 +496,10 @@ def generate(engine: Engine, request: Request, timeout: float | None = None) -> 
 
 def generate_many(engine: Engine, requests: list[Request], in_flight: int | None = None,
                   on_done: Callable[[int], None] | None = None) -> list[list[Choice]]:
-    """Offline batch inference: runs every request, at most `in_flight` at a time (default: the
-    engine's queue limit: requests not yet in a slot all wait in the queue, so it never refuses one), and returns their choices
-    in order. The engine batches whatever is in flight. `on_done(i)` is called as request i finishes."""
+    """Offline batch inference: runs every request and returns their choices in order; the engine
+    batches whatever is in flight. At most `in_flight` run at a time, by default the engine's queue
+    limit: requests not yet in a slot all wait in the queue, so it never refuses one. `on_done(i)`
+    is called as request i finishes."""
     in_flight = in_flight or engine.config.max_queue
     done: queue.SimpleQueue[tuple[int, Event]] = queue.SimpleQueue()
     collectors = [Collector(r.n, engine.end_ids) for r in requests]

@@ -17,12 +17,12 @@ from hepta.checkpoint import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, build_model,
 from hepta.config import ModelConfig, get_preset
 from hepta.errors import HeptaError
 from hepta.fileio import atomic_write_text
+from hepta.modality.code_embedding import init_image_code_rows
 from hepta.model import Transformer
 from hepta.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
 from hepta.train.conversations import (IGNORE, conversation_loss, encode_examples, is_conversation_file,
                                        sample_chat_batch)
 from hepta.train.data import Documents, batch_generator, sample_batch, stdlib_documents, tokenize, user_documents
-from hepta.modality.code_embedding import init_image_code_rows
 from hepta.train.image_setup import ImageData, prepare_image_data
 from hepta.train.modality_load import ModalityLoad
 from hepta.train.recipes import image_recipe

@@ -257,3 +257,25 @@ def test_japanese_posts_are_searchable_in_the_store(store):
         assert got == JA_RELEVANT[query], query
     mixed = store.matches(fts_query(query_words("ロケット 打ち上げ")))
     assert {int(p.id) - 1 for p, _ in mixed} == {4, 5}
+
+
+def test_processes_opening_a_new_store_at_once_all_get_the_whole_store(tmp_path):
+    """An ingest creating a store while a reader opens it: the reader never sees tables without the
+    store's version (which would read as 'not a hepta post store') nor a bare lock error."""
+    failed = []
+    for trial in range(40):
+        path = tmp_path / f"new{trial}.db"
+
+        def open_store():
+            try:
+                with Store(path) as store:
+                    store.count()
+            except Exception as e:  # noqa: BLE001 - any failure to open is what this test looks for
+                failed.append(repr(e))
+
+        openers = [threading.Thread(target=open_store) for _ in range(4)]
+        for t in openers:
+            t.start()
+        for t in openers:
+            t.join()
+    assert not failed, failed[:3]

@@ -32,6 +32,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -215,18 +216,33 @@ class Store:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._writer = self._connect()
-        self._writer.execute("PRAGMA journal_mode=WAL")
+        self._use_wal()
         self._writer.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps the file consistent
-        version = self._writer.execute("PRAGMA user_version").fetchone()[0]
+        # tables first: the version is committed with them, so a store seen being created reads whole
         tables = {r[0] for r in self._writer.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        version = self._writer.execute("PRAGMA user_version").fetchone()[0]
         if version == 0 and tables:
             raise HeptaError(f"{self.path} is an SQLite file but not a hepta post store; give a new --db path")
         if version not in (0, SCHEMA_VERSION):
             raise HeptaError(f"{self.path} is a post store of format {version}; this hepta reads format "
                              f"{SCHEMA_VERSION}, so ingest into a new --db path")
         if version == 0:  # a new file; an existing store is only read here, so opening never waits on a writer
-            self._writer.executescript(SCHEMA)
-            self._writer.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # One transaction: a process opening the file meanwhile sees no tables or a whole store with its
+            # version, never tables without one; and the schema's IF NOT EXISTS lets two creators both pass.
+            self._writer.executescript(f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+
+    def _use_wal(self, wait_s: float = 30.0) -> None:
+        # Switching a new file to WAL takes an exclusive lock that SQLite's busy timeout does not wait
+        # for, so two processes opening the same new store (an ingest and a reader) retry here.
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._writer.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise HeptaError(f"cannot open the post store {self.path} ({e})") from None
+                time.sleep(0.05)
 
     def _connect(self) -> sqlite3.Connection:
         try:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench real-speech clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/moe_layer.py
 	$(BIN)/python benchmarks/train_step.py
+
+# Human recordings for `hepta eval --task asr-real` (report only): alsa-utils' spoken channel
+# names and klettres-data's letters. Debian packages, installed where apt-get can; nothing else needs them.
+real-speech:
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends alsa-utils klettres-data; \
+	else echo "install Debian's alsa-utils and klettres-data as root (apt-get install alsa-utils klettres-data)"; fi
 
 clean:
 	rm -rf $(VENV) runs

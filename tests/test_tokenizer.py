@@ -125,8 +125,28 @@ def test_the_image_code_block_is_appended_and_moves_no_text_or_special_id(tokeni
     reloaded = Tokenizer.load(tmp_path)
     assert reloaded.layout == with_images.layout
     assert reloaded.describe_layout()["image"] == [tokenizer.vocab_size, tokenizer.vocab_size + 125]
-    with pytest.raises(HeptaError, match="already holds an image code block"):
+    with pytest.raises(HeptaError, match="already holds a code block"):
         reloaded.with_image_codes(10)
+
+
+def test_the_audio_code_block_follows_the_image_block_and_moves_nothing_before_it(tokenizer, tmp_path):
+    with_images = tokenizer.with_image_codes(125)
+    with_audio = with_images.with_audio_codes(1000)
+    assert with_audio.layout.image_start == with_images.layout.image_start
+    assert with_audio.layout.audio_start == with_images.vocab_size
+    assert with_audio.vocab_size == with_images.vocab_size + 1000
+    assert with_audio.special_ids == tokenizer.special_ids
+    for text in TEXTS:
+        assert with_audio.encode(text) == tokenizer.encode(text)
+    with_audio.save(tmp_path)
+    reloaded = Tokenizer.load(tmp_path)
+    assert reloaded.layout == with_audio.layout
+    assert reloaded.describe_layout()["audio"] == [with_images.vocab_size, with_images.vocab_size + 1000]
+    assert reloaded.num_generatable_ids == tokenizer.layout.text_vocab_size  # audio codes are not text
+    with pytest.raises(HeptaError, match="already holds an audio code block"):
+        reloaded.with_audio_codes(10)
+    with pytest.raises(HeptaError, match="already holds a code block"):
+        reloaded.with_image_codes(10)  # an image block after the audio one would move the audio ids
 
 
 def test_image_codes_are_not_sampled_as_text(tokenizer):

@@ -41,7 +41,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 TRAIN_FLAGS = ("preset", "data", "max_corpus_mb", "steps", "batch_size", "seq_len", "grad_accum", "lr",
                "warmup", "weight_decay", "clip", "seed", "save_every", "eval_every", "eval_batches", "ep", "dp_shard",
-               "chat_batch_size", "image_tokenizer", "image_tokenizer_steps")
+               "chat_batch_size", "image_tokenizer", "image_tokenizer_steps", "audio_tokenizer",
+               "audio_tokenizer_steps", "speech_utterances")
 # How the run is spread over processes, not what it trains: a resumed run may change these.
 TRAIN_LAYOUT_FLAGS = ("ep", "dp_shard", "activation_checkpointing")
 
@@ -287,9 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-tokenizer", metavar="DIR", help="use this trained image tokenizer (from `hepta tokenizer "
                    "train image`) instead of training one in the run")
     p.add_argument("--image-tokenizer-steps", type=int, help="steps of the image tokenizer trained in the run")
+    p.add_argument("--audio-tokenizer", metavar="DIR", help="use this trained audio tokenizer (from `hepta tokenizer "
+                   "train audio`) instead of training one in the run")
+    p.add_argument("--audio-tokenizer-steps", type=int, help="steps of the audio tokenizer trained in the run")
+    p.add_argument("--speech-utterances", type=int, help="eSpeak NG recognition utterances of the run (synthesis "
+                   "gets half as many; default: the recipe's)")
     p.add_argument("--no-augment", action="store_true", help="the embedded digits without the moved and turned "
                    "views recognition also learns from (an ablation)")
-    p.add_argument("--random-code-init", action="store_true", help="image-code embeddings start as unrelated random "
+    p.add_argument("--random-code-init", action="store_true", help="image- and audio-code embeddings start as unrelated random "
                    "vectors rather than near their FSQ neighbours (an ablation)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(on any number of processes)")

@@ -1,6 +1,7 @@
-"""`hepta demo` (what `make demo` runs): train `omni-tiny` briefly on the embedded text corpus and
-the digits conversations, show that it learned, let it write, serve it to the `openai` client
-(text, live grounding, and images: recognise, draw, edit), and show the presets up to grok5-7t."""
+"""`hepta demo` (what `make demo` runs): train `omni-tiny` briefly on the embedded text corpus, the
+digits conversations and eSpeak NG speech, show that it learned, let it write, serve it to the
+`openai` client (text, live grounding, images: recognise, draw, edit; speech: say, transcribe),
+and show the presets up to grok5-7t."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from hepta.checkpoint import load_hepta_folder
+from hepta.demo_speech import speech_demo
 from hepta.errors import HeptaError
 from hepta.infer.complete import stream_completion
 from hepta.infer.sampling import SamplingParams
@@ -19,16 +21,16 @@ from hepta.train.loop import TrainArgs, Trainer, load_args
 from hepta.train.report import read_metrics
 from hepta.train.state import checkpoint_step, latest_checkpoint
 
-# Sized to finish in about 5 minutes on 2 CPU cores, both tokenizers' training included: a short
-# version of the omni-tiny recipe (`hepta train --preset omni-tiny` runs the full one).
+# Sized to finish in about 8 minutes on 2 CPU cores, the three tokenizers' training included: a
+# short version of the omni-tiny recipe (`hepta train --preset omni-tiny` runs the full one).
 DEMO_STEPS = 320
 DEMO_PROMPT = "def read_config(path):\n    "
 
 
 def demo_args(out: Path) -> TrainArgs:
     return TrainArgs(out=str(out), preset="omni-tiny", max_corpus_mb=12, steps=DEMO_STEPS, batch_size=8,
-                     seq_len=256, chat_batch_size=32, image_tokenizer_steps=400, save_every=80, eval_every=80,
-                     eval_batches=8)
+                     seq_len=256, chat_batch_size=32, image_tokenizer_steps=400, audio_tokenizer_steps=300,
+                     speech_utterances=800, save_every=80, eval_every=80, eval_batches=8)
 
 
 def run_demo(out: Path, quiet: bool = False) -> None:
@@ -43,7 +45,8 @@ def run_demo(out: Path, quiet: bool = False) -> None:
         console.print(f"reusing the finished run in {out}")
     else:
         console.print(f"training [bold]omni-tiny[/] for {args.steps} steps on the Python standard library's source "
-                      f"and conversations about scikit-learn's digits ({'resuming' if checkpoint else 'new run'} in {out})")
+                      f"conversations about scikit-learn's digits and eSpeak NG speech ({'resuming' if checkpoint else 'new run'} "
+                      f"in {out})")
         Trainer(args, resume=checkpoint is not None, log=console.print).run(quiet=quiet)
 
     evals = [r for r in read_metrics(out) if r["kind"] == "eval"]
@@ -128,6 +131,7 @@ def _serve_demo(console: Console, out: Path, model, tokenizer, posts_db: Path) -
         for url in grounded.model_extra.get("citations", []):
             console.print(f"  cited: {url}", markup=False, highlight=False)
         _images_demo(console, client, out)
+        speech_demo(console, client, "hepta-tiny", out)
 
 
 def _message_text(message) -> str:

@@ -11,6 +11,8 @@ from hepta import checkpoint
 from hepta.errors import HeptaError
 from hepta.interop import SUPPORTED_TYPES, HFTokenizer, load_hf
 from hepta.modality.codec import ImageCodec
+from hepta.modality.audio_codec import AudioCodec
+from hepta.modality.audio_tokenizer import load_audio_tokenizer
 from hepta.modality.image_tokenizer import load_image_tokenizer
 from hepta.model import Transformer
 from hepta.tokenizer import TextTokenizer, Tokenizer
@@ -61,3 +63,15 @@ def load_image_codec(path: str | Path, tokenizer: TextTokenizer | None = None) -
         raise HeptaError(f"{path} holds an image tokenizer but not a hepta tokenizer.json with image codes; "
                          "retrain the model with `hepta train --preset omni-tiny`")
     return ImageCodec.of(image_tokenizer, tokenizer)
+
+
+def load_audio_codec(path: str | Path, tokenizer: TextTokenizer | None = None) -> AudioCodec | None:
+    """The audio tokenizer of a model folder with its place in the id space, or None for a model without speech."""
+    audio_tokenizer = load_audio_tokenizer(path)
+    if audio_tokenizer is None:
+        return None
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(path)
+    if not isinstance(tokenizer, Tokenizer) or not tokenizer.layout.num_audio_codes:
+        raise HeptaError(f"{path} holds an audio tokenizer but not a hepta tokenizer.json with audio codes; "
+                         "retrain the model with `hepta train --preset omni-tiny`")
+    return AudioCodec.of(audio_tokenizer, tokenizer)

@@ -120,25 +120,43 @@ def image_code_token(code: int) -> str:
     return f"<|image_code_{code}|>"
 
 
+def audio_code_token(code: int) -> str:
+    return f"<|audio_code_{code}|>"
+
+
 class Tokenizer:
     def __init__(self, hf: HFTokenizer):
         self.hf = hf
         first_special = hf.token_to_id(SPECIAL_TOKENS[0])
         assert first_special is not None, "not a hepta tokenizer: special tokens are missing"
         image_start = first_special + NUM_SPECIAL_TOKENS
-        # the image code block, when present, is image_code_0.. from image_start on, and nothing else follows it
-        num_image_codes = hf.get_vocab_size(with_added_tokens=True) - image_start
+        # the code blocks, when present: image_code_0.. from image_start on, then audio_code_0.., nothing after
+        vocab = hf.get_vocab(with_added_tokens=True)
+        num_image_codes = sum(1 for token in vocab if token.startswith("<|image_code_"))
+        num_audio_codes = sum(1 for token in vocab if token.startswith("<|audio_code_"))
         assert num_image_codes == 0 or hf.token_to_id(image_code_token(0)) == image_start, "image codes out of place"
-        self.layout = VocabLayout(text_vocab_size=first_special, num_image_codes=num_image_codes)
+        assert num_audio_codes == 0 or hf.token_to_id(audio_code_token(0)) == image_start + num_image_codes, \
+            "audio codes out of place"
+        self.layout = VocabLayout(text_vocab_size=first_special, num_image_codes=num_image_codes,
+                                  num_audio_codes=num_audio_codes)
+        assert self.layout.size == hf.get_vocab_size(with_added_tokens=True), "ids after the code blocks"
         self.special_ids = {tok: self.layout.special_start + i for i, tok in enumerate(SPECIAL_TOKENS)}
         assert all(hf.token_to_id(t) == i for t, i in self.special_ids.items()), "special tokens out of place"
 
     def with_image_codes(self, num_codes: int) -> "Tokenizer":
         """A copy whose vocabulary ends with `num_codes` image code ids; text and special ids stay where they are."""
-        if self.layout.num_image_codes:
-            raise HeptaError("this tokenizer already holds an image code block; start from the text tokenizer")
+        if self.layout.num_image_codes or self.layout.num_audio_codes:
+            raise HeptaError("this tokenizer already holds a code block; start from the text tokenizer")
         hf = HFTokenizer.from_str(self.hf.to_str())
         hf.add_special_tokens([image_code_token(i) for i in range(num_codes)])
+        return Tokenizer(hf)
+
+    def with_audio_codes(self, num_codes: int) -> "Tokenizer":
+        """A copy whose vocabulary ends with `num_codes` audio code ids, after the image block when there is one."""
+        if self.layout.num_audio_codes:
+            raise HeptaError("this tokenizer already holds an audio code block")
+        hf = HFTokenizer.from_str(self.hf.to_str())
+        hf.add_special_tokens([audio_code_token(i) for i in range(num_codes)])
         return Tokenizer(hf)
 
     # --- construction -----------------------------------------------------------------
@@ -236,6 +254,8 @@ class Tokenizer:
                   "special": [self.layout.special_start, self.layout.image_start]}
         if self.layout.num_image_codes:
             layout["image"] = [self.layout.image_start, self.layout.audio_start]
+        if self.layout.num_audio_codes:
+            layout["audio"] = [self.layout.audio_start, self.layout.size]
         return layout
 
     def __repr__(self) -> str:

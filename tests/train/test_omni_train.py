@@ -1,5 +1,6 @@
-"""`hepta train` on a preset with image codes: the image tokenizer, the vocabulary, conversations
-beside the text corpus, the per-modality expert load, resume, and the text-only baseline."""
+"""`hepta train` on a preset with image and audio codes: the image and audio tokenizers, the
+vocabulary, conversations beside the text corpus, the per-modality expert load, resume, and the
+text-only baseline."""
 
 import json
 
@@ -8,16 +9,17 @@ import torch
 import pytest
 from helpers import micro_set_flags, run_cli
 
-from hepta.loading import load, load_image_codec, load_tokenizer
+from hepta.loading import load, load_audio_codec, load_image_codec, load_tokenizer
 from hepta.modality.image_io import encode_png, png_data_url
 from hepta.tokenizer import NUM_SPECIAL_TOKENS
 from hepta.train.report import read_metrics
 
 NUM_CODES = 125
-# the micro model, its vocabulary made room for the image code block
-FLAGS = [*micro_set_flags(), "--set", f"vocab_size={512 + NUM_CODES}", "--max-corpus-mb", "0.3",
-         "--image-tokenizer-steps", "10", "--chat-batch-size", "4", "--batch-size", "2", "--seq-len", "96",
-         "--eval-batches", "1", "--quiet"]
+NUM_AUDIO_CODES = 1000
+# the micro model, its vocabulary made room for the image and audio code blocks
+FLAGS = [*micro_set_flags(), "--set", f"vocab_size={512 + NUM_CODES + NUM_AUDIO_CODES}", "--max-corpus-mb", "0.3",
+         "--image-tokenizer-steps", "10", "--audio-tokenizer-steps", "5", "--speech-utterances", "6",
+         "--chat-batch-size", "4", "--batch-size", "2", "--seq-len", "96", "--eval-batches", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,11 @@ def test_the_run_holds_an_image_tokenizer_and_a_vocabulary_with_its_codes(omni_r
     assert tokenizer.layout.num_image_codes == NUM_CODES
     assert codec.vocab.code_start == tokenizer.layout.text_vocab_size + NUM_SPECIAL_TOKENS
     assert tokenizer.vocab_size <= load(omni_run).config.vocab_size
+    audio = load_audio_codec(omni_run)
+    assert json.loads((omni_run / "audio_tokenizer" / "report.json").read_text())["mel_distance"] > 0
+    # the audio block comes after the image block: nothing before it moved
+    assert audio.vocab.code_start == codec.vocab.code_start + NUM_CODES
+    assert tokenizer.layout.num_audio_codes == NUM_AUDIO_CODES == audio.vocab.num_codes
     pixels = codec.pixels(codec.codes(np.zeros((1, 1, 8, 8), dtype=np.float32)))
     assert pixels.shape == (1, 1, 8, 8)
 
@@ -46,8 +53,8 @@ def test_conversations_train_beside_text_and_the_expert_load_is_split_by_modalit
     assert len(train) == 3 and all(r["chat_loss"] > 0 for r in train)
     load = train[-1]["expert_load_by_modality"]
     num_moe_layers = 1  # micro: 2 layers, the first dense
-    assert len(load["text"]) == len(load["image"]) == num_moe_layers
-    assert sum(load["text"][0]) > 0 and sum(load["image"][0]) > 0
+    assert len(load["text"]) == len(load["image"]) == len(load["audio"]) == num_moe_layers
+    assert sum(load["text"][0]) > 0 and sum(load["image"][0]) > 0 and sum(load["audio"][0]) > 0
     assert (omni_run / "expert_modality.png").is_file() and (omni_run / "training.png").is_file()
 
 
@@ -64,8 +71,9 @@ def test_the_text_only_baseline_trains_the_same_preset_without_conversations(tmp
     assert result.returncode == 0, result.stderr
     train = [r for r in read_metrics(out) if r["kind"] == "train"]
     assert train and not any("chat_loss" in r for r in train)
-    assert not (out / "image_tokenizer").exists()
-    assert load_tokenizer(out).layout.num_image_codes == NUM_CODES  # the same id layout as the full run
+    assert not (out / "image_tokenizer").exists() and not (out / "audio_tokenizer").exists()
+    layout = load_tokenizer(out).layout  # the same id layout as the full run
+    assert layout.num_image_codes == NUM_CODES and layout.num_audio_codes == NUM_AUDIO_CODES
 
 
 def _conversations(folder, lines: int = 6) -> list[dict]:

@@ -44,12 +44,14 @@ def tiny() -> ModelConfig:
 
 @preset("omni-tiny")
 def omni_tiny() -> ModelConfig:
-    """`tiny` that reads and writes images: 4064 text ids, 32 special, 125 image codes (4x4 per 8x8 image).
+    """`tiny` that reads and writes images and speech: 4064 text ids, 32 special, 125 image codes
+    (4x4 per 8x8 image), 1000 audio codes (25 a second).
 
-    The vocabulary must match the recipe's image tokenizer (hepta.train.recipes): the image code
-    block is appended after the special tokens, so text ids are those of a text-only tiny model.
+    The vocabulary must match the recipe's tokenizers (hepta.train.recipes): the image code block is
+    appended after the special tokens and the audio block after it, so text ids are those of a
+    text-only tiny model.
     """
-    return tiny().with_changes({"vocab_size": 4064 + 32 + 125})
+    return tiny().with_changes({"vocab_size": 4064 + 32 + 125 + 1000})
 
 
 @preset("small")

@@ -6,15 +6,18 @@ import argparse
 import json
 import time
 
-TASKS = ("image-recognition", "image-generation", "image-editing", "text")
+TASKS = ("image-recognition", "image-generation", "image-editing", "asr", "tts", "asr-real", "text")
+SPEECH_TASKS = ("asr", "tts", "asr-real")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("eval", help="measure a model: held-out digits (recognise, draw, edit) or text loss")
+    p = subparsers.add_parser("eval", help="measure a model: held-out digits (recognise, draw, edit), held-out "
+                       "speech (transcribe, say), real recordings, or text loss")
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--limit", type=int, help="only the first N held-out digits (quick runs)")
+    p.add_argument("--limit", type=int, help="only the first N held-out digits, or N held-out utterances for asr "
+                   "and tts (default 200)")
     p.add_argument("--temperature", type=float, default=0.7, help="image-generation sampling (default 0.7)")
     p.add_argument("--top-p", type=float, default=0.95, help="image-generation nucleus (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="image-generation: drawing i is seeded SEED + i")
@@ -31,7 +34,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit <= 0:
         raise HeptaError(f"--limit must be positive, got {args.limit}")
     started = time.perf_counter()
-    result = {"task": args.task, **(_text(args) if args.task == "text" else _image(args))}
+    run = _text if args.task == "text" else _speech if args.task in SPEECH_TASKS else _image
+    result = {"task": args.task, **run(args)}
     result["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         print(json.dumps(result))
@@ -60,6 +64,23 @@ def _image(args: argparse.Namespace) -> dict:
     finally:
         evaluation.close()
     return {**result, "judge_accuracy_on_originals": round(digit_judge().accuracy_on_originals, 4)}
+
+
+def _speech(args: argparse.Namespace) -> dict:
+    from hepta.eval.speech_eval import SpeechEval
+    from hepta.loading import load, load_audio_codec, load_tokenizer
+    from hepta.progress import CountProgress
+
+    model, tokenizer = load(args.model), load_tokenizer(args.model)
+    evaluation = SpeechEval.open(model, tokenizer, load_audio_codec(args.model, tokenizer), args.model, args.limit)
+    try:
+        if args.task == "asr-real":
+            return evaluation.asr_real()
+        with CountProgress(args.task, evaluation.limit, quiet=args.quiet) as progress:
+            evaluation.on_answer = progress.advance
+            return evaluation.asr() if args.task == "asr" else evaluation.tts()
+    finally:
+        evaluation.close()
 
 
 def _text(args: argparse.Namespace) -> dict:
@@ -94,8 +115,15 @@ def _print_table(result: dict) -> None:
         if key == "task":
             continue
         if isinstance(value, dict):
-            for edit, scores in value.items():
-                table.add_row(f"{edit}", ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+            for name, scores in value.items():
+                table.add_row(f"{name}", ", ".join(f"{k} {_cell(v)}" for k, v in scores.items() if k != "examples"))
+        elif isinstance(value, list):
+            for item in value:
+                table.add_row(key, str(item) if not isinstance(item, dict) else " | ".join(map(str, item.values())))
         else:
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+            table.add_row(key, _cell(value))
     Console().print(table)
+
+
+def _cell(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

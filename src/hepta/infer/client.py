@@ -32,6 +32,7 @@ from hepta.errors import HeptaError
 from hepta.infer.core import EngineCore, run_core_process, wire_request
 from hepta.infer.engine import EngineConfig, EngineLimits, Observer, QueueFull
 from hepta.infer.request import Event, Request
+from hepta.modality.audio_span import AudioVocab
 from hepta.modality.image_span import ImageVocab
 
 log = logging.getLogger("hepta.engine")
@@ -145,11 +146,11 @@ class EngineClient:
 
     @classmethod
     def in_thread(cls, model, tokenizer, config: EngineConfig, loop: asyncio.AbstractEventLoop,
-                  images: ImageVocab | None = None, **kwargs) -> "EngineClient":
+                  images: ImageVocab | None = None, audio: AudioVocab | None = None, **kwargs) -> "EngineClient":
         """Serves a model already in memory from a thread of this process, over the same protocol;
-        `images` is the model's image block when it reads and writes images."""
+        `images`, `audio` are the model's image and audio blocks when it writes them."""
         ours, theirs = multiprocessing.Pipe()
-        core = EngineCore(theirs, model, tokenizer, config, images=images)
+        core = EngineCore(theirs, model, tokenizer, config, images=images, audio=audio)
         thread = threading.Thread(target=core.run, name="hepta-engine-core", daemon=True)
         thread.start()
         message = ours.recv()

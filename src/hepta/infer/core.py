@@ -48,6 +48,7 @@ from hepta.infer.constrain import ConstraintSpec, llg_tokenizer
 from hepta.infer.embeddings import pooled_embeddings
 from hepta.infer.engine import Engine, EngineConfig, Observer, QueueFull
 from hepta.infer.request import Event, Request
+from hepta.modality.audio_span import AudioVocab
 from hepta.modality.image_span import ImageVocab
 
 log = logging.getLogger("hepta.engine")
@@ -118,11 +119,13 @@ class _ForwardingObserver(Observer):
 class EngineCore:
     """An Engine behind one end of a connection; `run()` serves until told to stop or the other end goes."""
 
-    def __init__(self, conn, model, tokenizer, config: EngineConfig, images: ImageVocab | None = None):
-        """`images`: the image block of a model that reads and writes images (None for text only)."""
+    def __init__(self, conn, model, tokenizer, config: EngineConfig, images: ImageVocab | None = None,
+                 audio: AudioVocab | None = None):
+        """`images`, `audio`: the image and audio blocks of a model that writes them (None otherwise)."""
         self.conn, self.tokenizer = conn, tokenizer
         self.outbox = _Outbox()
-        self.engine = Engine(model, tokenizer, config, observer=_ForwardingObserver(self.outbox), images=images)
+        self.engine = Engine(model, tokenizer, config, observer=_ForwardingObserver(self.outbox), images=images,
+                             audio=audio)
         self.requests: dict[int, Request] = {}  # accepted and not yet finished, for cancel
         self.unfinished: dict[int, int] = {}  # rid -> choices without their final event
 
@@ -259,12 +262,14 @@ def run_core_process(conn, model_path: str, config: EngineConfig, allow_pickle: 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(engine_threads())  # before any thread starts: they take this count
     try:
-        from hepta.loading import load, load_image_codec, load_tokenizer
+        from hepta.loading import load, load_audio_codec, load_image_codec, load_tokenizer
 
         model, tokenizer = load(model_path, allow_pickle=allow_pickle), load_tokenizer(model_path)
         llg_tokenizer(tokenizer)  # the grammar engine's view of the vocabulary: seconds for 128k ids, paid here
         codec = load_image_codec(model_path, tokenizer)  # its span layout keeps written images well formed
-        core = EngineCore(conn, model, tokenizer, config, images=codec.vocab if codec is not None else None)
+        audio = load_audio_codec(model_path, tokenizer)  # and written speech
+        core = EngineCore(conn, model, tokenizer, config, images=codec.vocab if codec is not None else None,
+                          audio=audio.vocab if audio is not None else None)
     except Exception as e:
         conn.send(("failed", str(e)))
         conn.close()

@@ -36,6 +36,7 @@ from hepta.infer.padding import pad_right
 from hepta.infer.request import Event, Request, TokenLogprob
 from hepta.infer.sampling import apply_penalties, sample_batch, sampleable, top_logprobs
 from hepta.infer.stream_text import StreamingText
+from hepta.modality.audio_span import AudioVocab
 from hepta.modality.image_span import ImageVocab
 from hepta.model import Transformer
 from hepta.tokenizer import TextTokenizer
@@ -133,12 +134,13 @@ class _Sequence:
     """One choice of one request, living in one slot."""
 
     def __init__(self, request: Request, index: int, slot: int, tokenizer: TextTokenizer, vocab_size: int,
-                 images: ImageVocab | None = None):
+                 images: ImageVocab | None = None, audio: AudioVocab | None = None):
         self.request, self.index, self.slot = request, index, slot
         self.token_ids: list[int] = []
-        self.text_ids: list[int] = []  # token_ids without image spans: what the text deltas decode
+        self.text_ids: list[int] = []  # token_ids without image and audio spans: what the text deltas decode
         # ids so far of the image span being written (0: none open); a prompt may open one itself
         self.image_position = images.open_span_position(request.prompt_ids) if images is not None else 0
+        self.in_audio = bool(audio.open_span(request.prompt_ids)) if audio is not None else False
         self.last_token = -1
         self.text = StreamingText(tokenizer, request.stop)
         seed = request.sampling.seed
@@ -154,10 +156,10 @@ class _Sequence:
 
 class Engine:
     def __init__(self, model: Transformer, tokenizer: TextTokenizer, config: EngineConfig = EngineConfig(),
-                 observer: Observer | None = None, images: ImageVocab | None = None):
-        """`images`: where image spans live in the id space, for a model that writes images."""
+                 observer: Observer | None = None, images: ImageVocab | None = None, audio: AudioVocab | None = None):
+        """`images`, `audio`: where image and audio spans live in the id space, for a model that writes them."""
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
-        self.images = images
+        self.images, self.audio = images, audio
         self.observer = observer or Observer()
         cfg = model.config
         self.max_len = min(config.max_model_len or cfg.max_seq_len, cfg.max_seq_len)
@@ -178,6 +180,10 @@ class Engine:
             self.span_banned_PV = torch.stack([
                 torch.where(images.allowed_mask(position, cfg.vocab_size), 0.0, float("-inf"))
                 for position in range(images.span_length)])
+        if audio is not None:
+            # outside a span, <|audio_start|> opens one; inside, audio codes or <|audio_end|>
+            self.banned_V[audio.start_id] = 0.0
+            self.audio_banned_V = torch.where(audio.inside_mask(cfg.vocab_size), 0.0, float("-inf"))
         self.limits = EngineLimits(self.max_len, self.cache.num_slots, self.vocab_size, frozenset(self.end_ids),
                                    cfg.dim)
 
@@ -320,7 +326,7 @@ class Engine:
         new = []
         while self._admitting:
             request, index = self._admitting[0]
-            seq = _Sequence(request, index, len(self._running), self.tokenizer, self.vocab_size, self.images)
+            seq = _Sequence(request, index, len(self._running), self.tokenizer, self.vocab_size, self.images, self.audio)
             self._admitting.popleft()
             self._running.append(seq)
             new.append(seq)
@@ -353,6 +359,10 @@ class Engine:
             if in_span:
                 positions = torch.tensor([seqs[row].image_position for row in in_span])
                 logits_BV[in_span] = raw_BV[in_span] + self.span_banned_PV[positions]
+        if self.audio is not None:
+            in_audio = [row for row, seq in enumerate(seqs) if seq.in_audio]
+            if in_audio:
+                logits_BV[in_audio] = raw_BV[in_audio] + self.audio_banned_V
         for row, seq in enumerate(seqs):
             if seq.bias_ids is not None:
                 logits_BV[row, seq.bias_ids] += seq.bias_values
@@ -401,6 +411,8 @@ class Engine:
             seq.constraint.accept(token)
         if self.images is not None and (seq.image_position or token == self.images.start_id):
             seq.image_position = self.images.next_position(seq.image_position)
+        elif self.audio is not None and (seq.in_audio or token == self.audio.start_id):
+            seq.in_audio = token != self.audio.end_id
         else:
             seq.text_ids.append(token)
         delta = seq.text.push(seq.text_ids)

@@ -1,7 +1,8 @@
-"""Chat messages whose content mixes text and images, rendered as one id sequence.
+"""Chat messages whose content mixes text, images and audio, rendered as one id sequence.
 
 The layout is the text chat format of `Tokenizer.format_chat`, `<|role|>content<|end|>`, with
-each image becoming its span (`image_span.py`) where it stands among the text parts. Training
+each image or audio clip becoming its span (`image_span.py`, `audio_span.py`) where it stands
+among the text parts. Training
 also needs to know which ids are the answer: `encode_chat` marks the assistant's content and the
 `<|end|>` that closes it, which is what the loss covers.
 """
@@ -14,6 +15,7 @@ from typing import Sequence, Union
 import torch
 
 from hepta.errors import HeptaError
+from hepta.modality.audio_span import AudioVocab
 from hepta.modality.image_span import ImageVocab
 from hepta.tokenizer import CHAT_ROLES, Tokenizer
 
@@ -25,7 +27,14 @@ class ImageCodes:
     codes: torch.Tensor
 
 
-Part = Union[str, ImageCodes]
+@dataclass(frozen=True)
+class AudioCodes:
+    """An audio part already turned into codes [K] by the audio tokenizer."""
+
+    codes: torch.Tensor
+
+
+Part = Union[str, ImageCodes, AudioCodes]
 
 
 @dataclass(frozen=True)
@@ -43,8 +52,17 @@ def image_vocab(tokenizer: Tokenizer, grid: int) -> ImageVocab:
                       code_start=tokenizer.layout.image_start, num_codes=tokenizer.layout.num_image_codes, grid=grid)
 
 
+def audio_vocab(tokenizer: Tokenizer) -> AudioVocab:
+    """The audio block of a tokenizer that holds one."""
+    if not tokenizer.layout.num_audio_codes:
+        raise HeptaError("this model does not hear or speak: its tokenizer has no audio codes")
+    ids = tokenizer.special_ids
+    return AudioVocab(start_id=ids["<|audio_start|>"], end_id=ids["<|audio_end|>"],
+                      code_start=tokenizer.layout.audio_start, num_codes=tokenizer.layout.num_audio_codes)
+
+
 def encode_chat(turns: Sequence[Turn], tokenizer: Tokenizer, images: ImageVocab | None,
-                add_generation_prompt: bool = True) -> tuple[list[int], list[bool]]:
+                add_generation_prompt: bool = True, audio: AudioVocab | None = None) -> tuple[list[int], list[bool]]:
     """Ids of the chat and, per id, whether it belongs to an assistant answer."""
     ids: list[int] = []
     answer: list[bool] = []
@@ -63,6 +81,10 @@ def encode_chat(turns: Sequence[Turn], tokenizer: Tokenizer, images: ImageVocab 
                 if images is None:
                     raise HeptaError("this model reads text only; remove the image parts or use a model with images")
                 put(images.span_ids(part.codes), is_answer)
+            elif isinstance(part, AudioCodes):
+                if audio is None:
+                    raise HeptaError("this model does not hear audio; remove the audio parts or use a model with speech")
+                put(audio.span_ids(part.codes), is_answer)
             elif part:
                 put(tokenizer.encode(part), is_answer)
         put([tokenizer.end_id], is_answer)

@@ -1,4 +1,4 @@
-"""Image-code embeddings that start out knowing which codes are alike.
+"""Image- and audio-code embeddings that start out knowing which codes are alike.
 
 An FSQ code is a point on a grid of levels (for 5*5*5 codes: three coordinates in [-1, 1]), and
 two codes one level apart decode to nearly the same patch. A freshly initialised embedding table
@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from hepta.modality.fsq import FSQ
-from hepta.modality.image_span import ImageVocab
 
 INIT_STD = 0.02  # the text rows' init (model/transformer.py: init_weights)
 
@@ -35,8 +34,9 @@ def structured_code_rows(coordinates_KC: torch.Tensor, dim: int, generator: torc
 
 
 @torch.no_grad()
-def init_image_code_rows(embedding: torch.Tensor, vocab: ImageVocab, fsq: FSQ, seed: int) -> None:
-    """Overwrites the image-code rows of an embedding (or output) matrix [V, dim] in place."""
+def init_code_rows(embedding: torch.Tensor, code_start: int, fsq: FSQ, seed: int) -> None:
+    """Overwrites the code rows of an embedding (or output) matrix [V, dim] in place: the FSQ's
+    codes, whose first id is `code_start` (an image or audio vocabulary's)."""
     generator = torch.Generator().manual_seed(seed)
     rows = structured_code_rows(code_coordinates(fsq), embedding.shape[1], generator)
-    embedding[vocab.code_start:vocab.code_start + vocab.num_codes] = rows.to(embedding.dtype)
+    embedding[code_start:code_start + fsq.codebook_size] = rows.to(embedding.dtype)

@@ -9,24 +9,17 @@ Dims: N images, P pixel channels, S image side, C latent channels, h w code grid
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hepta.errors import HeptaError
-from hepta.fileio import atomic_path, atomic_write_text
 from hepta.modality.fsq import FSQ
 from hepta.modality.image_tokenizer_config import ImageTokenizerConfig
+from hepta.modality.tokenizer_folder import load_tokenizer, save_tokenizer
 
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 def _stage(c_in: int, c_out: int) -> nn.Sequential:
@@ -74,29 +67,11 @@ class ImageTokenizer(nn.Module):
     # --- the folder -----------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / WEIGHTS_FILE) as tmp:
-            save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        atomic_write_text(folder / CONFIG_FILE, json.dumps(asdict(self.config), indent=2) + "\n")
+        save_tokenizer(self, self.config, folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> "ImageTokenizer":
-        folder = Path(folder)
-        config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-        if not config_path.is_file() or not weights_path.is_file():
-            raise HeptaError(f"{folder} is not an image tokenizer folder (it needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
-                             "train one with `hepta tokenizer train image --out DIR`")
-        try:
-            config = ImageTokenizerConfig(**json.loads(config_path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError, ValueError) as e:
-            raise HeptaError(f"{config_path} is not a valid image tokenizer configuration ({e}); retrain it") from e
-        tokenizer = cls(config)
-        try:
-            tokenizer.load_state_dict(load_file(str(weights_path)))
-        except (SafetensorError, RuntimeError) as e:
-            raise HeptaError(f"{weights_path} does not hold this image tokenizer's weights ({e}); retrain it") from e
-        return tokenizer.eval()
+        return load_tokenizer(cls, ImageTokenizerConfig, folder, "image")
 
 
 def load_image_tokenizer(model_folder: str | Path) -> ImageTokenizer | None:

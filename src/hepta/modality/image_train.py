@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from hepta.modality.image_tokenizer import ImageTokenizer, ImageTokenizerConfig
+from hepta.modality.tokenizer_folder import set_cosine_lr
 
 
 @dataclass
@@ -43,9 +44,7 @@ def train_image_tokenizer(train_images: np.ndarray, config: ImageTokenizerConfig
     generator = torch.Generator().manual_seed(seed)
     tokenizer.train()
     for step in range(steps):
-        lr_now = lr * 0.5 * (1 + math.cos(math.pi * step / steps))  # cosine to zero: the codes settle at the end
-        for group in optimizer.param_groups:
-            group["lr"] = lr_now
+        set_cosine_lr(optimizer, lr, step, steps)
         batch = images[torch.randint(0, len(images), (batch_size,), generator=generator)]
         loss = F.mse_loss(tokenizer(batch), batch)
         optimizer.zero_grad(set_to_none=True)

@@ -95,8 +95,9 @@ class EngineSupervisor:
         kwargs = dict(loop=self.loop, observer=self.state.metrics, on_death=self._died)
         if self.model is not None:
             images = self.state.codec.vocab if self.state.codec is not None else None
+            audio = self.state.audio.vocab if self.state.audio is not None else None
             return EngineClient.in_thread(self.model, self.state.tokenizer, self.config.engine, images=images,
-                                          **kwargs)
+                                          audio=audio, **kwargs)
         return EngineClient.spawn(self.config.model, self.config.engine, allow_pickle=self.config.allow_pickle,
                                   **kwargs)
 
@@ -128,19 +129,20 @@ class EngineSupervisor:
 
             tokenizer = load_tokenizer(self.config.model)
         llg_tokenizer(tokenizer)  # grammars are checked here, in the API process: pay for the view at load
-        self.state.codec = self._load_image_codec(tokenizer)
+        self.state.codec, self.state.audio = self._load_codecs(tokenizer)
         self.state.tokenizer = tokenizer
 
-    def _load_image_codec(self, tokenizer):
-        """The folder's image tokenizer (None for a text-only model): the API process turns images in
-        requests into codes and codes in answers into PNGs; the engine process loads its own copy."""
+    def _load_codecs(self, tokenizer):
+        """The folder's image and audio tokenizers (None where the model has none): the API process
+        turns images and speech in requests into codes and codes in answers into PNGs and speech;
+        the engine process loads its own copy of their span layouts."""
         from pathlib import Path
 
-        from hepta.loading import load_image_codec
+        from hepta.loading import load_audio_codec, load_image_codec
 
         if not Path(self.config.model).is_dir():  # a loader without a folder serves text only
-            return None
-        return load_image_codec(self.config.model, tokenizer)
+            return None, None
+        return load_image_codec(self.config.model, tokenizer), load_audio_codec(self.config.model, tokenizer)
 
     def _died(self, engine: EngineClient, reason: str) -> None:
         """The engine client's death callback (event loop): fail fast, then start a new engine.

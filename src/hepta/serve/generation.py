@@ -28,7 +28,8 @@ from hepta.serve import responses as R
 from hepta.serve.errors import APIError
 from hepta.serve.grounding import ground
 from hepta.serve.image_answers import ImageStream, answer_pngs, image_part
-from hepta.serve.image_parts import chat_image_prompt, check_image_context, has_image_parts
+from hepta.serve.audio_input import max_audio_seconds
+from hepta.serve.image_parts import chat_image_prompt, check_image_context, has_media_parts
 from hepta.serve.prompts import chat_prompt_ids, completion_prompts
 from hepta.serve.schemas import ChatCompletionRequest, CompletionRequest, _Sampling
 from hepta.serve.state import ServerState
@@ -76,7 +77,7 @@ def _check(engine: EngineClient, prompt_tokens: int, max_tokens: int, n: int, pa
 class _Run:
     """Engine requests of one HTTP request; their events, routed here by the engine client, wait in `buffer`."""
 
-    def __init__(self, engine: EngineClient, requests: list[EngineRequest], http: Request):
+    def __init__(self, engine: EngineClient, requests: list[EngineRequest], http: Request | None):
         self.engine, self.requests, self.http = engine, requests, http
         self.buffer: deque[tuple[int, Event]] = deque()  # events not yet read, in the engine's order
         self.arrived = asyncio.Event()
@@ -197,7 +198,7 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
         _, tool_mode = choose_tools(tools, tool_choice)
         spec = ConstraintSpec.for_request(tokenizer, body.response_format.as_dict() if body.response_format else None,
                                           tools, tool_choice, parallel_tool_calls=body.parallel_tool_calls is not False)
-        with_images = state.codec is not None and has_image_parts(body)
+        with_images = (state.codec is not None or state.audio is not None) and has_media_parts(body)
         if not with_images:  # text only: the path of every text model, tools and all
             prompt_ids = chat_prompt_ids(body, tokenizer, grounding.context)
     except InvalidField as e:
@@ -205,8 +206,9 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
     except HeptaError as e:
         raise APIError(400, str(e), param="messages") from e
     if with_images:
+        audio_limit = max_audio_seconds(state.audio, engine.max_len) if state.audio is not None else None
         prompt_ids, num_images = await chat_image_prompt(body, state.codec, tokenizer, state.image_access,
-                                                         grounding.context)
+                                                         grounding.context, state.audio, audio_limit)
         check_image_context(len(prompt_ids), num_images, state.codec, engine.max_len)
     max_tokens = _max_tokens(engine, len(prompt_ids), body.max_completion_tokens, body.max_tokens)
     _check(engine, len(prompt_ids), max_tokens, body.n, "messages")

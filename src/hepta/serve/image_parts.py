@@ -1,8 +1,9 @@
-"""Chat messages with image_url parts -> prompt ids, in `encode_chat`'s layout.
+"""Chat messages with image_url and input_audio parts -> prompt ids, in `encode_chat`'s layout.
 
-Only requests that hold images come here; text-only chats keep `prompts.chat_prompt_ids`, whose
-`format_chat` text is the same layout. Reading, decoding and tokenizing the images runs on a
-worker thread, so a large batch of images does not hold up the event loop and the streams on it.
+Only requests that hold images or audio come here; text-only chats keep `prompts.chat_prompt_ids`,
+whose `format_chat` text is the same layout. Reading, decoding and tokenizing the images and clips
+runs on a worker thread, so a large batch of them does not hold up the event loop and the streams
+on it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from hepta.errors import HeptaError
-from hepta.modality.chat import ImageCodes, Turn, encode_chat
+from hepta.modality.audio_codec import AudioCodec
+from hepta.modality.chat import AudioCodes, ImageCodes, Turn, encode_chat
 from hepta.modality.codec import ImageCodec
 from hepta.modality.image_io import ImageInputError, decode_image
+from hepta.serve.audio_input import AudioClip, audio_codes, read_input_audio
 from hepta.serve.errors import APIError
 from hepta.serve.image_fetch import ImageAccess
 from hepta.serve.schemas import ChatCompletionRequest
@@ -23,8 +26,11 @@ from hepta.serve.schemas import ChatCompletionRequest
 IMAGE_ROLES = ("user", "assistant")
 
 
-def has_image_parts(body: ChatCompletionRequest) -> bool:
-    return any(isinstance(m.content, list) and any(p.type == "image_url" for p in m.content) for m in body.messages)
+MEDIA_PARTS = ("image_url", "input_audio")
+
+
+def has_media_parts(body: ChatCompletionRequest) -> bool:
+    return any(isinstance(m.content, list) and any(p.type in MEDIA_PARTS for p in m.content) for m in body.messages)
 
 
 @dataclass(frozen=True)
@@ -55,14 +61,16 @@ def image_codes(images: list[ImageSource], codec: ImageCodec) -> list:
     return list(codec.codes(np.stack(pixels))) if pixels else []
 
 
-async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec, tokenizer, access: ImageAccess,
-                            context: str = "") -> tuple[list[int], int]:
-    """The prompt ids of a chat holding images, and how many images it holds; `context` (found
-    posts) joins the system turn as in the text path."""
+async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec | None, tokenizer, access: ImageAccess,
+                            context: str = "", audio: AudioCodec | None = None,
+                            max_audio_seconds: float | None = None) -> tuple[list[int], int]:
+    """The prompt ids of a chat holding images or audio clips, and how many images it holds;
+    `context` (found posts) joins the system turn as in the text path."""
     if body.tools:
-        raise APIError(400, "tools cannot be combined with image parts on this server yet; send the images "
+        raise APIError(400, "tools cannot be combined with image or audio parts on this server yet; send them "
                        "without tools", param="tools")
-    sources, layout = [], []  # layout: per message, its parts as text or the index of an image
+    # layout: per message, its parts as text, the index of an image, or the codes of a clip
+    sources, layout, clips = [], [], []
     for i, message in enumerate(body.messages):
         role = "system" if message.role == "developer" else message.role
         parts: list = []
@@ -72,17 +80,22 @@ async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec, toke
             param = f"messages[{i}].content[{j}]"
             if part.type == "text":
                 parts.append(part.text)
-            elif part.type == "image_url" and role in IMAGE_ROLES:
+            elif part.type == "image_url" and role in IMAGE_ROLES and codec is not None:
                 parts.append(len(sources))
                 sources.append((param, part.image_url.get("url")))
+            elif part.type == "input_audio" and role == "user" and audio is not None:
+                clip = AudioClip(param, read_input_audio(part.input_audio, param))
+                parts.append(clip)
+                clips.append(clip)
             else:
-                where = "user and assistant turns only" if part.type == "image_url" else "text and image_url parts"
-                raise APIError(400, f"a {role} message cannot hold {part.type} parts; this model reads {where}",
-                               param=param)
+                raise APIError(400, f"a {role} message cannot hold {part.type} parts; this model reads "
+                               f"{_readable(codec, audio)}", param=param)
         layout.append((role, parts))
     images = await read_images(sources, access)
-    codes = await asyncio.to_thread(image_codes, images, codec)
-    turns = [Turn(role, tuple(ImageCodes(codes[p]) if isinstance(p, int) else p for p in parts))
+    codes = await asyncio.to_thread(image_codes, images, codec) if images else []
+    heard = await asyncio.to_thread(audio_codes, clips, audio, max_audio_seconds) if clips else {}
+    turns = [Turn(role, tuple(ImageCodes(codes[p]) if isinstance(p, int) else
+                              AudioCodes(heard[id(p)]) if isinstance(p, AudioClip) else p for p in parts))
              for role, parts in layout]
     if context:
         if turns[0].role == "system":
@@ -90,10 +103,16 @@ async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec, toke
         else:
             turns.insert(0, Turn("system", (context,)))
     try:
-        ids, _ = encode_chat(turns, tokenizer, codec.vocab)
+        ids, _ = encode_chat(turns, tokenizer, codec.vocab if codec else None, audio=audio.vocab if audio else None)
     except HeptaError as e:
         raise APIError(400, str(e), param="messages") from e
     return ids, len(images)
+
+
+def _readable(codec: ImageCodec | None, audio: AudioCodec | None) -> str:
+    kinds = ["text"] + (["image_url (user and assistant turns)"] if codec else []) + \
+        (["input_audio (user turns)"] if audio else [])
+    return " and ".join(kinds) + " parts"
 
 
 def check_image_context(prompt_tokens: int, num_images: int, codec: ImageCodec, max_len: int) -> None:

@@ -205,3 +205,30 @@ class ImageEditRequest(ImageGenerationRequest):
     """xAI's JSON form (`image: {"url": ...}`); the multipart form is read into the same fields."""
 
     image: Union[ImageURL, Annotated[list[ImageURL], Field(min_length=1, max_length=MAX_IMAGES_N)]]
+
+
+# --- audio ----------------------------------------------------------------------------------------
+
+TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json")
+SPEECH_FORMATS = ("wav", "pcm")
+
+
+class TranscriptionForm(_Body):
+    """The fields of /v1/audio/transcriptions' multipart form besides `file`."""
+
+    model: str
+    language: str | None = None
+    prompt: str | None = None  # accepted and not used: the model takes no transcription prompt
+    response_format: str = "json"
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
+    stream: bool = False
+
+
+class SpeechRequest(_Body):
+    model: str
+    input: str = Field(min_length=1, max_length=4096)
+    voice: Union[str, dict[str, Any]] = "alloy"  # every voice is the model's one voice
+    response_format: str | None = None  # None: wav (OpenAI's default, mp3, is not produced)
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = None  # accepted and not used: the model has one way of speaking
+    stream_format: Literal["audio"] = "audio"

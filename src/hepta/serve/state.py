@@ -9,6 +9,7 @@ from fastapi import Request
 
 from hepta.infer.client import EngineClient
 from hepta.live.store import Store
+from hepta.modality.audio_codec import AudioCodec
 from hepta.modality.codec import ImageCodec
 from hepta.serve.errors import APIError
 from hepta.serve.image_fetch import ImageAccess
@@ -28,6 +29,7 @@ class ServerState:
     engine: EngineClient | None = None
     tokenizer: TextTokenizer | None = None
     codec: ImageCodec | None = None  # the image tokenizer of a model that reads and writes images
+    audio: AudioCodec | None = None  # the audio tokenizer of a model that hears and speaks
     image_access: ImageAccess = field(default_factory=ImageAccess)  # where image URLs may be read from
     load_error: str | None = None
     restarting: str | None = None  # why the engine died, while new ones are being started

@@ -17,6 +17,7 @@ import torch
 
 from hepta.errors import HeptaError
 from hepta.modality import digits
+from hepta.modality.audio_span import AudioVocab
 from hepta.modality.chat import ImageCodes, Turn, encode_chat
 from hepta.modality.codec import ImageCodec
 from hepta.modality.image_io import ImageInputError, decode_image, read_data_url, read_local_image
@@ -165,6 +166,17 @@ def digit_conversations(codec: ImageCodec, augment: bool = True) -> Conversation
     return Conversations(turns, weights)
 
 
+def mix(first: Conversations, second: Conversations, second_share: float) -> Conversations:
+    """One set drawing `second` at `second_share` of the time and `first` at the rest."""
+    def normalised(c: Conversations) -> list[float]:
+        weights = c.weights or [1.0] * len(c.turns)
+        total = sum(weights)
+        return [w / total for w in weights]
+
+    return Conversations(first.turns + second.turns, [w * (1 - second_share) for w in normalised(first)]
+                         + [w * second_share for w in normalised(second)])
+
+
 # --- batches ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -179,8 +191,8 @@ class ChatExamples:
 
 
 def encode_examples(conversations: Conversations, tokenizer: Tokenizer, codec: ImageCodec | None,
-                    max_len: int) -> ChatExamples:
-    rows = [encode_chat(turns, tokenizer, codec.vocab if codec else None, add_generation_prompt=False)
+                    max_len: int, audio: AudioVocab | None = None) -> ChatExamples:
+    rows = [encode_chat(turns, tokenizer, codec.vocab if codec else None, add_generation_prompt=False, audio=audio)
             for turns in conversations.turns]
     longest = max(len(ids) for ids, _ in rows)
     if longest > max_len + 1:

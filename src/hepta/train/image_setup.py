@@ -4,12 +4,10 @@ the conversations it trains on (the embedded digits, or a user's chat JSONL)."""
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from hepta.errors import HeptaError
 from hepta.fileio import atomic_write_text
 from hepta.modality import digits
 from hepta.modality.codec import ImageCodec
@@ -19,6 +17,7 @@ from hepta.tokenizer import Tokenizer
 from hepta.train.conversations import (Conversations, conversation_images, digit_conversations, read_conversations,
                                        tokenize_conversations)
 from hepta.train.recipes import ImageRecipe
+from hepta.train.run_tokenizer import run_tokenizer
 
 REPORT_FILE = "report.json"
 GRID_FILE = "reconstructions.png"
@@ -49,20 +48,9 @@ def prepare_image_data(recipe: ImageRecipe, run_dir: Path, conversation_file: st
     folder = run_dir / IMAGE_TOKENIZER_DIR
     if args.text_only:
         return ImageData(recipe.image_tokenizer.codebook_size, None, source, None)
-    if resume or not is_main:
-        if not resume:
-            barrier()  # rank 0 trains or copies it first
-        if not folder.is_dir():
-            raise HeptaError(f"{folder} is missing, so the run cannot go on; start a new run in another --out folder")
-        tokenizer = ImageTokenizer.load(folder)
-    elif args.image_tokenizer:
-        tokenizer = ImageTokenizer.load(args.image_tokenizer)
-        tokenizer.save(folder)
-        log(f"image tokenizer: {args.image_tokenizer} ({tokenizer.codebook_size} codes), copied into {folder}")
-        barrier()
-    else:
-        tokenizer = _train(recipe, folder, conversation_file, args, log)
-        barrier()
+    tokenizer = run_tokenizer(folder, args.image_tokenizer, ImageTokenizer.load,
+                              lambda: _train(recipe, folder, conversation_file, args, log), "image", is_main, barrier,
+                              resume, log)
     return ImageData(tokenizer.codebook_size, tokenizer, source,
                      Path(conversation_file) if conversation_file else None, augment=args.augment)
 

@@ -17,13 +17,14 @@ from hepta.checkpoint import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, build_model,
 from hepta.config import ModelConfig, get_preset
 from hepta.errors import HeptaError
 from hepta.fileio import atomic_write_text
-from hepta.modality.code_embedding import init_image_code_rows
+from hepta.modality.code_embedding import init_code_rows
 from hepta.model import Transformer
 from hepta.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
-from hepta.train.conversations import (IGNORE, conversation_loss, encode_examples, is_conversation_file,
+from hepta.train.conversations import (IGNORE, conversation_loss, encode_examples, is_conversation_file, mix,
                                        sample_chat_batch)
 from hepta.train.data import Documents, batch_generator, sample_batch, stdlib_documents, tokenize, user_documents
 from hepta.train.image_setup import ImageData, prepare_image_data
+from hepta.train.speech_setup import SpeechData, prepare_speech_data
 from hepta.train.modality_load import ModalityLoad
 from hepta.train.recipes import image_recipe
 from hepta.train.optim import build_optimizer, lr_at
@@ -71,11 +72,14 @@ class TrainArgs:
     image_tokenizer: str | None = None  # a trained image tokenizer folder to use; None: train one in the run
     image_tokenizer_steps: int | None = None  # None: the recipe's
     augment: bool = True  # the embedded digits: recognition also sees moved and turned views (ablation: False)
-    structured_code_init: bool = True  # image-code embeddings start near their FSQ neighbours (ablation: False)
+    structured_code_init: bool = True  # code embeddings start near their FSQ neighbours (ablation: False)
+    audio_tokenizer: str | None = None  # a trained audio tokenizer folder to use; None: train one in the run
+    audio_tokenizer_steps: int | None = None  # None: the recipe's
+    speech_utterances: int | None = None  # recognition utterances (synthesis: half as many); None: the recipe's
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
-                    "chat_batch_size", "image_tokenizer_steps")
+                    "chat_batch_size", "image_tokenizer_steps", "audio_tokenizer_steps", "speech_utterances")
         for name in positive + ("ep", "dp_shard"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise HeptaError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -177,16 +181,25 @@ class Trainer:
         if recipe is not None:
             self.images = prepare_image_data(recipe, self.run_dir, conversation_file, args, self.is_main,
                                              self._barrier, resume=self.checkpoint is not None, log=self.log)
+        self.speech: SpeechData | None = None
+        if recipe is not None and recipe.speech is not None:
+            self.speech = prepare_speech_data(recipe.speech, self.run_dir, args, self.is_main, self._barrier,
+                                              resume=self.checkpoint is not None, log=self.log)
         self.tokenizer = self._tokenizer(docs)
         self.stream = tokenize(docs, self.tokenizer)
         self.log(f"corpus: {docs.source}: {self.stream.train.numel():,} train / {self.stream.val.numel():,} "
                  f"validation tokens")
-        self.chat = self.codec = None
+        self.chat = self.codec = self.audio_codec = None
         if self.images is not None and not args.text_only:
             self.codec = self.images.codec(self.tokenizer)
-            self.chat = encode_examples(self.images.conversations(self.tokenizer), self.tokenizer, self.codec,
-                                        args.seq_len)
-            self.log(f"conversations: {self.images.source}: {len(self.chat):,} examples, "
+            conversations, sources = self.images.conversations(self.tokenizer), [self.images.source]
+            if self.speech is not None:
+                self.audio_codec = self.speech.codec(self.tokenizer)
+                conversations = mix(conversations, self.speech.conversations(self.tokenizer), self.speech.share)
+                sources.append(self.speech.source)
+            self.chat = encode_examples(conversations, self.tokenizer, self.codec, args.seq_len,
+                                        self.audio_codec.vocab if self.audio_codec else None)
+            self.log(f"conversations: {'; '.join(sources)}: {len(self.chat):,} examples, "
                      f"{int((self.chat.targets != IGNORE).sum()):,} answer tokens")
 
         self.device = torch.device("cpu") if self.dist is None else self.dist.device
@@ -194,7 +207,7 @@ class Trainer:
             raise HeptaError("--bf16 needs a GPU with bf16 arithmetic (NVIDIA Ampere or newer); drop --bf16")
         self.model: Transformer = build_model(self.cfg, seed=args.seed).to(self.device)
         if self.codec is not None and args.structured_code_init:
-            self._init_image_code_rows()
+            self._init_code_rows()
         self.model.train()
         if self.dist is not None:
             layout = self.dist.layout
@@ -218,11 +231,23 @@ class Trainer:
                         if self.is_main else None)
         self._barrier()  # the metrics file is in its final state before any rank reads it
 
-    def _init_image_code_rows(self) -> None:
-        quantizer = self.codec.tokenizer.quantizer
-        init_image_code_rows(self.model.embed.weight, self.codec.vocab, quantizer, seed=self.args.seed)
-        if self.model.output.weight is not self.model.embed.weight:
-            init_image_code_rows(self.model.output.weight, self.codec.vocab, quantizer, seed=self.args.seed + 1)
+    def _init_code_rows(self) -> None:
+        blocks = [(self.codec.vocab.code_start, self.codec.tokenizer.quantizer)]
+        if self.audio_codec is not None:
+            blocks.append((self.audio_codec.vocab.code_start, self.audio_codec.tokenizer.quantizer))
+        for n, (code_start, quantizer) in enumerate(blocks):
+            seed = self.args.seed + 2 * n
+            init_code_rows(self.model.embed.weight, code_start, quantizer, seed=seed)
+            if self.model.output.weight is not self.model.embed.weight:
+                init_code_rows(self.model.output.weight, code_start, quantizer, seed=seed + 1)
+
+    def _modality_masks(self) -> dict:
+        masks = {}
+        if self.codec is not None:
+            masks["image"] = self.codec.vocab.image_mask
+        if self.audio_codec is not None:
+            masks["audio"] = self.audio_codec.vocab.audio_mask
+        return masks
 
     def _barrier(self) -> None:
         if self.dist is not None:
@@ -252,16 +277,20 @@ class Trainer:
                 size += len(text)
                 if size >= TOKENIZER_SAMPLE_BYTES:
                     break
-            # the image code block, when there is one, takes the end of the model's vocabulary
-            num_codes = self.images.num_codes if self.images is not None else 0
+            # the image and audio code blocks, when there are any, take the end of the model's vocabulary
+            num_image_codes = self.images.num_codes if self.images is not None else 0
+            num_audio_codes = self.speech.num_codes if self.speech is not None else 0
+            num_codes = num_image_codes + num_audio_codes
             text_vocab_size = self.cfg.vocab_size - NUM_SPECIAL_TOKENS - num_codes
             if text_vocab_size < 256:
                 raise HeptaError(f"vocab_size {self.cfg.vocab_size} leaves {text_vocab_size} text ids beside "
-                                 f"{NUM_SPECIAL_TOKENS} special ids and {num_codes} image codes; byte-level BPE needs "
+                                 f"{NUM_SPECIAL_TOKENS} special ids and {num_codes} image and audio codes; byte-level BPE needs "
                                  "at least 256, raise vocab_size")
             tokenizer = Tokenizer.train(sample, text_vocab_size=text_vocab_size)
             if self.images is not None:
-                tokenizer = tokenizer.with_image_codes(self.images.num_codes)
+                tokenizer = tokenizer.with_image_codes(num_image_codes)
+            if self.speech is not None:
+                tokenizer = tokenizer.with_audio_codes(num_audio_codes)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tokenizer.save(self.run_dir)
             self._barrier()
@@ -314,7 +343,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         ce_sum = router_sum = chat_sum = 0.0
-        modality_load = ModalityLoad(self.codec.vocab if self.codec is not None else None)
+        modality_load = ModalityLoad(self._modality_masks())
         for micro in range(args.grad_accum):
             x, y = self._batch(self.stream.train, batch_generator(args.seed, self.step, micro))
             with self._autocast():
@@ -350,7 +379,7 @@ class Trainer:
                "grad_norm": grad_norm}
         if self.chat is not None:
             row["chat_loss"] = chat_mean
-        if modality_load.has_images:
+        if modality_load.has_other_modalities:
             row["expert_load_by_modality"] = modality_load.shares(self.dist.dp_group if self.dist else None)
         if load.numel():
             row["expert_load"] = load.tolist()

@@ -1,15 +1,27 @@
-"""Training recipes of the presets whose vocabulary holds image codes.
+"""Training recipes of the presets whose vocabulary holds image (and audio) codes.
 
 `hepta train --preset omni-tiny --out DIR`, with no other flag, runs the whole documented recipe:
-the image tokenizer, the text tokenizer with the image code block appended, and the model on the
-mixture of the text corpus and the conversations. The flags a user gives override these defaults.
+the image and audio tokenizers, the text tokenizer with the image and then the audio code block
+appended, and the model on the mixture of the text corpus and the conversations (digits and
+speech). The flags a user gives override these defaults.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hepta.modality.audio_tokenizer_config import AudioTokenizerConfig
 from hepta.modality.image_tokenizer_config import ImageTokenizerConfig
+
+
+@dataclass(frozen=True)
+class SpeechRecipe:
+    audio_tokenizer: AudioTokenizerConfig
+    audio_tokenizer_steps: int
+    recognition_utterances: int  # training sentences said by the training voices, varied and noisy
+    synthesis_utterances: int  # distinct training sentences said by the house voice
+    # of the conversations drawn each step; the digit tasks share the rest
+    task_shares: dict = field(default_factory=lambda: {"transcribe": 0.25, "say": 0.2})
 
 
 @dataclass(frozen=True)
@@ -17,6 +29,7 @@ class ImageRecipe:
     image_tokenizer: ImageTokenizerConfig
     image_tokenizer_steps: int
     train_defaults: dict = field(default_factory=dict)  # TrainArgs fields
+    speech: SpeechRecipe | None = None
 
 
 IMAGE_RECIPES = {
@@ -25,8 +38,12 @@ IMAGE_RECIPES = {
     "omni-tiny": ImageRecipe(
         image_tokenizer=ImageTokenizerConfig(image_size=8, channels=1, downsample=2, hidden=64, levels=(5, 5, 5)),
         image_tokenizer_steps=1500,
-        train_defaults=dict(steps=2000, batch_size=8, seq_len=256, chat_batch_size=64, lr=3e-3, warmup=20,
+        train_defaults=dict(steps=2500, batch_size=8, seq_len=256, chat_batch_size=96, lr=3e-3, warmup=20,
                             save_every=250, eval_every=250, eval_batches=8, max_corpus_mb=12),
+        # 25 codes a second of 8*5*5*5 = 1000 (FSQ), 2.2M parameters: 600 steps gave a held-out mel
+        # distance of 0.73 and the judge's WER on the house voice 0.19 against 0.13 for the originals.
+        speech=SpeechRecipe(audio_tokenizer=AudioTokenizerConfig(downsample=4, hidden=128, levels=(8, 5, 5, 5)),
+                            audio_tokenizer_steps=1200, recognition_utterances=4000, synthesis_utterances=2000),
     ),
 }
 

@@ -87,32 +87,33 @@ def modality_load_shares(train_rows: list[dict], last_fraction: float = 0.2) -> 
     rows = [r["expert_load_by_modality"] for r in train_rows if "expert_load_by_modality" in r]
     rows = rows[-max(1, int(len(rows) * last_fraction)):]
     shares = {}
-    for modality in ("text", "image"):
+    for modality in rows[0]:
         counts = np.sum([np.array(r[modality], dtype=float) for r in rows], axis=0)
         shares[modality] = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     return shares
 
 
-def modality_separation(shares: dict[str, "np.ndarray"]) -> list[float]:
-    """Per MoE layer, the total variation distance between the experts text and image tokens choose:
-    0 when both spread over the experts alike, 1 when no expert serves both."""
-    return (0.5 * abs(shares["image"] - shares["text"]).sum(axis=1)).tolist()
+def modality_separation(shares: dict[str, "np.ndarray"], modality: str = "image") -> list[float]:
+    """Per MoE layer, the total variation distance between the experts text and `modality` tokens
+    choose: 0 when both spread over the experts alike, 1 when no expert serves both."""
+    return (0.5 * abs(shares[modality] - shares["text"]).sum(axis=1)).tolist()
 
 
 def plot_modality_load(run_dir: Path, train_rows: list[dict]) -> Path:
-    """Heat maps of which experts text tokens and image tokens choose, per MoE layer."""
+    """Heat maps of which experts each modality's tokens choose, per MoE layer, and each non-text
+    modality's difference from text."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     shares = modality_load_shares(train_rows)
+    others = [m for m in shares if m != "text"]
     num_experts = shares["text"].shape[1]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.2 + 0.3 * shares["text"].shape[0]))
-    panels = [("text tokens", shares["text"] * num_experts, "viridis", (0, None)),
-              ("image tokens", shares["image"] * num_experts, "viridis", (0, None)),
-              ("image share - text share", (shares["image"] - shares["text"]) * num_experts, "RdBu_r", None)]
-    top = max(panels[0][1].max(), panels[1][1].max())
+    panels = [(f"{m} tokens", shares[m] * num_experts, "viridis", (0, None)) for m in shares]
+    panels += [(f"{m} share - text share", (shares[m] - shares["text"]) * num_experts, "RdBu_r", None) for m in others]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.2 + 0.3 * shares["text"].shape[0]))
+    top = max(values.max() for _, values, _, limits in panels if limits is not None)
     for ax, (title, values, cmap, limits) in zip(axes, panels):
         if limits is None:
             bound = max(abs(values.min()), abs(values.max()), 1e-9)
@@ -124,8 +125,9 @@ def plot_modality_load(run_dir: Path, train_rows: list[dict]) -> Path:
         ax.set_yticks(range(values.shape[0]))
         ax.set_xticks(range(0, num_experts, max(1, num_experts // 16)))
         ax.set(xlabel="expert", ylabel="MoE layer", title=title)
-    separation = ", ".join(f"{d:.2f}" for d in modality_separation(shares))
-    fig.suptitle(f"which experts each modality chooses (last 20% of steps); text-image separation per MoE layer "
+    separation = "; ".join(f"text-{m}: " + ", ".join(f"{d:.2f}" for d in modality_separation(shares, m))
+                           for m in others)
+    fig.suptitle(f"which experts each modality chooses (last 20% of steps); separation per MoE layer "
                  f"(total variation, 0 = same experts, 1 = disjoint): {separation}")
     fig.tight_layout()
     out = run_dir / MODALITY_PLOT_FILE

@@ -1,7 +1,8 @@
-"""`hepta tokenizer train image`: train an image tokenizer on a folder of images or the bundled digits.
+"""`hepta tokenizer train image|audio`: train an image tokenizer on a folder of images or the
+bundled digits, or an audio tokenizer on the embedded eSpeak NG speech.
 
-The folder it writes is what `hepta train --image-tokenizer DIR` takes, and what a model folder
-holds as `image_tokenizer/`.
+The folders they write are what `hepta train --image-tokenizer DIR` / `--audio-tokenizer DIR`
+take, and what a model folder holds as `image_tokenizer/` / `audio_tokenizer/`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     from hepta.train.recipes import IMAGE_RECIPES
 
     default = IMAGE_RECIPES["omni-tiny"]
+    speech = default.speech
     p = subparsers.add_parser("tokenizer", help="train a modality tokenizer")
     kinds = p.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
     train = kinds.add_parser("train", help="train a tokenizer").add_subparsers(dest="modality", required=True,
@@ -37,6 +39,44 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                        help="FSQ levels per latent channel; the codebook is their product")
     image.add_argument("--json", action="store_true", help="print one JSON object")
     image.set_defaults(func=cmd_tokenizer_train_image)
+
+    audio = train.add_parser("audio", help="an FSQ autoencoder mapping 16 kHz speech to codes at a fixed rate and back")
+    audio.add_argument("--out", required=True, help="output folder")
+    audio.add_argument("--steps", type=int, default=speech.audio_tokenizer_steps)
+    audio.add_argument("--utterances", type=int, default=speech.recognition_utterances,
+                       help="eSpeak NG training utterances in varied voices (plus half as many in the house voice)")
+    audio.add_argument("--downsample", type=int, default=speech.audio_tokenizer.downsample,
+                       help="10 ms spectrogram frames per code (a power of two): 4 gives 25 codes a second")
+    audio.add_argument("--levels", default=",".join(map(str, speech.audio_tokenizer.levels)),
+                       help="FSQ levels per latent channel; the codebook is their product")
+    audio.add_argument("--hidden", type=int, default=speech.audio_tokenizer.hidden, help="convolution channels")
+    audio.add_argument("--json", action="store_true", help="print one JSON object")
+    audio.set_defaults(func=cmd_tokenizer_train_audio)
+
+
+def cmd_tokenizer_train_audio(args: argparse.Namespace) -> None:
+    from hepta.errors import HeptaError
+    from hepta.modality.audio_tokenizer_config import AudioTokenizerConfig
+    from hepta.train.recipes import SpeechRecipe
+    from hepta.train.speech_setup import REPORT_FILE, speech_utterances, train_in_run
+
+    try:
+        levels = tuple(int(level) for level in args.levels.split(","))
+        config = AudioTokenizerConfig(downsample=args.downsample, hidden=args.hidden, levels=levels)
+    except ValueError as e:
+        raise HeptaError(f"the audio tokenizer settings are invalid: {e}") from e
+    for flag in ("steps", "utterances"):
+        if getattr(args, flag) <= 0:
+            raise HeptaError(f"--{flag} must be positive, got {getattr(args, flag)}")
+    recipe = SpeechRecipe(config, args.steps, args.utterances, max(1, args.utterances // 2))
+    recognition, synthesis = speech_utterances(recipe, seed=0)
+    out = Path(args.out)
+    train_in_run(recipe, out, [u.wave for u in recognition + synthesis], args.steps,
+                 log=(lambda line: None) if args.json else print)
+    report = json.loads((out / REPORT_FILE).read_text())
+    if args.json:
+        print(json.dumps({**report, "codebook_size": config.codebook_size,
+                          "codes_per_second": config.codes_per_second, "config": asdict(config), "out": str(out)}))
 
 
 def cmd_tokenizer_train_image(args: argparse.Namespace) -> None:

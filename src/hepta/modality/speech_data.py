@@ -1,0 +1,68 @@
+"""The embedded speech data: domain sentences (speech_domain.py) said by eSpeak NG, nothing downloaded.
+
+Recognition examples are said by the split's voice variants at a random rate and pitch, half of
+them with white noise at 12-30 dB SNR. Synthesis examples are all said by one house voice (eSpeak's
+plain `en-us` at its default rate and pitch, clean), so the model learns one consistent voice
+rather than a random one per sentence; the same voice, saying the same sentences, is the
+reference the synthesis metric compares against.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from hepta.modality import espeak, speech_domain
+
+HOUSE_RATE, HOUSE_PITCH = 175, 50  # eSpeak's defaults
+RATE_RANGE = (130, 210)  # words a minute
+PITCH_RANGE = (30, 70)
+NOISY_SHARE = 0.5
+SNR_RANGE_DB = (12.0, 30.0)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    text: str
+    wave: np.ndarray  # float32 16 kHz mono
+    voice: str  # an eSpeak variant, or "house"
+
+
+def voices(split: str) -> list[str]:
+    """The voice variants of a split ("train" or "held_out")."""
+    want_held_out = {"train": False, "held_out": True}[split]
+    return [v for v in espeak.voice_variants()
+            if v not in speech_domain.EXCLUDED_VOICES and speech_domain.is_held_out_voice(v) == want_held_out]
+
+
+def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    power = float(np.mean(wave ** 2)) + 1e-12
+    noise = rng.standard_normal(len(wave)).astype(np.float32) * np.sqrt(power / 10 ** (snr_db / 10))
+    return np.clip(wave + noise, -1.0, 1.0).astype(np.float32)
+
+
+def varied_utterances(split: str, count: int, seed: int = 0) -> list[Utterance]:
+    """`count` sentences of the split, each said by one of the split's voices, rate, pitch and noise drawn at random."""
+    rng = random.Random(f"speech-voices-{split}-{seed}")
+    noise_rng = np.random.default_rng(seed)
+    pool = voices(split)
+    utterances = []
+    for text in speech_domain.sentences(split, count, seed):
+        voice = rng.choice(pool)
+        wave = espeak.synthesize(text, variant=voice, rate=rng.randint(*RATE_RANGE), pitch=rng.randint(*PITCH_RANGE))
+        if rng.random() < NOISY_SHARE:
+            wave = add_noise(wave, rng.uniform(*SNR_RANGE_DB), noise_rng)
+        utterances.append(Utterance(text, wave, voice))
+    return utterances
+
+
+def house_utterance(text: str) -> Utterance:
+    return Utterance(text, espeak.synthesize(text, variant=None, rate=HOUSE_RATE, pitch=HOUSE_PITCH), "house")
+
+
+def house_utterances(split: str, count: int, seed: int = 0) -> list[Utterance]:
+    """`count` distinct sentences of the split said by the house voice (what synthesis learns and is judged on)."""
+    texts = list(dict.fromkeys(speech_domain.sentences(split, count * 4, seed)))[:count]
+    return [house_utterance(text) for text in texts]

@@ -50,7 +50,15 @@ def audio_codec(state: ServerState) -> AudioCodec:
 
 # --- transcription --------------------------------------------------------------------------------
 
-@router.post("/v1/audio/transcriptions")
+def _transcription_body_schema() -> dict:
+    """The multipart form /v1/audio/transcriptions reads, for the OpenAPI document (the route parses it itself)."""
+    form = TranscriptionForm.model_json_schema()
+    form["properties"]["file"] = {"type": "string", "format": "binary"}
+    form["required"] = [*form.get("required", []), "file"]
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": form}}}}
+
+
+@router.post("/v1/audio/transcriptions", openapi_extra=_transcription_body_schema())
 async def transcriptions(http: Request):
     state: ServerState = http.app.state.hepta
     state.authorize(http)  # a caller without a key uploads nothing

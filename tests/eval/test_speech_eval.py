@@ -35,7 +35,8 @@ def omni(tmp_path_factory):
 
 
 @pytest.mark.parametrize("task, keys", [("asr", {"wer", "sentence_accuracy", "voices"}),
-                                        ("tts", {"wer", "reference_wer", "ratio"})])
+                                        ("tts", {"wer", "reference_wer", "ratio"}),
+                                        ("audio-tokenizer", {"wer", "reference_wer", "mel_distance"})])
 def test_speech_tasks_report_their_metrics_as_json(omni, task, keys):
     result = run_cli("eval", "--model", str(omni), "--task", task, "--limit", "2", "--json")
     assert result.returncode == 0, result.stderr

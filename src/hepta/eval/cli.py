@@ -6,8 +6,8 @@ import argparse
 import json
 import time
 
-TASKS = ("image-recognition", "image-generation", "image-editing", "asr", "tts", "asr-real", "text")
-SPEECH_TASKS = ("asr", "tts", "asr-real")
+TASKS = ("image-recognition", "image-generation", "image-editing", "asr", "tts", "asr-real", "audio-tokenizer", "text")
+SPEECH_TASKS = ("asr", "tts", "asr-real", "audio-tokenizer")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -67,12 +67,15 @@ def _image(args: argparse.Namespace) -> dict:
 
 
 def _speech(args: argparse.Namespace) -> dict:
-    from hepta.eval.speech_eval import SpeechEval
+    from hepta.eval.speech_eval import DEFAULT_UTTERANCES, SpeechEval, audio_tokenizer_quality
     from hepta.loading import load, load_audio_codec, load_tokenizer
     from hepta.progress import CountProgress
 
     model, tokenizer = load(args.model), load_tokenizer(args.model)
-    evaluation = SpeechEval.open(model, tokenizer, load_audio_codec(args.model, tokenizer), args.model, args.limit)
+    codec = load_audio_codec(args.model, tokenizer)
+    if args.task == "audio-tokenizer" and codec is not None:
+        return audio_tokenizer_quality(codec, args.limit or DEFAULT_UTTERANCES)
+    evaluation = SpeechEval.open(model, tokenizer, codec, args.model, args.limit)
     try:
         if args.task == "asr-real":
             return evaluation.asr_real()

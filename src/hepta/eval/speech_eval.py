@@ -24,6 +24,7 @@ from hepta.infer.speech_stream import MAX_TRANSCRIPT_TOKENS, speech_prompt, tran
 from hepta.modality import speech_data, speech_domain
 from hepta.modality.audio_codec import AudioCodec
 from hepta.modality.audio_io import decode_audio
+from hepta.modality.audio_train import mel_distance
 
 GREEDY = SamplingParams(temperature=0.0)
 DEFAULT_UTTERANCES = 200
@@ -124,6 +125,19 @@ class SpeechEval:
         return {"n": len(recordings), "accuracy": float(np.mean([h == s for (_, s, _), h in zip(recordings, heard)])),
                 "domain_word_recall": (float(np.mean([w in h for w, h in said_words])) if said_words else None),
                 "by_source": by_source}
+
+
+def audio_tokenizer_quality(codec: AudioCodec, limit: int) -> dict:
+    """The audio tokenizer alone: held-out sentences in the house voice through codes and back,
+    heard by the judge, against the same judge on the originals; and their mel distance."""
+    utterances = speech_data.house_utterances("held_out", limit, seed=EVAL_SEED)
+    rebuilt = [codec.wave(codes)[:len(u.wave)] for codes, u in zip(codec.codes_of_many([u.wave for u in utterances]),
+                                                                    utterances)]
+    judge, texts = domain_recogniser(), [u.text for u in utterances]
+    return {"n": len(texts), "wer": word_error_rate(texts, [judge.transcribe(w) for w in rebuilt]),
+            "reference_wer": word_error_rate(texts, [judge.transcribe(u.wave) for u in utterances]),
+            "mel_distance": float(np.mean([mel_distance(u.wave, w) for u, w in zip(utterances, rebuilt)])),
+            "codes_per_second": codec.codes_per_second}
 
 
 ALSA_SOUNDS = Path("/usr/share/sounds/alsa")

@@ -1,0 +1,175 @@
+"""The embedded video data: clips in which handwritten digits appear and leave over time.
+
+A clip is a scene that shows one digit at a time, or nothing. Each appearance lasts 2 to 6
+seconds and is followed by 1 to 4 empty seconds, on a quarter-second grid; since both are at
+least a second long, sampling at 1 frame per second sees every appearance and every gap. The
+frames are scikit-learn's 8x8 scans enlarged 8x (64x64 pixels) and written as real H.264 MP4
+files at 4 frames per second, so decoding and sampling are exercised as for any upload. Training
+clips draw from the training digits; evaluation clips only from the held-out ones
+(`digits.load_digits_split`), which neither the image tokenizer nor the model ever sees.
+
+The questions are the four the video tasks measure, with their answers from the clip's ground
+truth: which digit appeared k-th, when a digit first appeared, how many appeared, and what was on
+screen at a time. Times are written m:ss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hepta.modality.digits import Digits
+
+RENDER_FPS = 4  # frames per second written to the files
+FRAME_SIDE = 64  # pixels: each 8x8 scan enlarged 8x
+SHOWN_SECONDS = (2.0, 6.0)  # how long a digit stays on screen
+GAP_SECONDS = (1.0, 4.0)  # empty screen after each digit
+FIRST_AT_MOST = 3.0  # seconds of empty screen before the first digit, at most
+CLIP_LENGTHS = (30, 60, 180)  # the evaluation's clip lengths in seconds
+NOTHING = "nothing"
+
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+QUESTION_KINDS = ("order", "time", "count", "at")
+
+
+@dataclass(frozen=True)
+class Appearance:
+    digit: int
+    start: float  # seconds: the first moment it is on screen
+    end: float  # seconds: the first moment it is gone
+    source: int  # its index in scikit-learn's digits
+
+
+@dataclass(frozen=True)
+class Clip:
+    duration: float  # seconds
+    appearances: tuple[Appearance, ...]
+
+    def on_screen(self, seconds: float) -> Appearance | None:
+        for appearance in self.appearances:
+            if appearance.start <= seconds < appearance.end:
+                return appearance
+        return None
+
+    def to_json(self) -> str:
+        return json.dumps({"duration": self.duration, "appearances": [asdict(a) for a in self.appearances]})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Clip":
+        data = json.loads(text)
+        return cls(float(data["duration"]), tuple(Appearance(**a) for a in data["appearances"]))
+
+
+@dataclass(frozen=True)
+class VideoQuestion:
+    kind: str  # one of QUESTION_KINDS
+    question: str
+    answer: str  # what a right answer says
+    truth: float | int | str  # what the scorer compares against (a time in seconds for "time")
+
+
+def plan_clip(rng: np.random.Generator, duration: float, digits: Digits) -> Clip:
+    """Random appearances filling `duration` seconds, each a random scan from `digits`."""
+    quarter = 1 / RENDER_FPS
+    appearances, t = [], _on_grid(rng.uniform(0, FIRST_AT_MOST), quarter)
+    while True:
+        shown = _on_grid(rng.uniform(*SHOWN_SECONDS), quarter)
+        if t + shown > duration:
+            break
+        pick = int(rng.integers(len(digits.labels)))
+        appearances.append(Appearance(int(digits.labels[pick]), t, t + shown, int(digits.indices[pick])))
+        t += shown + _on_grid(rng.uniform(*GAP_SECONDS), quarter)
+    return Clip(float(duration), tuple(appearances))
+
+
+def render_frames(clip: Clip, images_by_source: dict[int, np.ndarray]) -> np.ndarray:
+    """float32 [N, 1, 64, 64]: the clip at RENDER_FPS; `images_by_source` maps a scan's index to
+    its [1, 8, 8] pixels."""
+    count = round(clip.duration * RENDER_FPS)
+    frames = np.zeros((count, 1, FRAME_SIDE, FRAME_SIDE), dtype=np.float32)
+    scale = FRAME_SIDE // 8
+    for appearance in clip.appearances:
+        big = np.kron(images_by_source[appearance.source], np.ones((1, scale, scale), dtype=np.float32))
+        frames[round(appearance.start * RENDER_FPS):round(appearance.end * RENDER_FPS)] = big
+    return frames
+
+
+def write_clip(folder: Path, name: str, clip: Clip, digits: Digits) -> Path:
+    """`name.mp4` and its ground truth `name.json` in `folder`; returns the video's path."""
+    from hepta.modality.video_io import encode_video
+
+    by_source = dict(zip(digits.indices.tolist(), digits.images))
+    folder.mkdir(parents=True, exist_ok=True)
+    video = folder / f"{name}.mp4"
+    video.write_bytes(encode_video(render_frames(clip, by_source), RENDER_FPS))
+    (folder / f"{name}.json").write_text(clip.to_json() + "\n")
+    return video
+
+
+# --- questions -----------------------------------------------------------------------------------
+
+def clock(seconds: float) -> str:
+    """m:ss, as the questions and answers write times."""
+    whole = int(round(seconds))
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def parse_clock(text: str) -> float | None:
+    """Seconds from "m:ss" (or a bare number of seconds); None when the text is neither."""
+    text = text.strip().rstrip(".")
+    minutes, sep, seconds = text.partition(":")
+    try:
+        return float(minutes) * 60 + float(seconds) if sep else float(text)
+    except ValueError:
+        return None
+
+
+def ordinal(k: int) -> str:
+    if k <= len(ORDINALS):
+        return ORDINALS[k - 1]
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
+def first_seen(start: float, fps: float) -> float:
+    """The first sample time at `fps` at which something that starts at `start` is on screen."""
+    return math.ceil(start * fps - 1e-9) / fps
+
+
+def question(kind: str, clip: Clip, rng: np.random.Generator, fps: float = 1.0) -> VideoQuestion:
+    """One question of `kind` about `clip`, its answer as a model sampling at `fps` should give it."""
+    appearances = clip.appearances
+    if kind == "count":
+        return VideoQuestion(kind, "How many digits appeared?", str(len(appearances)), len(appearances))
+    if kind == "order":
+        k = int(rng.integers(1, min(len(appearances), len(ORDINALS)) + 1))
+        digit = appearances[k - 1].digit
+        return VideoQuestion(kind, f"Which digit appeared {ordinal(k)}?", str(digit), digit)
+    if kind == "time":
+        digit = int(rng.choice(sorted({a.digit for a in appearances})))
+        start = next(a.start for a in appearances if a.digit == digit)
+        return VideoQuestion(kind, f"When did the {digit} first appear?", clock(first_seen(start, fps)), start)
+    if kind == "at":
+        seconds = int(rng.integers(0, int(clip.duration)))
+        shown = clip.on_screen(seconds)
+        answer = str(shown.digit) if shown else NOTHING
+        return VideoQuestion(kind, f"What was on screen at {clock(seconds)}?", answer, answer)
+    raise ValueError(f"unknown question kind {kind!r}")
+
+
+def is_right(q: VideoQuestion, reply: str) -> bool:
+    """Whether a model's reply answers `q`: the same digit, count or "nothing", or for "time" a
+    time within one second of the true first appearance."""
+    reply = reply.strip().rstrip(".").lower()
+    if q.kind == "time":
+        seconds = parse_clock(reply)
+        return seconds is not None and abs(seconds - float(q.truth)) <= 1.0
+    return reply == str(q.truth).lower()
+
+
+def _on_grid(seconds: float, step: float) -> float:
+    return round(seconds / step) * step

@@ -1,0 +1,72 @@
+"""The embedded video clips: real MP4 files whose sampled frames agree with their ground truth, and
+questions whose answers follow from it."""
+
+import numpy as np
+import pytest
+
+from hepta.modality import video_data as vd
+from hepta.modality.digits import Digits
+from hepta.modality.video_io import decode_video
+
+
+def _digits(count: int = 30) -> Digits:
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0.2, 1.0, size=(count, 1, 8, 8)).astype(np.float32)
+    return Digits(images, (np.arange(count) % 10).astype(np.int64), np.arange(500, 500 + count))
+
+
+@pytest.mark.parametrize("seconds", [30, 60])
+def test_a_written_clip_sampled_at_one_per_second_shows_its_ground_truth(tmp_path, seconds):
+    digits = _digits()
+    clip = vd.plan_clip(np.random.default_rng(seconds), seconds, digits)
+    path = vd.write_clip(tmp_path, "clip", clip, digits)
+    assert vd.Clip.from_json((tmp_path / "clip.json").read_text()) == clip
+    video = decode_video(path.read_bytes(), image_size=8, fps=1.0)
+    assert len(video.times) == seconds
+    by_source = dict(zip(digits.indices.tolist(), digits.images))
+    for pixels, t in zip(video.pixels, video.times):
+        shown = clip.on_screen(t)
+        expected = by_source[shown.source] if shown else np.zeros((1, 8, 8), np.float32)
+        assert np.abs(pixels - expected).max() < 0.05, f"the frame at {t} s"
+
+
+def test_every_appearance_and_gap_is_seen_at_one_frame_per_second():
+    digits = _digits()
+    for seed in range(20):
+        clip = vd.plan_clip(np.random.default_rng(seed), 180, digits)
+        assert 15 <= len(clip.appearances) <= 60
+        sampled = [clip.on_screen(t) for t in range(180)]
+        shown = [a for i, a in enumerate(sampled) if a is not None and (i == 0 or sampled[i - 1] is not a)]
+        assert shown == list(clip.appearances)  # each appears, and two in a row are told apart by a gap
+
+
+def test_answers_follow_from_the_ground_truth():
+    clip = vd.Clip(20.0, (vd.Appearance(4, 2.25, 6.0, 1), vd.Appearance(7, 8.0, 12.5, 2),
+                          vd.Appearance(4, 14.75, 17.0, 3)))
+    rng = np.random.default_rng(0)
+    asked = {}
+    for _ in range(400):
+        q = vd.question(rng.choice(vd.QUESTION_KINDS), clip, rng)
+        asked[q.question] = q
+    assert asked["How many digits appeared?"].answer == "3"
+    assert asked["Which digit appeared third?"].answer == "4"
+    assert asked["When did the 4 first appear?"].answer == "0:03"  # the first whole second it is on screen
+    assert asked["When did the 7 first appear?"].answer == "0:08"
+    assert asked["What was on screen at 0:07?"].answer == "nothing"
+    assert asked["What was on screen at 0:15?"].answer == "4"
+
+
+def test_replies_are_scored_as_the_tasks_define():
+    when = vd.VideoQuestion("time", "When did the 4 first appear?", "0:03", 2.25)
+    assert vd.is_right(when, "0:03") and vd.is_right(when, "0:02") and vd.is_right(when, "3")
+    assert not vd.is_right(when, "0:04") and not vd.is_right(when, "soon")
+    which = vd.VideoQuestion("order", "Which digit appeared third?", "4", 4)
+    assert vd.is_right(which, "4.") and not vd.is_right(which, "7")
+    nothing = vd.VideoQuestion("at", "What was on screen at 0:07?", "nothing", "nothing")
+    assert vd.is_right(nothing, "Nothing") and not vd.is_right(nothing, "4")
+
+
+def test_times_and_ordinals_are_written_as_people_write_them():
+    assert vd.clock(42) == "0:42" and vd.clock(180) == "3:00" and vd.parse_clock("2:05") == 125
+    assert [vd.ordinal(k) for k in (1, 3, 10, 11, 12, 21, 22, 23)] == \
+        ["first", "third", "tenth", "11th", "12th", "21st", "22nd", "23rd"]

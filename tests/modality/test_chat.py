@@ -1,6 +1,6 @@
 import torch
 
-from hepta.modality.chat import ImageCodes, Turn, encode_chat, image_vocab
+from hepta.modality.chat import ImageCodes, Turn, VideoCodes, encode_chat, image_vocab, video_vocab
 from hepta.tokenizer import Tokenizer
 
 TEXTS = ["What digit is this?", "Draw the digit 7.", "def f(x):\n    return x\n"] * 30
@@ -33,3 +33,26 @@ def test_images_become_spans_where_they_stand_and_answers_are_marked():
     assert not any(answer[:assistant + 1])
     assert all(answer[assistant + 1:]) and len(ids) - assistant - 1 == vocab.span_length + 1
     assert ids[-1] == tokenizer.end_id
+
+
+def test_a_video_is_its_frames_as_image_spans_each_stamped_with_its_time():
+    tokenizer = _tokenizer()
+    video = video_vocab(tokenizer, 4)
+    frames = torch.randint(0, 125, (3, 4, 4))
+    part = VideoCodes(frames, (0.0, 1.0, 62.0))
+    ids, _ = encode_chat([Turn("user", (part, "Which digit appeared first?"))], tokenizer, video.images)
+    start, end = ids.index(video.start_id), ids.index(video.end_id)
+    span = ids[start:end + 1]
+    assert span.count(video.frame_id) == 3
+    assert [g.tolist() for g in video.images.find_spans(span)] == frames.tolist()
+    stamps = [tokenizer.decode(span[f + 1:s]) for f, s in zip(
+        [i for i, t in enumerate(span) if t == video.frame_id],
+        [i for i, t in enumerate(span) if t == video.images.start_id])]
+    assert stamps == ["0:00", "0:01", "1:02"]
+    without, _ = encode_chat([Turn("user", (VideoCodes(frames, part.times, with_time=False),))], tokenizer,
+                             video.images)
+    frame_ids = [i for i, t in enumerate(without) if t == video.frame_id]
+    assert all(without[i + 1] == video.images.start_id for i in frame_ids)  # no timestamp, nothing else changed
+    assert len(span) - (without.index(video.end_id) - without.index(video.start_id) + 1) == \
+        sum(len(tokenizer.encode(s)) for s in stamps)
+    assert video.frame_length(tokenizer.encode, 62.0) == 1 + len(tokenizer.encode("1:02")) + video.images.span_length

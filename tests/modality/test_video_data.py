@@ -70,3 +70,11 @@ def test_times_and_ordinals_are_written_as_people_write_them():
     assert vd.clock(42) == "0:42" and vd.clock(180) == "3:00" and vd.parse_clock("2:05") == 125
     assert [vd.ordinal(k) for k in (1, 3, 10, 11, 12, 21, 22, 23)] == \
         ["first", "third", "tenth", "11th", "12th", "21st", "22nd", "23rd"]
+
+
+def test_clock_reads_what_it_writes():
+    from hepta.modality.video_span import clock, parse_clock
+
+    for seconds in (0, 7, 59, 60, 179, 3599, 3600, 36000):
+        assert parse_clock(clock(seconds)) == seconds
+    assert clock(3600 * 15) == "15:00:00" and parse_clock("0:-5") is None and parse_clock("a:b") is None

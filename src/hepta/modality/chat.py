@@ -1,8 +1,8 @@
-"""Chat messages whose content mixes text, images and audio, rendered as one id sequence.
+"""Chat messages whose content mixes text, images, audio and video, rendered as one id sequence.
 
 The layout is the text chat format of `Tokenizer.format_chat`, `<|role|>content<|end|>`, with
-each image or audio clip becoming its span (`image_span.py`, `audio_span.py`) where it stands
-among the text parts. Training
+each image, audio clip or video becoming its span (`image_span.py`, `audio_span.py`,
+`video_span.py`) where it stands among the text parts. Training
 also needs to know which ids are the answer: `encode_chat` marks the assistant's content and the
 `<|end|>` that closes it, which is what the loss covers.
 """
@@ -17,6 +17,7 @@ import torch
 from hepta.errors import HeptaError
 from hepta.modality.audio_span import AudioVocab
 from hepta.modality.image_span import ImageVocab
+from hepta.modality.video_span import VideoVocab
 from hepta.tokenizer import CHAT_ROLES, Tokenizer
 
 
@@ -34,7 +35,16 @@ class AudioCodes:
     codes: torch.Tensor
 
 
-Part = Union[str, ImageCodes, AudioCodes]
+@dataclass(frozen=True)
+class VideoCodes:
+    """A video part already sampled and turned into frame codes [N, grid, grid], with each frame's time."""
+
+    frames: torch.Tensor
+    times: tuple[float, ...]
+    with_time: bool = True  # False: the timestamps are left out (the no-time ablation)
+
+
+Part = Union[str, ImageCodes, AudioCodes, VideoCodes]
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,17 @@ def audio_vocab(tokenizer: Tokenizer) -> AudioVocab:
                       code_start=tokenizer.layout.audio_start, num_codes=tokenizer.layout.num_audio_codes)
 
 
+def video_vocab(tokenizer: Tokenizer, grid: int) -> VideoVocab:
+    """The video markers of a tokenizer that holds an image block (frames are images)."""
+    return _video_markers(tokenizer, image_vocab(tokenizer, grid))
+
+
+def _video_markers(tokenizer: Tokenizer, images: ImageVocab) -> VideoVocab:
+    ids = tokenizer.special_ids
+    return VideoVocab(start_id=ids["<|video_start|>"], end_id=ids["<|video_end|>"], frame_id=ids["<|frame|>"],
+                      images=images)
+
+
 def encode_chat(turns: Sequence[Turn], tokenizer: Tokenizer, images: ImageVocab | None,
                 add_generation_prompt: bool = True, audio: AudioVocab | None = None) -> tuple[list[int], list[bool]]:
     """Ids of the chat and, per id, whether it belongs to an assistant answer."""
@@ -85,6 +106,11 @@ def encode_chat(turns: Sequence[Turn], tokenizer: Tokenizer, images: ImageVocab 
                 if audio is None:
                     raise HeptaError("this model does not hear audio; remove the audio parts or use a model with speech")
                 put(audio.span_ids(part.codes), is_answer)
+            elif isinstance(part, VideoCodes):
+                if images is None:
+                    raise HeptaError("this model does not see video; remove the video parts or use a model with images")
+                video = _video_markers(tokenizer, images)
+                put(video.span_ids(part.frames, part.times, tokenizer.encode, part.with_time), is_answer)
             elif part:
                 put(tokenizer.encode(part), is_answer)
         put([tokenizer.end_id], is_answer)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hepta.modality.digits import Digits
+from hepta.modality.video_span import clock, parse_clock
 
 RENDER_FPS = 4  # frames per second written to the files
 FRAME_SIDE = 64  # pixels: each 8x8 scan enlarged 8x
@@ -111,22 +112,6 @@ def write_clip(folder: Path, name: str, clip: Clip, digits: Digits) -> Path:
 
 
 # --- questions -----------------------------------------------------------------------------------
-
-def clock(seconds: float) -> str:
-    """m:ss, as the questions and answers write times."""
-    whole = int(round(seconds))
-    return f"{whole // 60}:{whole % 60:02d}"
-
-
-def parse_clock(text: str) -> float | None:
-    """Seconds from "m:ss" (or a bare number of seconds); None when the text is neither."""
-    text = text.strip().rstrip(".")
-    minutes, sep, seconds = text.partition(":")
-    try:
-        return float(minutes) * 60 + float(seconds) if sep else float(text)
-    except ValueError:
-        return None
-
 
 def ordinal(k: int) -> str:
     if k <= len(ORDINALS):

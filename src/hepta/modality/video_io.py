@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from hepta.errors import HeptaError
+from hepta.modality.video_span import clock
 
 MAX_VIDEO_SECONDS = 600.0  # the default length limit: 10 minutes
 MAX_VIDEO_SIDE = 8192  # pixels; a larger frame size is refused before decoding
@@ -65,7 +66,7 @@ def decode_video(data: bytes, *, image_size: int, channels: int = 1, fps: float 
                                   "limit; send a smaller video")
         duration = _header_duration(container, stream)
         if duration is not None and duration > max_seconds:
-            raise VideoInputError(f"the video is {_clock(duration)} long, over the limit of {_clock(max_seconds)}; "
+            raise VideoInputError(f"the video is {clock(duration)} long, over the limit of {clock(max_seconds)}; "
                                   "send a shorter clip or cut it")
         if max_frames is not None and duration:
             fps = min(fps, max_frames / duration)
@@ -73,7 +74,7 @@ def decode_video(data: bytes, *, image_size: int, channels: int = 1, fps: float 
     if duration is None:
         duration = end
     elif end < duration - max(1.0, 0.05 * duration):
-        raise VideoInputError(f"the video stops at {_clock(end)} of the {_clock(duration)} its header announces, so the "
+        raise VideoInputError(f"the video stops at {clock(end)} of the {clock(duration)} its header announces, so the "
                               "file is truncated or damaged; send the complete file")
     if max_frames is not None and len(frames) > max_frames:  # a header without a length: thin out afterwards
         keep = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
@@ -104,7 +105,7 @@ def _sample(container, stream, fps: float, max_seconds: float, image_size: int, 
                 continue
             start = float(frame.time)
             if start > max_seconds:
-                raise VideoInputError(f"the video runs past the limit of {_clock(max_seconds)}; send a shorter clip or "
+                raise VideoInputError(f"the video runs past the limit of {clock(max_seconds)}; send a shorter clip or "
                                       "cut it")
             if shown is not None:
                 keep_shown_until(start)
@@ -186,12 +187,6 @@ def _frame_seconds(stream) -> float:
 def _stream_kinds(container) -> str:
     kinds = sorted({s.type for s in container.streams})
     return ", ".join(kinds) if kinds else "nothing"
-
-
-def _clock(seconds: float) -> str:
-    whole = int(round(seconds))
-    hours, rest = divmod(whole, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def _reason(error: Exception) -> str:

@@ -1,0 +1,70 @@
+"""Video spans in the shared id space: sampled frames as image spans, each stamped with its time.
+
+A span is `<|video_start|>`, then per sampled frame `<|frame|>`, the frame's time as text
+("0:42", the way questions and answers write times), and the frame's image span
+(`image_span.py`), then `<|video_end|>`. A frame is read exactly as a still image is, so what the
+model learned about images carries over; the timestamp makes time something the model can read
+and copy into an answer rather than infer from positions. Without time (`with_time=False`, the
+ablation of the video tasks) the timestamps are left out and nothing else changes.
+
+Models only read video: no span is ever generated, so there is no grammar here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from hepta.modality.image_span import ImageVocab
+
+
+@dataclass(frozen=True)
+class VideoVocab:
+    """Where video lives in the id space of one tokenizer: its markers, and the image block its frames use."""
+
+    start_id: int  # <|video_start|>
+    end_id: int  # <|video_end|>
+    frame_id: int  # <|frame|>
+    images: ImageVocab
+
+    def span_ids(self, frames_NGG: torch.Tensor | Sequence, times: Sequence[float],
+                 encode_text: Callable[[str], list[int]], with_time: bool = True) -> list[int]:
+        """Ids of a video whose frames have codes [N, grid, grid], sampled at `times` seconds."""
+        frames = torch.as_tensor(frames_NGG)
+        assert len(frames) == len(times), f"{len(frames)} frames but {len(times)} times"
+        ids = [self.start_id]
+        for grid, seconds in zip(frames, times):
+            ids.append(self.frame_id)
+            if with_time:
+                ids.extend(encode_text(clock(seconds)))
+            ids.extend(self.images.span_ids(grid))
+        ids.append(self.end_id)
+        return ids
+
+    def frame_length(self, encode_text: Callable[[str], list[int]], seconds: float, with_time: bool = True) -> int:
+        """Ids one frame at `seconds` takes."""
+        return 1 + (len(encode_text(clock(seconds))) if with_time else 0) + self.images.span_length
+
+
+def clock(seconds: float) -> str:
+    """m:ss, as timestamps, questions and answers write times (h:mm:ss from an hour on)."""
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def parse_clock(text: str) -> float | None:
+    """Seconds from "m:ss" or "h:mm:ss" (or a bare number of seconds); None when it is neither."""
+    fields = text.strip().rstrip(".").split(":")
+    try:
+        values = [float(f) for f in fields]
+    except ValueError:
+        return None
+    if len(values) > 3 or any(v < 0 for v in values):
+        return None
+    seconds = 0.0
+    for value in values:
+        seconds = seconds * 60 + value
+    return seconds

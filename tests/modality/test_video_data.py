@@ -78,3 +78,26 @@ def test_clock_reads_what_it_writes():
     for seconds in (0, 7, 59, 60, 179, 3599, 3600, 36000):
         assert parse_clock(clock(seconds)) == seconds
     assert clock(3600 * 15) == "15:00:00" and parse_clock("0:-5") is None and parse_clock("a:b") is None
+
+
+def test_frames_sampled_from_the_ground_truth_equal_the_decoded_file(tmp_path):
+    digits = _digits()
+    clip = vd.plan_clip(np.random.default_rng(7), 30, digits)
+    by_source = dict(zip(digits.indices.tolist(), digits.images))
+    frames, times = vd.sampled_frames(clip, by_source)
+    video = decode_video(vd.write_clip(tmp_path, "c", clip, digits).read_bytes(), image_size=8)
+    assert times == tuple(video.times.tolist()) and np.abs(frames - video.pixels).max() < 0.01
+
+
+def test_a_conversation_asks_several_questions_about_one_video():
+    from hepta.modality.chat import VideoCodes
+
+    clip = vd.Clip(20.0, (vd.Appearance(4, 2.25, 6.0, 1),))
+    rng = np.random.default_rng(0)
+    questions = [vd.question(kind, clip, rng) for kind in vd.QUESTION_KINDS]
+    part = VideoCodes(np.zeros((20, 4, 4), dtype=np.int64), tuple(float(t) for t in range(20)))
+    turns = vd.question_turns(part, questions)
+    assert [t.role for t in turns] == ["user", "assistant"] * 4
+    assert turns[0].parts[0] is part and all(part not in t.parts for t in turns[1:])
+    assert [t.parts[0] for t in turns[1::2]] == [q.answer for q in questions]
+    assert [t.role for t in vd.question_turns(part, questions[:1], answered=False)] == ["user"]

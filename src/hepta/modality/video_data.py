@@ -111,6 +111,18 @@ def write_clip(folder: Path, name: str, clip: Clip, digits: Digits) -> Path:
     return video
 
 
+def sampled_frames(clip: Clip, images_by_source: dict[int, np.ndarray], fps: float = 1.0
+                   ) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The frames [N, 1, 8, 8] on screen at 0, 1/fps, ... and their times, straight from the ground
+    truth: what decoding the clip's MP4 at `fps` gives, without the file's compression error
+    (under 0.6% of full scale; tests/modality/test_video_data.py checks the two agree). Training
+    uses this to skip writing and decoding thousands of files; evaluation reads the real files."""
+    times = tuple(k / fps for k in range(math.ceil(clip.duration * fps - 1e-9)))
+    blank = np.zeros((1, 8, 8), dtype=np.float32)
+    frames = [images_by_source[shown.source] if (shown := clip.on_screen(t)) else blank for t in times]
+    return np.stack(frames).astype(np.float32), times
+
+
 # --- questions -----------------------------------------------------------------------------------
 
 def ordinal(k: int) -> str:
@@ -158,3 +170,17 @@ def is_right(q: VideoQuestion, reply: str) -> bool:
 
 def _on_grid(seconds: float, step: float) -> float:
     return round(seconds / step) * step
+
+
+def question_turns(video_part, questions: list[VideoQuestion], answered: bool = True) -> list:
+    """A conversation about one video: the video and the first question, then each further
+    question in its own user turn; with `answered`, each followed by its answer (training). A
+    clip's frames are the bulk of its tokens, so training asks several questions per clip."""
+    from hepta.modality.chat import Turn
+
+    turns = []
+    for i, q in enumerate(questions):
+        turns.append(Turn("user", (video_part, q.question) if i == 0 else (q.question,)))
+        if answered:
+            turns.append(Turn("assistant", (q.answer,)))
+    return turns

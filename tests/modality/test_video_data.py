@@ -23,7 +23,7 @@ def test_a_written_clip_sampled_at_one_per_second_shows_its_ground_truth(tmp_pat
     assert vd.Clip.from_json((tmp_path / "clip.json").read_text()) == clip
     video = decode_video(path.read_bytes(), image_size=8, fps=1.0)
     assert len(video.times) == seconds
-    by_source = dict(zip(digits.indices.tolist(), digits.images))
+    by_source = vd.images_by_source(digits)
     for pixels, t in zip(video.pixels, video.times):
         shown = clip.on_screen(t)
         expected = by_source[shown.source] if shown else np.zeros((1, 8, 8), np.float32)
@@ -83,7 +83,7 @@ def test_clock_reads_what_it_writes():
 def test_frames_sampled_from_the_ground_truth_equal_the_decoded_file(tmp_path):
     digits = _digits()
     clip = vd.plan_clip(np.random.default_rng(7), 30, digits)
-    by_source = dict(zip(digits.indices.tolist(), digits.images))
+    by_source = vd.images_by_source(digits)
     frames, times = vd.sampled_frames(clip, by_source)
     video = decode_video(vd.write_clip(tmp_path, "c", clip, digits).read_bytes(), image_size=8)
     assert times == tuple(video.times.tolist()) and np.abs(frames - video.pixels).max() < 0.01

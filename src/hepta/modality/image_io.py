@@ -51,9 +51,18 @@ def decode_image(data: bytes, image_size: int, channels: int) -> np.ndarray:
         raise ImageInputError("the data is not an image Pillow can read; send a PNG, JPEG, GIF or WebP file") from e
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt files
         raise ImageInputError(f"the image file is damaged or truncated ({e}); send the complete file") from e
-    if converted.size != (image_size, image_size):
-        converted = converted.resize((image_size, image_size), Image.Resampling.BOX)
-    pixels = np.asarray(converted, dtype=np.float32) / 255.0
+    return image_pixels(converted, image_size, channels)
+
+
+def image_pixels(image: Image.Image, image_size: int, channels: int) -> np.ndarray:
+    """A decoded Pillow image -> float32 [channels, image_size, image_size] in [0, 1], shrunk with
+    the box filter (the resize stills and video frames share)."""
+    mode = "L" if channels == 1 else "RGB"
+    if image.mode != mode:
+        image = image.convert(mode)
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.Resampling.BOX)
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 

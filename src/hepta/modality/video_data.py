@@ -87,6 +87,11 @@ def plan_clip(rng: np.random.Generator, duration: float, digits: Digits) -> Clip
     return Clip(float(duration), tuple(appearances))
 
 
+def images_by_source(digits: Digits) -> dict[int, np.ndarray]:
+    """Each scan's [1, 8, 8] pixels by its index in scikit-learn's digits (`Appearance.source`)."""
+    return dict(zip(digits.indices.tolist(), digits.images))
+
+
 def render_frames(clip: Clip, images_by_source: dict[int, np.ndarray]) -> np.ndarray:
     """float32 [N, 1, 64, 64]: the clip at RENDER_FPS; `images_by_source` maps a scan's index to
     its [1, 8, 8] pixels."""
@@ -103,10 +108,9 @@ def write_clip(folder: Path, name: str, clip: Clip, digits: Digits) -> Path:
     """`name.mp4` and its ground truth `name.json` in `folder`; returns the video's path."""
     from hepta.modality.video_io import encode_video
 
-    by_source = dict(zip(digits.indices.tolist(), digits.images))
     folder.mkdir(parents=True, exist_ok=True)
     video = folder / f"{name}.mp4"
-    video.write_bytes(encode_video(render_frames(clip, by_source), RENDER_FPS))
+    video.write_bytes(encode_video(render_frames(clip, images_by_source(digits)), RENDER_FPS))
     (folder / f"{name}.json").write_text(clip.to_json() + "\n")
     return video
 

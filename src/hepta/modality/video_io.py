@@ -23,9 +23,9 @@ from fractions import Fraction
 
 import av
 import numpy as np
-from PIL import Image
 
 from hepta.errors import HeptaError
+from hepta.modality.image_io import image_pixels
 from hepta.modality.video_span import clock
 
 MAX_VIDEO_SECONDS = 600.0  # the default length limit: 10 minutes
@@ -95,7 +95,7 @@ def _sample(container, stream, fps: float, max_seconds: float, image_size: int, 
         nonlocal shown_pixels
         while len(times) / fps < limit:
             if shown_pixels is None:
-                shown_pixels = _pixels(shown, image_size, channels)
+                shown_pixels = image_pixels(shown.to_image(), image_size, channels)
             frames.append(shown_pixels)
             times.append(len(times) / fps)
 
@@ -116,14 +116,6 @@ def _sample(container, stream, fps: float, max_seconds: float, image_size: int, 
     if shown is not None:
         keep_shown_until(end)  # the last frame stays on screen until the video ends
     return frames, times, end
-
-
-def _pixels(frame, image_size: int, channels: int) -> np.ndarray:
-    image = frame.to_image().convert("L" if channels == 1 else "RGB")
-    if image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.Resampling.BOX)
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
-    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
 def encode_video(pixels_NPHW: np.ndarray, fps: int, container_format: str = "mp4") -> bytes:

@@ -134,3 +134,22 @@ def engine_model_and_tokenizer(corpus: Path):
         "vocab_size": 512, "dim": 64, "num_layers": 2, "attention.num_heads": 2, "attention.num_kv_heads": 1,
         "attention.head_dim": 32, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 256})
     return hepta.build_model(cfg, seed=0).eval(), tokenizer
+
+
+def hours_long_video(hours: int) -> bytes:
+    """An MP4 of 3 tiny frames whose header says it lasts `hours` hours (one frame every hours/3)."""
+    import io
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(1, hours * 3600 // 3))
+        stream.width = stream.height = 16
+        stream.pix_fmt = "yuv420p"
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((16, 16), np.uint8), format="gray")))
+        container.mux(stream.encode(None))
+    return out.getvalue()

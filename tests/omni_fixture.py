@@ -18,7 +18,8 @@ FIXTURE_TEXTS = [RECOGNISE_PROMPT, *EDIT_PROMPTS.values(), *(DRAW_PROMPT.format(
                  "def hello(world):\n    return world + 1\n", "the quick brown fox jumps over the lazy dog"]
 
 
-def make_omni_folder(folder: Path, num_layers: int = 2, seed: int = 0, audio: bool = True) -> Path:
+def make_omni_folder(folder: Path, num_layers: int = 2, seed: int = 0, audio: bool = True,
+                     max_seq_len: int = 512) -> Path:
     """config.json, model.safetensors, tokenizer.json with an image code block (and an audio code
     block after it), image_tokenizer/ (and audio_tokenizer/, an untrained one of 1000 codes)."""
     image_tokenizer = ImageTokenizer(ImageTokenizerConfig(levels=(5, 5, 5), hidden=16))
@@ -27,7 +28,7 @@ def make_omni_folder(folder: Path, num_layers: int = 2, seed: int = 0, audio: bo
     if audio_tokenizer is not None:
         tokenizer = tokenizer.with_audio_codes(audio_tokenizer.codebook_size)
     cfg = get_preset("tiny").with_changes({"vocab_size": tokenizer.vocab_size, "num_layers": num_layers,
-                                           "moe.num_dense_layers": 1})
+                                           "moe.num_dense_layers": 1, "max_seq_len": max_seq_len})
     folder.mkdir(parents=True, exist_ok=True)
     save_model(build_model(cfg, seed=seed), folder)
     tokenizer.save(folder)

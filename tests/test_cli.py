@@ -25,12 +25,22 @@ def test_info_json_has_exact_counts():
     count = hepta.count_params(hepta.get_preset("grok5-7t"))
     assert (data["total_params"], data["active_params"]) == (count.total, count.active)
     assert data["bf16_weight_bytes"] == 2 * count.total
+    # the vocabulary holds the image and audio code blocks after the text and special ids, end to end
+    blocks = data["vocab_blocks"]
+    assert list(blocks) == ["text", "special", "image", "audio"]
+    assert blocks["special"] == [blocks["text"][1], blocks["text"][1] + 32]
+    assert blocks["image"] == [blocks["special"][1], blocks["special"][1] + 15360]
+    assert blocks["audio"] == [blocks["image"][1], 131072] and blocks["audio"][1] - blocks["audio"][0] == 4375
 
 
-def test_info_table_shows_components():
+def test_info_table_shows_components_and_the_vocabularys_blocks():
     proc = run_cli("info", "tiny")
     assert proc.returncode == 0
     assert "routed_experts" in proc.stdout and "active" in proc.stdout
+    assert "a text model: no image or audio codes" in proc.stdout
+    omni = run_cli("info", "omni-tiny", "--json")
+    assert json.loads(omni.stdout)["vocab_blocks"] == {"text": [0, 4064], "special": [4064, 4096],
+                                                       "image": [4096, 4221], "audio": [4221, 5221]}
 
 
 def test_unknown_preset():

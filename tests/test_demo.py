@@ -7,9 +7,9 @@ from helpers import micro_overrides
 
 def test_demo_trains_generates_shows_presets_and_reuses_a_finished_run(tmp_path, corpus, monkeypatch, capsys):
     def small_args(out):
-        # a context long enough for the posts a grounded answer reads
+        # a context long enough for the recipe's longest video clip (and the posts a grounded answer reads)
         # and room for the image and audio code blocks (125 + 1000 codes) beside the micro vocabulary
-        overrides = {**micro_overrides(), "max_seq_len": 1024, "vocab_size": 512 + 125 + 1000}
+        overrides = {**micro_overrides(), "max_seq_len": 6144, "vocab_size": 512 + 125 + 1000}
         return TrainArgs(out=str(out), preset="omni-tiny", data=str(corpus), overrides=overrides, steps=6,
                          batch_size=4, seq_len=96, chat_batch_size=4, image_tokenizer_steps=10,
                          audio_tokenizer_steps=5, speech_utterances=6, save_every=3, eval_every=3, eval_batches=2)
@@ -28,6 +28,8 @@ def test_demo_trains_generates_shows_presets_and_reuses_a_finished_run(tmp_path,
     assert Image.open(tmp_path / "demo" / "edited_digit.png").width > 2 * 128
     assert "client.audio.speech" in first and "client.audio.transcriptions" in first and "-> heard" in first
     assert soundfile.info(str(tmp_path / "demo" / "speech.wav")).duration > 0
+    assert "the clip shows 9 at 0:03, 4 at 0:08" in first
+    assert "Which digit appeared third? ->" in first and "(the clip says '5'" in first
 
     demo.run_demo(tmp_path / "demo", quiet=True)
     second = capsys.readouterr().out

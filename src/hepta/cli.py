@@ -80,6 +80,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         given["augment"] = False
     if args.random_code_init:
         given["structured_code_init"] = False
+    if args.no_video_timestamps:
+        given["video_timestamps"] = False
     if args.activation_checkpointing:
         given["activation_checkpointing"] = True
     overrides = dict(_parse_override(item) for item in args.set or [])
@@ -297,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "views recognition also learns from (an ablation)")
     p.add_argument("--random-code-init", action="store_true", help="image- and audio-code embeddings start as unrelated random "
                    "vectors rather than near their FSQ neighbours (an ablation)")
+    p.add_argument("--no-video-timestamps", action="store_true", help="video frames without their time written before "
+                   "them: the model sees time only as position (an ablation)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(on any number of processes)")
     p.add_argument("--quiet", action="store_true", help="no progress output")

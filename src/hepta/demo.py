@@ -1,7 +1,7 @@
 """`hepta demo` (what `make demo` runs): train `omni-tiny` briefly on the embedded text corpus, the
-digits conversations and eSpeak NG speech, show that it learned, let it write, serve it to the
-`openai` client (text, live grounding, images: recognise, draw, edit; speech: say, transcribe),
-and show the presets up to grok5-7t."""
+digits conversations, eSpeak NG speech and clips of digits, show that it learned, let it write,
+serve it to the `openai` client (text, live grounding, images: recognise, draw, edit; speech: say,
+transcribe; video: questions about when things happen), and show the presets up to grok5-7t."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.console import Console
 
 from hepta.checkpoint import load_hepta_folder
 from hepta.demo_speech import speech_demo
+from hepta.demo_video import video_demo
 from hepta.errors import HeptaError
 from hepta.infer.complete import stream_completion
 from hepta.infer.sampling import SamplingParams
@@ -132,6 +133,7 @@ def _serve_demo(console: Console, out: Path, model, tokenizer, posts_db: Path) -
             console.print(f"  cited: {url}", markup=False, highlight=False)
         _images_demo(console, client, out)
         speech_demo(console, client, "hepta-tiny", out)
+        video_demo(console, client, "hepta-tiny")
 
 
 def _message_text(message) -> str:

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hepta.config import ModelConfig, ParamCount, count_params, get_preset, preset_names
+from hepta.tokenizer import VocabLayout
 
 BF16_BYTES = 2
 
@@ -41,8 +42,19 @@ def param_summary(name: str, cfg: ModelConfig) -> dict:
         "bf16_weight_bytes": count.total * BF16_BYTES,
         "components": count.components,
         "active_components": active_by_component(cfg, count),
+        "vocab_blocks": vocab_layout(cfg).blocks(),
         "config": cfg.to_dict(),
     }
+
+
+def vocab_layout(cfg: ModelConfig) -> VocabLayout:
+    return VocabLayout.of_vocabulary(cfg.vocab_size, cfg.codes.image, cfg.codes.audio)
+
+
+def describe_vocabulary(cfg: ModelConfig) -> str:
+    """"vocab 131,072: text 0-111,304, special 111,305-111,336, ..." (the blocks, first and last id)."""
+    blocks = ", ".join(f"{name} {first:,}-{end - 1:,}" for name, (first, end) in vocab_layout(cfg).blocks().items())
+    return f"vocab {cfg.vocab_size:,}: {blocks}"
 
 
 def print_param_table(name: str, cfg: ModelConfig, count: ParamCount, console: Console | None = None) -> None:
@@ -63,8 +75,9 @@ def print_param_table(name: str, cfg: ModelConfig, count: ParamCount, console: C
     a = cfg.attention
     heads = (f"{a.num_heads} MLA heads, latent {a.kv_lora_rank}+{a.qk_rope_head_dim}" if a.kind == "mla"
              else f"{a.num_heads}/{a.num_kv_heads} heads of {a.head_dim}")
-    console.print(f"{cfg.num_layers} layers ({cfg.moe.num_dense_layers} dense), d {cfg.dim}, "
-                  f"{heads}, vocab {cfg.vocab_size}; {moe}")
+    console.print(f"{cfg.num_layers} layers ({cfg.moe.num_dense_layers} dense), d {cfg.dim}, {heads}; {moe}")
+    console.print(describe_vocabulary(cfg) + ("" if cfg.codes.image else " (a text model: no image or audio codes)"),
+                  soft_wrap=True)
 
 
 def print_preset_table(console: Console | None = None) -> None:

@@ -115,6 +115,21 @@ class VocabLayout:
     def size(self) -> int:
         return self.audio_start + self.num_audio_codes
 
+    @classmethod
+    def of_vocabulary(cls, vocab_size: int, num_image_codes: int = 0, num_audio_codes: int = 0) -> "VocabLayout":
+        """The layout of a model's `vocab_size` ids with these code blocks: text takes what is left."""
+        return cls(vocab_size - NUM_SPECIAL_TOKENS - num_image_codes - num_audio_codes, num_image_codes,
+                   num_audio_codes)
+
+    def blocks(self) -> dict[str, list[int]]:
+        """Each block's [first id, end id): text, special, and image and audio where there are any."""
+        blocks = {"text": [0, self.text_vocab_size], "special": [self.special_start, self.image_start]}
+        if self.num_image_codes:
+            blocks["image"] = [self.image_start, self.audio_start]
+        if self.num_audio_codes:
+            blocks["audio"] = [self.audio_start, self.size]
+        return blocks
+
 
 def image_code_token(code: int) -> str:
     return f"<|image_code_{code}|>"
@@ -250,13 +265,7 @@ class Tokenizer:
         return "".join(parts)
 
     def describe_layout(self) -> dict:
-        layout = {"text": [0, self.layout.text_vocab_size],
-                  "special": [self.layout.special_start, self.layout.image_start]}
-        if self.layout.num_image_codes:
-            layout["image"] = [self.layout.image_start, self.layout.audio_start]
-        if self.layout.num_audio_codes:
-            layout["audio"] = [self.layout.audio_start, self.layout.size]
-        return layout
+        return self.layout.blocks()
 
     def __repr__(self) -> str:
         return f"Tokenizer({json.dumps(self.describe_layout())})"

@@ -7,6 +7,7 @@ import av
 import numpy as np
 import pytest
 import soundfile
+from helpers import hours_long_video
 
 from hepta.modality import video_io
 from hepta.modality.video_io import VideoInputError, decode_video, encode_video, video_duration
@@ -68,15 +69,7 @@ def test_bad_files_get_one_sentence(make, words):
 
 
 def test_a_ten_hour_video_is_refused_from_its_header_before_decoding(monkeypatch):
-    out = io.BytesIO()
-    with av.open(out, mode="w", format="mp4") as container:  # 3 frames, one every 5 hours
-        stream = container.add_stream("libx264", rate=Fraction(1, 18000))
-        stream.width = stream.height = 16
-        stream.pix_fmt = "yuv420p"
-        for _ in range(3):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((16, 16), np.uint8), format="gray")))
-        container.mux(stream.encode(None))
-    data = out.getvalue()
+    data = hours_long_video(15)
     assert video_duration(data) == pytest.approx(15 * 3600)
     monkeypatch.setattr(video_io, "_sample", lambda *args: pytest.fail("frames were decoded"))
     with pytest.raises(VideoInputError, match=r"15:00:00 long, over the limit of 10:00"):

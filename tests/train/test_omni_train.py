@@ -17,7 +17,9 @@ from hepta.train.report import read_metrics
 NUM_CODES = 125
 NUM_AUDIO_CODES = 1000
 # the micro model, its vocabulary made room for the image and audio code blocks
-FLAGS = [*micro_set_flags(), "--set", f"vocab_size={512 + NUM_CODES + NUM_AUDIO_CODES}", "--max-corpus-mb", "0.3",
+# and its context made room for the recipe's longest video clip
+FLAGS = [*micro_set_flags(), "--set", f"vocab_size={512 + NUM_CODES + NUM_AUDIO_CODES}", "--set", "max_seq_len=6144",
+         "--max-corpus-mb", "0.3",
          "--image-tokenizer-steps", "10", "--audio-tokenizer-steps", "5", "--speech-utterances", "6",
          "--chat-batch-size", "4", "--batch-size", "2", "--seq-len", "96", "--eval-batches", "1", "--quiet"]
 
@@ -50,11 +52,11 @@ def test_the_run_holds_an_image_tokenizer_and_a_vocabulary_with_its_codes(omni_r
 
 def test_conversations_train_beside_text_and_the_expert_load_is_split_by_modality(omni_run):
     train = [r for r in read_metrics(omni_run) if r["kind"] == "train"]
-    assert len(train) == 3 and all(r["chat_loss"] > 0 for r in train)
+    assert len(train) == 3 and all(r["chat_loss"] > 0 and r["video_loss"] > 0 for r in train)
     load = train[-1]["expert_load_by_modality"]
     num_moe_layers = 1  # micro: 2 layers, the first dense
-    assert len(load["text"]) == len(load["image"]) == len(load["audio"]) == num_moe_layers
-    assert sum(load["text"][0]) > 0 and sum(load["image"][0]) > 0 and sum(load["audio"][0]) > 0
+    assert set(load) == {"text", "image", "audio", "video"}
+    assert all(len(rows) == num_moe_layers and sum(rows[0]) > 0 for rows in load.values())
     assert (omni_run / "expert_modality.png").is_file() and (omni_run / "training.png").is_file()
 
 

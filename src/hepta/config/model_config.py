@@ -2,7 +2,8 @@
 
 The trunk (vocabulary, width, depth, context, norms) stays at the top level because every layer
 reads it; what only one part of the model reads lives in that part's section: `attention`
-(including MLA's ranks), `rope`, `moe` (which layers route, to what experts) and `router`.
+(including MLA's ranks), `rope`, `moe` (which layers route, to what experts) and `router`;
+`codes` says how much of the vocabulary is image and audio codes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 from hepta.config.flat_v1 import FLAT_TO_DOTTED, is_flat_v1
-from hepta.config.sections import SECTIONS, AttentionConfig, MoEConfig, RopeConfig, RouterConfig, Section
+from hepta.config.sections import SECTIONS, AttentionConfig, CodesConfig, MoEConfig, RopeConfig, RouterConfig, Section
 from hepta.config.typed import check_types, require
 
 
@@ -31,11 +32,14 @@ class ModelConfig:
     rope: RopeConfig = field(default_factory=RopeConfig)
     moe: MoEConfig = field(default_factory=MoEConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
+    codes: CodesConfig = field(default_factory=CodesConfig)
 
     def __post_init__(self) -> None:
         check_types(self)
         for name in ("vocab_size", "dim", "num_layers", "max_seq_len"):
             require(getattr(self, name) > 0, self, name, "it must be a positive integer")
+        require(self.codes.image + self.codes.audio < self.vocab_size, self.codes, "image",
+                f"the image and audio code blocks must leave room for text in vocab_size={self.vocab_size}")
         require(self.norm_eps > 0, self, "norm_eps", "it must be positive")
         moe, router = self.moe, self.router
         require(moe.num_dense_layers <= self.num_layers, moe, "num_dense_layers",

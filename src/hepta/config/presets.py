@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from hepta.config.model_config import ModelConfig
-from hepta.config.sections import AttentionConfig, MoEConfig, RopeConfig, RouterConfig
+from hepta.config.sections import AttentionConfig, CodesConfig, MoEConfig, RopeConfig, RouterConfig
 from hepta.errors import HeptaError
 
 _PRESETS: dict[str, Callable[[], ModelConfig]] = {}
@@ -44,14 +44,16 @@ def tiny() -> ModelConfig:
 
 @preset("omni-tiny")
 def omni_tiny() -> ModelConfig:
-    """`tiny` that reads and writes images and speech: 4064 text ids, 32 special, 125 image codes
-    (4x4 per 8x8 image), 1000 audio codes (25 a second).
+    """`tiny` that reads and writes images and speech and reads video: 4064 text ids, 32 special,
+    125 image codes (4x4 per 8x8 image), 1000 audio codes (25 a second).
 
     The vocabulary must match the recipe's tokenizers (hepta.train.recipes): the image code block is
     appended after the special tokens and the audio block after it, so text ids are those of a
     text-only tiny model.
     """
-    return tiny().with_changes({"vocab_size": 4064 + 32 + 125 + 1000})
+    # a 3-minute clip at 1 frame per second is ~4,700 tokens (26 a frame) plus its questions
+    return tiny().with_changes({"vocab_size": 4064 + 32 + 125 + 1000, "max_seq_len": 6144,
+                                "codes.image": 125, "codes.audio": 1000})
 
 
 @preset("small")
@@ -130,7 +132,9 @@ def grok5_7t() -> ModelConfig:
       of a strong auxiliary loss; a tiny aux loss stays as a guard against collapse.
     - The first 3 layers are dense (SwiGLU, 4x d) since early-layer routing specialises
       poorly and dense layers stabilise early training.
-    - Vocab 131072 as in Grok-1, with room for the image and audio code blocks.
+    - Vocab 131072 as in Grok-1, of which 15,360 image codes (FSQ levels 8,8,8,6,5, the FSQ
+      paper's choice for a 2^14 codebook) and 4,375 audio codes (7,5,5,5,5, its 2^12 choice)
+      appended after 111,305 text and 32 special ids; video frames are images between markers.
     """
     return ModelConfig(
         vocab_size=131072, dim=24576, num_layers=96, max_seq_len=131072,
@@ -140,6 +144,7 @@ def grok5_7t() -> ModelConfig:
                       num_dense_layers=3, dense_hidden_dim=98304),
         router=RouterConfig(scoring="sigmoid", norm_topk_prob=True, route_scale=2.5,
                             aux_loss_coef=1e-4, z_loss_coef=1e-5, bias_update_rate=1e-3),
+        codes=CodesConfig(image=15360, audio=4375),
     )
 
 

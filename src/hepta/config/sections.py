@@ -1,4 +1,4 @@
-"""The sections of a `ModelConfig`: attention, RoPE, mixture of experts, router.
+"""The sections of a `ModelConfig`: attention, RoPE, mixture of experts, router, modality codes.
 
 Each section is a frozen dataclass that checks its own fields (types from its annotations, then
 ranges); rules that relate two sections (top_k against the expert groups, layer indices against
@@ -178,4 +178,20 @@ class RouterConfig(Section):
                 "use None for dropless routing or a positive factor")
 
 
-SECTIONS: dict[str, type[Section]] = {cls.SECTION: cls for cls in (AttentionConfig, RopeConfig, MoEConfig, RouterConfig)}
+@dataclass(frozen=True)
+class CodesConfig(Section):
+    """The modality code blocks of the vocabulary: how many of its ids are image codes and audio
+    codes (appended after the text and special ids, `tokenizer.py`); 0 for a text model."""
+
+    SECTION = "codes"
+    image: int = 0
+    audio: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        for name in ("image", "audio"):
+            require(getattr(self, name) >= 0, self, name, "it must be 0 or more")
+
+
+SECTIONS: dict[str, type[Section]] = {cls.SECTION: cls for cls in (AttentionConfig, RopeConfig, MoEConfig, RouterConfig,
+                                                                   CodesConfig)}

@@ -6,18 +6,22 @@ import argparse
 import json
 import time
 
-TASKS = ("image-recognition", "image-generation", "image-editing", "asr", "tts", "asr-real", "audio-tokenizer", "text")
+TASKS = ("image-recognition", "image-generation", "image-editing", "asr", "tts", "asr-real", "audio-tokenizer",
+         "video-order", "video-time", "video-count", "text")
 SPEECH_TASKS = ("asr", "tts", "asr-real", "audio-tokenizer")
+VIDEO_TASKS = ("video-order", "video-time", "video-count")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="measure a model: held-out digits (recognise, draw, edit), held-out "
-                       "speech (transcribe, say), real recordings, or text loss")
+                       "speech (transcribe, say), real recordings, questions about video clips, or text loss")
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--limit", type=int, help="only the first N held-out digits, or N held-out utterances for asr "
-                   "and tts (default 200)")
+    p.add_argument("--limit", type=int, help="only the first N held-out digits, N held-out utterances for asr "
+                   "and tts (default 200), or N clips per length for the video tasks (default 40)")
+    p.add_argument("--no-time", action="store_true", help="video tasks: leave the frames' timestamps out of the "
+                   "prompt, to measure what time contributes")
     p.add_argument("--temperature", type=float, default=0.7, help="image-generation sampling (default 0.7)")
     p.add_argument("--top-p", type=float, default=0.95, help="image-generation nucleus (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="image-generation: drawing i is seeded SEED + i")
@@ -34,7 +38,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit <= 0:
         raise HeptaError(f"--limit must be positive, got {args.limit}")
     started = time.perf_counter()
-    run = _text if args.task == "text" else _speech if args.task in SPEECH_TASKS else _image
+    if args.no_time and args.task not in VIDEO_TASKS:
+        raise HeptaError(f"--no-time applies to the video tasks ({', '.join(VIDEO_TASKS)}), not {args.task}")
+    run = (_text if args.task == "text" else _speech if args.task in SPEECH_TASKS
+           else _video if args.task in VIDEO_TASKS else _image)
     result = {"task": args.task, **run(args)}
     result["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
@@ -82,6 +89,22 @@ def _speech(args: argparse.Namespace) -> dict:
         with CountProgress(args.task, evaluation.limit, quiet=args.quiet) as progress:
             evaluation.on_answer = progress.advance
             return evaluation.asr() if args.task == "asr" else evaluation.tts()
+    finally:
+        evaluation.close()
+
+
+def _video(args: argparse.Namespace) -> dict:
+    from hepta.eval.video_tasks import VideoEval
+    from hepta.loading import load, load_image_codec, load_tokenizer
+    from hepta.modality.video_data import CLIP_LENGTHS
+    from hepta.progress import CountProgress
+
+    model, tokenizer = load(args.model), load_tokenizer(args.model)
+    evaluation = VideoEval.open(model, tokenizer, load_image_codec(args.model, tokenizer), args.model, args.limit)
+    try:
+        with CountProgress(args.task, evaluation.clips_per_length * len(CLIP_LENGTHS), quiet=args.quiet) as progress:
+            evaluation.on_answer = progress.advance
+            return evaluation.task(args.task, with_time=not args.no_time)
     finally:
         evaluation.close()
 

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hepta.modality.chat import image_vocab
+from hepta.modality.chat import VideoCodes, image_vocab
 from hepta.modality.image_span import ImageVocab
 from hepta.modality.image_tokenizer import ImageTokenizer
 from hepta.tokenizer import Tokenizer
@@ -34,6 +34,10 @@ class ImageCodec:
     def codes(self, pixels_NPSS: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Images [N, P, S, S] in [0, 1] -> code grids [N, g, g]."""
         return self.tokenizer.encode(torch.as_tensor(np.ascontiguousarray(pixels_NPSS), dtype=torch.float32))
+
+    def video(self, pixels_NPSS: np.ndarray, times: Sequence[float], with_time: bool = True) -> VideoCodes:
+        """Sampled frames [N, P, S, S] and their times -> a video part, each frame through the image tokenizer."""
+        return VideoCodes(self.codes(pixels_NPSS), tuple(float(t) for t in times), with_time)
 
     def pixels(self, codes_Ngg: torch.Tensor) -> np.ndarray:
         """Code grids [N, g, g] -> images [N, P, S, S] in [0, 1]."""

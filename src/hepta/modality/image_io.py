@@ -84,25 +84,26 @@ def png_data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def read_data_url(url: str) -> bytes:
-    """The bytes of a `data:image/...;base64,...` URL."""
+def read_data_url(url: str, media: str = "image") -> bytes:
+    """The bytes of a `data:image/...;base64,...` URL (`data:video/...` with media="video")."""
+    example = {"image": "data:image/png;base64,<data>", "video": "data:video/mp4;base64,<data>"}[media]
     header, sep, payload = url.partition(",")
     if not sep or not header.startswith("data:") or ";base64" not in header:
-        raise ImageInputError("a data URL must look like data:image/png;base64,<data>; send the image base64-encoded")
-    if not header[5:].startswith("image/"):
-        raise ImageInputError(f"the data URL holds {header[5:].split(';')[0] or 'no media type'}, not an image; "
-                              "send data:image/png or data:image/jpeg")
+        raise ImageInputError(f"a data URL must look like {example}; send the {media} base64-encoded")
+    if not header[5:].startswith(f"{media}/"):
+        raise ImageInputError(f"the data URL holds {header[5:].split(';')[0] or 'no media type'}, not "
+                              f"{'an image' if media == 'image' else 'a video'}; send {example.split(';')[0]}")
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as e:
         raise ImageInputError("the data URL's base64 payload is not valid base64; encode the file again") from e
 
 
-def read_local_image(path: str | Path, allowed_dirs: list[Path] | None = None) -> bytes:
-    """A local image file; with `allowed_dirs`, only one inside them (symlinks resolved first)."""
+def read_local_image(path: str | Path, allowed_dirs: list[Path] | None = None, media: str = "image") -> bytes:
+    """A local image (or video) file; with `allowed_dirs`, only one inside them (symlinks resolved first)."""
     resolved = Path(path).expanduser().resolve()
     if allowed_dirs is not None and not any(resolved.is_relative_to(d.resolve()) for d in allowed_dirs):
-        raise ImageInputError(f"{path} is outside the folders this server may read images from; send a data URL or "
+        raise ImageInputError(f"{path} is outside the folders this server may read {media}s from; send a data URL or "
                               "start the server with --allow-image-dir for that folder")
     if not resolved.is_file():
         raise ImageInputError(f"{path} is not a file; check the path")

@@ -1,8 +1,10 @@
 """The embedded video data: clips in which handwritten digits appear and leave over time.
 
-A clip is a scene that shows one digit at a time, or nothing. Each appearance lasts 2 to 6
-seconds and is followed by 1 to 4 empty seconds, on a quarter-second grid; since both are at
-least a second long, sampling at 1 frame per second sees every appearance and every gap. The
+A clip is a scene that shows one digit at a time, or nothing. Whatever its length, 2 to 9
+digits appear in it (fewer in a very short clip), so a longer clip holds longer appearances and
+longer empty spells rather than more digits: length tests how far back the model can look, not
+how high it can count. Every appearance and every gap lasts at least a second, on a
+quarter-second grid, so sampling at 1 frame per second sees each of them. The
 frames are scikit-learn's 8x8 scans enlarged 8x (64x64 pixels) and written as real H.264 MP4
 files at 4 frames per second, so decoding and sampling are exercised as for any upload. Training
 clips draw from the training digits; evaluation clips only from the held-out ones
@@ -27,14 +29,15 @@ from hepta.modality.video_span import clock, parse_clock
 
 RENDER_FPS = 4  # frames per second written to the files
 FRAME_SIDE = 64  # pixels: each 8x8 scan enlarged 8x
-SHOWN_SECONDS = (2.0, 6.0)  # how long a digit stays on screen
-GAP_SECONDS = (1.0, 4.0)  # empty screen after each digit
+APPEARANCES = (2, 9)  # digits per clip, fewest and most
+SHORTEST = 1.0  # seconds: the least an appearance or a gap lasts
 FIRST_AT_MOST = 3.0  # seconds of empty screen before the first digit, at most
 CLIP_LENGTHS = (30, 60, 180)  # the evaluation's clip lengths in seconds
 NOTHING = "nothing"
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
-QUESTION_KINDS = ("order", "time", "count", "at")
+QUESTION_KINDS = ("order", "time", "count", "at")  # what the video tasks ask
+TIMELINE = "timeline"  # training only: every appearance in order with its time, the others' common ground
 
 
 @dataclass(frozen=True)
@@ -74,16 +77,22 @@ class VideoQuestion:
 
 
 def plan_clip(rng: np.random.Generator, duration: float, digits: Digits) -> Clip:
-    """Random appearances filling `duration` seconds, each a random scan from `digits`."""
+    """2 to 9 appearances (at most one per 3 seconds) spread over `duration` seconds, each a random
+    scan from `digits`: every appearance and the gap after it get SHORTEST seconds plus a random
+    share of the rest, appearances twice the share of gaps on average."""
     quarter = 1 / RENDER_FPS
-    appearances, t = [], _on_grid(rng.uniform(0, FIRST_AT_MOST), quarter)
-    while True:
-        shown = _on_grid(rng.uniform(*SHOWN_SECONDS), quarter)
-        if t + shown > duration:
-            break
+    lead = _on_grid(rng.uniform(0, min(FIRST_AT_MOST, duration / 10)), quarter)
+    room = duration - lead
+    count = int(rng.integers(APPEARANCES[0], max(APPEARANCES[0], min(APPEARANCES[1], int(room // 3))) + 1))
+    spare = room - 2 * count * SHORTEST
+    # shares of the spare time: appearance, gap, appearance, gap, ...; the last gap runs to the end
+    shares = rng.dirichlet(np.tile([2.0, 1.0], count)) * spare
+    appearances, t = [], lead
+    for n in range(count):
+        shown = SHORTEST + _down_to_grid(shares[2 * n], quarter)
         pick = int(rng.integers(len(digits.labels)))
         appearances.append(Appearance(int(digits.labels[pick]), t, t + shown, int(digits.indices[pick])))
-        t += shown + _on_grid(rng.uniform(*GAP_SECONDS), quarter)
+        t += shown + SHORTEST + _down_to_grid(shares[2 * n + 1], quarter)
     return Clip(float(duration), tuple(appearances))
 
 
@@ -115,16 +124,21 @@ def write_clip(folder: Path, name: str, clip: Clip, digits: Digits) -> Path:
     return video
 
 
+def sources_on_screen(clip: Clip, fps: float = 1.0) -> tuple[list[int | None], tuple[float, ...]]:
+    """The scan on screen (its index in scikit-learn's digits, None for an empty screen) at 0,
+    1/fps, ... and those times."""
+    times = tuple(k / fps for k in range(math.ceil(clip.duration * fps - 1e-9)))
+    return [shown.source if (shown := clip.on_screen(t)) else None for t in times], times
+
+
 def sampled_frames(clip: Clip, images_by_source: dict[int, np.ndarray], fps: float = 1.0
                    ) -> tuple[np.ndarray, tuple[float, ...]]:
     """The frames [N, 1, 8, 8] on screen at 0, 1/fps, ... and their times, straight from the ground
     truth: what decoding the clip's MP4 at `fps` gives, without the file's compression error
-    (under 0.6% of full scale; tests/modality/test_video_data.py checks the two agree). Training
-    uses this to skip writing and decoding thousands of files; evaluation reads the real files."""
-    times = tuple(k / fps for k in range(math.ceil(clip.duration * fps - 1e-9)))
+    (under 0.6% of full scale; tests/modality/test_video_data.py checks the two agree)."""
+    sources, times = sources_on_screen(clip, fps)
     blank = np.zeros((1, 8, 8), dtype=np.float32)
-    frames = [images_by_source[shown.source] if (shown := clip.on_screen(t)) else blank for t in times]
-    return np.stack(frames).astype(np.float32), times
+    return np.stack([blank if s is None else images_by_source[s] for s in sources]).astype(np.float32), times
 
 
 # --- questions -----------------------------------------------------------------------------------
@@ -154,6 +168,9 @@ def question(kind: str, clip: Clip, rng: np.random.Generator, fps: float = 1.0) 
         digit = int(rng.choice(sorted({a.digit for a in appearances})))
         start = next(a.start for a in appearances if a.digit == digit)
         return VideoQuestion(kind, f"When did the {digit} first appear?", clock(first_seen(start, fps)), start)
+    if kind == TIMELINE:
+        answer = ", ".join(f"{clock(first_seen(a.start, fps))} {a.digit}" for a in appearances)
+        return VideoQuestion(kind, "List the digits as they appeared, with their times.", answer, answer)
     if kind == "at":
         seconds = int(rng.integers(0, int(clip.duration)))
         shown = clip.on_screen(seconds)
@@ -174,6 +191,10 @@ def is_right(q: VideoQuestion, reply: str) -> bool:
 
 def _on_grid(seconds: float, step: float) -> float:
     return round(seconds / step) * step
+
+
+def _down_to_grid(seconds: float, step: float) -> float:
+    return math.floor(seconds / step + 1e-9) * step
 
 
 def question_turns(video_part, questions: list[VideoQuestion], answered: bool = True) -> list:

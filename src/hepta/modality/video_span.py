@@ -43,6 +43,12 @@ class VideoVocab:
         ids.append(self.end_id)
         return ids
 
+    def video_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """Which ids of a flat id tensor lie in a video span, markers included (the spans in it are whole)."""
+        opened = torch.cumsum(ids == self.start_id, 0)
+        closed_before = torch.cumsum(ids == self.end_id, 0) - (ids == self.end_id).long()
+        return opened > closed_before
+
     def frame_length(self, encode_text: Callable[[str], list[int]], seconds: float, with_time: bool = True) -> int:
         """Ids one frame at `seconds` takes."""
         return 1 + (len(encode_text(clock(seconds))) if with_time else 0) + self.images.span_length

@@ -62,8 +62,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    "sequences of max-model-len tokens)")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 503s (default: 256)")
     p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
-    p.add_argument("--allow-image-dir", action="append", metavar="DIR", help="let image_url parts name local files "
-                   "inside DIR (repeatable; default: none)")
+    p.add_argument("--allow-image-dir", action="append", metavar="DIR", help="let image_url and video_url parts name "
+                   "local files inside DIR (repeatable; default: none)")
     p.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (with a timeout "
                    "and a size limit); refused by default")
     p.set_defaults(func=cmd_serve)

@@ -48,7 +48,7 @@ def _field_path(loc: tuple) -> str:
 
 
 # pydantic names the branch of a union it tried ("str", "list[int]", "function-after[...]"); not a field
-_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "text", "image_url", "input_audio", "x", "web",
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "text", "image_url", "input_audio", "video_url", "x", "web",
                "news", "rss", "literal"}
 
 

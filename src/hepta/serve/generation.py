@@ -208,7 +208,7 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
     if with_images:
         audio_limit = max_audio_seconds(state.audio, engine.max_len) if state.audio is not None else None
         prompt_ids, num_images = await chat_image_prompt(body, state.codec, tokenizer, state.image_access,
-                                                         grounding.context, state.audio, audio_limit)
+                                                         grounding.context, state.audio, audio_limit, engine.max_len)
         check_image_context(len(prompt_ids), num_images, state.codec, engine.max_len)
     max_tokens = _max_tokens(engine, len(prompt_ids), body.max_completion_tokens, body.max_tokens)
     _check(engine, len(prompt_ids), max_tokens, body.n, "messages")

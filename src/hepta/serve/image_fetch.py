@@ -25,29 +25,30 @@ class ImageAccess:
     timeout_s: float = REMOTE_TIMEOUT_S
     max_bytes: int = MAX_REMOTE_BYTES
 
-    async def read(self, url: str) -> bytes:
-        """The bytes behind `url`; ImageInputError (a one-sentence reason) when it may not or cannot be read."""
+    async def read(self, url: str, media: str = "image") -> bytes:
+        """The bytes behind `url` (an image, or a video with media="video"); ImageInputError (a
+        one-sentence reason) when it may not or cannot be read."""
         if not isinstance(url, str) or not url:
-            raise ImageInputError("an image_url part needs a url: a data URL, or an http(s) or file URL the "
-                                  "server allows")
+            raise ImageInputError(f"a{'n image' if media == 'image' else ' video'}_url part needs a url: a data URL, "
+                                  "or an http(s) or file URL the server allows")
         if url.startswith("data:"):
-            return read_data_url(url)
+            return read_data_url(url, media)
         scheme = urlparse(url).scheme.lower()
         if scheme in ("http", "https"):
-            return await self._fetch(url)
+            return await self._fetch(url, media)
         if scheme == "file" or url.startswith("/"):
             path = unquote(urlparse(url).path) if scheme == "file" else url
             if not self.allowed_dirs:
-                raise ImageInputError(f"this server reads no local image files ({url}); send a data URL, or start "
-                                      "the server with --allow-image-dir for the image's folder")
-            return read_local_image(path, list(self.allowed_dirs))
-        raise ImageInputError(f"the image url {url[:60]!r} is not a data URL, an http(s) URL or an absolute file "
-                              "path; send data:image/png;base64,...")
+                raise ImageInputError(f"this server reads no local {media} files ({url}); send a data URL, or start "
+                                      f"the server with --allow-image-dir for the {media}'s folder")
+            return read_local_image(path, list(self.allowed_dirs), media)
+        raise ImageInputError(f"the {media} url {url[:60]!r} is not a data URL, an http(s) URL or an absolute file "
+                              f"path; send data:{'image/png' if media == 'image' else 'video/mp4'};base64,...")
 
-    async def _fetch(self, url: str) -> bytes:
+    async def _fetch(self, url: str, media: str = "image") -> bytes:
         if not self.allow_remote:
-            raise ImageInputError(f"this server does not fetch remote images ({url[:80]}); send the image as a data "
-                                  "URL, or start the server with --allow-remote-images")
+            raise ImageInputError(f"this server does not fetch remote {media}s ({url[:80]}); send the {media} as a "
+                                  "data URL, or start the server with --allow-remote-images")
         import httpx
 
         try:
@@ -60,8 +61,8 @@ class ImageAccess:
                     async for chunk in response.aiter_bytes():
                         data += chunk
                         if len(data) > self.max_bytes:
-                            raise ImageInputError(f"the image at {url[:80]} is larger than {self.max_bytes:,} bytes; "
-                                                  "send a smaller image")
+                            raise ImageInputError(f"the {media} at {url[:80]} is larger than {self.max_bytes:,} "
+                                                  f"bytes; send a smaller {media}")
                     return bytes(data)
         except httpx.HTTPError as e:
             raise ImageInputError(f"fetching {url[:80]} failed ({type(e).__name__}); check the URL or send a "

@@ -1,7 +1,7 @@
-"""Chat messages with image_url and input_audio parts -> prompt ids, in `encode_chat`'s layout.
+"""Chat messages with image_url, input_audio and video_url parts -> prompt ids, in `encode_chat`'s layout.
 
 Only requests that hold images or audio come here; text-only chats keep `prompts.chat_prompt_ids`,
-whose `format_chat` text is the same layout. Reading, decoding and tokenizing the images and clips
+whose `format_chat` text is the same layout. Reading, decoding and tokenizing the images, clips and videos
 runs on a worker thread, so a large batch of them does not hold up the event loop and the streams
 on it.
 """
@@ -22,11 +22,12 @@ from hepta.serve.audio_input import AudioClip, audio_codes, read_input_audio
 from hepta.serve.errors import APIError
 from hepta.serve.image_fetch import ImageAccess
 from hepta.serve.schemas import ChatCompletionRequest
+from hepta.serve.video_parts import VideoSource, read_video, video_part, video_source
 
 IMAGE_ROLES = ("user", "assistant")
 
 
-MEDIA_PARTS = ("image_url", "input_audio")
+MEDIA_PARTS = ("image_url", "input_audio", "video_url")
 
 
 def has_media_parts(body: ChatCompletionRequest) -> bool:
@@ -63,13 +64,13 @@ def image_codes(images: list[ImageSource], codec: ImageCodec) -> list:
 
 async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec | None, tokenizer, access: ImageAccess,
                             context: str = "", audio: AudioCodec | None = None,
-                            max_audio_seconds: float | None = None) -> tuple[list[int], int]:
-    """The prompt ids of a chat holding images or audio clips, and how many images it holds;
-    `context` (found posts) joins the system turn as in the text path."""
+                            max_audio_seconds: float | None = None, max_len: int = 0) -> tuple[list[int], int]:
+    """The prompt ids of a chat holding images, audio clips or videos, and how many images and
+    video frames it holds; `context` (found posts) joins the system turn as in the text path."""
     if body.tools:
-        raise APIError(400, "tools cannot be combined with image or audio parts on this server yet; send them "
-                       "without tools", param="tools")
-    # layout: per message, its parts as text, the index of an image, or the codes of a clip
+        raise APIError(400, "tools cannot be combined with image, audio or video parts on this server yet; send "
+                       "them without tools", param="tools")
+    # layout: per message, its parts as text, the index of an image, a clip, or a video
     sources, layout, clips = [], [], []
     for i, message in enumerate(body.messages):
         role = "system" if message.role == "developer" else message.role
@@ -87,6 +88,8 @@ async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec | Non
                 clip = AudioClip(param, read_input_audio(part.input_audio, param))
                 parts.append(clip)
                 clips.append(clip)
+            elif part.type == "video_url" and role == "user" and codec is not None:
+                parts.append(video_source(part.video_url, param, body.mm_processor_kwargs))
             else:
                 raise APIError(400, f"a {role} message cannot hold {part.type} parts; this model reads "
                                f"{_readable(codec, audio)}", param=param)
@@ -94,8 +97,13 @@ async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec | Non
     images = await read_images(sources, access)
     codes = await asyncio.to_thread(image_codes, images, codec) if images else []
     heard = await asyncio.to_thread(audio_codes, clips, audio, max_audio_seconds) if clips else {}
+    videos = {}
+    for source in (p for _, parts in layout for p in parts if isinstance(p, VideoSource)):
+        data = await read_video(source, access)
+        videos[id(source)] = await asyncio.to_thread(video_part, source, data, codec, tokenizer, max_len)
     turns = [Turn(role, tuple(ImageCodes(codes[p]) if isinstance(p, int) else
-                              AudioCodes(heard[id(p)]) if isinstance(p, AudioClip) else p for p in parts))
+                              AudioCodes(heard[id(p)]) if isinstance(p, AudioClip) else
+                              videos[id(p)] if isinstance(p, VideoSource) else p for p in parts))
              for role, parts in layout]
     if context:
         if turns[0].role == "system":
@@ -106,19 +114,19 @@ async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec | Non
         ids, _ = encode_chat(turns, tokenizer, codec.vocab if codec else None, audio=audio.vocab if audio else None)
     except HeptaError as e:
         raise APIError(400, str(e), param="messages") from e
-    return ids, len(images)
+    return ids, len(images) + sum(len(v.frames) for v in videos.values())
 
 
 def _readable(codec: ImageCodec | None, audio: AudioCodec | None) -> str:
-    kinds = ["text"] + (["image_url (user and assistant turns)"] if codec else []) + \
+    kinds = ["text"] + (["image_url (user and assistant turns)", "video_url (user turns)"] if codec else []) + \
         (["input_audio (user turns)"] if audio else [])
     return " and ".join(kinds) + " parts"
 
 
 def check_image_context(prompt_tokens: int, num_images: int, codec: ImageCodec, max_len: int) -> None:
-    """A 400 naming the context length when the images leave no room to answer."""
+    """A 400 naming the context length when the images and video frames leave no room to answer."""
     if num_images and prompt_tokens >= max_len:
-        raise APIError(400, f"the prompt is {prompt_tokens} tokens with its {num_images} images "
-                       f"({codec.vocab.span_length} tokens each), but this model's context length is {max_len} "
-                       "tokens; send fewer images or shorter text", param="messages",
-                       code="context_length_exceeded")
+        raise APIError(400, f"the prompt is {prompt_tokens} tokens with its {num_images} images and video frames "
+                       f"({codec.vocab.span_length} tokens or more each), but this model's context length is "
+                       f"{max_len} tokens; send fewer images, fewer video frames (max_frames) or shorter text",
+                       param="messages", code="context_length_exceeded")

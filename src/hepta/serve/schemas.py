@@ -35,7 +35,12 @@ class AudioPart(_Body):
     input_audio: dict[str, Any]
 
 
-ContentPart = Annotated[Union[TextPart, ImagePart, AudioPart], Field(discriminator="type")]
+class VideoPart(_Body):
+    type: Literal["video_url"]
+    video_url: dict[str, Any]  # {"url": ..., and optionally "fps", "max_frames"}
+
+
+ContentPart = Annotated[Union[TextPart, ImagePart, AudioPart, VideoPart], Field(discriminator="type")]
 
 
 class FunctionCall(_Body):
@@ -149,6 +154,8 @@ class ChatCompletionRequest(_Sampling):
     parallel_tool_calls: bool | None = None
     # xAI's Live Search extension; its fields are checked by hepta.live.search (xAI's rules and messages)
     search_parameters: dict[str, Any] | None = None
+    # vLLM's extension: options of the media processors, here a video's "fps" and "max_frames"
+    mm_processor_kwargs: dict[str, Any] | None = None
 
     def tool_dicts(self) -> list[dict] | None:
         """The tools as plain JSON objects, for the tool-call grammar and the chat template."""

@@ -198,7 +198,14 @@ def encode_examples(conversations: Conversations, tokenizer: Tokenizer, codec: I
     if longest > max_len + 1:
         raise HeptaError(f"a conversation is {longest} tokens long, more than the {max_len + 1} a training row holds; "
                          "shorten it or raise --seq-len")
-    pad = tokenizer.special_ids["<|pad|>"]
+    ids, targets, lengths = pad_rows(rows, tokenizer.special_ids["<|pad|>"])
+    weights = torch.tensor(conversations.weights, dtype=torch.float64) if conversations.weights else None
+    return ChatExamples(ids, targets, lengths, weights)
+
+
+def pad_rows(rows: list[tuple[list[int], list[bool]]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Encoded conversations (ids, is-answer per id) -> ids and targets [N, longest], lengths [N]."""
+    longest = max(len(ids) for ids, _ in rows)
     ids = torch.full((len(rows), longest), pad, dtype=torch.long)
     targets = torch.full((len(rows), longest), IGNORE, dtype=torch.long)
     for n, (row, answer) in enumerate(rows):
@@ -206,8 +213,7 @@ def encode_examples(conversations: Conversations, tokenizer: Tokenizer, codec: I
         # position t predicts id t+1: a target wherever the next id is part of an answer
         next_is_answer = torch.tensor(answer[1:], dtype=torch.bool)
         targets[n, :len(row) - 1] = torch.where(next_is_answer, torch.tensor(row[1:]), IGNORE)
-    weights = torch.tensor(conversations.weights, dtype=torch.float64) if conversations.weights else None
-    return ChatExamples(ids, targets, torch.tensor([len(r) for r, _ in rows]), weights)
+    return ids, targets, torch.tensor([len(r) for r, _ in rows])
 
 
 def sample_chat_batch(examples: ChatExamples, batch_size: int, generator: torch.Generator,

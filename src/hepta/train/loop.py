@@ -17,6 +17,7 @@ from hepta.checkpoint import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, build_model,
 from hepta.config import ModelConfig, get_preset
 from hepta.errors import HeptaError
 from hepta.fileio import atomic_write_text
+from hepta.modality.chat import video_vocab
 from hepta.modality.code_embedding import init_code_rows
 from hepta.model import Transformer
 from hepta.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
@@ -25,6 +26,7 @@ from hepta.train.conversations import (IGNORE, conversation_loss, encode_example
 from hepta.train.data import Documents, batch_generator, sample_batch, stdlib_documents, tokenize, user_documents
 from hepta.train.image_setup import ImageData, prepare_image_data
 from hepta.train.speech_setup import SpeechData, prepare_speech_data
+from hepta.train.video_setup import VideoData
 from hepta.train.modality_load import ModalityLoad
 from hepta.train.recipes import image_recipe
 from hepta.train.optim import build_optimizer, lr_at
@@ -76,6 +78,7 @@ class TrainArgs:
     audio_tokenizer: str | None = None  # a trained audio tokenizer folder to use; None: train one in the run
     audio_tokenizer_steps: int | None = None  # None: the recipe's
     speech_utterances: int | None = None  # recognition utterances (synthesis: half as many); None: the recipe's
+    video_timestamps: bool = True  # video frames carry their time as text (ablation: False)
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
@@ -186,6 +189,9 @@ class Trainer:
             self.speech = prepare_speech_data(recipe.speech, self.run_dir, args, self.is_main, self._barrier,
                                               resume=self.checkpoint is not None, log=self.log)
         self.tokenizer = self._tokenizer(docs)
+        # config.json records the code blocks the run's vocabulary really holds
+        layout = self.tokenizer.layout
+        self.cfg = self.cfg.replace(codes={"image": layout.num_image_codes, "audio": layout.num_audio_codes})
         self.stream = tokenize(docs, self.tokenizer)
         self.log(f"corpus: {docs.source}: {self.stream.train.numel():,} train / {self.stream.val.numel():,} "
                  f"validation tokens")
@@ -201,6 +207,11 @@ class Trainer:
                                         self.audio_codec.vocab if self.audio_codec else None)
             self.log(f"conversations: {'; '.join(sources)}: {len(self.chat):,} examples, "
                      f"{int((self.chat.targets != IGNORE).sum()):,} answer tokens")
+        self.video: VideoData | None = None
+        if self.codec is not None and recipe.video is not None and conversation_file is None:
+            self.video = VideoData.build(recipe.video, self.codec, self.tokenizer, self.cfg.max_seq_len,
+                                         with_time=args.video_timestamps)
+            self.log(self.video.source)
 
         self.device = torch.device("cpu") if self.dist is None else self.dist.device
         if args.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -247,6 +258,11 @@ class Trainer:
             masks["image"] = self.codec.vocab.image_mask
         if self.audio_codec is not None:
             masks["audio"] = self.audio_codec.vocab.audio_mask
+        if self.video is not None:
+            video = video_vocab(self.tokenizer, self.codec.vocab.grid)
+            # a frame's codes are image ids, but they are video tokens
+            masks["image"] = lambda ids: self.codec.vocab.image_mask(ids) & ~video.video_mask(ids)
+            masks["video"] = video.video_mask
         return masks
 
     def _barrier(self) -> None:
@@ -321,9 +337,16 @@ class Trainer:
         x, y = sample_batch(stream, self.args.batch_size, self.args.seq_len, generator, shard=(self.dp_rank, self.dp_size))
         return x.to(self.device), y.to(self.device)
 
-    def _chat_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = sample_chat_batch(self.chat, self.args.chat_batch_size, generator, shard=(self.dp_rank, self.dp_size))
-        return x.to(self.device), y.to(self.device)
+    def _conversation_batches(self, micro: int):
+        """("chat" or "video", (inputs, targets)) of this micro-step, for the sources the run has."""
+        args, shard = self.args, (self.dp_rank, self.dp_size)
+        if self.chat is not None:
+            generator = batch_generator(args.seed, self.step, args.grad_accum + micro)
+            x, y = sample_chat_batch(self.chat, args.chat_batch_size, generator, shard=shard)
+            yield "chat", (x.to(self.device), y.to(self.device))
+        if self.video is not None:  # clips as long as a step's other rows together
+            x, y = self.video.batch(batch_generator(args.seed, self.step, 2 * args.grad_accum + micro), shard=shard)
+            yield "video", (x.to(self.device), y.to(self.device))
 
     def _autocast(self):
         # Sharded runs get bf16 from FSDP's mixed-precision policy instead.
@@ -342,7 +365,8 @@ class Trainer:
         lr = lr_at(self.step, args.lr, args.warmup, args.steps, args.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        ce_sum = router_sum = chat_sum = 0.0
+        ce_sum = router_sum = 0.0
+        conversation_sums = {"chat": 0.0, "video": 0.0}
         modality_load = ModalityLoad(self._modality_masks())
         for micro in range(args.grad_accum):
             x, y = self._batch(self.stream.train, batch_generator(args.seed, self.step, micro))
@@ -353,16 +377,16 @@ class Trainer:
             router = model.router_loss()
             modality_load.add(model, x)
             loss = ce + router
-            if self.chat is not None:  # the same text batch as a text-only run, plus the conversations
-                chat_x, chat_y = self._chat_batch(batch_generator(args.seed, self.step, args.grad_accum + micro))
+            # the same text batch as a text-only run, plus the conversations and the video questions
+            for kind, (conv_x, conv_y) in self._conversation_batches(micro):
                 with self._autocast():
-                    chat_logits = model(chat_x, logits_at_BT=chat_y != IGNORE)  # answers only
-                chat_ce = conversation_loss(chat_logits, chat_y)
-                chat_router = model.router_loss()
-                modality_load.add(model, chat_x, pad_id=self.tokenizer.special_ids["<|pad|>"])
-                loss = loss + chat_ce + chat_router
-                chat_sum += chat_ce.item()
-                router = router + chat_router
+                    conv_logits = model(conv_x, logits_at_BT=conv_y != IGNORE)  # answers only
+                conv_ce = conversation_loss(conv_logits, conv_y)
+                conv_router = model.router_loss()
+                modality_load.add(model, conv_x, pad_id=self.tokenizer.special_ids["<|pad|>"])
+                loss = loss + conv_ce + conv_router
+                router = router + conv_router
+                conversation_sums[kind] += conv_ce.item()
             (loss / args.grad_accum).backward()
             ce_sum += ce.item()
             router_sum += router.item()
@@ -373,12 +397,14 @@ class Trainer:
         load = sync_expert_load(model, None if self.dist is None else self.dist.dp_group)
         model.update_expert_bias()
         self.step += 1
-        ce_mean, router_mean, chat_mean = self._mean_over_ranks(ce_sum / args.grad_accum, router_sum / args.grad_accum,
-                                                                chat_sum / args.grad_accum)
+        ce_mean, router_mean, chat_mean, video_mean = self._mean_over_ranks(
+            *(total / args.grad_accum for total in (ce_sum, router_sum, *conversation_sums.values())))
         row = {"kind": "train", "step": self.step, "loss": ce_mean, "router_loss": router_mean, "lr": lr,
                "grad_norm": grad_norm}
         if self.chat is not None:
             row["chat_loss"] = chat_mean
+        if self.video is not None:
+            row["video_loss"] = video_mean
         if modality_load.has_other_modalities:
             row["expert_load_by_modality"] = modality_load.shares(self.dist.dp_group if self.dist else None)
         if load.numel():

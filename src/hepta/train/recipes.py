@@ -2,8 +2,8 @@
 
 `hepta train --preset omni-tiny --out DIR`, with no other flag, runs the whole documented recipe:
 the image and audio tokenizers, the text tokenizer with the image and then the audio code block
-appended, and the model on the mixture of the text corpus and the conversations (digits and
-speech). The flags a user gives override these defaults.
+appended, and the model on the mixture of the text corpus, the conversations (digits and speech)
+and questions about video clips. The flags a user gives override these defaults.
 """
 
 from __future__ import annotations
@@ -25,11 +25,21 @@ class SpeechRecipe:
 
 
 @dataclass(frozen=True)
+class VideoRecipe:
+    fps: float  # frames sampled per second of video
+    seconds: tuple[int, int]  # training clip lengths, shortest and longest (each step draws one)
+    tokens_per_step: int  # about this many video tokens a step: many short clips or one long one
+    questions_per_clip: int  # one of each kind, then random kinds; a clip's frames are most of its tokens
+    timeline: bool = True  # also ask for every appearance with its time: dense supervision the questions share
+
+
+@dataclass(frozen=True)
 class ImageRecipe:
     image_tokenizer: ImageTokenizerConfig
     image_tokenizer_steps: int
     train_defaults: dict = field(default_factory=dict)  # TrainArgs fields
     speech: SpeechRecipe | None = None
+    video: VideoRecipe | None = None
 
 
 IMAGE_RECIPES = {
@@ -45,6 +55,8 @@ IMAGE_RECIPES = {
         # 0.152 against 0.140 for the originals (`hepta eval --task audio-tokenizer`, 100 sentences).
         speech=SpeechRecipe(audio_tokenizer=AudioTokenizerConfig(downsample=4, hidden=128, levels=(8, 5, 5, 5)),
                             audio_tokenizer_steps=1200, recognition_utterances=4000, synthesis_utterances=2000),
+        # clips of 20 s to a little over the 3-minute evaluation length, 1 frame a second (~26 tokens each)
+        video=VideoRecipe(fps=1.0, seconds=(20, 190), tokens_per_step=4800, questions_per_clip=6),
     ),
 }
 

@@ -1,0 +1,54 @@
+"""`hepta eval` video tasks: the scoring on known replies, and each task end to end on real MP4 clips."""
+
+import json
+
+import pytest
+from helpers import run_cli
+from omni_fixture import make_omni_folder
+
+from hepta.eval.video_tasks import score, tokens_per_minute
+from hepta.modality import video_data as vd
+
+
+def test_accuracy_overall_and_per_clip_length():
+    questions = [vd.VideoQuestion("order", "Which digit appeared first?", "7", 7),
+                 vd.VideoQuestion("time", "When did the 3 first appear?", "0:42", 41.25),
+                 vd.VideoQuestion("count", "How many digits appeared?", "5", 5),
+                 vd.VideoQuestion("time", "When did the 1 first appear?", "2:01", 120.5)]
+    replies = ["7", " 0:41 ", "4", "2:03"]  # right, right (within a second), wrong, wrong (2.5 s off)
+    result = score(questions, replies, [30, 30, 60, 180])
+    assert result["accuracy"] == 0.5 and result["n"] == 4
+    assert result["by_length"] == {"30": {"accuracy": 1.0, "n": 2}, "60": {"accuracy": 0.0, "n": 1},
+                                   "180": {"accuracy": 0.0, "n": 1}}
+    assert result["examples"][0] == {"seconds": 30, "question": "Which digit appeared first?", "reply": "7",
+                                     "answer": "7"}
+    assert tokens_per_minute([[0] * 780, [0] * 1560], [30, 60]) == 1560
+
+
+@pytest.fixture(scope="module")
+def omni_dir(tmp_path_factory):
+    return make_omni_folder(tmp_path_factory.mktemp("video-eval") / "omni", max_seq_len=6144)
+
+
+@pytest.mark.parametrize("task", ["video-order", "video-time", "video-count"])
+def test_each_video_task_asks_about_clips_of_every_length(omni_dir, task):
+    result = run_cli("eval", "--model", str(omni_dir), "--task", task, "--limit", "1", "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["task"] == task and report["n"] == 3 and report["with_time"] is True
+    assert set(report["by_length"]) == {"30", "60", "180"}
+    assert all(v["n"] == 1 and 0 <= v["accuracy"] <= 1 for v in report["by_length"].values())
+    assert 1000 < report["prompt_tokens_per_minute"] < 2000  # ~26 tokens a frame at 1 frame a second
+
+
+def test_without_time_the_prompts_are_shorter_and_the_flag_is_for_video_tasks_only(omni_dir):
+    timed = json.loads(run_cli("eval", "--model", str(omni_dir), "--task", "video-time", "--limit", "1",
+                               "--json", "--quiet").stdout)
+    result = run_cli("eval", "--model", str(omni_dir), "--task", "video-time", "--limit", "1", "--no-time",
+                     "--json", "--quiet")
+    untimed = json.loads(result.stdout)
+    assert untimed["with_time"] is False
+    assert untimed["prompt_tokens_per_minute"] < timed["prompt_tokens_per_minute"] - 100
+    refused = run_cli("eval", "--model", str(omni_dir), "--task", "image-recognition", "--no-time")
+    assert refused.returncode != 0 and "--no-time applies to the video tasks" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -1,0 +1,97 @@
+"""Video through the chat API with the real `openai` client: video_url parts as vLLM and Qwen's
+clients send them, sampled on the server at the asked rate, and every bad video refused with a 400
+naming its part before it costs a full decode."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import openai
+import pytest
+from conftest import client, start_server
+from helpers import hours_long_video
+from omni_fixture import make_omni_folder
+
+from hepta.modality import digits
+from hepta.modality import video_data as vd
+from hepta.modality.video_io import encode_video
+
+CONTEXT = 2048  # holds a 30-second clip at 1 frame a second (~800 tokens), not a 3-minute one
+
+
+@pytest.fixture(scope="module")
+def omni_dir(tmp_path_factory):
+    return make_omni_folder(tmp_path_factory.mktemp("omni") / "omni", max_seq_len=CONTEXT)
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("allowed")
+
+
+@pytest.fixture(scope="module")
+def omni(omni_dir, video_dir):
+    server = start_server(omni_dir, allow_image_dirs=(str(video_dir),), engine={"max_num_seqs": 2})
+    yield client(server)
+    server.stop()
+
+
+def clip_mp4(folder, seconds: int, name: str = "clip"):
+    held_out = digits.load_digits_split("held_out")
+    return vd.write_clip(folder, name, vd.plan_clip(np.random.default_rng(seconds), seconds, held_out), held_out)
+
+
+def data_url(data: bytes, media: str = "video/mp4") -> str:
+    return f"data:{media};base64," + base64.b64encode(data).decode("ascii")
+
+
+def ask(omni, video_url: dict, **extra):
+    messages = [{"role": "user", "content": [{"type": "video_url", "video_url": video_url},
+                                             {"type": "text", "text": "How many digits appeared?"}]}]
+    return omni.chat.completions.create(model="micro", messages=messages, max_tokens=4, temperature=0, **extra)
+
+
+def test_a_clip_as_a_data_url_is_sampled_at_one_frame_a_second(omni, tmp_path):
+    data = clip_mp4(tmp_path, 30).read_bytes()
+    answer = ask(omni, {"url": data_url(data)})
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    per_second = answer.usage.prompt_tokens
+    assert 30 * 22 < per_second < 30 * 30  # 30 frames of ~26 tokens and a question
+    half = ask(omni, {"url": data_url(data), "fps": 0.5}).usage.prompt_tokens
+    assert abs(half - (per_second + 40) / 2) < 60
+    capped = ask(omni, {"url": data_url(data)}, extra_body={"mm_processor_kwargs": {"max_frames": 5}})
+    assert capped.usage.prompt_tokens < 8 * 30
+
+
+def test_local_files_only_inside_the_allowed_folders(omni, video_dir, tmp_path):
+    inside = clip_mp4(video_dir, 30)
+    assert ask(omni, {"url": f"file://{inside}"}).usage.prompt_tokens > 30 * 22
+    outside = clip_mp4(tmp_path, 30, "elsewhere")
+    with pytest.raises(openai.BadRequestError) as refused:
+        ask(omni, {"url": str(outside)})
+    assert "outside the folders this server may read videos from" in refused.value.message
+
+
+@pytest.mark.parametrize("make, words, code", [
+    (lambda folder: data_url(b"\x89PNG\r\n\x1a\n" + bytes(64), "image/png"), "not a video", None),
+    (lambda folder: data_url(b"this is a text file, not a video"), "not a video", "invalid_video"),
+    (lambda folder: data_url(clip_mp4(folder, 30).read_bytes()[:3000]), "damaged", "invalid_video"),
+    (lambda folder: data_url(hours_long_video(10)), "10:00:00 long, over the limit of 10:00", "invalid_video"),
+    (lambda folder: data_url(clip_mp4(folder, 180).read_bytes()), "set max_frames to", "context_length_exceeded"),
+])
+def test_bad_videos_get_a_400_naming_the_part(omni, tmp_path, make, words, code):
+    with pytest.raises(openai.BadRequestError) as refused:
+        ask(omni, {"url": make(tmp_path)})
+    body = refused.value.body
+    assert words in body["message"] and body["param"] == "messages[0].content[0]"
+    if code:
+        assert body["code"] == code
+
+
+def test_bad_sampling_options_are_named(omni, tmp_path):
+    data = data_url(clip_mp4(tmp_path, 30).read_bytes())
+    with pytest.raises(openai.BadRequestError, match="fps must be a number above 0"):
+        ask(omni, {"url": data, "fps": 0})
+    with pytest.raises(openai.BadRequestError, match="max_frames must be a whole number"):
+        ask(omni, {"url": data}, extra_body={"mm_processor_kwargs": {"max_frames": -1}})

@@ -136,15 +136,17 @@ def test_modality_separation_reads_zero_for_shared_experts_and_one_for_disjoint_
     assert modality_separation(same) == [0.0] and modality_separation(disjoint) == [1.0]
 
 
-def test_each_conversation_weighs_the_same_in_the_loss_whatever_its_answer_length():
+def test_each_answer_weighs_the_same_in_the_loss_whatever_its_length():
     from hepta.train.conversations import IGNORE, conversation_loss
 
-    logits_BTV = torch.randn(3, 5, 11, generator=torch.Generator().manual_seed(0))
-    targets = torch.full((3, 5), IGNORE)
+    logits_BTV = torch.randn(4, 5, 11, generator=torch.Generator().manual_seed(0))
+    targets = torch.full((4, 5), IGNORE)
     targets[0, 4] = 2  # a one-token answer
     targets[1, 1:5] = torch.tensor([1, 5, 7, 3])  # a long one
     # row 2 has no answer (all padding) and is left out
+    targets[3, 0:2] = torch.tensor([4, 4])  # two answers in one conversation: two questions about one video
+    targets[3, 3] = 6
     answer = targets != IGNORE
     per_token = torch.nn.functional.cross_entropy(logits_BTV[answer], targets[answer], reduction="none")
-    expected = (per_token[0] + per_token[1:].mean()) / 2
+    expected = (per_token[0] + per_token[1:5].mean() + per_token[5:7].mean() + per_token[7]) / 4
     torch.testing.assert_close(conversation_loss(logits_BTV[answer], targets), expected)

@@ -46,7 +46,7 @@ def test_a_step_holds_clips_of_one_length_filling_about_the_recipes_tokens(folde
         assert (y[inside] == IGNORE).all() and (y != IGNORE).any()
         answers = (x == tokenizer.special_ids["<|assistant|>"]).sum(dim=1)
         assert (answers >= len(("order", "time", "count", "at"))).all()
-    assert all(0.5 * RECIPE.tokens_per_step < n < 1.6 * RECIPE.tokens_per_step for n in sizes), sizes
+    assert all(RECIPE.tokens_per_step <= n < 2.2 * RECIPE.tokens_per_step for n in sizes), sizes
 
 
 def test_a_steps_clips_depend_only_on_its_seed_and_ranks_split_them(folder):

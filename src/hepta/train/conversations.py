@@ -231,17 +231,20 @@ def sample_chat_batch(examples: ChatExamples, batch_size: int, generator: torch.
 
 
 def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy (fp32) averaged over each conversation's answer tokens, then over conversations.
+    """Cross-entropy (fp32) averaged over each answer's tokens, then over the answers.
 
     `logits_NV` holds the answer positions only (`targets_BT != IGNORE`, row-major), as the model
-    returns them with `logits_at_BT`. Every conversation weighs the same, whatever its answer's
-    length: a one-digit answer counts as much as a 22-token image, so recognition is not drowned
-    out by the image-writing tasks.
+    returns them with `logits_at_BT`. An answer is a run of consecutive answer positions (an
+    assistant turn and its `<|end|>`). Every answer weighs the same, whatever its length: a
+    one-digit answer counts as much as a 22-token image, so recognition is not drowned out by the
+    image-writing tasks, and each question about a video as much as the clip's whole timeline.
     """
-    answer_BT = targets_BT != IGNORE
-    per_token_N = torch.nn.functional.cross_entropy(logits_NV.float(), targets_BT[answer_BT], reduction="none")
-    rows_N = answer_BT.nonzero()[:, 0]
-    sums_B = per_token_N.new_zeros(targets_BT.shape[0]).index_add(0, rows_N, per_token_N)
-    counts_B = answer_BT.sum(dim=1)
-    has_answer_B = counts_B > 0
-    return (sums_B[has_answer_B] / counts_B[has_answer_B]).mean()
+    answer_N = (targets_BT != IGNORE).flatten()
+    per_token = torch.nn.functional.cross_entropy(logits_NV.float(), targets_BT.flatten()[answer_N], reduction="none")
+    # an answer starts where the position before is not one (rows end in padding, so none runs across rows)
+    starts_N = answer_N & ~torch.cat([answer_N.new_zeros(1), answer_N[:-1]])
+    answer_of_token = (torch.cumsum(starts_N.long(), 0) - 1)[answer_N]
+    num_answers = int(starts_N.sum())
+    sums = per_token.new_zeros(num_answers).index_add(0, answer_of_token, per_token)
+    counts = torch.bincount(answer_of_token, minlength=num_answers)
+    return (sums / counts).mean()

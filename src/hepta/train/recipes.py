@@ -27,7 +27,7 @@ class SpeechRecipe:
 @dataclass(frozen=True)
 class VideoRecipe:
     fps: float  # frames sampled per second of video
-    seconds: tuple[int, int]  # training clip lengths, shortest and longest (each step draws one)
+    seconds: tuple[int, int]  # training clip lengths, shortest and longest (each step draws one, log-uniformly)
     tokens_per_step: int  # about this many video tokens a step: many short clips or one long one
     questions_per_clip: int  # one of each kind, then random kinds; a clip's frames are most of its tokens
     timeline: bool = True  # also ask for every appearance with its time: dense supervision the questions share
@@ -55,8 +55,8 @@ IMAGE_RECIPES = {
         # 0.152 against 0.140 for the originals (`hepta eval --task audio-tokenizer`, 100 sentences).
         speech=SpeechRecipe(audio_tokenizer=AudioTokenizerConfig(downsample=4, hidden=128, levels=(8, 5, 5, 5)),
                             audio_tokenizer_steps=1200, recognition_utterances=4000, synthesis_utterances=2000),
-        # clips of 20 s to a little over the 3-minute evaluation length, 1 frame a second (~26 tokens each)
-        video=VideoRecipe(fps=1.0, seconds=(20, 190), tokens_per_step=4800, questions_per_clip=6),
+        # clips of 5 s to a little over the 3-minute evaluation length, 1 frame a second (~26 tokens each)
+        video=VideoRecipe(fps=1.0, seconds=(5, 190), tokens_per_step=2400, questions_per_clip=6),
     ),
 }
 

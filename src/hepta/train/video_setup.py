@@ -1,8 +1,9 @@
 """The video side of a run: clips planned afresh every step from the training digits, each sampled
 frame read through the run's image tokenizer, and several questions asked about each clip.
 
-A step's clips all have one length, drawn anew each step, and as many of them as fill about
-`tokens_per_step` tokens: one 3-minute clip or six 30-second ones, with almost no padding. A
+A step's clips all have one length, drawn anew each step (log-uniformly), and as many of them as
+fill about `tokens_per_step` tokens with their questions: one 3-minute clip or some twenty
+6-second ones, with almost no padding. A
 clip's frames are looked up from codes of every training scan computed once, so a step's video
 costs its forward and backward pass and nothing else. The clips of a step depend only on
 (seed, step), like the text batches, so resuming needs no saved data position.
@@ -78,13 +79,18 @@ class VideoData:
         """Inputs and targets [B, T] of this rank's clips of the step `generator` belongs to."""
         index, count = shard
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        seconds = int(rng.integers(self.recipe.seconds[0], self.recipe.seconds[1] + 1))
-        rows = max(1, self.recipe.tokens_per_step // self.tokens_per_clip(seconds))
-        rows = max(count, rows // count * count)  # every rank gets the same number of clips
-        clips = [video_data.plan_clip(rng, seconds, self.scans) for _ in range(rows)]
-        conversations = [self.clip_turns(clip, rng) for clip in clips]
-        share = rows // count
-        encoded = [encode_chat(turns, self.tokenizer, self.codec.vocab, add_generation_prompt=False)
-                   for turns in conversations[index * share:(index + 1) * share]]
-        ids, targets, _ = pad_rows(encoded, self.tokenizer.special_ids["<|pad|>"])
+        # log-uniform: as many steps of 5-10 s clips as of 1.5-3 min ones, so the short clips where
+        # looking at the frames pays off soonest come often, and their many questions with them
+        low, high = self.recipe.seconds
+        seconds = int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
+        # clips until their conversations, questions included, fill the step (every rank as many)
+        conversations, total = [], 0
+        while total < self.recipe.tokens_per_step or len(conversations) % count:
+            clip = video_data.plan_clip(rng, seconds, self.scans)
+            conversations.append(encode_chat(self.clip_turns(clip, rng), self.tokenizer, self.codec.vocab,
+                                             add_generation_prompt=False))
+            total += len(conversations[-1][0])
+        share = len(conversations) // count
+        ids, targets, _ = pad_rows(conversations[index * share:(index + 1) * share],
+                                   self.tokenizer.special_ids["<|pad|>"])
         return ids[:, :-1], targets[:, :-1]  # the last id is only ever a target

@@ -66,8 +66,8 @@ def test_a_text_only_model_is_refused_image_tasks_in_one_sentence(omni_dir, tmp_
     assert result.returncode == 1 and "reads and writes text only" in result.stderr
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
     result = run_cli("eval", "--model", str(omni_dir), "--task", "poetry")
-    assert result.returncode == 1 and "image-recognition, image-generation, image-editing, asr, tts, asr-real, audio-tokenizer, text" \
-        in result.stderr
+    assert result.returncode == 1 and ("image-recognition, image-generation, image-editing, asr, tts, asr-real, "
+                                       "audio-tokenizer, video-order, video-time, video-count, text") in result.stderr
 
 
 def test_text_loss_against_a_baseline_and_a_baseline_that_tokenizes_otherwise_is_refused(omni_dir, tmp_path):

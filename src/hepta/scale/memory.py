@@ -81,7 +81,9 @@ def tp_local_config(cfg: ModelConfig, tp: int) -> ModelConfig:
         "attention.num_kv_heads": cfg.attention.num_kv_heads // tp or 1,
         "moe.dense_hidden_dim": cfg.moe.dense_hidden_dim // tp,
         "moe.expert_hidden_dim": cfg.moe.expert_hidden_dim // tp,
-        "moe.shared_expert_hidden_dim": shared})
+        "moe.shared_expert_hidden_dim": shared,
+        # the vocabulary's code blocks are split with it (so the slice still holds room for text)
+        "codes.image": cfg.codes.image // tp, "codes.audio": cfg.codes.audio // tp})
 
 
 # --- parameters ------------------------------------------------------------------------

@@ -49,6 +49,12 @@ class VideoVocab:
         closed_before = torch.cumsum(ids == self.end_id, 0) - (ids == self.end_id).long()
         return opened > closed_before
 
+    def span_length(self, encode_text: Callable[[str], list[int]], frames: int, seconds: float,
+                    with_time: bool = True) -> int:
+        """About how many ids a video of `frames` frames lasting `seconds` takes (each frame as long
+        as its last one's: timestamps only grow with time)."""
+        return 2 + frames * self.frame_length(encode_text, seconds, with_time)
+
     def frame_length(self, encode_text: Callable[[str], list[int]], seconds: float, with_time: bool = True) -> int:
         """Ids one frame at `seconds` takes."""
         return 1 + (len(encode_text(clock(seconds))) if with_time else 0) + self.images.span_length

@@ -70,11 +70,12 @@ def video_part(source: VideoSource, data: bytes, codec: ImageCodec, tokenizer, m
 
 def _check_fits(source: VideoSource, duration: float, codec: ImageCodec, tokenizer, max_len: int) -> None:
     """Refuse, before decoding, a video whose frames alone would fill the model's context."""
-    per_frame = video_vocab(tokenizer, codec.vocab.grid).frame_length(tokenizer.encode, duration)
+    vocab = video_vocab(tokenizer, codec.vocab.grid)
+    per_frame = vocab.frame_length(tokenizer.encode, duration)
     frames = max(1, math.ceil(duration * source.fps))
     if source.max_frames is not None:
         frames = min(frames, source.max_frames)
-    if 2 + frames * per_frame >= max_len:
+    if vocab.span_length(tokenizer.encode, frames, duration) >= max_len:
         fit = max(1, (max_len - 64) // per_frame)
         raise APIError(400, f"the video's {frames} frames ({duration:.0f} s at {source.fps:g} per second, about "
                        f"{per_frame} tokens each) do not fit this model's context of {max_len} tokens; set "

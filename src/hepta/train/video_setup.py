@@ -57,7 +57,8 @@ class VideoData:
 
     def tokens_per_clip(self, seconds: float) -> int:
         vocab = video_vocab(self.tokenizer, self.codec.vocab.grid)
-        return vocab.span_length(self.tokenizer.encode, int(np.ceil(seconds * self.recipe.fps)), seconds, self.with_time)
+        frames = int(np.ceil(seconds * self.recipe.fps))
+        return vocab.span_length(self.tokenizer.encode, frames, seconds, self.with_time)
 
     def clip_turns(self, clip: video_data.Clip, rng: np.random.Generator) -> list[Turn]:
         """The clip's frames and its questions, answered: one of each kind (and the timeline, with

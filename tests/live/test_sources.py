@@ -71,15 +71,17 @@ def test_429_waits_at_least_until_x_rate_limit_reset(small, fake_clock):
 
 
 def test_keepalives_keep_a_quiet_connection_and_silence_past_the_read_timeout_reconnects(small):
-    faults = StreamFaults(keepalive_run=8, keepalive_gap_s=0.1)  # 0.8 s of keep-alives only
+    # 1.5 s of keep-alives only, against a 1 s read timeout: each gap is a quarter of it, so a busy host
+    # cannot turn a keep-alive into a timeout, and no byte for a whole second is plainly a stall
+    faults = StreamFaults(keepalive_run=6, keepalive_gap_s=0.25)
     with XStandin(small, faults=faults) as x:
         add_rules(x)
         x.plan_connects("keepalive-only", "stall")
         sleeps = []
-        stream = XStream(TOKEN, x.base_url, read_timeout_s=0.3, sleep=sleeps.append)
+        stream = XStream(TOKEN, x.base_url, read_timeout_s=1.0, sleep=sleeps.append)
         posts = read_all(stream, x)
-    assert stream.stats.keepalives >= 8  # longer than the read timeout, yet no reconnect wait for it
-    assert sleeps == [0.25]  # the stall: no byte in 0.3 s is a network error
+    assert stream.stats.keepalives >= 6  # longer than the read timeout, yet no reconnect wait for it
+    assert sleeps == [0.25]  # the stall: no byte in 1 s is a network error
     assert {p.id for p in posts} == x.matching_ids()
 
 

@@ -69,7 +69,9 @@ class XStream:
                 reconnect = True
                 alive = False
                 try:
-                    with client.stream("GET", STREAM_PATH, params=params) as response:
+                    # each connection carries one endless response; reusing a pooled one the server has just
+                    # closed would fail the reconnect and count as a network error, so none is pooled
+                    with client.stream("GET", STREAM_PATH, params=params, headers={"Connection": "close"}) as response:
                         if response.status_code != 200:
                             response.read()
                             self._wait_after_http_error(response, backoff)

@@ -1,7 +1,7 @@
 """A quick probe of the video training design: fine-tune a trained omni model on video alone.
 
     .venv/bin/python benchmarks/video_finetune.py --model runs/omni --out runs/video-probe [--steps 800]
-        [--lr 3e-3] [--no-timeline] [--no-time] [--first-only]
+        [--lr 3e-3] [--no-timeline] [--no-time] [--all-frames] [--first-only]
     hepta eval --model runs/video-probe --task video-order --json
 
 It copies the model folder to --out, trains it for --steps on the recipe's video batches
@@ -30,6 +30,7 @@ from hepta.checkpoint import CONFIG_FILE, save_weights
 from hepta.loading import load, load_image_codec, load_tokenizer
 from hepta.modality import video_data
 from hepta.modality.chat import VideoCodes, encode_chat
+from hepta.modality.video_span import changes_only
 from hepta.train.conversations import IGNORE, conversation_loss, pad_rows
 from hepta.train.data import batch_generator
 from hepta.train.recipes import image_recipe
@@ -51,6 +52,8 @@ def first_only(data: VideoData, rng: np.random.Generator, answered: bool = True)
     clip = video_data.plan_clip(rng, int(rng.integers(5, 11)), data.scans)
     sources, times = video_data.sources_on_screen(clip, data.recipe.fps)
     frames = torch.stack([data.blank if s is None else data.codes_by_source[s] for s in sources])
+    if not data.all_frames:
+        frames, times = changes_only(frames, times)
     first = clip.appearances[0].digit
     q = video_data.VideoQuestion("order", "Which digit appeared first?", str(first), first)
     ids = encode_chat(video_data.question_turns(VideoCodes(frames, times, data.with_time), [q], answered),
@@ -77,15 +80,19 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--no-timeline", action="store_true", help="clips without the timeline question")
+    p.add_argument("--no-timeline", action="store_true", help="no timeline questions")
     p.add_argument("--no-time", action="store_true", help="frames without timestamps")
+    p.add_argument("--all-frames", action="store_true", help="keep repeated frames (the design keeps changes only)")
     p.add_argument("--first-only", action="store_true", help="only 'Which digit appeared first?' on 5-10 s clips")
     args = p.parse_args()
     out = Path(args.out)
     copy_model(Path(args.model), out)
     model, tokenizer = load(out), load_tokenizer(out)
-    recipe = dataclasses.replace(image_recipe("omni-tiny").video, timeline=not args.no_timeline)
-    data = VideoData.build(recipe, load_image_codec(out, tokenizer), tokenizer, CONTEXT, with_time=not args.no_time)
+    recipe = image_recipe("omni-tiny").video
+    if args.no_timeline:
+        recipe = dataclasses.replace(recipe, kinds=tuple(k for k in recipe.kinds if k[0] != video_data.TIMELINE))
+    data = VideoData.build(recipe, load_image_codec(out, tokenizer), tokenizer, CONTEXT, with_time=not args.no_time,
+                          all_frames=args.all_frames)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
     rng, started, losses = np.random.default_rng(0), time.perf_counter(), []
@@ -98,7 +105,7 @@ def main() -> None:
                                        tokenizer.special_ids["<|pad|>"])
             x, y = ids[:, :-1], targets[:, :-1]
         else:
-            x, y = data.batch(batch_generator(0, step, 0))
+            x, y = data.batch(batch_generator(0, step, 0), progress=step / args.steps)
         loss = conversation_loss(model(x, logits_at_BT=y != IGNORE), y) + model.router_loss()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from hepta.checkpoint import build_model, save_model
 from hepta.config import get_preset
 from hepta.modality.audio_tokenizer import AUDIO_TOKENIZER_DIR, AudioTokenizer
@@ -22,7 +24,10 @@ def make_omni_folder(folder: Path, num_layers: int = 2, seed: int = 0, audio: bo
                      max_seq_len: int = 512) -> Path:
     """config.json, model.safetensors, tokenizer.json with an image code block (and an audio code
     block after it), image_tokenizer/ (and audio_tokenizer/, an untrained one of 1000 codes)."""
+    torch.manual_seed(seed)  # the same folder every time
     image_tokenizer = ImageTokenizer(ImageTokenizerConfig(levels=(5, 5, 5), hidden=16))
+    with torch.no_grad():  # untrained, every image lands near the middle code; spread out, different
+        image_tokenizer.encoder[-1].weight.mul_(30)  # pictures get different codes, as a trained tokenizer gives
     audio_tokenizer = AudioTokenizer(AudioTokenizerConfig(hidden=16)) if audio else None
     tokenizer = Tokenizer.train(FIXTURE_TEXTS * 20, text_vocab_size=300).with_image_codes(image_tokenizer.codebook_size)
     if audio_tokenizer is not None:

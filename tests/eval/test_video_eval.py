@@ -38,7 +38,9 @@ def test_each_video_task_asks_about_clips_of_every_length(omni_dir, task):
     assert report["task"] == task and report["n"] == 3 and report["with_time"] is True
     assert set(report["by_length"]) == {"30", "60", "180"}
     assert all(v["n"] == 1 and 0 <= v["accuracy"] <= 1 for v in report["by_length"].values())
-    assert 1000 < report["prompt_tokens_per_minute"] < 2000  # ~26 tokens a frame at 1 frame a second
+    # ~26 tokens a frame, but only the frames of new scenes (2 to 9 digits and the gaps between them):
+    # all 1 frame a second of them would be over 1,500 tokens a minute
+    assert 50 < report["prompt_tokens_per_minute"] < 700
 
 
 def test_without_time_the_prompts_are_shorter_and_the_flag_is_for_video_tasks_only(omni_dir):
@@ -48,7 +50,7 @@ def test_without_time_the_prompts_are_shorter_and_the_flag_is_for_video_tasks_on
                      "--json", "--quiet")
     untimed = json.loads(result.stdout)
     assert untimed["with_time"] is False
-    assert untimed["prompt_tokens_per_minute"] < timed["prompt_tokens_per_minute"] - 100
+    assert untimed["prompt_tokens_per_minute"] < 0.95 * timed["prompt_tokens_per_minute"]
     refused = run_cli("eval", "--model", str(omni_dir), "--task", "image-recognition", "--no-time")
     assert refused.returncode != 0 and "--no-time applies to the video tasks" in refused.stderr
     assert "Traceback" not in refused.stderr

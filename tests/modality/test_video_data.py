@@ -102,3 +102,21 @@ def test_a_conversation_asks_several_questions_about_one_video():
     assert turns[0].parts[0] is part and all(part not in t.parts for t in turns[1:])
     assert [t.parts[0] for t in turns[1::2]] == [q.answer for q in questions]
     assert [t.role for t in vd.question_turns(part, questions[:1], answered=False)] == ["user"]
+
+
+def test_only_frames_that_show_something_new_are_kept():
+    import torch
+
+    from hepta.modality.video_span import changes_only
+
+    blank, four, seven = torch.zeros(4, 4, dtype=torch.long), torch.full((4, 4), 4), torch.full((4, 4), 7)
+    noisy_four = four.clone()
+    noisy_four[0, 0] = 9  # one position of sixteen: decoding noise, not a new scene
+    frames = torch.stack([blank, blank, four, noisy_four, four, blank, seven, seven])
+    kept, times = changes_only(frames, [float(t) for t in range(8)])
+    assert times == (0.0, 2.0, 5.0, 6.0) and torch.equal(kept, torch.stack([blank, four, blank, seven]))
+    # a drift of one position a frame adds up against the last kept frame until it counts as new
+    drifting = torch.stack([blank] + [torch.cat([torch.ones(k), torch.zeros(16 - k)]).long().reshape(4, 4)
+                                      for k in range(1, 6)])
+    assert changes_only(drifting, range(6))[1] == (0.0, 4.0)
+    assert changes_only(frames[:0], [])[1] == ()

@@ -1,6 +1,7 @@
 """Video through the chat API with the real `openai` client: video_url parts as vLLM and Qwen's
 clients send them, sampled on the server at the asked rate, and every bad video refused with a 400
-naming its part before it costs a full decode."""
+naming its part (a video over the length limit before it is decoded); frames that repeat the last one
+are left out."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from hepta.modality import digits
 from hepta.modality import video_data as vd
 from hepta.modality.video_io import encode_video
 
-CONTEXT = 2048  # holds a 30-second clip at 1 frame a second (~800 tokens), not a 3-minute one
+CONTEXT = 2048  # holds 30 changing frames at 1 frame a second (~800 tokens), not 180 of them
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,14 @@ def clip_mp4(folder, seconds: int, name: str = "clip"):
     return vd.write_clip(folder, name, vd.plan_clip(np.random.default_rng(seconds), seconds, held_out), held_out)
 
 
+def noise_mp4(seconds: int) -> bytes:
+    """A clip whose every second shows a new pattern of black and white 2x2 blocks (one block per
+    image code), so no sampled frame repeats another."""
+    blocks = np.random.default_rng(seconds).integers(0, 2, (seconds, 1, 1, 8, 8)).astype(np.float32)
+    frames = np.repeat(np.repeat(np.repeat(blocks, 4, axis=1), 2, axis=3), 2, axis=4)
+    return encode_video(frames.reshape(seconds * 4, 1, 16, 16), fps=4)
+
+
 def data_url(data: bytes, media: str = "video/mp4") -> str:
     return f"data:{media};base64," + base64.b64encode(data).decode("ascii")
 
@@ -52,20 +61,30 @@ def ask(omni, video_url: dict, **extra):
     return omni.chat.completions.create(model="micro", messages=messages, max_tokens=4, temperature=0, **extra)
 
 
-def test_a_clip_as_a_data_url_is_sampled_at_one_frame_a_second(omni, tmp_path):
-    data = clip_mp4(tmp_path, 30).read_bytes()
-    answer = ask(omni, {"url": data_url(data)})
-    assert answer.choices[0].finish_reason in ("stop", "length")
-    per_second = answer.usage.prompt_tokens
-    assert 30 * 22 < per_second < 30 * 30  # 30 frames of ~26 tokens and a question
-    half = ask(omni, {"url": data_url(data), "fps": 0.5}).usage.prompt_tokens
+def test_a_clip_as_a_data_url_is_sampled_at_one_frame_a_second(omni):
+    per_second = ask(omni, {"url": data_url(noise_mp4(30))}).usage.prompt_tokens
+    assert 30 * 22 < per_second < 30 * 30  # 30 new frames of ~26 tokens and a question
+    half = ask(omni, {"url": data_url(noise_mp4(30)), "fps": 0.5}).usage.prompt_tokens
     assert abs(half - (per_second + 40) / 2) < 60
-    capped = ask(omni, {"url": data_url(data)}, extra_body={"mm_processor_kwargs": {"max_frames": 5}})
+    capped = ask(omni, {"url": data_url(noise_mp4(30))}, extra_body={"mm_processor_kwargs": {"max_frames": 5}})
     assert capped.usage.prompt_tokens < 8 * 30
 
 
+def test_frames_that_repeat_the_last_one_are_left_out(omni, tmp_path):
+    held_out = digits.load_digits_split("held_out")
+    clip = vd.plan_clip(np.random.default_rng(7), 180, held_out)
+    data = vd.write_clip(tmp_path, "still", clip, held_out).read_bytes()
+    sources, _ = vd.sources_on_screen(clip)
+    scenes = 1 + sum(a != b for a, b in zip(sources, sources[1:]))  # a digit or the empty screen, until it changes
+    answer = ask(omni, {"url": data_url(data)})
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    # three minutes of 2 to 9 digits, each still while it shows: one frame per scene, not 180
+    assert scenes < 20 and answer.usage.prompt_tokens < scenes * 30 + 40
+
+
 def test_local_files_only_inside_the_allowed_folders(omni, video_dir, tmp_path):
-    inside = clip_mp4(video_dir, 30)
+    inside = video_dir / "noise.mp4"
+    inside.write_bytes(noise_mp4(30))
     assert ask(omni, {"url": f"file://{inside}"}).usage.prompt_tokens > 30 * 22
     outside = clip_mp4(tmp_path, 30, "elsewhere")
     with pytest.raises(openai.BadRequestError) as refused:
@@ -78,7 +97,7 @@ def test_local_files_only_inside_the_allowed_folders(omni, video_dir, tmp_path):
     (lambda folder: data_url(b"this is a text file, not a video"), "not a video", "invalid_video"),
     (lambda folder: data_url(clip_mp4(folder, 30).read_bytes()[:3000]), "damaged", "invalid_video"),
     (lambda folder: data_url(hours_long_video(10)), "10:00:00 long, over the limit of 10:00", "invalid_video"),
-    (lambda folder: data_url(clip_mp4(folder, 180).read_bytes()), "set max_frames to", "context_length_exceeded"),
+    (lambda folder: data_url(noise_mp4(180)), "set max_frames to", "context_length_exceeded"),
 ])
 def test_bad_videos_get_a_400_naming_the_part(omni, tmp_path, make, words, code):
     with pytest.raises(openai.BadRequestError) as refused:

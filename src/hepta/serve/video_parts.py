@@ -4,19 +4,19 @@ The part is the one vLLM and Qwen's clients send, `{"type": "video_url", "video_
 ...}}`, its URL read as image URLs are (`image_fetch.py`: data URLs, and local files only inside
 the folders the server allows). Sampling defaults to 1 frame per second; `fps` and `max_frames`
 may be given inside `video_url` or for the whole request in `mm_processor_kwargs`, as vLLM takes
-them. Two limits refuse a video before it is decoded: its length against the server's
-`max_seconds` (from the container's header) and its frames against the model's context.
+them. A video longer than the server's `max_seconds` is refused from its container's header, before
+it is decoded; after sampling, only the frames that show something new are kept
+(`video_span.changes_only`), and a video whose kept frames do not fit the model's context is refused.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from hepta.modality.chat import VideoCodes, video_vocab
 from hepta.modality.codec import ImageCodec
 from hepta.modality.image_io import ImageInputError
-from hepta.modality.video_io import MAX_VIDEO_SECONDS, VideoInputError, decode_video, video_duration
+from hepta.modality.video_io import MAX_VIDEO_SECONDS, VideoInputError, decode_video
 from hepta.serve.errors import APIError
 from hepta.serve.image_fetch import ImageAccess
 
@@ -56,28 +56,27 @@ async def read_video(source: VideoSource, access: ImageAccess) -> bytes:
 
 def video_part(source: VideoSource, data: bytes, codec: ImageCodec, tokenizer, max_len: int,
                max_seconds: float = MAX_VIDEO_SECONDS) -> VideoCodes:
-    """A video file -> its sampled frames as codes (blocking: run it on a worker thread)."""
+    """A video file -> its sampled frames as codes, those that repeat the last one left out
+    (blocking: run it on a worker thread)."""
     try:
-        duration = video_duration(data)
-        if duration is not None and duration <= max_seconds:
-            _check_fits(source, duration, codec, tokenizer, max_len)
         video = decode_video(data, image_size=codec.image_size, channels=codec.channels, fps=source.fps,
                              max_frames=source.max_frames, max_seconds=max_seconds)
     except VideoInputError as e:
         raise APIError(400, str(e), param=source.param, code="invalid_video") from e
-    return codec.video(video.pixels, video.times)
+    part = codec.video(video.pixels, video.times)
+    _check_fits(source, part, len(video.times), codec, tokenizer, max_len)
+    return part
 
 
-def _check_fits(source: VideoSource, duration: float, codec: ImageCodec, tokenizer, max_len: int) -> None:
-    """Refuse, before decoding, a video whose frames alone would fill the model's context."""
+def _check_fits(source: VideoSource, part: VideoCodes, sampled: int, codec: ImageCodec, tokenizer,
+                max_len: int) -> None:
+    """Refuse a video whose kept frames alone would fill the model's context."""
     vocab = video_vocab(tokenizer, codec.vocab.grid)
-    per_frame = vocab.frame_length(tokenizer.encode, duration)
-    frames = max(1, math.ceil(duration * source.fps))
-    if source.max_frames is not None:
-        frames = min(frames, source.max_frames)
-    if vocab.span_length(tokenizer.encode, frames, duration) >= max_len:
+    length = len(vocab.span_ids(part.frames, part.times, tokenizer.encode))
+    if length >= max_len:
+        per_frame = vocab.frame_length(tokenizer.encode, part.times[-1])
         fit = max(1, (max_len - 64) // per_frame)
-        raise APIError(400, f"the video's {frames} frames ({duration:.0f} s at {source.fps:g} per second, about "
-                       f"{per_frame} tokens each) do not fit this model's context of {max_len} tokens; set "
-                       f"max_frames to {fit} or less, or lower fps", param=source.param,
+        raise APIError(400, f"the video's {len(part.times)} frames that show something new (of {sampled} sampled at "
+                       f"{source.fps:g} per second, about {per_frame} tokens each) do not fit this model's context of "
+                       f"{max_len} tokens; set max_frames to {fit} or less, or lower fps", param=source.param,
                        code="context_length_exceeded")

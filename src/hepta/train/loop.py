@@ -345,7 +345,8 @@ class Trainer:
             x, y = sample_chat_batch(self.chat, args.chat_batch_size, generator, shard=shard)
             yield "chat", (x.to(self.device), y.to(self.device))
         if self.video is not None:  # clips as long as a step's other rows together
-            x, y = self.video.batch(batch_generator(args.seed, self.step, 2 * args.grad_accum + micro), shard=shard)
+            x, y = self.video.batch(batch_generator(args.seed, self.step, 2 * args.grad_accum + micro), shard=shard,
+                                    progress=self.step / args.steps)
             yield "video", (x.to(self.device), y.to(self.device))
 
     def _autocast(self):

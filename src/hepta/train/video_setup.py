@@ -1,9 +1,11 @@
 """The video side of a run: clips planned afresh every step from the training digits, each sampled
-frame read through the run's image tokenizer, and several questions asked about each clip.
+frame read through the run's image tokenizer, and one question asked about each clip.
 
-A step's clips all have one length, drawn anew each step (log-uniformly), and as many of them as
-fill about `tokens_per_step` tokens with their questions: one 3-minute clip or some twenty
-6-second ones, with almost no padding. A
+A step's clips all have one length, drawn anew each step (log-uniformly, under a bound that grows
+over the run: `VideoRecipe.first_longest`), and as many of them as fill about `tokens_per_step`
+tokens with their questions. Only the frames that show something new are kept
+(`video_span.changes_only`), so a clip costs its scenes, not its seconds. One question a clip: a
+second question could be answered from the first one's answer rather than from the frames. A
 clip's frames are looked up from codes of every training scan computed once, so a step's video
 costs its forward and backward pass and nothing else. The clips of a step depend only on
 (seed, step), like the text batches, so resuming needs no saved data position.
@@ -20,6 +22,7 @@ from hepta.errors import HeptaError
 from hepta.modality import digits, video_data
 from hepta.modality.chat import Turn, VideoCodes, encode_chat, video_vocab
 from hepta.modality.codec import ImageCodec
+from hepta.modality.video_span import changes_only
 from hepta.tokenizer import Tokenizer
 from hepta.train.conversations import pad_rows
 from hepta.train.recipes import VideoRecipe
@@ -34,15 +37,17 @@ class VideoData:
     codes_by_source: dict[int, torch.Tensor]  # each training scan's code grid [g, g]
     blank: torch.Tensor  # the empty screen's code grid
     with_time: bool = True  # False: frames without timestamps (the ablation of the time stamps)
+    all_frames: bool = False  # True: repeated frames kept too (the ablation of keeping changes only)
 
     @classmethod
     def build(cls, recipe: VideoRecipe, codec: ImageCodec, tokenizer: Tokenizer, max_seq_len: int,
-              with_time: bool = True) -> "VideoData":
+              with_time: bool = True, all_frames: bool = False) -> "VideoData":
         scans = digits.load_digits_split("train")
         codes = codec.codes(scans.images)
         blank = codec.codes(np.zeros((1, codec.channels, codec.image_size, codec.image_size), np.float32))[0]
-        data = cls(recipe, tokenizer, codec, scans, dict(zip(scans.indices.tolist(), codes)), blank, with_time)
-        longest = data.tokens_per_clip(recipe.seconds[1]) + 30 * recipe.questions_per_clip
+        data = cls(recipe, tokenizer, codec, scans, dict(zip(scans.indices.tolist(), codes)), blank, with_time,
+                   all_frames)
+        longest = data.tokens_per_clip(recipe.seconds[1]) + 60  # every frame kept, and the longest answer
         if longest > max_seq_len:
             raise HeptaError(f"a {recipe.seconds[1]}-second training clip takes about {longest} tokens, more than the "
                              f"model's context of {max_seq_len}; raise max_seq_len")
@@ -51,9 +56,11 @@ class VideoData:
     @property
     def source(self) -> str:
         low, high = self.recipe.seconds
-        return (f"video: {low}-{high} s clips of the training digits at {self.recipe.fps:g} frame/s, "
-                f"{self.recipe.questions_per_clip} questions each, about {self.recipe.tokens_per_step:,} tokens a step"
-                + ("" if self.with_time else ", without timestamps"))
+        kinds = ", ".join(f"{kind} {weight:g}" for kind, weight in self.recipe.kinds)
+        return (f"video: {low}-{high} s clips of the training digits at {self.recipe.fps:g} frame/s (at most "
+                f"{self.recipe.first_longest} s at first), one question each ({kinds}), about "
+                f"{self.recipe.tokens_per_step:,} tokens a step"
+                + ("" if self.with_time else ", without timestamps") + (", all frames" if self.all_frames else ""))
 
     def tokens_per_clip(self, seconds: float) -> int:
         vocab = video_vocab(self.tokenizer, self.codec.vocab.grid)
@@ -61,35 +68,43 @@ class VideoData:
         return vocab.span_length(self.tokenizer.encode, frames, seconds, self.with_time)
 
     def clip_turns(self, clip: video_data.Clip, rng: np.random.Generator) -> list[Turn]:
-        """The clip's frames and its questions, answered: one of each kind (and the timeline, with
-        the recipe's `timeline`), then kinds at random."""
+        """The clip's frames and one question about them, of a kind drawn by the recipe's weights, answered."""
         sources, times = video_data.sources_on_screen(clip, self.recipe.fps)
         frames = torch.stack([self.blank if s is None else self.codes_by_source[s] for s in sources])
-        kinds = list(video_data.QUESTION_KINDS)
-        if self.recipe.timeline:
-            kinds.append(video_data.TIMELINE)
-        kinds += list(rng.choice(kinds, size=max(0, self.recipe.questions_per_clip - len(kinds))))
-        questions = {}
-        for kind in rng.permutation(kinds):
-            q = video_data.question(str(kind), clip, rng, self.recipe.fps)
-            questions.setdefault(q.question, q)  # "how many" asked twice is one question
-        return video_data.question_turns(VideoCodes(frames, times, self.with_time), list(questions.values()))
+        if not self.all_frames:
+            frames, times = changes_only(frames, times)
+        kinds, weights = zip(*self.recipe.kinds)
+        kind = str(rng.choice(kinds, p=np.asarray(weights) / sum(weights)))
+        q = video_data.question(kind, clip, rng, self.recipe.fps)
+        return video_data.question_turns(VideoCodes(frames, times, self.with_time), [q])
 
-    def batch(self, generator: torch.Generator, shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets [B, T] of this rank's clips of the step `generator` belongs to."""
+    def longest(self, progress: float) -> float:
+        """The longest clip at `progress` (0 to 1) of the run: `first_longest` seconds, growing
+        log-linearly to the recipe's longest by `ramp` of the run."""
+        low, high = self.recipe.first_longest, self.recipe.seconds[1]
+        return low * (high / low) ** min(1.0, progress / self.recipe.ramp)
+
+    def step_seconds(self, rng: np.random.Generator, progress: float) -> int:
+        """One clip length for a step: log-uniform between the shortest and the longest at `progress`,
+        so short clips, where reading the frames pays off soonest, stay frequent."""
+        low, high = self.recipe.seconds[0], self.longest(progress)
+        return int(round(np.exp(rng.uniform(np.log(low), np.log(max(low, high))))))
+
+    def batch(self, generator: torch.Generator, shard: tuple[int, int] = (0, 1),
+              progress: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets [B, T] of this rank's clips of the step `generator` belongs to, at
+        `progress` (0 to 1) of the run."""
         index, count = shard
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        # log-uniform: as many steps of 5-10 s clips as of 1.5-3 min ones, so the short clips where
-        # looking at the frames pays off soonest come often, and their many questions with them
-        low, high = self.recipe.seconds
-        seconds = int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
-        # clips until their conversations, questions included, fill the step (every rank as many)
-        conversations, total = [], 0
-        while total < self.recipe.tokens_per_step or len(conversations) % count:
+        seconds = self.step_seconds(rng, progress)
+        # clips until their rows, padded to the longest, fill the step (every rank as many): a clip
+        # keeps as many frames as it has scenes, so rows of one length of clip still differ
+        conversations, longest = [], 0
+        while longest * len(conversations) < self.recipe.tokens_per_step or len(conversations) % count:
             clip = video_data.plan_clip(rng, seconds, self.scans)
             conversations.append(encode_chat(self.clip_turns(clip, rng), self.tokenizer, self.codec.vocab,
                                              add_generation_prompt=False))
-            total += len(conversations[-1][0])
+            longest = max(longest, len(conversations[-1][0]))
         share = len(conversations) // count
         ids, targets, _ = pad_rows(conversations[index * share:(index + 1) * share],
                                    self.tokenizer.special_ids["<|pad|>"])

@@ -327,11 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("convert", help="Hugging Face folder (mixtral, olmoe, qwen2_moe, deepseek_v3) <-> hepta folder")
+    p = sub.add_parser("convert", help="Hugging Face folder (mixtral, olmoe, qwen2_moe, qwen3_moe, deepseek_v3) <-> hepta folder")
     p.add_argument("--from", dest="source", required=True, help="source model folder; its config.json decides the direction")
     p.add_argument("--to", dest="target", required=True, help="output folder (new or empty)")
     p.add_argument("--to-type", metavar="TYPE",
-                   help="Hugging Face type for a hepta source: mixtral, olmoe, qwen2_moe or deepseek_v3 "
+                   help="Hugging Face type for a hepta source: mixtral, olmoe, qwen2_moe, qwen3_moe or deepseek_v3 "
                         "(default: inferred from its architecture)")
     p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
     p.set_defaults(func=cmd_convert)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (MixtralConfig, MixtralForCausalLM, OlmoeConfig, OlmoeForCausalLM, Qwen2MoeConfig,
-                          Qwen2MoeForCausalLM)
+                          Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
 
 import hepta
 from helpers import greedy_pair, max_logit_difference, random_ids
@@ -36,6 +36,14 @@ CASES = {
     "qwen2_moe-step-2-normed": (Qwen2MoeConfig, Qwen2MoeForCausalLM, dict(
         intermediate_size=56, moe_intermediate_size=24, shared_expert_intermediate_size=64, num_experts=8,
         num_experts_per_tok=4, num_hidden_layers=4, decoder_sparse_step=2, norm_topk_prob=True)),
+    # head_dim 32 with 4 heads of a 64-wide model: q_proj is 128 wide, so head_dim is never dim // heads
+    "qwen3_moe-head-dim-32-normed": (Qwen3MoeConfig, Qwen3MoeForCausalLM, dict(
+        intermediate_size=48, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2, head_dim=32,
+        norm_topk_prob=True)),
+    # 2 x moe_intermediate_size == hidden_size: the fused gate_up's orientation cannot be told from shapes
+    "qwen3_moe-dense-layer-0-square": (Qwen3MoeConfig, Qwen3MoeForCausalLM, dict(
+        intermediate_size=40, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=3, num_hidden_layers=3,
+        mlp_only_layers=[0], norm_topk_prob=False)),
 }
 
 
@@ -63,6 +71,31 @@ def test_32_greedy_tokens_match_transformers_generate(pair):
     hf, ours, _ = pair
     expected, got, cache = greedy_pair(hf, ours, random_ids(160, 1, 5, seed=1), num_tokens=32)
     assert got == expected
+
+
+def test_32_greedy_tokens_through_the_engine_match_transformers_generate(pair):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from hepta.infer.engine import Engine, EngineConfig, generate_many
+    from hepta.infer.request import Request
+    from hepta.infer.sampling import SamplingParams
+    from hepta.loading import load_tokenizer
+
+    hf, ours, folder = pair
+    words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(160)}, unk_token="w0"))
+    PreTrainedTokenizerFast(tokenizer_object=words, eos_token="w159").save_pretrained(folder)
+    prompts = [random_ids(160, 1, length, seed=length) for length in (5, 9)]
+    with torch.no_grad():  # the end token is never chosen on either side, so both write all 32
+        expected = [hf.generate(p, max_new_tokens=32, do_sample=False, suppress_tokens=[159])[0, p.shape[1]:].tolist()
+                    for p in prompts]
+    engine = Engine(ours, load_tokenizer(folder), EngineConfig(max_num_seqs=2)).start()
+    try:  # both in one batch
+        got = generate_many(engine, [Request(p[0].tolist(), 32, SamplingParams(temperature=0.0),
+                                             logit_bias={159: -100.0}) for p in prompts])
+    finally:
+        engine.stop()
+    assert [choices[0].token_ids for choices in got] == expected
 
 
 def test_unsupported_type_and_features_are_named(tmp_path):

@@ -4,18 +4,27 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 
-def test_loading_a_few_hundred_mb_checkpoint_never_holds_the_weights_twice(tmp_path):
+
+CONFIGS = {  # ~400 MB of fp32 weights each
+    "Mixtral": "intermediate_size=2048, num_local_experts=8",
+    "Qwen3Moe": "intermediate_size=2048, moe_intermediate_size=2048, num_experts=8",
+}
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_loading_a_few_hundred_mb_checkpoint_never_holds_the_weights_twice(tmp_path, kind):
     folder = tmp_path / "big"
-    # ~400 MB of fp32 weights in one safetensors file, written by transformers in its own process
+    # one safetensors file, written by transformers in its own process
     subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         import torch
-        from transformers import MixtralConfig, MixtralForCausalLM
-        cfg = MixtralConfig(vocab_size=1024, hidden_size=512, intermediate_size=2048, num_hidden_layers=4,
-                            num_attention_heads=8, num_key_value_heads=4, num_local_experts=8,
-                            num_experts_per_tok=2, pad_token_id=None, eos_token_id=None, bos_token_id=None)
+        from transformers import {kind}Config, {kind}ForCausalLM
+        cfg = {kind}Config(vocab_size=1024, hidden_size=512, num_hidden_layers=4, num_attention_heads=8,
+                           num_key_value_heads=4, num_experts_per_tok=2, pad_token_id=None, eos_token_id=None,
+                           bos_token_id=None, {CONFIGS[kind]})
         with torch.device("meta"):
-            model = MixtralForCausalLM(cfg)
+            model = {kind}ForCausalLM(cfg)
         model = model.to_empty(device="cpu")
         for p in model.parameters():
             p.data.normal_(std=0.02)

@@ -23,7 +23,8 @@ from test_hf_deepseek import save_hf as save_deepseek
 
 # the loader's cases, plus a Mixtral with its own head_dim, tied embeddings and another rope theta
 CASES = {name: LOAD_CASES[name] for name in ("mixtral-4e-top2", "olmoe-8e-top2", "olmoe-6e-top3-normed",
-                                             "qwen2_moe-dense-layer-1", "qwen2_moe-step-2-normed")}
+                                             "qwen2_moe-dense-layer-1", "qwen2_moe-step-2-normed",
+                                             "qwen3_moe-head-dim-32-normed", "qwen3_moe-dense-layer-0-square")}
 CASES["mixtral-8e-top3-theta-hd"] = (MixtralConfig, MixtralForCausalLM, dict(
     intermediate_size=32, num_local_experts=8, num_experts_per_tok=3, num_hidden_layers=3, head_dim=8,
     tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 5e5}))
@@ -40,6 +41,8 @@ HEPTA_TARGETS = {
     "qwen2_moe": {"attention.qk_norm": False, "attention.qkv_bias": True, "moe.num_shared_experts": 1,
                   "moe.shared_expert_hidden_dim": 48, "moe.shared_expert_gate": True, "moe.num_dense_layers": 1,
                   "moe.dense_hidden_dim": 80, "num_layers": 3},
+    "qwen3_moe": {"attention.qk_norm": True, "attention.qk_norm_per_head": True, "router.norm_topk_prob": True,
+                  "moe.dense_layers": (1,), "moe.dense_hidden_dim": 48, "num_layers": 3, "attention.head_dim": 24},
 }
 
 
@@ -83,7 +86,7 @@ def test_hepta_model_opens_in_transformers_with_its_logits(target, tmp_path):
     assert not (tmp_path / "hf" / "model.safetensors").exists()
     hf = from_pretrained(tmp_path / "hf")
     assert type(hf).__name__ == {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM",
-                                 "qwen2_moe": "Qwen2MoeForCausalLM"}[target]
+                                 "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}[target]
     assert (logits(hf) - logits(model)).abs().max().item() <= 1e-4
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary folder left beside it
 
@@ -112,6 +115,10 @@ def test_type_is_inferred_from_the_qk_norm(tmp_path):
     ("olmoe", {"attention.qk_norm": True, "attention.qk_norm_per_head": True}, "attention.qk_norm_per_head"),
     ("olmoe", {"attention.qk_norm": False}, "attention.qk_norm"),
     ("olmoe", {"attention.head_dim": 8}, "attention.head_dim"),
+    ("qwen3_moe", {"attention.qk_norm_per_head": False}, "attention.qk_norm_per_head"),
+    ("qwen3_moe", {"moe.num_shared_experts": 1}, "moe.num_shared_experts"),
+    ("qwen3_moe", {"attention.qkv_bias": True}, "attention.qkv_bias"),
+    ("qwen3_moe", {"router.scoring": "sigmoid"}, "router.scoring"),
 ])
 def test_unrepresentable_configs_are_refused_by_name(target, change, field, tmp_path):
     cfg = config(HEPTA, HEPTA_TARGETS[target], change)
@@ -132,10 +139,12 @@ def test_a_field_the_writer_does_not_know_is_refused_unless_default(tmp_path, mo
         save_hf(model, tmp_path / "out")
 
 
-def test_per_head_qk_norm_has_no_inferred_target_and_expert_bias_is_refused(tmp_path):
+def test_an_ungated_shared_expert_has_no_inferred_target_and_expert_bias_is_refused(tmp_path):
+    # hepta's own presets: QK-norm per head (qwen3_moe) but a shared expert without a gate, which it lacks
     with torch.device("meta"):
-        model = hepta.build_model(config(HEPTA, {"attention.qk_norm": True, "attention.qk_norm_per_head": True}))
-    with pytest.raises(HeptaError, match="attention.qk_norm_per_head=True"):
+        model = hepta.build_model(config(HEPTA, {"attention.qk_norm": True, "attention.qk_norm_per_head": True,
+                                                 "moe.num_shared_experts": 1}))
+    with pytest.raises(HeptaError, match="moe.num_shared_experts=1 cannot be written as qwen3_moe"):
         save_hf(model, tmp_path / "out")
     model = hepta.build_model(config(HEPTA, HEPTA_TARGETS["mixtral"]), seed=0)
     model.moe_layers()[1].router.expert_bias[2] = 0.5

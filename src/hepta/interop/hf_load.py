@@ -1,4 +1,4 @@
-"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE, Qwen2-MoE, DeepSeek-V3) as hepta models.
+"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3) as hepta models.
 
 The folder's config.json is mapped onto one `ModelConfig`; weights stream shard by shard
 into a model whose parameters were allocated once, each tensor copied into place and then
@@ -25,7 +25,7 @@ from hepta.errors import HeptaError
 from hepta.model import Transformer
 from hepta.model.mla import deinterleave_rope_rows
 
-SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe", "deepseek_v3")
+SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v3")
 
 
 def _rope(hf: dict) -> dict:
@@ -118,6 +118,19 @@ def _config_from_hf(hf: dict) -> ModelConfig:
             "moe.num_shared_experts": 1 if shared else 0, "moe.shared_expert_hidden_dim": shared or None,
             "moe.shared_expert_gate": bool(shared), "moe.dense_hidden_dim": hf["intermediate_size"],
             "moe.layer_step": hf.get("decoder_sparse_step", 1),
+            "moe.dense_layers": tuple(hf.get("mlp_only_layers") or ())})
+    if model_type == "qwen3_moe":
+        if hf.get("attention_bias"):
+            raise HeptaError("attention_bias=true is not supported for qwen3_moe (it puts a bias on o_proj too); "
+                             "released Qwen3-MoE checkpoints have none")
+        # QK-norm per head over head_dim, no shared expert; dense layers as Qwen2-MoE places them
+        return ModelConfig().with_changes({
+            **common, "moe.expert_hidden_dim": hf["moe_intermediate_size"],
+            "attention.qk_norm": True, "attention.qk_norm_per_head": True,
+            # released configs say num_experts; transformers 5 writes it as num_local_experts
+            "moe.num_experts": hf["num_experts" if "num_experts" in hf else "num_local_experts"],
+            "router.norm_topk_prob": bool(hf.get("norm_topk_prob", False)),
+            "moe.dense_hidden_dim": hf["intermediate_size"], "moe.layer_step": hf.get("decoder_sparse_step", 1),
             "moe.dense_layers": tuple(hf.get("mlp_only_layers") or ())})
     return ModelConfig().with_changes({**common, "attention.qk_norm": True, "attention.qk_norm_per_head": False,
                                        "moe.num_experts": hf["num_experts"],

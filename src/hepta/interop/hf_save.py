@@ -1,4 +1,5 @@
-"""Write hepta models as Hugging Face folders (Mixtral, OLMoE, Qwen2-MoE, DeepSeek-V3) that transformers opens.
+"""Write hepta models as Hugging Face folders (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3) that transformers
+opens.
 
 Dims: E experts, F expert hidden dim, D model dim.
 
@@ -39,14 +40,15 @@ from hepta.fileio import fsync_dir
 from hepta.model import Transformer
 from hepta.model.mla import deinterleave_rope_rows
 
-TARGET_TYPES = ("mixtral", "olmoe", "qwen2_moe", "deepseek_v3")
+TARGET_TYPES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v3")
 
 _ARCHITECTURES = {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM",
+                  "qwen3_moe": "Qwen3MoeForCausalLM",
                   "deepseek_v3": "DeepseekV3ForCausalLM"}
-_MOE = {"mixtral": "block_sparse_moe", "olmoe": "mlp", "qwen2_moe": "mlp", "deepseek_v3": "mlp"}
+_MOE = {"mixtral": "block_sparse_moe", "olmoe": "mlp", "qwen2_moe": "mlp", "qwen3_moe": "mlp", "deepseek_v3": "mlp"}
 _SWIGLU_NAMES = ("gate_proj", "up_proj", "down_proj")
 _EXPERT_NAMES = {"mixtral": ("w1", "w3", "w2"), "olmoe": _SWIGLU_NAMES, "qwen2_moe": _SWIGLU_NAMES,
-                 "deepseek_v3": _SWIGLU_NAMES}  # gate, up, down
+                 "qwen3_moe": _SWIGLU_NAMES, "deepseek_v3": _SWIGLU_NAMES}  # gate, up, down
 _MLA_PROJS = ("q_a_proj", "q_a_layernorm", "q_b_proj", "q_proj", "kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj",
               "o_proj")
 
@@ -73,17 +75,14 @@ _CHECKED_FIELDS = {
 
 def infer_type(cfg: ModelConfig) -> str:
     """deepseek_v3 for latent attention, qwen2_moe for a gated shared expert, olmoe for one QK-norm over all
-    heads, mixtral for none."""
+    heads, qwen3_moe for a QK-norm per head, mixtral for none."""
     if cfg.attention.kind == "mla":
         return "deepseek_v3"
     if cfg.moe.shared_expert_gate:
         return "qwen2_moe"
     if not cfg.attention.qk_norm:
         return "mixtral"
-    if not cfg.attention.qk_norm_per_head:
-        return "olmoe"
-    raise HeptaError("attention.qk_norm_per_head=True (one QK-norm per head) has no Hugging Face target hepta "
-                     "writes; mixtral has no QK-norm and olmoe norms all heads at once (qk_norm_per_head=False)")
+    return "qwen3_moe" if cfg.attention.qk_norm_per_head else "olmoe"
 
 
 def check_representable(cfg: ModelConfig, model_type: str) -> None:
@@ -111,6 +110,14 @@ def check_representable(cfg: ModelConfig, model_type: str) -> None:
                    "True with a shared expert (shared_expert_hidden_dim or num_shared_experts)")
         if cfg.attention.qk_norm:
             refuse("attention.qk_norm", "False (no QK-norm)")
+    elif model_type == "qwen3_moe":
+        # dense layers and sparse steps map onto the same fields as Qwen2-MoE; no shared expert, no bias
+        if not (cfg.attention.qk_norm and cfg.attention.qk_norm_per_head):
+            refuse("attention.qk_norm_per_head", "True with qk_norm=True (a QK-norm per head)")
+        if cfg.moe.num_shared_experts or cfg.moe.shared_hidden_dim:
+            refuse("moe.num_shared_experts", "0 (routed experts only)")
+        if cfg.attention.qkv_bias:
+            refuse("attention.qkv_bias", "False (no attention biases)")
     else:
         for field, every_layer_moe in (("moe.num_dense_layers", 0), ("moe.dense_layers", ()), ("moe.layer_step", 1)):
             if cfg.get(field) != every_layer_moe:
@@ -221,6 +228,13 @@ def hf_config(cfg: ModelConfig, model_type: str, dtype: torch.dtype = torch.floa
                   norm_topk_prob=cfg.router.norm_topk_prob, qkv_bias=cfg.attention.qkv_bias,
                   decoder_sparse_step=cfg.moe.layer_step, mlp_only_layers=dense, use_sliding_window=False,
                   sliding_window=None)
+    elif model_type == "qwen3_moe":
+        dense = sorted(set(range(cfg.moe.num_dense_layers)) | set(cfg.moe.dense_layers))
+        hf.update(head_dim=cfg.attention.head_dim, intermediate_size=cfg.moe.dense_hidden_dim,
+                  moe_intermediate_size=cfg.moe.expert_hidden_dim, num_experts=cfg.moe.num_experts,
+                  norm_topk_prob=cfg.router.norm_topk_prob, attention_bias=False,
+                  decoder_sparse_step=cfg.moe.layer_step, mlp_only_layers=dense, use_sliding_window=False,
+                  sliding_window=None)
     elif model_type == "deepseek_v3":
         a, moe, router = cfg.attention, cfg.moe, cfg.router
         hf.update(intermediate_size=moe.dense_hidden_dim, moe_intermediate_size=moe.expert_hidden_dim,
@@ -273,7 +287,7 @@ def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.T
             plan += [(prefix + "self_attn.q_norm.weight", attn.q_norm.weight),
                      (prefix + "self_attn.k_norm.weight", attn.k_norm.weight)]
         moe = prefix + _MOE[model_type] + "."
-        if not cfg.is_moe_layer(i):  # a dense layer (only Qwen2-MoE writes these)
+        if not cfg.is_moe_layer(i):  # a dense layer (Qwen2-MoE and Qwen3-MoE write these)
             plan += _swiglu_plan(moe, layer.ffn)
             continue
         plan.append((moe + "gate.weight", layer.ffn.router.weight))

@@ -221,6 +221,13 @@ def cmd_convert(args: argparse.Namespace) -> None:
         if model_type == "hepta":
             save_hf(model, tmp, model_type=args.to_type)
             out_type = args.to_type or json.loads((tmp / "config.json").read_text(encoding="utf-8"))["model_type"]
+            if (src / "tokenizer.json").is_file() and not (src / "tokenizer_config.json").is_file():
+                # hepta's own tokenizer: say what ends a text, what pads and how a chat is written, for
+                # transformers and the servers that read the folder
+                from hepta.interop.hf_tokenizer_export import write_tokenizer_files
+                from hepta.tokenizer import Tokenizer
+
+                write_tokenizer_files(Tokenizer.load(src), tmp, model.config.max_seq_len)
         else:
             checkpoint.save_model(model, tmp)
             out_type = "hepta"

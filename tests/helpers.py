@@ -33,8 +33,9 @@ def make_corpus(folder: Path) -> Path:
     return folder
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hepta", *args], capture_output=True, text=True, timeout=timeout)
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hepta", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
 
 
 def random_ids(vocab_size: int, batch: int, seq_len: int, seed: int):

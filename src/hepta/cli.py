@@ -126,6 +126,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from hepta.infer.sampling import SamplingParams
     from hepta.loading import load, load_tokenizer
 
+    from hepta.interop.hub import model_folder
+
+    args.model = str(model_folder(args.model, args.revision))
     model = load(args.model, allow_pickle=args.allow_pickle)
     tokenizer = load_tokenizer(args.model)
     sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
@@ -196,8 +199,12 @@ def cmd_convert(args: argparse.Namespace) -> None:
     from hepta import checkpoint
     from hepta.interop.hf_save import TARGET_TYPES
     from hepta.interop.hf_save import save_hf
+    from hepta.interop.hub import model_folder
 
-    src, dst = Path(args.source), Path(args.target)
+    dst = Path(args.target)
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):  # before anything is downloaded
+        raise HeptaError(f"--to {dst} exists and is not empty; choose a new or empty folder")
+    src = model_folder(args.source, args.revision)
     config = src / "config.json"
     if not config.is_file():
         raise HeptaError(f"--from {src} is not a model folder (no config.json); pass a hepta or Hugging Face model folder")
@@ -205,8 +212,6 @@ def cmd_convert(args: argparse.Namespace) -> None:
         model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type", "hepta")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
         raise HeptaError(f"{config} is not a valid JSON object ({e}); restore it") from e
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise HeptaError(f"--to {dst} exists and is not empty; choose a new or empty folder")
     if model_type != "hepta" and args.to_type:
         raise HeptaError(f"--to-type applies to hepta sources only; a {model_type!r} folder converts to hepta, drop it")
     if args.to_type and args.to_type not in TARGET_TYPES:
@@ -314,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="continue a prompt with a trained model")
-    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--model", required=True, help="model folder, or a Hugging Face Hub id")
+    p.add_argument("--revision", help="branch, tag or commit of a Hub id (default: main)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
@@ -335,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("convert", help="Hugging Face folder (mixtral, olmoe, qwen2_moe, qwen3_moe, deepseek_v3) <-> hepta folder")
-    p.add_argument("--from", dest="source", required=True, help="source model folder; its config.json decides the direction")
+    p.add_argument("--from", dest="source", required=True, help="source model folder or Hugging Face Hub id; its "
+                   "config.json decides the direction")
+    p.add_argument("--revision", help="branch, tag or commit of a Hub id given to --from (default: main)")
     p.add_argument("--to", dest="target", required=True, help="output folder (new or empty)")
     p.add_argument("--to-type", metavar="TYPE",
                    help="Hugging Face type for a hepta source: mixtral, olmoe, qwen2_moe, qwen3_moe or deepseek_v3 "

@@ -15,9 +15,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def cmd_serve(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    if not (Path(args.model) / "config.json").is_file():
-        raise HeptaError(f"--model {args.model} is not a model folder (no config.json); pass a folder from "
-                         "`hepta train` or `hepta convert`, or a supported Hugging Face folder")
     if args.api_keys is None and args.host not in LOOPBACK:
         raise HeptaError(f"--host {args.host} would open the API to the network without keys; add "
                          "--api-keys FILE (create keys with `hepta keys add NAME`) or serve on 127.0.0.1")
@@ -29,6 +26,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise HeptaError(f"--allow-image-dir {folder} is not a folder; pass an existing folder of images")
     if args.live_db is not None and not Path(args.live_db).is_file():
         raise HeptaError(f"--live-db {args.live_db} does not exist; fill one with `hepta live ingest --db PATH`")
+    from hepta.interop.hub import is_hub_id, model_folder
+
+    if is_hub_id(args.model):  # served under its id, as vLLM does
+        args.name = args.name or args.model
+    args.model = str(model_folder(args.model, args.revision))
+    if not (Path(args.model) / "config.json").is_file():
+        raise HeptaError(f"--model {args.model} is not a model folder (no config.json); pass a folder from "
+                         "`hepta train` or `hepta convert`, a supported Hugging Face folder or a Hub id")
     from hepta.infer.engine import EngineConfig
     from hepta.serve.app import ServeConfig, create_app
     from hepta.serve.runner import serve_forever
@@ -50,7 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="serve a model behind an OpenAI/xAI-compatible API")
-    p.add_argument("--model", required=True, help="model folder (hepta or a supported Hugging Face folder)")
+    p.add_argument("--model", required=True, help="model folder (hepta or a supported Hugging Face folder) or a "
+                   "Hugging Face Hub id such as Qwen/Qwen3-30B-A3B")
+    p.add_argument("--revision", help="branch, tag or commit of a Hub id (default: main)")
     p.add_argument("--name", help="model id clients pass as `model` (default: the folder's name)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)

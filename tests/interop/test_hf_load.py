@@ -73,7 +73,7 @@ def test_32_greedy_tokens_match_transformers_generate(pair):
     assert got == expected
 
 
-def test_32_greedy_tokens_through_the_engine_match_transformers_generate(pair):
+def test_eight_requests_batched_in_the_engine_each_write_transformers_greedy_tokens(pair):
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
@@ -85,12 +85,12 @@ def test_32_greedy_tokens_through_the_engine_match_transformers_generate(pair):
     hf, ours, folder = pair
     words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(160)}, unk_token="w0"))
     PreTrainedTokenizerFast(tokenizer_object=words, eos_token="w159").save_pretrained(folder)
-    prompts = [random_ids(160, 1, length, seed=length) for length in (5, 9)]
+    prompts = [random_ids(160, 1, length, seed=length) for length in (5, 9, 1, 17, 3, 12, 6, 24)]
     with torch.no_grad():  # the end token is never chosen on either side, so both write all 32
         expected = [hf.generate(p, max_new_tokens=32, do_sample=False, suppress_tokens=[159])[0, p.shape[1]:].tolist()
                     for p in prompts]
-    engine = Engine(ours, load_tokenizer(folder), EngineConfig(max_num_seqs=2)).start()
-    try:  # both in one batch
+    engine = Engine(ours, load_tokenizer(folder), EngineConfig(max_num_seqs=8)).start()
+    try:  # all eight decoded together, each as transformers writes it alone
         got = generate_many(engine, [Request(p[0].tolist(), 32, SamplingParams(temperature=0.0),
                                              logit_bias={159: -100.0}) for p in prompts])
     finally:

@@ -175,3 +175,17 @@ def test_old_format_pickle_weights_load_when_allowed(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     torch.save(state, tmp_path / "pytorch_model.bin", _use_new_zipfile_serialization=False)
     assert max_logit_difference(hf, hepta.load(tmp_path, allow_pickle=True), random_ids(160, 2, 5, seed=0)) <= 1e-4
+
+
+def test_fused_experts_as_transformers_holds_them_load_even_when_the_shape_is_square(tmp_path):
+    # transformers 5 keeps a layer's experts fused, gate_up_proj [E, 2F, D] (gate rows first); a folder
+    # written from that state dict as it is must load the same. Here 2F == D, so the orientation can
+    # only come from the type, never from the shape.
+    folder = tmp_path / "fused"
+    hf = save_hf("qwen3_moe-dense-layer-0-square", folder)
+    state = hf.state_dict()
+    fused = state["model.layers.1.mlp.experts.gate_up_proj"]
+    assert fused.shape[1] == fused.shape[2] == 64
+    (folder / "model.safetensors").unlink()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    assert max_logit_difference(hf, hepta.load(folder), random_ids(160, 2, 9, seed=4)) <= 1e-4

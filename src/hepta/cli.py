@@ -204,7 +204,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
     dst = Path(args.target)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):  # before anything is downloaded
         raise HeptaError(f"--to {dst} exists and is not empty; choose a new or empty folder")
-    src = model_folder(args.source, args.revision)
+    src = model_folder(args.source, args.revision, flag="--from")
     config = src / "config.json"
     if not config.is_file():
         raise HeptaError(f"--from {src} is not a model folder (no config.json); pass a hepta or Hugging Face model folder")

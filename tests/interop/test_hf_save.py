@@ -209,6 +209,9 @@ def test_convert_both_directions(tmp_path):
 
 def test_convert_errors_are_one_line(tmp_path):
     assert_one_line_error(run_cli("convert", "--from", str(tmp_path / "nope"), "--to", str(tmp_path / "out")),
+                          "--from", "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run_cli("convert", "--from", str(tmp_path / "empty"), "--to", str(tmp_path / "out")),
                           "--from", "config.json")
     model = hepta.build_model(config(HEPTA, HEPTA_TARGETS["olmoe"]), seed=0)
     hepta.save_model(model, tmp_path / "hepta")

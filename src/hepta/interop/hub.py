@@ -28,17 +28,17 @@ def is_hub_id(model: str) -> bool:
     return not Path(model).expanduser().exists() and HUB_ID.fullmatch(model) is not None
 
 
-def model_folder(model: str, revision: str | None = None) -> Path:
-    """The folder `model` names: an existing path as it is, or a Hub id's snapshot (downloaded when
-    it is not in the cache)."""
+def model_folder(model: str, revision: str | None = None, flag: str = "--model") -> Path:
+    """The folder `model` (given as `flag`) names: an existing path as it is, or a Hub id's snapshot
+    (downloaded when it is not in the cache)."""
     path = Path(model).expanduser()
     if path.exists():
         if revision:
             raise HeptaError(f"--revision applies to Hugging Face Hub ids, and {model} is a local folder; drop it")
         return path
     if HUB_ID.fullmatch(model) is None:
-        raise HeptaError(f"{model} is not a model folder: it does not exist, and it is not a Hugging Face Hub id "
-                         "(organisation/name); pass a model folder or an id such as Qwen/Qwen3-30B-A3B")
+        raise HeptaError(f"{flag} {model} is not a model folder: it does not exist, and it is not a Hugging Face "
+                         "Hub id (organisation/name); pass a model folder or an id such as Qwen/Qwen3-30B-A3B")
     return _snapshot(model, revision)
 
 
@@ -62,7 +62,8 @@ def _snapshot(model: str, revision: str | None) -> Path:
     except LocalEntryNotFoundError as e:  # offline, or the Hub could not be reached, and nothing cached
         if constants.HF_HUB_OFFLINE:
             raise HeptaError(f"{model}{at} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
-                             "HF_HUB_OFFLINE is set; download it once with network access, or unset HF_HUB_OFFLINE") from e
+                             "HF_HUB_OFFLINE is set; download it once with network access, or unset "
+                             "HF_HUB_OFFLINE") from e
         raise HeptaError(f"could not reach the Hugging Face Hub ({constants.ENDPOINT}) to download {model}{at}, and "
                          f"it is not in the cache ({constants.HF_HUB_CACHE}); check the network connection, or pass "
                          "a local folder") from e

@@ -33,8 +33,7 @@ import torch
 from hepta.checkpoint import CONFIG_FILE, save_weights
 from hepta.loading import load, load_image_codec, load_tokenizer
 from hepta.modality import video_data
-from hepta.modality.chat import VideoCodes, encode_chat
-from hepta.modality.video_span import changes_only
+from hepta.modality.chat import encode_chat
 from hepta.train.conversations import IGNORE, conversation_loss, pad_rows
 from hepta.train.data import batch_generator
 from hepta.train.recipes import image_recipe
@@ -54,13 +53,9 @@ def copy_model(model: Path, out: Path) -> None:
 
 def first_only(data: VideoData, rng: np.random.Generator, answered: bool = True):
     clip = video_data.plan_clip(rng, int(rng.integers(5, 11)), data.scans)
-    sources, times = video_data.sources_on_screen(clip, data.recipe.fps)
-    frames = torch.stack([data.blank if s is None else data.codes_by_source[s] for s in sources])
-    if not data.all_frames:
-        frames, times = changes_only(frames, times)
     first = clip.appearances[0].digit
     q = video_data.VideoQuestion("order", "Which digit appeared first?", str(first), first)
-    ids = encode_chat(video_data.question_turns(VideoCodes(frames, times, data.with_time), [q], answered),
+    ids = encode_chat(video_data.question_turns(data.clip_frames(clip), [q], answered),
                       data.tokenizer, data.codec.vocab, add_generation_prompt=not answered)
     return ids, first
 
@@ -86,13 +81,10 @@ def answers_right(model, data: VideoData, seconds: int, count: int = 40) -> dict
     with torch.no_grad():
         for _ in range(count):
             clip = video_data.plan_clip(rng, seconds, data.scans)
-            sources, times = video_data.sources_on_screen(clip, data.recipe.fps)
-            frames = torch.stack([data.blank if s is None else data.codes_by_source[s] for s in sources])
-            if not data.all_frames:
-                frames, times = changes_only(frames, times)
+            part = data.clip_frames(clip)
             for kind in (*video_data.QUESTION_KINDS, video_data.TIMELINE):
                 q = video_data.question(kind, clip, rng, data.recipe.fps)
-                ids, answer = encode_chat(video_data.question_turns(VideoCodes(frames, times, data.with_time), [q]),
+                ids, answer = encode_chat(video_data.question_turns(part, [q]),
                                           data.tokenizer, data.codec.vocab, add_generation_prompt=False)
                 x, is_answer = torch.tensor([ids]), torch.tensor(answer[1:])
                 predicted = model(x)[0, :-1].argmax(-1)

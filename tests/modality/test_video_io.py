@@ -10,7 +10,7 @@ import soundfile
 from helpers import hours_long_video
 
 from hepta.modality import video_io
-from hepta.modality.video_io import VideoInputError, decode_video, encode_video, video_duration
+from hepta.modality.video_io import VideoInputError, decode_video, encode_video
 
 
 def _counting_frames(count: int, side: int = 16) -> np.ndarray:
@@ -70,7 +70,6 @@ def test_bad_files_get_one_sentence(make, words):
 
 def test_a_ten_hour_video_is_refused_from_its_header_before_decoding(monkeypatch):
     data = hours_long_video(15)
-    assert video_duration(data) == pytest.approx(15 * 3600)
     monkeypatch.setattr(video_io, "_sample", lambda *args: pytest.fail("frames were decoded"))
     with pytest.raises(VideoInputError, match=r"15:00:00 long, over the limit of 10:00"):
         decode_video(data, image_size=8)

@@ -45,12 +45,6 @@ class SampledVideo:
     fps: float  # the sampling rate used (lower than asked when max_frames capped it)
 
 
-def video_duration(data: bytes) -> float | None:
-    """Seconds of video the container's header announces, or None when it gives none."""
-    with _open(data) as container:
-        return _header_duration(container, _video_stream(container))
-
-
 def decode_video(data: bytes, *, image_size: int, channels: int = 1, fps: float = 1.0,
                  max_frames: int | None = None, max_seconds: float = MAX_VIDEO_SECONDS) -> SampledVideo:
     """Video file bytes -> the frames on screen at 0, 1/fps, 2/fps, ... seconds."""

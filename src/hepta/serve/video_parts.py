@@ -72,8 +72,7 @@ def _check_fits(source: VideoSource, part: VideoCodes, sampled: int, codec: Imag
                 max_len: int) -> None:
     """Refuse a video whose kept frames alone would fill the model's context."""
     vocab = video_vocab(tokenizer, codec.vocab.grid)
-    length = len(vocab.span_ids(part.frames, part.times, tokenizer.encode))
-    if length >= max_len:
+    if vocab.span_length(tokenizer.encode, len(part.times), part.times[-1]) >= max_len:
         per_frame = vocab.frame_length(tokenizer.encode, part.times[-1])
         fit = max(1, (max_len - 64) // per_frame)
         raise APIError(400, f"the video's {len(part.times)} frames that show something new (of {sampled} sampled at "

@@ -31,8 +31,8 @@ class VideoRecipe:
     tokens_per_step: int  # about this many video tokens a step: many clips, each with one question
     kinds: tuple[tuple[str, float], ...]  # the question kinds asked, with how often (one question a clip)
     # a curriculum of length: the longest clip is `first_longest` seconds at the start and grows
-    # log-linearly to seconds[1] by `ramp` of the run; reading a digit off its frame is learned on
-    # clips of 2 or 3 digits and is not learned at all when 9-digit clips come from the start
+    # log-linearly to seconds[1] by `ramp` of the run; where the model does read a digit off its
+    # frame (the first-digit probe of benchmarks/video_finetune.py) the clips hold 2 or 3 digits
     first_longest: int = 10
     ramp: float = 0.5
 
@@ -61,7 +61,8 @@ IMAGE_RECIPES = {
                             audio_tokenizer_steps=1200, recognition_utterances=4000, synthesis_utterances=2000),
         # clips of 5 s to a little over the 3-minute evaluation length, 1 frame a second (~26 tokens
         # each, only the frames that show something new kept). The kinds that read digits off frames
-        # come most often: without them in the majority, no digit is read (counting needs none).
+        # come most often: counting needs none, and with every kind equally often probes learned to
+        # count well before they read any digit (docs/multimodal.md).
         video=VideoRecipe(fps=1.0, seconds=(5, 190), tokens_per_step=2400,
                           kinds=(("order", 3), ("time", 2), ("timeline", 1), ("count", 1), ("at", 1))),
     ),

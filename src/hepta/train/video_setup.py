@@ -67,16 +67,21 @@ class VideoData:
         frames = int(np.ceil(seconds * self.recipe.fps))
         return vocab.span_length(self.tokenizer.encode, frames, seconds, self.with_time)
 
-    def clip_turns(self, clip: video_data.Clip, rng: np.random.Generator) -> list[Turn]:
-        """The clip's frames and one question about them, of a kind drawn by the recipe's weights, answered."""
+    def clip_frames(self, clip: video_data.Clip) -> VideoCodes:
+        """The clip as a video part: its sampled frames' codes (those that show something new, unless
+        `all_frames`) and their times."""
         sources, times = video_data.sources_on_screen(clip, self.recipe.fps)
         frames = torch.stack([self.blank if s is None else self.codes_by_source[s] for s in sources])
         if not self.all_frames:
             frames, times = changes_only(frames, times)
+        return VideoCodes(frames, times, self.with_time)
+
+    def clip_turns(self, clip: video_data.Clip, rng: np.random.Generator) -> list[Turn]:
+        """The clip's frames and one question about them, of a kind drawn by the recipe's weights, answered."""
         kinds, weights = zip(*self.recipe.kinds)
         kind = str(rng.choice(kinds, p=np.asarray(weights) / sum(weights)))
         q = video_data.question(kind, clip, rng, self.recipe.fps)
-        return video_data.question_turns(VideoCodes(frames, times, self.with_time), [q])
+        return video_data.question_turns(self.clip_frames(clip), [q])
 
     def longest(self, progress: float) -> float:
         """The longest clip at `progress` (0 to 1) of the run: `first_longest` seconds, growing

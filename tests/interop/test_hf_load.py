@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import (MixtralConfig, MixtralForCausalLM, OlmoeConfig, OlmoeForCausalLM, Qwen2MoeConfig,
-                          Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
+from transformers import (GptOssConfig, GptOssForCausalLM, MixtralConfig, MixtralForCausalLM, OlmoeConfig,
+                          OlmoeForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
 
 import hepta
 from helpers import greedy_pair, max_logit_difference, random_ids
@@ -44,6 +44,18 @@ CASES = {
     "qwen3_moe-dense-layer-0-square": (Qwen3MoeConfig, Qwen3MoeForCausalLM, dict(
         intermediate_size=40, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=3, num_hidden_layers=3,
         mlp_only_layers=[0], norm_topk_prob=False)),
+    # sliding-window layers alternating with full ones (windows shorter than the test prompts), sinks, biases
+    # everywhere, YaRN as released, and a swiglu_limit that clamps a good share of the activations
+    "gpt_oss-window-4-yarn": (GptOssConfig, GptOssForCausalLM, dict(
+        intermediate_size=32, num_local_experts=4, num_experts_per_tok=2, head_dim=16, num_hidden_layers=3,
+        sliding_window=4, swiglu_limit=0.1, rope_parameters={
+            "rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+            "truncate": False, "original_max_position_embeddings": 4096})),
+    "gpt_oss-window-6-no-attention-bias": (GptOssConfig, GptOssForCausalLM, dict(
+        intermediate_size=24, num_local_experts=8, num_experts_per_tok=3, head_dim=32, num_hidden_layers=3,
+        sliding_window=6, attention_bias=False, swiglu_alpha=1.2, swiglu_limit=0.2,
+        layer_types=["full_attention", "sliding_attention", "sliding_attention"],
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
 }
 
 
@@ -51,6 +63,10 @@ def save_hf(case: str, folder):
     config_cls, model_cls, extra = CASES[case]
     torch.manual_seed(0)
     model = model_cls(config_cls(**{**SHAPE, **extra})).eval()
+    with torch.no_grad():  # transformers starts biases at zero and sinks near it; make them count
+        for name, param in model.named_parameters():
+            if name.endswith(("bias", "sinks")):
+                param.normal_(std=1.0 if name.endswith("sinks") else 0.1)
     model.save_pretrained(folder)
     return model
 

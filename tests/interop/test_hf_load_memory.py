@@ -10,6 +10,7 @@ import pytest
 CONFIGS = {  # ~400 MB of fp32 weights each
     "Mixtral": "intermediate_size=2048, num_local_experts=8",
     "Qwen3Moe": "intermediate_size=2048, moe_intermediate_size=2048, num_experts=8",
+    "GptOss": "intermediate_size=2048, num_local_experts=8, head_dim=64",  # experts fused, gate and up interleaved
 }
 
 

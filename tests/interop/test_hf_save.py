@@ -19,12 +19,14 @@ from hepta.interop.hf_save import INDEX_FILE, save_hf
 from test_hf_deepseek import CASES as DEEPSEEK_CASES
 from test_hf_load import CASES as LOAD_CASES
 from test_hf_load import SHAPE
+from test_hf_load import save_hf as save_transformers_model
 from test_hf_deepseek import save_hf as save_deepseek
 
 # the loader's cases, plus a Mixtral with its own head_dim, tied embeddings and another rope theta
 CASES = {name: LOAD_CASES[name] for name in ("mixtral-4e-top2", "olmoe-8e-top2", "olmoe-6e-top3-normed",
                                              "qwen2_moe-dense-layer-1", "qwen2_moe-step-2-normed",
-                                             "qwen3_moe-head-dim-32-normed", "qwen3_moe-dense-layer-0-square")}
+                                             "qwen3_moe-head-dim-32-normed", "qwen3_moe-dense-layer-0-square",
+                                             "gpt_oss-window-4-yarn", "gpt_oss-window-6-no-attention-bias")}
 CASES["mixtral-8e-top3-theta-hd"] = (MixtralConfig, MixtralForCausalLM, dict(
     intermediate_size=32, num_local_experts=8, num_experts_per_tok=3, num_hidden_layers=3, head_dim=8,
     tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 5e5}))
@@ -43,6 +45,11 @@ HEPTA_TARGETS = {
                   "moe.dense_hidden_dim": 80, "num_layers": 3},
     "qwen3_moe": {"attention.qk_norm": True, "attention.qk_norm_per_head": True, "router.norm_topk_prob": True,
                   "moe.dense_layers": (1,), "moe.dense_hidden_dim": 48, "num_layers": 3, "attention.head_dim": 24},
+    "gpt_oss": {"attention.qk_norm": False, "attention.qkv_bias": True, "attention.o_bias": True, "attention.sinks": True,
+                "attention.sliding_window": 3, "attention.sliding_window_layers": (1,), "router.logit_bias": True,
+                "router.norm_topk_prob": True, "moe.expert_proj_bias": True, "moe.expert_activation": "clamped_swiglu",
+                "moe.swiglu_limit": 0.05, "rope.type": "yarn", "rope.factor": 4.0, "rope.original_max_len": 32,
+                "rope.truncate": False},
 }
 
 
@@ -64,9 +71,12 @@ def from_pretrained(folder):
 @pytest.mark.parametrize("case", list(CASES))
 def test_hf_to_hepta_to_hf_keeps_the_logits(case, tmp_path):
     config_cls, model_cls, extra = CASES[case]
-    torch.manual_seed(0)
-    original = model_cls(config_cls(**{**SHAPE, **extra})).eval()
-    original.save_pretrained(tmp_path / "hf")
+    if case in LOAD_CASES:
+        original = save_transformers_model(case, tmp_path / "hf")
+    else:
+        torch.manual_seed(0)
+        original = model_cls(config_cls(**{**SHAPE, **extra})).eval()
+        original.save_pretrained(tmp_path / "hf")
     ours = hepta.load(tmp_path / "hf")
     save_hf(ours, tmp_path / "back")
     written = json.loads((tmp_path / "back" / "config.json").read_text())
@@ -86,7 +96,8 @@ def test_hepta_model_opens_in_transformers_with_its_logits(target, tmp_path):
     assert not (tmp_path / "hf" / "model.safetensors").exists()
     hf = from_pretrained(tmp_path / "hf")
     assert type(hf).__name__ == {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM",
-                                 "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}[target]
+                                 "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
+                                 "gpt_oss": "GptOssForCausalLM"}[target]
     assert (logits(hf) - logits(model)).abs().max().item() <= 1e-4
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary folder left beside it
 
@@ -119,6 +130,13 @@ def test_type_is_inferred_from_the_qk_norm(tmp_path):
     ("qwen3_moe", {"moe.num_shared_experts": 1}, "moe.num_shared_experts"),
     ("qwen3_moe", {"attention.qkv_bias": True}, "attention.qkv_bias"),
     ("qwen3_moe", {"router.scoring": "sigmoid"}, "router.scoring"),
+    ("qwen3_moe", {"attention.sinks": True}, "attention.sinks"),
+    ("mixtral", {"attention.sliding_window": 8, "attention.sliding_window_layers": (0,)},
+     "attention.sliding_window"),
+    ("gpt_oss", {"attention.o_bias": False}, "attention.o_bias"),
+    ("gpt_oss", {"moe.expert_activation": "swiglu"}, "moe.expert_activation"),
+    ("gpt_oss", {"router.logit_bias": False}, "router.logit_bias"),
+    ("gpt_oss", {"moe.num_dense_layers": 1}, "moe.num_dense_layers"),
 ])
 def test_unrepresentable_configs_are_refused_by_name(target, change, field, tmp_path):
     cfg = config(HEPTA, HEPTA_TARGETS[target], change)

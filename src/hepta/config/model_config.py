@@ -46,6 +46,8 @@ class ModelConfig:
                 f"it must be between 0 and num_layers={self.num_layers}")
         require(all(i < self.num_layers for i in moe.dense_layers), moe, "dense_layers",
                 f"it must list layer indices below num_layers={self.num_layers}")
+        require(all(i < self.num_layers for i in self.attention.sliding_window_layers), self.attention,
+                "sliding_window_layers", f"it must list layer indices below num_layers={self.num_layers}")
         require(self.num_moe_layers == self.num_layers or moe.dense_hidden_dim > 0, moe, "dense_hidden_dim",
                 "dense layers need a positive hidden size")
         if not self.has_moe:

@@ -58,9 +58,13 @@ def _attention(cfg: ModelConfig, prefix: str) -> Iterator[ParamShape]:
         if a.qkv_bias:
             yield param(f"{proj}.bias", heads * Dh)
     yield param("o_proj.weight", D, H * Dh)
+    if a.o_bias:
+        yield param("o_proj.bias", D)
     if a.qk_norm:  # per head over Dh, or (OLMoE) over all heads' concatenated projections
         yield param("q_norm.weight", Dh if a.qk_norm_per_head else H * Dh)
         yield param("k_norm.weight", Dh if a.qk_norm_per_head else G * Dh)
+    if a.sinks:
+        yield param("sinks", H)
 
 
 def _swiglu(prefix: str, D: int, hidden: int, component: str) -> Iterator[ParamShape]:
@@ -75,8 +79,13 @@ def _ffn(cfg: ModelConfig, layer_idx: int, prefix: str) -> Iterator[ParamShape]:
         return
     E, F, S = moe.num_experts, moe.expert_hidden_dim, moe.shared_hidden_dim
     yield ParamShape(prefix + "router.weight", (E, D), "router")
+    if cfg.router.logit_bias:
+        yield ParamShape(prefix + "router.bias", (E,), "router")
     yield ParamShape(prefix + "experts.gate_up_proj", (E, 2 * F, D), "routed_experts")
     yield ParamShape(prefix + "experts.down_proj", (E, D, F), "routed_experts")
+    if moe.expert_proj_bias:
+        yield ParamShape(prefix + "experts.gate_up_bias", (E, 2 * F), "routed_experts")
+        yield ParamShape(prefix + "experts.down_bias", (E, D), "routed_experts")
     if S:
         yield from _swiglu(prefix + "shared_experts.", D, S, "shared_experts")
         if moe.shared_expert_gate:

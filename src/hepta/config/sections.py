@@ -15,6 +15,7 @@ from typing import Literal, get_args
 from hepta.config.typed import check_types, require
 
 AttentionKind = Literal["gqa", "mla"]
+ExpertActivation = Literal["swiglu", "clamped_swiglu"]
 RopeType = Literal["default", "linear", "yarn"]
 RouterScoring = Literal["softmax", "sigmoid"]
 ATTENTIONS: tuple[str, ...] = get_args(AttentionKind)
@@ -47,6 +48,10 @@ class AttentionConfig(Section):
     qk_norm: bool = True
     qk_norm_per_head: bool = True  # False: one norm over all heads' q (and k), as OLMoE does
     qkv_bias: bool = False
+    o_bias: bool = False  # a bias on the output projection too (gpt-oss)
+    sinks: bool = False  # a learned logit per head that takes part of the softmax and adds no value (gpt-oss)
+    sliding_window: int | None = None  # the layers in sliding_window_layers see only this many latest tokens ...
+    sliding_window_layers: tuple[int, ...] = ()  # ... (themselves included); the other layers see all
     # multi-head latent attention, when kind == "mla"
     q_lora_rank: int | None = None  # low-rank query width; None = one full-rank q_proj
     kv_lora_rank: int = 512  # the cached latent per token ...
@@ -69,6 +74,20 @@ class AttentionConfig(Section):
             require(self.qk_rope_head_dim % 2 == 0, self, "qk_rope_head_dim", "RoPE needs an even dimension")
             require(not self.qk_norm, self, "qk_norm", "MLA normalises its latents instead; set it to false")
             require(not self.qkv_bias, self, "qkv_bias", "MLA projections have no bias; set it to false")
+            for name in ("o_bias", "sinks"):
+                require(not getattr(self, name), self, name, "hepta's MLA does not implement it; set it to false")
+            require(not self.sliding_window_layers, self, "sliding_window_layers",
+                    "hepta's MLA attends over the full context; set it to []")
+        require(self.sliding_window is None or self.sliding_window > 0, self, "sliding_window",
+                "use null or a positive number of tokens")
+        require(not self.sliding_window_layers or self.sliding_window is not None, self, "sliding_window",
+                "sliding_window_layers lists layers, so give the window's length in tokens")
+        require(all(i >= 0 for i in self.sliding_window_layers), self, "sliding_window_layers",
+                "it must list layer indices from 0")
+
+    def window(self, layer_idx: int) -> int | None:
+        """The tokens layer `layer_idx` sees back from each query (itself included); None = all."""
+        return self.sliding_window if layer_idx in self.sliding_window_layers else None
 
     @property
     def rope_dim(self) -> int:
@@ -129,6 +148,12 @@ class MoEConfig(Section):
     layer_step: int = 1  # after the first dense layers, every n-th layer is MoE (Qwen's decoder_sparse_step)
     dense_layers: tuple[int, ...] = ()  # further layers forced dense (Qwen's mlp_only_layers)
     dense_hidden_dim: int = 1024  # SwiGLU width of the dense layers
+    expert_proj_bias: bool = False  # biases on the routed experts' projections (gpt-oss)
+    # "swiglu": silu(gate) * up; "clamped_swiglu" (gpt-oss): gate and up clamped to swiglu_limit, then
+    # gate * sigmoid(swiglu_alpha * gate) * (up + 1)
+    expert_activation: ExpertActivation = "swiglu"
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -142,6 +167,7 @@ class MoEConfig(Section):
         require(self.num_dense_layers >= 0, self, "num_dense_layers", "it must be 0 or more")
         require(self.layer_step >= 1, self, "layer_step", "it must be 1 or more")
         require(all(i >= 0 for i in self.dense_layers), self, "dense_layers", "it must list layer indices from 0")
+        require(self.swiglu_limit > 0, self, "swiglu_limit", "it must be positive")
 
     @property
     def shared_hidden_dim(self) -> int:
@@ -165,6 +191,7 @@ class RouterConfig(Section):
     z_loss_coef: float = 0.0  # router z-loss (ST-MoE)
     bias_update_rate: float = 0.0  # aux-loss-free balancing step (DeepSeek-V3); 0 disables
     capacity_factor: float | None = None  # None = dropless
+    logit_bias: bool = False  # a learned bias on the router logits, for choice and gate weights alike (gpt-oss)
 
     def __post_init__(self) -> None:
         check_types(self)

@@ -1,4 +1,4 @@
-"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3) as hepta models.
+"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3, gpt-oss) as hepta models.
 
 The folder's config.json is mapped onto one `ModelConfig`; weights stream shard by shard
 into a model whose parameters were allocated once, each tensor copied into place and then
@@ -6,6 +6,7 @@ dropped, so the process never holds the weights twice. Per-expert tensors of the
 layout (`experts.{e}.w1/w2/w3` or `gate_proj/up_proj/down_proj`) are written straight into
 hepta's stacked `[E, ...]` parameters; the fused layout (`experts.gate_up_proj`) maps as is.
 Every parameter must be filled completely: a missing weight is an error, never random init.
+gpt-oss's own layouts and its MXFP4 experts are `gpt_oss.py`'s.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from safetensors import SafetensorError, safe_open
 from hepta.checkpoint import INDEX_FILE, index_files
 from hepta.config import ROPE_TYPES, ModelConfig
 from hepta.errors import HeptaError
+from hepta.interop import gpt_oss
 from hepta.model import Transformer
 from hepta.model.mla import deinterleave_rope_rows
 
-SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v3")
+SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss")
 
 
 def _rope(hf: dict) -> dict:
@@ -67,10 +69,15 @@ def _config_from_hf(hf: dict) -> ModelConfig:
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED_TYPES:
         raise HeptaError(f"model_type {model_type!r} is not supported; hepta loads: {', '.join(SUPPORTED_TYPES)}")
-    if hf.get("sliding_window") and hf.get("use_sliding_window", True):
+    if model_type == "gpt_oss":
+        if hf.get("quantization_config"):
+            gpt_oss.check_quantization(hf["quantization_config"])
+        if not (hf.get("rope_parameters") or hf.get("rope_scaling") or "rope_theta" in hf):
+            hf = {**hf, "rope_parameters": gpt_oss.DEFAULT_ROPE}
+    elif hf.get("sliding_window") and hf.get("use_sliding_window", True):
         raise HeptaError(f"sliding_window={hf['sliding_window']} is not supported; set it to null in config.json "
                          "to attend over the full context")
-    if hf.get("quantization_config"):
+    elif hf.get("quantization_config"):
         quant = hf["quantization_config"]
         method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
         raise HeptaError(f"quantization_config (quant_method {method!r}) is not supported; hepta reads unquantized "
@@ -89,6 +96,8 @@ def _config_from_hf(hf: dict) -> ModelConfig:
         "moe.top_k": hf["num_experts_per_tok"], "moe.expert_hidden_dim": hf["intermediate_size"],
         "router.scoring": "softmax", "router.aux_loss_coef": hf.get("router_aux_loss_coef", 0.0),
     }
+    if model_type == "gpt_oss":
+        return ModelConfig().with_changes({**common, **gpt_oss.config_changes(hf)})
     if model_type == "mixtral":
         return ModelConfig().with_changes({**common, "attention.qk_norm": False,
                                            "moe.num_experts": hf["num_local_experts"], "router.norm_topk_prob": True})
@@ -148,6 +157,8 @@ _RULES: list[tuple[re.Pattern, str]] = [
     (re.compile(_LAYER + r"self_attn\.(q_proj|k_proj|v_proj|o_proj|q_norm|k_norm)\.(weight|bias)"), "layers.{0}.attn.{1}.{2}"),
     (re.compile(_LAYER + r"self_attn\.(q_a_proj|q_a_layernorm|q_b_proj|kv_a_proj_with_mqa|kv_a_layernorm|kv_b_proj)"
                 r"\.weight"), "layers.{0}.attn.{1}.weight"),  # multi-head latent attention
+    (re.compile(_LAYER + r"self_attn\.sinks"), "layers.{0}.attn.sinks"),
+    (re.compile(_LAYER + r"mlp\.router\.(weight|bias)"), "layers.{0}.ffn.router.{1}"),  # gpt-oss
     (re.compile(_LAYER + r"mlp\.gate\.e_score_correction_bias"), "layers.{0}.ffn.router.expert_bias"),
     (re.compile(_LAYER + r"mlp\.shared_expert_gate\.weight"), "layers.{0}.ffn.shared_gate.weight"),
     (re.compile(_LAYER + r"(?:mlp|block_sparse_moe)\.gate\.weight"), "layers.{0}.ffn.router.weight"),
@@ -157,6 +168,7 @@ _EXPERT = re.compile(_LAYER + r"(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(w1|w2
 # a plain SwiGLU: the dense FFN of a dense layer, or the shared experts of an MoE layer
 _SWIGLU = re.compile(_LAYER + r"mlp\.(shared_experts?\.)?(gate_proj|up_proj|down_proj)\.weight")
 _GATE, _UP, _DOWN = ("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")
+_GPT_OSS_EXPERTS = re.compile(_LAYER + r"mlp\.experts\.(gate_up_proj|down_proj|gate_up_proj_bias|down_proj_bias)")
 _MLA_ROPE_ROWS = re.compile(_LAYER + r"self_attn\.(q_proj|q_b_proj|kv_a_proj_with_mqa)\.weight")
 
 
@@ -277,6 +289,7 @@ def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype |
     interleaved_rope = cfg.attention.kind == "mla" and hf.get("rope_interleave", True)
     filled = {name: 0 for name in params}
     owner = {id(t): name for name, t in params.items()}
+    mxfp4_parts: dict[str, dict[str, torch.Tensor]] = {}  # an MXFP4 matrix's blocks or scales, until both are read
     with torch.no_grad():
         for file in _weight_files(folder, allow_pickle):
             if not file.is_file():
@@ -288,7 +301,25 @@ def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype |
                     layer = re.match(_LAYER, name)
                     if hf["model_type"] == "deepseek_v3" and layer and int(layer.group(1)) >= cfg.num_layers:
                         continue  # the multi-token-prediction module, which hepta does not run
-                    target = _target(name, targets)
+                    dequantized = False
+                    if hf["model_type"] == "gpt_oss" and name.endswith(gpt_oss.MXFP4_SUFFIXES):
+                        base, part = name.rsplit("_", 1)
+                        parts = mxfp4_parts.setdefault(base, {})
+                        parts[part] = tensor
+                        if len(parts) < 2:
+                            continue
+                        del mxfp4_parts[base]
+                        name, dequantized = base, True
+                        tensor = gpt_oss.dequantize_mxfp4(parts["blocks"], parts["scales"], model.embed.weight.dtype)
+                    experts = _GPT_OSS_EXPERTS.fullmatch(name) if hf["model_type"] == "gpt_oss" else None
+                    if experts:
+                        module = model.layers[int(experts.group(1))].ffn.experts
+                        target, tensor, expected = gpt_oss.expert_views(experts.group(2), tensor, module, dequantized)
+                        if tuple(tensor.shape) != tuple(target.shape):
+                            raise HeptaError(f"tensor {name!r} in {file.name} has shape {tuple(tensor.shape)}, "
+                                             f"config.json implies {expected}")
+                    else:
+                        target = _target(name, targets)
                     if target is None:
                         if name.endswith("rotary_emb.inv_freq"):
                             continue  # a cache some exports include, recomputed by hepta
@@ -307,6 +338,10 @@ def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype |
             except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as e:
                 raise HeptaError(f"{file} is corrupt or truncated ({type(e).__name__}: {e}); "
                                  "restore it from the original download") from e
+    if mxfp4_parts:
+        name, parts = next(iter(mxfp4_parts.items()))
+        raise HeptaError(f"{folder} holds {name}_{next(iter(parts))} without its "
+                         f"{'scales' if 'blocks' in parts else 'blocks'}; the checkpoint is incomplete")
     missing = [name for name, count in filled.items() if count != params[name].numel()]
     if missing:
         raise HeptaError(f"{folder} lacks weights for {missing[:3]}{' ...' if len(missing) > 3 else ''}; "

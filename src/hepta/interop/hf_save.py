@@ -1,5 +1,5 @@
-"""Write hepta models as Hugging Face folders (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3) that transformers
-opens.
+"""Write hepta models as Hugging Face folders (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3, gpt-oss) that
+transformers opens.
 
 Dims: E experts, F expert hidden dim, D model dim.
 
@@ -19,6 +19,9 @@ DeepSeek-V3 (multi-head latent attention) is written with rope_interleave=true, 
 checkpoints are: the loader reordered the rope rows of q_proj/q_b_proj and kv_a_proj_with_mqa
 to hepta's rotate-half layout, and the writer puts them back into interleaved pairs. Its
 aux-loss-free routing bias (router.expert_bias) is written as e_score_correction_bias.
+
+gpt-oss is written unquantized (in the model's dtype), its experts fused in transformers' layout
+with gate and up interleaved (`gpt_oss.folder_expert_layouts`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import save_file
@@ -37,15 +41,17 @@ from hepta.checkpoint import DEFAULT_MAX_SHARD_BYTES, INDEX_FILE, WEIGHTS_FILE, 
 from hepta.config import ModelConfig
 from hepta.errors import HeptaError
 from hepta.fileio import fsync_dir
+from hepta.interop import gpt_oss
 from hepta.model import Transformer
 from hepta.model.mla import deinterleave_rope_rows
 
-TARGET_TYPES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v3")
+TARGET_TYPES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss")
 
 _ARCHITECTURES = {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM",
-                  "qwen3_moe": "Qwen3MoeForCausalLM",
-                  "deepseek_v3": "DeepseekV3ForCausalLM"}
-_MOE = {"mixtral": "block_sparse_moe", "olmoe": "mlp", "qwen2_moe": "mlp", "qwen3_moe": "mlp", "deepseek_v3": "mlp"}
+                  "qwen3_moe": "Qwen3MoeForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM",
+                  "gpt_oss": "GptOssForCausalLM"}
+_MOE = {"mixtral": "block_sparse_moe", "olmoe": "mlp", "qwen2_moe": "mlp", "qwen3_moe": "mlp", "deepseek_v3": "mlp",
+        "gpt_oss": "mlp"}
 _SWIGLU_NAMES = ("gate_proj", "up_proj", "down_proj")
 _EXPERT_NAMES = {"mixtral": ("w1", "w3", "w2"), "olmoe": _SWIGLU_NAMES, "qwen2_moe": _SWIGLU_NAMES,
                  "qwen3_moe": _SWIGLU_NAMES, "deepseek_v3": _SWIGLU_NAMES}  # gate, up, down
@@ -71,13 +77,19 @@ _CHECKED_FIELDS = {
     "router.num_limited_groups", "router.aux_loss_coef", "router.z_loss_coef", "router.bias_update_rate",
     "router.capacity_factor",
 }
+# what gpt_oss writes beyond those (every other type refuses these away from their defaults)
+_GPT_OSS_FIELDS = {"attention.o_bias", "attention.sinks", "attention.sliding_window", "attention.sliding_window_layers",
+                   "moe.expert_proj_bias", "moe.expert_activation", "moe.swiglu_alpha", "moe.swiglu_limit",
+                   "router.logit_bias"}
 
 
 def infer_type(cfg: ModelConfig) -> str:
-    """deepseek_v3 for latent attention, qwen2_moe for a gated shared expert, olmoe for one QK-norm over all
-    heads, qwen3_moe for a QK-norm per head, mixtral for none."""
+    """deepseek_v3 for latent attention, gpt_oss for attention sinks, qwen2_moe for a gated shared expert, olmoe
+    for one QK-norm over all heads, qwen3_moe for a QK-norm per head, mixtral for none."""
     if cfg.attention.kind == "mla":
         return "deepseek_v3"
+    if cfg.attention.sinks:
+        return "gpt_oss"
     if cfg.moe.shared_expert_gate:
         return "qwen2_moe"
     if not cfg.attention.qk_norm:
@@ -97,6 +109,10 @@ def check_representable(cfg: ModelConfig, model_type: str) -> None:
     if model_type == "deepseek_v3":
         _check_deepseek(cfg, refuse)
         _check_unknown_fields(cfg, refuse)
+        return
+    if model_type == "gpt_oss":
+        _check_gpt_oss(cfg, refuse)
+        _check_unknown_fields(cfg, refuse, also_checked=_GPT_OSS_FIELDS)
         return
     if cfg.attention.kind != "gqa":
         refuse("attention.kind", "'gqa' (multi-head latent attention is written as deepseek_v3)")
@@ -182,12 +198,35 @@ def _check_deepseek(cfg: ModelConfig, refuse) -> None:
         refuse("rope.mscale_all_dim", "0 with rope.type='linear' (mscale is written for yarn only)")
 
 
-def _check_unknown_fields(cfg: ModelConfig, refuse) -> None:
+def _check_gpt_oss(cfg: ModelConfig, refuse) -> None:
+    """gpt-oss: sinks, biases on attention (all four or none), router and experts, the clamped SwiGLU, every layer
+    MoE with routed experts only, softmax over the top-k."""
+    a = cfg.attention
+    if a.kind != "gqa":
+        refuse("attention.kind", "'gqa'")
+    if a.qk_norm:
+        refuse("attention.qk_norm", "False (no QK-norm)")
+    if a.qkv_bias != a.o_bias:
+        refuse("attention.o_bias", f"{a.qkv_bias} (the same as attention.qkv_bias: one attention_bias for all four)")
+    for field, value in (("attention.sinks", True), ("moe.expert_proj_bias", True), ("router.logit_bias", True),
+                         ("moe.expert_activation", "clamped_swiglu"), ("router.scoring", "softmax"),
+                         ("router.norm_topk_prob", True), ("router.route_scale", 1.0), ("moe.num_dense_layers", 0),
+                         ("moe.dense_layers", ()), ("moe.layer_step", 1), ("moe.num_shared_experts", 0),
+                         ("moe.shared_expert_hidden_dim", None), ("router.capacity_factor", None)):
+        if cfg.get(field) != value:
+            refuse(field, repr(value))
+    if cfg.router.num_limited_groups < cfg.router.num_expert_groups:
+        refuse("router.num_limited_groups", "num_limited_groups == num_expert_groups (no group-limited routing)")
+    if cfg.rope.type == "yarn" and (cfg.rope.mscale or cfg.rope.mscale_all_dim):
+        refuse("rope.mscale", "0 (DeepSeek's mscale is written for deepseek_v3 only)")
+
+
+def _check_unknown_fields(cfg: ModelConfig, refuse, also_checked: set[str] = frozenset()) -> None:
     # A field added to ModelConfig after this writer changes the model in ways it cannot know:
     # refuse it unless it is at its default.
     defaults = ModelConfig()
     for name in cfg.field_names():
-        if name not in _CHECKED_FIELDS and cfg.get(name) != defaults.get(name):
+        if name not in _CHECKED_FIELDS and name not in also_checked and cfg.get(name) != defaults.get(name):
             refuse(name, f"{defaults.get(name)!r} (this writer does not map {name})")
 
 
@@ -246,6 +285,13 @@ def hf_config(cfg: ModelConfig, model_type: str, dtype: torch.dtype = torch.floa
                   qk_rope_head_dim=a.qk_rope_head_dim, qk_nope_head_dim=a.qk_nope_head_dim, v_head_dim=a.v_head_dim,
                   rope_interleave=True, attention_bias=False, rope_parameters=_rope_parameters(cfg),
                   num_nextn_predict_layers=0)
+    elif model_type == "gpt_oss":
+        a, moe = cfg.attention, cfg.moe
+        hf.update(head_dim=a.head_dim, num_local_experts=moe.num_experts, attention_bias=a.qkv_bias,
+                  sliding_window=a.sliding_window,
+                  layer_types=["sliding_attention" if a.window(i) else "full_attention" for i in range(cfg.num_layers)],
+                  swiglu_alpha=float(moe.swiglu_alpha), swiglu_limit=float(moe.swiglu_limit),
+                  rope_parameters=_rope_parameters(cfg))
     else:
         hf.update(num_experts=cfg.moe.num_experts, norm_topk_prob=cfg.router.norm_topk_prob, attention_bias=False,
                   clip_qkv=None)
@@ -270,7 +316,6 @@ def _rope_parameters(cfg: ModelConfig) -> dict:
 def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.Tensor]]:
     """(HF name, hepta tensor or view) in HF order; views are copied only when their shard is written."""
     cfg = model.config
-    gate_name, up_name, down_name = _EXPERT_NAMES[model_type]
     plan = [("model.embed_tokens.weight", model.embed.weight)]
     for i, layer in enumerate(model.layers):
         prefix = f"model.layers.{i}."
@@ -287,6 +332,12 @@ def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.T
             plan += [(prefix + "self_attn.q_norm.weight", attn.q_norm.weight),
                      (prefix + "self_attn.k_norm.weight", attn.k_norm.weight)]
         moe = prefix + _MOE[model_type] + "."
+        if model_type == "gpt_oss":
+            plan += [(prefix + "self_attn.sinks", attn.sinks), (moe + "router.weight", layer.ffn.router.weight),
+                     (moe + "router.bias", layer.ffn.router.bias)]
+            plan += [(moe + "experts." + suffix, _Deferred(param, layout))
+                     for suffix, param, layout in gpt_oss.folder_expert_layouts(layer.ffn.experts)]
+            continue
         if not cfg.is_moe_layer(i):  # a dense layer (Qwen2-MoE and Qwen3-MoE write these)
             plan += _swiglu_plan(moe, layer.ffn)
             continue
@@ -298,6 +349,7 @@ def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.T
             plan += _swiglu_plan(moe + "shared_expert.", layer.ffn.shared_experts)
             plan.append((moe + "shared_expert_gate.weight", layer.ffn.shared_gate.weight))
         gate_up_E2FD, down_EDF = layer.ffn.experts.gate_up_proj, layer.ffn.experts.down_proj
+        gate_name, up_name, down_name = _EXPERT_NAMES[model_type]
         F = cfg.moe.expert_hidden_dim
         for e in range(cfg.moe.num_experts):
             plan += [(moe + f"experts.{e}.{gate_name}.weight", gate_up_E2FD[e, :F]),
@@ -329,11 +381,11 @@ def _mla_plan(prefix: str, attn, cfg: ModelConfig) -> list[tuple[str, torch.Tens
 
 
 @dataclasses.dataclass(frozen=True)
-class _RowPermuted:
-    """`weight[rows]`, formed only when its shard is written (a plan entry holds no copy)."""
+class _Deferred:
+    """`layout(weight)`, a rearranged copy formed only when its shard is written (a plan entry holds no copy)."""
 
     weight: torch.Tensor
-    rows: torch.Tensor
+    layout: Callable[[torch.Tensor], torch.Tensor]
 
     def numel(self) -> int:
         return self.weight.numel()
@@ -342,13 +394,14 @@ class _RowPermuted:
         return self.weight.element_size()
 
     def detach(self) -> torch.Tensor:
-        return self.weight.detach()[self.rows.to(self.weight.device)]
+        return self.layout(self.weight.detach())
 
 
-def _interleave_rope_rows(weight: torch.Tensor, head_width: int, nope_dim: int, rope_dim: int) -> _RowPermuted:
+def _interleave_rope_rows(weight: torch.Tensor, head_width: int, nope_dim: int, rope_dim: int) -> _Deferred:
     """The inverse of `deinterleave_rope_rows`: rotate-half rope rows back to interleaved pairs."""
     order = deinterleave_rope_rows(torch.arange(weight.shape[0]), head_width, nope_dim, rope_dim)
-    return _RowPermuted(weight, torch.argsort(order))
+    rows = torch.argsort(order)
+    return _Deferred(weight, lambda w: w[rows.to(w.device)])
 
 
 def _swiglu_plan(prefix: str, swiglu) -> list[tuple[str, torch.Tensor]]:

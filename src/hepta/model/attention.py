@@ -1,7 +1,8 @@
-"""Grouped-query attention with RoPE, optional QK-norm and a KV cache for decoding.
+"""Grouped-query attention with RoPE, optional QK-norm and a KV cache for decoding; optionally a
+sliding window and attention sinks (gpt-oss).
 
 Dims: B batch, T new tokens, S tokens attended to (cached + new; S = T without a cache),
-H query heads, G KV heads, Dh head dim, D model dim.
+H query heads, G KV heads, r = H / G query heads per KV head, Dh head dim, D model dim.
 """
 
 from __future__ import annotations
@@ -10,19 +11,54 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hepta.model.cache import SlotCache
+from hepta.model.cache import SlotCache, causal_mask
 from hepta.model.layers import RMSNorm, apply_rope
+
+# Sink attention forms its scores explicitly; queries go through in chunks so that the scores of a
+# long prompt ([B, H, T, S] floats) never exist at once.
+_SINK_SCORE_BYTES = 64 << 20
+
+
+def attention_with_sinks(q_BHTDh: torch.Tensor, k_BGSDh: torch.Tensor, v_BGSDh: torch.Tensor, sinks_H: torch.Tensor,
+                         visible: torch.Tensor) -> torch.Tensor:
+    """Softmax attention in which each head's softmax also holds its sink logit, a key that adds no
+    value: the weights of the real keys sum to less than 1 where the sink takes a share.
+
+    SDPA cannot add that term, so the scores are formed here (in fp32), query chunk by chunk.
+    `visible` is bool, True where a query sees a key: [T, S], or [B, 1, 1, S] for one decode step.
+    """
+    B, H, T, Dh = q_BHTDh.shape
+    G, S = k_BGSDh.shape[1], k_BGSDh.shape[2]
+    r = H // G
+    q_BGrTDh = q_BHTDh.float().view(B, G, r, T, Dh) * Dh ** -0.5
+    kT_BG1DhS = k_BGSDh.float().transpose(-1, -2)[:, :, None]
+    v_BG1SDh = v_BGSDh.float()[:, :, None]
+    visible = visible[:, :, None] if visible.dim() == 4 else visible  # [B, 1, 1, 1, S]: broadcasts over G, r, T
+    sink_1Gr11 = sinks_H.float().view(1, G, r, 1, 1)
+    out_BGrTDh = q_BGrTDh.new_empty(B, G, r, T, Dh)
+    chunk = max(1, _SINK_SCORE_BYTES // (4 * B * H * S))
+    for t0 in range(0, T, chunk):
+        t1 = min(T, t0 + chunk)
+        scores = q_BGrTDh[:, :, :, t0:t1] @ kT_BG1DhS
+        scores = scores.masked_fill(~(visible[..., t0:t1, :] if visible.shape[-2] == T else visible), float("-inf"))
+        logits = torch.cat([scores, sink_1Gr11.expand(B, G, r, t1 - t0, 1)], dim=-1)
+        out_BGrTDh[:, :, :, t0:t1] = logits.softmax(dim=-1)[..., :S] @ v_BG1SDh
+    return out_BGrTDh.view(B, H, T, Dh).to(q_BHTDh.dtype)
 
 
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: int, qk_norm: bool, norm_eps: float,
-                 qk_norm_per_head: bool = True, qkv_bias: bool = False):
+                 qk_norm_per_head: bool = True, qkv_bias: bool = False, o_bias: bool = False, sinks: bool = False,
+                 window: int | None = None):
+        """window: this layer sees only the latest `window` tokens (itself included); None = all."""
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.window = window
         self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=qkv_bias)
-        self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=False)
+        self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=o_bias)
+        self.sinks = nn.Parameter(torch.zeros(num_heads)) if sinks else None
         # QK-norm keeps attention logits bounded at large learning rates: per head over Dh, or
         # (OLMoE) once over all heads' concatenated projections.
         self.qk_norm_per_head = qk_norm_per_head
@@ -47,13 +83,18 @@ class Attention(nn.Module):
         k_BGTDh = apply_rope(k_BTGDh.transpose(1, 2), cos, sin)
         v_BGTDh = v_BTGDh.transpose(1, 2)
 
-        k_BGSDh, v_BGSDh, mask, causal = k_BGTDh, v_BGTDh, None, True
+        k_BGSDh, v_BGSDh = k_BGTDh, v_BGTDh
+        mask, causal = (None, True) if self.window is None else (causal_mask(T, self.window, x_BTD.device), False)
         if cache is not None:  # the cache keeps tokens first, [B, S, G, Dh]; attention reads heads first
             k_BSGDh, v_BSGDh = cache.update(layer_idx, k_BGTDh.transpose(1, 2), v_BTGDh)
             k_BGSDh, v_BGSDh = k_BSGDh.transpose(1, 2), v_BSGDh.transpose(1, 2)
-            mask, causal = cache.mask()
-        out_BHTDh = self.attention_kernel(
-            q_BHTDh, k_BGSDh, v_BGSDh, attn_mask=mask, is_causal=causal,
-            enable_gqa=self.num_heads != self.num_kv_heads,
-        )
+            mask, causal = cache.mask(self.window)
+        if self.sinks is not None:
+            visible = causal_mask(T, None, x_BTD.device) if causal else mask
+            out_BHTDh = attention_with_sinks(q_BHTDh, k_BGSDh, v_BGSDh, self.sinks, visible)
+        else:
+            out_BHTDh = self.attention_kernel(
+                q_BHTDh, k_BGSDh, v_BGSDh, attn_mask=mask, is_causal=causal,
+                enable_gqa=self.num_heads != self.num_kv_heads,
+            )
         return self.o_proj(out_BHTDh.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))

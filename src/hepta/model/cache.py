@@ -1,7 +1,9 @@
 """The decoding cache: where a forward's new tokens go, which positions they take, what they see.
 
 Attention layers only call `update`, `mask` and `has_past`; the transformer calls `positions`
-before the layers and `advance` after them.
+before the layers and `advance` after them. A sliding-window layer asks `mask(window)` and sees
+only the last `window` tokens; its keys are kept in full like every layer's (the window is
+applied by the mask), so one slot layout serves every layer.
 
 A fixed number of slots hold one sequence each, with its own length (continuous batching). A
 forward runs on a window of consecutive slots: either a prefill of fresh slots (T new tokens
@@ -23,6 +25,14 @@ from typing import Sequence
 import torch
 
 
+def causal_mask(T: int, window: int | None, device: torch.device | str | None = None) -> torch.Tensor:
+    """[T, T] bool, True where query i sees key j: j <= i, and with a window also j > i - window."""
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(T, device=device)[None, :]
+    visible = j <= i
+    return visible if window is None else visible & (j > i - window)
+
+
 class SlotCache:
     """Per-sequence lengths in fixed slots; forwards run on a window of consecutive slots.
 
@@ -37,6 +47,7 @@ class SlotCache:
         self.lengths = torch.zeros(num_slots, dtype=torch.long)  # on the CPU: the engine reads it every step
         self.start, self.count, self.decoding = 0, 0, False
         self._prompt_lengths: torch.Tensor | None = None
+        self._window_masks: dict[tuple, torch.Tensor] = {}  # per window (and prefill length) this step
 
     @property
     def num_slots(self) -> int:
@@ -64,6 +75,7 @@ class SlotCache:
         self._prompt_lengths = prompt_lengths
         lengths = self.lengths[start:start + count]
         self.decoding = bool(lengths.gt(0).any())
+        self._window_masks = {}
         assert not self.decoding or bool(lengths.gt(0).all()), "a window is all fresh or all running"
         if self.decoding:  # what every layer of this step needs: where each slot writes, and what it sees
             self._visible = int(lengths.max()) + 1
@@ -89,6 +101,7 @@ class SlotCache:
         s, e = self.start, self.start + self.count
         if not self.decoding:
             T = new_BT[0].shape[1]
+            self._prefill_len = T
             assert T <= self.max_len
             for buffer, values_BT in zip(self.buffers, new_BT):
                 buffer[layer_idx, s:e, :T].copy_(values_BT)
@@ -97,11 +110,20 @@ class SlotCache:
             buffer[layer_idx][self._rows_B, self._positions_B] = values_B1[:, 0]  # one token per (slot, position)
         return tuple(buffer[layer_idx, s:e, :self._visible] for buffer in self.buffers)
 
-    def mask(self) -> tuple[torch.Tensor | None, bool]:
-        """(attn_mask, is_causal) for the window's new tokens over what `update` returned."""
-        if not self.decoding:
-            return None, True  # fresh slots: plain causal; right padding only ever sees real tokens before it
-        return self._mask_B11S, False
+    def mask(self, window: int | None = None) -> tuple[torch.Tensor | None, bool]:
+        """(attn_mask, is_causal) for the window's new tokens over what `update` returned; a sliding-window
+        layer passes its window and sees only that many latest tokens (itself included)."""
+        if window is None:
+            # fresh slots: plain causal; right padding only ever sees real tokens before it
+            return (self._mask_B11S, False) if self.decoding else (None, True)
+        key = (window, -1 if self.decoding else self._prefill_len)
+        if key not in self._window_masks:  # built by the first layer with this window, reused by the rest
+            if self.decoding:
+                recent_BS = torch.arange(self._visible, device=self.device)[None, :] > self._positions_B[:, None] - window
+                self._window_masks[key] = self._mask_B11S & recent_BS[:, None, None, :]
+            else:
+                self._window_masks[key] = causal_mask(self._prefill_len, window, self.device)
+        return self._window_masks[key], False
 
     def advance(self, num_tokens: int) -> None:
         window = self.lengths[self.start:self.start + self.count]

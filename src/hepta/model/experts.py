@@ -28,7 +28,10 @@ because on CPU a fresh allocation costs page faults at first touch. On GPUs
 `torch._grouped_mm` does the experts in one kernel, and the unfused path below is used; the
 unfused paths end in `weighted_combine`, which expert parallelism also uses after the return trip.
 
-The implementation is chosen when the layer is built (`EXPERTS_IMPLEMENTATIONS`):
+Experts with biases or another activation than SwiGLU (gpt-oss: `clamped_swiglu`) take one
+general path on every device: gather, one matmul per expert (grouped on GPUs), the activation,
+biases added per row, combine, all differentiated by autograd. Otherwise the implementation is
+chosen when the layer is built (`EXPERTS_IMPLEMENTATIONS`):
     "auto"        grouped_mm on GPUs; on CPU the fused kernel, or a plain loop for a few rows
     "fused"       the fused CPU kernel
     "grouped_mm"  `torch._grouped_mm`, then `weighted_combine`
@@ -36,7 +39,7 @@ The implementation is chosen when the layer is built (`EXPERTS_IMPLEMENTATIONS`)
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Callable, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -207,6 +210,47 @@ def moe_experts_few_rows(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts
     return weighted_combine(y_MD, weight_M, token_M, x_ND.shape[0])
 
 
+def swiglu(h_M2F: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up, with gate the first half of each row and up the second."""
+    gate, up = h_M2F.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def clamped_swiglu(h_M2F: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
+    """gpt-oss's SwiGLU: gate clamped from above and up on both sides at `limit`, then
+    gate * sigmoid(alpha * gate) * (up + 1)."""
+    gate, up = h_M2F.chunk(2, dim=-1)
+    gate, up = gate.clamp(max=limit), up.clamp(min=-limit, max=limit)
+    return gate * torch.sigmoid(alpha * gate) * (up + 1)
+
+
+def _per_expert_mm(rows_MK: torch.Tensor, weights_ENK: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """rows @ weights[e].T for each expert's group of rows (grouped in one kernel on GPUs)."""
+    if rows_MK.is_cuda:
+        offsets = torch.tensor(counts, device=rows_MK.device).cumsum(0).to(torch.int32)
+        return torch._grouped_mm(rows_MK, weights_ENK.transpose(1, 2), offs=offsets)
+    parts = [rows_e @ weights_ENK[e].t() for e, rows_e in enumerate(rows_MK.split(counts)) if counts[e]]
+    return torch.cat(parts) if parts else rows_MK.new_zeros(0, weights_ENK.shape[1])
+
+
+def moe_experts_general(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts: list[int],
+                        gate_up_bias_E2F: torch.Tensor | None, down_bias_ED: torch.Tensor | None,
+                        activation: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Experts with any activation and optional biases: gather, matmuls per expert, combine (autograd)."""
+    x_MD = x_ND[token_M]
+    h_M2F = _per_expert_mm(x_MD, gate_up_E2FD, counts)
+    expert_M = None
+    if gate_up_bias_E2F is not None or down_bias_ED is not None:
+        expert_M = torch.arange(len(counts), device=x_ND.device).repeat_interleave(
+            torch.tensor(counts, device=x_ND.device))
+    if gate_up_bias_E2F is not None:
+        h_M2F = h_M2F + gate_up_bias_E2F[expert_M]
+    y_MD = _per_expert_mm(activation(h_M2F), down_EDF, counts)
+    if down_bias_ED is not None:
+        y_MD = y_MD + down_bias_ED[expert_M]
+    return weighted_combine(y_MD, weight_M, token_M, x_ND.shape[0])
+
+
 def weighted_combine(y_MD: torch.Tensor, weight_M: torch.Tensor, token_M: torch.Tensor,
                      num_tokens: int) -> torch.Tensor:
     """out_ND[n] = sum over the copies m of token n (token_M[m] = n) of weight_M[m] * y_MD[m].
@@ -226,13 +270,18 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 class GroupedExperts(nn.Module):
-    def __init__(self, num_experts: int, dim: int, hidden_dim: int, implementation: ExpertsImplementation = "auto"):
+    def __init__(self, num_experts: int, dim: int, hidden_dim: int, implementation: ExpertsImplementation = "auto",
+                 bias: bool = False, activation: Callable[[torch.Tensor], torch.Tensor] = swiglu):
+        """activation maps pre-activations [M, 2F] (gate half, then up half) to [M, F]."""
         super().__init__()
         if implementation not in EXPERTS_IMPLEMENTATIONS:
             raise ValueError(f"experts implementation={implementation!r} is unknown: use one of "
                              f"{', '.join(map(repr, EXPERTS_IMPLEMENTATIONS))}")
         self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * hidden_dim, dim))
         self.down_proj = nn.Parameter(torch.empty(num_experts, dim, hidden_dim))
+        self.gate_up_bias = nn.Parameter(torch.zeros(num_experts, 2 * hidden_dim)) if bias else None
+        self.down_bias = nn.Parameter(torch.zeros(num_experts, dim)) if bias else None
+        self.activation = activation
         self._implementation = implementation
 
     @property
@@ -248,11 +297,15 @@ class GroupedExperts(nn.Module):
         DTensors sharded over experts and counts covers this rank's experts only.
         """
         gate_up_E2FD, down_EDF = self.gate_up_proj, self.down_proj
+        biases = self.gate_up_bias, self.down_bias
         if isinstance(gate_up_E2FD, DTensor):  # expert parallelism (through FSDP, too): this rank's experts
             gate_up_E2FD, down_EDF = gate_up_E2FD.to_local(), down_EDF.to_local()
+            biases = tuple(b if b is None else b.to_local() for b in biases)
         dtype = compute_dtype(x_ND)
         with torch.autocast(x_ND.device.type, enabled=False):
             args = (x_ND.to(dtype), weight_M.to(dtype), gate_up_E2FD.to(dtype), down_EDF.to(dtype), token_M, counts)
+            if self.gate_up_bias is not None or self.activation is not swiglu:
+                return moe_experts_general(*args, *(b if b is None else b.to(dtype) for b in biases), self.activation)
             impl = self._implementation
             if impl == "auto" and x_ND.is_cuda:
                 impl = "grouped_mm"
@@ -265,3 +318,6 @@ class GroupedExperts(nn.Module):
     def reset_parameters(self, std: float = 0.02) -> None:
         nn.init.normal_(self.gate_up_proj, std=std)
         nn.init.normal_(self.down_proj, std=std)
+        for bias in (self.gate_up_bias, self.down_bias):
+            if bias is not None:
+                nn.init.zeros_(bias)

@@ -7,13 +7,14 @@ M = N*K routed token copies.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import nn
 
 from hepta.config import ModelConfig
-from hepta.model.experts import ExpertsImplementation, GroupedExperts
+from hepta.model.experts import ExpertsImplementation, GroupedExperts, clamped_swiglu, swiglu
 from hepta.model.layers import SwiGLU
 from hepta.model.router import Router
 
@@ -23,7 +24,11 @@ class MoE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.router = Router(cfg)
-        self.experts = GroupedExperts(cfg.moe.num_experts, cfg.dim, cfg.moe.expert_hidden_dim, experts_implementation)
+        moe = cfg.moe
+        activation = (swiglu if moe.expert_activation == "swiglu"
+                      else functools.partial(clamped_swiglu, alpha=moe.swiglu_alpha, limit=moe.swiglu_limit))
+        self.experts = GroupedExperts(moe.num_experts, cfg.dim, moe.expert_hidden_dim, experts_implementation,
+                                      bias=moe.expert_proj_bias, activation=activation)
         self.shared_experts = SwiGLU(cfg.dim, cfg.moe.shared_hidden_dim) if cfg.moe.shared_hidden_dim else None
         # Qwen2-MoE lets each token decide how much of the shared experts it takes
         self.shared_gate = (nn.Linear(cfg.dim, 1, bias=False)

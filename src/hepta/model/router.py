@@ -29,6 +29,8 @@ class Router(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.weight = nn.Parameter(torch.empty(cfg.moe.num_experts, cfg.dim))
+        # gpt-oss learns a bias on the logits, which moves choice and gate weights alike
+        self.bias = nn.Parameter(torch.zeros(cfg.moe.num_experts)) if cfg.router.logit_bias else None
         # Aux-loss-free balancing (DeepSeek-V3): the bias shifts which experts are selected but
         # never the gate weights, and it is updated from observed load, not by backprop.
         # It is persistent because it changes routing: a reloaded model must route the same.
@@ -42,7 +44,7 @@ class Router(nn.Module):
         # Routing decisions are made in fp32 even under bf16 autocast: near-ties between experts
         # flip with bf16 rounding, and the softmax/sigmoid saturates early in low precision.
         with torch.autocast(x_ND.device.type, enabled=False):
-            logits_NE = F.linear(x_ND.float(), self.weight.float())
+            logits_NE = F.linear(x_ND.float(), self.weight.float(), None if self.bias is None else self.bias.float())
         if cfg.router.scoring == "softmax":
             scores_NE = logits_NE.softmax(dim=-1)
         else:
@@ -96,4 +98,6 @@ class Router(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight, std=0.02)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
         self.expert_bias.zero_()

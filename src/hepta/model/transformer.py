@@ -34,7 +34,7 @@ class Block(nn.Module):
                 softmax_scale=a.qk_head_dim ** -0.5 * softmax_scale_multiplier(RopeScaling.from_config(cfg)))
         else:
             self.attn = Attention(cfg.dim, a.num_heads, a.num_kv_heads, a.head_dim, a.qk_norm, cfg.norm_eps,
-                                  a.qk_norm_per_head, a.qkv_bias)
+                                  a.qk_norm_per_head, a.qkv_bias, a.o_bias, a.sinks, a.window(layer_idx))
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn = (MoE(cfg, experts_implementation) if cfg.is_moe_layer(layer_idx)
                     else SwiGLU(cfg.dim, cfg.moe.dense_hidden_dim))
@@ -154,6 +154,8 @@ class Transformer(nn.Module):
                     nn.init.normal_(module.weight, std=0.02)
                 elif isinstance(module, (RMSNorm, MoE)):
                     module.reset_parameters()
+                elif isinstance(module, Attention) and module.sinks is not None:
+                    nn.init.zeros_(module.sinks)  # no share for the sinks until training gives them one
             for moe in self.moe_layers():
                 nn.init.normal_(moe.experts.down_proj, std=residual_std)
 

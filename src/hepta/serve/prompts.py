@@ -37,7 +37,26 @@ def chat_prompt_ids(body: ChatCompletionRequest, tokenizer: TextTokenizer, conte
         else:
             messages.insert(0, {"role": "system", "content": context})
     plain = tool_chat_messages(messages, body.tool_dicts(), body.tool_choice_value(), tool_role=tokenizer.has_tool_role)
-    return tokenizer.encode(tokenizer.format_chat(plain))
+    return tokenizer.encode(tokenizer.format_chat(plain, **_template_variables(body, tokenizer)))
+
+
+def _template_variables(body: ChatCompletionRequest, tokenizer: TextTokenizer) -> dict:
+    """`chat_template_kwargs` and `reasoning_effort` for a folder's chat template. hepta's own chat format has no
+    variables: there reasoning_effort is ignored, as models without reasoning settings do, and template
+    variables are refused."""
+    if not hasattr(tokenizer, "chat_templates"):
+        if body.chat_template_kwargs:
+            raise APIError(400, "this model's chat format takes no template variables; leave chat_template_kwargs "
+                           "out", param="chat_template_kwargs")
+        return {}
+    variables = dict(body.chat_template_kwargs or {})
+    taken = sorted(variables.keys() & {"messages", "tools", "documents", "add_generation_prompt", "chat_template"})
+    if taken:
+        raise APIError(400, f"chat_template_kwargs cannot set {', '.join(taken)}; send those as the request's own "
+                       "fields", param="chat_template_kwargs")
+    if body.reasoning_effort is not None:
+        variables.setdefault("reasoning_effort", body.reasoning_effort)
+    return variables
 
 
 def completion_prompts(body: CompletionRequest, tokenizer: TextTokenizer) -> list[list[int]]:

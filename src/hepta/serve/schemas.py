@@ -156,6 +156,10 @@ class ChatCompletionRequest(_Sampling):
     search_parameters: dict[str, Any] | None = None
     # vLLM's extension: options of the media processors, here a video's "fps" and "max_frames"
     mm_processor_kwargs: dict[str, Any] | None = None
+    # OpenAI's reasoning effort; a folder's chat template reads it (gpt-oss writes it into its system message)
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    # vLLM's extension: more variables for the folder's chat template
+    chat_template_kwargs: dict[str, Any] | None = None
 
     def tool_dicts(self) -> list[dict] | None:
         """The tools as plain JSON objects, for the tool-call grammar and the chat template."""

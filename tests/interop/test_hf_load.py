@@ -10,7 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (GptOssConfig, GptOssForCausalLM, MixtralConfig, MixtralForCausalLM, OlmoeConfig,
-                          OlmoeForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
+                          OlmoeForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM, Qwen3_5MoeConfig,
+                          Qwen3_5MoeForCausalLM, Qwen3_5MoeForConditionalGeneration, Qwen3_5MoeTextConfig,
+                          Qwen3MoeConfig, Qwen3MoeForCausalLM)
 
 import hepta
 from helpers import greedy_pair, max_logit_difference, random_ids
@@ -18,6 +20,14 @@ from hepta.errors import HeptaError
 
 SHAPE = dict(vocab_size=160, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              max_position_embeddings=256, pad_token_id=None, eos_token_id=None, bos_token_id=None)
+
+def qwen3_5_multimodal(**text) -> Qwen3_5MoeConfig:
+    """Qwen3.5-MoE as released: the language model's config nested beside a (tiny) vision tower's."""
+    return Qwen3_5MoeConfig(text_config=text, vision_config=dict(depth=1, hidden_size=32, intermediate_size=64,
+                                                                 num_heads=2, out_hidden_size=64))
+
+
+QWEN3_5_LINEAR = dict(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=12)
 
 CASES = {
     "mixtral-4e-top2": (MixtralConfig, MixtralForCausalLM, dict(intermediate_size=48, num_local_experts=4,
@@ -56,6 +66,18 @@ CASES = {
         sliding_window=6, attention_bias=False, swiglu_alpha=1.2, swiglu_limit=0.2,
         layer_types=["full_attention", "sliding_attention", "sliding_attention"],
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
+    # Gated DeltaNet layers beside gated attention with partial RoPE: three linear layers, then a full one
+    "qwen3_5_moe_text-3-linear-1-full": (Qwen3_5MoeTextConfig, Qwen3_5MoeForCausalLM, dict(
+        moe_intermediate_size=32, shared_expert_intermediate_size=40, num_experts=4, num_experts_per_tok=2,
+        head_dim=16, num_hidden_layers=4, **QWEN3_5_LINEAR)),
+    # the released folder layout (language model under model.language_model, a vision tower beside it), as
+    # many value heads as key heads, rotary over half the head, and full attention first
+    "qwen3_5_moe-multimodal-folder": (qwen3_5_multimodal, Qwen3_5MoeForConditionalGeneration, dict(
+        moe_intermediate_size=24, shared_expert_intermediate_size=32, num_experts=8, num_experts_per_tok=3,
+        head_dim=32, num_hidden_layers=3, layer_types=["full_attention", "linear_attention", "linear_attention"],
+        linear_num_key_heads=4, linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=8,
+        linear_conv_kernel_dim=3, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                   "partial_rotary_factor": 0.5})),
 }
 
 
@@ -63,10 +85,12 @@ def save_hf(case: str, folder):
     config_cls, model_cls, extra = CASES[case]
     torch.manual_seed(0)
     model = model_cls(config_cls(**{**SHAPE, **extra})).eval()
-    with torch.no_grad():  # transformers starts biases at zero and sinks near it; make them count
+    with torch.no_grad():  # transformers starts biases and norms at constants and sinks near 0; make them count
         for name, param in model.named_parameters():
             if name.endswith(("bias", "sinks")):
                 param.normal_(std=1.0 if name.endswith("sinks") else 0.1)
+            elif "norm" in name:
+                param.add_(torch.randn_like(param), alpha=0.2)
     model.save_pretrained(folder)
     return model
 

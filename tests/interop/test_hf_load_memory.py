@@ -7,25 +7,32 @@ import textwrap
 import pytest
 
 
-CONFIGS = {  # ~400 MB of fp32 weights each
-    "Mixtral": "intermediate_size=2048, num_local_experts=8",
-    "Qwen3Moe": "intermediate_size=2048, moe_intermediate_size=2048, num_experts=8",
-    "GptOss": "intermediate_size=2048, num_local_experts=8, head_dim=64",  # experts fused, gate and up interleaved
+CONFIGS = {  # ~400 MB of fp32 weights each: (config class, model class, fields beyond the shared ones)
+    "Mixtral": ("MixtralConfig", "MixtralForCausalLM", "intermediate_size=2048, num_local_experts=8"),
+    "Qwen3Moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM",
+                 "intermediate_size=2048, moe_intermediate_size=2048, num_experts=8"),
+    # experts fused, gate and up interleaved
+    "GptOss": ("GptOssConfig", "GptOssForCausalLM", "intermediate_size=2048, num_local_experts=8, head_dim=64"),
+    # linear-attention layers beside a full one
+    "Qwen3_5Moe": ("Qwen3_5MoeTextConfig", "Qwen3_5MoeForCausalLM",
+                   "moe_intermediate_size=2048, shared_expert_intermediate_size=512, num_experts=8, head_dim=64, "
+                   "linear_num_key_heads=4, linear_num_value_heads=8, linear_key_head_dim=64, linear_value_head_dim=64"),
 }
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
 def test_loading_a_few_hundred_mb_checkpoint_never_holds_the_weights_twice(tmp_path, kind):
     folder = tmp_path / "big"
+    config_class, model_class, fields = CONFIGS[kind]
     # one safetensors file, written by transformers in its own process
     subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         import torch
-        from transformers import {kind}Config, {kind}ForCausalLM
-        cfg = {kind}Config(vocab_size=1024, hidden_size=512, num_hidden_layers=4, num_attention_heads=8,
-                           num_key_value_heads=4, num_experts_per_tok=2, pad_token_id=None, eos_token_id=None,
-                           bos_token_id=None, {CONFIGS[kind]})
+        from transformers import {config_class}, {model_class}
+        cfg = {config_class}(vocab_size=1024, hidden_size=512, num_hidden_layers=4, num_attention_heads=8,
+                             num_key_value_heads=4, num_experts_per_tok=2, pad_token_id=None, eos_token_id=None,
+                             bos_token_id=None, {fields})
         with torch.device("meta"):
-            model = {kind}ForCausalLM(cfg)
+            model = {model_class}(cfg)
         model = model.to_empty(device="cpu")
         for p in model.parameters():
             p.data.normal_(std=0.02)

@@ -26,7 +26,8 @@ from test_hf_deepseek import save_hf as save_deepseek
 CASES = {name: LOAD_CASES[name] for name in ("mixtral-4e-top2", "olmoe-8e-top2", "olmoe-6e-top3-normed",
                                              "qwen2_moe-dense-layer-1", "qwen2_moe-step-2-normed",
                                              "qwen3_moe-head-dim-32-normed", "qwen3_moe-dense-layer-0-square",
-                                             "gpt_oss-window-4-yarn", "gpt_oss-window-6-no-attention-bias")}
+                                             "gpt_oss-window-4-yarn", "gpt_oss-window-6-no-attention-bias",
+                                             "qwen3_5_moe_text-3-linear-1-full", "qwen3_5_moe-multimodal-folder")}
 CASES["mixtral-8e-top3-theta-hd"] = (MixtralConfig, MixtralForCausalLM, dict(
     intermediate_size=32, num_local_experts=8, num_experts_per_tok=3, num_hidden_layers=3, head_dim=8,
     tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 5e5}))
@@ -50,6 +51,12 @@ HEPTA_TARGETS = {
                 "router.norm_topk_prob": True, "moe.expert_proj_bias": True, "moe.expert_activation": "clamped_swiglu",
                 "moe.swiglu_limit": 0.05, "rope.type": "yarn", "rope.factor": 4.0, "rope.original_max_len": 32,
                 "rope.truncate": False},
+    "qwen3_5_moe_text": {"zero_centered_norms": True, "attention.gated": True, "attention.qk_norm": True,
+                         "attention.qk_norm_per_head": True, "attention.rotary_dim": 8, "num_layers": 3,
+                         "attention.linear_layers": (0, 2), "attention.linear_num_key_heads": 2,
+                         "attention.linear_num_value_heads": 4, "attention.linear_key_head_dim": 8,
+                         "attention.linear_value_head_dim": 8, "moe.num_shared_experts": 1,
+                         "moe.shared_expert_gate": True, "router.norm_topk_prob": True},
 }
 
 
@@ -80,7 +87,9 @@ def test_hf_to_hepta_to_hf_keeps_the_logits(case, tmp_path):
     ours = hepta.load(tmp_path / "hf")
     save_hf(ours, tmp_path / "back")
     written = json.loads((tmp_path / "back" / "config.json").read_text())
-    assert written["model_type"] == config_cls.model_type
+    # Qwen3.5-MoE comes back as its language model alone
+    assert written["model_type"] == {"qwen3_5_moe": "qwen3_5_moe_text"}.get(original.config.model_type,
+                                                                         original.config.model_type)
     reloaded = from_pretrained(tmp_path / "back")
     for seed, seq_len in ((0, 11), (1, 1)):
         assert (logits(reloaded, seq_len, seed) - logits(original, seq_len, seed)).abs().max().item() <= 1e-4
@@ -97,7 +106,7 @@ def test_hepta_model_opens_in_transformers_with_its_logits(target, tmp_path):
     hf = from_pretrained(tmp_path / "hf")
     assert type(hf).__name__ == {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM",
                                  "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
-                                 "gpt_oss": "GptOssForCausalLM"}[target]
+                                 "gpt_oss": "GptOssForCausalLM", "qwen3_5_moe_text": "Qwen3_5MoeForCausalLM"}[target]
     assert (logits(hf) - logits(model)).abs().max().item() <= 1e-4
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary folder left beside it
 
@@ -137,6 +146,9 @@ def test_type_is_inferred_from_the_qk_norm(tmp_path):
     ("gpt_oss", {"moe.expert_activation": "swiglu"}, "moe.expert_activation"),
     ("gpt_oss", {"router.logit_bias": False}, "router.logit_bias"),
     ("gpt_oss", {"moe.num_dense_layers": 1}, "moe.num_dense_layers"),
+    ("qwen3_5_moe_text", {"zero_centered_norms": False}, "zero_centered_norms"),
+    ("qwen3_5_moe_text", {"moe.shared_expert_gate": False}, "moe.shared_expert_gate"),
+    ("qwen3_moe", {"attention.linear_layers": (0,)}, "attention.linear_layers"),
 ])
 def test_unrepresentable_configs_are_refused_by_name(target, change, field, tmp_path):
     cfg = config(HEPTA, HEPTA_TARGETS[target], change)

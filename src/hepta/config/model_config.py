@@ -28,6 +28,7 @@ class ModelConfig:
     max_seq_len: int = 1024
     tie_embeddings: bool = False
     norm_eps: float = 1e-6
+    zero_centered_norms: bool = False  # RMSNorm weights are stored around 0 and scale by (1 + weight) (Qwen3.5)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     rope: RopeConfig = field(default_factory=RopeConfig)
     moe: MoEConfig = field(default_factory=MoEConfig)
@@ -46,8 +47,9 @@ class ModelConfig:
                 f"it must be between 0 and num_layers={self.num_layers}")
         require(all(i < self.num_layers for i in moe.dense_layers), moe, "dense_layers",
                 f"it must list layer indices below num_layers={self.num_layers}")
-        require(all(i < self.num_layers for i in self.attention.sliding_window_layers), self.attention,
-                "sliding_window_layers", f"it must list layer indices below num_layers={self.num_layers}")
+        for name in ("sliding_window_layers", "linear_layers"):
+            require(all(i < self.num_layers for i in getattr(self.attention, name)), self.attention, name,
+                    f"it must list layer indices below num_layers={self.num_layers}")
         require(self.num_moe_layers == self.num_layers or moe.dense_hidden_dim > 0, moe, "dense_hidden_dim",
                 "dense layers need a positive hidden size")
         if not self.has_moe:
@@ -66,6 +68,11 @@ class ModelConfig:
     @property
     def num_moe_layers(self) -> int:
         return sum(self.is_moe_layer(i) for i in range(self.num_layers))
+
+    @property
+    def softmax_attention_layers(self) -> tuple[int, ...]:
+        """The layers with softmax attention, the ones that keep keys and values per token."""
+        return tuple(i for i in range(self.num_layers) if i not in self.attention.linear_layers)
 
     def is_moe_layer(self, layer_idx: int) -> bool:
         moe = self.moe

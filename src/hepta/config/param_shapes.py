@@ -34,12 +34,19 @@ class ParamShape:
         return n
 
 
-def _attention(cfg: ModelConfig, prefix: str) -> Iterator[ParamShape]:
+def _attention(cfg: ModelConfig, layer_idx: int, prefix: str) -> Iterator[ParamShape]:
     a, D = cfg.attention, cfg.dim
 
     def param(name: str, *shape: int) -> ParamShape:
         return ParamShape(prefix + name, shape, "attention")
 
+    if layer_idx in a.linear_layers:  # Gated DeltaNet
+        (channels, _), (Hv, Dk, Dv) = a.linear_state_shapes
+        yield from (param("in_proj_qkv.weight", channels, D), param("in_proj_z.weight", Hv * Dv, D),
+                    param("in_proj_b.weight", Hv, D), param("in_proj_a.weight", Hv, D),
+                    param("conv1d.weight", channels, 1, a.linear_conv_kernel), param("dt_bias", Hv),
+                    param("A_log", Hv), param("norm.weight", Dv), param("out_proj.weight", D, Hv * Dv))
+        return
     H = a.num_heads
     if a.kind == "mla":
         C, R, Q = a.kv_lora_rank, a.qk_rope_head_dim, a.q_lora_rank
@@ -53,7 +60,7 @@ def _attention(cfg: ModelConfig, prefix: str) -> Iterator[ParamShape]:
                     param("o_proj.weight", D, H * a.v_head_dim))
         return
     G, Dh = a.num_kv_heads, a.head_dim
-    for proj, heads in (("q_proj", H), ("k_proj", G), ("v_proj", G)):
+    for proj, heads in (("q_proj", 2 * H if a.gated else H), ("k_proj", G), ("v_proj", G)):
         yield param(f"{proj}.weight", heads * Dh, D)
         if a.qkv_bias:
             yield param(f"{proj}.bias", heads * Dh)
@@ -96,7 +103,7 @@ def layer_param_shapes(cfg: ModelConfig, layer_idx: int) -> Iterator[ParamShape]
     """The parameters of block `layer_idx`: its two norms, attention and feed-forward (dense or MoE)."""
     prefix = f"layers.{layer_idx}."
     yield ParamShape(prefix + "attn_norm.weight", (cfg.dim,), "norms")
-    yield from _attention(cfg, prefix + "attn.")
+    yield from _attention(cfg, layer_idx, prefix + "attn.")
     yield ParamShape(prefix + "ffn_norm.weight", (cfg.dim,), "norms")
     yield from _ffn(cfg, layer_idx, prefix + "ffn.")
 

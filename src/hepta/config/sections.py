@@ -52,6 +52,16 @@ class AttentionConfig(Section):
     sinks: bool = False  # a learned logit per head that takes part of the softmax and adds no value (gpt-oss)
     sliding_window: int | None = None  # the layers in sliding_window_layers see only this many latest tokens ...
     sliding_window_layers: tuple[int, ...] = ()  # ... (themselves included); the other layers see all
+    gated: bool = False  # q_proj also gives each head a sigmoid gate on its output (Qwen3.5)
+    rotary_dim: int | None = None  # RoPE turns only the first rotary_dim dims of a head; None = all of head_dim
+    # Gated DeltaNet linear attention (Qwen3.5) in these layers instead of softmax attention: a recurrent
+    # state of key_head_dim x value_head_dim per value head, and a causal convolution of conv_kernel taps
+    linear_layers: tuple[int, ...] = ()
+    linear_num_key_heads: int = 16
+    linear_num_value_heads: int = 32
+    linear_key_head_dim: int = 128
+    linear_value_head_dim: int = 128
+    linear_conv_kernel: int = 4
     # multi-head latent attention, when kind == "mla"
     q_lora_rank: int | None = None  # low-rank query width; None = one full-rank q_proj
     kv_lora_rank: int = 512  # the cached latent per token ...
@@ -84,6 +94,16 @@ class AttentionConfig(Section):
                 "sliding_window_layers lists layers, so give the window's length in tokens")
         require(all(i >= 0 for i in self.sliding_window_layers), self, "sliding_window_layers",
                 "it must list layer indices from 0")
+        require(self.rotary_dim is None or (0 < self.rotary_dim <= self.head_dim and self.rotary_dim % 2 == 0),
+                self, "rotary_dim", f"use null, or an even number up to head_dim={self.head_dim}")
+        require(all(i >= 0 for i in self.linear_layers), self, "linear_layers", "it must list layer indices from 0")
+        if self.linear_layers:
+            for name in ("linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim",
+                         "linear_value_head_dim", "linear_conv_kernel"):
+                require(getattr(self, name) > 0, self, name, "it must be a positive integer")
+            require(self.linear_num_value_heads % self.linear_num_key_heads == 0, self, "linear_num_key_heads",
+                    f"it must divide linear_num_value_heads={self.linear_num_value_heads}")
+            require(self.kind == "gqa", self, "linear_layers", "linear attention goes beside grouped-query attention")
 
     def window(self, layer_idx: int) -> int | None:
         """The tokens layer `layer_idx` sees back from each query (itself included); None = all."""
@@ -91,8 +111,17 @@ class AttentionConfig(Section):
 
     @property
     def rope_dim(self) -> int:
-        """Rotary dims per head: all of head_dim, or MLA's shared rope part."""
-        return self.qk_rope_head_dim if self.kind == "mla" else self.head_dim
+        """Rotary dims per head: all of head_dim (or its first rotary_dim), or MLA's shared rope part."""
+        return self.qk_rope_head_dim if self.kind == "mla" else self.rotary_dim or self.head_dim
+
+    @property
+    def linear_state_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """What a linear-attention layer keeps per sequence: the last conv_kernel - 1 inputs of its convolution,
+        [channels, K - 1], and its recurrent state, [value heads, key head dim, value head dim]."""
+        channels = 2 * self.linear_num_key_heads * self.linear_key_head_dim + self.linear_num_value_heads * \
+            self.linear_value_head_dim
+        return ((channels, self.linear_conv_kernel - 1),
+                (self.linear_num_value_heads, self.linear_key_head_dim, self.linear_value_head_dim))
 
     @property
     def kv_cache_token_shapes(self) -> tuple[tuple[int, ...], ...]:

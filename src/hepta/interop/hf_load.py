@@ -1,4 +1,5 @@
-"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3, gpt-oss) as hepta models.
+"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3, gpt-oss, Qwen3.5-MoE) as
+hepta models.
 
 The folder's config.json is mapped onto one `ModelConfig`; weights stream shard by shard
 into a model whose parameters were allocated once, each tensor copied into place and then
@@ -6,7 +7,9 @@ dropped, so the process never holds the weights twice. Per-expert tensors of the
 layout (`experts.{e}.w1/w2/w3` or `gate_proj/up_proj/down_proj`) are written straight into
 hepta's stacked `[E, ...]` parameters; the fused layout (`experts.gate_up_proj`) maps as is.
 Every parameter must be filled completely: a missing weight is an error, never random init.
-gpt-oss's own layouts and its MXFP4 experts are `gpt_oss.py`'s.
+gpt-oss's own layouts and its MXFP4 experts are `gpt_oss.py`'s. Of a Qwen3.5-MoE folder (the
+multimodal `qwen3_5_moe` as released, or the text-only `qwen3_5_moe_text`) the language model is
+read; its vision tower and multi-token-prediction weights are left on disk.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from hepta.interop import gpt_oss
 from hepta.model import Transformer
 from hepta.model.mla import deinterleave_rope_rows
 
-SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss")
+SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss", "qwen3_5_moe",
+                   "qwen3_5_moe_text")
+QWEN3_5 = ("qwen3_5_moe", "qwen3_5_moe_text")
 
 
 def _rope(hf: dict) -> dict:
@@ -65,10 +70,23 @@ def config_from_hf(hf: dict) -> ModelConfig:
                          "restore the folder's original config.json") from e
 
 
+def text_config(hf: dict) -> dict:
+    """The language model's config: a multimodal Qwen3.5-MoE config.json nests it in text_config."""
+    if hf.get("model_type") != "qwen3_5_moe":
+        return hf
+    text = dict(hf["text_config"])
+    return {**text, "model_type": "qwen3_5_moe",
+            "tie_word_embeddings": hf.get("tie_word_embeddings", text.get("tie_word_embeddings", False)),
+            "quantization_config": hf.get("quantization_config")}
+
+
 def _config_from_hf(hf: dict) -> ModelConfig:
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED_TYPES:
         raise HeptaError(f"model_type {model_type!r} is not supported; hepta loads: {', '.join(SUPPORTED_TYPES)}")
+    hf = text_config(hf)
+    if model_type in QWEN3_5:  # every layer is MoE: the experts' width is the only FFN width
+        hf = {**hf, "intermediate_size": hf["moe_intermediate_size"]}
     if model_type == "gpt_oss":
         if hf.get("quantization_config"):
             gpt_oss.check_quantization(hf["quantization_config"])
@@ -98,6 +116,8 @@ def _config_from_hf(hf: dict) -> ModelConfig:
     }
     if model_type == "gpt_oss":
         return ModelConfig().with_changes({**common, **gpt_oss.config_changes(hf)})
+    if model_type in QWEN3_5:
+        return ModelConfig().with_changes({**common, **_qwen3_5_changes(hf)})
     if model_type == "mixtral":
         return ModelConfig().with_changes({**common, "attention.qk_norm": False,
                                            "moe.num_experts": hf["num_local_experts"], "router.norm_topk_prob": True})
@@ -146,6 +166,39 @@ def _config_from_hf(hf: dict) -> ModelConfig:
                                        "router.norm_topk_prob": bool(hf.get("norm_topk_prob", False))})
 
 
+def _qwen3_5_changes(hf: dict) -> dict:
+    """Qwen3.5-MoE: Gated DeltaNet layers beside gated softmax attention with partial RoPE, zero-centred norms,
+    routed experts plus a gated shared expert in every layer."""
+    layers = hf["num_hidden_layers"]
+    interval = hf.get("full_attention_interval", 4)
+    layer_types = hf.get("layer_types") or ["full_attention" if (i + 1) % interval == 0 else "linear_attention"
+                                            for i in range(layers)]
+    unknown = set(layer_types) - {"full_attention", "linear_attention"}
+    if unknown:
+        raise HeptaError(f"layer_types in config.json holds {sorted(unknown)}; Qwen3.5 layers are "
+                         "'full_attention' or 'linear_attention'")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    head_dim = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
+    bias = bool(hf.get("attention_bias", False))
+    shared = hf.get("shared_expert_intermediate_size") or 0
+    return {
+        "zero_centered_norms": True, "attention.qk_norm": True, "attention.qk_norm_per_head": True,
+        "attention.gated": True, "attention.qkv_bias": bias, "attention.o_bias": bias,
+        # text positions are the same in mrope's three sections, so mrope reduces to plain RoPE here
+        "attention.rotary_dim": int(head_dim * float(rope.get("partial_rotary_factor",
+                                                              hf.get("partial_rotary_factor", 0.25)))),
+        "attention.linear_layers": tuple(i for i, kind in enumerate(layer_types) if kind == "linear_attention"),
+        "attention.linear_num_key_heads": hf["linear_num_key_heads"],
+        "attention.linear_num_value_heads": hf["linear_num_value_heads"],
+        "attention.linear_key_head_dim": hf["linear_key_head_dim"],
+        "attention.linear_value_head_dim": hf["linear_value_head_dim"],
+        "attention.linear_conv_kernel": hf.get("linear_conv_kernel_dim", 4),
+        "moe.num_experts": hf["num_experts"], "router.norm_topk_prob": True,
+        "moe.num_shared_experts": 1 if shared else 0, "moe.shared_expert_hidden_dim": shared or None,
+        "moe.shared_expert_gate": bool(shared),
+    }
+
+
 # HF name -> (hepta parameter, expert index or None, which half of gate_up or None)
 _LAYER = r"model\.layers\.(\d+)\."
 _RULES: list[tuple[re.Pattern, str]] = [
@@ -158,6 +211,9 @@ _RULES: list[tuple[re.Pattern, str]] = [
     (re.compile(_LAYER + r"self_attn\.(q_a_proj|q_a_layernorm|q_b_proj|kv_a_proj_with_mqa|kv_a_layernorm|kv_b_proj)"
                 r"\.weight"), "layers.{0}.attn.{1}.weight"),  # multi-head latent attention
     (re.compile(_LAYER + r"self_attn\.sinks"), "layers.{0}.attn.sinks"),
+    (re.compile(_LAYER + r"linear_attn\.(in_proj_qkv|in_proj_z|in_proj_b|in_proj_a|conv1d|norm|out_proj)\.weight"),
+     "layers.{0}.attn.{1}.weight"),  # Gated DeltaNet
+    (re.compile(_LAYER + r"linear_attn\.(dt_bias|A_log)"), "layers.{0}.attn.{1}"),
     (re.compile(_LAYER + r"mlp\.router\.(weight|bias)"), "layers.{0}.ffn.router.{1}"),  # gpt-oss
     (re.compile(_LAYER + r"mlp\.gate\.e_score_correction_bias"), "layers.{0}.ffn.router.expert_bias"),
     (re.compile(_LAYER + r"mlp\.shared_expert_gate\.weight"), "layers.{0}.ffn.shared_gate.weight"),
@@ -301,6 +357,10 @@ def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype |
                     layer = re.match(_LAYER, name)
                     if hf["model_type"] == "deepseek_v3" and layer and int(layer.group(1)) >= cfg.num_layers:
                         continue  # the multi-token-prediction module, which hepta does not run
+                    if hf["model_type"] in QWEN3_5:
+                        if name.startswith(("mtp.", "model.visual.")):
+                            continue  # multi-token prediction and the vision tower, which hepta does not run
+                        name = name.replace("model.language_model.", "model.", 1)
                     dequantized = False
                     if hf["model_type"] == "gpt_oss" and name.endswith(gpt_oss.MXFP4_SUFFIXES):
                         base, part = name.rsplit("_", 1)

@@ -1,5 +1,5 @@
-"""Write hepta models as Hugging Face folders (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3, gpt-oss) that
-transformers opens.
+"""Write hepta models as Hugging Face folders (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3, gpt-oss, Qwen3.5-MoE)
+that transformers opens.
 
 Dims: E experts, F expert hidden dim, D model dim.
 
@@ -21,7 +21,8 @@ to hepta's rotate-half layout, and the writer puts them back into interleaved pa
 aux-loss-free routing bias (router.expert_bias) is written as e_score_correction_bias.
 
 gpt-oss is written unquantized (in the model's dtype), its experts fused in transformers' layout
-with gate and up interleaved (`gpt_oss.folder_expert_layouts`).
+with gate and up interleaved (`gpt_oss.folder_expert_layouts`). Qwen3.5-MoE is written as its
+language model alone (`qwen3_5_moe_text`, which transformers opens as Qwen3_5MoeForCausalLM).
 """
 
 from __future__ import annotations
@@ -45,16 +46,17 @@ from hepta.interop import gpt_oss
 from hepta.model import Transformer
 from hepta.model.mla import deinterleave_rope_rows
 
-TARGET_TYPES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss")
+TARGET_TYPES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss", "qwen3_5_moe_text")
 
 _ARCHITECTURES = {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM",
                   "qwen3_moe": "Qwen3MoeForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM",
-                  "gpt_oss": "GptOssForCausalLM"}
+                  "gpt_oss": "GptOssForCausalLM", "qwen3_5_moe_text": "Qwen3_5MoeForCausalLM"}
 _MOE = {"mixtral": "block_sparse_moe", "olmoe": "mlp", "qwen2_moe": "mlp", "qwen3_moe": "mlp", "deepseek_v3": "mlp",
-        "gpt_oss": "mlp"}
+        "gpt_oss": "mlp", "qwen3_5_moe_text": "mlp"}
 _SWIGLU_NAMES = ("gate_proj", "up_proj", "down_proj")
 _EXPERT_NAMES = {"mixtral": ("w1", "w3", "w2"), "olmoe": _SWIGLU_NAMES, "qwen2_moe": _SWIGLU_NAMES,
-                 "qwen3_moe": _SWIGLU_NAMES, "deepseek_v3": _SWIGLU_NAMES}  # gate, up, down
+                 "qwen3_moe": _SWIGLU_NAMES, "deepseek_v3": _SWIGLU_NAMES,
+                 "qwen3_5_moe_text": _SWIGLU_NAMES}  # gate, up, down
 _MLA_PROJS = ("q_a_proj", "q_a_layernorm", "q_b_proj", "q_proj", "kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj",
               "o_proj")
 
@@ -81,15 +83,22 @@ _CHECKED_FIELDS = {
 _GPT_OSS_FIELDS = {"attention.o_bias", "attention.sinks", "attention.sliding_window", "attention.sliding_window_layers",
                    "moe.expert_proj_bias", "moe.expert_activation", "moe.swiglu_alpha", "moe.swiglu_limit",
                    "router.logit_bias"}
+# and what qwen3_5_moe_text writes
+_QWEN3_5_FIELDS = {"zero_centered_norms", "attention.gated", "attention.rotary_dim", "attention.o_bias",
+                   "attention.linear_layers", "attention.linear_num_key_heads", "attention.linear_num_value_heads",
+                   "attention.linear_key_head_dim", "attention.linear_value_head_dim", "attention.linear_conv_kernel"}
 
 
 def infer_type(cfg: ModelConfig) -> str:
-    """deepseek_v3 for latent attention, gpt_oss for attention sinks, qwen2_moe for a gated shared expert, olmoe
-    for one QK-norm over all heads, qwen3_moe for a QK-norm per head, mixtral for none."""
+    """deepseek_v3 for latent attention, gpt_oss for attention sinks, qwen3_5_moe_text for linear-attention layers
+    or gated attention, qwen2_moe for a gated shared expert, olmoe for one QK-norm over all heads, qwen3_moe for a
+    QK-norm per head, mixtral for none."""
     if cfg.attention.kind == "mla":
         return "deepseek_v3"
     if cfg.attention.sinks:
         return "gpt_oss"
+    if cfg.attention.linear_layers or cfg.attention.gated:
+        return "qwen3_5_moe_text"
     if cfg.moe.shared_expert_gate:
         return "qwen2_moe"
     if not cfg.attention.qk_norm:
@@ -113,6 +122,10 @@ def check_representable(cfg: ModelConfig, model_type: str) -> None:
     if model_type == "gpt_oss":
         _check_gpt_oss(cfg, refuse)
         _check_unknown_fields(cfg, refuse, also_checked=_GPT_OSS_FIELDS)
+        return
+    if model_type == "qwen3_5_moe_text":
+        _check_qwen3_5(cfg, refuse)
+        _check_unknown_fields(cfg, refuse, also_checked=_QWEN3_5_FIELDS)
         return
     if cfg.attention.kind != "gqa":
         refuse("attention.kind", "'gqa' (multi-head latent attention is written as deepseek_v3)")
@@ -221,6 +234,27 @@ def _check_gpt_oss(cfg: ModelConfig, refuse) -> None:
         refuse("rope.mscale", "0 (DeepSeek's mscale is written for deepseek_v3 only)")
 
 
+def _check_qwen3_5(cfg: ModelConfig, refuse) -> None:
+    """Qwen3.5-MoE: zero-centred norms, gated attention with a QK-norm per head (one attention_bias for all four
+    projections), every layer MoE with a sigmoid-gated shared expert, softmax over the renormalised top-k."""
+    a = cfg.attention
+    for field, value in (("attention.kind", "gqa"), ("zero_centered_norms", True), ("attention.gated", True),
+                         ("attention.qk_norm", True), ("attention.qk_norm_per_head", True),
+                         ("moe.shared_expert_gate", True), ("router.scoring", "softmax"),
+                         ("router.norm_topk_prob", True), ("router.route_scale", 1.0), ("moe.num_dense_layers", 0),
+                         ("moe.dense_layers", ()), ("moe.layer_step", 1), ("router.capacity_factor", None)):
+        if cfg.get(field) != value:
+            refuse(field, repr(value))
+    if a.qkv_bias != a.o_bias:
+        refuse("attention.o_bias", f"{a.qkv_bias} (the same as attention.qkv_bias: one attention_bias for all four)")
+    if not cfg.moe.shared_hidden_dim:
+        refuse("moe.shared_expert_hidden_dim", "a shared expert (every Qwen3.5-MoE layer has one)")
+    if cfg.router.num_limited_groups < cfg.router.num_expert_groups:
+        refuse("router.num_limited_groups", "num_limited_groups == num_expert_groups (no group-limited routing)")
+    if cfg.rope.type == "yarn" and (cfg.rope.mscale or cfg.rope.mscale_all_dim):
+        refuse("rope.mscale", "0 (DeepSeek's mscale is written for deepseek_v3 only)")
+
+
 def _check_unknown_fields(cfg: ModelConfig, refuse, also_checked: set[str] = frozenset()) -> None:
     # A field added to ModelConfig after this writer changes the model in ways it cannot know:
     # refuse it unless it is at its default.
@@ -292,6 +326,17 @@ def hf_config(cfg: ModelConfig, model_type: str, dtype: torch.dtype = torch.floa
                   layer_types=["sliding_attention" if a.window(i) else "full_attention" for i in range(cfg.num_layers)],
                   swiglu_alpha=float(moe.swiglu_alpha), swiglu_limit=float(moe.swiglu_limit),
                   rope_parameters=_rope_parameters(cfg))
+    elif model_type == "qwen3_5_moe_text":
+        a, moe = cfg.attention, cfg.moe
+        del hf["intermediate_size"]  # every layer is MoE; the config has only the experts' widths
+        hf.update(head_dim=a.head_dim, num_experts=moe.num_experts, moe_intermediate_size=moe.expert_hidden_dim,
+                  shared_expert_intermediate_size=moe.shared_hidden_dim, attention_bias=a.qkv_bias,
+                  layer_types=["linear_attention" if i in a.linear_layers else "full_attention"
+                               for i in range(cfg.num_layers)],
+                  linear_num_key_heads=a.linear_num_key_heads, linear_num_value_heads=a.linear_num_value_heads,
+                  linear_key_head_dim=a.linear_key_head_dim, linear_value_head_dim=a.linear_value_head_dim,
+                  linear_conv_kernel_dim=a.linear_conv_kernel,
+                  rope_parameters={**_rope_parameters(cfg), "partial_rotary_factor": a.rope_dim / a.head_dim})
     else:
         hf.update(num_experts=cfg.moe.num_experts, norm_topk_prob=cfg.router.norm_topk_prob, attention_bias=False,
                   clip_qkv=None)
@@ -324,7 +369,10 @@ def _tensor_plan(model: Transformer, model_type: str) -> list[tuple[str, torch.T
         attn = layer.attn
         if model_type == "deepseek_v3":
             plan += _mla_plan(prefix + "self_attn.", attn, cfg)
-        for proj in (() if model_type == "deepseek_v3" else ("q_proj", "k_proj", "v_proj", "o_proj")):
+        if i in cfg.attention.linear_layers:  # Gated DeltaNet, under Qwen3.5's own names
+            plan += [(prefix + "linear_attn." + name, param) for name, param in attn.named_parameters()]
+        for proj in (() if model_type == "deepseek_v3" or i in cfg.attention.linear_layers
+                     else ("q_proj", "k_proj", "v_proj", "o_proj")):
             plan.append((prefix + f"self_attn.{proj}.weight", getattr(attn, proj).weight))
             if getattr(attn, proj).bias is not None:
                 plan.append((prefix + f"self_attn.{proj}.bias", getattr(attn, proj).bias))

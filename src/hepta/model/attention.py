@@ -49,12 +49,13 @@ def attention_with_sinks(q_BHTDh: torch.Tensor, k_BGSDh: torch.Tensor, v_BGSDh: 
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: int, qk_norm: bool, norm_eps: float,
                  qk_norm_per_head: bool = True, qkv_bias: bool = False, o_bias: bool = False, sinks: bool = False,
-                 window: int | None = None):
-        """window: this layer sees only the latest `window` tokens (itself included); None = all."""
+                 window: int | None = None, gated: bool = False, zero_centered_norms: bool = False):
+        """window: this layer sees only the latest `window` tokens (itself included); None = all.
+        gated: q_proj also gives each head an output gate, [q (Dh), gate (Dh)] per head (Qwen3.5)."""
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
-        self.window = window
-        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=qkv_bias)
+        self.window, self.gated = window, gated
+        self.q_proj = nn.Linear(dim, num_heads * head_dim * (2 if gated else 1), bias=qkv_bias)
         self.k_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=o_bias)
@@ -63,8 +64,8 @@ class Attention(nn.Module):
         # (OLMoE) once over all heads' concatenated projections.
         self.qk_norm_per_head = qk_norm_per_head
         q_width, k_width = (head_dim, head_dim) if qk_norm_per_head else (num_heads * head_dim, num_kv_heads * head_dim)
-        self.q_norm = RMSNorm(q_width, norm_eps) if qk_norm else None
-        self.k_norm = RMSNorm(k_width, norm_eps) if qk_norm else None
+        self.q_norm = RMSNorm(q_width, norm_eps, zero_centered_norms) if qk_norm else None
+        self.k_norm = RMSNorm(k_width, norm_eps, zero_centered_norms) if qk_norm else None
         # the kernel that computes softmax(QK^T)V, swappable per model (the dry run sets a flash stand-in)
         self.attention_kernel = F.scaled_dot_product_attention
 
@@ -72,6 +73,10 @@ class Attention(nn.Module):
                 cache: SlotCache | None = None, layer_idx: int = 0) -> torch.Tensor:
         B, T, _ = x_BTD.shape
         q, k = self.q_proj(x_BTD), self.k_proj(x_BTD)
+        gate_BTHDh = None
+        if self.gated:
+            q, gate_BTHDh = q.view(B, T, self.num_heads, 2 * self.head_dim).chunk(2, dim=-1)
+            q = q.reshape(B, T, self.num_heads * self.head_dim)
         if self.q_norm is not None and not self.qk_norm_per_head:
             q, k = self.q_norm(q), self.k_norm(k)
         q_BTHDh = q.view(B, T, self.num_heads, self.head_dim)
@@ -97,4 +102,7 @@ class Attention(nn.Module):
                 q_BHTDh, k_BGSDh, v_BGSDh, attn_mask=mask, is_causal=causal,
                 enable_gqa=self.num_heads != self.num_kv_heads,
             )
-        return self.o_proj(out_BHTDh.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
+        out_BTHDh = out_BHTDh.transpose(1, 2)
+        if gate_BTHDh is not None:
+            out_BTHDh = out_BTHDh * torch.sigmoid(gate_BTHDh)
+        return self.o_proj(out_BTHDh.reshape(B, T, self.num_heads * self.head_dim))

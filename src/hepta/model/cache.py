@@ -12,7 +12,9 @@ that slot's own position.
 
 Each buffer is [L, slots, S_max, *token shape], the token shape being what one layer keeps per
 token (`AttentionConfig.kv_cache_token_shapes`: keys and values [G, Dh], or MLA's latent [C] and
-shared rope key [R]), so a layer's view of a window is [B, S, ...] whatever the attention.
+shared rope key [R]), so a layer's view of a window is [B, S, ...] whatever the attention. Only
+softmax-attention layers have rows there; a linear-attention layer keeps a fixed-size state per
+sequence instead (`states`, [L_linear, slots, *state shape] each), read and written through `state`.
 
 Dims: B batch (window), T new tokens, S visible tokens, L layers, G KV heads, Dh head dim,
 C MLA's KV latent dim (kv_lora_rank), R MLA's rope head dim.
@@ -41,9 +43,19 @@ class SlotCache:
     """
 
     def __init__(self, num_layers: int, num_slots: int, max_len: int, token_shapes: Sequence[tuple[int, ...]],
-                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
-        self.buffers = [torch.zeros((num_layers, num_slots, max_len, *shape), dtype=dtype, device=device)
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None, *,
+                 kv_layers: Sequence[int] | None = None,
+                 state_specs: Sequence[tuple[tuple[int, ...], torch.dtype]] = (), state_layers: Sequence[int] = ()):
+        """kv_layers: the layers that keep keys and values per token (None: all); state_layers: those that keep
+        one state per sequence instead, of the shapes and dtypes in state_specs."""
+        kv_layers = range(num_layers) if kv_layers is None else kv_layers
+        self._kv_row = {layer: row for row, layer in enumerate(kv_layers)}
+        self._state_row = {layer: row for row, layer in enumerate(state_layers)}
+        self.buffers = [torch.zeros((len(self._kv_row), num_slots, max_len, *shape), dtype=dtype, device=device)
                         for shape in token_shapes]
+        self.states = [torch.zeros((len(self._state_row), num_slots, *shape), dtype=state_dtype, device=device)
+                       for shape, state_dtype in state_specs] if state_layers else []
+        self._num_slots, self._max_len = num_slots, max_len
         self.lengths = torch.zeros(num_slots, dtype=torch.long)  # on the CPU: the engine reads it every step
         self.start, self.count, self.decoding = 0, 0, False
         self._prompt_lengths: torch.Tensor | None = None
@@ -51,18 +63,18 @@ class SlotCache:
 
     @property
     def num_slots(self) -> int:
-        return self.buffers[0].shape[1]
+        return self._num_slots
 
     @property
     def max_len(self) -> int:
-        return self.buffers[0].shape[2]
+        return self._max_len
 
     @property
     def device(self) -> torch.device:
-        return self.buffers[0].device
+        return (self.buffers or self.states)[0].device
 
     def num_bytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in self.buffers)
+        return sum(b.numel() * b.element_size() for b in (*self.buffers, *self.states))
 
     def set_window(self, start: int, count: int, prompt_lengths: torch.Tensor | None = None) -> None:
         """The slots the next forward runs on: fresh ones (prefill) or running ones (decode).
@@ -96,19 +108,31 @@ class SlotCache:
         assert T == 1, "a decode step adds one token per slot"
         return self._positions_B[:, None]
 
+    @property
+    def prompt_lengths(self) -> torch.Tensor | None:
+        """In a prefill, each sequence's real length (None: all T tokens are real); what follows is padding."""
+        return None if self.decoding else self._prompt_lengths
+
+    def state(self, layer_idx: int) -> tuple[torch.Tensor, ...]:
+        """A linear-attention layer's state of the window's sequences, [B, *state shape] per state, to read
+        (decoding) and write in place; a prefill writes it whole."""
+        row, s, e = self._state_row[layer_idx], self.start, self.start + self.count
+        return tuple(state[row, s:e] for state in self.states)
+
     def update(self, layer_idx: int, *new_BT: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Writes the window's new tokens, [B, T, ...] per buffer; returns what they attend to, [B, S, ...] each."""
+        row = self._kv_row[layer_idx]  # its row among the layers that keep keys and values
         s, e = self.start, self.start + self.count
         if not self.decoding:
             T = new_BT[0].shape[1]
             self._prefill_len = T
             assert T <= self.max_len
             for buffer, values_BT in zip(self.buffers, new_BT):
-                buffer[layer_idx, s:e, :T].copy_(values_BT)
-            return tuple(buffer[layer_idx, s:e, :T] for buffer in self.buffers)
+                buffer[row, s:e, :T].copy_(values_BT)
+            return tuple(buffer[row, s:e, :T] for buffer in self.buffers)
         for buffer, values_B1 in zip(self.buffers, new_BT):
-            buffer[layer_idx][self._rows_B, self._positions_B] = values_B1[:, 0]  # one token per (slot, position)
-        return tuple(buffer[layer_idx, s:e, :self._visible] for buffer in self.buffers)
+            buffer[row][self._rows_B, self._positions_B] = values_B1[:, 0]  # one token per (slot, position)
+        return tuple(buffer[row, s:e, :self._visible] for buffer in self.buffers)
 
     def mask(self, window: int | None = None) -> tuple[torch.Tensor | None, bool]:
         """(attn_mask, is_causal) for the window's new tokens over what `update` returned; a sliding-window
@@ -134,7 +158,7 @@ class SlotCache:
 
     def move(self, src: int, dst: int) -> None:
         """Copy slot `src` (its whole sequence) into slot `dst`."""
-        for buffer in self.buffers:
+        for buffer in (*self.buffers, *self.states):
             buffer[:, dst].copy_(buffer[:, src])
         self.lengths[dst] = self.lengths[src]
 

@@ -16,6 +16,7 @@ from hepta.model.attention import Attention
 from hepta.model.cache import SlotCache
 from hepta.model.experts import ExpertsImplementation
 from hepta.model.layers import RMSNorm, SwiGLU
+from hepta.model.linear_attention import GatedDeltaNet
 from hepta.model.mla import MultiHeadLatentAttention
 from hepta.model.moe import MoE
 from hepta.model.rope import RopeScaling, scaled_rope_cos_sin, softmax_scale_multiplier
@@ -25,17 +26,21 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int, experts_implementation: ExpertsImplementation = "auto"):
         super().__init__()
         self.layer_idx = layer_idx
-        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.zero_centered_norms)
         a = cfg.attention
-        if a.kind == "mla":
+        if layer_idx in a.linear_layers:
+            self.attn = GatedDeltaNet(cfg.dim, a.linear_num_key_heads, a.linear_num_value_heads, a.linear_key_head_dim,
+                                      a.linear_value_head_dim, a.linear_conv_kernel, cfg.norm_eps)
+        elif a.kind == "mla":
             self.attn = MultiHeadLatentAttention(
                 cfg.dim, a.num_heads, a.q_lora_rank, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim,
                 a.v_head_dim,
                 softmax_scale=a.qk_head_dim ** -0.5 * softmax_scale_multiplier(RopeScaling.from_config(cfg)))
         else:
             self.attn = Attention(cfg.dim, a.num_heads, a.num_kv_heads, a.head_dim, a.qk_norm, cfg.norm_eps,
-                                  a.qk_norm_per_head, a.qkv_bias, a.o_bias, a.sinks, a.window(layer_idx))
-        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+                                  a.qk_norm_per_head, a.qkv_bias, a.o_bias, a.sinks, a.window(layer_idx), a.gated,
+                                  cfg.zero_centered_norms)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.zero_centered_norms)
         self.ffn = (MoE(cfg, experts_implementation) if cfg.is_moe_layer(layer_idx)
                     else SwiGLU(cfg.dim, cfg.moe.dense_hidden_dim))
 
@@ -72,7 +77,7 @@ class Transformer(nn.Module):
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg, i, experts_implementation) for i in range(cfg.num_layers))
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.zero_centered_norms)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.embed.weight
@@ -131,8 +136,12 @@ class Transformer(nn.Module):
         On the meta device it only tells the size (`num_bytes`) without allocating.
         """
         cfg = self.config
+        dtype = dtype or self.embed.weight.dtype
+        conv_shape, recurrent_shape = cfg.attention.linear_state_shapes  # the recurrent state stays fp32
         return SlotCache(cfg.num_layers, num_slots, max_len or cfg.max_seq_len, cfg.attention.kv_cache_token_shapes,
-                         dtype=dtype or self.embed.weight.dtype, device=device or self.embed.weight.device)
+                         dtype=dtype, device=device or self.embed.weight.device, kv_layers=cfg.softmax_attention_layers,
+                         state_specs=((conv_shape, dtype), (recurrent_shape, torch.float32)),
+                         state_layers=cfg.attention.linear_layers)
 
     # --- initialisation ----------------------------------------------------------------
 
@@ -152,7 +161,7 @@ class Transformer(nn.Module):
                         nn.init.zeros_(module.bias)
                 elif isinstance(module, nn.Embedding):
                     nn.init.normal_(module.weight, std=0.02)
-                elif isinstance(module, (RMSNorm, MoE)):
+                elif isinstance(module, (RMSNorm, MoE, GatedDeltaNet)):
                     module.reset_parameters()
                 elif isinstance(module, Attention) and module.sinks is not None:
                     nn.init.zeros_(module.sinks)  # no share for the sinks until training gives them one

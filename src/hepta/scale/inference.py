@@ -35,8 +35,9 @@ class Inference:
 
 
 def kv_bytes_per_token(cfg: ModelConfig) -> float:
-    """bf16 cache per token: keys and values of the KV heads, or MLA's latent and shared rope key."""
-    return cfg.num_layers * sum(math.prod(shape) for shape in cfg.attention.kv_cache_token_shapes) * BF16
+    """bf16 cache per token: keys and values of the KV heads, or MLA's latent and shared rope key, in the
+    softmax-attention layers (linear-attention layers keep a fixed state per sequence instead)."""
+    return len(cfg.softmax_attention_layers) * sum(math.prod(shape) for shape in cfg.attention.kv_cache_token_shapes) * BF16
 
 
 def weight_bytes_read(cfg: ModelConfig, batch: int) -> float:

@@ -82,27 +82,23 @@ def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dt
     return out
 
 
-def expert_views(kind: str, tensor: torch.Tensor, experts: torch.nn.Module,
-                 dequantized: bool) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-    """(a view of hepta's parameter, the tensor viewed to match it, the shape the folder should hold)
-    for one expert tensor of a gpt_oss folder; `kind` is gate_up_proj, gate_up_proj_bias, down_proj
-    or down_proj_bias. Dequantised MXFP4 matrices come with rows = outputs ([E, 2F, D], [E, D, F])."""
+def expert_target(kind: str, experts: torch.nn.Module, dequantized: bool) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """(a view of hepta's parameter laid out as the folder's tensor, with its interleaved gate/up dim split in
+    two, and the shape the folder's tensor must have) for one expert tensor of a gpt_oss folder; `kind` is
+    gate_up_proj, gate_up_proj_bias, down_proj or down_proj_bias. Dequantised MXFP4 matrices come with rows =
+    outputs ([E, 2F, D], [E, D, F]). The folder's tensor, reshaped to the view's shape, copies straight in."""
     E, D, F = experts.down_proj.shape
     if kind == "gate_up_proj_bias":  # [E, 2F] interleaved -> [E, F, 2] over hepta's [E, 2, F]
-        target, expected = experts.gate_up_bias.view(E, 2, F).transpose(1, 2), (E, 2 * F)
-    elif kind == "down_proj_bias":
-        target, expected = experts.down_bias, (E, D)
-    elif kind == "gate_up_proj" and dequantized:  # [E, 2F, D] rows interleaved -> [E, F, 2, D]
-        target, expected = experts.gate_up_proj.view(E, 2, F, D).transpose(1, 2), (E, 2 * F, D)
-    elif kind == "gate_up_proj":  # [E, D, 2F] columns interleaved -> [E, D, F, 2]
-        target, expected = experts.gate_up_proj.view(E, 2, F, D).permute(0, 3, 2, 1), (E, D, 2 * F)
-    elif kind == "down_proj" and dequantized:
-        target, expected = experts.down_proj, (E, D, F)
-    else:  # down_proj [E, F, D]
-        target, expected = experts.down_proj.transpose(1, 2), (E, F, D)
-    if tuple(tensor.shape) != expected:
-        return target, tensor, expected
-    return target, tensor.reshape(target.shape), expected
+        return experts.gate_up_bias.view(E, 2, F).transpose(1, 2), (E, 2 * F)
+    if kind == "down_proj_bias":
+        return experts.down_bias, (E, D)
+    if kind == "gate_up_proj" and dequantized:  # [E, 2F, D] rows interleaved -> [E, F, 2, D]
+        return experts.gate_up_proj.view(E, 2, F, D).transpose(1, 2), (E, 2 * F, D)
+    if kind == "gate_up_proj":  # [E, D, 2F] columns interleaved -> [E, D, F, 2]
+        return experts.gate_up_proj.view(E, 2, F, D).permute(0, 3, 2, 1), (E, D, 2 * F)
+    if dequantized:  # down_proj [E, D, F]
+        return experts.down_proj, (E, D, F)
+    return experts.down_proj.transpose(1, 2), (E, F, D)  # down_proj [E, F, D]
 
 
 def folder_expert_layouts(experts: torch.nn.Module) -> list[tuple[str, torch.Tensor, Callable]]:

@@ -15,6 +15,7 @@ read; its vision tower and multi-token-prediction weights are left on disk.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 from pathlib import Path
@@ -292,7 +293,7 @@ def _weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
     raise HeptaError(f"{folder} holds no *.safetensors weights")
 
 
-def _tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
+def _tensors(file: Path) -> Iterator[tuple[str, torch.Tensor | _Rows]]:
     """(name, tensor) pairs of one weights file, one tensor in memory at a time.
 
     A safetensors file is reopened per tensor: the mapping is dropped after each copy, so its
@@ -312,8 +313,57 @@ def _tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
         names = list(shard.keys())
     for name in names:
         with safe_open(str(file), framework="pt") as shard:
+            stored = shard.get_slice(name)
+            shape = tuple(stored.get_shape())
+            row_bytes = math.prod(shape[1:]) * _DTYPE_BYTES.get(stored.get_dtype(), 4) if shape else 0
+            if len(shape) >= 3 and shape[0] > 1 and shape[0] * row_bytes > _READ_BYTES:
+                yield name, _Rows(file, name, shape, max(1, _READ_BYTES // row_bytes))
+                continue
             tensor = shard.get_tensor(name)
         yield name, tensor
+
+
+# A tensor above this size (a layer's fused experts) is read this many bytes of its first dim at a time
+_READ_BYTES = 8 << 20
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+class _Rows:
+    """A large tensor of a safetensors file, read a few rows of its first dim at a time. The file is
+    reopened for each read and the rows dropped once copied, so only those rows' pages are ever
+    resident beside the model (a tensor from the file is backed by its mapping: reading it whole
+    would keep all its pages resident until it is dropped)."""
+
+    def __init__(self, file: Path, name: str, shape: tuple[int, ...], rows_per_read: int):
+        self.file, self.name, self.shape, self.rows_per_read = file, name, shape, rows_per_read
+
+    def parts(self) -> Iterator[tuple[int, torch.Tensor]]:
+        for start in range(0, self.shape[0], self.rows_per_read):
+            with safe_open(str(self.file), framework="pt") as shard:
+                rows = shard.get_slice(self.name)[start:start + self.rows_per_read]
+            yield start, rows
+
+
+def _whole(tensor: torch.Tensor | _Rows) -> torch.Tensor:
+    if not isinstance(tensor, _Rows):
+        return tensor
+    with safe_open(str(tensor.file), framework="pt") as shard:
+        return shard.get_tensor(tensor.name)
+
+
+def _copy_into(target: torch.Tensor, source: torch.Tensor | _Rows) -> None:
+    """Copies the folder's tensor into hepta's parameter (or a view of it of the same size, whose shape the
+    source is reshaped to: gpt-oss's interleaved experts)."""
+    if isinstance(source, _Rows):
+        for start, rows in source.parts():
+            _copy_into(target[start:start + rows.shape[0]], rows)
+        return
+    source = source.reshape(target.shape)
+    if target.is_contiguous() or target.dim() < 3:
+        target.copy_(source)
+    else:  # a strided view: by expert, so that any scratch copy torch makes is one expert's, not the layer's
+        for target_e, source_e in zip(target, source):
+            target_e.copy_(source_e)
 
 
 def checkpoint_dtype(hf: dict) -> torch.dtype:
@@ -370,27 +420,26 @@ def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype |
                             continue
                         del mxfp4_parts[base]
                         name, dequantized = base, True
-                        tensor = gpt_oss.dequantize_mxfp4(parts["blocks"], parts["scales"], model.embed.weight.dtype)
+                        tensor = gpt_oss.dequantize_mxfp4(_whole(parts["blocks"]), _whole(parts["scales"]),
+                                                          model.embed.weight.dtype)
                     experts = _GPT_OSS_EXPERTS.fullmatch(name) if hf["model_type"] == "gpt_oss" else None
                     if experts:
                         module = model.layers[int(experts.group(1))].ffn.experts
-                        target, tensor, expected = gpt_oss.expert_views(experts.group(2), tensor, module, dequantized)
-                        if tuple(tensor.shape) != tuple(target.shape):
-                            raise HeptaError(f"tensor {name!r} in {file.name} has shape {tuple(tensor.shape)}, "
-                                             f"config.json implies {expected}")
+                        target, expected = gpt_oss.expert_target(experts.group(2), module, dequantized)
                     else:
                         target = _target(name, targets)
+                        expected = None if target is None else tuple(target.shape)
                     if target is None:
                         if name.endswith("rotary_emb.inv_freq"):
                             continue  # a cache some exports include, recomputed by hepta
                         raise HeptaError(f"tensor {name!r} in {file.name} has no place in a {hf['model_type']} "
                                          "model of this config; is config.json from the same model?")
-                    if tuple(tensor.shape) != tuple(target.shape):
+                    if tuple(tensor.shape) != expected:
                         raise HeptaError(f"tensor {name!r} in {file.name} has shape {tuple(tensor.shape)}, "
-                                         f"config.json implies {tuple(target.shape)}")
+                                         f"config.json implies {expected}")
                     if interleaved_rope:
-                        tensor = _rope_rows_to_half_layout(name, tensor, cfg)
-                    target.copy_(tensor)
+                        tensor = _rope_rows_to_half_layout(name, _whole(tensor), cfg)
+                    _copy_into(target, tensor)
                     del tensor
                     base = target._base if target._base is not None else target
                     if id(base) in owner:

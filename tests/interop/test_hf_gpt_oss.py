@@ -158,7 +158,8 @@ def test_the_harmony_template_renders_as_transformers_renders_it_and_its_stop_to
 def write_served_folder(folder):
     """A gpt_oss folder with a word-level tokenizer that keeps the template's words apart, and the Harmony template."""
     save_hf(CASE, folder)
-    vocab = ["<unk>", "Reasoning:", "low", "medium", "high", "hi", "there", *HARMONY_TOKENS]
+    vocab = ["<unk>", "Reasoning:", "low", "medium", "high", "hi", "there", "assistant", "analysis", "final",
+             *HARMONY_TOKENS]
     words = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
     words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     words.decoder = decoders.ByteLevel()  # a decoder the grammar engine knows (gpt-oss's own is byte-level too)
@@ -202,3 +203,55 @@ def test_a_served_gpt_oss_folder_renders_the_requested_reasoning_effort_and_batc
                                         extra_body={"chat_template_kwargs": {"messages": []}})
     finally:
         server.stop()
+
+
+def write_scripted_weights(folder, tokenizer):
+    """Weights whose next token depends only on the last one, following SCRIPT: every layer's output is zeroed,
+    so the final hidden state is the last token's embedding (a basis vector), and lm_head scores each successor."""
+    script = {"assistant": {"<|channel|>": 9}, "<|channel|>": {"analysis": 9, "final": 5},
+              "analysis": {"<|message|>": 9}, "final": {"<|message|>": 9}, "<|message|>": {"hi": 9},
+              "hi": {"there": 9}, "there": {"<|end|>": 9, "<|return|>": 5}, "<|end|>": {"<|start|>": 9},
+              "<|start|>": {"assistant": 9}}
+    weights = load_file(str(folder / "model.safetensors"))
+    for name, tensor in weights.items():
+        if name.endswith(("o_proj.weight", "o_proj.bias", "down_proj", "down_proj_bias")):
+            tensor.zero_()
+    ids = tokenizer.convert_tokens_to_ids
+    embed, head = weights["model.embed_tokens.weight"], weights["lm_head.weight"]
+    embed.zero_()
+    head.zero_()
+    weights["model.norm.weight"].fill_(1.0)
+    for token, successors in script.items():
+        embed[ids(token), ids(token)] = 1.0
+        for successor, score in successors.items():
+            head[ids(successor), ids(token)] = score
+    save_file(weights, str(folder / "model.safetensors"))
+    return ids
+
+
+def test_a_served_gpt_oss_answer_comes_back_as_reasoning_and_content(tmp_path):
+    from serve.conftest import client, start_server
+
+    ids = write_scripted_weights(tmp_path, write_served_folder(tmp_path))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [ids("<|return|>")]}))
+    server = start_server(tmp_path)
+    try:
+        api = client(server)
+        messages = [{"role": "user", "content": "hi"}]
+        # the model thinks (analysis) for as long as it may; banning "analysis" makes it answer (final) and stop
+        thinking = api.chat.completions.create(model="micro", messages=messages, max_tokens=14, temperature=0)
+        answer = api.chat.completions.create(model="micro", messages=messages, max_tokens=14, temperature=0,
+                                             logit_bias={str(ids("analysis")): -100, str(ids("<|end|>")): -100})
+        streamed = list(api.chat.completions.create(model="micro", messages=messages, max_tokens=14, temperature=0,
+                                                    stream=True))
+    finally:
+        server.stop()
+    reference = HFTokenizer(tmp_path)
+    hi_there = reference.decode([ids("hi"), ids("there")])
+    assert thinking.choices[0].message.content == "" and thinking.choices[0].finish_reason == "length"
+    assert thinking.choices[0].message.model_extra["reasoning_content"].startswith(hi_there + hi_there)
+    assert answer.choices[0].message.content == hi_there and answer.choices[0].finish_reason == "stop"
+    assert "reasoning_content" not in answer.choices[0].message.model_extra
+    pieces = [chunk.choices[0].delta.model_extra.get("reasoning_content") for chunk in streamed if chunk.choices]
+    assert "".join(p for p in pieces if p) == thinking.choices[0].message.model_extra["reasoning_content"]
+    assert not any("<|" in (chunk.choices[0].delta.content or "") for chunk in streamed if chunk.choices)

@@ -21,6 +21,7 @@ from hepta.infer.client import EngineClient, EngineDead
 from hepta.infer.collect import Choice, Collector
 from hepta.infer.constrain import ConstraintSpec
 from hepta.infer.engine import ContextLengthExceeded, InvalidRequest, QueueFull
+from hepta.infer.harmony import HarmonyStream, split_harmony, uses_harmony
 from hepta.infer.request import Event, Request as EngineRequest
 from hepta.infer.sampling import SamplingParams
 from hepta.infer.tools import InvalidField, ToolCallStream, choose_tools, parse_tool_calls
@@ -230,6 +231,7 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
 
     choices = await _collect(run)
     token_text = R.TokenText(tokenizer)
+    harmony = uses_harmony(tokenizer)
     out = []
     for index, choice in enumerate(choices):
         message = {"role": "assistant", "content": choice.text, "refusal": None}
@@ -239,6 +241,10 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
             if calls:
                 message.update(content=content, tool_calls=calls)
                 finish = "tool_calls" if finish == "stop" else finish
+        if harmony and "tool_calls" not in message:  # gpt-oss: its analysis channel is the reasoning
+            reasoning, message["content"] = split_harmony(choice.text)
+            if reasoning:
+                message["reasoning_content"] = reasoning
         if state.codec is not None:
             pngs = await asyncio.to_thread(answer_pngs, state.codec, prompt_ids, choice.token_ids)
             if pngs:  # OpenRouter's field for images in an answer; content keeps the text
@@ -262,13 +268,20 @@ async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens:
     rid, model, created = meta["response_id"], meta["model"], meta["created"]
     chunks = R.ChatChunks(rid, model, created)
     completion_tokens = 0
-    # with tools, text streams through a parser that turns <tool_call> blocks into tool_calls deltas
+    # with tools, text streams through a parser that turns <tool_call> blocks into tool_calls deltas; a
+    # Harmony answer (gpt-oss) through one that splits its reasoning from its content
     tool_streams = [ToolCallStream(tools) for _ in range(run.num_choices)] if calls_possible else None
+    harmony_streams = ([HarmonyStream() for _ in range(run.num_choices)]
+                       if tool_streams is None and uses_harmony(state.tokenizer) else None)
     yield "".join(chunks.chunk(index, {"role": "assistant", "content": ""}) for index in range(run.num_choices))
     async for index, event in run.events(watch_disconnect=False):
         completion_tokens += _token_count(event, engine)
         logprobs = token_text.chat_logprobs(event.logprobs) if event.logprobs else None
-        if tool_streams is None:
+        if harmony_streams is not None:
+            stream = harmony_streams[index]
+            deltas = stream.push(event.text) + (stream.finish() if event.finish_reason else [])
+            deltas = deltas or ([{"content": ""}] if logprobs else [])
+        elif tool_streams is None:
             deltas = [{"content": event.text}] if event.text or logprobs else []
         else:
             stream = tool_streams[index]

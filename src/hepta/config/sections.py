@@ -152,10 +152,16 @@ class RopeConfig(Section):
     mscale: float = 0.0  # yarn (DeepSeek): cos/sin factor mscale(f, this) / mscale(f, all_dim); 0 = unset
     mscale_all_dim: float = 0.0  # yarn (DeepSeek): MLA softmax scale times mscale(f, this)^2; 0 = unset
     attention_factor: float | None = None  # yarn: explicit cos/sin factor; None = derived from factor
+    # multimodal RoPE (Qwen3-VL): positions have time, height and width rows; of the rotary frequencies,
+    # every third from the second turns with height and every third from the third with width, up to
+    # 3 x mrope_section[1] and 3 x mrope_section[2]; the rest with time. () = one position row.
+    mrope_section: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_types(self)
         require(self.theta > 0, self, "theta", "it must be positive")
+        require(len(self.mrope_section) in (0, 3) and all(n > 0 for n in self.mrope_section), self, "mrope_section",
+                "use [] or three positive counts of rotary frequencies (time, height, width)")
         require(self.factor > 0, self, "factor", "it must be positive")
         require(self.original_max_len > 0, self, "original_max_len", "it must be a positive integer")
         require(self.attention_factor is None or self.attention_factor > 0, self, "attention_factor",

@@ -1,5 +1,5 @@
-"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3, gpt-oss, Qwen3.5-MoE) as
-hepta models.
+"""Open Hugging Face MoE checkpoints (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3, gpt-oss, Qwen3.5-MoE,
+Qwen3-VL-MoE) as hepta models.
 
 The folder's config.json is mapped onto one `ModelConfig`; weights stream shard by shard
 into a model whose parameters were allocated once, each tensor copied into place and then
@@ -9,7 +9,8 @@ hepta's stacked `[E, ...]` parameters; the fused layout (`experts.gate_up_proj`)
 Every parameter must be filled completely: a missing weight is an error, never random init.
 gpt-oss's own layouts and its MXFP4 experts are `gpt_oss.py`'s. Of a Qwen3.5-MoE folder (the
 multimodal `qwen3_5_moe` as released, or the text-only `qwen3_5_moe_text`) the language model is
-read; its vision tower and multi-token-prediction weights are left on disk.
+read; its vision tower and multi-token-prediction weights are left on disk. Of a Qwen3-VL-MoE
+folder the language model is read here and the vision tower by `qwen3_vl.load_vision_tower`.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from safetensors import SafetensorError, safe_open
 from hepta.checkpoint import INDEX_FILE, index_files
 from hepta.config import ROPE_TYPES, ModelConfig
 from hepta.errors import HeptaError
-from hepta.interop import gpt_oss
+from hepta.interop import gpt_oss, qwen3_vl
 from hepta.model import Transformer
 from hepta.model.mla import deinterleave_rope_rows
 
 SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss", "qwen3_5_moe",
-                   "qwen3_5_moe_text")
+                   "qwen3_5_moe_text", "qwen3_vl_moe")
 QWEN3_5 = ("qwen3_5_moe", "qwen3_5_moe_text")
 
 
@@ -72,7 +73,10 @@ def config_from_hf(hf: dict) -> ModelConfig:
 
 
 def text_config(hf: dict) -> dict:
-    """The language model's config: a multimodal Qwen3.5-MoE config.json nests it in text_config."""
+    """The language model's config: multimodal Qwen3.5-MoE and Qwen3-VL-MoE config.json files nest it in
+    text_config."""
+    if hf.get("model_type") == qwen3_vl.TYPE:
+        return qwen3_vl.text_config(hf)
     if hf.get("model_type") != "qwen3_5_moe":
         return hf
     text = dict(hf["text_config"])
@@ -119,6 +123,8 @@ def _config_from_hf(hf: dict) -> ModelConfig:
         return ModelConfig().with_changes({**common, **gpt_oss.config_changes(hf)})
     if model_type in QWEN3_5:
         return ModelConfig().with_changes({**common, **_qwen3_5_changes(hf)})
+    if model_type == qwen3_vl.TYPE:
+        return ModelConfig().with_changes({**common, **qwen3_vl.config_changes(hf)})
     if model_type == "mixtral":
         return ModelConfig().with_changes({**common, "attention.qk_norm": False,
                                            "moe.num_experts": hf["num_local_experts"], "router.norm_topk_prob": True})
@@ -351,14 +357,14 @@ def _whole(tensor: torch.Tensor | _Rows) -> torch.Tensor:
         return shard.get_tensor(tensor.name)
 
 
-def _copy_into(target: torch.Tensor, source: torch.Tensor | _Rows) -> None:
+def _copy_into(target: torch.Tensor, source: torch.Tensor | _Rows, transpose: bool = False) -> None:
     """Copies the folder's tensor into hepta's parameter (or a view of it of the same size, whose shape the
-    source is reshaped to: gpt-oss's interleaved experts)."""
+    source is reshaped to: gpt-oss's interleaved experts); `transpose` swaps its last two dims first."""
     if isinstance(source, _Rows):
         for start, rows in source.parts():
-            _copy_into(target[start:start + rows.shape[0]], rows)
+            _copy_into(target[start:start + rows.shape[0]], rows, transpose)
         return
-    source = source.reshape(target.shape)
+    source = source.transpose(1, 2) if transpose else source.reshape(target.shape)
     if target.is_contiguous() or target.dim() < 3:
         target.copy_(source)
     else:  # a strided view: by expert, so that any scratch copy torch makes is one expert's, not the layer's
@@ -396,8 +402,10 @@ def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype |
     filled = {name: 0 for name in params}
     owner = {id(t): name for name, t in params.items()}
     mxfp4_parts: dict[str, dict[str, torch.Tensor]] = {}  # an MXFP4 matrix's blocks or scales, until both are read
+    files = _weight_files(folder, allow_pickle)
+    transposed_experts = hf["model_type"] == qwen3_vl.TYPE and qwen3_vl.experts_transposed(files, cfg)
     with torch.no_grad():
-        for file in _weight_files(folder, allow_pickle):
+        for file in files:
             if not file.is_file():
                 raise HeptaError(f"{file} is listed in the index but missing; the checkpoint is incomplete")
             try:
@@ -407,9 +415,9 @@ def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype |
                     layer = re.match(_LAYER, name)
                     if hf["model_type"] == "deepseek_v3" and layer and int(layer.group(1)) >= cfg.num_layers:
                         continue  # the multi-token-prediction module, which hepta does not run
-                    if hf["model_type"] in QWEN3_5:
-                        if name.startswith(("mtp.", "model.visual.")):
-                            continue  # multi-token prediction and the vision tower, which hepta does not run
+                    if hf["model_type"] in (*QWEN3_5, qwen3_vl.TYPE):
+                        if name.startswith(("mtp.", qwen3_vl.VISION_PREFIX)):
+                            continue  # multi-token prediction, and the vision tower (loaded apart, if at all)
                         name = name.replace("model.language_model.", "model.", 1)
                     dequantized = False
                     if hf["model_type"] == "gpt_oss" and name.endswith(gpt_oss.MXFP4_SUFFIXES):
@@ -429,6 +437,9 @@ def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype |
                     else:
                         target = _target(name, targets)
                         expected = None if target is None else tuple(target.shape)
+                    transpose = transposed_experts and name.endswith(("experts.gate_up_proj", "experts.down_proj"))
+                    if transpose and target is not None:  # released Qwen3-VL-MoE: [E, D, 2F] and [E, F, D]
+                        expected = (expected[0], expected[2], expected[1])
                     if target is None:
                         if name.endswith("rotary_emb.inv_freq"):
                             continue  # a cache some exports include, recomputed by hepta
@@ -439,7 +450,7 @@ def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype |
                                          f"config.json implies {expected}")
                     if interleaved_rope:
                         tensor = _rope_rows_to_half_layout(name, _whole(tensor), cfg)
-                    _copy_into(target, tensor)
+                    _copy_into(target, tensor, transpose)
                     del tensor
                     base = target._base if target._base is not None else target
                     if id(base) in owner:

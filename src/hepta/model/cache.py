@@ -57,6 +57,9 @@ class SlotCache:
                        for shape, state_dtype in state_specs] if state_layers else []
         self._num_slots, self._max_len = num_slots, max_len
         self.lengths = torch.zeros(num_slots, dtype=torch.long)  # on the CPU: the engine reads it every step
+        # what each slot's RoPE position is ahead of (or behind) its length: multimodal RoPE gives an image
+        # fewer positions than tokens, so the text after it continues from its own position
+        self.rope_offsets = torch.zeros(num_slots, dtype=torch.long)
         self.start, self.count, self.decoding = 0, 0, False
         self._prompt_lengths: torch.Tensor | None = None
         self._window_masks: dict[tuple, torch.Tensor] = {}  # per window (and prefill length) this step
@@ -106,7 +109,12 @@ class SlotCache:
         if not self.decoding:
             return torch.arange(T, device=self.device)
         assert T == 1, "a decode step adds one token per slot"
-        return self._positions_B[:, None]
+        offsets_B = self.rope_offsets[self.start:self.start + self.count].to(self.device)
+        return (self._positions_B + offsets_B)[:, None]
+
+    def set_rope_offsets(self, offsets_B: torch.Tensor) -> None:
+        """A prefill's RoPE offsets, one per slot of the window (multimodal positions; see `rope_offsets`)."""
+        self.rope_offsets[self.start:self.start + self.count] = offsets_B.cpu()
 
     @property
     def prompt_lengths(self) -> torch.Tensor | None:
@@ -161,6 +169,8 @@ class SlotCache:
         for buffer in (*self.buffers, *self.states):
             buffer[:, dst].copy_(buffer[:, src])
         self.lengths[dst] = self.lengths[src]
+        self.rope_offsets[dst] = self.rope_offsets[src]
 
     def release(self, slot: int) -> None:
         self.lengths[slot] = 0
+        self.rope_offsets[slot] = 0

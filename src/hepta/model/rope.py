@@ -77,14 +77,24 @@ def softmax_scale_multiplier(scaling: RopeScaling) -> float:
     return yarn_mscale(scaling.factor, scaling.mscale_all_dim) ** 2
 
 
-def scaled_rope_cos_sin(positions: torch.Tensor, dim: int, theta: float,
-                        scaling: RopeScaling) -> tuple[torch.Tensor, torch.Tensor]:
+def scaled_rope_cos_sin(positions: torch.Tensor, dim: int, theta: float, scaling: RopeScaling,
+                        mrope_section: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables [*positions.shape, Dr] in the "rotate half" layout; angles formed in fp32.
+
+    With `mrope_section`, `positions` may hold three rows, [3, B, T] (time, height, width): each
+    rotary frequency takes its angle from the row it belongs to (interleaved, as Qwen3-VL assigns
+    them), and the tables are [B, T, Dr]. Text has the same position in all three rows, so plain
+    positions give the same tables.
 
     Computed per forward rather than cached in buffers: it is T x Dr/2 work, and it keeps the
     model free of non-parameter state that would need re-initialising after a meta build.
     """
     inv_freq, attention_factor = rope_inv_freq(dim, theta, scaling)
     angles = positions.float()[..., None] * inv_freq.to(positions.device)  # [T, Dr/2] (or [B, T, Dr/2])
+    if mrope_section and positions.dim() == 3:  # [3, B, T, Dr/2] -> [B, T, Dr/2]
+        row = torch.zeros(dim // 2, dtype=torch.long, device=positions.device)
+        for axis, offset in ((1, 1), (2, 2)):  # height, width
+            row[offset:3 * mrope_section[axis]:3] = axis
+        angles = angles.gather(0, row.expand(1, *angles.shape[1:3], -1)).squeeze(0)
     angles = torch.cat([angles, angles], dim=-1)  # [T, Dr]
     return angles.cos() * attention_factor, angles.sin() * attention_factor

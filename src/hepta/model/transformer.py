@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -70,6 +71,20 @@ def check_param_shapes(model: nn.Module, cfg: ModelConfig) -> None:
                            f"build; make the two agree")
 
 
+@dataclass
+class VisualInput:
+    """Vision features that take the place of placeholder tokens in a prefill (Qwen3-VL).
+
+    Dims: N placeholder positions over the batch (row-major), L_ds DeepStack layers.
+    """
+
+    mask_BT: torch.Tensor  # bool: the placeholder positions
+    embeds_ND: torch.Tensor  # what the embeddings there become
+    positions_3BT: torch.Tensor  # multimodal RoPE positions (time, height, width) of every token
+    rope_offsets_B: torch.Tensor  # each sequence's next position minus its length, for decoding after it
+    deepstack_LND: list[torch.Tensor] = ()  # added at the placeholders after each of the first L_ds layers
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig, *, experts_implementation: ExpertsImplementation = "auto"):
         """experts_implementation: the kernel of every MoE layer's routed experts (see model/experts.py)."""
@@ -85,25 +100,37 @@ class Transformer(nn.Module):
         check_param_shapes(self, cfg)
 
     def forward(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None,
-                logits_at_BT: torch.Tensor | None = None) -> torch.Tensor:
+                logits_at_BT: torch.Tensor | None = None, visual: VisualInput | None = None) -> torch.Tensor:
         """Logits [B, T, V] for token ids [B, T]; with a cache, the ids continue its sequences.
 
         `logits_at_BT` (bool [B, T]) projects only the positions it marks, as [N, V] in row-major
         order: a loss over a few answer tokens skips the vocabulary projection everywhere else.
+        `visual` puts vision features in place of placeholder tokens (a prefill only).
         """
-        hidden_BTD = self.hidden_states(input_ids_BT, cache)
+        hidden_BTD = self.hidden_states(input_ids_BT, cache, visual)
         return self.output(hidden_BTD if logits_at_BT is None else hidden_BTD[logits_at_BT])
 
-    def hidden_states(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None) -> torch.Tensor:
+    def hidden_states(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None,
+                      visual: VisualInput | None = None) -> torch.Tensor:
         """The final normed hidden states [B, T, D] (the LM head's input; pooled for embeddings)."""
         T = input_ids_BT.shape[1]
         positions = cache.positions(T) if cache is not None else torch.arange(T, device=input_ids_BT.device)
-        cfg = self.config
-        cos, sin = scaled_rope_cos_sin(positions, cfg.attention.rope_dim, cfg.rope.theta, RopeScaling.from_config(cfg))
         x_BTD = self.embed(input_ids_BT)
+        if visual is not None:
+            assert cache is None or not cache.has_past, "vision features enter with the prompt, in its prefill"
+            positions = visual.positions_3BT
+            x_BTD = x_BTD.masked_scatter(visual.mask_BT[..., None], visual.embeds_ND.to(x_BTD.dtype))
+            if cache is not None:
+                cache.set_rope_offsets(visual.rope_offsets_B)
+        cfg = self.config
+        cos, sin = scaled_rope_cos_sin(positions, cfg.attention.rope_dim, cfg.rope.theta, RopeScaling.from_config(cfg),
+                                       cfg.rope.mrope_section)
         cos, sin = cos.to(x_BTD.dtype), sin.to(x_BTD.dtype)
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             x_BTD = layer(x_BTD, cos, sin, cache)
+            if visual is not None and i < len(visual.deepstack_LND):  # DeepStack: early vision features again
+                x_BTD = x_BTD.masked_scatter(visual.mask_BT[..., None],
+                                             x_BTD[visual.mask_BT] + visual.deepstack_LND[i].to(x_BTD.dtype))
         if cache is not None:
             cache.advance(T)
         return self.norm(x_BTD)

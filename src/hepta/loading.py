@@ -53,6 +53,20 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
     return HFTokenizer(folder) if hf_tokenizer else Tokenizer.load(folder)
 
 
+def load_vision(path: str | Path, dtype: torch.dtype | None = None):
+    """The vision encoder of a model that reads images through one (a Qwen3-VL-MoE folder), or None."""
+    folder = Path(path)
+    try:
+        model_type = json.loads((folder / checkpoint.CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    if model_type != "qwen3_vl_moe":
+        return None
+    from hepta.interop.qwen3_vl_inputs import Qwen3VLVision
+
+    return Qwen3VLVision(folder, dtype)
+
+
 def load_image_codec(path: str | Path, tokenizer: TextTokenizer | None = None) -> ImageCodec | None:
     """The image tokenizer of a model folder with its place in the id space, or None for a text-only model."""
     image_tokenizer = load_image_tokenizer(path)

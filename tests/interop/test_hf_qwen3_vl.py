@@ -100,3 +100,48 @@ def test_logits_match_transformers(models, case):
     with torch.no_grad():
         got = ours(torch.tensor([ids]), visual=visual)[0]
     assert (got - reference_logits(hf, ids, items)).abs().max() <= 1e-4
+
+
+def test_sixteen_greedy_tokens_through_the_engine_equal_transformers_generate_with_media_and_text_batched(folder,
+                                                                                                         models):
+    from tokenizers import Tokenizer, models as vocabularies
+    from transformers import PreTrainedTokenizerFast
+
+    from hepta.infer.engine import Engine, EngineConfig, generate_many
+    from hepta.infer.request import Request
+    from hepta.infer.sampling import SamplingParams
+    from hepta.interop.qwen3_vl_inputs import Qwen3VLVision
+    from hepta.loading import load_tokenizer
+
+    hf, ours, _, pre = models
+    words = Tokenizer(vocabularies.WordLevel({f"w{i}": i for i in range(200)}, unk_token="w0"))
+    PreTrainedTokenizerFast(tokenizer_object=words, eos_token="w199").save_pretrained(folder)
+    requests = []
+    for case, seed in (("one image", 5), ("text only", 6), ("a timestamped video", 7), ("two images of different sizes", 8)):
+        items = MEDIA[case](pre)
+        ids = prompt(pre, items, seed) if items else torch.randint(0, 180, (50,)).tolist()  # as long as the rest
+        requests.append((ids, items))
+    expected = []
+    for ids, items in requests:  # transformers, one at a time
+        kinds = torch.tensor(ids)
+        inputs = dict(input_ids=kinds[None], mm_token_type_ids=((kinds == IMAGE) * 1 + (kinds == VIDEO) * 2)[None])
+        images, videos = [i for i in items if i.kind == "image"], [i for i in items if i.kind == "video"]
+        if images:
+            inputs.update(pixel_values=torch.cat([i.pixels_PX for i in images]),
+                          image_grid_thw=torch.tensor([i.grid_thw for i in images]))
+        if videos:
+            inputs.update(pixel_values_videos=torch.cat([v.pixels_PX for v in videos]),
+                          video_grid_thw=torch.tensor([v.grid_thw for v in videos]))
+        with torch.no_grad():
+            out = hf.generate(**inputs, max_new_tokens=16, do_sample=False, suppress_tokens=[199, *range(180, 200)])
+        expected.append(out[0, len(ids):].tolist())
+    # prefilled together (media and text in one batch), each with its own positions, then decoded together with
+    # its own RoPE offset
+    engine = Engine(ours, load_tokenizer(folder), EngineConfig(max_num_seqs=4), vision=Qwen3VLVision(folder)).start()
+    try:
+        banned = {token: -100.0 for token in [199, *range(180, 200)]}
+        got = generate_many(engine, [Request(ids, 16, SamplingParams(temperature=0.0), logit_bias=banned, media=items)
+                                     for ids, items in requests])
+    finally:
+        engine.stop()
+    assert [choices[0].token_ids for choices in got] == expected

@@ -146,11 +146,13 @@ class EngineClient:
 
     @classmethod
     def in_thread(cls, model, tokenizer, config: EngineConfig, loop: asyncio.AbstractEventLoop,
-                  images: ImageVocab | None = None, audio: AudioVocab | None = None, **kwargs) -> "EngineClient":
+                  images: ImageVocab | None = None, audio: AudioVocab | None = None, vision=None,
+                  **kwargs) -> "EngineClient":
         """Serves a model already in memory from a thread of this process, over the same protocol;
-        `images`, `audio` are the model's image and audio blocks when it writes them."""
+        `images`, `audio` are the model's image and audio blocks when it writes them, `vision` its vision
+        encoder when it reads images through one."""
         ours, theirs = multiprocessing.Pipe()
-        core = EngineCore(theirs, model, tokenizer, config, images=images, audio=audio)
+        core = EngineCore(theirs, model, tokenizer, config, images=images, audio=audio, vision=vision)
         thread = threading.Thread(target=core.run, name="hepta-engine-core", daemon=True)
         thread.start()
         message = ours.recv()

@@ -59,7 +59,7 @@ def wire_request(request: Request) -> dict[str, Any]:
     """The picklable fields of `request` (its grammar as text: a compiled matcher stays in its process)."""
     constraint = request.constraint
     return dict(prompt_ids=request.prompt_ids, max_tokens=request.max_tokens, sampling=request.sampling, n=request.n,
-                stop=request.stop, logprobs=request.logprobs, logit_bias=request.logit_bias,
+                stop=request.stop, logprobs=request.logprobs, logit_bias=request.logit_bias, media=request.media,
                 grammar=constraint.grammar if constraint is not None else None, arrival=request.arrival)
 
 
@@ -120,12 +120,13 @@ class EngineCore:
     """An Engine behind one end of a connection; `run()` serves until told to stop or the other end goes."""
 
     def __init__(self, conn, model, tokenizer, config: EngineConfig, images: ImageVocab | None = None,
-                 audio: AudioVocab | None = None):
-        """`images`, `audio`: the image and audio blocks of a model that writes them (None otherwise)."""
+                 audio: AudioVocab | None = None, vision=None):
+        """`images`, `audio`: the image and audio blocks of a model that writes them (None otherwise);
+        `vision`: the vision encoder of a model that reads images through one (Qwen3-VL)."""
         self.conn, self.tokenizer = conn, tokenizer
         self.outbox = _Outbox()
         self.engine = Engine(model, tokenizer, config, observer=_ForwardingObserver(self.outbox), images=images,
-                             audio=audio)
+                             audio=audio, vision=vision)
         self.requests: dict[int, Request] = {}  # accepted and not yet finished, for cancel
         self.unfinished: dict[int, int] = {}  # rid -> choices without their final event
 
@@ -262,14 +263,15 @@ def run_core_process(conn, model_path: str, config: EngineConfig, allow_pickle: 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(engine_threads())  # before any thread starts: they take this count
     try:
-        from hepta.loading import load, load_audio_codec, load_image_codec, load_tokenizer
+        from hepta.loading import load, load_audio_codec, load_image_codec, load_tokenizer, load_vision
 
         model, tokenizer = load(model_path, allow_pickle=allow_pickle), load_tokenizer(model_path)
         llg_tokenizer(tokenizer)  # the grammar engine's view of the vocabulary: seconds for 128k ids, paid here
         codec = load_image_codec(model_path, tokenizer)  # its span layout keeps written images well formed
         audio = load_audio_codec(model_path, tokenizer)  # and written speech
         core = EngineCore(conn, model, tokenizer, config, images=codec.vocab if codec is not None else None,
-                          audio=audio.vocab if audio is not None else None)
+                          audio=audio.vocab if audio is not None else None,
+                          vision=load_vision(model_path, model.embed.weight.dtype))
     except Exception as e:
         conn.send(("failed", str(e)))
         conn.close()

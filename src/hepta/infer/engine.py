@@ -156,10 +156,13 @@ class _Sequence:
 
 class Engine:
     def __init__(self, model: Transformer, tokenizer: TextTokenizer, config: EngineConfig = EngineConfig(),
-                 observer: Observer | None = None, images: ImageVocab | None = None, audio: AudioVocab | None = None):
-        """`images`, `audio`: where image and audio spans live in the id space, for a model that writes them."""
+                 observer: Observer | None = None, images: ImageVocab | None = None, audio: AudioVocab | None = None,
+                 vision=None):
+        """`images`, `audio`: where image and audio spans live in the id space, for a model that writes them.
+        `vision`: for a model that reads images and videos through a vision encoder (Qwen3-VL), what turns a
+        prefill's media into the model's `VisualInput` (`visual_input(prompts, media, length)`)."""
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
-        self.images, self.audio = images, audio
+        self.images, self.audio, self.vision = images, audio, vision
         self.observer = observer or Observer()
         cfg = model.config
         self.max_len = min(config.max_model_len or cfg.max_seq_len, cfg.max_seq_len)
@@ -233,6 +236,8 @@ class Engine:
         """Queues `request`; every choice of an accepted request gets exactly one final event
         (finish_reason set), whether it ends, is cancelled, fails or the engine stops."""
         self.limits.check_request(request)
+        if request.media and self.vision is None:
+            raise InvalidRequest("this model reads no images or videos through a vision encoder; send text only")
         with self._wake:
             if self._stopping:  # the loop that would end it is gone: refuse rather than never answer
                 raise EngineStopped("the engine has stopped; start a new one")
@@ -338,8 +343,13 @@ class Engine:
         ids_BT, lengths_B = pad_right([seq.request.prompt_ids for seq in seqs])
         start = seqs[0].slot
         self.cache.set_window(start, len(seqs), prompt_lengths=lengths_B)
+        visual = None
+        if self.vision is not None and any(seq.request.media for seq in seqs):
+            # the vision encoder runs here, once per prefill: its activations last only this forward
+            visual = self.vision.visual_input([seq.request.prompt_ids for seq in seqs],
+                                              [seq.request.media or [] for seq in seqs], ids_BT.shape[1])
         with torch.no_grad():
-            hidden_BTD = self.model.hidden_states(ids_BT, cache=self.cache)
+            hidden_BTD = self.model.hidden_states(ids_BT, cache=self.cache, visual=visual)
             # the LM head only where the next token is read: each prompt's last real position
             logits_BV = self.model.output(hidden_BTD[torch.arange(len(seqs)), lengths_B - 1])
         self._sample_and_emit(seqs, logits_BV)

@@ -50,6 +50,7 @@ class Request:
     logprobs: int | None = None  # None: no logprobs; k >= 0: the chosen token's and the top k
     constraint: Any = None  # a ConstraintSpec (hepta.infer.constrain), one Constraint per choice
     logit_bias: dict[int, float] | None = None  # added to those tokens' logits before sampling
+    media: list | None = None  # images and videos whose features fill the prompt's placeholders (Qwen3-VL)
     sink: Callable[[Event], None] = lambda event: None
     id: int = field(default_factory=lambda: next(_request_numbers))
     arrival: float = field(default_factory=time.perf_counter)

@@ -179,3 +179,17 @@ class Qwen3VLPreprocessor:
             raise HeptaError(f"the prompts hold {int(mask.sum())} image and video placeholders but the media "
                              f"give {out.pooler_output.shape[0]} features; each placeholder run must match its media")
         return VisualInput(mask, out.pooler_output, positions, offsets, list(out.deepstack_features))
+
+
+class Qwen3VLVision:
+    """What an engine needs to prefill prompts with images and videos: the preprocessor and the vision tower."""
+
+    def __init__(self, folder: str | Path, dtype: torch.dtype | None = None):
+        from hepta.interop.qwen3_vl import load_vision_tower
+
+        self.preprocessor = Qwen3VLPreprocessor(folder)
+        self.tower = load_vision_tower(folder, dtype)
+
+    def visual_input(self, prompts: Sequence[Sequence[int]], items: Sequence[Sequence[VisionItem]],
+                     length: int | None = None) -> VisualInput:
+        return self.preprocessor.visual_input(self.tower, prompts, items, length)

@@ -53,18 +53,31 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
     return HFTokenizer(folder) if hf_tokenizer else Tokenizer.load(folder)
 
 
-def load_vision(path: str | Path, dtype: torch.dtype | None = None):
-    """The vision encoder of a model that reads images through one (a Qwen3-VL-MoE folder), or None."""
-    folder = Path(path)
+def _reads_images_through_a_vision_encoder(folder: Path) -> bool:
     try:
         model_type = json.loads((folder / checkpoint.CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return None
-    if model_type != "qwen3_vl_moe":
+        return False
+    return model_type == "qwen3_vl_moe"
+
+
+def load_vision(path: str | Path, dtype: torch.dtype | None = None):
+    """The vision encoder (preprocessor and tower) of a model that reads images through one (a Qwen3-VL-MoE
+    folder), or None: what the engine runs at prefill."""
+    if not _reads_images_through_a_vision_encoder(Path(path)):
         return None
     from hepta.interop.qwen3_vl_inputs import Qwen3VLVision
 
-    return Qwen3VLVision(folder, dtype)
+    return Qwen3VLVision(path, dtype)
+
+
+def load_vision_preprocessor(path: str | Path):
+    """The image and video preprocessor of such a folder, or None: what the API process runs on requests."""
+    if not _reads_images_through_a_vision_encoder(Path(path)):
+        return None
+    from hepta.interop.qwen3_vl_inputs import Qwen3VLPreprocessor
+
+    return Qwen3VLPreprocessor(path)
 
 
 def load_image_codec(path: str | Path, tokenizer: TextTokenizer | None = None) -> ImageCodec | None:

@@ -145,3 +145,97 @@ def test_sixteen_greedy_tokens_through_the_engine_equal_transformers_generate_wi
     finally:
         engine.stop()
     assert [choices[0].token_ids for choices in got] == expected
+
+
+# A chat template in Qwen's layout: an image part becomes <|vision_start|><|image_pad|><|vision_end|>, a video part
+# the same with <|video_pad|>, as transformers' processors expect to find them.
+TEMPLATE = """{%- for message in messages -%}
+<|im_start|> {{ message.role }}
+{%- if message.content is string %} {{ message.content }}{% else %}{% for part in message.content -%}
+{%- if part.type == 'image' %} <|vision_start|><|image_pad|><|vision_end|>
+{%- elif part.type == 'video' %} <|vision_start|><|video_pad|><|vision_end|>
+{%- else %} {{ part.text }}{% endif %}{% endfor %}{% endif %} <|im_end|>
+{% endfor -%}
+{%- if add_generation_prompt %}<|im_start|> assistant {% endif -%}"""
+SPECIAL = {"<|im_start|>": 186, "<|im_end|>": 187, "<|image_pad|>": IMAGE, "<|video_pad|>": VIDEO,
+           "<|vision_start|>": START, "<|vision_end|>": END, "<eos>": 199}
+
+
+def write_chat_tokenizer(folder):
+    from tokenizers import Tokenizer, decoders, models as vocabularies, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(200)} | {"<unk>": 188} | SPECIAL
+    vocab = {word: i for word, i in vocab.items() if i not in SPECIAL.values() or word in SPECIAL}
+    vocab = {word: i for word, i in vocab.items() if i != 188 or word == "<unk>"}
+    words = Tokenizer(vocabularies.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    words.decoder = decoders.ByteLevel()  # one the grammar engine reads
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, eos_token="<eos>",
+                                        additional_special_tokens=[t for t in SPECIAL if t != "<eos>"])
+    tokenizer.chat_template = TEMPLATE
+    tokenizer.save_pretrained(folder)
+
+
+def data_url(kind, data):
+    import base64
+
+    return f"data:{kind};base64,{base64.b64encode(data).decode()}"
+
+
+def test_image_and_video_parts_are_served_and_bad_media_get_400s(folder, models):
+    import io
+
+    import numpy as np
+    import openai
+
+    from hepta.interop.hf_tokenizer import HFTokenizer
+    from hepta.modality.video_io import decode_video, encode_video
+    from serve.conftest import client, start_server
+
+    hf, _, _, pre = models
+    write_chat_tokenizer(folder)
+    image = picture(32, 40, seed=11)
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    frames = np.stack([np.asarray(picture(24, 32, seed=20 + i)).transpose(2, 0, 1) / 255.0 for i in range(4)])
+    mp4 = encode_video(frames, fps=2)
+    content = [{"type": "text", "text": "w5 w6"}, {"type": "image_url", "image_url": {"url": data_url("image/png", png.getvalue())}},
+               {"type": "video_url", "video_url": {"url": data_url("video/mp4", mp4), "fps": 2}},
+               {"type": "text", "text": "w7"}]
+    # what the server builds, built here the same way, and transformers' greedy answer to it
+    video = decode_video(mp4, image_size=None, channels=3, fps=2)
+    items = [pre.image(image), pre.video([Image.fromarray((f.transpose(1, 2, 0) * 255).round().astype("uint8"))
+                                          for f in video.pixels], video.times.tolist())]
+    tokenizer = HFTokenizer(folder)
+    chat = [{"role": "user", "content": [{"type": "text", "text": "w5 w6"}, {"type": "image"}, {"type": "video"},
+                                         {"type": "text", "text": "w7"}]}]
+    ids = tokenizer.encode(pre.expand(tokenizer.format_chat(chat), items))
+    kinds = torch.tensor(ids)
+    with torch.no_grad():
+        out = hf.generate(input_ids=kinds[None], mm_token_type_ids=((kinds == IMAGE) * 1 + (kinds == VIDEO) * 2)[None],
+                          pixel_values=items[0].pixels_PX, image_grid_thw=torch.tensor([items[0].grid_thw]),
+                          pixel_values_videos=items[1].pixels_PX, video_grid_thw=torch.tensor([items[1].grid_thw]),
+                          max_new_tokens=8, do_sample=False, suppress_tokens=list(range(180, 200)))
+    expected = tokenizer.decode(out[0, len(ids):].tolist())
+
+    server = start_server(folder)
+    try:
+        api = client(server)
+        answer = api.chat.completions.create(
+            model="micro", messages=[{"role": "user", "content": content}], max_tokens=8, temperature=0,
+            logit_bias={str(t): -100 for t in range(180, 200)})
+        assert answer.usage.prompt_tokens == len(ids)
+        assert answer.choices[0].message.content == expected
+        text_only = api.chat.completions.create(model="micro", messages=[{"role": "user", "content": "w1 w2"}],
+                                                max_tokens=3, temperature=0)
+        assert text_only.usage.prompt_tokens == len(tokenizer.encode(tokenizer.format_chat(
+            [{"role": "user", "content": "w1 w2"}])))
+        broken = [{"type": "image_url", "image_url": {"url": data_url("image/png", b"not a png")}}]
+        with pytest.raises(openai.BadRequestError, match="not an image"):
+            api.chat.completions.create(model="micro", messages=[{"role": "user", "content": broken}], max_tokens=2)
+        truncated = [{"type": "video_url", "video_url": {"url": data_url("video/mp4", mp4[: len(mp4) // 3])}}]
+        with pytest.raises(openai.BadRequestError, match="video"):
+            api.chat.completions.create(model="micro", messages=[{"role": "user", "content": truncated}], max_tokens=2)
+    finally:
+        server.stop()

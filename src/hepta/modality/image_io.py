@@ -33,6 +33,11 @@ class ImageInputError(HeptaError):
 
 def decode_image(data: bytes, image_size: int, channels: int) -> np.ndarray:
     """Image file bytes -> float32 [channels, image_size, image_size] in [0, 1]."""
+    return image_pixels(open_image(data, "L" if channels == 1 else "RGB"), image_size, channels)
+
+
+def open_image(data: bytes, mode: str = "RGB") -> Image.Image:
+    """Image file bytes -> a decoded Pillow image in `mode`, at its own size, within the size limits."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -42,7 +47,7 @@ def decode_image(data: bytes, image_size: int, channels: int) -> np.ndarray:
                     raise ImageInputError(f"the image is {width}x{height} pixels, larger than the {MAX_IMAGE_SIDE} px "
                                           f"side and {MAX_IMAGE_PIXELS:,} pixel limits; send a smaller image")
                 image.load()
-                converted = image.convert("L" if channels == 1 else "RGB")
+                return image.convert(mode)
     except ImageInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -51,16 +56,15 @@ def decode_image(data: bytes, image_size: int, channels: int) -> np.ndarray:
         raise ImageInputError("the data is not an image Pillow can read; send a PNG, JPEG, GIF or WebP file") from e
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt files
         raise ImageInputError(f"the image file is damaged or truncated ({e}); send the complete file") from e
-    return image_pixels(converted, image_size, channels)
 
 
-def image_pixels(image: Image.Image, image_size: int, channels: int) -> np.ndarray:
+def image_pixels(image: Image.Image, image_size: int | None, channels: int) -> np.ndarray:
     """A decoded Pillow image -> float32 [channels, image_size, image_size] in [0, 1], shrunk with
-    the box filter (the resize stills and video frames share)."""
+    the box filter (the resize stills and video frames share); image_size None keeps its own size."""
     mode = "L" if channels == 1 else "RGB"
     if image.mode != mode:
         image = image.convert(mode)
-    if image.size != (image_size, image_size):
+    if image_size is not None and image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), Image.Resampling.BOX)
     pixels = np.asarray(image, dtype=np.float32) / 255.0
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)

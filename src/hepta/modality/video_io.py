@@ -45,9 +45,10 @@ class SampledVideo:
     fps: float  # the sampling rate used (lower than asked when max_frames capped it)
 
 
-def decode_video(data: bytes, *, image_size: int, channels: int = 1, fps: float = 1.0,
+def decode_video(data: bytes, *, image_size: int | None, channels: int = 1, fps: float = 1.0,
                  max_frames: int | None = None, max_seconds: float = MAX_VIDEO_SECONDS) -> SampledVideo:
-    """Video file bytes -> the frames on screen at 0, 1/fps, 2/fps, ... seconds."""
+    """Video file bytes -> the frames on screen at 0, 1/fps, 2/fps, ... seconds (square frames of image_size,
+    or the video's own size with None)."""
     if fps <= 0:
         raise VideoInputError(f"fps must be positive, not {fps}; ask for e.g. 1 frame per second")
     if max_frames is not None and max_frames < 1:
@@ -79,7 +80,7 @@ def decode_video(data: bytes, *, image_size: int, channels: int = 1, fps: float 
     return SampledVideo(np.stack(frames), np.asarray(times, dtype=np.float64), float(duration), float(fps))
 
 
-def _sample(container, stream, fps: float, max_seconds: float, image_size: int, channels: int):
+def _sample(container, stream, fps: float, max_seconds: float, image_size: int | None, channels: int):
     """Decode in order, keeping the frame on screen at each sample time k / fps: the last frame that
     started at or before it. Only kept frames are converted to pixels."""
     frames, times = [], []

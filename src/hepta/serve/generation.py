@@ -32,6 +32,7 @@ from hepta.serve.image_answers import ImageStream, answer_pngs, image_part
 from hepta.serve.audio_input import max_audio_seconds
 from hepta.serve.image_parts import chat_image_prompt, check_image_context, has_media_parts
 from hepta.serve.prompts import chat_prompt_ids, completion_prompts
+from hepta.serve.vision_parts import chat_vision_prompt
 from hepta.serve.schemas import ChatCompletionRequest, CompletionRequest, _Sampling
 from hepta.serve.state import ServerState
 
@@ -199,14 +200,19 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
         _, tool_mode = choose_tools(tools, tool_choice)
         spec = ConstraintSpec.for_request(tokenizer, body.response_format.as_dict() if body.response_format else None,
                                           tools, tool_choice, parallel_tool_calls=body.parallel_tool_calls is not False)
+        with_vision = state.vision is not None and has_media_parts(body)
         with_images = (state.codec is not None or state.audio is not None) and has_media_parts(body)
-        if not with_images:  # text only: the path of every text model, tools and all
+        if not (with_images or with_vision):  # text only: the path of every text model, tools and all
             prompt_ids = chat_prompt_ids(body, tokenizer, grounding.context)
     except InvalidField as e:
         raise APIError(400, str(e), param=e.param) from e
     except HeptaError as e:
         raise APIError(400, str(e), param="messages") from e
-    if with_images:
+    media = None
+    if with_vision:  # images and videos through the model's vision encoder (Qwen3-VL)
+        prompt_ids, media = await chat_vision_prompt(body, state.vision, tokenizer, state.image_access,
+                                                     grounding.context, engine.max_len)
+    elif with_images:
         audio_limit = max_audio_seconds(state.audio, engine.max_len) if state.audio is not None else None
         prompt_ids, num_images = await chat_image_prompt(body, state.codec, tokenizer, state.image_access,
                                                          grounding.context, state.audio, audio_limit, engine.max_len)
@@ -217,7 +223,7 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
     headers = state.admit(key, estimated)
     top = body.top_logprobs or 0 if body.logprobs else None
     request = EngineRequest(prompt_ids, max_tokens, _sampling(body), n=body.n, stop=body.stop_list, logprobs=top,
-                            constraint=spec, logit_bias=_logit_bias(body, engine.vocab_size))
+                            constraint=spec, logit_bias=_logit_bias(body, engine.vocab_size), media=media)
     run = _Run(engine, [request], http)
     await run.submit()
     calls_possible = tool_mode != "none"

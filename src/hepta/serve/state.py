@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
@@ -30,6 +31,7 @@ class ServerState:
     tokenizer: TextTokenizer | None = None
     codec: ImageCodec | None = None  # the image tokenizer of a model that reads and writes images
     audio: AudioCodec | None = None  # the audio tokenizer of a model that hears and speaks
+    vision: Any = None  # the image and video preprocessor of a model with a vision encoder (Qwen3-VL)
     image_access: ImageAccess = field(default_factory=ImageAccess)  # where image URLs may be read from
     load_error: str | None = None
     restarting: str | None = None  # why the engine died, while new ones are being started

@@ -239,3 +239,40 @@ def test_image_and_video_parts_are_served_and_bad_media_get_400s(folder, models)
             api.chat.completions.create(model="micro", messages=[{"role": "user", "content": truncated}], max_tokens=2)
     finally:
         server.stop()
+
+
+def test_the_vision_encoders_prefill_memory_comes_out_of_the_kv_budget(folder, models):
+    from hepta.infer.engine import Engine, EngineConfig
+    from hepta.interop.qwen3_vl_inputs import Qwen3VLVision
+    from hepta.loading import load_tokenizer
+
+    _, ours, _, _ = models
+    write_chat_tokenizer(folder)
+    vision = Qwen3VLVision(folder)
+    config = dict(max_num_seqs=64, max_model_len=256, max_prefill_tokens=1024)
+    slot_bytes = ours.new_slot_cache(1, 256, device="meta").num_bytes()
+    budget = vision.prefill_bytes(1024) + 3 * slot_bytes
+    text_only = Engine(ours, load_tokenizer(folder), EngineConfig(**config, kv_cache_bytes=budget))
+    with_vision = Engine(ours, load_tokenizer(folder), EngineConfig(**config, kv_cache_bytes=budget), vision=vision)
+    assert with_vision.num_slots == 3 < text_only.num_slots
+    with pytest.raises(Exception, match="less .* MiB for the vision encoder"):
+        Engine(ours, load_tokenizer(folder), EngineConfig(**config, kv_cache_bytes=budget // 2), vision=vision)
+
+
+def test_a_folder_with_experts_transposed_as_released_loads_the_same(folder, models, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    _, ours, _, _ = models
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(folder / name, tmp_path / name)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    gate_up = weights["model.language_model.layers.0.mlp.experts.gate_up_proj"]
+    assert gate_up.shape[1] == gate_up.shape[2] == 64  # 2F == D: the orientation cannot come from this shape
+    released = {name: t.transpose(1, 2).contiguous() if name.endswith(("experts.gate_up_proj", "experts.down_proj"))
+                else t for name, t in weights.items()}
+    save_file(released, str(tmp_path / "model.safetensors"))
+    ids = torch.randint(0, 180, (2, 9))
+    with torch.no_grad():
+        assert (hepta.load(tmp_path)(ids) - ours(ids)).abs().max() <= 1e-5

@@ -168,10 +168,14 @@ class Engine:
         self.max_len = min(config.max_model_len or cfg.max_seq_len, cfg.max_seq_len)
         slot_bytes = model.new_slot_cache(1, self.max_len, device="meta").num_bytes()
         num_slots = config.max_num_seqs
+        # a vision encoder's features and activations live during one prefill, whose prompt tokens (placeholders
+        # included) max_prefill_tokens bounds: the budget sets that much aside before it holds slots
+        self.vision_bytes = vision.prefill_bytes(config.max_prefill_tokens) if vision is not None else 0
         if config.kv_cache_bytes is not None:
-            num_slots = min(num_slots, config.kv_cache_bytes // slot_bytes)
+            num_slots = min(num_slots, max(0, config.kv_cache_bytes - self.vision_bytes) // slot_bytes)
             if num_slots < 1:
-                raise HeptaError(f"the KV cache budget of {config.kv_cache_bytes / 2**20:.1f} MiB holds no sequence: "
+                raise HeptaError(f"the KV cache budget of {config.kv_cache_bytes / 2**20:.1f} MiB (less "
+                                 f"{self.vision_bytes / 2**20:.1f} MiB for the vision encoder) holds no sequence: "
                                  f"one of {self.max_len} tokens needs {slot_bytes / 2**20:.1f} MiB; raise the budget "
                                  "or lower the maximum model length")
         self.cache = model.new_slot_cache(num_slots, self.max_len)

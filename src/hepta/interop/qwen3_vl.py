@@ -84,7 +84,7 @@ def load_vision_tower(folder: str | Path, dtype: torch.dtype | None = None) -> t
         from transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe import Qwen3VLMoeVisionModel
     except ImportError as e:
         raise HeptaError("the Qwen3-VL vision tower runs on transformers; install it with "
-                         "pip install 'transformers>=5,<6'") from e
+                         "pip install 'hepta[vision]'") from e
     from hepta.interop.hf_load import _weight_files, checkpoint_dtype
 
     folder = Path(folder)

@@ -51,7 +51,7 @@ class Qwen3VLPreprocessor:
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
         except ImportError as e:
             raise HeptaError("Qwen3-VL images are prepared by transformers' image processor; install it with "
-                             "pip install 'transformers>=5,<6'") from e
+                             "pip install 'hepta[vision]'") from e
         folder = Path(folder)
         hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         vision = hf["vision_config"]
@@ -193,3 +193,14 @@ class Qwen3VLVision:
     def visual_input(self, prompts: Sequence[Sequence[int]], items: Sequence[Sequence[VisionItem]],
                      length: int | None = None) -> VisualInput:
         return self.preprocessor.visual_input(self.tower, prompts, items, length)
+
+    def prefill_bytes(self, prompt_tokens: int) -> int:
+        """An upper bound of what one prefill of `prompt_tokens` tokens (all of them placeholders, at worst) holds
+        for vision: merge^2 patches per placeholder through the tower (its widest activation, the MLP's, plus
+        the residual stream and attention's q, k and v), and the merged and DeepStack features the model reads."""
+        config = self.tower.config
+        element = next(self.tower.parameters()).element_size()
+        patches = prompt_tokens * self.preprocessor.merge ** 2
+        tower = patches * (config.intermediate_size + 4 * config.hidden_size) * element
+        features = prompt_tokens * config.out_hidden_size * (1 + len(config.deepstack_visual_indexes)) * element
+        return tower + features

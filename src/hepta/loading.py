@@ -53,31 +53,40 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
     return HFTokenizer(folder) if hf_tokenizer else Tokenizer.load(folder)
 
 
-def _reads_images_through_a_vision_encoder(folder: Path) -> bool:
+def _model_type(folder: Path) -> str | None:
     try:
-        model_type = json.loads((folder / checkpoint.CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
+        return json.loads((folder / checkpoint.CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
-    return model_type == "qwen3_vl_moe"
+        return None
 
 
 def load_vision(path: str | Path, dtype: torch.dtype | None = None):
-    """The vision encoder (preprocessor and tower) of a model that reads images through one (a Qwen3-VL-MoE
-    folder), or None: what the engine runs at prefill."""
-    if not _reads_images_through_a_vision_encoder(Path(path)):
-        return None
-    from hepta.interop.qwen3_vl_inputs import Qwen3VLVision
+    """The encoder of a model that reads media through one beside its language model (Qwen3-VL-MoE's vision
+    tower, Qwen3-Omni-MoE's audio tower), with its preprocessor, or None: what the engine runs at prefill."""
+    model_type = _model_type(Path(path))
+    if model_type == "qwen3_vl_moe":
+        from hepta.interop.qwen3_vl_inputs import Qwen3VLVision
 
-    return Qwen3VLVision(path, dtype)
+        return Qwen3VLVision(path, dtype)
+    if model_type in ("qwen3_omni_moe", "qwen3_omni_moe_thinker"):
+        from hepta.interop.qwen3_omni_audio import Qwen3OmniAudio
+
+        return Qwen3OmniAudio(path, dtype)
+    return None
 
 
 def load_vision_preprocessor(path: str | Path):
-    """The image and video preprocessor of such a folder, or None: what the API process runs on requests."""
-    if not _reads_images_through_a_vision_encoder(Path(path)):
-        return None
-    from hepta.interop.qwen3_vl_inputs import Qwen3VLPreprocessor
+    """The preprocessor of such a folder, without its tower, or None: what the API process runs on requests."""
+    model_type = _model_type(Path(path))
+    if model_type == "qwen3_vl_moe":
+        from hepta.interop.qwen3_vl_inputs import Qwen3VLPreprocessor
 
-    return Qwen3VLPreprocessor(path)
+        return Qwen3VLPreprocessor(path)
+    if model_type in ("qwen3_omni_moe", "qwen3_omni_moe_thinker"):
+        from hepta.interop.qwen3_omni_audio import Qwen3OmniAudio
+
+        return Qwen3OmniAudio(path, with_tower=False)
+    return None
 
 
 def load_image_codec(path: str | Path, tokenizer: TextTokenizer | None = None) -> ImageCodec | None:

@@ -1,5 +1,5 @@
 """Open Hugging Face MoE checkpoints (Mixtral, OLMoE, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3, gpt-oss, Qwen3.5-MoE,
-Qwen3-VL-MoE) as hepta models.
+Qwen3-VL-MoE, Qwen3-Omni-MoE's thinker) as hepta models.
 
 The folder's config.json is mapped onto one `ModelConfig`; weights stream shard by shard
 into a model whose parameters were allocated once, each tensor copied into place and then
@@ -10,7 +10,8 @@ Every parameter must be filled completely: a missing weight is an error, never r
 gpt-oss's own layouts and its MXFP4 experts are `gpt_oss.py`'s. Of a Qwen3.5-MoE folder (the
 multimodal `qwen3_5_moe` as released, or the text-only `qwen3_5_moe_text`) the language model is
 read; its vision tower and multi-token-prediction weights are left on disk. Of a Qwen3-VL-MoE
-folder the language model is read here and the vision tower by `qwen3_vl.load_vision_tower`.
+folder the language model is read here and the vision tower by `qwen3_vl.load_vision_tower`; of a
+Qwen3-Omni-MoE folder the thinker's language model (its audio tower: `qwen3_omni_audio.py`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from safetensors import SafetensorError, safe_open
 from hepta.checkpoint import INDEX_FILE, index_files
 from hepta.config import ROPE_TYPES, ModelConfig
 from hepta.errors import HeptaError
-from hepta.interop import gpt_oss, qwen3_vl
+from hepta.interop import gpt_oss, qwen3_omni_audio, qwen3_vl
 from hepta.model import Transformer
 from hepta.model.mla import deinterleave_rope_rows
 
 SUPPORTED_TYPES = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss", "qwen3_5_moe",
-                   "qwen3_5_moe_text", "qwen3_vl_moe")
+                   "qwen3_5_moe_text", "qwen3_vl_moe", *qwen3_omni_audio.TYPES)
 QWEN3_5 = ("qwen3_5_moe", "qwen3_5_moe_text")
 
 
@@ -77,6 +78,8 @@ def text_config(hf: dict) -> dict:
     text_config."""
     if hf.get("model_type") == qwen3_vl.TYPE:
         return qwen3_vl.text_config(hf)
+    if hf.get("model_type") in qwen3_omni_audio.TYPES:
+        return qwen3_omni_audio.text_config(hf)
     if hf.get("model_type") != "qwen3_5_moe":
         return hf
     text = dict(hf["text_config"])
@@ -155,7 +158,7 @@ def _config_from_hf(hf: dict) -> ModelConfig:
             "moe.shared_expert_gate": bool(shared), "moe.dense_hidden_dim": hf["intermediate_size"],
             "moe.layer_step": hf.get("decoder_sparse_step", 1),
             "moe.dense_layers": tuple(hf.get("mlp_only_layers") or ())})
-    if model_type == "qwen3_moe":
+    if model_type in ("qwen3_moe", *qwen3_omni_audio.TYPES):  # Qwen3-Omni's thinker decodes as Qwen3-MoE does
         if hf.get("attention_bias"):
             raise HeptaError("attention_bias=true is not supported for qwen3_moe (it puts a bias on o_proj too); "
                              "released Qwen3-MoE checkpoints have none")
@@ -372,6 +375,23 @@ def _copy_into(target: torch.Tensor, source: torch.Tensor | _Rows, transpose: bo
             target_e.copy_(source_e)
 
 
+def load_tower(folder: Path, tower: torch.nn.Module, prefixes: tuple[str, ...], what: str) -> torch.nn.Module:
+    """Fill `tower` (a vision or audio encoder built from the folder's config) with the folder's tensors under the
+    first of `prefixes` each name starts with, the prefix stripped; every weight must fit. Returns it in eval mode."""
+    state = {}
+    for file in _weight_files(folder, allow_pickle=False):
+        with safe_open(str(file), framework="pt") as shard:
+            for name in shard.keys():
+                prefix = next((p for p in prefixes if name.startswith(p)), None)
+                if prefix is not None:
+                    state[name.removeprefix(prefix)] = shard.get_tensor(name)
+    missing, unexpected = tower.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise HeptaError(f"{folder}'s {what} weights do not fit its config (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}); is config.json from the same model?")
+    return tower.eval()
+
+
 def checkpoint_dtype(hf: dict) -> torch.dtype:
     """The dtype the folder's weights are stored in (config `dtype`, or the older `torch_dtype`)."""
     name = hf.get("dtype") or hf.get("torch_dtype") or "float32"
@@ -415,6 +435,10 @@ def load_hf(folder: str | Path, allow_pickle: bool = False, dtype: torch.dtype |
                     layer = re.match(_LAYER, name)
                     if hf["model_type"] == "deepseek_v3" and layer and int(layer.group(1)) >= cfg.num_layers:
                         continue  # the multi-token-prediction module, which hepta does not run
+                    if hf["model_type"] in qwen3_omni_audio.TYPES:
+                        name = qwen3_omni_audio.language_model_name(name)
+                        if name is None:
+                            continue  # the audio and vision towers (loaded apart, if at all), the talker
                     if hf["model_type"] in (*QWEN3_5, qwen3_vl.TYPE):
                         if name.startswith(("mtp.", qwen3_vl.VISION_PREFIX)):
                             continue  # multi-token prediction, and the vision tower (loaded apart, if at all)

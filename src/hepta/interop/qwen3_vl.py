@@ -77,15 +77,19 @@ def experts_transposed(files: list[Path], cfg) -> bool:
     return True
 
 
+def missing_transformers(what: str) -> HeptaError:
+    """The error for a tower or processor that runs on transformers when it is not installed."""
+    return HeptaError(f"{what} runs on transformers; install it with pip install 'hepta[vision]'")
+
+
 def load_vision_tower(folder: str | Path, dtype: torch.dtype | None = None) -> torch.nn.Module:
     """transformers' Qwen3VLMoeVisionModel from the folder's vision_config and `model.visual.*` weights (eval mode)."""
     try:
         from transformers import Qwen3VLMoeVisionConfig
         from transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe import Qwen3VLMoeVisionModel
     except ImportError as e:
-        raise HeptaError("the Qwen3-VL vision tower runs on transformers; install it with "
-                         "pip install 'hepta[vision]'") from e
-    from hepta.interop.hf_load import _weight_files, checkpoint_dtype
+        raise missing_transformers("the Qwen3-VL vision tower") from e
+    from hepta.interop.hf_load import checkpoint_dtype, load_tower
 
     folder = Path(folder)
     hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -93,14 +97,4 @@ def load_vision_tower(folder: str | Path, dtype: torch.dtype | None = None) -> t
     config._attn_implementation = "sdpa"
     # built for real, not on the meta device: its rotary frequencies are buffers no checkpoint holds
     tower = Qwen3VLMoeVisionModel(config).to(dtype or checkpoint_dtype(hf))
-    state = {}
-    for file in _weight_files(folder, allow_pickle=False):
-        with safe_open(str(file), framework="pt") as shard:
-            for name in shard.keys():
-                if name.startswith(VISION_PREFIX):
-                    state[name.removeprefix(VISION_PREFIX)] = shard.get_tensor(name)
-    missing, unexpected = tower.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise HeptaError(f"{folder}'s vision tower weights do not fit its vision_config (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}); is config.json from the same model?")
-    return tower.eval()
+    return load_tower(folder, tower, (VISION_PREFIX,), "vision tower")

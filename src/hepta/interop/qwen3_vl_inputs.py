@@ -50,8 +50,9 @@ class Qwen3VLPreprocessor:
         try:
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
         except ImportError as e:
-            raise HeptaError("Qwen3-VL images are prepared by transformers' image processor; install it with "
-                             "pip install 'hepta[vision]'") from e
+            from hepta.interop.qwen3_vl import missing_transformers
+
+            raise missing_transformers("the Qwen3-VL image processor") from e
         folder = Path(folder)
         hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         vision = hf["vision_config"]

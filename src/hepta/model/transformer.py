@@ -118,7 +118,8 @@ class Transformer(nn.Module):
         x_BTD = self.embed(input_ids_BT)
         if visual is not None:
             assert cache is None or not cache.has_past, "vision features enter with the prompt, in its prefill"
-            positions = visual.positions_3BT
+            # one row (text positions) for a model without multimodal RoPE
+            positions = visual.positions_3BT if self.config.rope.mrope_section else visual.positions_3BT[0]
             x_BTD = x_BTD.masked_scatter(visual.mask_BT[..., None], visual.embeds_ND.to(x_BTD.dtype))
             if cache is not None:
                 cache.set_rope_offsets(visual.rope_offsets_B)

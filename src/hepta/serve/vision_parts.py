@@ -1,11 +1,13 @@
 """Chat messages with image_url and video_url parts -> the prompt of a model that reads them through a vision
 encoder (Qwen3-VL-MoE): its own chat template, its placeholders grown to each image's and frame pair's size,
-and the images and videos as patches for the engine.
+and the images and videos as patches for the engine. The same for input_audio parts and a model that hears
+through an audio tower (Qwen3-Omni-MoE's thinker), each clip as log-mel features.
 
 The parts are the same ones hepta's own multimodal models take, read the same way (`image_fetch.py`: data URLs,
 and local files only inside the folders the server allows; `video_parts.py`: fps and max_frames, the length
 limit read from the container before decoding) and refused with the same 400s. The folder's chat template
-sees them as transformers' processors pass them, `{"type": "image"}` and `{"type": "video"}`.
+sees them as transformers' processors pass them, `{"type": "image"}`, `{"type": "video"}` and
+`{"type": "audio"}`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import asyncio
 from PIL import Image
 
 from hepta.errors import HeptaError
+from hepta.interop.qwen3_omni_audio import Qwen3OmniAudio
 from hepta.interop.qwen3_vl_inputs import Qwen3VLPreprocessor, VisionItem
 from hepta.modality.image_io import ImageInputError, open_image
 from hepta.modality.video_io import MAX_VIDEO_SECONDS, VideoInputError, decode_video
+from hepta.serve.audio_input import read_input_audio, read_wave
 from hepta.serve.errors import APIError
 from hepta.serve.image_fetch import ImageAccess
 from hepta.serve.image_parts import read_images
@@ -43,13 +47,20 @@ def _video_item(source: VideoSource, data: bytes, preprocessor: Qwen3VLPreproces
     return preprocessor.video(frames, video.times.tolist())
 
 
-async def chat_vision_prompt(body: ChatCompletionRequest, preprocessor: Qwen3VLPreprocessor, tokenizer,
-                             access: ImageAccess, context: str, max_len: int) -> tuple[list[int], list[VisionItem]]:
-    """The prompt ids of a chat holding images and videos, and the images and videos in prompt order."""
+# audio tokens per second of a clip in Qwen3-Omni (13 per 100 feature frames), to refuse a clip that cannot fit
+_AUDIO_TOKENS_PER_SECOND = 13
+
+
+async def chat_vision_prompt(body: ChatCompletionRequest, preprocessor: Qwen3VLPreprocessor | Qwen3OmniAudio,
+                             tokenizer, access: ImageAccess, context: str, max_len: int) -> tuple[list[int], list]:
+    """The prompt ids of a chat holding images and videos (or audio clips), and those in prompt order."""
     if body.tools:
-        raise APIError(400, "tools cannot be combined with image or video parts on this server yet; send them "
-                       "without tools", param="tools")
-    messages, media = [], []  # media: (param, url, None) for an image, (param, None, VideoSource) for a video
+        raise APIError(400, "tools cannot be combined with image, video or audio parts on this server yet; send "
+                       "them without tools", param="tools")
+    hears = isinstance(preprocessor, Qwen3OmniAudio)
+    readable = "text, and input_audio parts" if hears else "text, and image_url and video_url parts"
+    # media: (param, url, None) for an image, (param, None, VideoSource) for a video, (param, bytes, "audio")
+    messages, media = [], []
     for i, message in enumerate(body.messages):
         role = "system" if message.role == "developer" else message.role
         if isinstance(message.content, str):
@@ -60,15 +71,18 @@ async def chat_vision_prompt(body: ChatCompletionRequest, preprocessor: Qwen3VLP
             param = f"messages[{i}].content[{j}]"
             if part.type == "text":
                 parts.append({"type": "text", "text": part.text})
-            elif part.type == "image_url" and role == "user":
+            elif part.type == "image_url" and role == "user" and not hears:
                 parts.append({"type": "image"})
                 media.append((param, part.image_url.get("url"), None))
-            elif part.type == "video_url" and role == "user":
+            elif part.type == "video_url" and role == "user" and not hears:
                 parts.append({"type": "video"})
                 media.append((param, None, video_source(part.video_url, param, body.mm_processor_kwargs)))
+            elif part.type == "input_audio" and role == "user" and hears:
+                parts.append({"type": "audio"})
+                media.append((param, read_input_audio(part.input_audio, param), "audio"))
             else:
-                raise APIError(400, f"a {role} message cannot hold {part.type} parts; this model reads text, and "
-                               "image_url and video_url parts in user turns", param=param)
+                raise APIError(400, f"a {role} message cannot hold {part.type} parts; this model reads {readable} in "
+                               "user turns", param=param)
         messages.append({"role": role, "content": parts})
     if context:
         if messages[0]["role"] == "system" and isinstance(messages[0]["content"], str):
@@ -77,7 +91,10 @@ async def chat_vision_prompt(body: ChatCompletionRequest, preprocessor: Qwen3VLP
             messages.insert(0, {"role": "system", "content": context})
     items = []
     for param, url, video in media:
-        if video is None:
+        if video == "audio":
+            wave = await asyncio.to_thread(read_wave, url, param, max_len / _AUDIO_TOKENS_PER_SECOND)
+            items.append(await asyncio.to_thread(preprocessor.clip, wave))
+        elif video is None:
             (image,) = await read_images([(param, url)], access)
             items.append(await asyncio.to_thread(_image_item, image.data, param, preprocessor))
         else:
@@ -89,7 +106,8 @@ async def chat_vision_prompt(body: ChatCompletionRequest, preprocessor: Qwen3VLP
         raise APIError(400, str(e), param="messages") from e
     ids = tokenizer.encode(text)
     if len(ids) >= max_len:
-        raise APIError(400, f"the prompt is {len(ids)} tokens with its {len(items)} images and videos, but this "
+        raise APIError(400, f"the prompt is {len(ids)} tokens with its {len(items)} images, videos or clips, but this "
                        f"model's context length is {max_len} tokens; send smaller or fewer images, fewer video "
-                       "frames (max_frames, fps) or shorter text", param="messages", code="context_length_exceeded")
+                       "frames (max_frames, fps), shorter clips or shorter text", param="messages",
+                       code="context_length_exceeded")
     return ids, items

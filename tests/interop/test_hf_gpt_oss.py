@@ -17,6 +17,7 @@ import hepta
 from helpers import decoded_logits, max_logit_difference, random_ids
 from hepta.errors import HeptaError
 from hepta.interop.hf_tokenizer import HFTokenizer
+from hepta.model.experts import swiglu
 from test_hf_load import save_hf
 
 CASE = "gpt_oss-window-4-yarn"
@@ -255,3 +256,15 @@ def test_a_served_gpt_oss_answer_comes_back_as_reasoning_and_content(tmp_path):
     pieces = [chunk.choices[0].delta.model_extra.get("reasoning_content") for chunk in streamed if chunk.choices]
     assert "".join(p for p in pieces if p) == thinking.choices[0].message.model_extra["reasoning_content"]
     assert not any("<|" in (chunk.choices[0].delta.content or "") for chunk in streamed if chunk.choices)
+
+
+def test_windows_sinks_and_the_clamp_each_change_the_logits(tmp_path):
+    hf = save_hf(CASE, tmp_path)
+    ids = random_ids(160, 2, 33, seed=3)
+    ablations = {"window": lambda m: [setattr(layer.attn, "window", None) for layer in m.layers],
+                 "sinks": lambda m: [layer.attn.sinks.data.fill_(-1e9) for layer in m.layers],
+                 "clamp": lambda m: [setattr(moe.experts, "activation", swiglu) for moe in m.moe_layers()]}
+    for name, ablate in ablations.items():  # what the parity tests rest on: each feature matters in this config
+        model = hepta.load(tmp_path)
+        ablate(model)
+        assert max_logit_difference(hf, model, ids) > 1e-2, name

@@ -276,3 +276,17 @@ def test_a_folder_with_experts_transposed_as_released_loads_the_same(folder, mod
     ids = torch.randint(0, 180, (2, 9))
     with torch.no_grad():
         assert (hepta.load(tmp_path)(ids) - ours(ids)).abs().max() <= 1e-5
+
+
+def test_deepstack_and_multimodal_positions_each_change_the_answer(models):
+    import dataclasses
+
+    hf, ours, tower, pre = models
+    items = MEDIA["one image"](pre)
+    ids = prompt(pre, items, seed=3)
+    visual = pre.visual_input(tower, [ids], [items])
+    reference = reference_logits(hf, ids, items)
+    plain = torch.arange(len(ids)).expand(3, 1, -1)
+    with torch.no_grad():  # what the parity above rests on: leaving either out moves the logits far past 1e-4
+        for ablated in (dataclasses.replace(visual, deepstack_LND=[]), dataclasses.replace(visual, positions_3BT=plain)):
+            assert (ours(torch.tensor([ids]), visual=ablated)[0] - reference).abs().max() > 1e-2

@@ -16,12 +16,13 @@ from fastapi import FastAPI
 
 from hepta.infer.engine import EngineConfig
 from hepta.serve import (embedding_routes, generation, health_routes, image_routes, model_routes, realtime_ws,
-                         speech_routes)
+                         responses_api, speech_routes)
 from hepta.serve.engine_supervisor import EngineSupervisor
 from hepta.serve.errors import install_error_handlers
 from hepta.serve.image_fetch import ImageAccess
 from hepta.serve.keys import KeyStore
 from hepta.serve.request_log import RequestLog
+from hepta.serve.response_store import ResponseStore
 from hepta.serve.state import ServerState
 
 
@@ -35,6 +36,7 @@ class ServeConfig:
     allow_pickle: bool = False
     allow_image_dirs: tuple[str, ...] = ()  # folders whose image files requests may name; none by default
     allow_remote_images: bool = False  # fetch http(s) image URLs
+    responses_db: str = ":memory:"  # SQLite file of stored /v1/responses; in memory for the server's lifetime
 
 
 def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
@@ -45,6 +47,7 @@ def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
     state.image_access = ImageAccess(tuple(Path(d) for d in config.allow_image_dirs), config.allow_remote_images)
     if config.api_keys:
         state.keys = KeyStore(config.api_keys)
+    state.responses = ResponseStore(config.responses_db)
     if config.live_db:
         from hepta.live.store import Store
 
@@ -58,12 +61,14 @@ def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
         await asyncio.to_thread(supervisor.stop)
         if state.live is not None:
             state.live.close()
+        state.responses.close()
 
     app = FastAPI(title="hepta", version="0.1.0", lifespan=lifespan,
                   description="OpenAI/xAI-compatible API over a hepta model")
     app.state.hepta = state
     install_error_handlers(app)
-    for routes in (health_routes, model_routes, generation, embedding_routes, image_routes, speech_routes, realtime_ws):
+    for routes in (health_routes, model_routes, generation, responses_api, embedding_routes, image_routes,
+                   speech_routes, realtime_ws):
         app.include_router(routes.router)
     if state.live is not None:
         from hepta.serve.live_routes import router as live_router

@@ -44,7 +44,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     config = ServeConfig(model=args.model, model_name=args.name, engine=engine, api_keys=args.api_keys,
                          live_db=args.live_db, allow_pickle=args.allow_pickle,
                          allow_image_dirs=tuple(args.allow_image_dir or ()),
-                         allow_remote_images=args.allow_remote_images)
+                         allow_remote_images=args.allow_remote_images,
+                         responses_db=args.responses_db or ":memory:")
     app = create_app(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     name = args.name or Path(args.model).name
@@ -63,6 +64,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-keys", metavar="FILE", help="require keys from this file (see `hepta keys`)")
     p.add_argument("--live-db", metavar="PATH", help="post store for search_parameters and /v1/trends etc.")
+    p.add_argument("--responses-db", metavar="PATH", help="SQLite file that keeps stored /v1/responses across "
+                   "restarts (default: in memory)")
     p.add_argument("--max-num-seqs", type=int, default=32, help="sequences decoded together (default: 32)")
     p.add_argument("--max-model-len", type=int, help="prompt + completion tokens per sequence (default: the model's)")
     p.add_argument("--kv-cache-mb", type=float, help="KV cache memory budget in MiB (default: max-num-seqs "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 from fastapi import APIRouter, Request
@@ -189,8 +190,24 @@ async def _sse_body(run: _Run, chunks: AsyncIterator[str]) -> AsyncIterator[str]
 # --- chat ---------------------------------------------------------------------------------------
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, http: Request):
+@dataclass
+class StartedChat:
+    """A chat request running in the engine, with what answering it needs (chat completions and responses)."""
+
+    state: ServerState
+    key: object
+    run: _Run
+    prompt_ids: list[int]
+    tools: list[dict] | None
+    calls_possible: bool  # the model may answer with tool calls
+    grounding: object  # the live search behind it (its context, citations, sources used)
+    estimated: int  # tokens reserved against the key's limits
+    headers: dict
+    top: int | None  # logprobs asked for
+
+
+async def start_chat(body: ChatCompletionRequest, http: Request) -> StartedChat:
+    """Checks a chat request, builds its prompt (text, tools, grounding, images, video, audio) and submits it."""
     state: ServerState = http.app.state.hepta
     key, engine = state.gate(http, body.model)
     tokenizer = state.tokenizer
@@ -226,7 +243,16 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
                             constraint=spec, logit_bias=_logit_bias(body, engine.vocab_size), media=media)
     run = _Run(engine, [request], http)
     await run.submit()
-    calls_possible = tool_mode != "none"
+    return StartedChat(state, key, run, prompt_ids, tools, tool_mode != "none", grounding, estimated, headers, top)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, http: Request):
+    chat = await start_chat(body, http)
+    state, key, run, prompt_ids, tools = chat.state, chat.key, chat.run, chat.prompt_ids, chat.tools
+    calls_possible, grounding, estimated, headers, top = (chat.calls_possible, chat.grounding, chat.estimated,
+                                                          chat.headers, chat.top)
+    tokenizer = state.tokenizer
     meta = dict(response_id=R.new_id("chatcmpl"), model=state.model_name, created=R.now())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -32,6 +32,7 @@ class ServerState:
     codec: ImageCodec | None = None  # the image tokenizer of a model that reads and writes images
     audio: AudioCodec | None = None  # the audio tokenizer of a model that hears and speaks
     vision: Any = None  # the image and video preprocessor of a model with a vision encoder (Qwen3-VL)
+    responses: Any = None  # the ResponseStore of /v1/responses
     image_access: ImageAccess = field(default_factory=ImageAccess)  # where image URLs may be read from
     load_error: str | None = None
     restarting: str | None = None  # why the engine died, while new ones are being started

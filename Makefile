@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench real-speech clean
+.PHONY: demo test bench real-speech browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hepta demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# Debian's Chromium, which the chat page's browser tests drive (tests/serve/test_page_browser.py), installed
+# where apt-get can; elsewhere those tests skip and name this command.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+		{ apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } || \
+		echo "could not install Debian's chromium; the page's browser tests will skip"; \
+	else echo "install Debian's chromium as root (apt-get install chromium) to run the page's browser tests"; fi
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/moe_layer.py

@@ -15,8 +15,8 @@ from typing import Callable
 from fastapi import FastAPI
 
 from hepta.infer.engine import EngineConfig
-from hepta.serve import (embedding_routes, generation, health_routes, image_routes, model_routes, realtime_ws,
-                         responses_api, speech_routes)
+from hepta.serve import (embedding_routes, generation, health_routes, image_routes, model_routes, page_routes,
+                         realtime_ws, responses_api, speech_routes)
 from hepta.serve.engine_supervisor import EngineSupervisor
 from hepta.serve.errors import install_error_handlers
 from hepta.serve.image_fetch import ImageAccess
@@ -68,7 +68,7 @@ def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
     app.state.hepta = state
     install_error_handlers(app)
     for routes in (health_routes, model_routes, generation, responses_api, embedding_routes, image_routes,
-                   speech_routes, realtime_ws):
+                   speech_routes, realtime_ws, page_routes):
         app.include_router(routes.router)
     if state.live is not None:
         from hepta.serve.live_routes import router as live_router

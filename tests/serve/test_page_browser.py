@@ -1,0 +1,154 @@
+"""The chat page at `/`, driven in a real browser: Debian's Chromium through Playwright for Python (never a
+downloaded browser build). Screenshots are kept in test-artifacts/page/."""
+
+import base64
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import start_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium: install Debian's with "
+                                                         "`apt-get install chromium` (make test does, as root)")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "page"
+QUESTION = "What are people saying about the rocket launch today?"
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    from hepta.cli import main
+    from hepta.live.synth import SAMPLE_STREAM
+
+    db = tmp_path_factory.mktemp("live") / "posts.db"
+    assert main(["live", "ingest", "--source", f"jsonl:{SAMPLE_STREAM}", "--db", str(db), "--quiet"]) == 0
+    server = start_server(model_dir, live_db=str(db))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.route("https://x.com/**", lambda route: route.fulfill(body="a post on X", content_type="text/plain"))
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def open_page(page, server):
+    response = page.goto(server.url + "/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_selector("#model option[value=micro]", state="attached")
+    return response
+
+
+def test_a_message_streams_its_answer_with_citations_that_open_the_posts(page, server):
+    open_page(page, server)
+    page.select_option("#trend-window", "3h")  # the window in which the sample posts have trends
+    page.wait_for_selector("#trend-list li button")  # the trends panel, fed by /v1/trends
+    page.check("#search")
+    page.fill("#prompt", QUESTION)
+    page.evaluate("""() => {  // count how often the answer changes while it streams in
+        window.updates = 0;
+        new MutationObserver(() => window.updates++).observe(document.getElementById('log'),
+                                                             {childList: true, subtree: true, characterData: true});
+    }""")
+    page.press("#prompt", "Enter")  # the keyboard sends
+    citation = page.wait_for_selector("#log li.assistant .citations a", timeout=60000)
+    answer = page.text_content("#log li.assistant .body")
+    assert answer.strip() and page.evaluate("window.updates") > 3
+    assert page.text_content("#log li.user .body").strip() == QUESTION
+    with page.context.expect_page() as opened:
+        citation.click()
+    assert opened.value.url.startswith("https://x.com/i/status/")
+    page.screenshot(path=str(ARTIFACTS / "answer-with-citations.png"), full_page=True)
+
+
+def test_an_attached_image_is_sent_as_an_image_part_and_the_servers_refusal_is_shown(page, server, tmp_path):
+    from PIL import Image
+
+    open_page(page, server)
+    png = tmp_path / "digit.png"
+    Image.new("RGB", (8, 8), "white").save(png)
+    page.set_input_files("#attach", str(png))
+    page.wait_for_selector("#attached:has-text('digit.png')")
+    page.fill("#prompt", "What is in this picture?")
+    with page.expect_request("**/v1/chat/completions") as sent:
+        page.click("#send")
+    parts = json.loads(sent.value.post_data)["messages"][-1]["content"]
+    assert parts[1]["type"] == "image_url" and parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    # this text-only model refuses images: the page says why, in one sentence, and keeps working
+    page.wait_for_selector("#error:not([hidden])")
+    assert "reads text only" in page.text_content("#error")
+
+
+def test_answers_and_trends_are_rendered_as_text_never_as_html(page, server):
+    hostile = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"> **bold** `code`'
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "micro",
+             "choices": [{"index": 0, "delta": {"content": hostile}, "finish_reason": None}]}
+    stream = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n"
+    page.route("**/v1/chat/completions", lambda route: route.fulfill(body=stream, content_type="text/event-stream"))
+    page.route("**/v1/trends**", lambda route: route.fulfill(json={"trends": [{"term": '<img src=y onerror="window.pwned=3">'}]}))
+    open_page(page, server)
+    page.wait_for_selector("#trend-list button")
+    page.fill("#prompt", "hello")
+    page.press("#prompt", "Enter")
+    page.wait_for_selector("#log li.assistant strong")
+    body = page.query_selector("#log li.assistant .body")
+    assert "<script>window.pwned = 1</script>" in body.text_content()  # shown as the text it is
+    assert body.query_selector("script") is None and body.query_selector("img") is None
+    assert page.text_content("#trend-list button") == '<img src=y onerror="window.pwned=3">'
+    assert page.evaluate("window.pwned") is None
+
+
+def test_the_page_is_labelled_and_readable_at_phone_width(page, server):
+    page.set_viewport_size({"width": 375, "height": 740})
+    open_page(page, server)
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea, button')]
+        .filter(el => !(el.labels && el.labels.length) && !el.textContent.trim() && !el.getAttribute('aria-label'))
+        .map(el => el.id)""")
+    assert unlabelled == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375  # nothing runs off the side
+    page.focus("#prompt")
+    page.keyboard.press("Tab")  # the controls are reachable by keyboard
+    assert page.evaluate("document.activeElement.id") == "attach"
+    page.screenshot(path=str(ARTIFACTS / "phone-width.png"), full_page=True)
+
+
+def test_the_api_key_field_unlocks_a_keyed_server_and_is_stored_only_when_asked(browser, model_dir, tmp_path):
+    from hepta.serve.keys import KeyStore
+
+    with KeyStore(tmp_path / "keys.db", create=True) as keys:
+        key = keys.add("page")
+    server = start_server(model_dir, api_keys=str(tmp_path / "keys.db"))
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "API key" in page.text_content("#error")
+        page.click("#key-box summary")
+        page.fill("#api-key", key)
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_selector("#model option[value=micro]", state="attached")
+        assert page.evaluate("localStorage.getItem('hepta-api-key')") is None  # kept in the page only
+        page.check("#remember-key")
+        assert page.evaluate("localStorage.getItem('hepta-api-key')") == key
+    finally:
+        context.close()
+        server.stop()

@@ -61,3 +61,14 @@ def server(model_dir):
 @pytest.fixture
 def openai_client(server):
     return client(server)
+
+
+@pytest.fixture(scope="session")
+def live_db(tmp_path_factory):
+    """A post store filled with the bundled sample stream, as `hepta live ingest` fills one."""
+    from hepta.cli import main
+    from hepta.live.synth import SAMPLE_STREAM
+
+    db = tmp_path_factory.mktemp("live") / "posts.db"
+    assert main(["live", "ingest", "--source", f"jsonl:{SAMPLE_STREAM}", "--db", str(db), "--quiet"]) == 0
+    return db

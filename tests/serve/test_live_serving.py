@@ -4,17 +4,13 @@ import httpx
 import pytest
 from conftest import client, start_server
 
-from hepta.cli import main
-from hepta.live.synth import SAMPLE_STREAM
 
 QUESTION = [{"role": "user", "content": "What are people saying about the rocket launch today?"}]
 
 
 @pytest.fixture(scope="module")
-def live_server(model_dir, tmp_path_factory):
-    db = tmp_path_factory.mktemp("live") / "posts.db"
-    assert main(["live", "ingest", "--source", f"jsonl:{SAMPLE_STREAM}", "--db", str(db), "--quiet"]) == 0
-    server = start_server(model_dir, live_db=str(db))
+def live_server(model_dir, live_db):
+    server = start_server(model_dir, live_db=str(live_db))
     yield server
     server.stop()
 

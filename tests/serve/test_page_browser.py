@@ -19,13 +19,8 @@ QUESTION = "What are people saying about the rocket launch today?"
 
 
 @pytest.fixture(scope="module")
-def server(model_dir, tmp_path_factory):
-    from hepta.cli import main
-    from hepta.live.synth import SAMPLE_STREAM
-
-    db = tmp_path_factory.mktemp("live") / "posts.db"
-    assert main(["live", "ingest", "--source", f"jsonl:{SAMPLE_STREAM}", "--db", str(db), "--quiet"]) == 0
-    server = start_server(model_dir, live_db=str(db))
+def server(model_dir, live_db):
+    server = start_server(model_dir, live_db=str(live_db))
     yield server
     server.stop()
 

@@ -83,13 +83,8 @@ def test_json_schema_output_and_bad_input_get_400s(api):
         api.responses.create(model="micro", input="hi", previous_response_id="resp_missing")
 
 
-def test_x_search_grounds_the_answer_in_posts_and_cites_them(model_dir, tmp_path):
-    from hepta.cli import main
-    from hepta.live.synth import SAMPLE_STREAM
-
-    db = tmp_path / "posts.db"
-    assert main(["live", "ingest", "--source", f"jsonl:{SAMPLE_STREAM}", "--db", str(db), "--quiet"]) == 0
-    server = start_server(model_dir, live_db=str(db))
+def test_x_search_grounds_the_answer_in_posts_and_cites_them(model_dir, live_db):
+    server = start_server(model_dir, live_db=str(live_db))
     try:
         api = client(server)
         question = "What are people saying about the rocket launch today?"

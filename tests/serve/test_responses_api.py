@@ -133,3 +133,27 @@ def test_a_key_sees_only_its_own_stored_responses(model_dir, tmp_path):
             client(server, api_key=alice).responses.retrieve(unstored.id)
     finally:
         server.stop()
+
+
+def test_a_stream_that_fails_ends_with_response_failed(api, monkeypatch):
+    from hepta.serve import responses_api
+    from hepta.serve.errors import APIError
+
+    def fail(event, engine):  # the engine gives up after the stream has begun
+        raise APIError(500, "the engine stopped in the middle of the answer", code="engine_failed")
+
+    monkeypatch.setattr(responses_api, "_token_count", fail)
+    with api.responses.stream(model="micro", input="hello", max_output_tokens=4) as stream:
+        events = list(stream)
+    assert [e.type for e in events[:2]] == ["response.created", "response.in_progress"]
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error.message == "the engine stopped in the middle of the answer"
+
+
+def test_parts_other_models_read_reach_the_chat_path(api):
+    audio = [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]
+    with pytest.raises(openai.BadRequestError, match="reads text only"):  # this text model says what it reads
+        api.responses.create(model="micro", input=audio, max_output_tokens=2)
+    with pytest.raises(openai.BadRequestError, match="input_file"):
+        api.responses.create(model="micro", max_output_tokens=2,
+                             input=[{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}])

@@ -74,9 +74,12 @@ def _content(content: Any, param: str) -> str | list[dict]:
             parts.append({"type": "text", "text": part.get("text", "")})
         elif kind == "input_image" and isinstance(part.get("image_url"), str):
             parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
+        elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
+            parts.append({"type": "input_audio", "input_audio": part["input_audio"]})
         else:
-            raise APIError(400, f"content parts of type {kind!r} are not read here; send input_text, or input_image "
-                           "with an image_url (a data URL, or a URL the server may read)", param=f"{param}[{j}]")
+            raise APIError(400, f"content parts of type {kind!r} are not read here; send input_text, input_image "
+                           "with an image_url (a data URL, or a URL the server may read), or input_audio",
+                           param=f"{param}[{j}]")
     return parts
 
 

@@ -52,21 +52,39 @@ def open_page(page, server):
     return response
 
 
-def test_a_message_streams_its_answer_with_citations_that_open_the_posts(page, server):
+def steady_answers(page, model_dir):
+    """Requests from the page made greedy and 24 tokens long (the end tokens banned), so the answer has many
+    pieces to stream whatever this untrained model samples."""
+    from hepta.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.load(model_dir)
+    ends = {str(i): -100 for i in tokenizer.stop_ids}
+
+    def steady(route):
+        body = json.loads(route.request.post_data)
+        route.continue_(post_data=json.dumps({**body, "temperature": 0, "max_tokens": 24, "logit_bias": ends}))
+
+    page.route("**/v1/chat/completions", steady)
+
+
+def test_a_message_streams_its_answer_with_citations_that_open_the_posts(page, server, model_dir):
+    steady_answers(page, model_dir)
     open_page(page, server)
     page.select_option("#trend-window", "3h")  # the window in which the sample posts have trends
     page.wait_for_selector("#trend-list li button")  # the trends panel, fed by /v1/trends
     page.check("#search")
     page.fill("#prompt", QUESTION)
-    page.evaluate("""() => {  // count how often the answer changes while it streams in
-        window.updates = 0;
-        new MutationObserver(() => window.updates++).observe(document.getElementById('log'),
-                                                             {childList: true, subtree: true, characterData: true});
+    page.evaluate("""() => {  // the lengths the answer has on screen while it streams in
+        window.lengths = new Set();
+        new MutationObserver(() => {
+            const answer = document.querySelector('#log li.assistant .body');
+            if (answer) window.lengths.add(answer.textContent.length);
+        }).observe(document.getElementById('log'), {childList: true, subtree: true, characterData: true});
     }""")
     page.press("#prompt", "Enter")  # the keyboard sends
     citation = page.wait_for_selector("#log li.assistant .citations a", timeout=60000)
     answer = page.text_content("#log li.assistant .body")
-    assert answer.strip() and page.evaluate("window.updates") > 3
+    assert answer.strip() and page.evaluate("window.lengths.size") > 3  # it grew piece by piece
     assert page.text_content("#log li.user .body").strip() == QUESTION
     with page.context.expect_page() as opened:
         citation.click()
@@ -109,6 +127,33 @@ def test_answers_and_trends_are_rendered_as_text_never_as_html(page, server):
     assert body.query_selector("script") is None and body.query_selector("img") is None
     assert page.text_content("#trend-list button") == '<img src=y onerror="window.pwned=3">'
     assert page.evaluate("window.pwned") is None
+
+
+def test_a_post_with_a_script_and_an_onerror_attribute_is_shown_as_text(browser, model_dir, tmp_path):
+    from hepta.cli import main
+
+    hostile = '<script>window.pwned = 1</script> <img src=x onerror="window.pwned = 2"> rocketlaunch'
+    post = {"data": {"id": "2011589180970237999", "text": hostile, "author_id": "42", "lang": "en",
+                     "created_at": "2026-01-15T00:00:08.000Z", "edit_history_tweet_ids": ["2011589180970237999"],
+                     "public_metrics": {"retweet_count": 0, "reply_count": 0, "like_count": 1, "quote_count": 0}},
+            "includes": {"users": [{"id": "42", "name": "Mallory", "username": "mallory"}]}}
+    stream = tmp_path / "hostile.jsonl"
+    stream.write_text(json.dumps(post) + "\n")
+    assert main(["live", "ingest", "--source", f"jsonl:{stream}", "--db", str(tmp_path / "posts.db"), "--quiet"]) == 0
+    server = start_server(model_dir, live_db=str(tmp_path / "posts.db"))
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        open_page(page, server)
+        page.fill("#post-query", "rocketlaunch")
+        page.press("#post-query", "Enter")
+        shown = page.wait_for_selector("#post-results li")
+        assert hostile in shown.text_content() and "@mallory" in shown.text_content()
+        assert shown.query_selector("script") is None and shown.query_selector("img") is None
+        assert page.evaluate("window.pwned") is None
+    finally:
+        context.close()
+        server.stop()
 
 
 def test_the_page_is_labelled_and_readable_at_phone_width(page, server):

@@ -74,10 +74,37 @@ async function loadTrends() {
     button.type = "button";
     button.textContent = trend.term;
     button.title = "Ask about " + trend.term;
-    button.addEventListener("click", () => { $("prompt").value = "What are people saying about " + trend.term + "?"; $("prompt").focus(); });
+    button.addEventListener("click", () => {
+      $("prompt").value = "What are people saying about " + trend.term + "?";
+      $("post-query").value = trend.term;
+      searchPosts();
+      $("prompt").focus();
+    });
     item.appendChild(button);
     list.appendChild(item);
   }
+}
+
+async function searchPosts(event) {
+  if (event) event.preventDefault();
+  const query = $("post-query").value.trim();
+  const list = $("post-results");
+  list.replaceChildren();
+  if (!query) return;
+  const response = await fetch("/v1/posts/search?max_search_results=5&query=" + encodeURIComponent(query),
+                               { headers: headers() });
+  if (!response.ok) { showError(await errorOf(response)); return; }
+  for (const post of (await response.json()).posts) {
+    const item = document.createElement("li");
+    const author = document.createElement("div");
+    author.className = "who";
+    author.textContent = "@" + (post.username || "unknown") + " · " + post.created_at.slice(0, 16).replace("T", " ");
+    const text = document.createElement("div");
+    text.appendChild(renderMarkdown(post.text));
+    item.append(author, text, safeLink(post.url, "open on X"));
+    list.appendChild(item);
+  }
+  if (!list.children.length) list.textContent = "No posts found.";
 }
 
 // --- the conversation ----------------------------------------------------------------------------
@@ -201,6 +228,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("refresh-trends").addEventListener("click", loadTrends);
   $("trend-window").addEventListener("change", loadTrends);
+  $("post-search").addEventListener("submit", searchPosts);
   loadModels();
   loadTrends();
 });

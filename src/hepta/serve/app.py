@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from hepta.infer.engine import EngineConfig
 from hepta.serve import (embedding_routes, generation, health_routes, image_routes, model_routes, page_routes,
                          realtime_ws, responses_api, speech_routes)
+from hepta.serve.body_limit import DEFAULT_MAX_BODY_MB, BodyLimit
 from hepta.serve.engine_supervisor import EngineSupervisor
 from hepta.serve.errors import install_error_handlers
 from hepta.serve.image_fetch import ImageAccess
@@ -37,6 +38,7 @@ class ServeConfig:
     allow_image_dirs: tuple[str, ...] = ()  # folders whose image files requests may name; none by default
     allow_remote_images: bool = False  # fetch http(s) image URLs
     responses_db: str = ":memory:"  # SQLite file of stored /v1/responses; in memory for the server's lifetime
+    max_body_mb: float = DEFAULT_MAX_BODY_MB  # larger request bodies get a 413 before they are read
 
 
 def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
@@ -75,6 +77,7 @@ def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:
 
         app.include_router(live_router)
 
-    app.add_middleware(RequestLog, metrics=state.metrics)
+    app.add_middleware(BodyLimit, max_bytes=int(config.max_body_mb * 2**20))
+    app.add_middleware(RequestLog, metrics=state.metrics)  # added last: outermost, so it logs the 413s too
 
     return app

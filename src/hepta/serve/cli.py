@@ -45,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                          live_db=args.live_db, allow_pickle=args.allow_pickle,
                          allow_image_dirs=tuple(args.allow_image_dir or ()),
                          allow_remote_images=args.allow_remote_images,
-                         responses_db=args.responses_db or ":memory:")
+                         responses_db=args.responses_db or ":memory:", max_body_mb=args.max_body_mb)
     app = create_app(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     name = args.name or Path(args.model).name
@@ -55,6 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from hepta.serve.body_limit import DEFAULT_MAX_BODY_MB  # starlette only: the parser stays free of torch
+
     p = subparsers.add_parser("serve", help="serve a model behind an OpenAI/xAI-compatible API")
     p.add_argument("--model", required=True, help="model folder (hepta or a supported Hugging Face folder) or a "
                    "Hugging Face Hub id such as Qwen/Qwen3-30B-A3B")
@@ -71,6 +73,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-cache-mb", type=float, help="KV cache memory budget in MiB (default: max-num-seqs "
                    "sequences of max-model-len tokens)")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 503s (default: 256)")
+    p.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB, help="larger request bodies get a 413 "
+                   f"before they are read (default: {DEFAULT_MAX_BODY_MB})")
     p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
     p.add_argument("--allow-image-dir", action="append", metavar="DIR", help="let image_url and video_url parts name "
                    "local files inside DIR (repeatable; default: none)")

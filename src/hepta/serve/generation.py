@@ -32,7 +32,7 @@ from hepta.serve.grounding import ground
 from hepta.serve.image_answers import ImageStream, answer_pngs, image_part
 from hepta.serve.audio_input import max_audio_seconds
 from hepta.serve.image_parts import chat_image_prompt, check_image_context, has_media_parts
-from hepta.serve.prompts import chat_prompt_ids, completion_prompts
+from hepta.serve.prompts import chat_prompt_ids, chat_texts, completion_prompts, refuse_certainly_too_long
 from hepta.serve.vision_parts import chat_vision_prompt
 from hepta.serve.schemas import ChatCompletionRequest, CompletionRequest, _Sampling
 from hepta.serve.state import ServerState
@@ -219,8 +219,10 @@ async def start_chat(body: ChatCompletionRequest, http: Request) -> StartedChat:
                                           tools, tool_choice, parallel_tool_calls=body.parallel_tool_calls is not False)
         with_vision = state.vision is not None and has_media_parts(body)
         with_images = (state.codec is not None or state.audio is not None) and has_media_parts(body)
+        refuse_certainly_too_long(chat_texts(body), tokenizer, engine.max_len, "messages")
         if not (with_images or with_vision):  # text only: the path of every text model, tools and all
-            prompt_ids = chat_prompt_ids(body, tokenizer, grounding.context)
+            # on a worker thread: a long prompt's tokenizing must not hold up the other streams on this loop
+            prompt_ids = await asyncio.to_thread(chat_prompt_ids, body, tokenizer, grounding.context)
     except InvalidField as e:
         raise APIError(400, str(e), param=e.param) from e
     except HeptaError as e:
@@ -353,7 +355,9 @@ async def completions(body: CompletionRequest, http: Request):
     key, engine = state.gate(http, body.model)
     if body.suffix:
         raise APIError(400, "suffix (fill-in-the-middle) is not supported by this model; drop it", param="suffix")
-    prompts = completion_prompts(body, state.tokenizer)
+    texts = [body.prompt] if isinstance(body.prompt, str) else [p for p in body.prompt if isinstance(p, str)]
+    refuse_certainly_too_long(texts, state.tokenizer, engine.max_len, "prompt")
+    prompts = await asyncio.to_thread(completion_prompts, body, state.tokenizer)
     longest = max(len(p) for p in prompts)
     max_tokens = _max_tokens(engine, longest, body.max_tokens, 16)  # OpenAI's default for completions is 16
     for ids in prompts:

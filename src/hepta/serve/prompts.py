@@ -79,3 +79,37 @@ def completion_prompts(body: CompletionRequest, tokenizer: TextTokenizer) -> lis
             raise APIError(400, "the prompt is empty; send some text or token ids", param="prompt" if len(prompts) == 1
                            else f"prompt[{i}]")
     return prompts
+
+
+_longest_token_bytes: dict[int, int] = {}
+
+
+def longest_token_bytes(tokenizer: TextTokenizer) -> int:
+    """The most UTF-8 bytes any one token's text spans (at least 1), from the vocabulary, once per tokenizer."""
+    key = id(tokenizer)
+    if key not in _longest_token_bytes:
+        backend = getattr(tokenizer, "hf", None)
+        vocab = backend.get_vocab(with_added_tokens=True) if backend is not None else {}
+        _longest_token_bytes[key] = max((len(token.encode("utf-8")) for token in vocab), default=1) or 1
+    return _longest_token_bytes[key]
+
+
+def refuse_certainly_too_long(texts, tokenizer: TextTokenizer, max_len: int, param: str) -> None:
+    """A 400 for a prompt whose text alone is sure to be longer than the context, before it is tokenized: no
+    token spans more than `longest_token_bytes`, so N bytes are at least N / longest tokens. Tokenizing a
+    50 MB prompt only to refuse it would take the server a minute."""
+    size = sum(len(text.encode("utf-8")) for text in texts)
+    at_least = size // longest_token_bytes(tokenizer)
+    if at_least > max_len:
+        raise APIError(400, f"the prompt is at least {at_least:,} tokens ({size:,} bytes of text), more than this "
+                       f"model's context of {max_len:,} tokens; send a shorter prompt", param=param,
+                       code="context_length_exceeded")
+
+
+def chat_texts(body: ChatCompletionRequest):
+    """Every text of a chat's messages (what its prompt's length is made of)."""
+    for message in body.messages:
+        if isinstance(message.content, str):
+            yield message.content
+        elif isinstance(message.content, list):
+            yield from (part.text for part in message.content if part.type == "text" and part.text)

@@ -156,6 +156,29 @@ def test_a_post_with_a_script_and_an_onerror_attribute_is_shown_as_text(browser,
         server.stop()
 
 
+def test_an_answer_can_be_spoken_and_played_inline(page, server, model_dir):
+    import soundfile
+
+    wav = io.BytesIO()
+    soundfile.write(wav, [0.0] * 2400, 24000, format="WAV", subtype="PCM_16")
+    spoken = []
+
+    def speech(route):  # this text model has no voice: the speech endpoint answers as a model with one would
+        spoken.append(json.loads(route.request.post_data))
+        route.fulfill(body=wav.getvalue(), content_type="audio/wav")
+
+    steady_answers(page, model_dir)
+    page.route("**/v1/audio/speech", speech)
+    open_page(page, server)
+    page.fill("#prompt", "Say hello")
+    page.press("#prompt", "Enter")
+    page.click("#log li.assistant button.speak")
+    audio = page.wait_for_selector("#log li.assistant audio")
+    assert audio.get_attribute("src").startswith("blob:")
+    assert spoken[0]["model"] == "micro" and spoken[0]["input"].strip()  # the answer's own text
+    assert page.evaluate("el => el.duration", audio) == pytest.approx(0.1, abs=0.02)
+
+
 def test_the_page_is_labelled_and_readable_at_phone_width(page, server):
     page.set_viewport_size({"width": 375, "height": 740})
     open_page(page, server)

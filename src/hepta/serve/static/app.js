@@ -123,6 +123,31 @@ function addEntry(role, text) {
   return item;
 }
 
+async function speak(entry, text, button) {
+  button.disabled = true;
+  try {
+    const response = await fetch("/v1/audio/speech", { method: "POST", headers: headers(),
+      body: JSON.stringify({ model: $("model").value, input: text, response_format: "wav" }) });
+    if (!response.ok) { showError(await errorOf(response)); return; }
+    const audio = document.createElement("audio");
+    audio.controls = true;
+    audio.src = URL.createObjectURL(await response.blob());
+    audio.setAttribute("aria-label", "The answer, spoken");
+    entry.appendChild(audio);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function addSpeakButton(entry, text) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "speak";
+  button.textContent = "Say it";
+  button.addEventListener("click", () => speak(entry, text, button));
+  entry.appendChild(button);
+}
+
 function showCitations(entry, urls) {
   const list = document.createElement("ol");
   list.className = "citations";
@@ -203,6 +228,7 @@ async function send(event) {
       }
     }
     conversation.push({ role: "assistant", content: answer });
+    if (answer.trim()) addSpeakButton(entry, answer);
   } catch (e) {
     showError("The answer stopped: " + e.message);
   } finally {

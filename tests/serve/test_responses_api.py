@@ -142,7 +142,7 @@ def test_a_stream_that_fails_ends_with_response_failed(api, monkeypatch):
     def fail(event, engine):  # the engine gives up after the stream has begun
         raise APIError(500, "the engine stopped in the middle of the answer", code="engine_failed")
 
-    monkeypatch.setattr(responses_api, "_token_count", fail)
+    monkeypatch.setattr(responses_api, "token_count", fail)
     with api.responses.stream(model="micro", input="hello", max_output_tokens=4) as stream:
         events = list(stream)
     assert [e.type for e in events[:2]] == ["response.created", "response.in_progress"]

@@ -150,11 +150,11 @@ class _Run:
             self.cancel()  # no-op for finished requests; frees the slots of abandoned ones
 
 
-def _token_count(event: Event, engine: EngineClient) -> int:
+def token_count(event: Event, engine: EngineClient) -> int:
     return sum(1 for t in event.token_ids if t not in engine.end_ids)
 
 
-async def _collect(run: _Run) -> list[Choice]:
+async def collect_choices(run: _Run) -> list[Choice]:
     """Every choice's whole text, for a non-streamed response; a client that leaves cancels the run."""
     collector = Collector(run.num_choices, run.engine.end_ids)
     async for index, event in run.events(watch_disconnect=True):
@@ -263,7 +263,7 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
                               estimated, images)
         return StreamingResponse(_sse_body(run, stream), media_type="text/event-stream", headers=headers)
 
-    choices = await _collect(run)
+    choices = await collect_choices(run)
     token_text = R.TokenText(tokenizer)
     harmony = uses_harmony(tokenizer)
     out = []
@@ -309,7 +309,7 @@ async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens:
                        if tool_streams is None and uses_harmony(state.tokenizer) else None)
     yield "".join(chunks.chunk(index, {"role": "assistant", "content": ""}) for index in range(run.num_choices))
     async for index, event in run.events(watch_disconnect=False):
-        completion_tokens += _token_count(event, engine)
+        completion_tokens += token_count(event, engine)
         logprobs = token_text.chat_logprobs(event.logprobs) if event.logprobs else None
         if harmony_streams is not None:
             stream = harmony_streams[index]
@@ -382,7 +382,7 @@ async def completions(body: CompletionRequest, http: Request):
             completion_tokens = 0
             echoed = [False] * run.num_choices
             async for index, event in run.events(watch_disconnect=False):
-                completion_tokens += _token_count(event, engine)
+                completion_tokens += token_count(event, engine)
                 text = event.text if echoed[index] else echoes[index] + event.text
                 echoed[index] = True
                 logprobs = token_text.completion_logprobs(event.logprobs, 0) if event.logprobs else None
@@ -394,7 +394,7 @@ async def completions(body: CompletionRequest, http: Request):
 
         return StreamingResponse(_sse_body(run, stream()), media_type="text/event-stream", headers=headers)
 
-    choices = await _collect(run)
+    choices = await collect_choices(run)
     out = [{"index": i, "text": echoes[i] + c.text, "finish_reason": c.finish_reason,
             "logprobs": token_text.completion_logprobs(c.logprobs, len(echoes[i])) if body.logprobs is not None
             else None} for i, c in enumerate(choices)]

@@ -20,7 +20,7 @@ class Grounding:
     num_sources: int | None = None
 
 
-def _question(body: ChatCompletionRequest) -> str:
+def searched_question(body: ChatCompletionRequest) -> str:
     """The last user message's text: what the search looks for."""
     for message in reversed(body.messages):
         if message.role == "user":
@@ -46,7 +46,7 @@ async def ground(state, body: ChatCompletionRequest) -> Grounding:
                            "without; start it with --live-db PATH (a post store from `hepta live ingest`) or use "
                            "mode 'off'", param="search_parameters.mode", code="live_search_unavailable")
         return Grounding()
-    result = await asyncio.to_thread(search, state.live, _question(body), params)
+    result = await asyncio.to_thread(search, state.live, searched_question(body), params)
     if not result.searched:
         return Grounding()
     context = f"{CONTEXT_HEADER}\n\n{format_context(result.posts)}" if result.posts else \

@@ -26,7 +26,7 @@ from hepta.modality.codec import ImageCodec
 from hepta.modality.image_io import encode_png, png_data_url
 from hepta.serve import responses as R
 from hepta.serve.errors import APIError
-from hepta.serve.generation import SEED_SPACE, _check, _collect, _Run
+from hepta.serve.generation import SEED_SPACE, _check, collect_choices, _Run
 from hepta.serve.image_parts import ImageSource, image_codes, read_images
 from hepta.serve.schemas import IMAGE_SIZES, ImageEditRequest, ImageGenerationRequest
 from hepta.serve.state import ServerState
@@ -74,7 +74,7 @@ async def _draw(state: ServerState, http: Request, body: ImageGenerationRequest,
     request = EngineRequest(prompt_ids, max_tokens, SamplingParams(temperature=DRAW_TEMPERATURE, seed=seed), n=body.n)
     run = _Run(engine, [request], http)
     await run.submit()
-    choices = await _collect(run)
+    choices = await collect_choices(run)
     grids = [codec.vocab.find_spans(codec.open_span(prompt_ids) + c.token_ids) for c in choices]
     if not all(grids):
         raise APIError(500, "the model stopped before finishing an image", type="server_error")

@@ -20,12 +20,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hepta.infer.harmony import split_harmony, uses_harmony
+from hepta.infer.harmony import HarmonyStream, split_harmony, uses_harmony
 from hepta.infer.tools import ToolCallStream, parse_tool_calls
 from hepta.serve import responses as R
 from hepta.serve.errors import APIError
-from hepta.serve.generation import StartedChat, _collect, _token_count, start_chat
-from hepta.serve.grounding import _question
+from hepta.serve.generation import StartedChat, collect_choices, token_count, start_chat
+from hepta.serve.grounding import searched_question
 from hepta.serve.schemas import ChatCompletionRequest
 
 router = APIRouter()
@@ -237,7 +237,7 @@ async def create_response(body: ResponsesRequest, http: Request):
     chat, items, search = to_chat(body, history)
     started = await start_chat(chat, http)
     rid, created, model = R.new_id("resp"), R.now(), state.model_name
-    search_items = [_search_item(_question(chat), started.grounding.citations)] if search is not None else []
+    search_items = [_search_item(searched_question(chat), started.grounding.citations)] if search is not None else []
 
     def finished(output: list[dict], completion_tokens: int, finish: str | None) -> dict:
         response = _response(rid, created, body, model, "incomplete" if finish == "length" else "completed", output,
@@ -250,7 +250,7 @@ async def create_response(body: ResponsesRequest, http: Request):
     if body.stream:
         events = _events(started, body, rid, created, model, search_items, finished)
         return StreamingResponse(_sse(started, events), media_type="text/event-stream", headers=started.headers)
-    (choice,) = await _collect(started.run)
+    (choice,) = await collect_choices(started.run)
     output = search_items + _answer_items(started, choice.text)
     completion_tokens = len(choice.token_ids)
     await state.account(started.key, "responses", started.estimated, len(started.prompt_ids), completion_tokens)
@@ -316,14 +316,12 @@ async def _events(started: StartedChat, body: ResponsesRequest, rid: str, create
     tool_stream = ToolCallStream(started.tools) if started.calls_possible else None
     harmony = None
     if tool_stream is None and uses_harmony(started.state.tokenizer):
-        from hepta.infer.harmony import HarmonyStream
-
         harmony = HarmonyStream()
     message_id, text, calls, completion_tokens, finish = R.new_id("msg"), "", {}, 0, None
     message_index = None
     try:
         async for _, engine_event in started.run.events(watch_disconnect=False):
-            completion_tokens += _token_count(engine_event, started.run.engine)
+            completion_tokens += token_count(engine_event, started.run.engine)
             if tool_stream is not None:
                 deltas = tool_stream.push(engine_event.text) + (tool_stream.finish() if engine_event.finish_reason else [])
             elif harmony is not None:

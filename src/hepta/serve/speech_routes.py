@@ -30,7 +30,7 @@ from hepta.modality.audio_stream import StreamingDecoder
 from hepta.serve import responses as R
 from hepta.serve.audio_input import TRANSCRIPT_TOKENS, max_audio_seconds, read_wave
 from hepta.serve.errors import APIError
-from hepta.serve.generation import _check, _collect, _Run
+from hepta.serve.generation import _check, collect_choices, _Run
 from hepta.serve.image_routes import _validated
 from hepta.serve.schemas import SPEECH_FORMATS, TRANSCRIPTION_FORMATS, SpeechRequest, TranscriptionForm
 from hepta.serve.state import ServerState
@@ -88,7 +88,7 @@ async def transcriptions(http: Request):
     await run.submit()
     if body.stream:
         return StreamingResponse(_transcript_events(run), media_type="text/event-stream", headers=headers)
-    choice = (await _collect(run))[0]
+    choice = (await collect_choices(run))[0]
     await state.account(key, "audio.transcriptions", estimated, len(prompt_ids), len(choice.token_ids))
     text, seconds = choice.text.strip(), len(wave) / SAMPLE_RATE
     if body.response_format == "text":

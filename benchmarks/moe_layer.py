@@ -40,7 +40,7 @@ from hepta.model.moe import MoE
 from _timing import interleaved, median, wait_until_steady
 
 D, N = 512, 2048
-SHAPES = [(8, 2, 1024), (64, 8, 256)]  # (E, K, F); K*F = 2048 in both, so the dense peer is the same
+SHAPES = [(8, 2, 1024), (64, 8, 256), (128, 8, 128)]  # (E, K, F); the dense peer has hidden K*F
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TF_IMPLEMENTATIONS = ["eager", "grouped_mm", "batched_mm"]
 

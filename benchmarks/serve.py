@@ -13,6 +13,10 @@ Per round, interleaved (so the host's clock drift hits all alike):
             decode tokens/s = (L - 1) / (time for L tokens - time for 1 token)
   c1 / cN   closed-loop load: 1 or N clients, each sending its next request when the last ends;
             request throughput, output tokens/s, TTFT and TPOT (mean, median, p99)
+  server peer  `transformers serve --continuous-batching` on the same weights and tokenizer (written by
+            hepta's OLMoE export), and hepta beside it, both at 1 and N clients with the same text prompts
+            (transformers serve takes text only and has no logit_bias: its tokens are counted from its usage,
+            and an answer may end early at an end token)
   step      the cost of serving one decode step of N sequences: the same N requests (N = --clients)
             decoded by an in-process Engine in this process (no HTTP), with torch's default threads
             and with the engine process's count (one fewer), and sent at once by N streaming HTTP
@@ -45,6 +49,7 @@ from hepta.infer.engine import Engine, EngineConfig
 from hepta.infer.request import Event, Request as EngineRequest
 from hepta.infer.sampling import SamplingParams
 from hepta.interop.hf_save import save_hf
+from hepta.interop.hf_tokenizer_export import write_tokenizer_files
 from hepta.serve.runner import free_port, wait_healthy
 from hepta.tokenizer import Tokenizer
 
@@ -67,8 +72,11 @@ def build_folders(root: Path) -> tuple[Path, Path, hepta.ModelConfig]:
     hepta.save_model(model, hepta_dir)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     texts = [p.read_text(errors="replace") for p in sorted(stdlib.glob("*.py"))[:60]]
-    Tokenizer.train(texts, text_vocab_size=cfg.vocab_size - 32).save(hepta_dir)
+    tokenizer = Tokenizer.train(texts, text_vocab_size=cfg.vocab_size - 32)
+    tokenizer.save(hepta_dir)
     save_hf(model, hf_dir, model_type="olmoe")
+    tokenizer.save(hf_dir)  # tokenizer.json, and the files transformers reads beside it
+    write_tokenizer_files(tokenizer, hf_dir, cfg.max_seq_len)
     return hepta_dir, hf_dir, cfg
 
 
@@ -84,14 +92,37 @@ def start_server(model_dir: Path, port: int, max_num_seqs: int) -> subprocess.Po
     return process
 
 
+def start_peer_server(hf_dir: Path, port: int) -> subprocess.Popen:
+    """`transformers serve --continuous-batching` on the OLMoE export of the same model."""
+    process = subprocess.Popen([str(Path(sys.executable).parent / "transformers"), "serve", str(hf_dir),
+                                "--continuous-batching", "--port", str(port)],
+                               stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:  # its /health answers before the model is loaded: ask for a token instead
+        try:
+            response = httpx.post(f"{url}/v1/completions", json={"model": str(hf_dir), "prompt": "x", "max_tokens": 1},
+                                  timeout=60)
+            if response.status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("transformers serve did not start (pip install 'transformers[serving]' accelerate)")
+        time.sleep(1)
+
+
 class Client:
-    def __init__(self, url: str, output_len: int, end_ids: list[int]):
-        self.url, self.output_len = url, output_len
+    def __init__(self, url: str, output_len: int, end_ids: list[int], model: str = "bench", exact: bool = True):
+        """exact: every request writes output_len tokens (end tokens banned); a peer without logit_bias may stop
+        earlier, and its tokens are then counted from its usage."""
+        self.url, self.output_len, self.model, self.exact = url, output_len, model, exact
         self.bias = {str(i): -100 for i in end_ids}
         self.http = httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=256))
 
-    async def request(self, prompt_ids: list[int]) -> dict:
-        body = {"model": "bench", "prompt": prompt_ids, "max_tokens": self.output_len, "temperature": 0,
+    async def request(self, prompt_ids: list[int] | str) -> dict:
+        body = {"model": self.model, "prompt": prompt_ids, "max_tokens": self.output_len, "temperature": 0,
                 "stream": True, "logit_bias": self.bias, "stream_options": {"include_usage": True}}
         start = time.perf_counter()
         times = []  # arrival of each token's chunk
@@ -113,7 +144,7 @@ class Client:
                         tokens = chunk["usage"]["completion_tokens"]
             assert not pending.strip(), pending
         end = time.perf_counter()
-        assert tokens == self.output_len, tokens
+        assert tokens == self.output_len or (not self.exact and 0 < tokens <= self.output_len), tokens
         first = times[0]
         return {"ttft": first - start, "latency": end - start, "tokens": tokens,
                 "tpot": (end - first) / max(1, tokens - 1), "times": times}
@@ -123,13 +154,16 @@ def prompt(length: int, seed: int, vocab: int) -> list[int]:
     return torch.randint(0, vocab, (length,), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
-async def closed_loop(client: Client, clients: int, requests_per_client: int, vocab: int, seed: int) -> dict:
+async def closed_loop(client: Client, clients: int, requests_per_client: int, vocab: int, seed: int,
+                      as_text: Tokenizer | None = None) -> dict:
+    """`as_text`: send the prompts as the text that tokenizer decodes them to (for a server that takes text only)."""
     results = []
 
     async def worker(w: int):
         for r in range(requests_per_client):
             length = PROMPT_LENS[(w + r) % len(PROMPT_LENS)]
-            results.append(await client.request(prompt(length, seed * 1000 + w * 100 + r, vocab)))
+            ids = prompt(length, seed * 1000 + w * 100 + r, vocab)
+            results.append(await client.request(as_text.decode(ids) if as_text is not None else ids))
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(clients)))
@@ -216,6 +250,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests-per-client", type=int, default=2)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--no-peer-server", action="store_true", help="skip transformers serve")
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM
 
@@ -228,17 +263,24 @@ def main() -> None:
         engine = Engine(hepta.load(hepta_dir), tokenizer, EngineConfig(max_num_seqs=max_num_seqs)).start()
         port = free_port()
         server = start_server(hepta_dir, port, max_num_seqs=max_num_seqs)
+        peer_port = free_port()
+        peer = None if args.no_peer_server else start_peer_server(hf_dir, peer_port)
         try:
+            peer_client = None if peer is None else Client(f"http://127.0.0.1:{peer_port}", args.output_len, [],
+                                                           model=str(hf_dir), exact=False)
             rounds = asyncio.run(run_rounds(args, f"http://127.0.0.1:{port}", sorted(tokenizer.stop_ids), cfg,
-                                            hf_model, engine))
+                                            hf_model, engine, peer_client, tokenizer))
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            for process in (server, peer):
+                if process is not None:
+                    process.terminate()
+                    process.wait(timeout=30)
             engine.stop()
     report(args, rounds)
 
 
-async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: Engine) -> list[dict]:
+async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: Engine, peer_server: Client | None,
+                     tokenizer: Tokenizer) -> list[dict]:
     client = Client(url, args.output_len, end_ids)
     single_prompt = prompt(SINGLE_PROMPT_LEN, 7, cfg.vocab_size)
     prompts = step_prompts(args.clients, cfg.vocab_size)
@@ -258,16 +300,25 @@ async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: 
         alone_fewer = engine_alone_step_s(engine, prompts, args.output_len, end_ids, engine_threads())
         http = await http_step_s(client, prompts)
         alone = min(alone_default, alone_fewer)  # the better of the two is the bar
+        servers = {}
+        if peer_server is not None:  # both servers, the same text prompts, one after the other
+            for name, target in (("hepta", client), ("transformers_serve", peer_server)):
+                servers[name] = {
+                    "c1": summarize(await closed_loop(target, 1, 4, cfg.vocab_size, r, as_text=tokenizer)),
+                    f"c{args.clients}": summarize(await closed_loop(target, args.clients, args.requests_per_client,
+                                                                   cfg.vocab_size, r, as_text=tokenizer))}
         rounds.append({"single_decode_tokens_per_s": 1 / single["tpot"], "single_ttft_s": single["ttft"],
                        "peer_decode_tokens_per_s": peer, "c1": c1, f"c{args.clients}": cn,
                        "engine_alone_default_threads_step_s": alone_default,
                        "engine_alone_process_threads_step_s": alone_fewer, "engine_alone_step_s": alone,
-                       "http_step_s": http})
+                       "http_step_s": http, "servers": servers})
         print(f"round {r + 1}: decode {1 / single['tpot']:.0f} vs transformers {peer:.0f} tok/s; "
               f"c1 {c1['output_tokens_per_s']:.0f}, c{args.clients} {cn['output_tokens_per_s']:.0f} tok/s; "
               f"TTFT single {single['ttft'] * 1000:.1f} ms, p99@{args.clients} {cn['ttft_s']['p99'] * 1000:.1f} ms; "
               f"{args.clients}-sequence step: engine alone {alone_default * 1000:.2f} ms ({torch.get_num_threads()} "
-              f"threads) / {alone_fewer * 1000:.2f} ms ({engine_threads()}), HTTP {http * 1000:.2f} ms",
+              f"threads) / {alone_fewer * 1000:.2f} ms ({engine_threads()}), HTTP {http * 1000:.2f} ms"
+              + "".join(f"; {name} text c1/c{args.clients} {v['c1']['output_tokens_per_s']:.0f}/"
+                        f"{v[f'c{args.clients}']['output_tokens_per_s']:.0f} tok/s" for name, v in servers.items()),
               flush=True)
     await client.http.aclose()
     return rounds
@@ -312,6 +363,11 @@ def report(args, rounds: list[dict]) -> None:
         f"TTFT p99 at {args.clients} clients / single TTFT": (cn_p99 / single_ttft, 5.0,
                                                                f"{cn_p99 * 1000:.1f} vs {single_ttft * 1000:.1f} ms"),
     }
+    if rounds[0]["servers"]:
+        for n in ("c1", cn):
+            ours, theirs = (med(["servers", name, n, "output_tokens_per_s"]) for name in ("hepta", "transformers_serve"))
+            targets[f"{n[1:]} client(s): hepta serve vs transformers serve"] = (
+                ours / theirs, 2.0, f"{ours:.0f} vs {theirs:.0f} output tokens/s, the same text prompts")
     print()
     for name, (ratio, target, detail) in targets.items():
         at_most = name.startswith("TTFT") or "engine alone" in name  # lower is better for these

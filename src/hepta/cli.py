@@ -243,6 +243,11 @@ def cmd_convert(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"converted {src} ({model_type}) -> {dst} ({out_type})")
+    left_out = {"qwen3_vl_moe": "vision tower", "qwen3_omni_moe": "audio and vision towers and talker",
+                "qwen3_omni_moe_thinker": "audio and vision towers", "qwen3_5_moe": "vision tower"}.get(model_type)
+    if left_out:
+        print(f"note: the hepta folder holds the language model only; the {left_out} stayed behind, so serve {src} "
+              "itself for images, video or audio")
 
 
 # --- parser --------------------------------------------------------------------------------

@@ -290,3 +290,14 @@ def test_deepstack_and_multimodal_positions_each_change_the_answer(models):
     with torch.no_grad():  # what the parity above rests on: leaving either out moves the logits far past 1e-4
         for ablated in (dataclasses.replace(visual, deepstack_LND=[]), dataclasses.replace(visual, positions_3BT=plain)):
             assert (ours(torch.tensor([ids]), visual=ablated)[0] - reference).abs().max() > 1e-2
+
+
+def test_converting_to_hepta_says_the_vision_tower_stays_behind(folder, tmp_path):
+    from helpers import run_cli
+
+    proc = run_cli("convert", "--from", str(folder), "--to", str(tmp_path / "text"))
+    assert proc.returncode == 0, proc.stderr
+    assert "vision tower stayed behind" in proc.stdout
+    ids = torch.randint(0, 180, (1, 6))
+    with torch.no_grad():  # the language model itself came across whole
+        assert (hepta.load(tmp_path / "text")(ids) - hepta.load(folder)(ids)).abs().max() <= 1e-6

@@ -266,3 +266,58 @@ def test_model_work_queued_when_the_engine_stops_fails_instead_of_staying_pendin
     engine._loop()
     with pytest.raises(EngineStopped, match="before this work ran"):
         future.result(timeout=5)
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_steps_with_the_same_answers(model_and_tokenizer):
+    import torch
+
+    model, tokenizer = model_and_tokenizer
+    short = tokenizer.encode_prompt("import os\n")
+    long = torch.randint(0, 480, (150,), generator=torch.Generator().manual_seed(3)).tolist()
+    whole = Engine(model, tokenizer, EngineConfig(max_num_seqs=4, prefill_chunk=None)).start()
+    try:
+        expected = [generate(whole, Request(ids, n, GREEDY))[0].token_ids for ids, n in ((short, 60), (long, 12))]
+    finally:
+        whole.stop()
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=4, prefill_chunk=16)).start()
+    events = []  # (which, number of tokens so far), in the order the engine sent them
+    try:
+        first = engine.submit(Request(short, 60, GREEDY, sink=lambda e: events.append(("short", e))))
+        assert settles(lambda: len(events) >= 2)  # the short one decodes ...
+        second = engine.submit(Request(long, 12, GREEDY, sink=lambda e: events.append(("long", e))))
+        assert settles(lambda: sum(1 for _, e in events if e.finish_reason) == 2, timeout=60)
+    finally:
+        engine.stop()
+    tokens = {name: [t for which, e in events if which == name for t in e.token_ids] for name in ("short", "long")}
+    assert [tokens["short"], tokens["long"]] == expected  # chunking changes no answer
+    order = [which for which, _ in events]
+    first_long = order.index("long")
+    # ... and keeps decoding while the 150-token prompt goes in 16 tokens a step (10 chunks, one per step)
+    assert order[:first_long].count("short") >= 2 + 8
+    assert first.id != second.id
+
+
+def test_a_prompt_continued_a_chunk_at_a_time_sees_what_one_forward_sees():
+    import torch
+
+    import hepta
+
+    cfg = hepta.get_preset("tiny").with_changes({  # sliding windows and sinks too
+        "vocab_size": 128, "dim": 64, "num_layers": 2, "attention.num_heads": 4, "attention.num_kv_heads": 2,
+        "attention.head_dim": 16, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 64,
+        "attention.sliding_window": 5, "attention.sliding_window_layers": (0,), "attention.sinks": True,
+        "attention.qk_norm": False})
+    model = hepta.build_model(cfg, seed=1).eval()
+    for layer in model.layers:
+        torch.nn.init.normal_(layer.attn.sinks)
+    ids = torch.randint(0, 128, (1, 40), generator=torch.Generator().manual_seed(0))
+    cache = model.new_slot_cache(2, 64)
+    with torch.no_grad():
+        full = model(ids)
+        cache.set_window(1, 1, prompt_lengths=torch.tensor([13]))
+        pieces = [model(ids[:, :13], cache=cache)]
+        for start, end in ((13, 20), (20, 39), (39, 40)):
+            cache.set_extend(1, end - start)
+            pieces.append(model(ids[:, start:end], cache=cache))
+    assert (torch.cat(pieces, dim=1) - full).abs().max() <= 1e-5
+    assert int(cache.lengths[1]) == 40

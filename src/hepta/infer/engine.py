@@ -78,11 +78,16 @@ class EngineConfig:
     kv_cache_bytes: int | None = None  # memory for the KV cache; default: max_num_seqs full-length slots
     max_queue: int = 256  # waiting requests before new ones are refused
     max_prefill_tokens: int = 8192  # padded prompt tokens prefilled in one forward (at least one request)
+    # a prompt longer than this, arriving while others decode, is prefilled this many tokens a step, between
+    # their decode steps, so that their streams do not stall behind it (None: whole prompts at once)
+    prefill_chunk: int | None = 512
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_queue", "max_prefill_tokens"):
             if getattr(self, name) < 1:
                 raise HeptaError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.prefill_chunk is not None and self.prefill_chunk < 1:
+            raise HeptaError(f"prefill_chunk must be at least 1 or None, got {self.prefill_chunk}")
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,11 @@ class Engine:
 
         self._waiting: deque[Request] = deque()
         self._running: list[_Sequence] = []  # index = slot
+        # a long prompt being prefilled a chunk a step (softmax attention only: a chunk continues the cache), in
+        # the slot after the running ones; nothing else is admitted until it joins them
+        self._can_chunk = cfg.attention.kind == "gqa" and not cfg.attention.linear_layers
+        self._chunking: _Sequence | None = None
+        self._chunk_done = 0  # its prompt tokens prefilled so far
         self._admitting: deque[tuple[Request, int]] = deque()  # (request, choice) between queue and slot
         self._jobs: deque[tuple[Callable, Future]] = deque()
         self._wake = threading.Condition()
@@ -210,7 +220,8 @@ class Engine:
 
     @property
     def num_requests_running(self) -> int:
-        return len({id(seq.request) for seq in list(self._running)})
+        chunking = [self._chunking] if self._chunking is not None else []
+        return len({id(seq.request) for seq in list(self._running) + chunking})
 
     @property
     def num_waiting(self) -> int:
@@ -266,7 +277,7 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not (self._stopping or self._waiting or self._running or self._jobs):
+                while not (self._stopping or self._waiting or self._running or self._jobs or self._chunking):
                     self._wake.wait()
                 if self._stopping:
                     break
@@ -280,6 +291,9 @@ class Engine:
                 self._release_finished()
                 if self._running:
                     self._decode_step()
+                    self._release_finished()
+                if self._chunking is not None:  # the next piece of a long prompt, after the others' step
+                    self._prefill_chunk()
                     self._release_finished()
             except Exception as e:  # a failing step must not leave clients waiting forever
                 log.exception("an engine step failed; every open request ends with its error")
@@ -311,15 +325,34 @@ class Engine:
         for seq in self._running:
             if seq.request.cancelled.is_set() and not seq.finished:
                 self._finish(seq, "cancelled", [], None)
+        if self._chunking is not None and self._chunking.request.cancelled.is_set():
+            self._end_chunking("cancelled")
         self._release_finished()
 
+    def _chunkable(self, request: Request) -> bool:
+        """Whether `request` is prefilled a chunk a step: a long prompt of one choice, without media, arriving
+        while other sequences decode (alone, chunks would only add steps)."""
+        chunk = self.config.prefill_chunk
+        return (chunk is not None and self._can_chunk and len(request.prompt_ids) > chunk and request.n == 1
+                and not request.media and bool(self._running))
+
     def _admit_and_prefill(self) -> None:
+        if self._chunking is not None:  # the long prompt joins the running sequences first
+            return
         admitted: list[Request] = []
         with self._wake:
             free = self.num_slots - len(self._running)
             padded_tokens = 0
+            if self._waiting and free >= 1 and self._chunkable(self._waiting[0]):
+                request = self._waiting.popleft()
+                self._chunking = _Sequence(request, 0, len(self._running), self.tokenizer, self.vocab_size,
+                                           self.images, self.audio)
+                self._chunk_done = 0
+                return  # its first chunk runs after the others' next decode step
             while self._waiting and self._waiting[0].n <= free:
                 request = self._waiting[0]
+                if admitted and self._chunkable(request):
+                    break  # it goes alone, next time
                 longest = max([len(r.prompt_ids) for r in admitted] + [len(request.prompt_ids)])
                 padded_tokens = longest * (sum(r.n for r in admitted) + request.n)
                 if admitted and padded_tokens > self.config.max_prefill_tokens:
@@ -357,6 +390,38 @@ class Engine:
             # the LM head only where the next token is read: each prompt's last real position
             logits_BV = self.model.output(hidden_BTD[torch.arange(len(seqs)), lengths_B - 1])
         self._sample_and_emit(seqs, logits_BV)
+
+    def _prefill_chunk(self) -> None:
+        """The next chunk of the long prompt: a fresh prefill of its slot, then continuations of it; after the
+        last, its first token is sampled and it joins the running sequences in the next slot."""
+        seq, done = self._chunking, self._chunk_done
+        ids = seq.request.prompt_ids
+        size = min(self.config.prefill_chunk, len(ids) - done)
+        if done == 0:
+            self.cache.set_window(seq.slot, 1, prompt_lengths=torch.tensor([size]))
+        else:
+            self.cache.set_extend(seq.slot, size)
+        with torch.no_grad():
+            hidden_1TD = self.model.hidden_states(torch.tensor([ids[done:done + size]]), cache=self.cache)
+        self._chunk_done += size
+        if self._chunk_done < len(ids):
+            return
+        with torch.no_grad():
+            logits_1V = self.model.output(hidden_1TD[:, -1])
+        self._chunking = None
+        slot = len(self._running)  # running sequences may have ended meanwhile: it moves down to stay next to them
+        if seq.slot != slot:
+            self.cache.move(seq.slot, slot)
+            self.cache.release(seq.slot)
+            seq.slot = slot
+        self._running.append(seq)
+        self._sample_and_emit([seq], logits_1V)
+
+    def _end_chunking(self, reason: str, error: str | None = None) -> None:
+        """Ends the long prompt being prefilled (cancelled, or the engine failing) and frees its slot."""
+        seq, self._chunking = self._chunking, None
+        self.cache.release(seq.slot)
+        seq.request.sink(Event(0, "", [], finish_reason=reason, error=error))
 
     def _decode_step(self) -> None:
         ids_B1 = torch.tensor([[seq.last_token] for seq in self._running])
@@ -465,6 +530,10 @@ class Engine:
         for seq in self._running:
             seq.finished = True
         self._release_finished()
+        if self._chunking is not None:
+            ended.append((self._chunking.request, 0))
+            self.cache.release(self._chunking.slot)
+            self._chunking = None
         ended += list(self._admitting)
         self._admitting.clear()
         with self._wake:

@@ -8,7 +8,8 @@ applied by the mask), so one slot layout serves every layer.
 A fixed number of slots hold one sequence each, with its own length (continuous batching). A
 forward runs on a window of consecutive slots: either a prefill of fresh slots (T new tokens
 each, right-padded; the caller passes the real lengths) or one decode step (T = 1) per slot at
-that slot's own position.
+that slot's own position; or it continues one running slot with T tokens at once (`set_extend`:
+the next chunk of a long prompt, prefilled a piece at a time between other sequences' steps).
 
 Each buffer is [L, slots, S_max, *token shape], the token shape being what one layer keeps per
 token (`AttentionConfig.kv_cache_token_shapes`: keys and values [G, Dh], or MLA's latent [C] and
@@ -61,6 +62,7 @@ class SlotCache:
         # fewer positions than tokens, so the text after it continues from its own position
         self.rope_offsets = torch.zeros(num_slots, dtype=torch.long)
         self.start, self.count, self.decoding = 0, 0, False
+        self._extend, self._extend_from = 0, 0  # a running slot continued with this many tokens (set_extend)
         self._prompt_lengths: torch.Tensor | None = None
         self._window_masks: dict[tuple, torch.Tensor] = {}  # per window (and prefill length) this step
 
@@ -88,6 +90,7 @@ class SlotCache:
         assert 0 <= start and start + count <= self.num_slots
         self.start, self.count = start, count
         self._prompt_lengths = prompt_lengths
+        self._extend = 0
         lengths = self.lengths[start:start + count]
         self.decoding = bool(lengths.gt(0).any())
         self._window_masks = {}
@@ -100,6 +103,15 @@ class SlotCache:
             visible_BS = torch.arange(self._visible, device=self.device)[None, :] <= self._positions_B[:, None]
             self._mask_B11S = visible_BS[:, None, None, :]  # [B, 1 (heads), 1 (new token), S]
 
+    def set_extend(self, slot: int, num_tokens: int) -> None:
+        """The next forward continues running slot `slot` with `num_tokens` tokens: they take the positions after
+        its length and see all of it, and each other causally (softmax attention only)."""
+        self.set_window(slot, 1)
+        assert self.decoding, "only a running slot can be continued"
+        assert self.lengths[slot] + num_tokens <= self.max_len, "KV cache overflow"
+        self._extend = num_tokens
+        self._extend_from = int(self.lengths[slot])
+
     @property
     def has_past(self) -> bool:
         return self.decoding
@@ -108,6 +120,10 @@ class SlotCache:
         """[T] for a prefill of fresh slots; [B, 1] (each slot's own position) when decoding."""
         if not self.decoding:
             return torch.arange(T, device=self.device)
+        if self._extend:
+            assert T == self._extend, "set_extend told another number of tokens"
+            offset = int(self.rope_offsets[self.start])
+            return torch.arange(self._extend_from, self._extend_from + T, device=self.device) + offset
         assert T == 1, "a decode step adds one token per slot"
         offsets_B = self.rope_offsets[self.start:self.start + self.count].to(self.device)
         return (self._positions_B + offsets_B)[:, None]
@@ -131,6 +147,11 @@ class SlotCache:
         """Writes the window's new tokens, [B, T, ...] per buffer; returns what they attend to, [B, S, ...] each."""
         row = self._kv_row[layer_idx]  # its row among the layers that keep keys and values
         s, e = self.start, self.start + self.count
+        if self._extend:
+            end = self._extend_from + self._extend
+            for buffer, values_BT in zip(self.buffers, new_BT):
+                buffer[row, s, self._extend_from:end].copy_(values_BT[0])
+            return tuple(buffer[row, s:e, :end] for buffer in self.buffers)
         if not self.decoding:
             T = new_BT[0].shape[1]
             self._prefill_len = T
@@ -145,6 +166,14 @@ class SlotCache:
     def mask(self, window: int | None = None) -> tuple[torch.Tensor | None, bool]:
         """(attn_mask, is_causal) for the window's new tokens over what `update` returned; a sliding-window
         layer passes its window and sees only that many latest tokens (itself included)."""
+        if self._extend:  # query i (position from + i) sees keys up to its own position
+            key = (window, "extend")
+            if key not in self._window_masks:
+                query_T1 = torch.arange(self._extend, device=self.device)[:, None] + self._extend_from
+                key_1S = torch.arange(self._extend_from + self._extend, device=self.device)[None, :]
+                visible = key_1S <= query_T1
+                self._window_masks[key] = visible if window is None else visible & (key_1S > query_T1 - window)
+            return self._window_masks[key], False
         if window is None:
             # fresh slots: plain causal; right padding only ever sees real tokens before it
             return (self._mask_B11S, False) if self.decoding else (None, True)

@@ -321,3 +321,24 @@ def test_a_prompt_continued_a_chunk_at_a_time_sees_what_one_forward_sees():
             pieces.append(model(ids[:, start:end], cache=cache))
     assert (torch.cat(pieces, dim=1) - full).abs().max() <= 1e-5
     assert int(cache.lengths[1]) == 40
+
+
+def test_a_long_prompt_cancelled_while_it_is_prefilled_in_chunks_frees_its_slot(model_and_tokenizer):
+    import torch
+
+    model, tokenizer = model_and_tokenizer
+    long = torch.randint(0, 480, (240,), generator=torch.Generator().manual_seed(4)).tolist()
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=2, prefill_chunk=4)).start()
+    ended = []
+    try:
+        engine.submit(Request(tokenizer.encode_prompt("import os\n"), 200, GREEDY))  # keeps decoding meanwhile
+        assert settles(lambda: engine.num_requests_running == 1)
+        request = engine.submit(Request(long, 4, GREEDY, sink=ended.append))
+        assert settles(lambda: engine._chunking is not None)  # its 60 chunks are under way
+        request.cancel()
+        assert settles(lambda: ended and ended[-1].finish_reason == "cancelled")
+        assert ended[-1].token_ids == [] and engine._chunking is None
+        after = generate(engine, Request(tokenizer.encode_prompt("x = 1\n"), 3, GREEDY))[0]  # the slot is free again
+        assert len(after.token_ids) == 3
+    finally:
+        engine.stop()

@@ -67,7 +67,8 @@ def prompt(pre, items, seed):
     return ids + words(4)
 
 
-def reference_logits(hf, ids, items):
+def transformers_inputs(ids, items) -> dict:
+    """What Qwen3VLMoeForConditionalGeneration takes for one prompt with these images and videos."""
     kinds = torch.tensor(ids)
     inputs = dict(input_ids=kinds[None], mm_token_type_ids=((kinds == IMAGE) * 1 + (kinds == VIDEO) * 2)[None])
     images = [item for item in items if item.kind == "image"]
@@ -78,8 +79,12 @@ def reference_logits(hf, ids, items):
     if videos:
         inputs.update(pixel_values_videos=torch.cat([v.pixels_PX for v in videos]),
                       video_grid_thw=torch.tensor([v.grid_thw for v in videos]))
+    return inputs
+
+
+def reference_logits(hf, ids, items):
     with torch.no_grad():
-        return hf(**inputs).logits[0]
+        return hf(**transformers_inputs(ids, items)).logits[0]
 
 
 MEDIA = {
@@ -123,17 +128,8 @@ def test_sixteen_greedy_tokens_through_the_engine_equal_transformers_generate_wi
         requests.append((ids, items))
     expected = []
     for ids, items in requests:  # transformers, one at a time
-        kinds = torch.tensor(ids)
-        inputs = dict(input_ids=kinds[None], mm_token_type_ids=((kinds == IMAGE) * 1 + (kinds == VIDEO) * 2)[None])
-        images, videos = [i for i in items if i.kind == "image"], [i for i in items if i.kind == "video"]
-        if images:
-            inputs.update(pixel_values=torch.cat([i.pixels_PX for i in images]),
-                          image_grid_thw=torch.tensor([i.grid_thw for i in images]))
-        if videos:
-            inputs.update(pixel_values_videos=torch.cat([v.pixels_PX for v in videos]),
-                          video_grid_thw=torch.tensor([v.grid_thw for v in videos]))
         with torch.no_grad():
-            out = hf.generate(**inputs, max_new_tokens=16, do_sample=False, suppress_tokens=[199, *range(180, 200)])
+            out = hf.generate(**transformers_inputs(ids, items), max_new_tokens=16, do_sample=False, suppress_tokens=[199, *range(180, 200)])
         expected.append(out[0, len(ids):].tolist())
     # prefilled together (media and text in one batch), each with its own positions, then decoded together with
     # its own RoPE offset
@@ -211,12 +207,9 @@ def test_image_and_video_parts_are_served_and_bad_media_get_400s(folder, models)
     chat = [{"role": "user", "content": [{"type": "text", "text": "w5 w6"}, {"type": "image"}, {"type": "video"},
                                          {"type": "text", "text": "w7"}]}]
     ids = tokenizer.encode(pre.expand(tokenizer.format_chat(chat), items))
-    kinds = torch.tensor(ids)
     with torch.no_grad():
-        out = hf.generate(input_ids=kinds[None], mm_token_type_ids=((kinds == IMAGE) * 1 + (kinds == VIDEO) * 2)[None],
-                          pixel_values=items[0].pixels_PX, image_grid_thw=torch.tensor([items[0].grid_thw]),
-                          pixel_values_videos=items[1].pixels_PX, video_grid_thw=torch.tensor([items[1].grid_thw]),
-                          max_new_tokens=8, do_sample=False, suppress_tokens=list(range(180, 200)))
+        out = hf.generate(**transformers_inputs(ids, items), max_new_tokens=8, do_sample=False,
+                          suppress_tokens=list(range(180, 200)))
     expected = tokenizer.decode(out[0, len(ids):].tolist())
 
     server = start_server(folder)

@@ -1,9 +1,7 @@
 """Video uploads: real MP4 and WebM files sampled at the asked rate; bad files refused in one sentence."""
 
 import io
-from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
 import soundfile

@@ -1,7 +1,6 @@
 """The chat page at `/`, driven in a real browser: Debian's Chromium through Playwright for Python (never a
 downloaded browser build). Screenshots are kept in test-artifacts/page/."""
 
-import base64
 import io
 import json
 import shutil

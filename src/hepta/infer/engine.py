@@ -326,7 +326,7 @@ class Engine:
             if seq.request.cancelled.is_set() and not seq.finished:
                 self._finish(seq, "cancelled", [], None)
         if self._chunking is not None and self._chunking.request.cancelled.is_set():
-            self._end_chunking("cancelled")
+            self._drop_chunking().sink(Event(0, "", [], finish_reason="cancelled"))
         self._release_finished()
 
     def _chunkable(self, request: Request) -> bool:
@@ -417,11 +417,12 @@ class Engine:
         self._running.append(seq)
         self._sample_and_emit([seq], logits_1V)
 
-    def _end_chunking(self, reason: str, error: str | None = None) -> None:
-        """Ends the long prompt being prefilled (cancelled, or the engine failing) and frees its slot."""
+    def _drop_chunking(self) -> Request:
+        """Stops prefilling the long prompt (cancelled, or the engine failing) and frees its slot; its request
+        still needs its final event."""
         seq, self._chunking = self._chunking, None
         self.cache.release(seq.slot)
-        seq.request.sink(Event(0, "", [], finish_reason=reason, error=error))
+        return seq.request
 
     def _decode_step(self) -> None:
         ids_B1 = torch.tensor([[seq.last_token] for seq in self._running])
@@ -531,9 +532,7 @@ class Engine:
             seq.finished = True
         self._release_finished()
         if self._chunking is not None:
-            ended.append((self._chunking.request, 0))
-            self.cache.release(self._chunking.slot)
-            self._chunking = None
+            ended.append((self._drop_chunking(), 0))
         ended += list(self._admitting)
         self._admitting.clear()
         with self._wake:

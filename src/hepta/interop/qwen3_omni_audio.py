@@ -115,6 +115,10 @@ class Qwen3OmniAudio:
         frames = int(out["attention_mask"][0].sum())
         return AudioItem(out["input_features"][0, :, :frames], audio_tokens(frames, self.n_window))
 
+    def max_seconds(self, max_tokens: int) -> float:
+        """The longest clip whose audio tokens fit `max_tokens` (feature frames come 100 a second)."""
+        return max_tokens / audio_tokens(100, self.n_window)
+
     def expand(self, text: str, items: Sequence[AudioItem]) -> str:
         """The rendered chat with each clip's single <|audio_pad|> grown to its length."""
         remaining = list(items)

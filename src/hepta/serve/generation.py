@@ -190,6 +190,40 @@ async def _sse_body(run: _Run, chunks: AsyncIterator[str]) -> AsyncIterator[str]
 # --- chat ---------------------------------------------------------------------------------------
 
 
+class _PlainText:
+    """The answer stream of a chat without tools or Harmony channels: its text as it comes."""
+
+    def push(self, text: str) -> list[dict]:
+        return [{"content": text}] if text else []
+
+    def finish(self) -> list[dict]:
+        return []
+
+
+def answer_stream(state: ServerState, calls_possible: bool, tools):
+    """One choice's text -> chat deltas: tool calls as they form, gpt-oss's reasoning apart from its content, or
+    the text as it comes."""
+    if calls_possible:
+        return ToolCallStream(tools)
+    return HarmonyStream() if uses_harmony(state.tokenizer) else _PlainText()
+
+
+def answer_deltas(stream, event: Event) -> list[dict]:
+    return stream.push(event.text) + (stream.finish() if event.finish_reason else [])
+
+
+def split_answer(state: ServerState, text: str, calls_possible: bool, tools) -> tuple[str | None, list[dict], str]:
+    """(content, tool calls, reasoning) of a whole answer, as `answer_stream` splits a streamed one."""
+    if calls_possible:
+        content, calls = parse_tool_calls(text, tools)
+        if calls:
+            return content, calls, ""
+    if uses_harmony(state.tokenizer):  # gpt-oss: its analysis channel is the reasoning
+        reasoning, content = split_harmony(text)
+        return content, [], reasoning
+    return text, [], ""
+
+
 @dataclass
 class StartedChat:
     """A chat request running in the engine, with what answering it needs (chat completions and responses)."""
@@ -265,20 +299,16 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
 
     choices = await collect_choices(run)
     token_text = R.TokenText(tokenizer)
-    harmony = uses_harmony(tokenizer)
     out = []
     for index, choice in enumerate(choices):
-        message = {"role": "assistant", "content": choice.text, "refusal": None}
+        content, calls, reasoning = split_answer(state, choice.text, calls_possible, tools)
+        message = {"role": "assistant", "content": content, "refusal": None}
         finish = choice.finish_reason
-        if calls_possible:
-            content, calls = parse_tool_calls(choice.text, tools)
-            if calls:
-                message.update(content=content, tool_calls=calls)
-                finish = "tool_calls" if finish == "stop" else finish
-        if harmony and "tool_calls" not in message:  # gpt-oss: its analysis channel is the reasoning
-            reasoning, message["content"] = split_harmony(choice.text)
-            if reasoning:
-                message["reasoning_content"] = reasoning
+        if calls:
+            message["tool_calls"] = calls
+            finish = "tool_calls" if finish == "stop" else finish
+        if reasoning:
+            message["reasoning_content"] = reasoning
         if state.codec is not None:
             pngs = await asyncio.to_thread(answer_pngs, state.codec, prompt_ids, choice.token_ids)
             if pngs:  # OpenRouter's field for images in an answer; content keeps the text
@@ -302,25 +332,12 @@ async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens:
     rid, model, created = meta["response_id"], meta["model"], meta["created"]
     chunks = R.ChatChunks(rid, model, created)
     completion_tokens = 0
-    # with tools, text streams through a parser that turns <tool_call> blocks into tool_calls deltas; a
-    # Harmony answer (gpt-oss) through one that splits its reasoning from its content
-    tool_streams = [ToolCallStream(tools) for _ in range(run.num_choices)] if calls_possible else None
-    harmony_streams = ([HarmonyStream() for _ in range(run.num_choices)]
-                       if tool_streams is None and uses_harmony(state.tokenizer) else None)
+    streams = [answer_stream(state, calls_possible, tools) for _ in range(run.num_choices)]
     yield "".join(chunks.chunk(index, {"role": "assistant", "content": ""}) for index in range(run.num_choices))
     async for index, event in run.events(watch_disconnect=False):
         completion_tokens += token_count(event, engine)
         logprobs = token_text.chat_logprobs(event.logprobs) if event.logprobs else None
-        if harmony_streams is not None:
-            stream = harmony_streams[index]
-            deltas = stream.push(event.text) + (stream.finish() if event.finish_reason else [])
-            deltas = deltas or ([{"content": ""}] if logprobs else [])
-        elif tool_streams is None:
-            deltas = [{"content": event.text}] if event.text or logprobs else []
-        else:
-            stream = tool_streams[index]
-            deltas = stream.push(event.text) + (stream.finish() if event.finish_reason else [])
-            deltas = deltas or ([{"content": ""}] if logprobs else [])
+        deltas = answer_deltas(streams[index], event) or ([{"content": ""}] if logprobs else [])
         if images is not None:
             written = await images.push(index, event.token_ids)
             if written:  # an image goes out once its span is complete
@@ -331,7 +348,7 @@ async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens:
             logprobs = None  # the step's logprobs ride on its first delta
         if event.finish_reason:
             finish = event.finish_reason
-            if tool_streams is not None and tool_streams[index].tool_calls and finish == "stop":
+            if isinstance(streams[index], ToolCallStream) and streams[index].tool_calls and finish == "stop":
                 finish = "tool_calls"
             out.append(chunks.chunk(index, {}, finish))
         if out:

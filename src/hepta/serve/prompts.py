@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from hepta.infer.tools import tool_chat_messages
 from hepta.serve.errors import APIError
 from hepta.serve.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest
@@ -81,17 +83,16 @@ def completion_prompts(body: CompletionRequest, tokenizer: TextTokenizer) -> lis
     return prompts
 
 
-_longest_token_bytes: dict[int, int] = {}
+_longest_token_bytes: "weakref.WeakKeyDictionary[TextTokenizer, int]" = weakref.WeakKeyDictionary()
 
 
 def longest_token_bytes(tokenizer: TextTokenizer) -> int:
     """The most UTF-8 bytes any one token's text spans (at least 1), from the vocabulary, once per tokenizer."""
-    key = id(tokenizer)
-    if key not in _longest_token_bytes:
+    if tokenizer not in _longest_token_bytes:
         backend = getattr(tokenizer, "hf", None)
         vocab = backend.get_vocab(with_added_tokens=True) if backend is not None else {}
-        _longest_token_bytes[key] = max((len(token.encode("utf-8")) for token in vocab), default=1) or 1
-    return _longest_token_bytes[key]
+        _longest_token_bytes[tokenizer] = max((len(token.encode("utf-8")) for token in vocab), default=1) or 1
+    return _longest_token_bytes[tokenizer]
 
 
 def refuse_certainly_too_long(texts, tokenizer: TextTokenizer, max_len: int, param: str) -> None:

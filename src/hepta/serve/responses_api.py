@@ -20,11 +20,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hepta.infer.harmony import HarmonyStream, split_harmony, uses_harmony
-from hepta.infer.tools import ToolCallStream, parse_tool_calls
 from hepta.serve import responses as R
 from hepta.serve.errors import APIError
-from hepta.serve.generation import StartedChat, collect_choices, token_count, start_chat
+from hepta.serve.generation import (StartedChat, answer_deltas, answer_stream, collect_choices, split_answer,
+                                   start_chat, token_count)
 from hepta.serve.grounding import searched_question
 from hepta.serve.schemas import ChatCompletionRequest
 
@@ -258,14 +257,11 @@ async def create_response(body: ResponsesRequest, http: Request):
 
 
 def _answer_items(started: StartedChat, text: str) -> list[dict]:
-    """The message and function_call items of a whole answer."""
-    if started.calls_possible:
-        content, calls = parse_tool_calls(text, started.tools)
-        if calls:
-            return ([_message_item(content, None)] if content and content.strip() else []) + [_call_item(c) for c in calls]
-    if uses_harmony(started.state.tokenizer):
-        text = split_harmony(text)[1]
-    return [_message_item(text, started.grounding.citations)]
+    """The message and function_call items of a whole answer (a gpt-oss answer's reasoning left out)."""
+    content, calls, _ = split_answer(started.state, text, started.calls_possible, started.tools)
+    if calls:
+        return ([_message_item(content, None)] if content and content.strip() else []) + [_call_item(c) for c in calls]
+    return [_message_item(content, started.grounding.citations)]
 
 
 @router.get("/v1/responses/{response_id}")
@@ -313,23 +309,13 @@ async def _events(started: StartedChat, body: ResponsesRequest, rid: str, create
         yield event("response.output_item.added", output_index=len(output), item={**item, "status": "in_progress"})
         yield event("response.output_item.done", output_index=len(output), item=item)
         output.append(item)
-    tool_stream = ToolCallStream(started.tools) if started.calls_possible else None
-    harmony = None
-    if tool_stream is None and uses_harmony(started.state.tokenizer):
-        harmony = HarmonyStream()
+    stream = answer_stream(started.state, started.calls_possible, started.tools)
     message_id, text, calls, completion_tokens, finish = R.new_id("msg"), "", {}, 0, None
     message_index = None
     try:
         async for _, engine_event in started.run.events(watch_disconnect=False):
             completion_tokens += token_count(engine_event, started.run.engine)
-            if tool_stream is not None:
-                deltas = tool_stream.push(engine_event.text) + (tool_stream.finish() if engine_event.finish_reason else [])
-            elif harmony is not None:
-                deltas = [d for d in harmony.push(engine_event.text) + (harmony.finish() if engine_event.finish_reason
-                                                                         else []) if "content" in d]
-            else:
-                deltas = [{"content": engine_event.text}] if engine_event.text else []
-            for delta in deltas:
+            for delta in answer_deltas(stream, engine_event):  # a gpt-oss answer's reasoning deltas are left out
                 if delta.get("content"):
                     if message_index is None:
                         message_index = len(output)

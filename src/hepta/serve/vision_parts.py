@@ -47,10 +47,6 @@ def _video_item(source: VideoSource, data: bytes, preprocessor: Qwen3VLPreproces
     return preprocessor.video(frames, video.times.tolist())
 
 
-# audio tokens per second of a clip in Qwen3-Omni (13 per 100 feature frames), to refuse a clip that cannot fit
-_AUDIO_TOKENS_PER_SECOND = 13
-
-
 async def chat_vision_prompt(body: ChatCompletionRequest, preprocessor: Qwen3VLPreprocessor | Qwen3OmniAudio,
                              tokenizer, access: ImageAccess, context: str, max_len: int) -> tuple[list[int], list]:
     """The prompt ids of a chat holding images and videos (or audio clips), and those in prompt order."""
@@ -92,7 +88,7 @@ async def chat_vision_prompt(body: ChatCompletionRequest, preprocessor: Qwen3VLP
     items = []
     for param, url, video in media:
         if video == "audio":
-            wave = await asyncio.to_thread(read_wave, url, param, max_len / _AUDIO_TOKENS_PER_SECOND)
+            wave = await asyncio.to_thread(read_wave, url, param, preprocessor.max_seconds(max_len))
             items.append(await asyncio.to_thread(preprocessor.clip, wave))
         elif video is None:
             (image,) = await read_images([(param, url)], access)

@@ -1,6 +1,10 @@
 """Serving benchmark in the manner of vLLM's benchmark_serving, plus transformers' generate as the peer.
 
     .venv/bin/python benchmarks/serve.py [--rounds 5] [--output-len 64] [--clients 16] [--json results.json]
+        [--device auto] [--dtype float32] [--shape tiny]
+
+On a CUDA device (--device auto finds one) both servers, the in-process engine and generate run there;
+--shape olmoe-200m gives the GPU a model worth the name, --dtype bfloat16 its usual precision.
 
 `hepta serve` runs in its own process on a `tiny`-shaped model (random weights, OLMoE-compatible
 so transformers can load the very same weights); clients stream /v1/completions over HTTP
@@ -44,6 +48,8 @@ import httpx
 import torch
 
 import hepta
+import _device
+from _shapes import shaped
 from hepta.infer.core import engine_threads
 from hepta.infer.engine import Engine, EngineConfig
 from hepta.infer.request import Event, Request as EngineRequest
@@ -57,16 +63,16 @@ PROMPT_LENS = (32, 64, 128)
 SINGLE_PROMPT_LEN = 64
 
 
-def model_config() -> hepta.ModelConfig:
-    # tiny's shape with the MoE options OLMoE has, so transformers runs identical weights
-    return hepta.get_preset("tiny").with_changes({
+def model_config(shape: str = "tiny") -> hepta.ModelConfig:
+    # the shape with the MoE options OLMoE has, so transformers runs identical weights
+    return shaped(shape, **{
         "moe.num_shared_experts": 0, "moe.num_dense_layers": 0, "router.scoring": "softmax",
         "router.norm_topk_prob": True, "attention.qk_norm_per_head": False, "router.z_loss_coef": 0.0,
         "router.bias_update_rate": 0.0})
 
 
-def build_folders(root: Path) -> tuple[Path, Path, hepta.ModelConfig]:
-    cfg = model_config()
+def build_folders(root: Path, shape: str = "tiny") -> tuple[Path, Path, hepta.ModelConfig]:
+    cfg = model_config(shape)
     model = hepta.build_model(cfg, seed=0).eval()
     hepta_dir, hf_dir = root / "hepta", root / "hf"
     hepta.save_model(model, hepta_dir)
@@ -80,9 +86,11 @@ def build_folders(root: Path) -> tuple[Path, Path, hepta.ModelConfig]:
     return hepta_dir, hf_dir, cfg
 
 
-def start_server(model_dir: Path, port: int, max_num_seqs: int) -> subprocess.Popen:
+def start_server(model_dir: Path, port: int, max_num_seqs: int, device: str = "cpu",
+                 dtype: str = "auto") -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-m", "hepta", "serve", "--model", str(model_dir), "--name", "bench",
-                                "--port", str(port), "--max-num-seqs", str(max_num_seqs)],
+                                "--port", str(port), "--max-num-seqs", str(max_num_seqs), "--device", device,
+                                "--dtype", dtype],
                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", timeout=120, process=process)
@@ -92,11 +100,12 @@ def start_server(model_dir: Path, port: int, max_num_seqs: int) -> subprocess.Po
     return process
 
 
-def start_peer_server(hf_dir: Path, port: int) -> subprocess.Popen:
+def start_peer_server(hf_dir: Path, port: int, device: str = "cpu", dtype: str = "auto") -> subprocess.Popen:
     """`transformers serve --continuous-batching` on the OLMoE export of the same model."""
-    process = subprocess.Popen([str(Path(sys.executable).parent / "transformers"), "serve", str(hf_dir),
-                                "--continuous-batching", "--port", str(port)],
-                               stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    log = tempfile.TemporaryFile(mode="w+")  # its own words, should it not start
+    process = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", str(hf_dir),
+                                "--continuous-batching", "--port", str(port), "--device", device, "--dtype", dtype],
+                               stderr=log, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:  # its /health answers before the model is loaded: ask for a token instead
@@ -109,7 +118,10 @@ def start_peer_server(hf_dir: Path, port: int) -> subprocess.Popen:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError("transformers serve did not start (pip install 'transformers[serving]' accelerate)")
+            log.seek(0)
+            said = [line.strip() for line in log.read().splitlines() if line.strip()][-1:] or ["nothing"]
+            raise RuntimeError(f"transformers serve did not start (its last words: {said[0]}); it needs "
+                               "pip install 'transformers[serving]' accelerate")
         time.sleep(1)
 
 
@@ -187,11 +199,12 @@ def summarize(run: dict) -> dict:
 
 @torch.no_grad()
 def peer_decode_rate(hf_model, ids: list[int], output_len: int) -> float:
-    x = torch.tensor([ids])
+    x = torch.tensor([ids], device=hf_model.device)
 
     def timed(n):
         start = time.perf_counter()
         out = hf_model.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        _device.sync(out.device)
         assert out.shape[1] == len(ids) + n
         return time.perf_counter() - start
 
@@ -251,20 +264,32 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=2)
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--no-peer-server", action="store_true", help="skip transformers serve")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--shape", default="tiny", choices=("tiny", "olmoe-200m"))
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM
 
+    device = _device.pick(args.device)
+    dtype = getattr(torch, args.dtype)
+    print(f"{_device.describe(device)}; shape {args.shape}, {args.dtype}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        hepta_dir, hf_dir, cfg = build_folders(Path(tmp))
-        hf_model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
-        hf_model.set_experts_implementation("grouped_mm")  # transformers' fastest MoE path on CPU here
+        hepta_dir, hf_dir, cfg = build_folders(Path(tmp), args.shape)
+        hf_model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype).to(device).eval()
+        hf_model.set_experts_implementation("grouped_mm")  # transformers' fastest MoE path on CPU here and on GPUs
         tokenizer = Tokenizer.load(hepta_dir)
         max_num_seqs = max(32, args.clients)
-        engine = Engine(hepta.load(hepta_dir), tokenizer, EngineConfig(max_num_seqs=max_num_seqs)).start()
+        engine = Engine(hepta.load(hepta_dir, device=device, dtype=dtype), tokenizer,
+                        EngineConfig(max_num_seqs=max_num_seqs)).start()
         port = free_port()
-        server = start_server(hepta_dir, port, max_num_seqs=max_num_seqs)
+        server = start_server(hepta_dir, port, max_num_seqs=max_num_seqs, device=str(device), dtype=args.dtype)
         peer_port = free_port()
-        peer = None if args.no_peer_server else start_peer_server(hf_dir, peer_port)
+        peer = None
+        if not args.no_peer_server:
+            try:
+                peer = start_peer_server(hf_dir, peer_port, str(device), args.dtype)
+            except RuntimeError as e:  # reported, and the rest still measured
+                print(f"{e}; the server comparison is left out", flush=True)
         try:
             peer_client = None if peer is None else Client(f"http://127.0.0.1:{peer_port}", args.output_len, [],
                                                            model=str(hf_dir), exact=False)
@@ -282,8 +307,10 @@ def main() -> None:
 async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: Engine, peer_server: Client | None,
                      tokenizer: Tokenizer) -> list[dict]:
     client = Client(url, args.output_len, end_ids)
-    single_prompt = prompt(SINGLE_PROMPT_LEN, 7, cfg.vocab_size)
-    prompts = step_prompts(args.clients, cfg.vocab_size)
+    # prompts of ids the tokenizer has (a bigger model's embedding has rows past a tokenizer trained on little text)
+    vocab = min(cfg.vocab_size, tokenizer.num_generatable_ids)
+    single_prompt = prompt(SINGLE_PROMPT_LEN, 7, vocab)
+    prompts = step_prompts(args.clients, vocab)
     for _ in range(2):  # warm-up: first requests pay for allocations and lazy imports
         await client.request(single_prompt)
         peer_decode_rate(hf_model, single_prompt, 8)
@@ -293,8 +320,8 @@ async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: 
     for r in range(args.rounds):
         single = await client.request(single_prompt)
         peer = peer_decode_rate(hf_model, single_prompt, args.output_len)
-        c1 = summarize(await closed_loop(client, 1, 4, cfg.vocab_size, seed=r))
-        cn = summarize(await closed_loop(client, args.clients, args.requests_per_client, cfg.vocab_size, seed=r))
+        c1 = summarize(await closed_loop(client, 1, 4, vocab, seed=r))
+        cn = summarize(await closed_loop(client, args.clients, args.requests_per_client, vocab, seed=r))
         # the engine alone with torch's default threads, and with the engine process's (one fewer)
         alone_default = engine_alone_step_s(engine, prompts, args.output_len, end_ids, torch.get_num_threads())
         alone_fewer = engine_alone_step_s(engine, prompts, args.output_len, end_ids, engine_threads())
@@ -304,9 +331,9 @@ async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: 
         if peer_server is not None:  # both servers, the same text prompts, one after the other
             for name, target in (("hepta", client), ("transformers_serve", peer_server)):
                 servers[name] = {
-                    "c1": summarize(await closed_loop(target, 1, 4, cfg.vocab_size, r, as_text=tokenizer)),
+                    "c1": summarize(await closed_loop(target, 1, 4, vocab, r, as_text=tokenizer)),
                     f"c{args.clients}": summarize(await closed_loop(target, args.clients, args.requests_per_client,
-                                                                   cfg.vocab_size, r, as_text=tokenizer))}
+                                                                   vocab, r, as_text=tokenizer))}
         rounds.append({"single_decode_tokens_per_s": 1 / single["tpot"], "single_ttft_s": single["ttft"],
                        "peer_decode_tokens_per_s": peer, "c1": c1, f"c{args.clients}": cn,
                        "engine_alone_default_threads_step_s": alone_default,

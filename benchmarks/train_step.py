@@ -1,13 +1,18 @@
 """Training-step throughput: hepta's `tiny` preset vs transformers' OlmoeForCausalLM of the same shape.
 
-    .venv/bin/python benchmarks/train_step.py [--rounds 7] [--json results.json]
+    .venv/bin/python benchmarks/train_step.py [--device auto] [--bf16] [--rounds 7] [--json results.json]
 
 One step = forward, cross-entropy loss (+ the load-balancing loss), backward, AdamW step,
 zero_grad(set_to_none=True). Both models see the same token batch and use the same optimizer
 settings (torch AdamW with foreach=True, as `hepta train` uses it); the steps run interleaved
 (hepta, transformers, hepta, ...) so CPU clock drift hits both alike, and each figure is the
 median over rounds. Rounds that fall into a stalled phase of the host are redone (see
-_timing.py; --no-guard keeps them).
+_timing.py; --no-guard keeps them; on a GPU there is no such guard).
+
+On a CUDA device (`--device auto` finds one) the same steps run there, with --bf16 under bf16 autocast in
+both, and the report adds model-FLOPs utilisation: hepta's FLOPs per token (6 x active matmul weights +
+attention, hepta.scale.flops) x tokens/s over a matmul's rate measured in the same run, and over the
+datasheet's dense bf16 peak where the GPU is known.
 
 Shapes match exactly: OLMoE has no shared experts and no dense first layers, so hepta's
 `tiny` runs with num_shared_experts=0 and num_dense_layers=0, a softmax router, the top-k
@@ -31,15 +36,17 @@ from transformers import OlmoeConfig, OlmoeForCausalLM
 
 import hepta
 
+import _device
 from _timing import interleaved, median, wait_until_steady
+from hepta.scale.flops import train_flops_per_token
 
 AUX_LOSS_COEF = 0.01
 ADAMW = dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, foreach=True)
 TF_IMPLEMENTATIONS = ["eager", "grouped_mm", "batched_mm"]
 
 
-def hepta_config(as_shipped: bool) -> hepta.ModelConfig:
-    cfg = hepta.get_preset("tiny")
+def hepta_config(as_shipped: bool, preset: str = "tiny") -> hepta.ModelConfig:
+    cfg = hepta.get_preset(preset)
     if as_shipped:
         return cfg
     return cfg.with_changes({"moe.num_shared_experts": 0, "moe.num_dense_layers": 0, "router.scoring": "softmax",
@@ -72,23 +79,29 @@ def olmoe_loss(model, ids_BT, targets_BT):
     return F.cross_entropy(out.logits.flatten(0, 1), targets_BT.flatten()) + AUX_LOSS_COEF * out.aux_loss
 
 
-def make_step(model, loss_fn, ids_BT, targets_BT):
+def make_step(model, loss_fn, ids_BT, targets_BT, bf16: bool = False):
     opt = torch.optim.AdamW(model.parameters(), **ADAMW)
+    device = ids_BT.device
 
     def step() -> float:
+        _device.sync(device)
         start = time.perf_counter()
-        loss = loss_fn(model, ids_BT, targets_BT)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model, ids_BT, targets_BT)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        _device.sync(device)
         return time.perf_counter() - start
     return step
 
 
-def batched_mm_fits(cfg: hepta.ModelConfig, num_tokens: int) -> bool:
+def batched_mm_fits(cfg: hepta.ModelConfig, num_tokens: int, device: torch.device) -> bool:
     # batched_mm gathers a full expert weight copy per routed token and keeps it for backward.
     need = cfg.num_layers * num_tokens * cfg.moe.top_k * 3 * cfg.dim * cfg.moe.expert_hidden_dim * 4 * 2
-    return need < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    memory = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else \
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return need < memory // 4
 
 
 def main() -> int:
@@ -99,22 +112,29 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-guard", action="store_true", help="keep rounds timed in a stalled phase of the host")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in both models")
+    parser.add_argument("--preset", default="tiny", help="the model's shape (default: tiny; small on a GPU)")
     args = parser.parse_args()
     if args.rounds < 5:
         parser.error("--rounds must be at least 5")
+    device = _device.pick(args.device)
+    guard = not args.no_guard and device.type == "cpu"  # the host-stall probe judges CPU rounds only
 
-    cfg = hepta_config(as_shipped=False)
+    cfg = hepta_config(as_shipped=False, preset=args.preset)
     num_tokens = args.batch * args.seq
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, cfg.vocab_size, (args.batch, args.seq + 1), generator=gen)
-    ids_BT, targets_BT = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+    ids_BT, targets_BT = tokens[:, :-1].contiguous().to(device), tokens[:, 1:].contiguous().to(device)
 
     torch.manual_seed(0)
     models = {
         "hepta": (hepta.build_model(cfg, seed=0), hepta_loss),
         "transformers": (OlmoeForCausalLM(olmoe_config(cfg, "eager")), olmoe_loss),
-        "hepta (tiny as shipped)": (hepta.build_model(hepta_config(as_shipped=True), seed=0), hepta_loss),
+        f"hepta ({args.preset} as shipped)": (hepta.build_model(hepta_config(True, args.preset), seed=0), hepta_loss),
     }
+    for model, _ in models.values():
+        model.to(device)
     sizes = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in models.items()}
     # Same parameters but for QK-norm: OLMoE normalises over all heads at once, hepta per head.
     qk_norm_extra = cfg.num_layers * (cfg.attention.num_heads + cfg.attention.num_kv_heads - 2) * cfg.attention.head_dim
@@ -124,26 +144,27 @@ def main() -> int:
     tf_model = models["transformers"][0]
     impl_ms = {}
     for name in TF_IMPLEMENTATIONS:
-        if name == "batched_mm" and not batched_mm_fits(cfg, num_tokens):
+        if name == "batched_mm" and not batched_mm_fits(cfg, num_tokens, device):
             impl_ms[name] = None
             continue
         tf_model.set_experts_implementation(name)
-        step = make_step(tf_model, olmoe_loss, ids_BT, targets_BT)
+        step = make_step(tf_model, olmoe_loss, ids_BT, targets_BT, args.bf16)
         step()
-        if not args.no_guard:
+        if guard:
             wait_until_steady(5.0)
         impl_ms[name] = 1e3 * statistics.median(step() for _ in range(3))
     best = min((ms, name) for name, ms in impl_ms.items() if ms is not None)[1]
     tf_model.set_experts_implementation(best)
 
-    steps = {name: make_step(m, loss_fn, ids_BT, targets_BT) for name, (m, loss_fn) in models.items()}
-    times, guard_stats = interleaved(steps, args.rounds, args.warmup, guard=not args.no_guard)
+    steps = {name: make_step(m, loss_fn, ids_BT, targets_BT, args.bf16) for name, (m, loss_fn) in models.items()}
+    times, guard_stats = interleaved(steps, args.rounds, args.warmup, guard=guard)
     sec = {name: median(ts) for name, ts in times.items()}
     tps = {name: num_tokens / s for name, s in sec.items()}
     ratio = tps["hepta"] / tps["transformers"]
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch} x {args.seq} tokens, "
-          f"fp32, AdamW {ADAMW}; median of {args.rounds} interleaved rounds after {args.warmup} warmup")
+    precision = "bf16 autocast" if args.bf16 else "fp32"
+    print(f"{_device.describe(device)}; batch {args.batch} x {args.seq} tokens, "
+          f"{precision}, AdamW {ADAMW}; median of {args.rounds} interleaved rounds after {args.warmup} warmup")
     attn, moe = cfg.attention, cfg.moe
     print(f"shape: vocab {cfg.vocab_size}, d {cfg.dim}, {cfg.num_layers} layers, "
           f"{attn.num_heads}/{attn.num_kv_heads} heads "
@@ -154,6 +175,16 @@ def main() -> int:
     for name in steps:
         print(f"{name:<26}{sizes[name]:>10,}{1e3 * sec[name]:>10.1f}{tps[name]:>11,.0f}")
     print(f"hepta / transformers tokens/s: {ratio:.2f}x")
+    flops = train_flops_per_token(cfg, args.seq) * tps["hepta"]
+    peak = _device.matmul_flops_per_s(device, torch.bfloat16 if args.bf16 else torch.float32)
+    mfu = {"measured_matmul": flops / peak}
+    line = (f"hepta MFU: {flops / 1e12:.3f} TFLOP/s of model FLOPs = {100 * flops / peak:.1f}% of a "
+            f"{'bf16' if args.bf16 else 'fp32'} matmul measured here ({peak / 1e12:.1f} TFLOP/s)")
+    gpu = _device.datasheet(device)
+    if gpu is not None:
+        mfu["datasheet_bf16"] = flops / gpu.bf16_flops
+        line += f", {100 * flops / gpu.bf16_flops:.2f}% of the {gpu.name}'s dense bf16 peak"
+    print(line)
     if guard_stats["redone_rounds"] or guard_stats["unguarded_rounds"]:
         print(f"rounds redone in a stalled phase of the host: {guard_stats['redone_rounds']}; "
               f"kept although stalled (not representative): {guard_stats['unguarded_rounds']}")
@@ -162,7 +193,8 @@ def main() -> int:
             json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch,
                        "seq": args.seq, "transformers_impl": best, "transformers_impl_ms": impl_ms,
                        "ms_per_step": {k: 1e3 * v for k, v in sec.items()}, "tokens_per_s": tps,
-                       "hepta_vs_transformers": ratio, "params": sizes,
+                       "hepta_vs_transformers": ratio, "params": sizes, "device": _device.describe(device),
+                       "bf16": args.bf16, "mfu": mfu,
                        "rounds_s": times, **guard_stats}, f, indent=2)
     return 0
 

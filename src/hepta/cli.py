@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from hepta.devices import add_device_arguments
 from hepta.errors import HeptaError
 
 
@@ -42,9 +43,9 @@ def cmd_info(args: argparse.Namespace) -> None:
 TRAIN_FLAGS = ("preset", "data", "max_corpus_mb", "steps", "batch_size", "seq_len", "grad_accum", "lr",
                "warmup", "weight_decay", "clip", "seed", "save_every", "eval_every", "eval_batches", "ep", "dp_shard",
                "chat_batch_size", "image_tokenizer", "image_tokenizer_steps", "audio_tokenizer",
-               "audio_tokenizer_steps", "speech_utterances")
+               "audio_tokenizer_steps", "speech_utterances", "device")
 # How the run is spread over processes, not what it trains: a resumed run may change these.
-TRAIN_LAYOUT_FLAGS = ("ep", "dp_shard", "activation_checkpointing")
+TRAIN_LAYOUT_FLAGS = ("ep", "dp_shard", "activation_checkpointing", "device")
 
 
 def resume_changes(given: dict, overrides: dict, saved) -> list[str]:
@@ -124,12 +125,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from hepta.infer.collect import Choice
     from hepta.infer.complete import stream_completion, stream_ids
     from hepta.infer.sampling import SamplingParams
+    from hepta.devices import resolve_device, resolve_dtype
+    from hepta.interop.hub import model_folder
     from hepta.loading import load, load_tokenizer
 
-    from hepta.interop.hub import model_folder
-
     args.model = str(model_folder(args.model, args.revision))
-    model = load(args.model, allow_pickle=args.allow_pickle)
+    model = load(args.model, device=resolve_device(args.device), allow_pickle=args.allow_pickle,
+                 dtype=resolve_dtype(args.dtype))
     tokenizer = load_tokenizer(args.model)
     sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     result = Choice()
@@ -300,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "replicate it (default: all)")
     p.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each block in backward instead of keeping its activations")
+    add_device_arguments(p, dtype=False)
     p.add_argument("--chat-batch-size", type=int, help="conversations per step beside the text batch (presets with "
                    "images; default: the recipe's)")
     p.add_argument("--text-only", action="store_true", help="train an image preset on its text corpus alone: the "
@@ -338,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-out", metavar="PNG", help="write the answer's first image here; without --image the "
                    "model is asked to draw")
     p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")
+    add_device_arguments(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("demo", help="train tiny, generate, and show the presets")

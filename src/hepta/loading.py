@@ -60,18 +60,19 @@ def _model_type(folder: Path) -> str | None:
         return None
 
 
-def load_vision(path: str | Path, dtype: torch.dtype | None = None):
+def load_vision(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
     """The encoder of a model that reads media through one beside its language model (Qwen3-VL-MoE's vision
-    tower, Qwen3-Omni-MoE's audio tower), with its preprocessor, or None: what the engine runs at prefill."""
+    tower, Qwen3-Omni-MoE's audio tower), with its preprocessor, on `device`, or None: what the engine runs at
+    prefill."""
     model_type = _model_type(Path(path))
     if model_type == "qwen3_vl_moe":
         from hepta.interop.qwen3_vl_inputs import Qwen3VLVision
 
-        return Qwen3VLVision(path, dtype)
+        return Qwen3VLVision(path, dtype, device)
     if model_type in ("qwen3_omni_moe", "qwen3_omni_moe_thinker"):
         from hepta.interop.qwen3_omni_audio import Qwen3OmniAudio
 
-        return Qwen3OmniAudio(path, dtype)
+        return Qwen3OmniAudio(path, dtype, device=device)
     return None
 
 

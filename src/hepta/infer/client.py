@@ -120,12 +120,13 @@ class EngineClient:
 
     @classmethod
     def spawn(cls, model_path: str, config: EngineConfig, loop: asyncio.AbstractEventLoop, allow_pickle: bool = False,
-              **kwargs) -> "EngineClient":
-        """Starts an engine process on the folder `model_path` and blocks until its model is loaded."""
+              device: str = "cpu", dtype: str | None = None, **kwargs) -> "EngineClient":
+        """Starts an engine process on the folder `model_path` and blocks until its model is loaded, on `device`
+        ("cpu", "cuda:0") in `dtype` ("bfloat16"; None keeps the folder's)."""
         # spawn, not fork: a forked child would inherit this process's threads' locks and torch's pools
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
-        process = context.Process(target=run_core_process, args=(theirs, model_path, config, allow_pickle),
+        process = context.Process(target=run_core_process, args=(theirs, model_path, config, allow_pickle, device, dtype),
                                   name="hepta-engine", daemon=True)
         process.start()
         theirs.close()  # only the child holds its end now, so its death reads as end-of-file here

@@ -253,8 +253,9 @@ def engine_threads() -> int:
     return max(1, torch.get_num_threads() - 1)
 
 
-def run_core_process(conn, model_path: str, config: EngineConfig, allow_pickle: bool) -> None:
-    """The engine process's entry point: load the folder, then serve until stopped."""
+def run_core_process(conn, model_path: str, config: EngineConfig, allow_pickle: bool, device: str = "cpu",
+                     dtype: str | None = None) -> None:
+    """The engine process's entry point: load the folder onto `device` (in `dtype`), then serve until stopped."""
     # Ctrl-C and a stop of the whole process group (systemd, `kill -TERM -PGID`) reach this process
     # too: the server stops its engine itself, in order, after its open streams; should the server
     # die instead, this process reads end-of-file on its pipe and exits
@@ -263,15 +264,17 @@ def run_core_process(conn, model_path: str, config: EngineConfig, allow_pickle: 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(engine_threads())  # before any thread starts: they take this count
     try:
+        from hepta.devices import resolve_dtype
         from hepta.loading import load, load_audio_codec, load_image_codec, load_tokenizer, load_vision
 
-        model, tokenizer = load(model_path, allow_pickle=allow_pickle), load_tokenizer(model_path)
+        model = load(model_path, device=device, allow_pickle=allow_pickle, dtype=resolve_dtype(dtype))
+        tokenizer = load_tokenizer(model_path)
         llg_tokenizer(tokenizer)  # the grammar engine's view of the vocabulary: seconds for 128k ids, paid here
         codec = load_image_codec(model_path, tokenizer)  # its span layout keeps written images well formed
         audio = load_audio_codec(model_path, tokenizer)  # and written speech
         core = EngineCore(conn, model, tokenizer, config, images=codec.vocab if codec is not None else None,
                           audio=audio.vocab if audio is not None else None,
-                          vision=load_vision(model_path, model.embed.weight.dtype))
+                          vision=load_vision(model_path, model.embed.weight.dtype, device))
     except Exception as e:
         conn.send(("failed", str(e)))
         conn.close()

@@ -167,6 +167,9 @@ class Engine:
         `vision`: for a model that reads images and videos through a vision encoder (Qwen3-VL), what turns a
         prefill's media into the model's `VisualInput` (`visual_input(prompts, media, length)`)."""
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
+        # the model and its cache live on this device (a GPU, say); sampling, masks and penalties stay on the
+        # CPU, where the logits of each step come back: its tokens are read there anyway
+        self.device = model.embed.weight.device
         self.images, self.audio, self.vision = images, audio, vision
         self.observer = observer or Observer()
         cfg = model.config
@@ -384,11 +387,13 @@ class Engine:
         if self.vision is not None and any(seq.request.media for seq in seqs):
             # the vision encoder runs here, once per prefill: its activations last only this forward
             visual = self.vision.visual_input([seq.request.prompt_ids for seq in seqs],
-                                              [seq.request.media or [] for seq in seqs], ids_BT.shape[1])
+                                              [seq.request.media or [] for seq in seqs], ids_BT.shape[1]
+                                              ).to(self.device)
         with torch.no_grad():
-            hidden_BTD = self.model.hidden_states(ids_BT, cache=self.cache, visual=visual)
+            hidden_BTD = self.model.hidden_states(ids_BT.to(self.device), cache=self.cache, visual=visual)
             # the LM head only where the next token is read: each prompt's last real position
-            logits_BV = self.model.output(hidden_BTD[torch.arange(len(seqs)), lengths_B - 1])
+            last_B = (lengths_B - 1).to(self.device)
+            logits_BV = self.model.output(hidden_BTD[torch.arange(len(seqs), device=self.device), last_B])
         self._sample_and_emit(seqs, logits_BV)
 
     def _prefill_chunk(self) -> None:
@@ -402,7 +407,8 @@ class Engine:
         else:
             self.cache.set_extend(seq.slot, size)
         with torch.no_grad():
-            hidden_1TD = self.model.hidden_states(torch.tensor([ids[done:done + size]]), cache=self.cache)
+            hidden_1TD = self.model.hidden_states(torch.tensor([ids[done:done + size]], device=self.device),
+                                                  cache=self.cache)
         self._chunk_done += size
         if self._chunk_done < len(ids):
             return
@@ -425,14 +431,14 @@ class Engine:
         return seq.request
 
     def _decode_step(self) -> None:
-        ids_B1 = torch.tensor([[seq.last_token] for seq in self._running])
+        ids_B1 = torch.tensor([[seq.last_token] for seq in self._running], device=self.device)
         self.cache.set_window(0, len(self._running))
         with torch.no_grad():
             logits_BV = self.model(ids_B1, cache=self.cache)[:, -1]
         self._sample_and_emit(self._running, logits_BV)
 
     def _sample_and_emit(self, seqs: list[_Sequence], logits_BV: torch.Tensor) -> None:
-        raw_BV = logits_BV.float()
+        raw_BV = logits_BV.float().cpu()
         logits_BV = raw_BV + self.banned_V
         if self.images is not None:
             in_span = [row for row, seq in enumerate(seqs) if seq.image_position]

@@ -79,7 +79,8 @@ class AudioItem:
 class Qwen3OmniAudio:
     """The audio tower and feature extractor of one Qwen3-Omni folder; an engine's `vision` for its prefills."""
 
-    def __init__(self, folder: str | Path, dtype: torch.dtype | None = None, with_tower: bool = True):
+    def __init__(self, folder: str | Path, dtype: torch.dtype | None = None, with_tower: bool = True,
+                 device: torch.device | str = "cpu"):
         try:
             from transformers import WhisperFeatureExtractor
             from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeAudioEncoderConfig
@@ -106,7 +107,7 @@ class Qwen3OmniAudio:
             from hepta.interop.hf_load import checkpoint_dtype, load_tower
 
             tower = Qwen3OmniMoeAudioEncoder(Qwen3OmniMoeAudioEncoderConfig(**audio)).to(dtype or checkpoint_dtype(hf))
-            self.tower = load_tower(folder, tower, ("thinker.audio_tower.", "audio_tower."), "audio tower")
+            self.tower = load_tower(folder, tower, ("thinker.audio_tower.", "audio_tower."), "audio tower").to(device)
 
     def clip(self, wave: np.ndarray) -> AudioItem:
         """A 16 kHz clip as log-mel features and its length in audio tokens."""
@@ -146,9 +147,9 @@ class Qwen3OmniAudio:
         clips = [item for sequence in items for item in sequence]
         if not clips:
             return VisualInput(mask, torch.zeros(0), positions, offsets, [])
-        dtype = next(self.tower.parameters()).dtype
-        features = torch.cat([clip.features_MF for clip in clips], dim=1).to(dtype)
-        lengths = torch.tensor([clip.features_MF.shape[1] for clip in clips])
+        weight = next(self.tower.parameters())
+        features = torch.cat([clip.features_MF for clip in clips], dim=1).to(weight.device, weight.dtype)
+        lengths = torch.tensor([clip.features_MF.shape[1] for clip in clips], device=weight.device)
         embeds = self.tower(features, feature_lens=lengths, return_dict=True).last_hidden_state
         if int(mask.sum()) != embeds.shape[0]:
             raise HeptaError(f"the prompts hold {int(mask.sum())} audio placeholders but the clips give "

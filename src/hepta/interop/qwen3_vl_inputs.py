@@ -172,9 +172,9 @@ class Qwen3VLPreprocessor:
             mask[b, :len(ids)] = (ids_T == self.image_token_id) | (ids_T == self.video_token_id)
         if not flat:
             return VisualInput(mask, torch.zeros(0), positions, offsets, [])
-        dtype = next(tower.parameters()).dtype
-        pixels = torch.cat([item.pixels_PX for item in flat]).to(dtype)
-        grids = torch.tensor([item.grid_thw for item in flat])
+        weight = next(tower.parameters())
+        pixels = torch.cat([item.pixels_PX for item in flat]).to(weight.device, weight.dtype)
+        grids = torch.tensor([item.grid_thw for item in flat], device=weight.device)
         out = tower(pixels, grid_thw=grids, return_dict=True)
         if int(mask.sum()) != out.pooler_output.shape[0]:
             raise HeptaError(f"the prompts hold {int(mask.sum())} image and video placeholders but the media "
@@ -185,11 +185,11 @@ class Qwen3VLPreprocessor:
 class Qwen3VLVision:
     """What an engine needs to prefill prompts with images and videos: the preprocessor and the vision tower."""
 
-    def __init__(self, folder: str | Path, dtype: torch.dtype | None = None):
+    def __init__(self, folder: str | Path, dtype: torch.dtype | None = None, device: torch.device | str = "cpu"):
         from hepta.interop.qwen3_vl import load_vision_tower
 
         self.preprocessor = Qwen3VLPreprocessor(folder)
-        self.tower = load_vision_tower(folder, dtype)
+        self.tower = load_vision_tower(folder, dtype).to(device)
 
     def visual_input(self, prompts: Sequence[Sequence[int]], items: Sequence[Sequence[VisionItem]],
                      length: int | None = None) -> VisualInput:

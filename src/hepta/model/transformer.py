@@ -84,6 +84,11 @@ class VisualInput:
     rope_offsets_B: torch.Tensor  # each sequence's next position minus its length, for decoding after it
     deepstack_LND: list[torch.Tensor] = ()  # added at the placeholders after each of the first L_ds layers
 
+    def to(self, device: torch.device | str) -> "VisualInput":
+        """The same input on `device` (the language model's, when the encoder ran elsewhere)."""
+        return VisualInput(self.mask_BT.to(device), self.embeds_ND.to(device), self.positions_3BT.to(device),
+                           self.rope_offsets_B, [d.to(device) for d in self.deepstack_LND])
+
 
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig, *, experts_implementation: ExpertsImplementation = "auto"):

@@ -39,6 +39,8 @@ class ServeConfig:
     allow_remote_images: bool = False  # fetch http(s) image URLs
     responses_db: str = ":memory:"  # SQLite file of stored /v1/responses; in memory for the server's lifetime
     max_body_mb: float = DEFAULT_MAX_BODY_MB  # larger request bodies get a 413 before they are read
+    device: str = "cpu"  # where the engine runs the model ("cuda:0"); hepta.devices resolves the user's choice
+    dtype: str | None = None  # the weights' dtype ("bfloat16"); None keeps the folder's
 
 
 def create_app(config: ServeConfig, loader: Callable | None = None) -> FastAPI:

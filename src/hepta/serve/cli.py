@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from hepta.devices import add_device_arguments
 from hepta.errors import HeptaError
 from hepta.serve.keys_cli import add_keys_command
 
@@ -34,7 +35,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if not (Path(args.model) / "config.json").is_file():
         raise HeptaError(f"--model {args.model} is not a model folder (no config.json); pass a folder from "
                          "`hepta train` or `hepta convert`, a supported Hugging Face folder or a Hub id")
+    from hepta.devices import resolve_device
     from hepta.infer.engine import EngineConfig
+
+    device = resolve_device(args.device)  # a device that is not there fails here, before the engine starts
     from hepta.serve.app import ServeConfig, create_app
     from hepta.serve.runner import serve_forever
 
@@ -45,12 +49,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
                          live_db=args.live_db, allow_pickle=args.allow_pickle,
                          allow_image_dirs=tuple(args.allow_image_dir or ()),
                          allow_remote_images=args.allow_remote_images,
-                         responses_db=args.responses_db or ":memory:", max_body_mb=args.max_body_mb)
+                         responses_db=args.responses_db or ":memory:", max_body_mb=args.max_body_mb,
+                         device=str(device), dtype=None if args.dtype == "auto" else args.dtype)
     app = create_app(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     name = args.name or Path(args.model).name
     access = f"keys from {args.api_keys}" if args.api_keys else "open, no API keys: reachable from this machine only"
-    print(f"hepta serve: model '{name}' at http://{args.host}:{args.port}/v1 ({access})", file=sys.stderr)
+    print(f"hepta serve: model '{name}' on {device} at http://{args.host}:{args.port}/v1 ({access})", file=sys.stderr)
     serve_forever(app, args.host, args.port)
 
 
@@ -80,5 +85,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    "local files inside DIR (repeatable; default: none)")
     p.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (with a timeout "
                    "and a size limit); refused by default")
+    add_device_arguments(p)
     p.set_defaults(func=cmd_serve)
     add_keys_command(subparsers)

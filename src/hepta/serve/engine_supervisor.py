@@ -99,7 +99,7 @@ class EngineSupervisor:
             return EngineClient.in_thread(self.model, self.state.tokenizer, self.config.engine, images=images,
                                           audio=audio, **kwargs)
         return EngineClient.spawn(self.config.model, self.config.engine, allow_pickle=self.config.allow_pickle,
-                                  **kwargs)
+                                  device=self.config.device, dtype=self.config.dtype, **kwargs)
 
     def _install(self, engine: EngineClient) -> bool:
         """Makes `engine` the live one and clears every trace of a failure; False when it is dead already."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from hepta.checkpoint import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, build_model, save_weights
 from hepta.config import ModelConfig, get_preset
+from hepta.devices import resolve_device
 from hepta.errors import HeptaError
 from hepta.fileio import atomic_write_text
 from hepta.modality.chat import video_vocab
@@ -68,6 +69,7 @@ class TrainArgs:
     ep: int | None = None  # expert-parallel degree; None: the largest dividing dp_shard and num_experts
     dp_shard: int | None = None  # FSDP shard group size; None: all processes
     activation_checkpointing: bool = False
+    device: str = "auto"  # one process's device (hepta.devices); under torchrun each rank takes its LOCAL_RANK's GPU
     # Conversations (text and images) beside the text corpus; presets with image codes only.
     chat_batch_size: int = 32  # conversations per step, on top of the text batch
     text_only: bool = False  # the same preset and steps without the conversations: the text baseline
@@ -213,7 +215,7 @@ class Trainer:
                                          with_time=args.video_timestamps)
             self.log(self.video.source)
 
-        self.device = torch.device("cpu") if self.dist is None else self.dist.device
+        self.device = resolve_device(args.device) if self.dist is None else self.dist.device
         if args.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise HeptaError("--bf16 needs a GPU with bf16 arithmetic (NVIDIA Ampere or newer); drop --bf16")
         self.model: Transformer = build_model(self.cfg, seed=args.seed).to(self.device)

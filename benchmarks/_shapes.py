@@ -16,3 +16,13 @@ SHAPES = {
 def shaped(name: str, **changes) -> hepta.ModelConfig:
     """`tiny` changed to the shape `name`, then by `changes` (dotted field names)."""
     return hepta.get_preset("tiny").with_changes({**SHAPES[name], **changes})
+
+
+def long_context_tiny():
+    """(model, tokenizer): `tiny` with a 4,096-token context, random weights, and a small tokenizer whose ids
+    0-199 the benchmarks' random prompts draw from; for the engine's scheduling benchmarks."""
+    from hepta.tokenizer import Tokenizer
+
+    cfg = hepta.get_preset("tiny").with_changes({"max_seq_len": 4096})
+    tokenizer = Tokenizer.train(["def f(x):\n    return x + 1\n" * 50], text_vocab_size=cfg.vocab_size - 32)
+    return hepta.build_model(cfg, seed=0).eval(), tokenizer

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import torch
 
-import hepta
 from hepta.infer.engine import Engine, EngineConfig
 from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
-from hepta.tokenizer import Tokenizer
+from _shapes import long_context_tiny
 
 GREEDY = SamplingParams(temperature=0.0)
 
@@ -60,9 +59,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=512)
     parser.add_argument("--json")
     args = parser.parse_args()
-    cfg = hepta.get_preset("tiny").with_changes({"max_seq_len": 4096})
-    model = hepta.build_model(cfg, seed=0).eval()
-    tokenizer = Tokenizer.train(["def f(x):\n    return x + 1\n" * 50], text_vocab_size=cfg.vocab_size - 32)
+    model, tokenizer = long_context_tiny()
     end_ids = sorted(tokenizer.stop_ids)
     generator = torch.Generator().manual_seed(0)
     stream_ids = torch.randint(0, 200, (64,), generator=generator).tolist()

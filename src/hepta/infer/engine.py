@@ -33,6 +33,7 @@ from hepta.errors import HeptaError
 from hepta.infer.collect import Choice, Collector
 from hepta.infer.constrain import allowed_masks
 from hepta.infer.padding import pad_right
+from hepta.infer.prefix_cache import PrefixCache
 from hepta.infer.request import Event, Request, TokenLogprob
 from hepta.infer.sampling import apply_penalties, sample_batch, sampleable, top_logprobs
 from hepta.infer.stream_text import StreamingText
@@ -81,11 +82,15 @@ class EngineConfig:
     # a prompt longer than this, arriving while others decode, is prefilled this many tokens a step, between
     # their decode steps, so that their streams do not stall behind it (None: whole prompts at once)
     prefill_chunk: int | None = 512
+    # memory for prompt prefixes kept to be reused (infer/prefix_cache.py); None: a quarter of the KV cache's, 0: none
+    prefix_cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_queue", "max_prefill_tokens"):
             if getattr(self, name) < 1:
                 raise HeptaError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.prefix_cache_bytes is not None and self.prefix_cache_bytes < 0:
+            raise HeptaError(f"prefix_cache_bytes must be 0 (off) or more, got {self.prefix_cache_bytes}")
         if self.prefill_chunk is not None and self.prefill_chunk < 1:
             raise HeptaError(f"prefill_chunk must be at least 1 or None, got {self.prefill_chunk}")
 
@@ -157,6 +162,11 @@ class _Sequence:
         self.bias_values = torch.tensor(list(bias.values())) if bias else None
         self.last_time: float | None = None
         self.finished = False
+        self.cached = 0  # prompt tokens a kept prefix served, told with the first event
+
+    def take_cached(self) -> int:
+        cached, self.cached = self.cached, 0
+        return cached
 
 
 class Engine:
@@ -201,12 +211,20 @@ class Engine:
             self.audio_banned_V = torch.where(audio.inside_mask(cfg.vocab_size), 0.0, float("-inf"))
         self.limits = EngineLimits(self.max_len, self.cache.num_slots, self.vocab_size, frozenset(self.end_ids),
                                    cfg.dim)
+        # softmax attention only: a chunk or a kept prefix continues a slot's cache, which a linear-attention
+        # layer's state cannot do from an arbitrary point
+        self._can_chunk = cfg.attention.kind == "gqa" and not cfg.attention.linear_layers
+        self.prefix: PrefixCache | None = None
+        prefix_bytes = config.prefix_cache_bytes
+        if prefix_bytes is None:
+            prefix_bytes = self.cache.num_bytes() // 4
+        if self._can_chunk and prefix_bytes:
+            self.prefix = PrefixCache(self.cache, prefix_bytes)
 
         self._waiting: deque[Request] = deque()
         self._running: list[_Sequence] = []  # index = slot
-        # a long prompt being prefilled a chunk a step (softmax attention only: a chunk continues the cache), in
-        # the slot after the running ones; nothing else is admitted until it joins them
-        self._can_chunk = cfg.attention.kind == "gqa" and not cfg.attention.linear_layers
+        # a long prompt being prefilled a chunk a step, in the slot after the running ones; nothing else is
+        # admitted until it joins them
         self._chunking: _Sequence | None = None
         self._chunk_done = 0  # its prompt tokens prefilled so far
         self._admitting: deque[tuple[Request, int]] = deque()  # (request, choice) between queue and slot
@@ -350,7 +368,7 @@ class Engine:
                 request = self._waiting.popleft()
                 self._chunking = _Sequence(request, 0, len(self._running), self.tokenizer, self.vocab_size,
                                            self.images, self.audio)
-                self._chunk_done = 0
+                self._chunk_done = self._load_prefix(self._chunking)  # a kept prefix is not prefilled again
                 return  # its first chunk runs after the others' next decode step
             while self._waiting and self._waiting[0].n <= free:
                 request = self._waiting[0]
@@ -375,8 +393,38 @@ class Engine:
             self._admitting.popleft()
             self._running.append(seq)
             new.append(seq)
-        for group in _prefill_groups(new):
+        # sequences whose prompt starts with a kept prefix continue it, one forward each over the rest; the others
+        # are prefilled in padded groups, and their prompts kept for later ones
+        reused = {id(seq): self._load_prefix(seq) for seq in new}
+        for group in _prefill_groups([seq for seq in new if not reused[id(seq)]]):
             self._prefill(group)
+        for seq in new:
+            if reused[id(seq)]:
+                self._prefill_rest(seq, reused[id(seq)])
+
+    def _load_prefix(self, seq: _Sequence) -> int:
+        """Copies the longest kept prefix of `seq`'s prompt into its slot; returns its length (0: none)."""
+        if self.prefix is None or seq.request.media:
+            return 0
+        keys = self.prefix.lookup(seq.request.prompt_ids)
+        seq.cached = self.prefix.load(keys, seq.slot) if keys else 0
+        return seq.cached
+
+    def _keep_prefix(self, seq: _Sequence) -> None:
+        """Keeps the blocks of what `seq`'s slot holds (its prompt, then what it wrote) for later prompts."""
+        if self.prefix is not None and not seq.request.media:
+            held = int(self.cache.lengths[seq.slot])
+            self.prefix.store((seq.request.prompt_ids + seq.token_ids)[:held], seq.slot)
+
+    def _prefill_rest(self, seq: _Sequence, done: int) -> None:
+        """Prefills the prompt of `seq` after its first `done` tokens, which its slot holds already."""
+        ids = seq.request.prompt_ids
+        self.cache.set_extend(seq.slot, len(ids) - done)
+        with torch.no_grad():
+            hidden_1TD = self.model.hidden_states(torch.tensor([ids[done:]], device=self.device), cache=self.cache)
+            logits_1V = self.model.output(hidden_1TD[:, -1])
+        self._keep_prefix(seq)
+        self._sample_and_emit([seq], logits_1V)
 
     def _prefill(self, seqs: list[_Sequence]) -> None:
         """One right-padded forward over the prompts of `seqs`, which sit in consecutive fresh slots."""
@@ -394,6 +442,8 @@ class Engine:
             # the LM head only where the next token is read: each prompt's last real position
             last_B = (lengths_B - 1).to(self.device)
             logits_BV = self.model.output(hidden_BTD[torch.arange(len(seqs), device=self.device), last_B])
+        for seq in seqs:
+            self._keep_prefix(seq)
         self._sample_and_emit(seqs, logits_BV)
 
     def _prefill_chunk(self) -> None:
@@ -420,6 +470,7 @@ class Engine:
             self.cache.move(seq.slot, slot)
             self.cache.release(seq.slot)
             seq.slot = slot
+        self._keep_prefix(seq)
         self._running.append(seq)
         self._sample_and_emit([seq], logits_1V)
 
@@ -506,23 +557,27 @@ class Engine:
             return self._finish(seq, "stop", [token], logprob, delta)
         if len(seq.token_ids) >= request.max_tokens:
             return self._finish(seq, "length", [token], logprob, delta)
-        request.sink(Event(seq.index, delta, [token], [logprob] if logprob else None))
+        request.sink(Event(seq.index, delta, [token], [logprob] if logprob else None, cached_tokens=seq.take_cached()))
 
     def _finish(self, seq: _Sequence, reason: str, tokens: list[int], logprob: TokenLogprob | None,
                 delta: str = "") -> None:
         tail = seq.text.finish(seq.text_ids)
-        seq.request.sink(Event(seq.index, delta + tail, tokens, [logprob] if logprob else None, finish_reason=reason))
+        seq.request.sink(Event(seq.index, delta + tail, tokens, [logprob] if logprob else None, finish_reason=reason,
+                               cached_tokens=seq.take_cached()))
         # only once the final event is out: if building or sending it raised, _fail_all still ends this choice
         seq.finished = True
 
-    def _release_finished(self) -> None:
-        """Frees finished sequences' slots, moving the last running sequence into each freed slot."""
+    def _release_finished(self, keep: bool = True) -> None:
+        """Frees finished sequences' slots, moving the last running sequence into each freed slot; with `keep`,
+        what each held is kept as a prefix first (a conversation's next turn starts with it)."""
         slot = 0
         while slot < len(self._running):
             seq = self._running[slot]
             if not seq.finished:
                 slot += 1
                 continue
+            if keep:
+                self._keep_prefix(seq)
             last = len(self._running) - 1
             if slot != last:
                 self.cache.move(last, slot)
@@ -536,7 +591,7 @@ class Engine:
         ended = [(seq.request, seq.index) for seq in self._running if not seq.finished]
         for seq in self._running:
             seq.finished = True
-        self._release_finished()
+        self._release_finished(keep=False)  # a failed step may have left a slot half written
         if self._chunking is not None:
             ended.append((self._drop_chunking(), 0))
         ended += list(self._admitting)

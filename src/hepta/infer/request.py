@@ -31,6 +31,7 @@ class Event:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error"
     error: str | None = None
+    cached_tokens: int = 0  # on a choice's first event: its prompt tokens that a kept prefix served
 
 
 @dataclass

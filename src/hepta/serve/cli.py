@@ -25,6 +25,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     for folder in args.allow_image_dir or ():
         if not Path(folder).is_dir():
             raise HeptaError(f"--allow-image-dir {folder} is not a folder; pass an existing folder of images")
+    if args.prefix_cache_mb is not None and args.prefix_cache_mb < 0:
+        raise HeptaError(f"--prefix-cache-mb {args.prefix_cache_mb:g} is negative; pass 0 to keep no prefixes, or a size")
     if args.live_db is not None and not Path(args.live_db).is_file():
         raise HeptaError(f"--live-db {args.live_db} does not exist; fill one with `hepta live ingest --db PATH`")
     from hepta.interop.hub import is_hub_id, model_folder
@@ -44,7 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     engine = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
                           kv_cache_bytes=int(args.kv_cache_mb * 2**20) if args.kv_cache_mb else None,
-                          max_queue=args.max_queue)
+                          max_queue=args.max_queue,
+                          prefix_cache_bytes=None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20))
     config = ServeConfig(model=args.model, model_name=args.name, engine=engine, api_keys=args.api_keys,
                          live_db=args.live_db, allow_pickle=args.allow_pickle,
                          allow_image_dirs=tuple(args.allow_image_dir or ()),
@@ -78,6 +81,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-cache-mb", type=float, help="KV cache memory budget in MiB (default: max-num-seqs "
                    "sequences of max-model-len tokens)")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 503s (default: 256)")
+    p.add_argument("--prefix-cache-mb", type=float, help="memory for prompt prefixes kept so that a shared system "
+                   "prompt or a conversation's history is not prefilled again (default: a quarter of the KV cache; "
+                   "0 turns it off)")
     p.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB, help="larger request bodies get a 413 "
                    f"before they are read (default: {DEFAULT_MAX_BODY_MB})")
     p.add_argument("--allow-pickle", action="store_true", help="read .bin weights (with torch.load(weights_only=True))")

@@ -84,6 +84,7 @@ class _Run:
         self.engine, self.requests, self.http = engine, requests, http
         self.buffer: deque[tuple[int, Event]] = deque()  # events not yet read, in the engine's order
         self.arrived = asyncio.Event()
+        self.cached_tokens = 0  # prompt tokens kept prefixes served (each prompt counted once, as its choice 0's)
         offset = 0
         for request in requests:
             request.sink = self._sink(offset)
@@ -92,6 +93,8 @@ class _Run:
 
     def _sink(self, offset: int):
         def put(event: Event) -> None:  # on this event loop, called by the engine client
+            if event.index == 0:
+                self.cached_tokens += event.cached_tokens
             self.buffer.append((offset + event.index, event))
             self.arrived.set()
         return put
@@ -316,9 +319,10 @@ async def chat_completions(body: ChatCompletionRequest, http: Request):
         out.append({"index": index, "message": message, "finish_reason": finish,
                     "logprobs": token_text.chat_logprobs(choice.logprobs) if top is not None else None})
     completion_tokens = sum(len(c.token_ids) for c in choices)
-    await state.account(key, "chat.completions", estimated, len(prompt_ids), completion_tokens)
+    await state.account(key, "chat.completions", estimated, len(prompt_ids), completion_tokens, run.cached_tokens)
     result = R.chat_completion(meta["response_id"], meta["model"], out,
-                               R.usage(len(prompt_ids), completion_tokens, grounding.num_sources), meta["created"])
+                               R.usage(len(prompt_ids), completion_tokens, grounding.num_sources, run.cached_tokens),
+                               meta["created"])
     if grounding.citations is not None:
         result["citations"] = grounding.citations
     return JSONResponse(result, headers=headers)
@@ -353,13 +357,13 @@ async def _chat_stream(state: ServerState, run: _Run, meta: dict, prompt_tokens:
             out.append(chunks.chunk(index, {}, finish))
         if out:
             yield "".join(out)
-    await state.account(key, "chat.completions", estimated, prompt_tokens, completion_tokens)
+    await state.account(key, "chat.completions", estimated, prompt_tokens, completion_tokens, run.cached_tokens)
     last = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": "hepta", "choices": []}
     if grounding.citations is not None:
         last["citations"] = grounding.citations
     if include_usage:
-        last["usage"] = R.usage(prompt_tokens, completion_tokens, grounding.num_sources)
+        last["usage"] = R.usage(prompt_tokens, completion_tokens, grounding.num_sources, run.cached_tokens)
     yield (R.sse(last) if include_usage or grounding.citations is not None else "") + R.sse("[DONE]")
 
 
@@ -404,8 +408,9 @@ async def completions(body: CompletionRequest, http: Request):
                 echoed[index] = True
                 logprobs = token_text.completion_logprobs(event.logprobs, 0) if event.logprobs else None
                 yield chunks.chunk(index, text, logprobs, event.finish_reason)
-            await state.account(key, "completions", estimated, prompt_tokens, completion_tokens)
-            usage = R.text_completion(meta["response_id"], meta["model"], [], R.usage(prompt_tokens, completion_tokens),
+            await state.account(key, "completions", estimated, prompt_tokens, completion_tokens, run.cached_tokens)
+            usage = R.text_completion(meta["response_id"], meta["model"], [],
+                                      R.usage(prompt_tokens, completion_tokens, cached_tokens=run.cached_tokens),
                                       meta["created"], chunk=True)
             yield (R.sse(usage) if include_usage else "") + R.sse("[DONE]")
 
@@ -416,6 +421,7 @@ async def completions(body: CompletionRequest, http: Request):
             "logprobs": token_text.completion_logprobs(c.logprobs, len(echoes[i])) if body.logprobs is not None
             else None} for i, c in enumerate(choices)]
     completion_tokens = sum(len(c.token_ids) for c in choices)
-    await state.account(key, "completions", estimated, prompt_tokens, completion_tokens)
+    await state.account(key, "completions", estimated, prompt_tokens, completion_tokens, run.cached_tokens)
     return JSONResponse(R.text_completion(meta["response_id"], meta["model"], out,
-                                          R.usage(prompt_tokens, completion_tokens), meta["created"]), headers=headers)
+                                          R.usage(prompt_tokens, completion_tokens, cached_tokens=run.cached_tokens),
+                                          meta["created"]), headers=headers)

@@ -32,6 +32,8 @@ class ServerMetrics(Observer):
         self.itl = Histogram("hepta_inter_token_latency_seconds", "Time between two tokens of one sequence",
                              buckets=ITL_BUCKETS, registry=r)
         self.prompt_tokens = Counter("hepta_prompt_tokens", "Prompt tokens processed", registry=r)
+        self.prefix_cache_hit_tokens = Counter("hepta_prefix_cache_hit_tokens",
+                                               "Prompt tokens served from kept prefixes instead of prefilled", registry=r)
         self.generation_tokens = Counter("hepta_generation_tokens", "Tokens generated", registry=r)
         self.running = Gauge("hepta_requests_running", "Requests in the running batch", registry=r)
         self.waiting = Gauge("hepta_requests_waiting", "Requests queued for a slot", registry=r)

@@ -19,9 +19,10 @@ def sse(obj: dict | str) -> str:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-def usage(prompt_tokens: int, completion_tokens: int, num_sources: int | None = None) -> dict:
+def usage(prompt_tokens: int, completion_tokens: int, num_sources: int | None = None, cached_tokens: int = 0) -> dict:
+    """OpenAI's usage object; `cached_tokens`: prompt tokens served from kept prefixes, not computed again."""
     out = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-           "total_tokens": prompt_tokens + completion_tokens}
+           "total_tokens": prompt_tokens + completion_tokens, "prompt_tokens_details": {"cached_tokens": cached_tokens}}
     if num_sources is not None:
         out["num_sources_used"] = num_sources  # xAI's Live Search accounting
     return out

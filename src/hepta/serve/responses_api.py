@@ -207,8 +207,8 @@ def _response(rid: str, created: int, body: ResponsesRequest, model: str, status
             "truncation": "disabled", "usage": usage, "user": body.user, "metadata": body.metadata or {}}
 
 
-def _usage(prompt_tokens: int, output_tokens: int, num_sources: int | None) -> dict:
-    usage = {"input_tokens": prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+def _usage(prompt_tokens: int, output_tokens: int, num_sources: int | None, cached_tokens: int) -> dict:
+    usage = {"input_tokens": prompt_tokens, "input_tokens_details": {"cached_tokens": cached_tokens},
              "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
              "total_tokens": prompt_tokens + output_tokens}
     if num_sources is not None:
@@ -240,7 +240,8 @@ async def create_response(body: ResponsesRequest, http: Request):
 
     def finished(output: list[dict], completion_tokens: int, finish: str | None) -> dict:
         response = _response(rid, created, body, model, "incomplete" if finish == "length" else "completed", output,
-                             _usage(len(started.prompt_ids), completion_tokens, started.grounding.num_sources), finish)
+                             _usage(len(started.prompt_ids), completion_tokens, started.grounding.num_sources,
+                                    started.run.cached_tokens), finish)
         if body.store:
             kept = [item for item in output if item["type"] != "x_search_call"]
             store.put(_owner(started.key), response, history + items + kept)
@@ -252,7 +253,8 @@ async def create_response(body: ResponsesRequest, http: Request):
     (choice,) = await collect_choices(started.run)
     output = search_items + _answer_items(started, choice.text)
     completion_tokens = len(choice.token_ids)
-    await state.account(started.key, "responses", started.estimated, len(started.prompt_ids), completion_tokens)
+    await state.account(started.key, "responses", started.estimated, len(started.prompt_ids), completion_tokens,
+                        started.run.cached_tokens)
     return JSONResponse(finished(output, completion_tokens, choice.finish_reason), headers=started.headers)
 
 
@@ -365,7 +367,8 @@ async def _events(started: StartedChat, body: ResponsesRequest, rid: str, create
         yield event("response.output_item.done", output_index=slot["index"], item=item)
         output[slot["index"]] = item
     output = [item for item in output if item is not None]
-    await started.state.account(started.key, "responses", started.estimated, len(started.prompt_ids), completion_tokens)
+    await started.state.account(started.key, "responses", started.estimated, len(started.prompt_ids), completion_tokens,
+                                started.run.cached_tokens)
     response = finished(output, completion_tokens, finish)
     yield event("response.incomplete" if response["status"] == "incomplete" else "response.completed",
                 response=response)

@@ -104,8 +104,9 @@ class ServerState:
         return decision.headers
 
     async def account(self, key: KeyRecord | None, endpoint: str, estimated: int, prompt_tokens: int,
-                      completion_tokens: int) -> None:
+                      completion_tokens: int, cached_tokens: int = 0) -> None:
         self.metrics.prompt_tokens.inc(prompt_tokens)
+        self.metrics.prefix_cache_hit_tokens.inc(cached_tokens)
         if key is None:
             return
         self.limiter.settle(key, estimated, prompt_tokens + completion_tokens)

@@ -64,8 +64,11 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     stream_ids = torch.randint(0, 200, (64,), generator=generator).tolist()
     long_ids = torch.randint(0, 200, (args.prompt,), generator=generator).tolist()
-    engines = {"whole": Engine(model, tokenizer, EngineConfig(max_num_seqs=4, prefill_chunk=None)).start(),
-               "chunked": Engine(model, tokenizer, EngineConfig(max_num_seqs=4, prefill_chunk=args.chunk)).start()}
+    # no prefix cache: every round prefills the same long prompt again, as a new one would be
+    engines = {"whole": Engine(model, tokenizer, EngineConfig(max_num_seqs=4, prefill_chunk=None,
+                                                              prefix_cache_bytes=0)).start(),
+               "chunked": Engine(model, tokenizer, EngineConfig(max_num_seqs=4, prefill_chunk=args.chunk,
+                                                                prefix_cache_bytes=0)).start()}
     try:
         run(engines["whole"], stream_ids, long_ids[:256], end_ids)  # warm-up
         rows = {"alone": [], "whole": [], "chunked": []}

@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/serve.py [--rounds 5] [--output-len 64] [--clients 16] [--json results.json]
         [--device auto] [--dtype float32] [--shape tiny]
 
+hepta runs without its prefix cache here: rounds repeat some prompts, and a kept prefix would turn their
+prefill into a copy (benchmarks/prefix_cache.py measures that).
+
 On a CUDA device (--device auto finds one) both servers, the in-process engine and generate run there;
 --shape olmoe-200m gives the GPU a model worth the name, --dtype bfloat16 its usual precision.
 
@@ -90,7 +93,7 @@ def start_server(model_dir: Path, port: int, max_num_seqs: int, device: str = "c
                  dtype: str = "auto") -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-m", "hepta", "serve", "--model", str(model_dir), "--name", "bench",
                                 "--port", str(port), "--max-num-seqs", str(max_num_seqs), "--device", device,
-                                "--dtype", dtype],
+                                "--dtype", dtype, "--prefix-cache-mb", "0"],
                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", timeout=120, process=process)
@@ -280,7 +283,7 @@ def main() -> None:
         tokenizer = Tokenizer.load(hepta_dir)
         max_num_seqs = max(32, args.clients)
         engine = Engine(hepta.load(hepta_dir, device=device, dtype=dtype), tokenizer,
-                        EngineConfig(max_num_seqs=max_num_seqs)).start()
+                        EngineConfig(max_num_seqs=max_num_seqs, prefix_cache_bytes=0)).start()
         port = free_port()
         server = start_server(hepta_dir, port, max_num_seqs=max_num_seqs, device=str(device), dtype=args.dtype)
         peer_port = free_port()

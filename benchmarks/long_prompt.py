@@ -1,11 +1,14 @@
 """What a long prompt arriving costs a running stream: its inter-token latency with whole-prompt prefill and with
 chunked prefill.
 
-    .venv/bin/python benchmarks/long_prompt.py [--rounds 5] [--prompt 4000] [--chunk 512] [--json results.json]
+    .venv/bin/python benchmarks/long_prompt.py [--rounds 5] [--prompt 4000] [--chunk 512] [--device auto]
+        [--json results.json]
 
 An in-process Engine on the `tiny` preset (random weights, context 4,096). Per round, interleaved: a stream decodes
 256 tokens (end tokens banned, greedy) alone ("alone"), then again while a --prompt-token prompt is submitted
-after its 32nd token, once with whole-prompt prefill and once prefilled --chunk tokens a step. Reported: medians
+after its 32nd token, once with whole-prompt prefill and prefilled --chunk tokens a step, each chunk packed into
+the stream's decode forward ("chunked") and, as an ablation, in a forward of its own after it ("separate"). On a
+CUDA device (--device auto finds one) the model runs there. Reported: medians
 over rounds of the stream's inter-token p99 and largest gap, each against alone, and the long prompt's time to
 its first token.
 """
@@ -24,6 +27,7 @@ import torch
 from hepta.infer.engine import Engine, EngineConfig
 from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
+import _device
 from _shapes import long_context_tiny
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -58,8 +62,12 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=4000)
     parser.add_argument("--chunk", type=int, default=512)
     parser.add_argument("--json")
+    parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    device = _device.pick(args.device)
     model, tokenizer = long_context_tiny()
+    model.to(device)
+    print(_device.describe(device))
     end_ids = sorted(tokenizer.stop_ids)
     generator = torch.Generator().manual_seed(0)
     stream_ids = torch.randint(0, 200, (64,), generator=generator).tolist()
@@ -68,14 +76,17 @@ def main() -> None:
     engines = {"whole": Engine(model, tokenizer, EngineConfig(max_num_seqs=4, prefill_chunk=None,
                                                               prefix_cache_bytes=0)).start(),
                "chunked": Engine(model, tokenizer, EngineConfig(max_num_seqs=4, prefill_chunk=args.chunk,
-                                                                prefix_cache_bytes=0)).start()}
+                                                                prefix_cache_bytes=0)).start(),
+               "separate": Engine(model, tokenizer, EngineConfig(max_num_seqs=4, prefill_chunk=args.chunk,
+                                                                 prefix_cache_bytes=0, pack_prefill=False)).start()}
     try:
         run(engines["whole"], stream_ids, long_ids[:256], end_ids)  # warm-up
-        rows = {"alone": [], "whole": [], "chunked": []}
+        rows = {"alone": [], "whole": [], "chunked": [], "separate": []}
         for _ in range(args.rounds):
             rows["alone"].append(run(engines["whole"], stream_ids, None, end_ids))
             rows["whole"].append(run(engines["whole"], stream_ids, long_ids, end_ids))
             rows["chunked"].append(run(engines["chunked"], stream_ids, long_ids, end_ids))
+            rows["separate"].append(run(engines["separate"], stream_ids, long_ids, end_ids))
     finally:
         for engine in engines.values():
             engine.stop()

@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from hepta.errors import HeptaError
 from hepta.infer.engine import ContextLengthExceeded, Engine, EngineConfig, QueueFull, generate, generate_many
@@ -268,7 +269,9 @@ def test_model_work_queued_when_the_engine_stops_fails_instead_of_staying_pendin
         future.result(timeout=5)
 
 
-def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_steps_with_the_same_answers(model_and_tokenizer):
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_steps_with_the_same_answers(model_and_tokenizer,
+                                                                                            packed):
     import torch
 
     model, tokenizer = model_and_tokenizer
@@ -279,7 +282,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_steps_with_the_
         expected = [generate(whole, Request(ids, n, GREEDY))[0].token_ids for ids, n in ((short, 60), (long, 12))]
     finally:
         whole.stop()
-    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=4, prefill_chunk=16)).start()
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=4, prefill_chunk=16, pack_prefill=packed)).start()
     events = []  # (which, number of tokens so far), in the order the engine sent them
     try:
         first = engine.submit(Request(short, 60, GREEDY, sink=lambda e: events.append(("short", e))))
@@ -300,16 +303,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_steps_with_the_
 def test_a_prompt_continued_a_chunk_at_a_time_sees_what_one_forward_sees():
     import torch
 
-    import hepta
-
-    cfg = hepta.get_preset("tiny").with_changes({  # sliding windows and sinks too
-        "vocab_size": 128, "dim": 64, "num_layers": 2, "attention.num_heads": 4, "attention.num_kv_heads": 2,
-        "attention.head_dim": 16, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 64,
-        "attention.sliding_window": 5, "attention.sliding_window_layers": (0,), "attention.sinks": True,
-        "attention.qk_norm": False})
-    model = hepta.build_model(cfg, seed=1).eval()
-    for layer in model.layers:
-        torch.nn.init.normal_(layer.attn.sinks)
+    model = packed_test_model()
     ids = torch.randint(0, 128, (1, 40), generator=torch.Generator().manual_seed(0))
     cache = model.new_slot_cache(2, 64)
     with torch.no_grad():
@@ -321,6 +315,58 @@ def test_a_prompt_continued_a_chunk_at_a_time_sees_what_one_forward_sees():
             pieces.append(model(ids[:, start:end], cache=cache))
     assert (torch.cat(pieces, dim=1) - full).abs().max() <= 1e-5
     assert int(cache.lengths[1]) == 40
+
+
+def packed_test_model():
+    import hepta
+
+    cfg = hepta.get_preset("tiny").with_changes({  # sliding windows and sinks too
+        "vocab_size": 128, "dim": 64, "num_layers": 2, "attention.num_heads": 4, "attention.num_kv_heads": 2,
+        "attention.head_dim": 16, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 64,
+        "attention.sliding_window": 5, "attention.sliding_window_layers": (0,), "attention.sinks": True,
+        "attention.qk_norm": False})
+    model = hepta.build_model(cfg, seed=1).eval()
+    for layer in model.layers:
+        torch.nn.init.normal_(layer.attn.sinks)
+    return model
+
+
+@pytest.mark.parametrize("chunk_from", [0, 11])
+def test_a_packed_forward_gives_each_part_what_its_own_forward_gives(chunk_from):
+    """Three running slots decoding one token each and a fourth slot taking a chunk of 9 tokens (its first, or after
+    11 tokens it holds), packed into one forward: the same logits and cache as a decode step and a chunk apart."""
+    import torch
+
+    model = packed_test_model()
+    generator = torch.Generator().manual_seed(0)
+    prompts = torch.randint(0, 128, (3, 7), generator=generator)
+    chunk = torch.randint(0, 128, (1, chunk_from + 9), generator=generator)
+    steps = torch.randint(0, 128, (3, 1), generator=generator)
+    caches = []
+    for _ in range(2):  # the same state in two caches: the running slots, and the fourth slot's first tokens
+        cache = model.new_slot_cache(4, 64)
+        with torch.no_grad():
+            cache.set_window(0, 3, prompt_lengths=torch.tensor([7, 4, 6]))
+            model(prompts, cache=cache)
+            if chunk_from:
+                cache.set_window(3, 1, prompt_lengths=torch.tensor([chunk_from]))
+                model(chunk[:, :chunk_from], cache=cache)
+        caches.append(cache)
+    apart, packed = caches
+    with torch.no_grad():
+        apart.set_window(0, 3)
+        decoded = model(steps, cache=apart)[:, 0]
+        if chunk_from:
+            apart.set_extend(3, 9)
+        else:
+            apart.set_window(3, 1, prompt_lengths=torch.tensor([9]))
+        chunked = model(chunk[:, chunk_from:], cache=apart)[0]
+        packed.set_packed(3, 3, 9)
+        both = model(torch.cat([steps[:, 0], chunk[0, chunk_from:]])[None], cache=packed)[0]
+    assert (both[:3] - decoded).abs().max() <= 1e-5 and (both[3:] - chunked).abs().max() <= 1e-5
+    assert packed.lengths.tolist() == apart.lengths.tolist() == [8, 5, 7, chunk_from + 9]
+    for a, b in zip(apart.buffers, packed.buffers):
+        assert (a - b).abs().max() <= 1e-5
 
 
 def test_a_long_prompt_cancelled_while_it_is_prefilled_in_chunks_frees_its_slot(model_and_tokenizer):

@@ -82,6 +82,9 @@ class EngineConfig:
     # a prompt longer than this, arriving while others decode, is prefilled this many tokens a step, between
     # their decode steps, so that their streams do not stall behind it (None: whole prompts at once)
     prefill_chunk: int | None = 512
+    # each chunk shares the running sequences' decode forward, packed with their tokens (False: a forward of its
+    # own after theirs, which costs a second forward's fixed overhead every step)
+    pack_prefill: bool = True
     # memory for prompt prefixes kept to be reused (infer/prefix_cache.py); None: a quarter of the KV cache's, 0: none
     prefix_cache_bytes: int | None = None
 
@@ -310,12 +313,17 @@ class Engine:
                 self._drop_cancelled()
                 self._admit_and_prefill()
                 self._release_finished()
-                if self._running:
-                    self._decode_step()
+                if self._running and self._chunking is not None and self.config.pack_prefill:
+                    # the next piece of a long prompt, in their step's forward
+                    self._decode_and_chunk()
                     self._release_finished()
-                if self._chunking is not None:  # the next piece of a long prompt, after the others' step
-                    self._prefill_chunk()
-                    self._release_finished()
+                else:
+                    if self._running:
+                        self._decode_step()
+                        self._release_finished()
+                    if self._chunking is not None:  # after the others' step
+                        self._prefill_chunk()
+                        self._release_finished()
             except Exception as e:  # a failing step must not leave clients waiting forever
                 log.exception("an engine step failed; every open request ends with its error")
                 self._fail_all(f"{type(e).__name__}: {e}")
@@ -464,6 +472,29 @@ class Engine:
             return
         with torch.no_grad():
             logits_1V = self.model.output(hidden_1TD[:, -1])
+        self._join_chunked(logits_1V)
+
+    def _decode_and_chunk(self) -> None:
+        """The running sequences' next tokens and the long prompt's next chunk in one packed forward: the
+        projections and experts run once over both, so the chunk adds its own arithmetic to the step and not a
+        second forward's fixed cost; attention goes part by part (SlotCache.set_packed)."""
+        seq, done = self._chunking, self._chunk_done
+        ids, running = seq.request.prompt_ids, list(self._running)
+        size = min(self.config.prefill_chunk, len(ids) - done)
+        self.cache.set_packed(len(running), seq.slot, size)
+        tokens = [s.last_token for s in running] + ids[done:done + size]
+        with torch.no_grad():
+            hidden_1ND = self.model.hidden_states(torch.tensor([tokens], device=self.device), cache=self.cache)
+            logits_BV = self.model.output(hidden_1ND[0, :len(running)])
+            logits_1V = self.model.output(hidden_1ND[:, -1]) if done + size == len(ids) else None
+        self._chunk_done += size
+        self._sample_and_emit(running, logits_BV)
+        if logits_1V is not None:
+            self._join_chunked(logits_1V)
+
+    def _join_chunked(self, logits_1V: torch.Tensor) -> None:
+        """The long prompt is prefilled: it joins the running sequences with its first token."""
+        seq = self._chunking
         self._chunking = None
         slot = len(self._running)  # running sequences may have ended meanwhile: it moves down to stay next to them
         if seq.slot != slot:

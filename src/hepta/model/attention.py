@@ -86,23 +86,39 @@ class Attention(nn.Module):
             q_BTHDh, k_BTGDh = self.q_norm(q_BTHDh), self.k_norm(k_BTGDh)
         q_BHTDh = apply_rope(q_BTHDh.transpose(1, 2), cos, sin)
         k_BGTDh = apply_rope(k_BTGDh.transpose(1, 2), cos, sin)
-        v_BGTDh = v_BTGDh.transpose(1, 2)
+        if cache is not None and cache.parts:  # a packed forward: attention part by part, each over its own slots
+            out_BTHDh = torch.cat([self._attend_part(q_BHTDh, k_BGTDh, v_BTGDh, cache, layer_idx, part)
+                                   for part in cache.parts], dim=1)
+        else:
+            out_BTHDh = self._attend(q_BHTDh, k_BGTDh, v_BTGDh, cache, layer_idx).transpose(1, 2)
+        if gate_BTHDh is not None:
+            out_BTHDh = out_BTHDh * torch.sigmoid(gate_BTHDh)
+        return self.o_proj(out_BTHDh.reshape(B, T, self.num_heads * self.head_dim))
 
-        k_BGSDh, v_BGSDh = k_BGTDh, v_BGTDh
-        mask, causal = (None, True) if self.window is None else (causal_mask(T, self.window, x_BTD.device), False)
+    def _attend(self, q_BHTDh: torch.Tensor, k_BGTDh: torch.Tensor, v_BTGDh: torch.Tensor, cache: SlotCache | None,
+                layer_idx: int) -> torch.Tensor:
+        """softmax(QK^T)V of the new tokens over what they see (the cache's window, when there is one): [B, H, T, Dh]."""
+        T, device = q_BHTDh.shape[2], q_BHTDh.device
+        k_BGSDh, v_BGSDh = k_BGTDh, v_BTGDh.transpose(1, 2)
+        mask, causal = (None, True) if self.window is None else (causal_mask(T, self.window, device), False)
         if cache is not None:  # the cache keeps tokens first, [B, S, G, Dh]; attention reads heads first
             k_BSGDh, v_BSGDh = cache.update(layer_idx, k_BGTDh.transpose(1, 2), v_BTGDh)
             k_BGSDh, v_BGSDh = k_BSGDh.transpose(1, 2), v_BSGDh.transpose(1, 2)
             mask, causal = cache.mask(self.window)
         if self.sinks is not None:
-            visible = causal_mask(T, None, x_BTD.device) if causal else mask
-            out_BHTDh = attention_with_sinks(q_BHTDh, k_BGSDh, v_BGSDh, self.sinks, visible)
-        else:
-            out_BHTDh = self.attention_kernel(
-                q_BHTDh, k_BGSDh, v_BGSDh, attn_mask=mask, is_causal=causal,
-                enable_gqa=self.num_heads != self.num_kv_heads,
-            )
-        out_BTHDh = out_BHTDh.transpose(1, 2)
-        if gate_BTHDh is not None:
-            out_BTHDh = out_BTHDh * torch.sigmoid(gate_BTHDh)
-        return self.o_proj(out_BTHDh.reshape(B, T, self.num_heads * self.head_dim))
+            visible = causal_mask(T, None, device) if causal else mask
+            return attention_with_sinks(q_BHTDh, k_BGSDh, v_BGSDh, self.sinks, visible)
+        return self.attention_kernel(q_BHTDh, k_BGSDh, v_BGSDh, attn_mask=mask, is_causal=causal,
+                                     enable_gqa=self.num_heads != self.num_kv_heads)
+
+    def _attend_part(self, q_1HNDh: torch.Tensor, k_1GNDh: torch.Tensor, v_1NGDh: torch.Tensor, cache: SlotCache,
+                     layer_idx: int, part) -> torch.Tensor:
+        """One part of a packed sequence of N tokens (`part.batch` slots of `part.new` tokens each) attended as a
+        window of its own: [1, its tokens, H, Dh]."""
+        cache.enter(part)
+        B, T, tokens = part.batch, part.new, part.tokens
+        q_BHTDh = q_1HNDh[0, :, tokens].reshape(self.num_heads, B, T, self.head_dim).transpose(0, 1)
+        k_BGTDh = k_1GNDh[0, :, tokens].reshape(self.num_kv_heads, B, T, self.head_dim).transpose(0, 1)
+        v_BTGDh = v_1NGDh[0, tokens].reshape(B, T, self.num_kv_heads, self.head_dim)
+        out_BHTDh = self._attend(q_BHTDh, k_BGTDh, v_BTGDh, cache, layer_idx)
+        return out_BHTDh.transpose(1, 2).reshape(1, B * T, self.num_heads, self.head_dim)

@@ -9,7 +9,10 @@ A fixed number of slots hold one sequence each, with its own length (continuous 
 forward runs on a window of consecutive slots: either a prefill of fresh slots (T new tokens
 each, right-padded; the caller passes the real lengths) or one decode step (T = 1) per slot at
 that slot's own position; or it continues one running slot with T tokens at once (`set_extend`:
-the next chunk of a long prompt, prefilled a piece at a time between other sequences' steps).
+the next chunk of a long prompt, prefilled a piece at a time between other sequences' steps); or
+both at once (`set_packed`): one token for each running slot and a chunk for another slot, packed
+as one sequence, so that every token-wise layer (projections, experts) runs over all of them in one
+go and only attention goes part by part (`parts`, `enter`).
 
 Each buffer is [L, slots, S_max, *token shape], the token shape being what one layer keeps per
 token (`AttentionConfig.kv_cache_token_shapes`: keys and values [G, Dh], or MLA's latent [C] and
@@ -23,9 +26,21 @@ C MLA's KV latent dim (kv_lora_rank), R MLA's rope head dim.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+
+
+@dataclass
+class PackedPart:
+    """One part of a packed forward: which of its tokens (`tokens`), as `batch` slots of `new` tokens each, and the
+    cache's window state for them (`SlotCache.enter`)."""
+
+    tokens: slice
+    batch: int
+    new: int
+    view: dict
 
 
 def causal_mask(T: int, window: int | None, device: torch.device | str | None = None) -> torch.Tensor:
@@ -65,6 +80,7 @@ class SlotCache:
         self._extend, self._extend_from = 0, 0  # a running slot continued with this many tokens (set_extend)
         self._prompt_lengths: torch.Tensor | None = None
         self._window_masks: dict[tuple, torch.Tensor] = {}  # per window (and prefill length) this step
+        self.parts: list[PackedPart] = []  # a packed forward's parts (set_packed); empty otherwise
 
     @property
     def num_slots(self) -> int:
@@ -88,6 +104,7 @@ class SlotCache:
         and the padding written past them is never attended.
         """
         assert 0 <= start and start + count <= self.num_slots
+        self.parts = []
         self.start, self.count = start, count
         self._prompt_lengths = prompt_lengths
         self._extend = 0
@@ -112,12 +129,48 @@ class SlotCache:
         self._extend = num_tokens
         self._extend_from = int(self.lengths[slot])
 
+    def set_packed(self, decode_count: int, extend_slot: int, extend_tokens: int) -> None:
+        """The next forward is one packed sequence: a token for each running slot 0..decode_count-1, then
+        `extend_tokens` tokens continuing slot `extend_slot` (from its start when it holds nothing yet)."""
+        parts = []
+        self.set_window(0, decode_count)
+        parts.append(PackedPart(slice(0, decode_count), decode_count, 1, self._view()))
+        if self.lengths[extend_slot] > 0:
+            self.set_extend(extend_slot, extend_tokens)
+        else:
+            self.set_window(extend_slot, 1, prompt_lengths=torch.tensor([extend_tokens]))
+        parts.append(PackedPart(slice(decode_count, decode_count + extend_tokens), 1, extend_tokens, self._view()))
+        self.parts = parts
+
+    _VIEW_FIELDS = ("start", "count", "decoding", "_extend", "_extend_from", "_prompt_lengths", "_window_masks",
+                    "_visible", "_positions_B", "_rows_B", "_mask_B11S")
+
+    def _view(self) -> dict:
+        return {name: getattr(self, name) for name in self._VIEW_FIELDS if hasattr(self, name)}
+
+    def enter(self, part: "PackedPart") -> None:
+        """Makes `update`, `mask` and `positions` work on one part of a packed forward."""
+        for name, value in part.view.items():
+            setattr(self, name, value)
+
     @property
     def has_past(self) -> bool:
         return self.decoding
 
     def positions(self, T: int) -> torch.Tensor:
-        """[T] for a prefill of fresh slots; [B, 1] (each slot's own position) when decoding."""
+        """[T] for a prefill of fresh slots; [B, 1] (each slot's own position) when decoding; [T] for a packed
+        forward, each token at its own slot's next position."""
+        if self.parts:
+            assert T == sum(part.batch * part.new for part in self.parts), "set_packed told another number of tokens"
+            parts, self.parts = self.parts, []  # each part's positions as a plain window gives them
+            try:
+                found = []
+                for part in parts:
+                    self.enter(part)
+                    found.append(self.positions(part.new).reshape(-1))
+            finally:
+                self.parts = parts
+            return torch.cat(found)
         if not self.decoding:
             return torch.arange(T, device=self.device)
         if self._extend:
@@ -187,6 +240,12 @@ class SlotCache:
         return self._window_masks[key], False
 
     def advance(self, num_tokens: int) -> None:
+        if self.parts:
+            parts, self.parts = self.parts, []
+            for part in parts:
+                self.enter(part)
+                self.advance(part.new)
+            return
         window = self.lengths[self.start:self.start + self.count]
         if self._prompt_lengths is not None and not self.decoding:
             window.copy_(self._prompt_lengths)

@@ -54,6 +54,7 @@ import hepta
 import _device
 from _shapes import shaped
 from hepta.infer.core import engine_threads
+from hepta.scale.flops import inference_flops_per_token
 from hepta.infer.engine import Engine, EngineConfig
 from hepta.infer.request import Event, Request as EngineRequest
 from hepta.infer.sampling import SamplingParams
@@ -304,7 +305,7 @@ def main() -> None:
                     process.terminate()
                     process.wait(timeout=30)
             engine.stop()
-    report(args, rounds)
+    report(args, rounds, cfg, device)
 
 
 async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: Engine, peer_server: Client | None,
@@ -354,7 +355,7 @@ async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: 
     return rounds
 
 
-def report(args, rounds: list[dict]) -> None:
+def report(args, rounds: list[dict], cfg, device) -> None:
     def med(path):
         values = []
         for r in rounds:
@@ -384,6 +385,13 @@ def report(args, rounds: list[dict]) -> None:
           f"{med(['engine_alone_default_threads_step_s']) * 1000:.2f} ms ({torch.get_num_threads()} threads), "
           f"{med(['engine_alone_process_threads_step_s']) * 1000:.2f} ms ({engine_threads()} threads, as the "
           f"engine process), better per round {alone * 1000:.2f} ms; through HTTP {http * 1000:.2f} ms")
+    # model-FLOPs utilisation of decoding at N clients: FLOPs per generated token (2 x active matmul weights +
+    # attention over the mean context) x output tokens/s, over a matmul of the model's dtype measured here
+    context = statistics.mean(PROMPT_LENS) + args.output_len / 2
+    flops = inference_flops_per_token(cfg, context) * cn_tps
+    peak = _device.matmul_flops_per_s(device, getattr(torch, args.dtype))
+    print(f"decode MFU at {args.clients} clients: {flops / 1e9:.2f} GFLOP/s of model FLOPs = {100 * flops / peak:.2f}% "
+          f"of a {args.dtype} matmul measured here ({peak / 1e12:.2f} TFLOP/s)")
     targets = {
         f"{args.clients}-sequence decode step, HTTP / engine alone": (http / alone, 1.15,
                                                                     f"{http * 1000:.2f} vs {alone * 1000:.2f} ms"),

@@ -97,6 +97,18 @@ def test_every_experts_implementation_gives_the_same_output(num_tokens, grad):
     assert outputs["fused"].abs().sum() > 0
 
 
+def test_auto_picks_the_grouped_gemm_on_gpus_and_the_loop_only_for_decoding_on_cpus():
+    from hepta.model.experts import experts_kernel
+
+    assert experts_kernel("auto", on_cuda=True, rows=3, grad=False) == "grouped_mm"  # tests/gpu runs it
+    assert experts_kernel("auto", on_cuda=True, rows=4096, grad=True) == "grouped_mm"
+    assert experts_kernel("auto", on_cuda=False, rows=16, grad=False) == "few_rows"
+    assert experts_kernel("auto", on_cuda=False, rows=16, grad=True) == "fused"  # the loop writes with out=, no autograd
+    assert experts_kernel("auto", on_cuda=False, rows=17, grad=False) == "fused"
+    assert experts_kernel("fused", on_cuda=True, rows=3, grad=False) == "fused"  # a named kernel is kept anywhere
+    assert experts_kernel("grouped_mm", on_cuda=False, rows=3, grad=False) == "grouped_mm"
+
+
 def test_weighted_combine_sums_the_weighted_copies_of_each_token_in_the_outputs_dtype():
     y_MD = torch.tensor([[1.0, 2.0], [10.0, 20.0], [100.0, 200.0]], dtype=torch.bfloat16)
     weight_M = torch.tensor([0.5, 2.0, 1.0])  # fp32 gate weights, as the router gives them

@@ -210,6 +210,17 @@ def moe_experts_few_rows(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts
     return weighted_combine(y_MD, weight_M, token_M, x_ND.shape[0])
 
 
+def experts_kernel(implementation: ExpertsImplementation, on_cuda: bool, rows: int, grad: bool) -> str:
+    """The kernel the SwiGLU experts run: what `implementation` names, or for "auto" one grouped GEMM per
+    projection on a GPU, the plain loop for a few routed copies without autograd (decoding) on a CPU, else the
+    fused kernel."""
+    if implementation != "auto":
+        return implementation
+    if on_cuda:
+        return "grouped_mm"
+    return "few_rows" if rows <= _FEW_ROWS and not grad else "fused"
+
+
 def swiglu(h_M2F: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up, with gate the first half of each row and up the second."""
     gate, up = h_M2F.chunk(2, dim=-1)
@@ -306,14 +317,8 @@ class GroupedExperts(nn.Module):
             args = (x_ND.to(dtype), weight_M.to(dtype), gate_up_E2FD.to(dtype), down_EDF.to(dtype), token_M, counts)
             if self.gate_up_bias is not None or self.activation is not swiglu:
                 return moe_experts_general(*args, *(b if b is None else b.to(dtype) for b in biases), self.activation)
-            impl = self._implementation
-            if impl == "auto" and x_ND.is_cuda:
-                impl = "grouped_mm"
-            if impl == "grouped_mm":
-                return moe_experts_grouped_mm(*args)
-            if impl == "auto" and token_M.numel() <= _FEW_ROWS and not torch.is_grad_enabled():
-                return moe_experts_few_rows(*args)
-            return moe_experts_fused(*args)
+            kernel = experts_kernel(self._implementation, x_ND.is_cuda, token_M.numel(), torch.is_grad_enabled())
+            return _KERNELS[kernel](*args)
 
     def reset_parameters(self, std: float = 0.02) -> None:
         nn.init.normal_(self.gate_up_proj, std=std)
@@ -321,3 +326,6 @@ class GroupedExperts(nn.Module):
         for bias in (self.gate_up_bias, self.down_bias):
             if bias is not None:
                 nn.init.zeros_(bias)
+
+
+_KERNELS = {"grouped_mm": moe_experts_grouped_mm, "few_rows": moe_experts_few_rows, "fused": moe_experts_fused}

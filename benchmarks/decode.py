@@ -8,7 +8,9 @@ runs per token: the model's forward of one token through its slot cache, after a
 head. Its floor is the active weights' bytes per token (attention, router, the top-k experts, the head: hepta's
 own parameter accounting, at the dtype's size; the KV cache read is added) over the read bandwidth measured in
 the same run (a sum over a large tensor). Reported per dtype: ms per token, GB/s of weights read, and the fraction
-of the limit (target 0.5). Rounds alternate the dtypes; each figure is the median over rounds.
+of the limit (target 0.5). On a CPU, fp32 runs twice: with the BLAS's matrix-vector products and with
+model/matvec.py's row sums ("fp32 rows"), and the line above the table says which the engine picks here. Rounds
+alternate the models; each figure is the median over rounds.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import hepta
 from hepta.scale.flops import matmul_params
 
 import _device
+from hepta.infer.matvec_choice import choose_matvec
 from _shapes import SHAPES, shaped
 
 PROMPT = 128
@@ -68,6 +71,12 @@ def main() -> int:
     cfg = shaped(args.shape)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     models = {name: hepta.build_model(cfg, seed=0).to(device, dtype).eval() for name, dtype in dtypes.items()}
+    if device.type == "cpu":  # fp32 matrix-vector products as row sums (model/matvec.py), beside the BLAS's
+        models["fp32 rows"] = hepta.build_model(cfg, seed=0).eval()
+        models["fp32 rows"].use_row_sum_matvec(True)
+        choice = choose_matvec(models["fp32"])  # what an engine would pick for this model here
+        models["fp32"].use_row_sum_matvec(False)
+        print(f"an engine would decode with {'row sums' if choice.row_sum else 'the BLAS'}: {choice.reason}")
     context = PROMPT + args.tokens // 2  # the mean context over a round's steps
     bytes_per_token = {name: weight_bytes_per_token(cfg, m, context) for name, m in models.items()}
     for model in models.values():  # warm-up: allocations, kernels chosen
@@ -88,12 +97,12 @@ def main() -> int:
     if gpu is not None:
         print(f"datasheet ({gpu.name}): {gpu.hbm_bytes_per_s / 1e12:.2f} TB/s")
     result = {"device": _device.describe(device), "shape": args.shape, "read_bytes_per_s": read_bw, "dtypes": {}}
-    print(f"{'dtype':6}{'MB/token':>10}{'limit ms':>10}{'ms/token':>10}{'tokens/s':>10}{'GB/s':>8}{'of limit':>10}")
+    print(f"{'dtype':10}{'MB/token':>10}{'limit ms':>10}{'ms/token':>10}{'tokens/s':>10}{'GB/s':>8}{'of limit':>10}")
     for name in models:
         seconds = statistics.median(rounds[name])
         limit = bytes_per_token[name] / read_bw
         fraction = limit / seconds
-        print(f"{name:6}{bytes_per_token[name] / 1e6:10.1f}{limit * 1e3:10.2f}{seconds * 1e3:10.2f}{1 / seconds:10.0f}"
+        print(f"{name:10}{bytes_per_token[name] / 1e6:10.1f}{limit * 1e3:10.2f}{seconds * 1e3:10.2f}{1 / seconds:10.0f}"
               f"{bytes_per_token[name] / seconds / 1e9:8.1f}{fraction:10.2f}   (target >= 0.5: "
               f"{'met' if fraction >= 0.5 else 'MISSED'})")
         result["dtypes"][name] = {"bytes_per_token": bytes_per_token[name], "seconds_per_token": seconds,

@@ -32,6 +32,7 @@ import torch
 from hepta.errors import HeptaError
 from hepta.infer.collect import Choice, Collector
 from hepta.infer.constrain import allowed_masks
+from hepta.infer.matvec_choice import choose_matvec
 from hepta.infer.padding import pad_right
 from hepta.infer.prefix_cache import PrefixCache
 from hepta.infer.request import Event, Request, TokenLogprob
@@ -200,6 +201,8 @@ class Engine:
                                  f"one of {self.max_len} tokens needs {slot_bytes / 2**20:.1f} MiB; raise the budget "
                                  "or lower the maximum model length")
         self.cache = model.new_slot_cache(num_slots, self.max_len)
+        # one sequence decoding on a CPU multiplies each weight by one row: the faster product for that, measured
+        self.matvec = choose_matvec(model)
         self.vocab_size = cfg.vocab_size
         self.end_ids, self.banned_V = sampleable(tokenizer, cfg.vocab_size)
         if images is not None:

@@ -13,6 +13,7 @@ from torch import nn
 
 from hepta.model.cache import SlotCache, causal_mask
 from hepta.model.layers import RMSNorm, apply_rope
+from hepta.model.matvec import Linear
 
 # Sink attention forms its scores explicitly; queries go through in chunks so that the scores of a
 # long prompt ([B, H, T, S] floats) never exist at once.
@@ -55,10 +56,10 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.window, self.gated = window, gated
-        self.q_proj = nn.Linear(dim, num_heads * head_dim * (2 if gated else 1), bias=qkv_bias)
-        self.k_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=qkv_bias)
-        self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=o_bias)
+        self.q_proj = Linear(dim, num_heads * head_dim * (2 if gated else 1), bias=qkv_bias)
+        self.k_proj = Linear(dim, num_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = Linear(dim, num_kv_heads * head_dim, bias=qkv_bias)
+        self.o_proj = Linear(num_heads * head_dim, dim, bias=o_bias)
         self.sinks = nn.Parameter(torch.zeros(num_heads)) if sinks else None
         # QK-norm keeps attention logits bounded at large learning rates: per head over Dh, or
         # (OLMoE) once over all heads' concatenated projections.

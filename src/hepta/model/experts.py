@@ -46,6 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from hepta.model.matvec import row_sum_matvec, uses_row_sum
+
 ExpertsImplementation = Literal["auto", "fused", "grouped_mm"]
 EXPERTS_IMPLEMENTATIONS: tuple[str, ...] = get_args(ExpertsImplementation)
 
@@ -196,14 +198,20 @@ def moe_experts_grouped_mm(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, coun
 _FEW_ROWS = 16
 
 
-def moe_experts_few_rows(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts: list[int]) -> torch.Tensor:
-    """Inference on a few routed copies: per active expert, two matmuls on its rows; one combine."""
+def moe_experts_few_rows(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts: list[int],
+                         row_sum: bool = False) -> torch.Tensor:
+    """Inference on a few routed copies: per active expert, two matmuls on its rows; one combine. With `row_sum`,
+    an expert with a single row takes model/matvec.py's row-sum product instead of the BLAS's."""
     Fh = down_EDF.shape[2]
     x_MD = x_ND[token_M]
     y_MD = torch.empty_like(x_MD)
     start = 0
     for e, c in enumerate(counts):
-        if c:
+        if c == 1 and row_sum:
+            h = row_sum_matvec(x_MD[start], gate_up_E2FD[e])
+            y_MD[start] = row_sum_matvec(_silu_out(h[:Fh]) * h[Fh:], down_EDF[e])
+            start += 1
+        elif c:
             h = x_MD[start:start + c] @ gate_up_E2FD[e].t()
             torch.mm(_silu_out(h[:, :Fh]) * h[:, Fh:], down_EDF[e].t(), out=y_MD[start:start + c])
             start += c
@@ -294,6 +302,7 @@ class GroupedExperts(nn.Module):
         self.down_bias = nn.Parameter(torch.zeros(num_experts, dim)) if bias else None
         self.activation = activation
         self._implementation = implementation
+        self.row_sum = False  # decoding one sequence on a CPU: model/matvec.py's product (set by who measured it)
 
     @property
     def implementation(self) -> ExpertsImplementation:
@@ -318,6 +327,8 @@ class GroupedExperts(nn.Module):
             if self.gate_up_bias is not None or self.activation is not swiglu:
                 return moe_experts_general(*args, *(b if b is None else b.to(dtype) for b in biases), self.activation)
             kernel = experts_kernel(self._implementation, x_ND.is_cuda, token_M.numel(), torch.is_grad_enabled())
+            if kernel == "few_rows" and self.row_sum and uses_row_sum(x_ND[:1], gate_up_E2FD):
+                return moe_experts_few_rows(*args, row_sum=True)
             return _KERNELS[kernel](*args)
 
     def reset_parameters(self, std: float = 0.02) -> None:

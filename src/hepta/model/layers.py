@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hepta.model.matvec import Linear
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float, zero_centered: bool = False):
@@ -46,8 +48,8 @@ class SwiGLU(nn.Module):
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         self.hidden_dim = hidden_dim
-        self.gate_up_proj = nn.Linear(dim, 2 * hidden_dim, bias=False)
-        self.down_proj = nn.Linear(hidden_dim, dim, bias=False)
+        self.gate_up_proj = Linear(dim, 2 * hidden_dim, bias=False)
+        self.down_proj = Linear(hidden_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)

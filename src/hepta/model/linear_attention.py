@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hepta.model.cache import SlotCache
+from hepta.model.matvec import Linear
 
 CHUNK = 64
 
@@ -103,15 +104,15 @@ class GatedDeltaNet(nn.Module):
         self.key_dim, self.value_dim = num_key_heads * key_head_dim, num_value_heads * value_head_dim
         channels = 2 * self.key_dim + self.value_dim
         # names as Hugging Face's Qwen3.5 holds them, so checkpoints map one to one
-        self.in_proj_qkv = nn.Linear(dim, channels, bias=False)
-        self.in_proj_z = nn.Linear(dim, self.value_dim, bias=False)
-        self.in_proj_b = nn.Linear(dim, num_value_heads, bias=False)
-        self.in_proj_a = nn.Linear(dim, num_value_heads, bias=False)
+        self.in_proj_qkv = Linear(dim, channels, bias=False)
+        self.in_proj_z = Linear(dim, self.value_dim, bias=False)
+        self.in_proj_b = Linear(dim, num_value_heads, bias=False)
+        self.in_proj_a = Linear(dim, num_value_heads, bias=False)
         self.conv1d = nn.Conv1d(channels, channels, conv_kernel, groups=channels, bias=False)
         self.dt_bias = nn.Parameter(torch.ones(num_value_heads))
         self.A_log = nn.Parameter(torch.zeros(num_value_heads))
         self.norm = GatedRMSNorm(value_head_dim, norm_eps)
-        self.out_proj = nn.Linear(self.value_dim, dim, bias=False)
+        self.out_proj = Linear(self.value_dim, dim, bias=False)
 
     def forward(self, x_BTD: torch.Tensor, cos=None, sin=None, cache: SlotCache | None = None,
                 layer_idx: int = 0) -> torch.Tensor:

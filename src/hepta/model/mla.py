@@ -27,6 +27,7 @@ from torch import nn
 
 from hepta.model.cache import SlotCache
 from hepta.model.layers import RMSNorm, apply_rope
+from hepta.model.matvec import Linear
 
 LATENT_NORM_EPS = 1e-6  # DeepSeek's q_a_layernorm and kv_a_layernorm keep the default eps, not rms_norm_eps
 
@@ -41,15 +42,15 @@ class MultiHeadLatentAttention(nn.Module):
         # (qk_nope + qk_rope)^-0.5, times YaRN's mscale^2 for DeepSeek's long-context setup
         self.softmax_scale = softmax_scale
         if q_lora_rank is None:
-            self.q_proj = nn.Linear(dim, num_heads * qk_dim, bias=False)
+            self.q_proj = Linear(dim, num_heads * qk_dim, bias=False)
         else:  # low-rank query: D -> Q -> norm -> H * (P + R)
-            self.q_a_proj = nn.Linear(dim, q_lora_rank, bias=False)
+            self.q_a_proj = Linear(dim, q_lora_rank, bias=False)
             self.q_a_layernorm = RMSNorm(q_lora_rank, LATENT_NORM_EPS)
-            self.q_b_proj = nn.Linear(q_lora_rank, num_heads * qk_dim, bias=False)
-        self.kv_a_proj_with_mqa = nn.Linear(dim, kv_lora_rank + qk_rope_head_dim, bias=False)
+            self.q_b_proj = Linear(q_lora_rank, num_heads * qk_dim, bias=False)
+        self.kv_a_proj_with_mqa = Linear(dim, kv_lora_rank + qk_rope_head_dim, bias=False)
         self.kv_a_layernorm = RMSNorm(kv_lora_rank, LATENT_NORM_EPS)
-        self.kv_b_proj = nn.Linear(kv_lora_rank, num_heads * (qk_nope_head_dim + v_head_dim), bias=False)
-        self.o_proj = nn.Linear(num_heads * v_head_dim, dim, bias=False)
+        self.kv_b_proj = Linear(kv_lora_rank, num_heads * (qk_nope_head_dim + v_head_dim), bias=False)
+        self.o_proj = Linear(num_heads * v_head_dim, dim, bias=False)
         # the kernel that computes softmax(QK^T)V, swappable per model (the dry run sets a flash stand-in)
         self.attention_kernel = F.scaled_dot_product_attention
 

@@ -16,6 +16,7 @@ from torch import nn
 from hepta.config import ModelConfig
 from hepta.model.experts import ExpertsImplementation, GroupedExperts, clamped_swiglu, swiglu
 from hepta.model.layers import SwiGLU
+from hepta.model.matvec import Linear
 from hepta.model.router import Router
 
 
@@ -31,7 +32,7 @@ class MoE(nn.Module):
                                       bias=moe.expert_proj_bias, activation=activation)
         self.shared_experts = SwiGLU(cfg.dim, cfg.moe.shared_hidden_dim) if cfg.moe.shared_hidden_dim else None
         # Qwen2-MoE lets each token decide how much of the shared experts it takes
-        self.shared_gate = (nn.Linear(cfg.dim, 1, bias=False)
+        self.shared_gate = (Linear(cfg.dim, 1, bias=False)
                             if cfg.moe.shared_expert_gate and self.shared_experts is not None else None)
         # Observability: tokens per expert in the last forward, and accumulated since the last
         # bias update (so balancing sees every micro-batch of an accumulated step).

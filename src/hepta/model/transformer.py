@@ -15,9 +15,10 @@ from torch import nn
 from hepta.config import ModelConfig, param_shapes
 from hepta.model.attention import Attention
 from hepta.model.cache import SlotCache
-from hepta.model.experts import ExpertsImplementation
+from hepta.model.experts import ExpertsImplementation, GroupedExperts
 from hepta.model.layers import RMSNorm, SwiGLU
 from hepta.model.linear_attention import GatedDeltaNet
+from hepta.model.matvec import Linear
 from hepta.model.mla import MultiHeadLatentAttention
 from hepta.model.moe import MoE
 from hepta.model.rope import RopeScaling, scaled_rope_cos_sin, softmax_scale_multiplier
@@ -98,7 +99,7 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg, i, experts_implementation) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.zero_centered_norms)
-        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.output = Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.embed.weight
         # count_params sums param_shapes; holding the model to it keeps the analytic count exact
@@ -140,6 +141,12 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.advance(T)
         return self.norm(x_BTD)
+
+    def use_row_sum_matvec(self, enabled: bool) -> None:
+        """Single-row products on a CPU through model/matvec.py's multiply and row sum (True) or the BLAS (False)."""
+        for module in self.modules():
+            if isinstance(module, (Linear, GroupedExperts)):
+                module.row_sum = enabled
 
     # --- MoE bookkeeping -------------------------------------------------------------
 

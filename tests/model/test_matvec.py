@@ -1,0 +1,68 @@
+"""The row-sum matrix-vector product gives the BLAS's results; a model switched to it decodes the same logits; the
+engine measures it only for weights that outgrow the CPU's cache."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import hepta
+from hepta.infer.matvec_choice import MARGIN, choose_matvec
+from hepta.model.matvec import Linear, row_sum_matvec
+
+
+@pytest.mark.parametrize("rows, dim", [(7, 5), (4096, 192), (3000, 700)])  # blocks of rows that do not divide N
+def test_row_sums_equal_the_blas_product(rows, dim):
+    generator = torch.Generator().manual_seed(rows)
+    weight, x = torch.randn(rows, dim, generator=generator), torch.randn(dim, generator=generator)
+    assert (row_sum_matvec(x, weight) - weight @ x).abs().max() <= 1e-4
+
+
+def test_a_linear_switched_to_row_sums_uses_them_for_one_row_only():
+    layer = Linear(64, 48, bias=True)
+    layer.row_sum = True
+    x = torch.randn(1, 1, 64)
+    with torch.no_grad():
+        assert (layer(x) - F.linear(x, layer.weight, layer.bias)).abs().max() <= 1e-5
+        batch = torch.randn(3, 1, 64)
+        assert torch.equal(layer(batch), F.linear(batch, layer.weight, layer.bias))  # the BLAS, bit for bit
+    assert layer(x).requires_grad  # with autograd on, the BLAS path, which has a backward
+
+
+def decode_logits(model, steps=6):
+    cache = model.new_slot_cache(1, 32)
+    ids = torch.randint(0, model.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(0))
+    out = []
+    with torch.no_grad():
+        cache.set_window(0, 1, prompt_lengths=torch.tensor([8]))
+        logits = model(ids, cache=cache)[:, -1]
+        for _ in range(steps):
+            cache.set_window(0, 1)
+            logits = model(logits.argmax(-1, keepdim=True), cache=cache)[:, -1]
+            out.append(logits)
+    return torch.cat(out)
+
+
+def test_a_model_decoding_with_row_sums_gives_the_blas_logits():
+    cfg = hepta.get_preset("tiny").with_changes({"attention.qkv_bias": True, "attention.o_bias": True})
+    model = hepta.build_model(cfg, seed=0).eval()
+    expected = decode_logits(model)
+    model.use_row_sum_matvec(True)
+    assert (decode_logits(model) - expected).abs().max() <= 1e-4
+    assert all(m.row_sum for m in model.modules() if isinstance(m, Linear))
+
+
+def test_weights_that_fit_in_the_cache_keep_the_blas_without_a_timing():
+    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    choice = choose_matvec(model)
+    assert not choice.row_sum and choice.blas_s is None and "cache" in choice.reason
+    bf16 = hepta.build_model(hepta.get_preset("tiny"), seed=0).to(torch.bfloat16)
+    assert "fp32" in choose_matvec(bf16).reason
+
+
+def test_weights_past_the_cache_get_the_product_that_measured_faster(monkeypatch):
+    monkeypatch.setattr("hepta.infer.matvec_choice.last_level_cache_bytes", lambda: 1)  # every model outgrows it
+    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    choice = choose_matvec(model, steps=3)
+    assert choice.blas_s > 0 and choice.row_sum_s > 0
+    assert choice.row_sum == (choice.row_sum_s < MARGIN * choice.blas_s)
+    assert all(m.row_sum == choice.row_sum for m in model.modules() if isinstance(m, Linear))

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import hepta
 from helpers import micro_set_flags, run_cli
@@ -131,3 +132,14 @@ def test_resume_takes_the_saved_set_values_under_flat_or_dotted_names(tmp_path, 
     assert resume_changes({"steps": 10}, given, run) == []
     assert resume_changes({}, {**given, "moe.top_k": 1}, run) == ["--set"]  # a new value is still refused
     assert resume_changes({"lr": 1.0}, given, run) == ["--lr"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is there")
+def test_a_gpu_asked_for_where_there_is_none_is_one_sentence_for_each_command(trained, corpus, tmp_path):
+    for args in (("generate", "--model", str(trained), "--prompt", "x", "--device", "cuda"),
+                 ("serve", "--model", str(trained), "--device", "cuda:1"),
+                 ("train", "--out", str(tmp_path / "run"), "--data", str(corpus), "--steps", "1", "--device", "cuda")):
+        assert_one_line_error(run_cli(*args), "--device cuda", "torch sees no CUDA GPU", "--device cpu")
+    assert_one_line_error(run_cli("generate", "--model", str(trained), "--prompt", "x", "--device", "tpu"),
+                          "auto, cpu, cuda or cuda:N")
+    assert not (tmp_path / "run").exists()  # refused before anything was written

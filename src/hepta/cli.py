@@ -97,6 +97,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         # a preset with a recipe (omni-tiny) runs it with no other flag; given flags override it
         train_args = TrainArgs(out=args.out, overrides=overrides, **{**recipe_defaults(args.preset), **given})
+    if "RANK" not in os.environ:  # one process: a device that is not there is told before anything is written
+        from hepta.devices import resolve_device
+
+        resolve_device(train_args.device)
     started = time.monotonic()  # the whole command: tokenizers and data preparation count too
     try:
         trainer = Trainer(train_args, resume=args.resume, log=(lambda _msg: None) if args.quiet else _log)

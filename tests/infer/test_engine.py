@@ -361,7 +361,7 @@ def test_a_packed_forward_gives_each_part_what_its_own_forward_gives(chunk_from)
         else:
             apart.set_window(3, 1, prompt_lengths=torch.tensor([9]))
         chunked = model(chunk[:, chunk_from:], cache=apart)[0]
-        packed.set_packed(3, 3, 9)
+        packed.set_packed(3, [(3, 9)])
         both = model(torch.cat([steps[:, 0], chunk[0, chunk_from:]])[None], cache=packed)[0]
     assert (both[:3] - decoded).abs().max() <= 1e-5 and (both[3:] - chunked).abs().max() <= 1e-5
     assert packed.lengths.tolist() == apart.lengths.tolist() == [8, 5, 7, chunk_from + 9]
@@ -388,3 +388,34 @@ def test_a_long_prompt_cancelled_while_it_is_prefilled_in_chunks_frees_its_slot(
         assert len(after.token_ids) == 3
     finally:
         engine.stop()
+
+
+def test_a_packed_forward_of_several_prompts_gives_each_its_own_forwards_logits():
+    """Prompts continuing their slots after kept prefixes of different lengths, and one fresh prompt, in one packed
+    forward without a decode part: each gets the logits and cache rows of its own forward."""
+    model = packed_test_model()
+    generator = torch.Generator().manual_seed(1)
+    held = {0: 5, 1: 12, 2: 0}  # tokens each slot holds already
+    new = {0: 7, 1: 3, 2: 10}
+    ids = {slot: torch.randint(0, 128, (1, held[slot] + new[slot]), generator=generator) for slot in held}
+    caches = [model.new_slot_cache(3, 64) for _ in range(2)]
+    with torch.no_grad():
+        for cache in caches:
+            for slot, n in held.items():
+                if n:
+                    cache.set_window(slot, 1, prompt_lengths=torch.tensor([n]))
+                    model(ids[slot][:, :n], cache=cache)
+        apart, packed = caches
+        expected = []
+        for slot in held:
+            if held[slot]:
+                apart.set_extend(slot, new[slot])
+            else:
+                apart.set_window(slot, 1, prompt_lengths=torch.tensor([new[slot]]))
+            expected.append(model(ids[slot][:, held[slot]:], cache=apart)[0])
+        packed.set_packed(0, [(slot, new[slot]) for slot in held])
+        got = model(torch.cat([ids[slot][0, held[slot]:] for slot in held])[None], cache=packed)[0]
+    assert (got - torch.cat(expected)).abs().max() <= 1e-5
+    assert packed.lengths.tolist() == apart.lengths.tolist() == [12, 15, 10]
+    for a, b in zip(apart.buffers, packed.buffers):
+        assert (a - b).abs().max() <= 1e-5

@@ -409,9 +409,9 @@ class Engine:
         reused = {id(seq): self._load_prefix(seq) for seq in new}
         for group in _prefill_groups([seq for seq in new if not reused[id(seq)]]):
             self._prefill(group)
-        for seq in new:
-            if reused[id(seq)]:
-                self._prefill_rest(seq, reused[id(seq)])
+        hits = [(seq, reused[id(seq)]) for seq in new if reused[id(seq)]]
+        if hits:
+            self._prefill_rests(hits)
 
     def _load_prefix(self, seq: _Sequence) -> int:
         """Copies the longest kept prefix of `seq`'s prompt into its slot; returns its length (0: none)."""
@@ -427,15 +427,18 @@ class Engine:
             held = int(self.cache.lengths[seq.slot])
             self.prefix.store((seq.request.prompt_ids + seq.token_ids)[:held], seq.slot)
 
-    def _prefill_rest(self, seq: _Sequence, done: int) -> None:
-        """Prefills the prompt of `seq` after its first `done` tokens, which its slot holds already."""
-        ids = seq.request.prompt_ids
-        self.cache.set_extend(seq.slot, len(ids) - done)
+    def _prefill_rests(self, hits: list[tuple[_Sequence, int]]) -> None:
+        """Prefills each (sequence, done) prompt after the `done` tokens its slot holds already, all of them in one
+        packed forward (each its own part, no padding)."""
+        self.cache.set_packed(0, [(seq.slot, len(seq.request.prompt_ids) - done) for seq, done in hits])
+        last = torch.tensor([part.tokens.stop - 1 for part in self.cache.parts], device=self.device)
+        tokens = [token for seq, done in hits for token in seq.request.prompt_ids[done:]]
         with torch.no_grad():
-            hidden_1TD = self.model.hidden_states(torch.tensor([ids[done:]], device=self.device), cache=self.cache)
-            logits_1V = self.model.output(hidden_1TD[:, -1])
-        self._keep_prefix(seq)
-        self._sample_and_emit([seq], logits_1V)
+            hidden_1ND = self.model.hidden_states(torch.tensor([tokens], device=self.device), cache=self.cache)
+            logits_BV = self.model.output(hidden_1ND[0, last])
+        for seq, _ in hits:
+            self._keep_prefix(seq)
+        self._sample_and_emit([seq for seq, _ in hits], logits_BV)
 
     def _prefill(self, seqs: list[_Sequence]) -> None:
         """One right-padded forward over the prompts of `seqs`, which sit in consecutive fresh slots."""
@@ -484,7 +487,7 @@ class Engine:
         seq, done = self._chunking, self._chunk_done
         ids, running = seq.request.prompt_ids, list(self._running)
         size = min(self.config.prefill_chunk, len(ids) - done)
-        self.cache.set_packed(len(running), seq.slot, size)
+        self.cache.set_packed(len(running), [(seq.slot, size)])
         tokens = [s.last_token for s in running] + ids[done:done + size]
         with torch.no_grad():
             hidden_1ND = self.model.hidden_states(torch.tensor([tokens], device=self.device), cache=self.cache)

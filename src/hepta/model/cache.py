@@ -129,17 +129,22 @@ class SlotCache:
         self._extend = num_tokens
         self._extend_from = int(self.lengths[slot])
 
-    def set_packed(self, decode_count: int, extend_slot: int, extend_tokens: int) -> None:
-        """The next forward is one packed sequence: a token for each running slot 0..decode_count-1, then
-        `extend_tokens` tokens continuing slot `extend_slot` (from its start when it holds nothing yet)."""
-        parts = []
-        self.set_window(0, decode_count)
-        parts.append(PackedPart(slice(0, decode_count), decode_count, 1, self._view()))
-        if self.lengths[extend_slot] > 0:
-            self.set_extend(extend_slot, extend_tokens)
-        else:
-            self.set_window(extend_slot, 1, prompt_lengths=torch.tensor([extend_tokens]))
-        parts.append(PackedPart(slice(decode_count, decode_count + extend_tokens), 1, extend_tokens, self._view()))
+    def set_packed(self, decode_count: int, extends: Sequence[tuple[int, int]]) -> None:
+        """The next forward is one packed sequence: a token for each running slot 0..decode_count-1 (none when 0),
+        then for each (slot, n) of `extends`, n tokens continuing that slot (from its start when it holds nothing
+        yet)."""
+        parts, offset = [], 0
+        if decode_count:
+            self.set_window(0, decode_count)
+            parts.append(PackedPart(slice(0, decode_count), decode_count, 1, self._view()))
+            offset = decode_count
+        for slot, tokens in extends:
+            if self.lengths[slot] > 0:
+                self.set_extend(slot, tokens)
+            else:
+                self.set_window(slot, 1, prompt_lengths=torch.tensor([tokens]))
+            parts.append(PackedPart(slice(offset, offset + tokens), 1, tokens, self._view()))
+            offset += tokens
         self.parts = parts
 
     _VIEW_FIELDS = ("start", "count", "decoding", "_extend", "_extend_from", "_prompt_lengths", "_window_masks",

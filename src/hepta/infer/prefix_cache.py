@@ -7,9 +7,10 @@ automatic prefix caching does), each found by its tokens and the block before it
 block by block and stops at the first block not kept. A hit is copied into the new sequence's slot (a memory copy,
 far cheaper than the forward that made it) and only the rest of the prompt is prefilled, continuing that slot.
 
-Blocks are kept least-recently-used first out, within a budget of tokens; a hit makes its blocks the most recent,
-the earlier blocks last, so a block never outlives the ones before it for long (a block whose parent is gone can
-never be reached again, and simply ages out).
+Their memory is taken once, at start, as a pool of blocks beside the slots (like the slots' own memory, so a budget
+that does not fit fails at start, never hours later). Blocks leave least recently used first; a hit makes its
+blocks the most recent, the earlier blocks last, so a block never outlives the ones before it for long (a block
+whose parent is gone can never be reached again, and simply ages out).
 
 Only for softmax attention: a linear-attention layer's state summarises the whole prefix and has no rows to copy.
 """
@@ -20,15 +21,13 @@ import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import torch
-
 from hepta.model.cache import SlotCache
 
 
 @dataclass
 class _Block:
     id: int
-    rows: list[torch.Tensor]  # per cache buffer, [L_kv, block, *token shape]
+    index: int  # its place in the pool
 
 
 class PrefixCache:
@@ -36,7 +35,11 @@ class PrefixCache:
         """Keeps at most `capacity_bytes` of cache rows, in blocks of `block` tokens, copied from `cache`'s slots."""
         self.cache, self.block = cache, block
         self.capacity_blocks = max(0, capacity_bytes // (self.bytes_per_token() * block))
-        # (the previous block's id, or 0 at the start; this block's token ids) -> its rows
+        # per cache buffer, [L_kv, capacity_blocks, block, *token shape]
+        self.pool = [buffer.new_empty((buffer.shape[0], self.capacity_blocks, block, *buffer.shape[3:]))
+                     for buffer in cache.buffers]
+        self._free = list(range(self.capacity_blocks))
+        # (the previous block's id, or 0 at the start; this block's token ids) -> where its rows are
         self._blocks: OrderedDict[tuple[int, tuple[int, ...]], _Block] = OrderedDict()
         self._ids = itertools.count(1)
         self.hit_tokens = 0  # prompt tokens served from here, over the cache's life (for metrics)
@@ -47,6 +50,9 @@ class PrefixCache:
 
     def bytes_per_token(self) -> int:
         return sum(b[:, 0, 0].numel() * b.element_size() for b in self.cache.buffers)
+
+    def num_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.pool)
 
     def lookup(self, ids: list[int]) -> list[tuple[int, tuple[int, ...]]]:
         """The keys of the longest run of kept blocks that starts `ids`, leaving at least its last token to prefill
@@ -65,8 +71,9 @@ class PrefixCache:
         """Copies the blocks of `keys` into `slot` as its first tokens; returns how many tokens that is."""
         for i, key in enumerate(keys):
             start = i * self.block
-            for buffer, rows in zip(self.cache.buffers, self._blocks[key].rows):
-                buffer[:, slot, start:start + self.block].copy_(rows)
+            index = self._blocks[key].index
+            for buffer, pool in zip(self.cache.buffers, self.pool):
+                buffer[:, slot, start:start + self.block].copy_(pool[:, index])
         for key in reversed(keys):  # the most recent, and the first block the most recent of all
             self._blocks.move_to_end(key)
         tokens = len(keys) * self.block
@@ -83,17 +90,16 @@ class PrefixCache:
             key = (parent, tuple(ids[start:start + self.block]))
             found = self._blocks.get(key)
             if found is None:
-                if len(self._blocks) >= self.capacity_blocks:
+                if not self._free:
                     # the oldest is never one of this chain: each of those was just made more recent than the rest
-                    self._blocks.popitem(last=False)
-                rows = [buffer[:, slot, start:start + self.block].clone() for buffer in self.cache.buffers]
-                found = self._blocks[key] = _Block(next(self._ids), rows)
+                    self._free.append(self._blocks.popitem(last=False)[1].index)
+                index = self._free.pop()
+                for buffer, pool in zip(self.cache.buffers, self.pool):
+                    pool[:, index].copy_(buffer[:, slot, start:start + self.block])
+                found = self._blocks[key] = _Block(next(self._ids), index)
             else:
                 self._blocks.move_to_end(key)
             chain.append(key)
             parent = found.id
         for key in reversed(chain):  # earlier blocks outlive later ones
             self._blocks.move_to_end(key)
-
-    def clear(self) -> None:
-        self._blocks.clear()

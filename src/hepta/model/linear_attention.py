@@ -119,6 +119,7 @@ class GatedDeltaNet(nn.Module):
         """cos and sin are unused (no positions here: order comes from the recurrence); the signature is
         softmax attention's, so a block calls either the same way."""
         B, T, _ = x_BTD.shape
+        assert cache is None or not cache.parts, "packed forwards cover softmax attention only"
         decoding = cache is not None and cache.has_past
         conv_state = recurrent_state = None
         if cache is not None:

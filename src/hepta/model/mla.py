@@ -73,6 +73,7 @@ class MultiHeadLatentAttention(nn.Module):
 
         latent_BSC, k_rope_BSR, mask, causal, has_past = latent_BTC, k_rope_BTR, None, True, False
         if cache is not None:
+            assert not cache.parts, "packed forwards cover grouped-query attention only"
             has_past = cache.has_past
             latent_BSC, k_rope_BSR = cache.update(layer_idx, latent_BTC, k_rope_BTR)
             mask, causal = cache.mask()

@@ -3,15 +3,19 @@
 One thread owns the model. Each loop iteration:
   1. drops cancelled requests (a client that went away frees its slots at once),
   2. admits waiting requests first come, first served, while slots are free, and prefills
-     them together in one padded forward into fresh slots,
-  3. runs one decode step for every running sequence, at each sequence's own position.
+     them together in one padded forward into fresh slots (a prompt that starts with a kept
+     prefix, infer/prefix_cache.py, has that copied in and only its rest prefilled),
+  3. runs one decode step for every running sequence, at each sequence's own position; a long
+     prompt that arrived while they decode rides along, a chunk per step, packed into the
+     same forward (SlotCache.set_packed).
 Requests therefore join and leave the running batch at token boundaries. Running sequences
 always occupy the lowest slots (a finished one's slot takes the last sequence), so a decode
 step works on a view of the cache.
 
 Memory is bounded up front: the KV budget buys a fixed number of slots of `max_model_len`
-tokens each; requests beyond them wait in a queue, and requests beyond the queue limit are
-refused (`QueueFull`) rather than growing memory.
+tokens each, and the prefix cache a pool of blocks beside them; requests beyond the slots wait
+in a queue, and requests beyond the queue limit are refused (`QueueFull`) rather than growing
+memory.
 
 Dims: B running sequences, T prompt tokens (padded), V vocabulary, D model dim.
 """
@@ -404,8 +408,8 @@ class Engine:
             self._admitting.popleft()
             self._running.append(seq)
             new.append(seq)
-        # sequences whose prompt starts with a kept prefix continue it, one forward each over the rest; the others
-        # are prefilled in padded groups, and their prompts kept for later ones
+        # sequences whose prompt starts with a kept prefix continue it, their rests in one packed forward; the
+        # others are prefilled in padded groups, and their prompts kept for later ones
         reused = {id(seq): self._load_prefix(seq) for seq in new}
         for group in _prefill_groups([seq for seq in new if not reused[id(seq)]]):
             self._prefill(group)

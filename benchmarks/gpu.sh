@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks in one go, on a machine with a CUDA GPU and hepta's dependencies installed:
-# the GPU tests, then decode, training and serving benchmarks on the GPU. Logs go to $1 (default runs/gpu).
+# the GPU tests, then the decode, training, serving, MoE-layer and long-prompt benchmarks on the GPU. Logs go to $1 (default runs/gpu).
 #
 #     bash benchmarks/gpu.sh [LOG_DIR]
 #
@@ -25,3 +25,6 @@ run train_step 100 "$python" benchmarks/train_step.py --device cuda --bf16 --pre
     --rounds 5 --warmup 2 --json "$logs/train_step.json"
 run serve 170 "$python" benchmarks/serve.py --device cuda --shape olmoe-200m --dtype bfloat16 --rounds 1 \
     --output-len 32 --clients 16 --requests-per-client 1 --json "$logs/serve.json"
+run moe_layer 120 "$python" benchmarks/moe_layer.py --device cuda --rounds 5 --shapes 64x8x256 128x8x128 \
+    --json "$logs/moe_layer.json"
+run long_prompt 90 "$python" benchmarks/long_prompt.py --device cuda --rounds 3

@@ -1,6 +1,6 @@
 """MoE layer forward+backward: hepta vs a dense SwiGLU of equal active FLOPs vs transformers' OLMoE block.
 
-    .venv/bin/python benchmarks/moe_layer.py [--rounds 7] [--json results.json]
+    .venv/bin/python benchmarks/moe_layer.py [--rounds 7] [--device auto] [--json results.json]
 
 Dims: N tokens, D model dim, E experts, K experts per token, F expert hidden dim.
 
@@ -17,7 +17,9 @@ weight gradients, as in training):
 
 Before timing, hepta's output and input gradient are checked against transformers' in fp32.
 bf16 runs put weights and inputs of all three layers in bf16 (no autocast). Rounds that fall
-into a stalled phase of the host are redone (see _timing.py; --no-guard keeps them).
+into a stalled phase of the host are redone (see _timing.py; --no-guard keeps them). On a CUDA
+device (--device auto finds one) the three layers run there (hepta's experts as grouped GEMMs),
+each timed region ending when the GPU is done, and with no host-stall guard.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from hepta.config import ModelConfig, MoEConfig, RouterConfig
 from hepta.model.layers import SwiGLU
 from hepta.model.moe import MoE
 
+import _device
 from _timing import interleaved, median, wait_until_steady
 
 D, N = 512, 2048
@@ -45,7 +48,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TF_IMPLEMENTATIONS = ["eager", "grouped_mm", "batched_mm"]
 
 
-def build(E: int, K: int, F: int, dtype: torch.dtype, seed: int = 0):
+def build(E: int, K: int, F: int, dtype: torch.dtype, seed: int = 0, device: torch.device | str = "cpu"):
     torch.manual_seed(seed)
     cfg = ModelConfig(dim=D, moe=MoEConfig(num_experts=E, top_k=K, expert_hidden_dim=F, num_shared_experts=0),
                       router=RouterConfig(scoring="softmax", norm_topk_prob=False))
@@ -59,7 +62,7 @@ def build(E: int, K: int, F: int, dtype: torch.dtype, seed: int = 0):
         tf.gate.weight.copy_(hepta.router.weight)
         tf.experts.gate_up_proj.copy_(hepta.experts.gate_up_proj)
         tf.experts.down_proj.copy_(hepta.experts.down_proj)
-    return hepta.to(dtype), dense.to(dtype), tf.to(dtype)
+    return hepta.to(device, dtype), dense.to(device, dtype), tf.to(device, dtype)
 
 
 def set_tf_implementation(tf: OlmoeSparseMoeBlock, name: str) -> None:
@@ -68,12 +71,13 @@ def set_tf_implementation(tf: OlmoeSparseMoeBlock, name: str) -> None:
     tf.experts.config._experts_implementation = name
 
 
-def batched_mm_fits(E: int, K: int, F: int, dtype: torch.dtype) -> bool:
+def batched_mm_fits(E: int, K: int, F: int, dtype: torch.dtype, device: torch.device) -> bool:
     # batched_mm gathers a full weight copy per routed token ([N*K, 2F, D] and [N*K, D, F]) and keeps
     # them for backward; skip it where that would not fit comfortably in memory.
     need = N * K * 3 * F * D * torch.finfo(dtype).bits // 8 * 2
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return need < ram // 4
+    memory = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else \
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return need < memory // 4
 
 
 def make_step(layer: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor):
@@ -83,8 +87,10 @@ def make_step(layer: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor):
         for p in params:
             p.grad = None
         x.grad = None
+        _device.sync(x.device)
         start = time.perf_counter()
         layer(x).backward(grad_out)
+        _device.sync(x.device)
         return time.perf_counter() - start
     return step
 
@@ -100,17 +106,18 @@ def check_equal(hepta: MoE, tf: OlmoeSparseMoeBlock, x: torch.Tensor, grad_out: 
     torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-5, rtol=1e-4)
 
 
-def bench_case(E: int, K: int, F: int, dtype_name: str, rounds: int, warmup: int, guard: bool) -> dict:
+def bench_case(E: int, K: int, F: int, dtype_name: str, rounds: int, warmup: int, guard: bool,
+               device: torch.device = torch.device("cpu")) -> dict:
     dtype = DTYPES[dtype_name]
-    hepta, dense, tf = build(E, K, F, dtype)
+    hepta, dense, tf = build(E, K, F, dtype, device=device)
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(1, N, D, generator=gen).to(dtype).requires_grad_()
-    grad_out = torch.randn(1, N, D, generator=gen).to(dtype)
+    x = torch.randn(1, N, D, generator=gen).to(device, dtype).requires_grad_()
+    grad_out = torch.randn(1, N, D, generator=gen).to(device, dtype)
 
     # Pick transformers' fastest experts implementation for this shape and dtype.
     impl_ms = {}
     for name in TF_IMPLEMENTATIONS:
-        if name == "batched_mm" and not batched_mm_fits(E, K, F, dtype):
+        if name == "batched_mm" and not batched_mm_fits(E, K, F, dtype, device):
             impl_ms[name] = None  # would need tens of GB
             continue
         set_tf_implementation(tf, name)
@@ -159,11 +166,14 @@ def main() -> int:
                         help="E x K x F, e.g. 64x8x256")
     parser.add_argument("--no-guard", action="store_true", help="keep rounds timed in a stalled phase of the host")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     args = parser.parse_args()
     if args.rounds < 5:
         parser.error("--rounds must be at least 5")
+    device = _device.pick(args.device)
+    guard = not args.no_guard and device.type == "cpu"  # the host-stall probe judges CPU rounds only
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; D={D}, {N} tokens, fwd+bwd, "
+    print(f"{_device.describe(device)}; D={D}, {N} tokens, fwd+bwd, "
           f"median of {args.rounds} interleaved rounds after {args.warmup} warmup")
     header = (f"{'shape':<16}{'dtype':<6}{'hepta ms':>10}{'dense ms':>10}{'tf ms':>10}  {'tf impl':<11}"
               f"{'hepta/dense':>12}{'vs tf':>8}")
@@ -173,7 +183,7 @@ def main() -> int:
     for shape in args.shapes:
         E, K, F = (int(v) for v in shape.split("x"))
         for dtype_name in args.dtypes:
-            r = bench_case(E, K, F, dtype_name, args.rounds, args.warmup, not args.no_guard)
+            r = bench_case(E, K, F, dtype_name, args.rounds, args.warmup, guard, device)
             results.append(r)
             print(f"{f'E{E} top{K} F{F}':<16}{dtype_name:<6}{r['hepta_ms']:>10.1f}{r['dense_ms']:>10.1f}"
                   f"{r['transformers_ms']:>10.1f}  {r['transformers_impl']:<11}{r['hepta_vs_dense']:>11.2f}x"

@@ -320,16 +320,16 @@ class Engine:
                 self._drop_cancelled()
                 self._admit_and_prefill()
                 self._release_finished()
-                if self._running and self._chunking is not None and self.config.pack_prefill:
-                    # the next piece of a long prompt, in their step's forward
-                    self._decode_and_chunk()
+                if self._chunking is not None and self.config.pack_prefill:
+                    # the next piece of a long prompt, in the running sequences' step's forward
+                    self._chunk_step(list(self._running))
                     self._release_finished()
                 else:
                     if self._running:
                         self._decode_step()
                         self._release_finished()
-                    if self._chunking is not None:  # after the others' step
-                        self._prefill_chunk()
+                    if self._chunking is not None:  # after the others' step, in a forward of its own
+                        self._chunk_step([])
                         self._release_finished()
             except Exception as e:  # a failing step must not leave clients waiting forever
                 log.exception("an engine step failed; every open request ends with its error")
@@ -464,41 +464,23 @@ class Engine:
             self._keep_prefix(seq)
         self._sample_and_emit(seqs, logits_BV)
 
-    def _prefill_chunk(self) -> None:
-        """The next chunk of the long prompt: a fresh prefill of its slot, then continuations of it; after the
-        last, its first token is sampled and it joins the running sequences in the next slot."""
+    def _chunk_step(self, running: list[_Sequence]) -> None:
+        """The long prompt's next chunk (its slot's first tokens, or a continuation of them), in one packed forward
+        with the next tokens of `running` (none: the chunk alone): the projections and experts run once over both,
+        so the chunk adds its own arithmetic to the step and not a second forward's fixed cost; attention goes part
+        by part (SlotCache.set_packed). After the last chunk, the prompt joins the running sequences."""
         seq, done = self._chunking, self._chunk_done
         ids = seq.request.prompt_ids
-        size = min(self.config.prefill_chunk, len(ids) - done)
-        if done == 0:
-            self.cache.set_window(seq.slot, 1, prompt_lengths=torch.tensor([size]))
-        else:
-            self.cache.set_extend(seq.slot, size)
-        with torch.no_grad():
-            hidden_1TD = self.model.hidden_states(torch.tensor([ids[done:done + size]], device=self.device),
-                                                  cache=self.cache)
-        self._chunk_done += size
-        if self._chunk_done < len(ids):
-            return
-        with torch.no_grad():
-            logits_1V = self.model.output(hidden_1TD[:, -1])
-        self._join_chunked(logits_1V)
-
-    def _decode_and_chunk(self) -> None:
-        """The running sequences' next tokens and the long prompt's next chunk in one packed forward: the
-        projections and experts run once over both, so the chunk adds its own arithmetic to the step and not a
-        second forward's fixed cost; attention goes part by part (SlotCache.set_packed)."""
-        seq, done = self._chunking, self._chunk_done
-        ids, running = seq.request.prompt_ids, list(self._running)
         size = min(self.config.prefill_chunk, len(ids) - done)
         self.cache.set_packed(len(running), [(seq.slot, size)])
         tokens = [s.last_token for s in running] + ids[done:done + size]
         with torch.no_grad():
             hidden_1ND = self.model.hidden_states(torch.tensor([tokens], device=self.device), cache=self.cache)
-            logits_BV = self.model.output(hidden_1ND[0, :len(running)])
+            logits_BV = self.model.output(hidden_1ND[0, :len(running)]) if running else None
             logits_1V = self.model.output(hidden_1ND[:, -1]) if done + size == len(ids) else None
         self._chunk_done += size
-        self._sample_and_emit(running, logits_BV)
+        if running:
+            self._sample_and_emit(running, logits_BV)
         if logits_1V is not None:
             self._join_chunked(logits_1V)
 

@@ -8,6 +8,7 @@ small models of the tests, say) keep the BLAS without a measurement, so their an
 
 from __future__ import annotations
 
+import functools
 import logging
 import statistics
 import time
@@ -31,6 +32,7 @@ class MatvecChoice:
     row_sum_s: float | None = None
 
 
+@functools.cache  # the machine's, read once
 def last_level_cache_bytes() -> int | None:
     """The largest CPU cache Linux reports for CPU 0 (L3 on most servers), or None where it says nothing."""
     sizes = {}
@@ -52,6 +54,7 @@ def choose_matvec(model: Transformer, steps: int = 6) -> MatvecChoice:
         return MatvecChoice(False, "the row sums serve fp32 weights on a CPU only")
     cache_bytes = last_level_cache_bytes()
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    # a batch-1 step reads every weight once; at twice the cache's size most of them come from memory
     if cache_bytes is None or weight_bytes <= 2 * cache_bytes:
         model.use_row_sum_matvec(False)
         return MatvecChoice(False, "the weights stay in the CPU's cache, where the BLAS's product is the faster")

@@ -58,7 +58,7 @@ class PrefixCache:
         """The keys of the longest run of kept blocks that starts `ids`, leaving at least its last token to prefill
         (its logits give the first token)."""
         keys, parent = [], 0
-        for start in range(0, len(ids) - 1 - self.block + 1, self.block):
+        for start in range(0, len(ids) - self.block, self.block):  # whole blocks before the last token
             key = (parent, tuple(ids[start:start + self.block]))
             found = self._blocks.get(key)
             if found is None:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from hepta.model.matvec import row_sum_matvec, uses_row_sum
+from hepta.model.matvec import row_sum_applies, row_sum_matvec
 
 ExpertsImplementation = Literal["auto", "fused", "grouped_mm"]
 EXPERTS_IMPLEMENTATIONS: tuple[str, ...] = get_args(ExpertsImplementation)
@@ -327,7 +327,7 @@ class GroupedExperts(nn.Module):
             if self.gate_up_bias is not None or self.activation is not swiglu:
                 return moe_experts_general(*args, *(b if b is None else b.to(dtype) for b in biases), self.activation)
             kernel = experts_kernel(self._implementation, x_ND.is_cuda, token_M.numel(), torch.is_grad_enabled())
-            if kernel == "few_rows" and self.row_sum and uses_row_sum(x_ND[:1], gate_up_E2FD):
+            if kernel == "few_rows" and self.row_sum and row_sum_applies(x_ND, gate_up_E2FD):
                 return moe_experts_few_rows(*args, row_sum=True)
             return _KERNELS[kernel](*args)
 

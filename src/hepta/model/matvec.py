@@ -30,10 +30,9 @@ def row_sum_matvec(x_D: torch.Tensor, weight_ND: torch.Tensor) -> torch.Tensor:
     return out_N
 
 
-def uses_row_sum(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """One row, fp32, on the CPU, outside autograd: where the row-sum product applies."""
-    return (x.numel() == x.shape[-1] and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu"
-            and not torch.is_grad_enabled())
+def row_sum_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """fp32 on the CPU, outside autograd: where the row-sum product may replace the BLAS's."""
+    return x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
 
 
 class Linear(nn.Linear):
@@ -42,7 +41,7 @@ class Linear(nn.Linear):
     row_sum = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.row_sum and uses_row_sum(x, self.weight):
+        if self.row_sum and x.numel() == self.in_features and row_sum_applies(x, self.weight):  # a single row
             out = row_sum_matvec(x.reshape(-1), self.weight)
             if self.bias is not None:
                 out += self.bias

@@ -21,34 +21,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hepta.checkpoint import CONFIG_FILE, save_weights
+from hepta.checkpoint import save_weights
 from hepta.loading import load, load_image_codec, load_tokenizer
 from hepta.modality import video_data
 from hepta.modality.chat import encode_chat
-from hepta.train.conversations import IGNORE, conversation_loss, pad_rows
+from hepta.train.conversations import pad_rows
 from hepta.train.data import batch_generator
 from hepta.train.recipes import image_recipe
 from hepta.train.video_setup import VideoData
 
+from _finetune import adamw, copy_model, train_step
+
 CONTEXT = 6144
 FIRST_ONLY_ROWS = 24
-
-
-def copy_model(model: Path, out: Path) -> None:
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(model, out, ignore=shutil.ignore_patterns("train_state", "metrics.jsonl", "*.png"))
-    config = json.loads((out / CONFIG_FILE).read_text())
-    config["max_seq_len"] = max(config.get("max_seq_len", 0), CONTEXT)
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
 
 def first_only(data: VideoData, rng: np.random.Generator, answered: bool = True):
@@ -113,7 +104,7 @@ def main() -> None:
     p.add_argument("--first-only", action="store_true", help="only 'Which digit appeared first?' on 5-10 s clips")
     args = p.parse_args()
     out = Path(args.out)
-    copy_model(Path(args.model), out)
+    copy_model(Path(args.model), out, CONTEXT)
     model, tokenizer = load(out), load_tokenizer(out)
     recipe = image_recipe("omni-tiny").video
     if args.kinds:
@@ -126,25 +117,16 @@ def main() -> None:
     data = VideoData.build(recipe, load_image_codec(out, tokenizer), tokenizer, CONTEXT, with_time=not args.no_time,
                           all_frames=args.all_frames)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
+    optimizer = adamw(model, args.lr)
     rng, started, losses = np.random.default_rng(0), time.perf_counter(), []
     for step in range(args.steps):
-        warm = min(1.0, (step + 1) / 20)
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps)))
         if args.first_only:
             ids, targets, _ = pad_rows([first_only(data, rng)[0] for _ in range(FIRST_ONLY_ROWS)],
                                        tokenizer.special_ids["<|pad|>"])
             x, y = ids[:, :-1], targets[:, :-1]
         else:
             x, y = data.batch(batch_generator(0, step, 0), progress=step / args.steps)
-        loss = conversation_loss(model(x, logits_at_BT=y != IGNORE), y) + model.router_loss()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        model.update_expert_bias()
-        losses.append(loss.item())
+        losses.append(train_step(model, optimizer, x, y, args.lr, step, args.steps))
         if (step + 1) % 25 == 0:
             line = f"step {step + 1}: loss {np.mean(losses[-25:]):.3f}, {time.perf_counter() - started:.0f} s"
             if args.first_only:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -26,7 +27,7 @@ SNR_RANGE_DB = (12.0, 30.0)
 @dataclass(frozen=True)
 class Utterance:
     text: str
-    wave: np.ndarray  # float32 16 kHz mono
+    wave: np.ndarray | None  # float32 16 kHz mono (None once encoded, where only its codes are kept)
     voice: str  # an eSpeak variant, or "house"
 
 
@@ -45,17 +46,21 @@ def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.n
 
 def varied_utterances(split: str, count: int, seed: int = 0) -> list[Utterance]:
     """`count` sentences of the split, each said by one of the split's voices, rate, pitch and noise drawn at random."""
+    return list(iter_varied_utterances(split, count, seed))
+
+
+def iter_varied_utterances(split: str, count: int, seed: int = 0) -> Iterator[Utterance]:
+    """varied_utterances one at a time (the first n are the same for any count >= n), so that many
+    can be encoded without holding all their waves."""
     rng = random.Random(f"speech-voices-{split}-{seed}")
     noise_rng = np.random.default_rng(seed)
     pool = voices(split)
-    utterances = []
     for text in speech_domain.sentences(split, count, seed):
         voice = rng.choice(pool)
         wave = espeak.synthesize(text, variant=voice, rate=rng.randint(*RATE_RANGE), pitch=rng.randint(*PITCH_RANGE))
         if rng.random() < NOISY_SHARE:
             wave = add_noise(wave, rng.uniform(*SNR_RANGE_DB), noise_rng)
-        utterances.append(Utterance(text, wave, voice))
-    return utterances
+        yield Utterance(text, wave, voice)
 
 
 def house_utterance(text: str) -> Utterance:
@@ -63,6 +68,11 @@ def house_utterance(text: str) -> Utterance:
 
 
 def house_utterances(split: str, count: int, seed: int = 0) -> list[Utterance]:
-    """`count` distinct sentences of the split said by the house voice (what synthesis learns and is judged on)."""
+    """`count` distinct sentences of the split said by the house voice (what synthesis learns and is
+    judged on); fewer where the split's first `4 * count` draws hold fewer."""
+    return list(iter_house_utterances(split, count, seed))
+
+
+def iter_house_utterances(split: str, count: int, seed: int = 0) -> Iterator[Utterance]:
     texts = list(dict.fromkeys(speech_domain.sentences(split, count * 4, seed)))[:count]
-    return [house_utterance(text) for text in texts]
+    return (house_utterance(text) for text in texts)

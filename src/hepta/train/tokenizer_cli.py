@@ -43,7 +43,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     audio = train.add_parser("audio", help="an FSQ autoencoder mapping 16 kHz speech to codes at a fixed rate and back")
     audio.add_argument("--out", required=True, help="output folder")
     audio.add_argument("--steps", type=int, default=speech.audio_tokenizer_steps)
-    audio.add_argument("--utterances", type=int, default=speech.recognition_utterances,
+    audio.add_argument("--utterances", type=int, default=speech.tokenizer_utterances,
                        help="eSpeak NG training utterances in varied voices (plus half as many in the house voice)")
     audio.add_argument("--downsample", type=int, default=speech.audio_tokenizer.downsample,
                        help="10 ms spectrogram frames per code (a power of two): 4 gives 25 codes a second")
@@ -68,7 +68,8 @@ def cmd_tokenizer_train_audio(args: argparse.Namespace) -> None:
     for flag in ("steps", "utterances"):
         if getattr(args, flag) <= 0:
             raise HeptaError(f"--{flag} must be positive, got {getattr(args, flag)}")
-    recipe = SpeechRecipe(config, args.steps, args.utterances, max(1, args.utterances // 2))
+    recipe = SpeechRecipe(config, args.steps, args.utterances, max(1, args.utterances // 2),
+                          tokenizer_utterances=args.utterances)
     recognition, synthesis = speech_utterances(recipe, seed=0)
     out = Path(args.out)
     train_in_run(recipe, out, [u.wave for u in recognition + synthesis], args.steps,

@@ -37,3 +37,5 @@ def test_the_audio_tokenizer_trains_on_the_first_utterances_of_the_run():
     assert len(synthesis) == 2
     assert speech_setup.utterance_counts(recipe) == (9, 4)
     assert speech_setup.utterance_counts(recipe, recognition=6) == (6, 3)
+    source = speech_setup.SpeechData(1000, None, recipe, 2, *speech_setup.utterance_counts(recipe)).source
+    assert "9 sentences said by" in source and "4 by the house voice" in source

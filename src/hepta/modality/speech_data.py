@@ -74,5 +74,9 @@ def house_utterances(split: str, count: int, seed: int = 0) -> list[Utterance]:
 
 
 def iter_house_utterances(split: str, count: int, seed: int = 0) -> Iterator[Utterance]:
-    texts = list(dict.fromkeys(speech_domain.sentences(split, count * 4, seed)))[:count]
-    return (house_utterance(text) for text in texts)
+    return (house_utterance(text) for text in house_sentences(split, count, seed))
+
+
+def house_sentences(split: str, count: int, seed: int = 0) -> list[str]:
+    """The texts of house_utterances: distinct sentences among the split's first `4 * count` draws."""
+    return list(dict.fromkeys(speech_domain.sentences(split, count * 4, seed)))[:count]

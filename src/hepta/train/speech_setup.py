@@ -39,7 +39,8 @@ class SpeechData:
     @property
     def source(self) -> str:
         return (f"eSpeak NG: {self.recognition:,} sentences said by {len(speech_data.voices('train'))} voices "
-                f"for recognition, up to {self.synthesis:,} by the house voice for synthesis")
+                f"for recognition, {len(speech_data.house_sentences('train', self.synthesis, self.seed)):,} "
+                "by the house voice for synthesis")
 
     def codec(self, tokenizer: Tokenizer) -> AudioCodec:
         return AudioCodec.of(self.audio_tokenizer, tokenizer)

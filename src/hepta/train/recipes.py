@@ -20,7 +20,8 @@ class SpeechRecipe:
     audio_tokenizer_steps: int
     recognition_utterances: int  # training sentences said by the training voices, varied and noisy
     synthesis_utterances: int  # distinct training sentences said by the house voice
-    tokenizer_utterances: int = 4000  # the first recognition utterances the audio tokenizer trains on (and half as many synthesis)
+    # the first recognition utterances the audio tokenizer trains on (and half as many synthesis ones)
+    tokenizer_utterances: int = 4000
     # of the conversations drawn each step; the digit tasks share the rest
     task_shares: dict = field(default_factory=lambda: {"transcribe": 0.25, "say": 0.2})
 
@@ -58,7 +59,7 @@ IMAGE_RECIPES = {
         # 25 codes a second of 8*5*5*5 = 1000 (FSQ), 1.3M parameters. After 1200 steps: held-out mel
         # distance 0.679, 554 codes used; the judge hears its house-voice reconstructions at a WER of
         # 0.152 against 0.140 for the originals (`hepta eval --task audio-tokenizer`, 100 sentences).
-        # Recognition hears 40,000 utterances, each about once and a half over the run: with 4,000
+        # Recognition hears 40,000 utterances, each about twice over the run: with 4,000
         # seen 15 times each the model knew its training utterances by heart (WER 0.09) and missed
         # half the words of held-out ones (0.60; benchmarks/speech_finetune.py).
         speech=SpeechRecipe(audio_tokenizer=AudioTokenizerConfig(downsample=4, hidden=128, levels=(8, 5, 5, 5)),

@@ -22,8 +22,6 @@ from hepta.train.run_tokenizer import run_tokenizer
 
 REPORT_FILE = "report.json"
 TOKENIZER_VAL_CLIPS = 60  # held-out voices saying held-out sentences (fewer for a run of very few clips)
-
-
 ENCODE_CHUNK = 2000  # utterances said and encoded at a time: only their codes are kept
 
 
@@ -34,7 +32,7 @@ class SpeechData:
     recipe: SpeechRecipe
     seed: int
     recognition: int  # training sentences said by the training voices
-    synthesis: int  # training sentences said by the house voice
+    synthesis: int  # at most this many distinct training sentences said by the house voice
 
     @property
     def source(self) -> str:

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/video_finetune.py --model runs/omni --out runs/video-probe [--steps 800]
         [--lr 3e-3] [--kinds order:3,time:2,...] [--seconds 5:10] [--no-timeline] [--no-time]
-        [--all-frames] [--first-only]
+        [--all-frames] [--first-only] [--walk]
     hepta eval --model runs/video-probe --task video-order --json
 
 It copies the model folder to --out, trains it for --steps on the recipe's video batches
@@ -74,7 +74,7 @@ def answers_right(model, data: VideoData, seconds: int, count: int = 40) -> dict
             clip = video_data.plan_clip(rng, seconds, data.scans)
             part = data.clip_frames(clip)
             for kind in (*video_data.QUESTION_KINDS, video_data.TIMELINE):
-                q = video_data.question(kind, clip, rng, data.recipe.fps)
+                q = video_data.question(kind, clip, rng, data.recipe.fps, walk=data.recipe.walk)
                 ids, answer = encode_chat(video_data.question_turns(part, [q]),
                                           data.tokenizer, data.codec.vocab, add_generation_prompt=False)
                 x, is_answer = torch.tensor([ids]), torch.tensor(answer[1:])
@@ -101,6 +101,7 @@ def main() -> None:
                    "(default: the recipe's)")
     p.add_argument("--seconds", help="clip lengths LO:HI, every step (default: the recipe's, growing over the run)")
     p.add_argument("--all-frames", action="store_true", help="keep repeated frames (the design keeps changes only)")
+    p.add_argument("--walk", action="store_true", help="order and time answers walk the appearances first")
     p.add_argument("--first-only", action="store_true", help="only 'Which digit appeared first?' on 5-10 s clips")
     args = p.parse_args()
     out = Path(args.out)
@@ -112,6 +113,8 @@ def main() -> None:
     if args.seconds:
         low, high = (int(v) for v in args.seconds.split(":"))
         recipe = dataclasses.replace(recipe, seconds=(low, high), first_longest=high)
+    if args.walk:
+        recipe = dataclasses.replace(recipe, walk=True)
     if args.no_timeline:
         recipe = dataclasses.replace(recipe, kinds=tuple(k for k in recipe.kinds if k[0] != video_data.TIMELINE))
     data = VideoData.build(recipe, load_image_codec(out, tokenizer), tokenizer, CONTEXT, with_time=not args.no_time,

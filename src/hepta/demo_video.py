@@ -28,9 +28,10 @@ def video_demo(console: Console, client, model_name: str) -> None:
     console.print(f"the clip shows {shown}; sampled on the server at 1 frame a second", soft_wrap=True)
     url = "data:video/mp4;base64," + base64.b64encode(data).decode("ascii")
     for text in QUESTIONS:
-        answer = client.chat.completions.create(model=model_name, max_tokens=6, temperature=0, messages=[
-            {"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
-                                         {"type": "text", "text": text}]}])
+        messages = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                                 {"type": "text", "text": text}]}]
+        answer = client.chat.completions.create(model=model_name, max_tokens=video_data.ANSWER_TOKENS, temperature=0,
+                                                messages=messages)
         reply = (answer.choices[0].message.content or "").strip()
         truth = _truth(clip, text)
         verdict = "right" if video_data.is_right(truth, reply) else "wrong"

@@ -41,14 +41,19 @@ def test_every_appearance_and_gap_is_seen_at_one_frame_per_second():
         assert shown == list(clip.appearances)  # each appears, and two in a row are told apart by a gap
 
 
-def test_answers_follow_from_the_ground_truth():
-    clip = vd.Clip(20.0, (vd.Appearance(4, 2.25, 6.0, 1), vd.Appearance(7, 8.0, 12.5, 2),
-                          vd.Appearance(4, 14.75, 17.0, 3)))
+CLIP = vd.Clip(20.0, (vd.Appearance(4, 2.25, 6.0, 1), vd.Appearance(7, 8.0, 12.5, 2),
+                      vd.Appearance(4, 14.75, 17.0, 3)))
+
+
+def _asked(walk: bool = False) -> dict[str, vd.VideoQuestion]:
+    """Every question CLIP is asked (400 draws), by its wording."""
     rng = np.random.default_rng(0)
-    asked = {}
-    for _ in range(400):
-        q = vd.question(rng.choice(vd.QUESTION_KINDS), clip, rng)
-        asked[q.question] = q
+    questions = (vd.question(rng.choice(vd.QUESTION_KINDS), CLIP, rng, walk=walk) for _ in range(400))
+    return {q.question: q for q in questions}
+
+
+def test_answers_follow_from_the_ground_truth():
+    asked = _asked()
     assert asked["How many digits appeared?"].answer == "3"
     assert asked["Which digit appeared third?"].answer == "4"
     assert asked["When did the 4 first appear?"].answer == "0:03"  # the first whole second it is on screen
@@ -65,6 +70,18 @@ def test_replies_are_scored_as_the_tasks_define():
     assert vd.is_right(which, "4.") and not vd.is_right(which, "7")
     nothing = vd.VideoQuestion("at", "What was on screen at 0:07?", "nothing", "nothing")
     assert vd.is_right(nothing, "Nothing") and not vd.is_right(nothing, "4")
+
+
+def test_a_walk_steps_through_the_appearances_up_to_the_one_asked_about_and_is_judged_by_its_answer():
+    asked = _asked(walk=True)
+    assert asked["Which digit appeared second?"].answer == "1 0:03 4, 2 0:08 7; so 7"
+    assert asked["Which digit appeared third?"].answer == "1 0:03 4, 2 0:08 7, 3 0:15 4; so 4"
+    assert asked["When did the 4 first appear?"].answer == "1 0:03 4; so 0:03"  # stops at the first 4
+    assert asked["How many digits appeared?"].answer == "3"  # counting and "at" are answered directly
+    third = asked["Which digit appeared third?"]
+    assert vd.is_right(third, third.answer) and vd.is_right(third, "4")
+    assert not vd.is_right(third, "1 0:03 4, 2 0:08 7, 3 0:15 4; so 7")  # a right walk, a wrong answer
+    assert not vd.is_right(third, "1 0:03 4, 2 0:08 7, 3 0:15 4")  # no answer after the walk
 
 
 def test_times_and_ordinals_are_written_as_people_write_them():

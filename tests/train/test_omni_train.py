@@ -150,3 +150,30 @@ def test_each_answer_weighs_the_same_in_the_loss_whatever_its_length():
     per_token = torch.nn.functional.cross_entropy(logits_BTV[answer], targets[answer], reduction="none")
     expected = (per_token[0] + per_token[1:5].mean() + per_token[5:7].mean() + per_token[7]) / 4
     torch.testing.assert_close(conversation_loss(logits_BTV[answer], targets), expected)
+
+
+def test_length_groups_draw_the_same_rows_with_less_padding_and_the_same_loss():
+    from hepta.train.conversations import IGNORE, conversation_loss, count_answers, pad_rows, sample_chat_batch
+    from hepta.train.conversations import ChatExamples
+
+    rng = np.random.default_rng(0)
+    lengths = [5] * 30 + [40] * 10  # short questions beside long utterances
+    rows = [(list(rng.integers(1, 50, n)), [False] * (n // 2) + [True] * (n - n // 2)) for n in lengths]
+    examples = ChatExamples(*pad_rows(rows, pad=0))
+    one = sample_chat_batch(examples, 16, torch.Generator().manual_seed(3))
+    three = sample_chat_batch(examples, 16, torch.Generator().manual_seed(3), length_groups=3)
+    assert len(one) == 1 and len(three) == 3
+    (x1, y1), = one
+    # the same draw, row for row once sorted; far fewer padded positions
+    assert sorted(map(tuple, y1.tolist())) == sorted(tuple(r.tolist()) + (IGNORE,) * (x1.shape[1] - len(r))
+                                                     for _, y in three for r in y)
+    assert sum(x.numel() for x, _ in three) < 0.7 * x1.numel()
+    # the groups' losses, each over the draw's answer count, add up to the one batch's loss
+    table = torch.randn(50, 50, generator=torch.Generator().manual_seed(1))
+
+    def loss(x, y, num_answers=None):
+        return conversation_loss(table[x][y != IGNORE], y, num_answers=num_answers)
+
+    answers = sum(count_answers(y) for _, y in three)
+    assert answers == count_answers(y1) == 16
+    torch.testing.assert_close(sum(loss(x, y, answers) for x, y in three), loss(x1, y1))

@@ -31,7 +31,6 @@ TASK_KINDS = {"video-order": "order", "video-time": "time", "video-count": "coun
 DEFAULT_CLIPS = 40  # per clip length
 EVAL_SEED = 2  # training plans its clips from the run's seed and the training digits only
 FPS = 1.0
-MAX_ANSWER_TOKENS = 8  # "nothing", a digit, a count or m:ss, and the end of the turn
 EXAMPLES = 3  # question, reply and right answer shown per length
 
 
@@ -90,7 +89,7 @@ class VideoEval:
                 questions.append(q)
                 prompts.append(ids)
                 lengths.append(seconds)
-        requests = [Request(p, max_tokens=MAX_ANSWER_TOKENS, sampling=GREEDY) for p in prompts]
+        requests = [Request(p, max_tokens=video_data.ANSWER_TOKENS, sampling=GREEDY) for p in prompts]
         replies = [choices[0].text for choices in generate_many(self.engine, requests,
                                                                 on_done=lambda _i: self.on_answer())]
         return score(questions, replies, lengths) | {"with_time": with_time,

@@ -17,6 +17,7 @@ screen at a time. Times are written m:ss.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -38,6 +39,9 @@ NOTHING = "nothing"
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 QUESTION_KINDS = ("order", "time", "count", "at")  # what the video tasks ask
 TIMELINE = "timeline"  # training only: every appearance in order with its time, the others' common ground
+WALK_KINDS = ("order", "time")  # the questions a walk can answer: it stops at the appearance asked about
+WALK_END = "; so "  # a walk's steps end here and its answer follows
+ANSWER_TOKENS = 72  # the longest reply: a walk over 9 appearances (about 6 tokens each) and its answer
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class VideoQuestion:
     question: str
     answer: str  # what a right answer says
     truth: float | int | str  # what the scorer compares against (a time in seconds for "time")
+    asked_about: int | None = None  # order and time: the index of the appearance the answer names
 
 
 def plan_clip(rng: np.random.Generator, duration: float, digits: Digits) -> Clip:
@@ -155,19 +160,42 @@ def first_seen(start: float, fps: float) -> float:
     return math.ceil(start * fps - 1e-9) / fps
 
 
-def question(kind: str, clip: Clip, rng: np.random.Generator, fps: float = 1.0) -> VideoQuestion:
-    """One question of `kind` about `clip`, its answer as a model sampling at `fps` should give it."""
+def question(kind: str, clip: Clip, rng: np.random.Generator, fps: float = 1.0, walk: bool = False) -> VideoQuestion:
+    """One question of `kind` about `clip`, its answer as a model sampling at `fps` should give it;
+    with `walk`, an order or time question's answer first walks the appearances up to the one asked
+    about (`walked`)."""
+    q = _question(kind, clip, rng, fps)
+    return walked(q, clip, fps) if walk and kind in WALK_KINDS else q
+
+
+def walked(q: VideoQuestion, clip: Clip, fps: float) -> VideoQuestion:
+    """`q` answered by a walk: each appearance up to the one asked about, numbered, with its time
+    and digit, then the answer ("1 0:03 9, 2 0:08 4, 3 0:12 5; so 5"). Each step is then a local
+    read: the next scene after the time just written, not the k-th of up to nine found at once."""
+    steps = ", ".join(f"{n + 1} {clock(first_seen(a.start, fps))} {a.digit}"
+                      for n, a in enumerate(clip.appearances[:q.asked_about + 1]))
+    return dataclasses.replace(q, answer=steps + WALK_END + q.answer)
+
+
+def final_answer(reply: str) -> str:
+    """What a reply answers: after a walk's end, or the whole reply."""
+    return reply.rsplit(WALK_END, 1)[-1]
+
+
+def _question(kind: str, clip: Clip, rng: np.random.Generator, fps: float) -> VideoQuestion:
     appearances = clip.appearances
     if kind == "count":
         return VideoQuestion(kind, "How many digits appeared?", str(len(appearances)), len(appearances))
     if kind == "order":
         k = int(rng.integers(1, min(len(appearances), len(ORDINALS)) + 1))
         digit = appearances[k - 1].digit
-        return VideoQuestion(kind, f"Which digit appeared {ordinal(k)}?", str(digit), digit)
+        return VideoQuestion(kind, f"Which digit appeared {ordinal(k)}?", str(digit), digit, asked_about=k - 1)
     if kind == "time":
         digit = int(rng.choice(sorted({a.digit for a in appearances})))
-        start = next(a.start for a in appearances if a.digit == digit)
-        return VideoQuestion(kind, f"When did the {digit} first appear?", clock(first_seen(start, fps)), start)
+        first = next(n for n, a in enumerate(appearances) if a.digit == digit)
+        start = appearances[first].start
+        return VideoQuestion(kind, f"When did the {digit} first appear?", clock(first_seen(start, fps)), start,
+                             asked_about=first)
     if kind == TIMELINE:
         answer = ", ".join(f"{clock(first_seen(a.start, fps))} {a.digit}" for a in appearances)
         return VideoQuestion(kind, "List the digits as they appeared, with their times.", answer, answer)
@@ -181,8 +209,8 @@ def question(kind: str, clip: Clip, rng: np.random.Generator, fps: float = 1.0) 
 
 def is_right(q: VideoQuestion, reply: str) -> bool:
     """Whether a model's reply answers `q`: the same digit, count or "nothing", or for "time" a
-    time within one second of the true first appearance."""
-    reply = reply.strip().rstrip(".").lower()
+    time within one second of the true first appearance. A walk is judged by its answer alone."""
+    reply = final_answer(reply).strip().rstrip(".").lower()
     if q.kind == "time":
         seconds = parse_clock(reply)
         return seconds is not None and abs(seconds - float(q.truth)) <= 1.0

@@ -217,8 +217,14 @@ def pad_rows(rows: list[tuple[list[int], list[bool]]], pad: int) -> tuple[torch.
 
 
 def sample_chat_batch(examples: ChatExamples, batch_size: int, generator: torch.Generator,
-                      shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets [B, T] of this rank's rows, cut to the batch's longest conversation."""
+                      shard: tuple[int, int] = (0, 1), length_groups: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Inputs and targets [B, T] of this rank's rows, sorted by length and split into at most
+    `length_groups` batches of about equal rows, each cut to its own longest conversation.
+
+    One batch pads every row to the longest: a 35-token digit question padded to a 130-token
+    utterance. With the omni-tiny mixture half a single batch's positions are padding; in three
+    groups a fifth are.
+    """
     index, count = shard
     if examples.weights is None:
         picks = torch.randint(0, len(examples), (batch_size,), generator=generator)
@@ -226,11 +232,25 @@ def sample_chat_batch(examples: ChatExamples, batch_size: int, generator: torch.
         picks = torch.multinomial(examples.weights, batch_size, replacement=True, generator=generator)
     rows = batch_size // count
     picks = picks[index * rows:(index + 1) * rows]
-    width = int(examples.lengths[picks].max()) - 1
-    return examples.ids[picks, :width], examples.targets[picks, :width]
+    picks = picks[examples.lengths[picks].argsort(stable=True)]
+    batches = []
+    for group in picks.chunk(length_groups):
+        width = int(examples.lengths[group].max()) - 1
+        batches.append((examples.ids[group, :width], examples.targets[group, :width]))
+    return batches
 
 
-def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
+def _answer_starts(answer_N: torch.Tensor) -> torch.Tensor:
+    # an answer starts where the position before is not one (rows end in padding, so none runs across rows)
+    return answer_N & ~torch.cat([answer_N.new_zeros(1), answer_N[:-1]])
+
+
+def count_answers(targets_BT: torch.Tensor) -> int:
+    """How many answers (runs of consecutive answer positions) the rows hold."""
+    return int(_answer_starts((targets_BT != IGNORE).flatten()).sum())
+
+
+def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor, num_answers: int | None = None) -> torch.Tensor:
     """Cross-entropy (fp32) averaged over each answer's tokens, then over the answers.
 
     `logits_NV` holds the answer positions only (`targets_BT != IGNORE`, row-major), as the model
@@ -238,13 +258,14 @@ def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor) -> torc
     assistant turn and its `<|end|>`). Every answer weighs the same, whatever its length: a
     one-digit answer counts as much as a 22-token image, so recognition is not drowned out by the
     image-writing tasks, and each question about a video as much as the clip's whole timeline.
+    `num_answers` divides the answers' sum instead of their own count: the batches of one draw
+    (`sample_chat_batch`'s length groups) then add up to the mean over the whole draw.
     """
     answer_N = (targets_BT != IGNORE).flatten()
     per_token = torch.nn.functional.cross_entropy(logits_NV.float(), targets_BT.flatten()[answer_N], reduction="none")
-    # an answer starts where the position before is not one (rows end in padding, so none runs across rows)
-    starts_N = answer_N & ~torch.cat([answer_N.new_zeros(1), answer_N[:-1]])
+    starts_N = _answer_starts(answer_N)
     answer_of_token = (torch.cumsum(starts_N.long(), 0) - 1)[answer_N]
-    num_answers = int(starts_N.sum())
-    sums = per_token.new_zeros(num_answers).index_add(0, answer_of_token, per_token)
-    counts = torch.bincount(answer_of_token, minlength=num_answers)
-    return (sums / counts).mean()
+    own_answers = int(starts_N.sum())
+    sums = per_token.new_zeros(own_answers).index_add(0, answer_of_token, per_token)
+    counts = torch.bincount(answer_of_token, minlength=own_answers)
+    return (sums / counts).sum() / (num_answers or own_answers)

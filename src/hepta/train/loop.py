@@ -22,8 +22,8 @@ from hepta.modality.chat import video_vocab
 from hepta.modality.code_embedding import init_code_rows
 from hepta.model import Transformer
 from hepta.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
-from hepta.train.conversations import (IGNORE, conversation_loss, encode_examples, is_conversation_file, mix,
-                                       sample_chat_batch)
+from hepta.train.conversations import (IGNORE, conversation_loss, count_answers, encode_examples,
+                                       is_conversation_file, mix, sample_chat_batch)
 from hepta.train.data import Documents, batch_generator, sample_batch, stdlib_documents, tokenize, user_documents
 from hepta.train.image_setup import ImageData, prepare_image_data
 from hepta.train.speech_setup import SpeechData, prepare_speech_data
@@ -72,6 +72,7 @@ class TrainArgs:
     device: str = "auto"  # one process's device (hepta.devices); under torchrun each rank takes its LOCAL_RANK's GPU
     # Conversations (text and images) beside the text corpus; presets with image codes only.
     chat_batch_size: int = 32  # conversations per step, on top of the text batch
+    chat_length_groups: int = 3  # the step's conversations run as this many batches of like lengths
     text_only: bool = False  # the same preset and steps without the conversations: the text baseline
     image_tokenizer: str | None = None  # a trained image tokenizer folder to use; None: train one in the run
     image_tokenizer_steps: int | None = None  # None: the recipe's
@@ -84,7 +85,7 @@ class TrainArgs:
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
-                    "chat_batch_size", "image_tokenizer_steps", "audio_tokenizer_steps", "speech_utterances")
+                    "chat_batch_size", "chat_length_groups", "image_tokenizer_steps", "audio_tokenizer_steps", "speech_utterances")
         for name in positive + ("ep", "dp_shard"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise HeptaError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -340,16 +341,18 @@ class Trainer:
         return x.to(self.device), y.to(self.device)
 
     def _conversation_batches(self, micro: int):
-        """("chat" or "video", (inputs, targets)) of this micro-step, for the sources the run has."""
+        """("chat" or "video", [(inputs, targets), ...]) of this micro-step, for the sources the run
+        has: the conversations in batches of like lengths, the video questions in one."""
         args, shard = self.args, (self.dp_rank, self.dp_size)
         if self.chat is not None:
             generator = batch_generator(args.seed, self.step, args.grad_accum + micro)
-            x, y = sample_chat_batch(self.chat, args.chat_batch_size, generator, shard=shard)
-            yield "chat", (x.to(self.device), y.to(self.device))
+            batches = sample_chat_batch(self.chat, args.chat_batch_size, generator, shard=shard,
+                                        length_groups=args.chat_length_groups)
+            yield "chat", [(x.to(self.device), y.to(self.device)) for x, y in batches]
         if self.video is not None:  # clips as long as a step's other rows together
             x, y = self.video.batch(batch_generator(args.seed, self.step, 2 * args.grad_accum + micro), shard=shard,
                                     progress=self.step / args.steps)
-            yield "video", (x.to(self.device), y.to(self.device))
+            yield "video", [(x.to(self.device), y.to(self.device))]
 
     def _autocast(self):
         # Sharded runs get bf16 from FSDP's mixed-precision policy instead.
@@ -381,12 +384,16 @@ class Trainer:
             modality_load.add(model, x)
             loss = ce + router
             # the same text batch as a text-only run, plus the conversations and the video questions
-            for kind, (conv_x, conv_y) in self._conversation_batches(micro):
-                with self._autocast():
-                    conv_logits = model(conv_x, logits_at_BT=conv_y != IGNORE)  # answers only
-                conv_ce = conversation_loss(conv_logits, conv_y)
-                conv_router = model.router_loss()
-                modality_load.add(model, conv_x, pad_id=self.tokenizer.special_ids["<|pad|>"])
+            for kind, batches in self._conversation_batches(micro):
+                # the batches of one draw weigh as one batch: the mean over all its answers and rows
+                answers, rows = sum(count_answers(y) for _, y in batches), sum(len(x) for x, _ in batches)
+                conv_ce = conv_router = 0.0
+                for conv_x, conv_y in batches:
+                    with self._autocast():
+                        conv_logits = model(conv_x, logits_at_BT=conv_y != IGNORE)  # answers only
+                    conv_ce = conv_ce + conversation_loss(conv_logits, conv_y, num_answers=answers)
+                    conv_router = conv_router + model.router_loss() * (len(conv_x) / rows)
+                    modality_load.add(model, conv_x, pad_id=self.tokenizer.special_ids["<|pad|>"])
                 loss = loss + conv_ce + conv_router
                 router = router + conv_router
                 conversation_sums[kind] += conv_ce.item()

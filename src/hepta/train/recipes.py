@@ -37,6 +37,9 @@ class VideoRecipe:
     # frame (the first-digit probe of benchmarks/video_finetune.py) the clips hold 2 or 3 digits
     first_longest: int = 10
     ramp: float = 0.5
+    # order and time answers walk the appearances up to the one asked about before answering
+    # (video_data.walked)
+    walk: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ IMAGE_RECIPES = {
     "omni-tiny": ImageRecipe(
         image_tokenizer=ImageTokenizerConfig(image_size=8, channels=1, downsample=2, hidden=64, levels=(5, 5, 5)),
         image_tokenizer_steps=1500,
-        train_defaults=dict(steps=2500, batch_size=8, seq_len=256, chat_batch_size=96, lr=3e-3, warmup=20,
+        train_defaults=dict(steps=2500, batch_size=8, seq_len=256, chat_batch_size=128, lr=3e-3, warmup=20,
                             save_every=250, eval_every=250, eval_batches=8, max_corpus_mb=12),
         # 25 codes a second of 8*5*5*5 = 1000 (FSQ), 1.3M parameters. After 1200 steps: held-out mel
         # distance 0.679, 554 codes used; the judge hears its house-voice reconstructions at a WER of

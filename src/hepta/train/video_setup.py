@@ -80,7 +80,7 @@ class VideoData:
         """The clip's frames and one question about them, of a kind drawn by the recipe's weights, answered."""
         kinds, weights = zip(*self.recipe.kinds)
         kind = str(rng.choice(kinds, p=np.asarray(weights) / sum(weights)))
-        q = video_data.question(kind, clip, rng, self.recipe.fps)
+        q = video_data.question(kind, clip, rng, self.recipe.fps, walk=self.recipe.walk)
         return video_data.question_turns(self.clip_frames(clip), [q])
 
     def longest(self, progress: float) -> float:

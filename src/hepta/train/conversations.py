@@ -223,7 +223,7 @@ def sample_chat_batch(examples: ChatExamples, batch_size: int, generator: torch.
 
     One batch pads every row to the longest: a 35-token digit question padded to a 130-token
     utterance. With the omni-tiny mixture half a single batch's positions are padding; in three
-    groups a fifth are.
+    groups a fifth are (benchmarks/chat_padding.py).
     """
     index, count = shard
     if examples.weights is None:

@@ -47,7 +47,9 @@ def main() -> None:
         for _ in range(args.draws):
             for x, _y in sample_chat_batch(examples, args.rows, generator, length_groups=groups):
                 real, run_over = real + int((x != pad).sum()), run_over + x.numel()
-        print(f"{groups} length group{'s' if groups > 1 else ''}: {1 - real / run_over:.1%} of the positions are padding")
+        name = f"{groups} length group{'s' if groups > 1 else ''}"
+        print(f"{name}: {1 - real / run_over:.1%} of the positions are padding")
+
 
 if __name__ == "__main__":
     main()

@@ -39,7 +39,6 @@ NOTHING = "nothing"
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 QUESTION_KINDS = ("order", "time", "count", "at")  # what the video tasks ask
 TIMELINE = "timeline"  # training only: every appearance in order with its time, the others' common ground
-WALK_KINDS = ("order", "time")  # the questions a walk can answer: it stops at the appearance asked about
 WALK_END = "; so "  # a walk's steps end here and its answer follows
 ANSWER_TOKENS = 72  # the longest reply: a walk over 9 appearances (about 6 tokens each) and its answer
 
@@ -165,7 +164,7 @@ def question(kind: str, clip: Clip, rng: np.random.Generator, fps: float = 1.0, 
     with `walk`, an order or time question's answer first walks the appearances up to the one asked
     about (`walked`)."""
     q = _question(kind, clip, rng, fps)
-    return walked(q, clip, fps) if walk and kind in WALK_KINDS else q
+    return walked(q, clip, fps) if walk and q.asked_about is not None else q
 
 
 def walked(q: VideoQuestion, clip: Clip, fps: float) -> VideoQuestion:

@@ -217,7 +217,8 @@ def pad_rows(rows: list[tuple[list[int], list[bool]]], pad: int) -> tuple[torch.
 
 
 def sample_chat_batch(examples: ChatExamples, batch_size: int, generator: torch.Generator,
-                      shard: tuple[int, int] = (0, 1), length_groups: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                      shard: tuple[int, int] = (0, 1),
+                      length_groups: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Inputs and targets [B, T] of this rank's rows, sorted by length and split into at most
     `length_groups` batches of about equal rows, each cut to its own longest conversation.
 
@@ -250,7 +251,8 @@ def count_answers(targets_BT: torch.Tensor) -> int:
     return int(_answer_starts((targets_BT != IGNORE).flatten()).sum())
 
 
-def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor, num_answers: int | None = None) -> torch.Tensor:
+def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor,
+                      num_answers: int | None = None) -> torch.Tensor:
     """Cross-entropy (fp32) averaged over each answer's tokens, then over the answers.
 
     `logits_NV` holds the answer positions only (`targets_BT != IGNORE`, row-major), as the model

@@ -85,7 +85,8 @@ class TrainArgs:
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
-                    "chat_batch_size", "chat_length_groups", "image_tokenizer_steps", "audio_tokenizer_steps", "speech_utterances")
+                    "chat_batch_size", "chat_length_groups", "image_tokenizer_steps", "audio_tokenizer_steps",
+                    "speech_utterances")
         for name in positive + ("ep", "dp_shard"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise HeptaError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

@@ -176,9 +176,29 @@ def test_capacity_factor_drops_overflow_tokens_in_arrival_order():
 def test_router_losses_are_weighted_and_differentiable():
     moe = init(MoE(moe_config({"router.aux_loss_coef": 0.01, "router.z_loss_coef": 0.001})))
     moe(torch.randn(2, 16, 32))
-    loss = moe.router_loss
-    assert loss.item() > 0
+    loss = moe.router_losses.total
+    assert moe.router_losses.aux.item() > 0 and moe.router_losses.z.item() > 0
     loss.backward()
+    assert moe.router.weight.grad.abs().sum() > 0
+
+
+def test_router_losses_of_several_batches_pool_to_the_loss_of_one():
+    # The balance loss of batches run apart equals the one of their rows in a single batch, and it
+    # sees their joint load: two batches that each lean on other experts balance each other out.
+    moe = init(MoE(moe_config({"router.aux_loss_coef": 0.01, "router.z_loss_coef": 0.001,
+                               "moe.num_shared_experts": 0})))
+    a, b = torch.randn(2, 16, 32), torch.randn(3, 8, 32) + 2.0
+    moe(torch.cat([a.reshape(-1, 32), b.reshape(-1, 32)])[None])
+    whole = moe.router_losses.total
+    parts = []
+    for x in (a, b):
+        moe(x)
+        parts.append(moe.router_losses)
+    pooled = moe.router.pooled_loss(parts)
+    torch.testing.assert_close(pooled, whole)
+    separately = sum(p.total * p.num_tokens for p in parts) / sum(p.num_tokens for p in parts)
+    assert not torch.allclose(pooled, separately)
+    pooled.backward()
     assert moe.router.weight.grad.abs().sum() > 0
 
 
@@ -200,6 +220,6 @@ def test_inference_on_a_few_tokens_matches_reference_and_skips_the_router_losses
     x = torch.randn(num_tokens, 1, 32)
     with torch.no_grad():
         fast = moe(x)
-        assert float(moe.router_loss) == 0.0  # losses exist to be backpropagated; none is built here
+        assert float(moe.router_losses.total) == 0.0  # losses exist to be backpropagated; none is built here
         assert moe.last_load.sum() == num_tokens * 2 and moe.load_since_update.sum() == 0
         torch.testing.assert_close(fast, naive_moe(moe, x), atol=1e-5, rtol=1e-5)

@@ -17,7 +17,7 @@ from hepta.config import ModelConfig
 from hepta.model.experts import ExpertsImplementation, GroupedExperts, clamped_swiglu, swiglu
 from hepta.model.layers import SwiGLU
 from hepta.model.matvec import Linear
-from hepta.model.router import Router
+from hepta.model.router import Router, RouterLosses
 
 
 class MoE(nn.Module):
@@ -38,14 +38,14 @@ class MoE(nn.Module):
         # bias update (so balancing sees every micro-batch of an accumulated step).
         self.register_buffer("last_load", torch.zeros(cfg.moe.num_experts), persistent=False)
         self.register_buffer("load_since_update", torch.zeros(cfg.moe.num_experts), persistent=False)
-        self.router_loss: torch.Tensor | None = None
+        self.router_losses: RouterLosses | None = None  # of the last forward
         self.last_experts_NK: torch.Tensor | None = None  # each token's chosen experts in the last forward
 
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
         B, T, D = x_BTD.shape
         x_ND = x_BTD.reshape(B * T, D)
         routing = self.router(x_ND)
-        self.router_loss = routing.loss
+        self.router_losses = routing.losses
         self.last_experts_NK = routing.experts_NK.detach()
         with torch.no_grad():
             self.last_load.copy_(routing.load_E)

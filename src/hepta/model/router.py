@@ -17,10 +17,31 @@ from hepta.config import ModelConfig
 
 
 @dataclass
+class RouterLosses:
+    """One forward's router losses, and what it takes to pool the balance loss with other forwards.
+
+    The Switch balance loss E * sum_e f_e * P_e is linear in the mean probabilities P and f carries
+    no gradient, so forwards pool exactly: sum their loads for f, token-weight their P. A step whose
+    rows run as several batches then balances the whole draw, as one batch would, instead of each
+    batch alone (which spreads a batch of one modality over every expert).
+    """
+
+    aux: torch.Tensor  # coefficient-weighted balance loss of this forward alone
+    z: torch.Tensor  # coefficient-weighted z loss (a mean over the tokens)
+    num_tokens: int
+    load_E: torch.Tensor  # tokens sent to each expert
+    mean_probs_E: torch.Tensor | None = None  # differentiable; None when the balance loss is off
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.aux + self.z
+
+
+@dataclass
 class Routing:
     weights_NK: torch.Tensor  # gate weight of each chosen expert (differentiable)
     experts_NK: torch.Tensor  # chosen expert ids
-    loss: torch.Tensor  # coefficient-weighted aux + z loss of this layer (0 if both are off)
+    losses: RouterLosses  # zero when both losses are off or no gradient is taken
     load_E: torch.Tensor  # tokens sent to each expert (before any capacity drop)
 
 
@@ -60,18 +81,34 @@ class Router(nn.Module):
         weights_NK = weights_NK * cfg.router.route_scale
 
         load_E = torch.bincount(experts_NK.flatten(), minlength=cfg.moe.num_experts)
-        loss = logits_NE.new_zeros(())
+        zero = logits_NE.new_zeros(())
+        losses = RouterLosses(zero, zero, x_ND.shape[0], load_E)
         if not torch.is_grad_enabled():  # the losses only exist to be backpropagated
-            return Routing(weights_NK, experts_NK, loss, load_E)
+            return Routing(weights_NK, experts_NK, losses, load_E)
         if cfg.router.aux_loss_coef > 0:
-            # Switch/GShard balance loss: E * sum_e f_e * P_e, minimised by a uniform load.
-            global_load_E = load_E if self.reduce_load is None else self.reduce_load(load_E)
-            f_E = global_load_E.float() / global_load_E.sum()
-            probs_NE = scores_NE / scores_NE.sum(dim=-1, keepdim=True)
-            loss = loss + cfg.router.aux_loss_coef * cfg.moe.num_experts * (f_E * probs_NE.mean(dim=0)).sum()
+            losses.mean_probs_E = (scores_NE / scores_NE.sum(dim=-1, keepdim=True)).mean(dim=0)
+            losses.aux = self.balance_loss([losses])
         if cfg.router.z_loss_coef > 0:
-            loss = loss + cfg.router.z_loss_coef * torch.logsumexp(logits_NE, dim=-1).square().mean()
-        return Routing(weights_NK, experts_NK, loss, load_E)
+            losses.z = cfg.router.z_loss_coef * torch.logsumexp(logits_NE, dim=-1).square().mean()
+        return Routing(weights_NK, experts_NK, losses, load_E)
+
+    def balance_loss(self, forwards: list[RouterLosses]) -> torch.Tensor:
+        """Switch/GShard balance loss E * sum_e f_e * P_e over the tokens of `forwards` together,
+        minimised by a uniform load."""
+        load_E = torch.stack([f.load_E for f in forwards]).sum(dim=0)
+        global_load_E = load_E if self.reduce_load is None else self.reduce_load(load_E)
+        f_E = global_load_E.float() / global_load_E.sum()
+        tokens = sum(f.num_tokens for f in forwards)
+        probs_E = sum(f.mean_probs_E * (f.num_tokens / tokens) for f in forwards)
+        return self.cfg.router.aux_loss_coef * self.cfg.moe.num_experts * (f_E * probs_E).sum()
+
+    def pooled_loss(self, forwards: list[RouterLosses]) -> torch.Tensor:
+        """The losses of `forwards` as if their tokens had been one batch."""
+        tokens = sum(f.num_tokens for f in forwards)
+        z = sum(f.z * (f.num_tokens / tokens) for f in forwards)
+        if any(f.mean_probs_E is None for f in forwards):
+            return z + sum(f.aux * (f.num_tokens / tokens) for f in forwards)
+        return z + self.balance_loss(forwards)
 
     def _limit_to_best_groups(self, choice_NE: torch.Tensor) -> torch.Tensor:
         """Mask out all but the `num_limited_groups` best expert groups per token.

@@ -21,6 +21,7 @@ from hepta.model.linear_attention import GatedDeltaNet
 from hepta.model.matvec import Linear
 from hepta.model.mla import MultiHeadLatentAttention
 from hepta.model.moe import MoE
+from hepta.model.router import RouterLosses
 from hepta.model.rope import RopeScaling, scaled_rope_cos_sin, softmax_scale_multiplier
 
 
@@ -155,7 +156,18 @@ class Transformer(nn.Module):
 
     def router_loss(self) -> torch.Tensor:
         """Sum of the MoE layers' aux and z losses from the last forward (already weighted)."""
-        losses = [moe.router_loss for moe in self.moe_layers() if moe.router_loss is not None]
+        losses = [moe.router_losses.total for moe in self.moe_layers() if moe.router_losses is not None]
+        return torch.stack(losses).sum() if losses else torch.zeros(())
+
+    def router_losses(self) -> list[RouterLosses]:
+        """Each MoE layer's router losses from the last forward, to pool with other forwards'."""
+        return [moe.router_losses for moe in self.moe_layers() if moe.router_losses is not None]
+
+    def pooled_router_loss(self, forwards: list[list[RouterLosses]]) -> torch.Tensor:
+        """Router loss of several forwards (each a `router_losses()`) as if they had been one batch:
+        the balance loss sees their summed load, so it balances the whole, not each part."""
+        losses = [moe.router.pooled_loss(list(layer_losses))
+                  for moe, layer_losses in zip(self.moe_layers(), zip(*forwards))]
         return torch.stack(losses).sum() if losses else torch.zeros(())
 
     def expert_load(self) -> torch.Tensor:

@@ -387,14 +387,15 @@ class Trainer:
             # the same text batch as a text-only run, plus the conversations and the video questions
             for kind, batches in self._conversation_batches(micro):
                 # the batches of one draw weigh as one batch: the mean over all its answers and rows
-                answers, rows = sum(count_answers(y) for _, y in batches), sum(len(x) for x, _ in batches)
-                conv_ce = conv_router = 0.0
+                answers = sum(count_answers(y) for _, y in batches)
+                conv_ce, router_losses = 0.0, []
                 for conv_x, conv_y in batches:
                     with self._autocast():
                         conv_logits = model(conv_x, logits_at_BT=conv_y != IGNORE)  # answers only
                     conv_ce = conv_ce + conversation_loss(conv_logits, conv_y, num_answers=answers)
-                    conv_router = conv_router + model.router_loss() * (len(conv_x) / rows)
+                    router_losses.append(model.router_losses())
                     modality_load.add(model, conv_x, pad_id=self.tokenizer.special_ids["<|pad|>"])
+                conv_router = model.pooled_router_loss(router_losses)
                 loss = loss + conv_ce + conv_router
                 router = router + conv_router
                 conversation_sums[kind] += conv_ce.item()

@@ -1,7 +1,7 @@
 """Activation checkpointing: each block keeps only its input and recomputes the rest in backward.
 
 The MoE layer records observations as a side effect of its forward (the expert load of the
-last forward, the load accumulated for balancing, the router loss); a recomputation must not
+last forward, the load accumulated for balancing, the router losses); a recomputation must not
 record them a second time, so it runs between a snapshot and a restore of that state.
 """
 
@@ -22,14 +22,14 @@ def _moe_state_kept(moe: MoE | None):
     if moe is None:
         yield
         return
-    last_load, since_update, router_loss = moe.last_load.clone(), moe.load_since_update.clone(), moe.router_loss
+    last_load, since_update, router_losses = moe.last_load.clone(), moe.load_since_update.clone(), moe.router_losses
     try:
         yield
     finally:
         with torch.no_grad():
             moe.last_load.copy_(last_load)
             moe.load_since_update.copy_(since_update)
-        moe.router_loss = router_loss
+        moe.router_losses = router_losses
 
 
 def _contexts(moe: MoE | None):

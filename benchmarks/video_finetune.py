@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/video_finetune.py --model runs/omni --out runs/video-probe [--steps 800]
         [--lr 3e-3] [--kinds order:3,time:2,...] [--seconds 5:10] [--no-timeline] [--no-time]
-        [--all-frames] [--first-only] [--walk]
+        [--all-frames] [--first-only] [--walk] [--captions] [--eval-seconds 10,30]
     hepta eval --model runs/video-probe --task video-order --json
 
 It copies the model folder to --out, trains it for --steps on the recipe's video batches
@@ -12,9 +12,10 @@ questions or the loss can be tried before a full run. `--first-only` asks only "
 appeared first?" about 5-10 s clips and prints the accuracy on fresh clips as it trains: the
 smallest check that the model reads the frames at all. `--kinds` and `--seconds` change which
 questions are asked and how long the clips are. At the end it prints, per question kind, the share
-of 40 fresh 10 s and 30 s clips (training digits) whose whole answer the model gets right, token
-by token. The model's context is raised to 6,144 tokens in the copy when it is shorter (a folder
-trained before video).
+of 40 fresh 10 s and 30 s clips (--eval-seconds; training digits, then held-out ones) whose whole
+answer the model gets right, token by token. `--captions` follows each frame with what it shows
+(the digit, or "-") as a target. The model's context is raised to 6,144 tokens in the copy when it
+is shorter (a folder trained before video).
 """
 
 from __future__ import annotations
@@ -65,21 +66,29 @@ def first_only_accuracy(model, data: VideoData, count: int = 40) -> float:
 
 
 def answers_right(model, data: VideoData, seconds: int, count: int = 40) -> dict[str, float]:
-    """Per question kind, the share of `count` fresh clips of `seconds` (training digits) whose whole
-    answer the model gets right token by token (teacher-forced, one question a clip)."""
+    """Per question kind, the share of `count` fresh clips of `seconds` (of `data`'s digits) whose
+    whole answer the model gets right token by token (teacher-forced, one question a clip). With
+    frame captions the whole answer includes every caption, so it is right exactly when greedy
+    decoding would write the same captions and answer; "captions" is the share of frames captioned
+    right and "<kind> given captions" the answer alone after the true captions."""
     rng, right = np.random.default_rng(20_000 + seconds), {}
+    assistant = data.tokenizer.special_ids["<|assistant|>"]
     model.eval()
     with torch.no_grad():
         for _ in range(count):
             clip = video_data.plan_clip(rng, seconds, data.scans)
             part = data.clip_frames(clip)
             for kind in (*video_data.QUESTION_KINDS, video_data.TIMELINE):
-                q = video_data.question(kind, clip, rng, data.recipe.fps, walk=data.recipe.walk)
+                q = video_data.question(kind, clip, rng, data.recipe.fps, walk=data.recipe.walk, cite=data.recipe.cite)
                 ids, answer = encode_chat(video_data.question_turns(part, [q]),
                                           data.tokenizer, data.codec.vocab, add_generation_prompt=False)
                 x, is_answer = torch.tensor([ids]), torch.tensor(answer[1:])
-                predicted = model(x)[0, :-1].argmax(-1)
-                right.setdefault(kind, []).append(bool((predicted[is_answer] == x[0, 1:][is_answer]).all()))
+                hit = model(x)[0, :-1].argmax(-1) == x[0, 1:]
+                right.setdefault(kind, []).append(bool(hit[is_answer].all()))
+                if data.captions:
+                    after = torch.arange(len(ids) - 1) >= max(i for i, t in enumerate(ids) if t == assistant)
+                    right.setdefault(f"{kind} given captions", []).append(bool(hit[is_answer & after].all()))
+                    right.setdefault("captions", []).extend(hit[is_answer & ~after].tolist())
     model.train()
     return {kind: float(np.mean(hits)) for kind, hits in right.items()}
 
@@ -102,6 +111,9 @@ def main() -> None:
     p.add_argument("--seconds", help="clip lengths LO:HI, every step (default: the recipe's, growing over the run)")
     p.add_argument("--all-frames", action="store_true", help="keep repeated frames (the design keeps changes only)")
     p.add_argument("--walk", action="store_true", help="order and time answers walk the appearances first")
+    p.add_argument("--captions", action="store_true", help="each frame followed by what it shows, as a target")
+    p.add_argument("--cite", action="store_true", help="order and time answers first cite the caption they rest on")
+    p.add_argument("--eval-seconds", default="10,30", help="clip lengths of the closing check (default 10,30)")
     p.add_argument("--first-only", action="store_true", help="only 'Which digit appeared first?' on 5-10 s clips")
     args = p.parse_args()
     out = Path(args.out)
@@ -115,10 +127,14 @@ def main() -> None:
         recipe = dataclasses.replace(recipe, seconds=(low, high), first_longest=high)
     if args.walk:
         recipe = dataclasses.replace(recipe, walk=True)
+    if args.cite:
+        recipe = dataclasses.replace(recipe, cite=True)
     if args.no_timeline:
         recipe = dataclasses.replace(recipe, kinds=tuple(k for k in recipe.kinds if k[0] != video_data.TIMELINE))
-    data = VideoData.build(recipe, load_image_codec(out, tokenizer), tokenizer, CONTEXT, with_time=not args.no_time,
-                          all_frames=args.all_frames)
+    codec = load_image_codec(out, tokenizer)
+    data, held_out = (VideoData.build(recipe, codec, tokenizer, CONTEXT, with_time=not args.no_time,
+                                      all_frames=args.all_frames, captions=args.captions, split=split)
+                      for split in ("train", "held_out"))
     model.train()
     optimizer = adamw(model, args.lr)
     rng, started, losses = np.random.default_rng(0), time.perf_counter(), []
@@ -135,10 +151,11 @@ def main() -> None:
             if args.first_only:
                 line += f", first-digit accuracy {first_only_accuracy(model, data):.2f}"
             print(line, flush=True)
-    for seconds in (10, 30):
-        right = answers_right(model, data, seconds)
-        print(f"{seconds} s clips of training digits, whole answers right: "
-              + ", ".join(f"{kind} {share:.2f}" for kind, share in right.items()), flush=True)
+    for seconds in (int(s) for s in args.eval_seconds.split(",")):
+        for name, digits in (("training", data), ("held-out", held_out)):
+            right = answers_right(model, digits, seconds)
+            print(f"{seconds} s clips of {name} digits, whole answers right: "
+                  + ", ".join(f"{kind} {share:.2f}" for kind, share in right.items()), flush=True)
     model.eval()
     save_weights(model, out)
     print(f"saved {out}; measure it with hepta eval --model {out} --task video-order --json")

@@ -45,10 +45,10 @@ CLIP = vd.Clip(20.0, (vd.Appearance(4, 2.25, 6.0, 1), vd.Appearance(7, 8.0, 12.5
                       vd.Appearance(4, 14.75, 17.0, 3)))
 
 
-def _asked(walk: bool = False) -> dict[str, vd.VideoQuestion]:
+def _asked(walk: bool = False, cite: bool = False) -> dict[str, vd.VideoQuestion]:
     """Every question CLIP is asked (400 draws), by its wording."""
     rng = np.random.default_rng(0)
-    questions = (vd.question(rng.choice(vd.QUESTION_KINDS), CLIP, rng, walk=walk) for _ in range(400))
+    questions = (vd.question(rng.choice(vd.QUESTION_KINDS), CLIP, rng, walk=walk, cite=cite) for _ in range(400))
     return {q.question: q for q in questions}
 
 
@@ -82,6 +82,15 @@ def test_a_walk_steps_through_the_appearances_up_to_the_one_asked_about_and_is_j
     assert vd.is_right(third, third.answer) and vd.is_right(third, "4")
     assert not vd.is_right(third, "1 0:03 4, 2 0:08 7, 3 0:15 4; so 7")  # a right walk, a wrong answer
     assert not vd.is_right(third, "1 0:03 4, 2 0:08 7, 3 0:15 4")  # no answer after the walk
+
+
+def test_frame_captions_number_the_appearances_and_a_cited_answer_quotes_the_one_asked_about():
+    assert [vd.caption(CLIP, t) for t in (0, 3, 7, 8, 15)] == ["-", "1 4", "-", "2 7", "3 4"]
+    asked = _asked(cite=True)
+    assert asked["Which digit appeared third?"].answer == "3 4; so 4"
+    assert asked["When did the 4 first appear?"].answer == "1 4; so 0:03"
+    assert asked["How many digits appeared?"].answer == "3"
+    assert vd.is_right(asked["Which digit appeared third?"], "3 4; so 4")
 
 
 def test_times_and_ordinals_are_written_as_people_write_them():

@@ -108,3 +108,19 @@ def test_frames_without_timestamps_and_a_context_too_short_for_the_longest_clip(
     assert untimed.tokens_per_clip(60) < timed.tokens_per_clip(60)
     with pytest.raises(HeptaError, match="raise max_seq_len"):
         VideoData.build(RECIPE, codec, tokenizer, max_seq_len=512)
+
+
+def test_frame_captions_follow_each_frame_and_are_targets(folder):
+    tokenizer = load_tokenizer(folder)
+    data = VideoData.build(RECIPE, load_image_codec(folder, tokenizer), tokenizer, max_seq_len=6144, captions=True)
+    clip = video_data.plan_clip(np.random.default_rng(3), 20, data.scans)
+    part = data.clip_frames(clip)
+    assert part.captions == tuple(video_data.caption(clip, t) for t in part.times)
+    assert ([c for c in part.captions if c != video_data.EMPTY]
+            == [f"{n} {a.digit}" for n, a in enumerate(clip.appearances, 1)])
+    x, y = data.batch(batch_generator(0, 1, 0))
+    image_end = tokenizer.special_ids["<|image_end|>"]
+    after_frames = y[x == image_end]  # every frame's image span is followed by its caption, a target
+    assert len(after_frames) and (after_frames != IGNORE).all()
+    said = {tokenizer.decode([int(i)]) for i in after_frames}  # the caption's first token
+    assert said <= {video_data.EMPTY, *map(str, range(1, 10))} and video_data.EMPTY in said

@@ -42,6 +42,7 @@ class VideoCodes:
     frames: torch.Tensor
     times: tuple[float, ...]
     with_time: bool = True  # False: the timestamps are left out (the no-time ablation)
+    captions: tuple[str, ...] | None = None  # what each frame shows, written after it (a training target)
 
 
 Part = Union[str, ImageCodes, AudioCodes, VideoCodes]
@@ -110,7 +111,9 @@ def encode_chat(turns: Sequence[Turn], tokenizer: Tokenizer, images: ImageVocab 
                 if images is None:
                     raise HeptaError("this model does not see video; remove the video parts or use a model with images")
                 video = _video_markers(tokenizer, images)
-                put(video.span_ids(part.frames, part.times, tokenizer.encode, part.with_time), is_answer)
+                span, is_caption = video.span(part.frames, part.times, tokenizer.encode, part.with_time, part.captions)
+                ids.extend(span)
+                answer.extend(is_answer or caption for caption in is_caption)
             elif part:
                 put(tokenizer.encode(part), is_answer)
         put([tokenizer.end_id], is_answer)

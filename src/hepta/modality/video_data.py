@@ -35,6 +35,7 @@ SHORTEST = 1.0  # seconds: the least an appearance or a gap lasts
 FIRST_AT_MOST = 3.0  # seconds of empty screen before the first digit, at most
 CLIP_LENGTHS = (30, 60, 180)  # the evaluation's clip lengths in seconds
 NOTHING = "nothing"
+EMPTY = "-"  # a frame caption for an empty screen (one token, as a digit is)
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 QUESTION_KINDS = ("order", "time", "count", "at")  # what the video tasks ask
@@ -147,6 +148,14 @@ def sampled_frames(clip: Clip, images_by_source: dict[int, np.ndarray], fps: flo
 
 # --- questions -----------------------------------------------------------------------------------
 
+def caption(clip: Clip, seconds: float) -> str:
+    """What the caption of the frame at `seconds` says: the appearance's number and its digit ("3 7":
+    the third digit to appear, a 7), or EMPTY. The running number makes "which came k-th" a lookup of
+    the caption that starts with k, where otherwise the k-th of many would have to be counted out."""
+    shown = clip.on_screen(seconds)
+    return EMPTY if shown is None else f"{clip.appearances.index(shown) + 1} {shown.digit}"
+
+
 def ordinal(k: int) -> str:
     if k <= len(ORDINALS):
         return ORDINALS[k - 1]
@@ -159,12 +168,23 @@ def first_seen(start: float, fps: float) -> float:
     return math.ceil(start * fps - 1e-9) / fps
 
 
-def question(kind: str, clip: Clip, rng: np.random.Generator, fps: float = 1.0, walk: bool = False) -> VideoQuestion:
+def question(kind: str, clip: Clip, rng: np.random.Generator, fps: float = 1.0, walk: bool = False,
+             cite: bool = False) -> VideoQuestion:
     """One question of `kind` about `clip`, its answer as a model sampling at `fps` should give it;
     with `walk`, an order or time question's answer first walks the appearances up to the one asked
-    about (`walked`)."""
+    about (`walked`); with `cite`, it first cites the caption of that appearance (`cited`)."""
     q = _question(kind, clip, rng, fps)
-    return walked(q, clip, fps) if walk and q.asked_about is not None else q
+    if q.asked_about is None:
+        return q
+    return walked(q, clip, fps) if walk else cited(q, clip) if cite else q
+
+
+def cited(q: VideoQuestion, clip: Clip) -> VideoQuestion:
+    """`q` answered after citing the frame caption of the appearance it asks about ("3 5; so 5"):
+    writing the caption's number first turns finding it into copying what followed that number in
+    the prompt."""
+    a = clip.appearances[q.asked_about]
+    return dataclasses.replace(q, answer=f"{q.asked_about + 1} {a.digit}{WALK_END}{q.answer}")
 
 
 def walked(q: VideoQuestion, clip: Clip, fps: float) -> VideoQuestion:

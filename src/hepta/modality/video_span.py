@@ -57,16 +57,30 @@ class VideoVocab:
     def span_ids(self, frames_NGG: torch.Tensor | Sequence, times: Sequence[float],
                  encode_text: Callable[[str], list[int]], with_time: bool = True) -> list[int]:
         """Ids of a video whose frames have codes [N, grid, grid], sampled at `times` seconds."""
+        return self.span(frames_NGG, times, encode_text, with_time)[0]
+
+    def span(self, frames_NGG: torch.Tensor | Sequence, times: Sequence[float],
+             encode_text: Callable[[str], list[int]], with_time: bool = True,
+             captions: Sequence[str] | None = None) -> tuple[list[int], list[bool]]:
+        """Ids of a video, as `span_ids`, and per id whether it is a caption: with `captions`, each
+        frame's image span is followed by what it shows, which the model learns to write (the
+        frame's caption is a target), so each frame is read where it is seen."""
         frames = torch.as_tensor(frames_NGG)
         assert len(frames) == len(times), f"{len(frames)} frames but {len(times)} times"
+        assert captions is None or len(captions) == len(frames), f"{len(frames)} frames but {len(captions)} captions"
         ids = [self.start_id]
-        for grid, seconds in zip(frames, times):
-            ids.append(self.frame_id)
-            if with_time:
-                ids.extend(encode_text(clock(seconds)))
-            ids.extend(self.images.span_ids(grid))
+        is_caption = [False]
+        for n, (grid, seconds) in enumerate(zip(frames, times)):
+            frame = [self.frame_id] + (encode_text(clock(seconds)) if with_time else []) + self.images.span_ids(grid)
+            ids.extend(frame)
+            is_caption.extend([False] * len(frame))
+            if captions is not None:
+                caption = encode_text(captions[n])
+                ids.extend(caption)
+                is_caption.extend([True] * len(caption))
         ids.append(self.end_id)
-        return ids
+        is_caption.append(False)
+        return ids, is_caption
 
     def video_mask(self, ids: torch.Tensor) -> torch.Tensor:
         """Which ids of a flat id tensor lie in a video span, markers included (the spans in it are whole)."""

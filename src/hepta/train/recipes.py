@@ -40,6 +40,7 @@ class VideoRecipe:
     # order and time answers walk the appearances up to the one asked about before answering
     # (video_data.walked)
     walk: bool = False
+    cite: bool = False  # order and time answers first cite the frame caption they rest on (video_data.cited)
 
 
 @dataclass(frozen=True)

@@ -38,15 +38,17 @@ class VideoData:
     blank: torch.Tensor  # the empty screen's code grid
     with_time: bool = True  # False: frames without timestamps (the ablation of the time stamps)
     all_frames: bool = False  # True: repeated frames kept too (the ablation of keeping changes only)
+    captions: bool = False  # True: each frame followed by what it shows, as a target (video_span.VideoVocab.span)
 
     @classmethod
     def build(cls, recipe: VideoRecipe, codec: ImageCodec, tokenizer: Tokenizer, max_seq_len: int,
-              with_time: bool = True, all_frames: bool = False) -> "VideoData":
-        scans = digits.load_digits_split("train")
+              with_time: bool = True, all_frames: bool = False, captions: bool = False,
+              split: str = "train") -> "VideoData":
+        scans = digits.load_digits_split(split)
         codes = codec.codes(scans.images)
         blank = codec.codes(np.zeros((1, codec.channels, codec.image_size, codec.image_size), np.float32))[0]
         data = cls(recipe, tokenizer, codec, scans, dict(zip(scans.indices.tolist(), codes)), blank, with_time,
-                   all_frames)
+                   all_frames, captions)
         longest = data.tokens_per_clip(recipe.seconds[1]) + 60  # every frame kept, and the longest answer
         if longest > max_seq_len:
             raise HeptaError(f"a {recipe.seconds[1]}-second training clip takes about {longest} tokens, more than the "
@@ -72,15 +74,17 @@ class VideoData:
         `all_frames`) and their times."""
         sources, times = video_data.sources_on_screen(clip, self.recipe.fps)
         frames = torch.stack([self.blank if s is None else self.codes_by_source[s] for s in sources])
+        captions = {t: video_data.caption(clip, t) for t in times}
         if not self.all_frames:
             frames, times = changes_only(frames, times)
-        return VideoCodes(frames, times, self.with_time)
+        return VideoCodes(frames, times, self.with_time,
+                          tuple(captions[t] for t in times) if self.captions else None)
 
     def clip_turns(self, clip: video_data.Clip, rng: np.random.Generator) -> list[Turn]:
         """The clip's frames and one question about them, of a kind drawn by the recipe's weights, answered."""
         kinds, weights = zip(*self.recipe.kinds)
         kind = str(rng.choice(kinds, p=np.asarray(weights) / sum(weights)))
-        q = video_data.question(kind, clip, rng, self.recipe.fps, walk=self.recipe.walk)
+        q = video_data.question(kind, clip, rng, self.recipe.fps, walk=self.recipe.walk, cite=self.recipe.cite)
         return video_data.question_turns(self.clip_frames(clip), [q])
 
     def longest(self, progress: float) -> float:

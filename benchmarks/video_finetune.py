@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/video_finetune.py --model runs/omni --out runs/video-probe [--steps 800]
         [--lr 3e-3] [--kinds order:3,time:2,...] [--seconds 5:10] [--no-timeline] [--no-time]
-        [--all-frames] [--first-only] [--walk] [--captions] [--eval-seconds 10,30]
+        [--all-frames] [--first-only] [--walk] [--captions] [--cite] [--copy-steps N] [--eval-seconds 10,30]
     hepta eval --model runs/video-probe --task video-order --json
 
 It copies the model folder to --out, trains it for --steps on the recipe's video batches
@@ -14,7 +14,10 @@ smallest check that the model reads the frames at all. `--kinds` and `--seconds`
 questions are asked and how long the clips are. At the end it prints, per question kind, the share
 of 40 fresh 10 s and 30 s clips (--eval-seconds; training digits, then held-out ones) whose whole
 answer the model gets right, token by token. `--captions` follows each frame with what it shows
-(the digit, or "-") as a target. The model's context is raised to 6,144 tokens in the copy when it
+("3 7": the third digit to appear, a 7; "-" for nothing) as a target, and `--cite` has order and
+time answers quote the caption they rest on first. `--copy-steps N` first trains N steps on random
+text tokens written twice (`train/repeat_task.py`); the share of such a repeat the model predicts
+is printed before the video steps either way. The model's context is raised to 6,144 tokens in the copy when it
 is shorter (a folder trained before video).
 """
 
@@ -35,6 +38,7 @@ from hepta.modality.chat import encode_chat
 from hepta.train.conversations import pad_rows
 from hepta.train.data import batch_generator
 from hepta.train.recipes import image_recipe
+from hepta.train.repeat_task import repeat_accuracy, repeat_batch
 from hepta.train.video_setup import VideoData
 
 from _finetune import adamw, copy_model, train_step
@@ -69,8 +73,9 @@ def answers_right(model, data: VideoData, seconds: int, count: int = 40) -> dict
     """Per question kind, the share of `count` fresh clips of `seconds` (of `data`'s digits) whose
     whole answer the model gets right token by token (teacher-forced, one question a clip). With
     frame captions the whole answer includes every caption, so it is right exactly when greedy
-    decoding would write the same captions and answer; "captions" is the share of frames captioned
-    right and "<kind> given captions" the answer alone after the true captions."""
+    decoding would write the same captions and answer; "captions" is the share of caption tokens
+    right, "<kind> given captions" the answer alone after the true captions, and with `cite` the
+    cited caption's number and digit each alone."""
     rng, right = np.random.default_rng(20_000 + seconds), {}
     assistant = data.tokenizer.special_ids["<|assistant|>"]
     model.eval()
@@ -89,8 +94,19 @@ def answers_right(model, data: VideoData, seconds: int, count: int = 40) -> dict
                     after = torch.arange(len(ids) - 1) >= max(i for i, t in enumerate(ids) if t == assistant)
                     right.setdefault(f"{kind} given captions", []).append(bool(hit[is_answer & after].all()))
                     right.setdefault("captions", []).extend(hit[is_answer & ~after].tolist())
+                    if data.recipe.cite and q.asked_about is not None:  # the cited number, then its digit
+                        first = int(np.flatnonzero((is_answer & after).numpy())[0])
+                        right.setdefault(f"{kind} cited number", []).append(bool(hit[first]))
+                        right.setdefault(f"{kind} cited digit", []).append(bool(hit[first + 1]))
     model.train()
     return {kind: float(np.mean(hits)) for kind, hits in right.items()}
+
+
+def _repeat_accuracy(model, symbols: tuple[int, int]) -> float:
+    model.eval()
+    right = repeat_accuracy(model, symbols)
+    model.train()
+    return right
 
 
 def parse_kinds(text: str) -> tuple[tuple[str, float], ...]:
@@ -113,7 +129,9 @@ def main() -> None:
     p.add_argument("--walk", action="store_true", help="order and time answers walk the appearances first")
     p.add_argument("--captions", action="store_true", help="each frame followed by what it shows, as a target")
     p.add_argument("--cite", action="store_true", help="order and time answers first cite the caption they rest on")
-    p.add_argument("--eval-seconds", default="10,30", help="clip lengths of the closing check (default 10,30)")
+    p.add_argument("--copy-steps", type=int, default=0,
+                   help="first train this many steps on random text repeated (induction), then on video")
+    p.add_argument("--eval-seconds", default="10,30", help="clip lengths of the closing check (default 10,30; empty: none)")
     p.add_argument("--first-only", action="store_true", help="only 'Which digit appeared first?' on 5-10 s clips")
     args = p.parse_args()
     out = Path(args.out)
@@ -138,6 +156,14 @@ def main() -> None:
     model.train()
     optimizer = adamw(model, args.lr)
     rng, started, losses = np.random.default_rng(0), time.perf_counter(), []
+    text = (0, tokenizer.layout.text_vocab_size)
+    for step in range(args.copy_steps):
+        train_step(model, optimizer, *repeat_batch(text, batch_generator(1, step, 0)), args.lr, step, args.copy_steps)
+        if (step + 1) % 100 == 0:
+            print(f"copy step {step + 1}: repeat predicted {_repeat_accuracy(model, text):.2f}", flush=True)
+    if args.copy_steps:
+        optimizer = adamw(model, args.lr)
+    print(f"repeat of 50 random text tokens predicted {_repeat_accuracy(model, text):.2f}", flush=True)
     for step in range(args.steps):
         if args.first_only:
             ids, targets, _ = pad_rows([first_only(data, rng)[0] for _ in range(FIRST_ONLY_ROWS)],
@@ -151,7 +177,7 @@ def main() -> None:
             if args.first_only:
                 line += f", first-digit accuracy {first_only_accuracy(model, data):.2f}"
             print(line, flush=True)
-    for seconds in (int(s) for s in args.eval_seconds.split(",")):
+    for seconds in (int(s) for s in args.eval_seconds.split(",") if s):
         for name, digits in (("training", data), ("held-out", held_out)):
             right = answers_right(model, digits, seconds)
             print(f"{seconds} s clips of {name} digits, whole answers right: "

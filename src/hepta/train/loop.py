@@ -30,6 +30,7 @@ from hepta.train.speech_setup import SpeechData, prepare_speech_data
 from hepta.train.video_setup import VideoData
 from hepta.train.modality_load import ModalityLoad
 from hepta.train.recipes import image_recipe
+from hepta.train.repeat_task import repeat_batch
 from hepta.train.optim import build_optimizer, lr_at
 from hepta.train.report import MetricsLog, plot_run, read_metrics
 from hepta.train.parallel import parallelize
@@ -74,6 +75,9 @@ class TrainArgs:
     chat_batch_size: int = 32  # conversations per step, on top of the text batch
     chat_length_groups: int = 3  # the step's conversations run as this many batches of like lengths
     text_only: bool = False  # the same preset and steps without the conversations: the text baseline
+    # rows of random text tokens written twice, beside the text batch (train/repeat_task.py): they
+    # teach the look-up answers from a long prompt rest on, long before text alone would
+    repeat_rows: int = 0
     image_tokenizer: str | None = None  # a trained image tokenizer folder to use; None: train one in the run
     image_tokenizer_steps: int | None = None  # None: the recipe's
     augment: bool = True  # the embedded digits: recognition also sees moved and turned views (ablation: False)
@@ -96,6 +100,8 @@ class TrainArgs:
             raise HeptaError(f"--warmup must be 0 or more, got {self.warmup}")
         if self.clip <= 0:
             raise HeptaError(f"--clip must be positive, got {self.clip}")
+        if self.repeat_rows < 0:
+            raise HeptaError(f"--repeat-rows must be 0 or more, got {self.repeat_rows}")
         if self.weight_decay < 0:
             raise HeptaError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
         if self.max_corpus_mb is not None and self.max_corpus_mb <= 0:
@@ -355,6 +361,15 @@ class Trainer:
                                     progress=self.step / args.steps)
             yield "video", [(x.to(self.device), y.to(self.device))]
 
+    def _repeat_batch(self, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's rows of random text tokens written twice, for this micro-step (repeats up to
+        half the text batch's length)."""
+        rows, rank, half = self.args.repeat_rows, self.dp_rank, self.args.seq_len // 2
+        x, y = repeat_batch((0, self.tokenizer.layout.text_vocab_size),
+                            batch_generator(self.args.seed, self.step, 3 * self.args.grad_accum + micro),
+                            rows=rows * self.dp_size, lengths=(min(8, half), half))
+        return x[rank * rows:(rank + 1) * rows].to(self.device), y[rank * rows:(rank + 1) * rows].to(self.device)
+
     def _autocast(self):
         # Sharded runs get bf16 from FSDP's mixed-precision policy instead.
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.bf16 and self.dist is None)
@@ -372,7 +387,7 @@ class Trainer:
         lr = lr_at(self.step, args.lr, args.warmup, args.steps, args.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        ce_sum = router_sum = 0.0
+        ce_sum = router_sum = repeat_sum = 0.0
         conversation_sums = {"chat": 0.0, "video": 0.0}
         modality_load = ModalityLoad(self._modality_masks())
         for micro in range(args.grad_accum):
@@ -384,6 +399,14 @@ class Trainer:
             router = model.router_loss()
             modality_load.add(model, x)
             loss = ce + router
+            if args.repeat_rows:
+                repeat_x, repeat_y = self._repeat_batch(micro)
+                with self._autocast():
+                    repeat_logits = model(repeat_x, logits_at_BT=repeat_y != IGNORE)
+                repeat_ce = conversation_loss(repeat_logits, repeat_y)
+                loss = loss + repeat_ce + model.router_loss()
+                router = router + model.router_loss()
+                repeat_sum += repeat_ce.item()
             # the same text batch as a text-only run, plus the conversations and the video questions
             for kind, batches in self._conversation_batches(micro):
                 # the batches of one draw weigh as one batch: the mean over all its answers and rows
@@ -409,10 +432,12 @@ class Trainer:
         load = sync_expert_load(model, None if self.dist is None else self.dist.dp_group)
         model.update_expert_bias()
         self.step += 1
-        ce_mean, router_mean, chat_mean, video_mean = self._mean_over_ranks(
-            *(total / args.grad_accum for total in (ce_sum, router_sum, *conversation_sums.values())))
+        ce_mean, router_mean, repeat_mean, chat_mean, video_mean = self._mean_over_ranks(
+            *(total / args.grad_accum for total in (ce_sum, router_sum, repeat_sum, *conversation_sums.values())))
         row = {"kind": "train", "step": self.step, "loss": ce_mean, "router_loss": router_mean, "lr": lr,
                "grad_norm": grad_norm}
+        if args.repeat_rows:
+            row["repeat_loss"] = repeat_mean
         if self.chat is not None:
             row["chat_loss"] = chat_mean
         if self.video is not None:

@@ -42,8 +42,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 TRAIN_FLAGS = ("preset", "data", "max_corpus_mb", "steps", "batch_size", "seq_len", "grad_accum", "lr",
                "warmup", "weight_decay", "clip", "seed", "save_every", "eval_every", "eval_batches", "ep", "dp_shard",
-               "chat_batch_size", "chat_length_groups", "repeat_rows", "image_tokenizer", "image_tokenizer_steps",
-               "audio_tokenizer", "audio_tokenizer_steps", "speech_utterances", "device")
+               "chat_batch_size", "chat_length_groups", "repeat_rows", "repeat_symbols", "image_tokenizer",
+               "image_tokenizer_steps", "audio_tokenizer", "audio_tokenizer_steps", "speech_utterances", "device")
 # How the run is spread over processes, not what it trains: a resumed run may change these.
 TRAIN_LAYOUT_FLAGS = ("ep", "dp_shard", "activation_checkpointing", "device")
 
@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "lengths, each padded only to its own longest (default 3; 1: one batch)")
     p.add_argument("--repeat-rows", type=int, help="rows of random text tokens written twice beside each step's text "
                    "batch, so the model learns to look up and copy from its context (default 0)")
+    p.add_argument("--repeat-symbols", type=int, help="the repeats draw from this many text ids (default: all)")
     p.add_argument("--text-only", action="store_true", help="train an image preset on its text corpus alone: the "
                    "baseline its text loss is compared with")
     p.add_argument("--image-tokenizer", metavar="DIR", help="use this trained image tokenizer (from `hepta tokenizer "

@@ -53,7 +53,7 @@ def test_same_seed_same_losses_and_gradient_accumulation_matches_bigger_batch(tm
 
 def test_repeat_rows_train_beside_the_text_and_are_logged(tmp_path, corpus):
     plain = Trainer(args_for(tmp_path / "plain", corpus, steps=3)).run(quiet=True)
-    result = Trainer(args_for(tmp_path / "repeat", corpus, steps=3, repeat_rows=4)).run(quiet=True)
+    result = Trainer(args_for(tmp_path / "repeat", corpus, steps=3, repeat_rows=4, repeat_symbols=50)).run(quiet=True)
     rows = [r for r in read_metrics(result.out) if r["kind"] == "train"]
     assert all(r["repeat_loss"] > 0 for r in rows)
     assert all("repeat_loss" not in r for r in read_metrics(plain.out) if r["kind"] == "train")
@@ -155,7 +155,7 @@ def test_a_crash_while_saving_the_final_weights_is_repaired_by_resume(tmp_path, 
 
 
 @pytest.mark.parametrize("flag, value", [("clip", -1.0), ("weight_decay", -0.1), ("max_corpus_mb", 0.0), ("steps", 0),
-                                         ("repeat_rows", -1)])
+                                         ("repeat_rows", -1), ("repeat_symbols", 1)])
 def test_invalid_training_options_are_refused(tmp_path, corpus, flag, value):
     with pytest.raises(HeptaError, match=flag.replace("_", "-")):
         args_for(tmp_path / "run", corpus, **{flag: value})

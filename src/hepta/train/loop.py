@@ -78,6 +78,7 @@ class TrainArgs:
     # rows of random text tokens written twice, beside the text batch (train/repeat_task.py): they
     # teach the look-up answers from a long prompt rest on, long before text alone would
     repeat_rows: int = 0
+    repeat_symbols: int | None = None  # the repeats use this many text ids (from id 256 on); None: all of them
     image_tokenizer: str | None = None  # a trained image tokenizer folder to use; None: train one in the run
     image_tokenizer_steps: int | None = None  # None: the recipe's
     augment: bool = True  # the embedded digits: recognition also sees moved and turned views (ablation: False)
@@ -100,6 +101,8 @@ class TrainArgs:
             raise HeptaError(f"--warmup must be 0 or more, got {self.warmup}")
         if self.clip <= 0:
             raise HeptaError(f"--clip must be positive, got {self.clip}")
+        if self.repeat_symbols is not None and self.repeat_symbols < 2:
+            raise HeptaError(f"--repeat-symbols must be at least 2, got {self.repeat_symbols}")
         if self.repeat_rows < 0:
             raise HeptaError(f"--repeat-rows must be 0 or more, got {self.repeat_rows}")
         if self.weight_decay < 0:
@@ -365,7 +368,9 @@ class Trainer:
         """This rank's rows of random text tokens written twice, for this micro-step (repeats up to
         half the text batch's length)."""
         rows, rank, half = self.args.repeat_rows, self.dp_rank, self.args.seq_len // 2
-        x, y = repeat_batch((0, self.tokenizer.layout.text_vocab_size),
+        text = self.tokenizer.layout.text_vocab_size
+        symbols = (0, text) if self.args.repeat_symbols is None else (256, min(text, 256 + self.args.repeat_symbols))
+        x, y = repeat_batch(symbols,
                             batch_generator(self.args.seed, self.step, 3 * self.args.grad_accum + micro),
                             rows=rows * self.dp_size, lengths=(min(8, half), half))
         return x[rank * rows:(rank + 1) * rows].to(self.device), y[rank * rows:(rank + 1) * rows].to(self.device)

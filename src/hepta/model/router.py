@@ -26,11 +26,20 @@ class RouterLosses:
     batch alone (which spreads a batch of one modality over every expert).
     """
 
-    aux: torch.Tensor  # coefficient-weighted balance loss of this forward alone
     z: torch.Tensor  # coefficient-weighted z loss (a mean over the tokens)
     num_tokens: int
     load_E: torch.Tensor  # tokens sent to each expert
     mean_probs_E: torch.Tensor | None = None  # differentiable; None when the balance loss is off
+    # the router's balance loss over a list of forwards; taken only when asked for, so a forward
+    # that is pooled with others never pays (or all-reduces) for a balance of its own
+    balance: Callable[[list["RouterLosses"]], torch.Tensor] | None = None
+
+    @property
+    def aux(self) -> torch.Tensor:
+        """Coefficient-weighted balance loss of this forward alone (zero when it is off)."""
+        if self.mean_probs_E is None or self.balance is None:
+            return torch.zeros_like(self.z)
+        return self.balance([self])
 
     @property
     def total(self) -> torch.Tensor:
@@ -81,13 +90,12 @@ class Router(nn.Module):
         weights_NK = weights_NK * cfg.router.route_scale
 
         load_E = torch.bincount(experts_NK.flatten(), minlength=cfg.moe.num_experts)
-        zero = logits_NE.new_zeros(())
-        losses = RouterLosses(zero, zero, x_ND.shape[0], load_E)
+        losses = RouterLosses(logits_NE.new_zeros(()), x_ND.shape[0], load_E)
         if not torch.is_grad_enabled():  # the losses only exist to be backpropagated
             return Routing(weights_NK, experts_NK, losses, load_E)
         if cfg.router.aux_loss_coef > 0:
             losses.mean_probs_E = (scores_NE / scores_NE.sum(dim=-1, keepdim=True)).mean(dim=0)
-            losses.aux = self.balance_loss([losses])
+            losses.balance = self.balance_loss
         if cfg.router.z_loss_coef > 0:
             losses.z = cfg.router.z_loss_coef * torch.logsumexp(logits_NE, dim=-1).square().mean()
         return Routing(weights_NK, experts_NK, losses, load_E)
@@ -106,8 +114,8 @@ class Router(nn.Module):
         """The losses of `forwards` as if their tokens had been one batch."""
         tokens = sum(f.num_tokens for f in forwards)
         z = sum(f.z * (f.num_tokens / tokens) for f in forwards)
-        if any(f.mean_probs_E is None for f in forwards):
-            return z + sum(f.aux * (f.num_tokens / tokens) for f in forwards)
+        if any(f.mean_probs_E is None for f in forwards):  # the balance loss is off
+            return z
         return z + self.balance_loss(forwards)
 
     def _limit_to_best_groups(self, choice_NE: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from hepta.train.speech_setup import SpeechData, prepare_speech_data
 from hepta.train.video_setup import VideoData
 from hepta.train.modality_load import ModalityLoad
 from hepta.train.recipes import image_recipe
-from hepta.train.repeat_task import repeat_batch
+from hepta.train.repeat_task import FIRST_MERGED_ID, repeat_batch
 from hepta.train.optim import build_optimizer, lr_at
 from hepta.train.report import MetricsLog, plot_run, read_metrics
 from hepta.train.parallel import parallelize
@@ -78,7 +78,7 @@ class TrainArgs:
     # rows of random text tokens written twice, beside the text batch (train/repeat_task.py): they
     # teach the look-up answers from a long prompt rest on, long before text alone would
     repeat_rows: int = 0
-    repeat_symbols: int | None = None  # the repeats use this many text ids (from id 256 on); None: all of them
+    repeat_symbols: int | None = None  # the repeats use this many merged text ids; None: every text id
     image_tokenizer: str | None = None  # a trained image tokenizer folder to use; None: train one in the run
     image_tokenizer_steps: int | None = None  # None: the recipe's
     augment: bool = True  # the embedded digits: recognition also sees moved and turned views (ablation: False)
@@ -369,7 +369,8 @@ class Trainer:
         half the text batch's length)."""
         rows, rank, half = self.args.repeat_rows, self.dp_rank, self.args.seq_len // 2
         text = self.tokenizer.layout.text_vocab_size
-        symbols = (0, text) if self.args.repeat_symbols is None else (256, min(text, 256 + self.args.repeat_symbols))
+        first = FIRST_MERGED_ID
+        symbols = (0, text) if self.args.repeat_symbols is None else (first, min(text, first + self.args.repeat_symbols))
         x, y = repeat_batch(symbols,
                             batch_generator(self.args.seed, self.step, 3 * self.args.grad_accum + micro),
                             rows=rows * self.dp_size, lengths=(min(8, half), half))
@@ -408,9 +409,9 @@ class Trainer:
                 repeat_x, repeat_y = self._repeat_batch(micro)
                 with self._autocast():
                     repeat_logits = model(repeat_x, logits_at_BT=repeat_y != IGNORE)
-                repeat_ce = conversation_loss(repeat_logits, repeat_y)
-                loss = loss + repeat_ce + model.router_loss()
-                router = router + model.router_loss()
+                repeat_ce, repeat_router = conversation_loss(repeat_logits, repeat_y), model.router_loss()
+                loss = loss + repeat_ce + repeat_router
+                router = router + repeat_router
                 repeat_sum += repeat_ce.item()
             # the same text batch as a text-only run, plus the conversations and the video questions
             for kind, batches in self._conversation_batches(micro):

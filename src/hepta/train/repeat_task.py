@@ -15,6 +15,10 @@ import torch
 
 from hepta.train.conversations import IGNORE
 
+# A byte-level BPE vocabulary starts with its 256 single characters; a few symbols for the repeats
+# are taken after them, from the merged tokens that text is mostly written in.
+FIRST_MERGED_ID = 256
+
 
 def repeat_batch(symbols: tuple[int, int], generator: torch.Generator, rows: int = 16,
                  lengths: tuple[int, int] = (10, 60)) -> tuple[torch.Tensor, torch.Tensor]:

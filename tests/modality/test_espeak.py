@@ -29,3 +29,27 @@ def test_held_out_voices_and_sentences_never_meet_training():
     assert not set(speech_domain.sentences("train", 500, seed=0)) & set(speech_domain.sentences("held_out", 200, seed=0))
     words = set(speech_domain.vocabulary())
     assert all(set(s.split()) <= words for s in speech_domain.sentences("held_out", 200, seed=3))
+
+
+def _spectral_centroid(wave: np.ndarray) -> float:
+    power = np.abs(np.fft.rfft(wave)) ** 2
+    return float((np.fft.rfftfreq(len(wave), 1 / 16000) * power).sum() / power.sum())
+
+
+def test_a_speed_perturbed_voice_is_shorter_and_higher_when_faster():
+    wave = espeak.synthesize("turn on the lights")
+    faster, slower = speech_data.speed_perturbed(wave, 1.1), speech_data.speed_perturbed(wave, 0.9)
+    assert faster.dtype == np.float32
+    assert abs(len(faster) - len(wave) / 1.1) <= 2 and abs(len(slower) - len(wave) / 0.9) <= 2
+    assert _spectral_centroid(slower) < _spectral_centroid(wave) < _spectral_centroid(faster)
+
+
+def test_speed_perturbation_changes_the_sound_of_training_utterances_only():
+    plain = speech_data.varied_utterances("train", 12, seed=3)
+    perturbed = speech_data.varied_utterances("train", 12, seed=3, speed_range=(0.88, 1.12))
+    assert [(u.text, u.voice) for u in perturbed] == [(u.text, u.voice) for u in plain]
+    ratios = [len(p.wave) / len(u.wave) for p, u in zip(perturbed, plain)]
+    assert all(1 / 1.12 - 0.01 < r < 1 / 0.88 + 0.01 for r in ratios)
+    assert sum(abs(r - 1) > 0.01 for r in ratios) >= 3  # most are perturbed, some by a factor near 1
+    with pytest.raises(ValueError, match="only training utterances"):
+        speech_data.varied_utterances("held_out", 2, seed=0, speed_range=(0.9, 1.1))

@@ -47,7 +47,7 @@ class SpeechData:
         """Transcribe and say, each task drawn at its share of the recipe. The utterances are said
         and encoded a chunk at a time, so tens of thousands never hold their waves at once."""
         codec = self.codec(tokenizer)
-        heard = speech_data.iter_varied_utterances("train", self.recognition, self.seed)
+        heard = speech_data.iter_varied_utterances("train", self.recognition, self.seed, self.recipe.speed_range)
         spoken = speech_data.iter_house_utterances("train", self.synthesis, self.seed)
         tasks = {"transcribe": [speech_tasks.transcribe_turns(c, u.text) for u, c in encoded(codec, heard)],
                  "say": [speech_tasks.say_turns(u.text, c) for u, c in encoded(codec, spoken)]}

@@ -39,3 +39,16 @@ def test_the_audio_tokenizer_trains_on_the_first_utterances_of_the_run():
     assert speech_setup.utterance_counts(recipe, recognition=6) == (6, 3)
     source = speech_setup.SpeechData(1000, None, recipe, 2, *speech_setup.utterance_counts(recipe)).source
     assert "9 sentences said by" in source and "4 by the house voice" in source
+
+
+def test_recognition_utterances_are_speed_perturbed_unless_the_run_turns_it_off(monkeypatch):
+    recipe = SpeechRecipe(CONFIG, 1, recognition_utterances=9, synthesis_utterances=4, speed_range=(0.9, 1.1))
+    asked = []
+    monkeypatch.setattr(speech_data, "iter_varied_utterances", lambda *a: asked.append(a) or iter(()))
+    monkeypatch.setattr(speech_data, "iter_house_utterances", lambda *a: iter(()))
+    monkeypatch.setattr(speech_setup.SpeechData, "codec", lambda self, tokenizer: None)
+    for speed_range in (recipe.speed_range, None):
+        speech = speech_setup.SpeechData(1000, None, recipe, 2, 9, 4, speed_range=speed_range)
+        speech.conversations(tokenizer=None)
+        assert asked.pop() == ("train", 9, 2, speed_range)
+        assert ("slowed down by 0.9-1.1x" in speech.source) == (speed_range is not None)

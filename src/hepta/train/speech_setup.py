@@ -33,11 +33,14 @@ class SpeechData:
     seed: int
     recognition: int  # training sentences said by the training voices
     synthesis: int  # at most this many distinct training sentences said by the house voice
+    speed_range: tuple[float, float] | None = None  # recognition utterances speed-perturbed within it; None: none
 
     @property
     def source(self) -> str:
+        perturbed = ("" if self.speed_range is None else f" ({speech_data.PERTURBED_SHARE:.0%} sped up or slowed "
+                     f"down by {self.speed_range[0]:g}-{self.speed_range[1]:g}x)")
         return (f"eSpeak NG: {self.recognition:,} sentences said by {len(speech_data.voices('train'))} voices "
-                f"for recognition, {len(speech_data.house_sentences('train', self.synthesis, self.seed)):,} "
+                f"for recognition{perturbed}, {len(speech_data.house_sentences('train', self.synthesis, self.seed)):,} "
                 "by the house voice for synthesis")
 
     def codec(self, tokenizer: Tokenizer) -> AudioCodec:
@@ -47,7 +50,7 @@ class SpeechData:
         """Transcribe and say, each task drawn at its share of the recipe. The utterances are said
         and encoded a chunk at a time, so tens of thousands never hold their waves at once."""
         codec = self.codec(tokenizer)
-        heard = speech_data.iter_varied_utterances("train", self.recognition, self.seed, self.recipe.speed_range)
+        heard = speech_data.iter_varied_utterances("train", self.recognition, self.seed, self.speed_range)
         spoken = speech_data.iter_house_utterances("train", self.synthesis, self.seed)
         tasks = {"transcribe": [speech_tasks.transcribe_turns(c, u.text) for u, c in encoded(codec, heard)],
                  "say": [speech_tasks.say_turns(u.text, c) for u, c in encoded(codec, spoken)]}
@@ -98,7 +101,8 @@ def prepare_speech_data(recipe: SpeechRecipe, run_dir: Path, args, is_main: bool
     tokenizer = run_tokenizer(folder, args.audio_tokenizer, AudioTokenizer.load, train_tokenizer,
                               "audio", is_main, barrier, resume, log)
     return SpeechData(tokenizer.codebook_size, tokenizer, recipe, args.seed,
-                      *utterance_counts(recipe, args.speech_utterances))
+                      *utterance_counts(recipe, args.speech_utterances),
+                      speed_range=recipe.speed_range if args.speed_perturbation else None)
 
 
 def train_in_run(recipe: SpeechRecipe, folder: Path, waves: list, steps: int, log) -> AudioTokenizer:

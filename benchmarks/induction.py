@@ -1,7 +1,7 @@
 """Does the architecture learn to copy from its context? hepta's `tiny` vs transformers' Llama of
 the same size, both from scratch, trained on random tokens written twice.
 
-    .venv/bin/python benchmarks/induction.py [--steps 1000] [--symbols 100] [--model runs/omni]
+    .venv/bin/python benchmarks/induction.py [--steps 1000] [--symbols 100] [--model runs/omni] [--smear] [--no-llama]
 
 Nothing but an induction head (look back for the earlier occurrence of the token just read, copy
 what followed it) predicts the repeat, so the loss sits at log(symbols) until one forms, then falls
@@ -10,6 +10,12 @@ lr 1e-3, and every 100 steps print the share of a fresh repeat of 50 tokens they
 transformers model is a `LlamaForCausalLM` with the same width, depth, heads and dense hidden size
 (hepta's `tiny` has experts instead: its layers beyond the first are MoE). With `--model` it also
 prints how much of a repeat a trained hepta folder predicts, over its whole text vocabulary.
+
+With `--smear`, a third model: hepta's `tiny` whose input embeddings each take in a gated share of
+the previous token's (x_t + lambda * sigmoid(w . x_t) * x_{t-1}, lambda starting at 0; the "smear" of
+the modded-nanogpt speedruns, after the smeared keys of Olsson et al., 2022). A key then carries the
+token before it, so one attention layer can match "the token I just read" against "the token before
+you" and copy: the look-up needs no second layer to compose with, and should form much sooner.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from hepta.checkpoint import build_model
 from hepta.config.presets import get_preset
@@ -36,6 +43,22 @@ def llama_like(cfg):
         vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.moe.dense_hidden_dim,
         num_hidden_layers=cfg.num_layers, num_attention_heads=attention.num_heads,
         num_key_value_heads=attention.num_kv_heads, head_dim=attention.head_dim, max_position_embeddings=512))
+
+
+class SmearedEmbedding(nn.Module):
+    """An embedding whose each row takes in a gated share of the previous position's (no cache: whole sequences)."""
+
+    def __init__(self, embed: nn.Embedding, gate_width: int = 12):
+        super().__init__()
+        self.embed, self.gate_width = embed, gate_width
+        self.gate = nn.Linear(gate_width, 1)
+        self.smear_lambda = nn.Parameter(torch.zeros(()))
+        self.weight = embed.weight  # what the model reads its dtype and device from
+
+    def forward(self, ids_BT: torch.Tensor) -> torch.Tensor:
+        x_BTD = self.embed(ids_BT)
+        gate_BT1 = self.smear_lambda * torch.sigmoid(self.gate(x_BTD[:, 1:, :self.gate_width]))
+        return torch.cat([x_BTD[:, :1], x_BTD[:, 1:] + gate_BT1 * x_BTD[:, :-1]], dim=1)
 
 
 def train(name: str, model, logits_of, extra_loss, steps: int, symbols: tuple[int, int]) -> None:
@@ -63,6 +86,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--symbols", type=int, default=100, help="how many distinct ids the random tokens use")
     p.add_argument("--model", help="a trained hepta folder to test for a repeat over its text vocabulary")
+    p.add_argument("--smear", action="store_true", help="also train hepta tiny with smeared input embeddings")
+    p.add_argument("--no-llama", action="store_true", help="leave out the transformers model")
     args = p.parse_args()
     if args.model:
         from hepta.loading import load, load_tokenizer
@@ -74,8 +99,13 @@ def main() -> None:
     symbols = (FIRST_SYMBOL, FIRST_SYMBOL + args.symbols)
     hepta = build_model(cfg, seed=0)
     train("hepta tiny", hepta, hepta, hepta.router_loss, args.steps, symbols)
-    llama = llama_like(cfg)
-    train("transformers Llama", llama, lambda x: llama(x).logits, lambda: 0.0, args.steps, symbols)
+    if args.smear:
+        smeared = build_model(cfg, seed=0)
+        smeared.embed = SmearedEmbedding(smeared.embed)
+        train("hepta tiny, smeared", smeared, smeared, smeared.router_loss, args.steps, symbols)
+    if not args.no_llama:
+        llama = llama_like(cfg)
+        train("transformers Llama", llama, lambda x: llama(x).logits, lambda: 0.0, args.steps, symbols)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ transformers model is a `LlamaForCausalLM` with the same width, depth, heads and
 (hepta's `tiny` has experts instead: its layers beyond the first are MoE). With `--model` it also
 prints how much of a repeat a trained hepta folder predicts, over its whole text vocabulary.
 
-With `--smear`, a third model: hepta's `tiny` with `smear` on, whose input embeddings each take in a
-gated share of the previous token's (model/smear.py). A key then carries the token before it, so one
-attention layer can match "the token I just read" against "the token before you" and copy: the
-look-up needs no second layer to compose with.
+With `--smear`, a third model: hepta's `tiny` whose input embeddings each take in a gated share of
+the previous token's (x_t + lambda * sigmoid(w . x_t) * x_{t-1}, lambda starting at 0; the "smear" of
+the modded-nanogpt speedruns, after the smeared keys of Olsson et al., 2022). A key then carries the
+token before it, so one attention layer can match "the token I just read" against "the token before
+you" and copy: the look-up needs no second layer to compose with, and should form much sooner.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from hepta.checkpoint import build_model
 from hepta.config.presets import get_preset
@@ -41,6 +43,22 @@ def llama_like(cfg):
         vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.moe.dense_hidden_dim,
         num_hidden_layers=cfg.num_layers, num_attention_heads=attention.num_heads,
         num_key_value_heads=attention.num_kv_heads, head_dim=attention.head_dim, max_position_embeddings=512))
+
+
+class SmearedEmbedding(nn.Module):
+    """An embedding whose each row takes in a gated share of the previous position's (no cache: whole sequences)."""
+
+    def __init__(self, embed: nn.Embedding, gate_width: int = 12):
+        super().__init__()
+        self.embed, self.gate_width = embed, gate_width
+        self.gate = nn.Linear(gate_width, 1)
+        self.smear_lambda = nn.Parameter(torch.zeros(()))
+        self.weight = embed.weight  # what the model reads its dtype and device from
+
+    def forward(self, ids_BT: torch.Tensor) -> torch.Tensor:
+        x_BTD = self.embed(ids_BT)
+        gate_BT1 = self.smear_lambda * torch.sigmoid(self.gate(x_BTD[:, 1:, :self.gate_width]))
+        return torch.cat([x_BTD[:, :1], x_BTD[:, 1:] + gate_BT1 * x_BTD[:, :-1]], dim=1)
 
 
 def train(name: str, model, logits_of, extra_loss, steps: int, symbols: tuple[int, int]) -> None:
@@ -82,7 +100,8 @@ def main() -> None:
     hepta = build_model(cfg, seed=0)
     train("hepta tiny", hepta, hepta, hepta.router_loss, args.steps, symbols)
     if args.smear:
-        smeared = build_model(cfg.with_changes({"smear": True}), seed=0)
+        smeared = build_model(cfg, seed=0)
+        smeared.embed = SmearedEmbedding(smeared.embed)
         train("hepta tiny, smeared", smeared, smeared, smeared.router_loss, args.steps, symbols)
     if not args.no_llama:
         llama = llama_like(cfg)

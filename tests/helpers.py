@@ -125,24 +125,16 @@ def engine_generate(model, tokenizer, prompt: str, spec, max_tokens: int, params
         engine.stop()
 
 
-def engine_model_and_tokenizer(corpus: Path, smear: bool = False):
-    """A small model (256-token context) and a tokenizer trained on real text, for the engine's tests; with `smear`,
-    each input embedding also takes in a real share of the previous token's (model/smear.py)."""
-    import torch
-
+def engine_model_and_tokenizer(corpus: Path):
+    """A small model (256-token context) and a tokenizer trained on real text, for the engine's tests."""
     import hepta
     from hepta.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.train([f.read_text() for f in sorted(corpus.iterdir())], text_vocab_size=480)
     cfg = hepta.get_preset("tiny").with_changes({
         "vocab_size": 512, "dim": 64, "num_layers": 2, "attention.num_heads": 2, "attention.num_kv_heads": 1,
-        "attention.head_dim": 32, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 256,
-        "smear": smear})
-    model = hepta.build_model(cfg, seed=0).eval()
-    if smear:
-        with torch.no_grad():
-            model.smear.scale.fill_(0.8)
-    return model, tokenizer
+        "attention.head_dim": 32, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 256})
+    return hepta.build_model(cfg, seed=0).eval(), tokenizer
 
 
 def hours_long_video(hours: int) -> bytes:

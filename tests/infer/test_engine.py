@@ -300,11 +300,10 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_others_steps_with_the_
     assert first.id != second.id
 
 
-@pytest.mark.parametrize("smear", [False, True])
-def test_a_prompt_continued_a_chunk_at_a_time_sees_what_one_forward_sees(smear):
+def test_a_prompt_continued_a_chunk_at_a_time_sees_what_one_forward_sees():
     import torch
 
-    model = packed_test_model(smear)
+    model = packed_test_model()
     ids = torch.randint(0, 128, (1, 40), generator=torch.Generator().manual_seed(0))
     cache = model.new_slot_cache(2, 64)
     with torch.no_grad():
@@ -318,32 +317,27 @@ def test_a_prompt_continued_a_chunk_at_a_time_sees_what_one_forward_sees(smear):
     assert int(cache.lengths[1]) == 40
 
 
-def packed_test_model(smear: bool = False):
-    """With `smear`, each input embedding also takes in a real share of the previous token's (model/smear.py)."""
+def packed_test_model():
     import hepta
 
     cfg = hepta.get_preset("tiny").with_changes({  # sliding windows and sinks too
         "vocab_size": 128, "dim": 64, "num_layers": 2, "attention.num_heads": 4, "attention.num_kv_heads": 2,
         "attention.head_dim": 16, "moe.num_experts": 4, "moe.expert_hidden_dim": 32, "max_seq_len": 64,
         "attention.sliding_window": 5, "attention.sliding_window_layers": (0,), "attention.sinks": True,
-        "attention.qk_norm": False, "smear": smear})
+        "attention.qk_norm": False})
     model = hepta.build_model(cfg, seed=1).eval()
     for layer in model.layers:
         torch.nn.init.normal_(layer.attn.sinks)
-    if smear:
-        with torch.no_grad():
-            model.smear.scale.fill_(0.8)
     return model
 
 
-@pytest.mark.parametrize("smear", [False, True])
 @pytest.mark.parametrize("chunk_from", [0, 11])
-def test_a_packed_forward_gives_each_part_what_its_own_forward_gives(chunk_from, smear):
+def test_a_packed_forward_gives_each_part_what_its_own_forward_gives(chunk_from):
     """Three running slots decoding one token each and a fourth slot taking a chunk of 9 tokens (its first, or after
     11 tokens it holds), packed into one forward: the same logits and cache as a decode step and a chunk apart."""
     import torch
 
-    model = packed_test_model(smear)
+    model = packed_test_model()
     generator = torch.Generator().manual_seed(0)
     prompts = torch.randint(0, 128, (3, 7), generator=generator)
     chunk = torch.randint(0, 128, (1, chunk_from + 9), generator=generator)
@@ -396,11 +390,10 @@ def test_a_long_prompt_cancelled_while_it_is_prefilled_in_chunks_frees_its_slot(
         engine.stop()
 
 
-@pytest.mark.parametrize("smear", [False, True])
-def test_a_packed_forward_of_several_prompts_gives_each_its_own_forwards_logits(smear):
+def test_a_packed_forward_of_several_prompts_gives_each_its_own_forwards_logits():
     """Prompts continuing their slots after kept prefixes of different lengths, and one fresh prompt, in one packed
     forward without a decode part: each gets the logits and cache rows of its own forward."""
-    model = packed_test_model(smear)
+    model = packed_test_model()
     generator = torch.Generator().manual_seed(1)
     held = {0: 5, 1: 12, 2: 0}  # tokens each slot holds already
     new = {0: 7, 1: 3, 2: 10}

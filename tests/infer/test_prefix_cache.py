@@ -78,16 +78,6 @@ def test_a_shared_system_prompt_is_prefilled_once_and_the_answers_do_not_change(
     assert tokens_with == tokens_without - reused  # and those tokens never went through the model again
 
 
-def test_a_model_that_smears_the_previous_token_continues_a_kept_prefix_exactly(corpus):
-    """The first token after a kept prefix takes in the prefix's last token, which no forward of this prompt read."""
-    model, tokenizer = engine_model_and_tokenizer(corpus, smear=True)
-    prompts = [tokenizer.encode_prompt(SYSTEM + question) for question in ("What is trending?", "Who said it first?")]
-    requests = lambda: [Request(ids, 12, GREEDY, logprobs=5) for ids in prompts]  # noqa: E731
-    without, _, _ = run_engine(model, tokenizer, requests(), prefix_cache_bytes=0)
-    with_cache, _, prefix = run_engine(model, tokenizer, requests())
-    assert prefix.hit_tokens > 0 and same_answers(with_cache, without)
-
-
 def test_the_next_turn_of_a_conversation_reuses_the_last_answer_too(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     first = tokenizer.encode_prompt(SYSTEM + "What is trending?")

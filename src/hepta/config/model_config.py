@@ -20,9 +20,6 @@ from hepta.config.sections import SECTIONS, AttentionConfig, CodesConfig, MoECon
 from hepta.config.typed import check_types, require
 
 
-SMEAR_GATE_WIDTH = 12  # the smear's gate reads this many leading channels of a token's embedding (model/smear.py)
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int = 4096
@@ -32,7 +29,6 @@ class ModelConfig:
     tie_embeddings: bool = False
     norm_eps: float = 1e-6
     zero_centered_norms: bool = False  # RMSNorm weights are stored around 0 and scale by (1 + weight) (Qwen3.5)
-    smear: bool = False  # each input embedding takes in a gated share of the previous token's (model/smear.py)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     rope: RopeConfig = field(default_factory=RopeConfig)
     moe: MoEConfig = field(default_factory=MoEConfig)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterator
 
-from hepta.config.model_config import SMEAR_GATE_WIDTH, ModelConfig
+from hepta.config.model_config import ModelConfig
 
 COMPONENTS = ("embedding", "attention", "norms", "dense_ffn", "router", "routed_experts", "shared_experts", "output")
 
@@ -112,10 +112,6 @@ def outer_param_shapes(cfg: ModelConfig) -> Iterator[ParamShape]:
     """The parameters outside the blocks: embedding, final norm and (unless tied) the output matrix."""
     V, D = cfg.vocab_size, cfg.dim
     yield ParamShape("embed.weight", (V, D), "embedding")
-    if cfg.smear:
-        yield ParamShape("smear.gate.weight", (1, min(SMEAR_GATE_WIDTH, D)), "embedding")
-        yield ParamShape("smear.gate.bias", (1,), "embedding")
-        yield ParamShape("smear.scale", (), "embedding")
     yield ParamShape("norm.weight", (D,), "norms")
     if not cfg.tie_embeddings:
         yield ParamShape("output.weight", (V, D), "output")

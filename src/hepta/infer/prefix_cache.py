@@ -79,7 +79,6 @@ class PrefixCache:
         tokens = len(keys) * self.block
         self.cache.lengths[slot] = tokens
         self.cache.rope_offsets[slot] = 0
-        self.cache.last_ids[slot] = keys[-1][1][-1]  # a key holds its block's tokens
         self.hit_tokens += tokens
         return tokens
 

@@ -76,9 +76,6 @@ class SlotCache:
         # what each slot's RoPE position is ahead of (or behind) its length: multimodal RoPE gives an image
         # fewer positions than tokens, so the text after it continues from its own position
         self.rope_offsets = torch.zeros(num_slots, dtype=torch.long)
-        # each slot's last input id: what a model that smears the previous token (model/smear.py) needs for
-        # the first token of its next forward
-        self.last_ids = torch.zeros(num_slots, dtype=torch.long)
         self.start, self.count, self.decoding = 0, 0, False
         self._extend, self._extend_from = 0, 0  # a running slot continued with this many tokens (set_extend)
         self._prompt_lengths: torch.Tensor | None = None
@@ -247,45 +244,6 @@ class SlotCache:
                 self._window_masks[key] = causal_mask(self._prefill_len, window, self.device)
         return self._window_masks[key], False
 
-    def previous_ids(self, ids_BT: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each new token's previous input id [B, T] in its own sequence, and whether it has one [B, T] (not the
-        first token of a fresh slot): from the slot's `last_ids` for a forward's first token, from the forward
-        itself after it."""
-        if self.parts:
-            parts, self.parts = self.parts, []
-            try:
-                found = []
-                for part in parts:
-                    self.enter(part)
-                    ids = ids_BT[0, part.tokens].reshape(part.batch, part.new)
-                    found.append(tuple(t.reshape(1, -1) for t in self.previous_ids(ids)))
-            finally:
-                self.parts = parts
-            return torch.cat([f[0] for f in found], 1), torch.cat([f[1] for f in found], 1)
-        first_B1 = self.last_ids[self.start:self.start + self.count, None].to(ids_BT.device)
-        previous_BT = torch.cat([first_B1, ids_BT[:, :-1]], 1)
-        has_BT = torch.ones_like(previous_BT, dtype=torch.bool)
-        if not self.decoding:
-            has_BT[:, 0] = False
-        return previous_BT, has_BT
-
-    def keep_last_ids(self, ids_BT: torch.Tensor) -> None:
-        """Records each slot's last real input id of this forward (a prefill's padding is not one)."""
-        if self.parts:
-            parts, self.parts = self.parts, []
-            try:
-                for part in parts:
-                    self.enter(part)
-                    self.keep_last_ids(ids_BT[0, part.tokens].reshape(part.batch, part.new))
-            finally:
-                self.parts = parts
-            return
-        if self._prompt_lengths is not None and not self.decoding:
-            last_B = ids_BT.gather(1, (self._prompt_lengths.to(ids_BT.device) - 1)[:, None])[:, 0]
-        else:
-            last_B = ids_BT[:, -1]
-        self.last_ids[self.start:self.start + self.count] = last_B.cpu()
-
     def advance(self, num_tokens: int) -> None:
         if self.parts:
             parts, self.parts = self.parts, []
@@ -305,9 +263,7 @@ class SlotCache:
             buffer[:, dst].copy_(buffer[:, src])
         self.lengths[dst] = self.lengths[src]
         self.rope_offsets[dst] = self.rope_offsets[src]
-        self.last_ids[dst] = self.last_ids[src]
 
     def release(self, slot: int) -> None:
         self.lengths[slot] = 0
         self.rope_offsets[slot] = 0
-        self.last_ids[slot] = 0

@@ -22,7 +22,6 @@ from hepta.model.matvec import Linear
 from hepta.model.mla import MultiHeadLatentAttention
 from hepta.model.moe import MoE
 from hepta.model.router import RouterLosses
-from hepta.model.smear import Smear
 from hepta.model.rope import RopeScaling, scaled_rope_cos_sin, softmax_scale_multiplier
 
 
@@ -99,7 +98,6 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.smear = Smear(cfg.dim) if cfg.smear else None
         self.layers = nn.ModuleList(Block(cfg, i, experts_implementation) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.zero_centered_norms)
         self.output = Linear(cfg.dim, cfg.vocab_size, bias=False)
@@ -125,9 +123,6 @@ class Transformer(nn.Module):
         T = input_ids_BT.shape[1]
         positions = cache.positions(T) if cache is not None else torch.arange(T, device=input_ids_BT.device)
         x_BTD = self.embed(input_ids_BT)
-        if self.smear is not None:
-            assert visual is None, "vision features take the place of embeddings that a smear would mix"
-            x_BTD = self.smear(x_BTD, self._previous_embeddings(input_ids_BT, cache))
         if visual is not None:
             assert cache is None or not cache.has_past, "vision features enter with the prompt, in its prefill"
             # one row (text positions) for a model without multimodal RoPE
@@ -145,19 +140,8 @@ class Transformer(nn.Module):
                 x_BTD = x_BTD.masked_scatter(visual.mask_BT[..., None],
                                              x_BTD[visual.mask_BT] + visual.deepstack_LND[i].to(x_BTD.dtype))
         if cache is not None:
-            if self.smear is not None:
-                cache.keep_last_ids(input_ids_BT)
             cache.advance(T)
         return self.norm(x_BTD)
-
-    def _previous_embeddings(self, input_ids_BT: torch.Tensor, cache: SlotCache | None) -> torch.Tensor:
-        """Each token's previous input embedding [B, T, D], zeros where a sequence starts."""
-        if cache is None:
-            previous_BTD = self.embed(input_ids_BT[:, :-1])
-            B, _, D = previous_BTD.shape
-            return torch.cat([previous_BTD.new_zeros(B, 1, D), previous_BTD], 1)
-        previous_BT, has_BT = cache.previous_ids(input_ids_BT)
-        return self.embed(previous_BT) * has_BT[..., None]
 
     def use_row_sum_matvec(self, enabled: bool) -> None:
         """Single-row products on a CPU through model/matvec.py's multiply and row sum (True) or the BLAS (False)."""
@@ -229,7 +213,7 @@ class Transformer(nn.Module):
                         nn.init.zeros_(module.bias)
                 elif isinstance(module, nn.Embedding):
                     nn.init.normal_(module.weight, std=0.02)
-                elif isinstance(module, (RMSNorm, MoE, GatedDeltaNet, Smear)):
+                elif isinstance(module, (RMSNorm, MoE, GatedDeltaNet)):
                     module.reset_parameters()
                 elif isinstance(module, Attention) and module.sinks is not None:
                     nn.init.zeros_(module.sinks)  # no share for the sinks until training gives them one

@@ -15,7 +15,8 @@ With `--smear`, a third model: hepta's `tiny` whose input embeddings each take i
 the previous token's (x_t + lambda * sigmoid(w . x_t) * x_{t-1}, lambda starting at 0; the "smear" of
 the modded-nanogpt speedruns, after the smeared keys of Olsson et al., 2022). A key then carries the
 token before it, so one attention layer can match "the token I just read" against "the token before
-you" and copy: the look-up needs no second layer to compose with, and should form much sooner.
+you" and copy: the look-up needs no second layer to compose with. Measured, it formed about when the
+plain model's did (docs/multimodal.md), so hepta's model does not have it.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ class TrainArgs:
     audio_tokenizer: str | None = None  # a trained audio tokenizer folder to use; None: train one in the run
     audio_tokenizer_steps: int | None = None  # None: the recipe's
     speech_utterances: int | None = None  # recognition utterances (synthesis: half as many); None: the recipe's
-    speed_perturbation: bool = True  # recognition utterances speed-perturbed as the recipe says (ablation: False)
+    speed_perturbation: bool = False  # recognition utterances speed-perturbed within the recipe's range
     video_timestamps: bool = True  # video frames carry their time as text (ablation: False)
 
     def __post_init__(self) -> None:

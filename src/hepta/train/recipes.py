@@ -24,9 +24,9 @@ class SpeechRecipe:
     tokenizer_utterances: int = 4000
     # of the conversations drawn each step; the digit tasks share the rest
     task_shares: dict = field(default_factory=lambda: {"transcribe": 0.25, "say": 0.2})
-    # recognition utterances sped up or slowed down by a factor in this range (speech_data.speed_perturbed);
-    # None: as eSpeak says them
-    speed_range: tuple[float, float] | None = None
+    # with `hepta train --speed-perturbation`, recognition utterances are sped up or slowed down by a factor in
+    # this range (speech_data.speed_perturbed); off by default, because it did not help (docs/multimodal.md)
+    speed_range: tuple[float, float] = (0.88, 1.12)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ IMAGE_RECIPES = {
         # half the words of held-out ones (0.60; benchmarks/speech_finetune.py).
         speech=SpeechRecipe(audio_tokenizer=AudioTokenizerConfig(downsample=4, hidden=128, levels=(8, 5, 5, 5)),
                             audio_tokenizer_steps=1200, recognition_utterances=40000, synthesis_utterances=8000,
-                            task_shares={"transcribe": 0.35, "say": 0.25}, speed_range=(0.88, 1.12)),
+                            task_shares={"transcribe": 0.35, "say": 0.25}),
         # clips of 5 s to a little over the 3-minute evaluation length, 1 frame a second (~26 tokens
         # each, only the frames that show something new kept). The kinds that read digits off frames
         # come most often: counting needs none, and with every kind equally often probes learned to

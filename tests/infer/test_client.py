@@ -107,7 +107,9 @@ def test_a_full_queue_is_refused_by_submit_and_embeddings_run_between_steps(mode
     inputs = [tokenizer.encode("hello world"), tokenizer.encode("x")]
 
     async def body(client):
-        await client.submit(Request(tokenizer.encode("x"), 200, GREEDY))
+        decoding = asyncio.Event()  # the first request holds the one slot (on a slow host it may still be queued)
+        await client.submit(Request(tokenizer.encode("x"), 200, GREEDY, sink=lambda event: decoding.set()))
+        await asyncio.wait_for(decoding.wait(), 60)
         await client.submit(Request(tokenizer.encode("y"), 200, GREEDY))
         with pytest.raises(QueueFull):
             await client.submit(Request(tokenizer.encode("z"), 4, GREEDY))

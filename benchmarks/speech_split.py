@@ -6,7 +6,7 @@ The `asr` task scores held-out sentences said by held-out voices, so its word er
 gaps. This scores the four cells apart, each on --n utterances said as the recipe says them (a random
 rate and pitch, half with noise, `modality/speech_data.py`; never speed-perturbed):
 
-    voices \\ sentences   training (the run's own: its first --n, drawn with --seed)   held-out (the asr task's)
+    voices \\ sentences   training (the run's own: its first --n, drawn with --seed)   held-out (the asr task's first --n)
     training             what the model fitted                                          new sentences, known voices
     held-out             known sentences, new voices                                    the asr task
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
@@ -27,25 +26,9 @@ import numpy as np
 from hepta.eval.recogniser import word_error_rate
 from hepta.eval.speech_eval import EVAL_SEED, SpeechEval
 from hepta.loading import load, load_audio_codec, load_tokenizer
-from hepta.modality import espeak, speech_data, speech_domain
+from hepta.modality import speech_data
 
 SPLITS = ("train", "held_out")
-
-
-def utterances(voice_split: str, sentence_split: str, n: int, seed: int) -> list[speech_data.Utterance]:
-    """n sentences of `sentence_split` said by voices of `voice_split`, varied as the recipe varies them."""
-    texts = speech_domain.sentences(sentence_split, n, seed if sentence_split == "train" else EVAL_SEED)
-    rng = random.Random(f"speech-split-{voice_split}-{sentence_split}")
-    noise_rng = np.random.default_rng(len(texts))
-    pool, said = speech_data.voices(voice_split), []
-    for text in texts:
-        voice = rng.choice(pool)
-        wave = espeak.synthesize(text, variant=voice, rate=rng.randint(*speech_data.RATE_RANGE),
-                                 pitch=rng.randint(*speech_data.PITCH_RANGE))
-        if rng.random() < speech_data.NOISY_SHARE:
-            wave = speech_data.add_noise(wave, rng.uniform(*speech_data.SNR_RANGE_DB), noise_rng)
-        said.append(speech_data.Utterance(text, wave, voice))
-    return said
 
 
 def main() -> None:
@@ -62,7 +45,8 @@ def main() -> None:
     try:
         for voices in SPLITS:
             for sentences in SPLITS:
-                said = utterances(voices, sentences, args.n, args.seed)
+                seed = args.seed if sentences == "train" else EVAL_SEED
+                said = speech_data.varied_utterances(sentences, args.n, seed, voice_split=voices)
                 heard = speech.transcripts([u.wave for u in said])
                 wer = word_error_rate([u.text for u in said], heard)
                 exact = float(np.mean([h == u.text for h, u in zip(heard, said)]))

@@ -53,3 +53,11 @@ def test_speed_perturbation_changes_the_sound_of_training_utterances_only():
     assert sum(abs(r - 1) > 0.01 for r in ratios) >= 3  # most are perturbed, some by a factor near 1
     with pytest.raises(ValueError, match="only training utterances"):
         speech_data.varied_utterances("held_out", 2, seed=0, speed_range=(0.9, 1.1))
+
+
+def test_a_split_s_sentences_can_be_said_by_the_other_split_s_voices():
+    own = speech_data.varied_utterances("held_out", 6, seed=1)
+    crossed = speech_data.varied_utterances("held_out", 6, seed=1, voice_split="train")
+    assert [u.text for u in crossed] == [u.text for u in own]
+    assert {u.voice for u in crossed} <= set(speech_data.voices("train"))
+    assert {u.voice for u in own} <= set(speech_data.voices("held_out"))

@@ -4,8 +4,8 @@ Recognition examples are said by the split's voice variants at a random rate and
 them with white noise at 12-30 dB SNR. Training ones may also be speed-perturbed (`speed_range`):
 resampled by a factor near 1 and played at 16 kHz, which moves the formants and the pitch together
 as a different vocal tract would, so a few dozen voices stand for many (Ko et al., 2015, "Audio
-augmentation for speech recognition"). Held-out utterances are never perturbed. Synthesis examples are all said by one house voice (eSpeak's
-plain `en-us` at its default rate and pitch, clean), so the model learns one consistent voice
+augmentation for speech recognition"). Held-out utterances are never perturbed. Synthesis examples
+are all said by one house voice (eSpeak's plain `en-us` at its default rate and pitch, clean), so the model learns one consistent voice
 rather than a random one per sentence; the same voice, saying the same sentences, is the
 reference the synthesis metric compares against.
 """
@@ -26,7 +26,7 @@ RATE_RANGE = (130, 210)  # words a minute
 PITCH_RANGE = (30, 70)
 NOISY_SHARE = 0.5
 SNR_RANGE_DB = (12.0, 30.0)
-PERTURBED_SHARE = 2 / 3  # of speed-perturbed utterances; the rest keep the voice as eSpeak says it
+PERTURBED_SHARE = 2 / 3  # of training utterances, given a speed range; the rest stay as eSpeak says them
 
 
 @dataclass(frozen=True)
@@ -54,15 +54,16 @@ def speed_perturbed(wave: np.ndarray, factor: float) -> np.ndarray:
     return soxr.resample(wave, espeak.SAMPLE_RATE * factor, espeak.SAMPLE_RATE).astype(np.float32)
 
 
-def varied_utterances(split: str, count: int, seed: int = 0,
-                      speed_range: tuple[float, float] | None = None) -> list[Utterance]:
-    """`count` sentences of the split, each said by one of the split's voices, rate, pitch and noise drawn at random
-    (and for training, with `speed_range`, PERTURBED_SHARE of them sped up or slowed down by a factor in it)."""
-    return list(iter_varied_utterances(split, count, seed, speed_range))
+def varied_utterances(split: str, count: int, seed: int = 0, speed_range: tuple[float, float] | None = None,
+                      voice_split: str | None = None) -> list[Utterance]:
+    """`count` sentences of the split, each said by one of the split's voices (or `voice_split`'s), rate, pitch and
+    noise drawn at random (and for training, with `speed_range`, PERTURBED_SHARE of them sped up or slowed down by
+    a factor in it)."""
+    return list(iter_varied_utterances(split, count, seed, speed_range, voice_split))
 
 
-def iter_varied_utterances(split: str, count: int, seed: int = 0,
-                           speed_range: tuple[float, float] | None = None) -> Iterator[Utterance]:
+def iter_varied_utterances(split: str, count: int, seed: int = 0, speed_range: tuple[float, float] | None = None,
+                           voice_split: str | None = None) -> Iterator[Utterance]:
     """varied_utterances one at a time (the first n are the same for any count >= n), so that many
     can be encoded without holding all their waves."""
     if speed_range is not None and split != "train":
@@ -70,7 +71,7 @@ def iter_varied_utterances(split: str, count: int, seed: int = 0,
     rng = random.Random(f"speech-voices-{split}-{seed}")
     speed_rng = random.Random(f"speech-speed-{seed}")  # its own stream: the texts and voices stay those without
     noise_rng = np.random.default_rng(seed)
-    pool = voices(split)
+    pool = voices(voice_split or split)
     for text in speech_domain.sentences(split, count, seed):
         voice = rng.choice(pool)
         wave = espeak.synthesize(text, variant=voice, rate=rng.randint(*RATE_RANGE), pitch=rng.randint(*PITCH_RANGE))

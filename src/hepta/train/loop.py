@@ -369,9 +369,8 @@ class Trainer:
         """This rank's rows of random text tokens written twice, for this micro-step (repeats up to
         half the text batch's length)."""
         rows, rank, half = self.args.repeat_rows, self.dp_rank, self.args.seq_len // 2
-        text = self.tokenizer.layout.text_vocab_size
-        first = FIRST_MERGED_ID
-        symbols = (0, text) if self.args.repeat_symbols is None else (first, min(text, first + self.args.repeat_symbols))
+        text, count = self.tokenizer.layout.text_vocab_size, self.args.repeat_symbols
+        symbols = (0, text) if count is None else (FIRST_MERGED_ID, min(text, FIRST_MERGED_ID + count))
         x, y = repeat_batch(symbols,
                             batch_generator(self.args.seed, self.step, 3 * self.args.grad_accum + micro),
                             rows=rows * self.dp_size, lengths=(min(8, half), half))

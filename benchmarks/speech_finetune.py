@@ -1,7 +1,7 @@
 """A quick probe of the speech training design: fine-tune a trained omni model on one speech task.
 
     .venv/bin/python benchmarks/speech_finetune.py --model runs/omni --out runs/speech-probe [--task transcribe]
-        [--steps 600] [--lr 1e-3] [--utterances 4000] [--rows 64] [--eval-every 100] [--eval-n 60]
+        [--steps 600] [--lr 1e-3] [--utterances 4000] [--rows 64] [--eval-every 100] [--eval-n 60] [--word-share S]
     hepta eval --model runs/speech-probe --task asr --json
 
 It copies the model folder to --out, trains it for --steps with AdamW and a cosine schedule on one
@@ -10,7 +10,8 @@ training sentences said by the training voices (varied and noisy as in the recip
 `modality/speech_data.py`); every --eval-every steps it prints the word error rate of greedy
 transcripts of --eval-n held-out sentences said by held-out voices (the `asr` task's utterances)
 and of as many of its own training utterances: the gap between the two says whether more data or
-more fitting is what is missing. `--task say`: "Say: ..." over --utterances distinct training
+more fitting is what is missing; `--word-share S` makes that share of the training texts random
+sequences of the domain's words (`speech_domain.word_sequence`). `--task say`: "Say: ..." over --utterances distinct training
 sentences in the house voice; it prints the judge's word error rate on hepta's speech of --eval-n
 held-out sentences (the `tts` task's) and of as many training sentences. Minutes instead of the
 hour of the whole recipe.
@@ -65,6 +66,8 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--eval-n", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--word-share", type=float, default=0.0,
+                   help="share of the training texts that are random word sequences instead of template sentences")
     args = p.parse_args()
     out = Path(args.out)
     copy_model(Path(args.model), out)
@@ -72,7 +75,8 @@ def main() -> None:
     codec = load_audio_codec(out, tokenizer)
     started = time.perf_counter()
     if args.task == "transcribe":
-        train = speech_data.varied_utterances("train", args.utterances, seed=args.seed)
+        train = speech_data.varied_utterances("train", args.utterances, seed=args.seed,
+                                                   word_share=args.word_share)
         held_out = speech_data.varied_utterances("held_out", args.eval_n, seed=EVAL_SEED)
         turns = speech_tasks.transcribe_turns
     else:

@@ -31,6 +31,21 @@ def test_held_out_voices_and_sentences_never_meet_training():
     assert all(set(s.split()) <= words for s in speech_domain.sentences("held_out", 200, seed=3))
 
 
+def test_random_word_sequences_replace_a_share_of_the_training_templates_only():
+    plain = speech_domain.sentences("train", 400, seed=2)
+    mixed = speech_domain.sentences("train", 400, seed=2, word_share=0.3)
+    templates = set(plain)
+    sequences = [s for s in mixed if s not in templates]
+    assert 80 <= len(sequences) <= 160  # about 0.3 of 400, the rest still template sentences
+    in_order = iter(mixed)  # the templates come in the same order as without the mix, sequences between them
+    assert all(any(s == t for s in in_order) for t in plain[:200])  # about 280 of the 400 are templates
+    words = set(speech_domain.vocabulary())
+    assert all(set(s.split()) <= words and 1 <= len(s.split()) <= 6 for s in sequences)
+    assert not any(speech_domain.is_held_out_sentence(s) for s in mixed)
+    with pytest.raises(ValueError, match="only training sentences"):
+        speech_domain.sentences("held_out", 5, seed=0, word_share=0.3)
+
+
 def _spectral_centroid(wave: np.ndarray) -> float:
     power = np.abs(np.fft.rfft(wave)) ** 2
     return float((np.fft.rfftfreq(len(wave), 1 / 16000) * power).sum() / power.sum())

@@ -55,15 +55,15 @@ def speed_perturbed(wave: np.ndarray, factor: float) -> np.ndarray:
 
 
 def varied_utterances(split: str, count: int, seed: int = 0, speed_range: tuple[float, float] | None = None,
-                      voice_split: str | None = None) -> list[Utterance]:
+                      voice_split: str | None = None, word_share: float = 0.0) -> list[Utterance]:
     """`count` sentences of the split, each said by one of the split's voices (or `voice_split`'s), rate, pitch and
     noise drawn at random (and for training, with `speed_range`, PERTURBED_SHARE of them sped up or slowed down by
-    a factor in it)."""
-    return list(iter_varied_utterances(split, count, seed, speed_range, voice_split))
+    a factor in it; with `word_share`, that share of the texts random word sequences, speech_domain.sentences)."""
+    return list(iter_varied_utterances(split, count, seed, speed_range, voice_split, word_share))
 
 
 def iter_varied_utterances(split: str, count: int, seed: int = 0, speed_range: tuple[float, float] | None = None,
-                           voice_split: str | None = None) -> Iterator[Utterance]:
+                           voice_split: str | None = None, word_share: float = 0.0) -> Iterator[Utterance]:
     """varied_utterances one at a time (the first n are the same for any count >= n), so that many
     can be encoded without holding all their waves."""
     if speed_range is not None and split != "train":
@@ -72,7 +72,7 @@ def iter_varied_utterances(split: str, count: int, seed: int = 0, speed_range: t
     speed_rng = random.Random(f"speech-speed-{seed}")  # its own stream: the texts and voices stay those without
     noise_rng = np.random.default_rng(seed)
     pool = voices(voice_split or split)
-    for text in speech_domain.sentences(split, count, seed):
+    for text in speech_domain.sentences(split, count, seed, word_share):
         voice = rng.choice(pool)
         wave = espeak.synthesize(text, variant=voice, rate=rng.randint(*RATE_RANGE), pitch=rng.randint(*PITCH_RANGE))
         if speed_range is not None and speed_rng.random() < PERTURBED_SHARE:

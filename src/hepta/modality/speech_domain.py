@@ -25,6 +25,7 @@ SHORT_COMMANDS = ("yes", "no", "stop", "go", "cancel", "start", "pause", "help",
                   "good morning", "good night", "thank you", "please wait", "call home", "next", "previous")
 
 HELD_OUT_EVERY = 5
+WORD_SEQUENCE_LENGTHS = (1, 6)  # words in a random word sequence (`word_sequence`)
 
 # eSpeak NG's voice variants (its `voices/!v` folder). The whispered ones have no voiced sound at
 # all, which a 16 kHz log-mel tokenizer of this size does not learn from a few utterances: left out.
@@ -72,13 +73,25 @@ def is_held_out_voice(variant: str) -> bool:
     return zlib.crc32(variant.encode()) % HELD_OUT_EVERY == 0
 
 
-def sentences(split: str, count: int, seed: int) -> list[str]:
-    """`count` sentences of a split ("train" or "held_out"), repeats allowed, the same for the same seed."""
+def word_sequence(rng: random.Random, words: list[str], lengths: tuple[int, int] = WORD_SEQUENCE_LENGTHS) -> str:
+    """A few of the domain's words in a random order ("garden seven lock"): no template predicts them."""
+    return " ".join(rng.choice(words) for _ in range(rng.randint(*lengths)))
+
+
+def sentences(split: str, count: int, seed: int, word_share: float = 0.0) -> list[str]:
+    """`count` sentences of a split ("train" or "held_out"), repeats allowed, the same for the same seed.
+
+    With `word_share` (training only), that share of them are random word sequences instead
+    (`word_sequence`), so a recogniser must hear each word rather than lean on the templates; they
+    come from their own random stream, so the template sentences among them stay those drawn without."""
     want_held_out = {"train": False, "held_out": True}[split]
+    if word_share and want_held_out:
+        raise ValueError("only training sentences mix in random word sequences; held-out ones stay the templates'")
     rng = random.Random(f"speech-sentences-{split}-{seed}")
+    word_rng, words = random.Random(f"speech-words-{seed}"), vocabulary()
     chosen: list[str] = []
     while len(chosen) < count:
-        sentence = _template(rng)
+        sentence = word_sequence(word_rng, words) if word_rng.random() < word_share else _template(rng)
         if is_held_out_sentence(sentence) == want_held_out:
             chosen.append(sentence)
     return chosen

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/video_finetune.py --model runs/omni --out runs/video-probe [--steps 800]
         [--lr 3e-3] [--kinds order:3,time:2,...] [--seconds 5:10] [--no-timeline] [--no-time]
-        [--all-frames] [--first-only] [--walk] [--captions] [--cite] [--copy-steps N] [--qk-gain G]
+        [--all-frames] [--first-only] [--walk] [--captions] [--cite] [--question-first] [--copy-steps N] [--qk-gain G]
         [--eval-seconds 10,30]
     hepta eval --model runs/video-probe --task video-order --json
 
@@ -16,7 +16,8 @@ questions are asked and how long the clips are. At the end it prints, per questi
 of 40 fresh 10 s and 30 s clips (--eval-seconds; training digits, then held-out ones) whose whole
 answer the model gets right, token by token. `--captions` follows each frame with what it shows
 ("3 7": the third digit to appear, a 7; "-" for nothing) as a target, and `--cite` has order and
-time answers quote the caption they rest on first. `--copy-steps N` first trains N steps on random
+time answers quote the caption they rest on first; `--question-first` puts the question before the
+video, so that each frame is read knowing what is asked. `--copy-steps N` first trains N steps on random
 text tokens written twice (`train/repeat_task.py`); the share of such a repeat the model predicts
 is printed before the video steps either way. `--qk-gain G` multiplies every query norm's weight by G
 first, so attention can be sharper from the start. The model's context is raised to 6,144 tokens in the copy when it
@@ -53,7 +54,7 @@ def first_only(data: VideoData, rng: np.random.Generator, answered: bool = True)
     clip = video_data.plan_clip(rng, int(rng.integers(5, 11)), data.scans)
     first = clip.appearances[0].digit
     q = video_data.VideoQuestion("order", "Which digit appeared first?", str(first), first)
-    ids = encode_chat(video_data.question_turns(data.clip_frames(clip), [q], answered),
+    ids = encode_chat(video_data.question_turns(data.clip_frames(clip), [q], answered, data.recipe.question_first),
                       data.tokenizer, data.codec.vocab, add_generation_prompt=not answered)
     return ids, first
 
@@ -87,8 +88,8 @@ def answers_right(model, data: VideoData, seconds: int, count: int = 40) -> dict
             part = data.clip_frames(clip)
             for kind in (*video_data.QUESTION_KINDS, video_data.TIMELINE):
                 q = video_data.question(kind, clip, rng, data.recipe.fps, walk=data.recipe.walk, cite=data.recipe.cite)
-                ids, answer = encode_chat(video_data.question_turns(part, [q]),
-                                          data.tokenizer, data.codec.vocab, add_generation_prompt=False)
+                turns = video_data.question_turns(part, [q], question_first=data.recipe.question_first)
+                ids, answer = encode_chat(turns, data.tokenizer, data.codec.vocab, add_generation_prompt=False)
                 x, is_answer = torch.tensor([ids]), torch.tensor(answer[1:])
                 hit = model(x)[0, :-1].argmax(-1) == x[0, 1:]
                 right.setdefault(kind, []).append(bool(hit[is_answer].all()))
@@ -141,11 +142,13 @@ def main() -> None:
     p.add_argument("--walk", action="store_true", help="order and time answers walk the appearances first")
     p.add_argument("--captions", action="store_true", help="each frame followed by what it shows, as a target")
     p.add_argument("--cite", action="store_true", help="order and time answers first cite the caption they rest on")
+    p.add_argument("--question-first", action="store_true", help="the question before the video instead of after it")
     p.add_argument("--copy-steps", type=int, default=0,
                    help="first train this many steps on random text repeated (induction), then on video")
     p.add_argument("--qk-gain", type=float, default=1.0,
                    help="multiply every attention's query-norm weight by this before training (sharper attention)")
-    p.add_argument("--eval-seconds", default="10,30", help="clip lengths of the closing check (default 10,30; empty: none)")
+    p.add_argument("--eval-seconds", default="10,30",
+                   help="clip lengths of the closing check (default 10,30; empty: none)")
     p.add_argument("--first-only", action="store_true", help="only 'Which digit appeared first?' on 5-10 s clips")
     args = p.parse_args()
     out = Path(args.out)
@@ -163,6 +166,8 @@ def main() -> None:
         recipe = dataclasses.replace(recipe, walk=True)
     if args.cite:
         recipe = dataclasses.replace(recipe, cite=True)
+    if args.question_first:
+        recipe = dataclasses.replace(recipe, question_first=True)
     if args.no_timeline:
         recipe = dataclasses.replace(recipe, kinds=tuple(k for k in recipe.kinds if k[0] != video_data.TIMELINE))
     codec = load_image_codec(out, tokenizer)

@@ -128,6 +128,8 @@ def test_a_conversation_asks_several_questions_about_one_video():
     assert turns[0].parts[0] is part and all(part not in t.parts for t in turns[1:])
     assert [t.parts[0] for t in turns[1::2]] == [q.answer for q in questions]
     assert [t.role for t in vd.question_turns(part, questions[:1], answered=False)] == ["user"]
+    first = vd.question_turns(part, questions, question_first=True)
+    assert first[0].parts == (questions[0].question, part) and first[1:] == turns[1:]
 
 
 def test_only_frames_that_show_something_new_are_kept():

@@ -244,15 +244,17 @@ def _down_to_grid(seconds: float, step: float) -> float:
     return math.floor(seconds / step + 1e-9) * step
 
 
-def question_turns(video_part, questions: list[VideoQuestion], answered: bool = True) -> list:
-    """A conversation about one video: the video and the first question, then each further
-    question in its own user turn; with `answered`, each followed by its answer (training). A
-    clip's frames are the bulk of its tokens, so training asks several questions per clip."""
+def question_turns(video_part, questions: list[VideoQuestion], answered: bool = True,
+                   question_first: bool = False) -> list:
+    """A conversation about one video: the video and the first question (with `question_first`, the
+    question and then the video), then each further question in its own user turn; with `answered`,
+    each followed by its answer (training)."""
     from hepta.modality.chat import Turn
 
     turns = []
     for i, q in enumerate(questions):
-        turns.append(Turn("user", (video_part, q.question) if i == 0 else (q.question,)))
+        first = (q.question, video_part) if question_first else (video_part, q.question)
+        turns.append(Turn("user", first if i == 0 else (q.question,)))
         if answered:
             turns.append(Turn("assistant", (q.answer,)))
     return turns

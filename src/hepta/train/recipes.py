@@ -44,6 +44,8 @@ class VideoRecipe:
     # (video_data.walked)
     walk: bool = False
     cite: bool = False  # order and time answers first cite the frame caption they rest on (video_data.cited)
+    # the question comes before the video, so every frame is read knowing what is asked
+    question_first: bool = False
 
 
 @dataclass(frozen=True)

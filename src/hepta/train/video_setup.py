@@ -85,7 +85,7 @@ class VideoData:
         kinds, weights = zip(*self.recipe.kinds)
         kind = str(rng.choice(kinds, p=np.asarray(weights) / sum(weights)))
         q = video_data.question(kind, clip, rng, self.recipe.fps, walk=self.recipe.walk, cite=self.recipe.cite)
-        return video_data.question_turns(self.clip_frames(clip), [q])
+        return video_data.question_turns(self.clip_frames(clip), [q], question_first=self.recipe.question_first)
 
     def longest(self, progress: float) -> float:
         """The longest clip at `progress` (0 to 1) of the run: `first_longest` seconds, growing

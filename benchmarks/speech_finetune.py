@@ -11,10 +11,10 @@ training sentences said by the training voices (varied and noisy as in the recip
 transcripts of --eval-n held-out sentences said by held-out voices (the `asr` task's utterances)
 and of as many of its own training utterances: the gap between the two says whether more data or
 more fitting is what is missing; `--word-share S` makes that share of the training texts random
-sequences of the domain's words (`speech_domain.word_sequence`). `--task say`: "Say: ..." over --utterances distinct training
-sentences in the house voice; it prints the judge's word error rate on hepta's speech of --eval-n
-held-out sentences (the `tts` task's) and of as many training sentences. Minutes instead of the
-hour of the whole recipe.
+sequences of the domain's words (`speech_domain.word_sequence`). `--task say`: "Say: ..." over
+--utterances distinct training sentences in the house voice; it prints the judge's word error rate
+on hepta's speech of --eval-n held-out sentences (the `tts` task's) and of as many training
+sentences. Minutes instead of the hour of the whole recipe.
 """
 
 from __future__ import annotations

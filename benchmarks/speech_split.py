@@ -6,9 +6,9 @@ The `asr` task scores held-out sentences said by held-out voices, so its word er
 gaps. This scores the four cells apart, each on --n utterances said as the recipe says them (a random
 rate and pitch, half with noise, `modality/speech_data.py`; never speed-perturbed):
 
-    voices \\ sentences   training (the run's own: its first --n, drawn with --seed)   held-out (the asr task's first --n)
-    training             what the model fitted                                          new sentences, known voices
-    held-out             known sentences, new voices                                    the asr task
+    voices \\ sentences   training (the run's own: first --n, drawn with --seed)   held-out (the asr task's first --n)
+    training             what the model fitted                                      new sentences, known voices
+    held-out             known sentences, new voices                                the asr task
 
 A large gap down a column says the voices are what the model has not learned to generalise over
 (more voices or augmentation would help); across a row, the sentences (more or more varied text).

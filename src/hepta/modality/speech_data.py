@@ -5,9 +5,9 @@ them with white noise at 12-30 dB SNR. Training ones may also be speed-perturbed
 resampled by a factor near 1 and played at 16 kHz, which moves the formants and the pitch together
 as a different vocal tract would, so a few dozen voices stand for many (Ko et al., 2015, "Audio
 augmentation for speech recognition"). Held-out utterances are never perturbed. Synthesis examples
-are all said by one house voice (eSpeak's plain `en-us` at its default rate and pitch, clean), so the model learns one consistent voice
-rather than a random one per sentence; the same voice, saying the same sentences, is the
-reference the synthesis metric compares against.
+are all said by one house voice (eSpeak's plain `en-us` at its default rate and pitch, clean), so
+the model learns one consistent voice rather than a random one per sentence; the same voice,
+saying the same sentences, is the reference the synthesis metric compares against.
 """
 
 from __future__ import annotations

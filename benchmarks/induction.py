@@ -2,6 +2,7 @@
 the same size, both from scratch, trained on random tokens written twice.
 
     .venv/bin/python benchmarks/induction.py [--steps 1000] [--symbols 100] [--model runs/omni] [--smear] [--no-llama]
+        [--preset omni-tiny]
 
 Nothing but an induction head (look back for the earlier occurrence of the token just read, copy
 what followed it) predicts the repeat, so the loss sits at log(symbols) until one forms, then falls
@@ -89,6 +90,8 @@ def main() -> None:
     p.add_argument("--model", help="a trained hepta folder to test for a repeat over its text vocabulary")
     p.add_argument("--smear", action="store_true", help="also train hepta tiny with smeared input embeddings")
     p.add_argument("--no-llama", action="store_true", help="leave out the transformers model")
+    p.add_argument("--preset", default="tiny", help="the hepta preset trained from scratch (default tiny, its "
+                   "vocabulary cut to 512 ids; another keeps its own)")
     args = p.parse_args()
     if args.model:
         from hepta.loading import load, load_tokenizer
@@ -96,10 +99,12 @@ def main() -> None:
         model = load(args.model).eval()
         text = (0, load_tokenizer(args.model).layout.text_vocab_size)
         print(f"{args.model}: repeat of 50 random text tokens predicted {repeat_accuracy(model, text):.2f}")
-    cfg = get_preset("tiny").with_changes({"vocab_size": 512})
+    cfg = get_preset(args.preset)
+    if args.preset == "tiny":
+        cfg = cfg.with_changes({"vocab_size": 512})
     symbols = (FIRST_SYMBOL, FIRST_SYMBOL + args.symbols)
     hepta = build_model(cfg, seed=0)
-    train("hepta tiny", hepta, hepta, hepta.router_loss, args.steps, symbols)
+    train(f"hepta {args.preset}", hepta, hepta, hepta.router_loss, args.steps, symbols)
     if args.smear:
         smeared = build_model(cfg, seed=0)
         smeared.embed = SmearedEmbedding(smeared.embed)

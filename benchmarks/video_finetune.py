@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/video_finetune.py --model runs/omni --out runs/video-probe [--steps 800]
         [--lr 3e-3] [--kinds order:3,time:2,...] [--seconds 5:10] [--no-timeline] [--no-time]
-        [--all-frames] [--first-only] [--walk] [--captions] [--cite] [--question-first] [--copy-steps N] [--qk-gain G]
+        [--all-frames] [--first-only] [--walk] [--captions] [--fused-captions] [--cite] [--question-first]
+        [--copy-steps N] [--qk-gain G]
         [--eval-seconds 10,30]
     hepta eval --model runs/video-probe --task video-order --json
 
@@ -15,7 +16,8 @@ smallest check that the model reads the frames at all. `--kinds` and `--seconds`
 questions are asked and how long the clips are. At the end it prints, per question kind, the share
 of 40 fresh 10 s and 30 s clips (--eval-seconds; training digits, then held-out ones) whose whole
 answer the model gets right, token by token. `--captions` follows each frame with what it shows
-("3 7": the third digit to appear, a 7; "-" for nothing) as a target, and `--cite` has order and
+("3 7": the third digit to appear, a 7; "-" for nothing) as a target, `--fused-captions` makes each
+caption one token (number, digit and whether the digit is new), and `--cite` has order and
 time answers quote the caption they rest on first; `--question-first` puts the question before the
 video, so that each frame is read knowing what is asked. `--copy-steps N` first trains N steps on random
 text tokens written twice (`train/repeat_task.py`); the share of such a repeat the model predicts
@@ -38,6 +40,7 @@ from hepta.checkpoint import save_weights
 from hepta.loading import load, load_image_codec, load_tokenizer
 from hepta.modality import video_data
 from hepta.modality.chat import encode_chat
+from hepta.modality.video_reading import VideoReading
 from hepta.train.conversations import pad_rows
 from hepta.train.data import batch_generator
 from hepta.train.recipes import image_recipe
@@ -85,10 +88,10 @@ def answers_right(model, data: VideoData, seconds: int, count: int = 40) -> dict
     with torch.no_grad():
         for _ in range(count):
             clip = video_data.plan_clip(rng, seconds, data.scans)
-            part = data.clip_frames(clip)
             for kind in (*video_data.QUESTION_KINDS, video_data.TIMELINE):
                 q = video_data.question(kind, clip, rng, data.recipe.fps, walk=data.recipe.walk, cite=data.recipe.cite)
-                turns = video_data.question_turns(part, [q], question_first=data.recipe.question_first)
+                turns = video_data.question_turns(data.clip_frames(clip, q), [q],
+                                                  question_first=data.recipe.question_first)
                 ids, answer = encode_chat(turns, data.tokenizer, data.codec.vocab, add_generation_prompt=False)
                 x, is_answer = torch.tensor([ids]), torch.tensor(answer[1:])
                 hit = model(x)[0, :-1].argmax(-1) == x[0, 1:]
@@ -103,6 +106,26 @@ def answers_right(model, data: VideoData, seconds: int, count: int = 40) -> dict
                         right.setdefault(f"{kind} cited digit", []).append(bool(hit[first + 1]))
     model.train()
     return {kind: float(np.mean(hits)) for kind, hits in right.items()}
+
+
+def fused_captions(tokenizer, appearances: int = video_data.APPEARANCES[1]):
+    """A caption function whose caption of a frame is one token: which appearance it is, its digit and whether
+    that digit shows for the first time, each (number, digit, first) given a word token of the text vocabulary
+    of its own (a stand-in for a block of caption ids). "3 7" needs a look-up in two hops, the number found and
+    then the token after it; one token holding both needs one."""
+    words = [s for i in range(tokenizer.layout.text_vocab_size)
+             if (s := tokenizer.decode([i])).startswith(" ") and s[1:].isalpha() and tokenizer.encode(s) == [i]]
+    keys = [(n, d, first) for n in range(1, appearances + 1) for d in range(10) for first in (True, False)]
+    symbol = dict(zip(keys, words[-len(keys):]))  # the rarest words, whose text meaning is weakest
+
+    def caption_of(clip: video_data.Clip, seconds: float) -> str:
+        shown = clip.on_screen(seconds)
+        if shown is None:
+            return video_data.EMPTY
+        n = clip.appearances.index(shown)
+        first = all(a.digit != shown.digit for a in clip.appearances[:n])
+        return symbol[(n + 1, shown.digit, first)]
+    return caption_of
 
 
 def _repeat_accuracy(model, symbols: tuple[int, int]) -> float:
@@ -141,8 +164,12 @@ def main() -> None:
     p.add_argument("--all-frames", action="store_true", help="keep repeated frames (the design keeps changes only)")
     p.add_argument("--walk", action="store_true", help="order and time answers walk the appearances first")
     p.add_argument("--captions", action="store_true", help="each frame followed by what it shows, as a target")
+    p.add_argument("--fused-captions", action="store_true",
+                   help="captions of one token each: appearance number, digit and first showing (see fused_captions)")
     p.add_argument("--cite", action="store_true", help="order and time answers first cite the caption they rest on")
     p.add_argument("--question-first", action="store_true", help="the question before the video instead of after it")
+    p.add_argument("--mark", action="store_true", help="the question first, and the caption of the frame that "
+                   "answers it marked with the answer (with --captions)")
     p.add_argument("--copy-steps", type=int, default=0,
                    help="first train this many steps on random text repeated (induction), then on video")
     p.add_argument("--qk-gain", type=float, default=1.0,
@@ -168,12 +195,17 @@ def main() -> None:
         recipe = dataclasses.replace(recipe, cite=True)
     if args.question_first:
         recipe = dataclasses.replace(recipe, question_first=True)
+    if args.mark:
+        recipe = dataclasses.replace(recipe, question_first=True, mark=True)
     if args.no_timeline:
         recipe = dataclasses.replace(recipe, kinds=tuple(k for k in recipe.kinds if k[0] != video_data.TIMELINE))
     codec = load_image_codec(out, tokenizer)
     data, held_out = (VideoData.build(recipe, codec, tokenizer, CONTEXT, with_time=not args.no_time,
-                                      all_frames=args.all_frames, captions=args.captions, split=split)
+                                      all_frames=args.all_frames, captions=args.captions or args.fused_captions,
+                                      split=split)
                       for split in ("train", "held_out"))
+    if args.fused_captions:
+        data.caption_of = held_out.caption_of = fused_captions(tokenizer)
     model.train()
     optimizer = adamw(model, args.lr)
     rng, started, losses = np.random.default_rng(0), time.perf_counter(), []
@@ -205,6 +237,9 @@ def main() -> None:
                   + ", ".join(f"{kind} {share:.2f}" for kind, share in right.items()), flush=True)
     model.eval()
     save_weights(model, out)
+    # how `hepta eval` and the server must prompt it: the question where it was trained to see it, and
+    # the model writing its own captions as it reads where it was trained with them
+    VideoReading(question_first=recipe.question_first, captions=data.captions).save(out)
     print(f"saved {out}; measure it with hepta eval --model {out} --task video-order --json")
 
 

@@ -54,3 +54,24 @@ def test_without_time_the_prompts_are_shorter_and_the_flag_is_for_video_tasks_on
     refused = run_cli("eval", "--model", str(omni_dir), "--task", "image-recognition", "--no-time")
     assert refused.returncode != 0 and "--no-time applies to the video tasks" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_model_trained_to_caption_writes_its_captions_while_it_reads(omni_dir, tmp_path):
+    import shutil
+
+    from hepta.modality.video_reading import FILE, VideoReading
+
+    captioning = tmp_path / "captioning"
+    shutil.copytree(omni_dir, captioning)
+    VideoReading(question_first=True, captions=True).save(captioning)
+    assert VideoReading.load(captioning) == VideoReading(True, True) and VideoReading.load(omni_dir) == VideoReading()
+    plain = json.loads(run_cli("eval", "--model", str(omni_dir), "--task", "video-order", "--limit", "1",
+                               "--json", "--quiet").stdout)
+    result = run_cli("eval", "--model", str(captioning), "--task", "video-order", "--limit", "1", "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    written = json.loads(result.stdout)
+    assert written["n"] == 3 and set(written["by_length"]) == {"30", "60", "180"}
+    # each kept frame gains at least its caption's end id, and what the model wrote before it
+    assert written["prompt_tokens_per_minute"] > plain["prompt_tokens_per_minute"] * 1.03
+    VideoReading().save(captioning)  # the plain way of reading leaves no file behind
+    assert not (captioning / FILE).exists()

@@ -114,3 +114,23 @@ def test_bad_sampling_options_are_named(omni, tmp_path):
         ask(omni, {"url": data, "fps": 0})
     with pytest.raises(openai.BadRequestError, match="max_frames must be a whole number"):
         ask(omni, {"url": data}, extra_body={"mm_processor_kwargs": {"max_frames": -1}})
+
+
+def test_a_model_trained_to_caption_writes_its_captions_before_it_answers(omni, omni_dir, tmp_path):
+    import shutil
+
+    from hepta.modality.video_reading import VideoReading
+
+    captioning = tmp_path / "captioning"
+    shutil.copytree(omni_dir, captioning)
+    VideoReading(question_first=True, captions=True).save(captioning)
+    video = {"url": data_url(noise_mp4(10))}  # 10 frames, each new
+    server = start_server(captioning, engine={"max_num_seqs": 2})
+    try:
+        written = ask(client(server), video)
+    finally:
+        server.stop()
+    plain = ask(omni, video)
+    assert written.choices[0].finish_reason in ("stop", "length")
+    # the same frames and question, and after each frame a caption the model wrote: at least its end id
+    assert written.usage.prompt_tokens >= plain.usage.prompt_tokens + 10

@@ -124,3 +124,37 @@ def test_frame_captions_follow_each_frame_and_are_targets(folder):
     assert len(after_frames) and (after_frames != IGNORE).all()
     said = {tokenizer.decode([int(i)]) for i in after_frames}  # the caption's first token
     assert said <= {video_data.EMPTY, *map(str, range(1, 10))} and video_data.EMPTY in said
+
+
+def test_with_marks_the_question_comes_first_and_the_answering_frame_is_marked(folder):
+    import dataclasses
+
+    tokenizer = load_tokenizer(folder)
+    recipe = dataclasses.replace(RECIPE, question_first=True, captions=True, mark=True,
+                                 kinds=(("order", 1.0), ("time", 1.0)))
+    data = VideoData.build(recipe, load_image_codec(folder, tokenizer), tokenizer, max_seq_len=6144)
+    assert data.captions  # the recipe's captions switch them on
+    rng = np.random.default_rng(4)
+    for _ in range(6):
+        clip = video_data.plan_clip(rng, 20, data.scans)
+        question, answer = data.clip_turns(clip, rng)
+        asked, video = question.parts
+        assert isinstance(asked, str) and video.captions is not None  # the question before the video
+        marked = [c for c in video.captions if video_data.MARK in c]
+        kind = "order" if asked.startswith("Which") else "time"
+        q = video_data.VideoQuestion(kind, asked, answer.parts[0], None, asked_about=_asked_about(clip, asked))
+        expected_time, mark = video_data.marked_caption(q, clip, 1.0)
+        assert marked == [video.captions[video.times.index(expected_time)]] and marked[0].endswith(mark)
+    x, y = data.batch(batch_generator(0, 2, 0))
+    end = tokenizer.end_id
+    closing = y[(y == end) & (x != tokenizer.special_ids["<|assistant|>"])]
+    assert len(closing) > len(x)  # every caption is closed by the end id, a target, besides each answer's
+
+
+def _asked_about(clip, asked: str) -> int:
+    """The appearance an order or time question asks about, read from its wording."""
+    if asked.startswith("Which"):
+        word = asked.split()[-1].rstrip("?")
+        return video_data.ORDINALS.index(word)
+    digit = int(asked.split()[3])
+    return next(n for n, a in enumerate(clip.appearances) if a.digit == digit)

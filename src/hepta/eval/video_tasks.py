@@ -10,6 +10,7 @@ prompt (the model is otherwise unchanged): the drop in accuracy is what time con
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from hepta.errors import HeptaError
+from hepta.infer.caption_writer import caption_slots, write_captions
 from hepta.infer.engine import Engine, EngineConfig, generate_many
 from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
@@ -25,6 +27,7 @@ from hepta.modality import digits, video_data
 from hepta.modality.chat import encode_chat
 from hepta.modality.codec import ImageCodec
 from hepta.modality.video_io import decode_video
+from hepta.modality.video_reading import VideoReading
 
 GREEDY = SamplingParams(temperature=0.0)
 TASK_KINDS = {"video-order": "order", "video-time": "time", "video-count": "count"}
@@ -47,6 +50,7 @@ class VideoEval:
     tokenizer: object
     codec: ImageCodec
     clips_per_length: int
+    reading: VideoReading = VideoReading()  # how the model was trained to read video
     on_answer: Callable[[], None] = lambda: None
 
     @classmethod
@@ -56,7 +60,7 @@ class VideoEval:
             raise HeptaError(f"{folder} does not see images or video (no image_tokenizer/ folder), so it cannot be "
                              "evaluated on video tasks; pass a model trained with --preset omni-tiny")
         engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=max_num_seqs), images=codec.vocab).start()
-        return cls(engine, tokenizer, codec, limit or DEFAULT_CLIPS)
+        return cls(engine, tokenizer, codec, limit or DEFAULT_CLIPS, VideoReading.load(folder))
 
     def close(self) -> None:
         self.engine.stop()
@@ -78,17 +82,23 @@ class VideoEval:
     def task(self, task: str, with_time: bool = True) -> dict:
         """One question of the task's kind per clip, at every clip length."""
         kind = TASK_KINDS[task]
-        questions, prompts, lengths = [], [], []
+        questions, prompts, slots, lengths = [], [], [], []
         for seconds in video_data.CLIP_LENGTHS:
             rng = np.random.default_rng([EVAL_SEED, seconds, 1])
             for clip in self.clips(seconds):
                 q = video_data.question(kind, clip.clip, rng, FPS)
                 part = self.codec.video(clip.pixels, clip.times, with_time)
-                ids, _ = encode_chat(video_data.question_turns(part, [q], answered=False), self.tokenizer,
-                                     self.codec.vocab)
+                if self.reading.captions:  # an empty caption a frame, for the model to write as it reads
+                    part = dataclasses.replace(part, captions=("",) * len(part.times))
+                turns = video_data.question_turns(part, [q], answered=False,
+                                                  question_first=self.reading.question_first)
+                ids, is_caption = encode_chat(turns, self.tokenizer, self.codec.vocab)
                 questions.append(q)
                 prompts.append(ids)
+                slots.append(caption_slots(ids, is_caption))
                 lengths.append(seconds)
+        if self.reading.captions:
+            prompts = write_captions(self.engine, prompts, slots)
         requests = [Request(p, max_tokens=video_data.ANSWER_TOKENS, sampling=GREEDY) for p in prompts]
         replies = [choices[0].text for choices in generate_many(self.engine, requests,
                                                                 on_done=lambda _i: self.on_answer())]

@@ -111,7 +111,8 @@ def encode_chat(turns: Sequence[Turn], tokenizer: Tokenizer, images: ImageVocab 
                 if images is None:
                     raise HeptaError("this model does not see video; remove the video parts or use a model with images")
                 video = _video_markers(tokenizer, images)
-                span, is_caption = video.span(part.frames, part.times, tokenizer.encode, part.with_time, part.captions)
+                span, is_caption = video.span(part.frames, part.times, tokenizer.encode, part.with_time, part.captions,
+                                              caption_end=tokenizer.end_id)
                 ids.extend(span)
                 answer.extend(is_answer or caption for caption in is_caption)
             elif part:

@@ -40,6 +40,7 @@ EMPTY = "-"  # a frame caption for an empty screen (one token, as a digit is)
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 QUESTION_KINDS = ("order", "time", "count", "at")  # what the video tasks ask
 TIMELINE = "timeline"  # training only: every appearance in order with its time, the others' common ground
+MARK = " *"  # in the caption of the frame an order or time question asks about (marked_caption)
 WALK_END = "; so "  # a walk's steps end here and its answer follows
 ANSWER_TOKENS = 72  # the longest reply: a walk over 9 appearances (about 6 tokens each) and its answer
 
@@ -154,6 +155,21 @@ def caption(clip: Clip, seconds: float) -> str:
     the caption that starts with k, where otherwise the k-th of many would have to be counted out."""
     shown = clip.on_screen(seconds)
     return EMPTY if shown is None else f"{clip.appearances.index(shown) + 1} {shown.digit}"
+
+
+def marked_caption(q: VideoQuestion, clip: Clip, fps: float) -> tuple[float, str] | None:
+    """For an order or time question asked before the video: the time of the frame that answers it (where
+    the appearance asked about is first seen) and what its caption adds: the mark, and for a time question
+    the time ("3 7 *", "3 7 * 0m14s"). Whether a frame answers is decided as it is read, from the question
+    and the frame's own caption, and the reply after the video has one marked caption to find instead of the
+    k-th of many. Each token of the reply is the one just before a token found in the marked caption only:
+    the digit before the mark, the minutes before the "m", the seconds before the "s" (not "0:14", whose
+    ":" every frame's timestamp has)."""
+    if q.asked_about is None:
+        return None
+    seen = first_seen(clip.appearances[q.asked_about].start, fps)
+    minutes, seconds = divmod(int(round(seen)), 60)
+    return seen, MARK + (f" {minutes}m{seconds:02d}s" if q.kind == "time" else "")
 
 
 def ordinal(k: int) -> str:

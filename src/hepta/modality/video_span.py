@@ -61,10 +61,11 @@ class VideoVocab:
 
     def span(self, frames_NGG: torch.Tensor | Sequence, times: Sequence[float],
              encode_text: Callable[[str], list[int]], with_time: bool = True,
-             captions: Sequence[str] | None = None) -> tuple[list[int], list[bool]]:
+             captions: Sequence[str] | None = None, caption_end: int | None = None) -> tuple[list[int], list[bool]]:
         """Ids of a video, as `span_ids`, and per id whether it is a caption: with `captions`, each
         frame's image span is followed by what it shows, which the model learns to write (the
-        frame's caption is a target), so each frame is read where it is seen."""
+        frame's caption is a target), so each frame is read where it is seen. `caption_end` (an
+        end-of-reply id) closes each caption, so a model writing one says where it stops."""
         frames = torch.as_tensor(frames_NGG)
         assert len(frames) == len(times), f"{len(frames)} frames but {len(times)} times"
         assert captions is None or len(captions) == len(frames), f"{len(frames)} frames but {len(captions)} captions"
@@ -75,7 +76,7 @@ class VideoVocab:
             ids.extend(frame)
             is_caption.extend([False] * len(frame))
             if captions is not None:
-                caption = encode_text(captions[n])
+                caption = encode_text(captions[n]) + ([] if caption_end is None else [caption_end])
                 ids.extend(caption)
                 is_caption.extend([True] * len(caption))
         ids.append(self.end_id)

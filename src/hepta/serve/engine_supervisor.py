@@ -130,6 +130,10 @@ class EngineSupervisor:
             tokenizer = load_tokenizer(self.config.model)
         llg_tokenizer(tokenizer)  # grammars are checked here, in the API process: pay for the view at load
         self.state.codec, self.state.audio = self._load_codecs(tokenizer)
+        if self.state.codec is not None:
+            from hepta.modality.video_reading import VideoReading
+
+            self.state.video_reading = VideoReading.load(self.config.model)
         if self.loader is None:
             from hepta.loading import load_vision_preprocessor
 

@@ -18,8 +18,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from hepta.errors import HeptaError
+from hepta.infer.caption_writer import CAPTION_TOKENS, write_captions_served
 from hepta.infer.client import EngineClient, EngineDead
-from hepta.infer.collect import Choice, Collector
+from hepta.infer.collect import Choice, Collector, GenerationFailed
 from hepta.infer.constrain import ConstraintSpec
 from hepta.infer.engine import ContextLengthExceeded, InvalidRequest, QueueFull
 from hepta.infer.harmony import HarmonyStream, split_harmony, uses_harmony
@@ -77,6 +78,22 @@ def _check(engine: EngineClient, prompt_tokens: int, max_tokens: int, n: int, pa
         raise APIError(400, str(e), param=e.param or param) from e
 
 
+def _raise_api_error(e: BaseException):
+    """Raises what the client is told when the engine refuses or fails a request: 503 overloaded or
+    restarting, 400 for a request it finds wrong; anything else as it is."""
+    if isinstance(e, QueueFull):
+        raise APIError(503, f"The server is overloaded: {e}", code="server_overloaded",
+                       headers={"retry-after": "1"}) from e
+    if isinstance(e, EngineDead):
+        raise APIError(503, f"the engine is restarting ({e}); retry in a few seconds",
+                       code="engine_restarting", headers={"retry-after": "5"}) from e
+    if isinstance(e, GenerationFailed):
+        raise APIError(500, str(e), code="generation_failed") from e
+    if isinstance(e, HeptaError):
+        raise APIError(400, str(e)) from e
+    raise e
+
+
 class _Run:
     """Engine requests of one HTTP request; their events, routed here by the engine client, wait in `buffer`."""
 
@@ -107,15 +124,7 @@ class _Run:
         except BaseException as e:
             for request in submitted:
                 self.engine.cancel(request)
-            if isinstance(e, QueueFull):
-                raise APIError(503, f"The server is overloaded: {e}", code="server_overloaded",
-                               headers={"retry-after": "1"}) from e
-            if isinstance(e, EngineDead):
-                raise APIError(503, f"the engine is restarting ({e}); retry in a few seconds",
-                               code="engine_restarting", headers={"retry-after": "5"}) from e
-            if isinstance(e, HeptaError):
-                raise APIError(400, str(e)) from e
-            raise
+            _raise_api_error(e)
 
     def cancel(self) -> None:
         for request in self.requests:
@@ -270,9 +279,16 @@ async def start_chat(body: ChatCompletionRequest, http: Request) -> StartedChat:
                                                      grounding.context, engine.max_len)
     elif with_images:
         audio_limit = max_audio_seconds(state.audio, engine.max_len) if state.audio is not None else None
-        prompt_ids, num_images = await chat_image_prompt(body, state.codec, tokenizer, state.image_access,
-                                                         grounding.context, state.audio, audio_limit, engine.max_len)
-        check_image_context(len(prompt_ids), num_images, state.codec, engine.max_len)
+        prompt_ids, num_images, caption_slots = await chat_image_prompt(
+            body, state.codec, tokenizer, state.image_access, grounding.context, state.audio, audio_limit,
+            engine.max_len, state.video_reading)
+        check_image_context(len(prompt_ids) + len(caption_slots) * CAPTION_TOKENS, num_images, state.codec,
+                            engine.max_len)
+        if caption_slots:  # a model trained to caption each frame writes its captions as it reads the video
+            try:
+                prompt_ids = await write_captions_served(engine, prompt_ids, caption_slots)
+            except Exception as e:  # noqa: BLE001 - told to the client as the request's own refusal would be
+                _raise_api_error(e)
     max_tokens = _max_tokens(engine, len(prompt_ids), body.max_completion_tokens, body.max_tokens)
     _check(engine, len(prompt_ids), max_tokens, body.n, "messages")
     estimated = len(prompt_ids) + max_tokens * body.n

@@ -9,15 +9,18 @@ on it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from hepta.errors import HeptaError
+from hepta.infer.caption_writer import caption_slots
 from hepta.modality.audio_codec import AudioCodec
 from hepta.modality.chat import AudioCodes, ImageCodes, Turn, encode_chat
 from hepta.modality.codec import ImageCodec
 from hepta.modality.image_io import ImageInputError, decode_image
+from hepta.modality.video_reading import VideoReading
 from hepta.serve.audio_input import AudioClip, audio_codes, read_input_audio
 from hepta.serve.errors import APIError
 from hepta.serve.image_fetch import ImageAccess
@@ -64,9 +67,13 @@ def image_codes(images: list[ImageSource], codec: ImageCodec) -> list:
 
 async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec | None, tokenizer, access: ImageAccess,
                             context: str = "", audio: AudioCodec | None = None,
-                            max_audio_seconds: float | None = None, max_len: int = 0) -> tuple[list[int], int]:
-    """The prompt ids of a chat holding images, audio clips or videos, and how many images and
-    video frames it holds; `context` (found posts) joins the system turn as in the text path."""
+                            max_audio_seconds: float | None = None, max_len: int = 0,
+                            reading: VideoReading = VideoReading()) -> tuple[list[int], int, list[int]]:
+    """The prompt ids of a chat holding images, audio clips or videos, how many images and video
+    frames it holds, and where the model is to write its frame captions (`reading`: a model trained
+    to caption as it reads gets an empty caption after each frame, for infer/caption_writer.py, and
+    one trained with the question first gets a user turn's text before its videos); `context` (found
+    posts) joins the system turn as in the text path."""
     if body.tools:
         raise APIError(400, "tools cannot be combined with image, audio or video parts on this server yet; send "
                        "them without tools", param="tools")
@@ -101,6 +108,10 @@ async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec | Non
     for source in (p for _, parts in layout for p in parts if isinstance(p, VideoSource)):
         data = await read_video(source, access)
         videos[id(source)] = await asyncio.to_thread(video_part, source, data, codec, tokenizer, max_len)
+    if reading.captions:
+        videos = {k: dataclasses.replace(v, captions=("",) * len(v.times)) for k, v in videos.items()}
+    if reading.question_first:
+        layout = [(role, _question_first(parts)) for role, parts in layout]
     turns = [Turn(role, tuple(ImageCodes(codes[p]) if isinstance(p, int) else
                               AudioCodes(heard[id(p)]) if isinstance(p, AudioClip) else
                               videos[id(p)] if isinstance(p, VideoSource) else p for p in parts))
@@ -111,10 +122,20 @@ async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec | Non
         else:
             turns.insert(0, Turn("system", (context,)))
     try:
-        ids, _ = encode_chat(turns, tokenizer, codec.vocab if codec else None, audio=audio.vocab if audio else None)
+        ids, marked = encode_chat(turns, tokenizer, codec.vocab if codec else None,
+                                  audio=audio.vocab if audio else None)
     except HeptaError as e:
         raise APIError(400, str(e), param="messages") from e
-    return ids, len(images) + sum(len(v.frames) for v in videos.values())
+    # with empty captions, the only marked ids before the generation prompt are the captions' end ids
+    slots = caption_slots(ids, marked) if reading.captions and videos else []
+    return ids, len(images) + sum(len(v.frames) for v in videos.values()), slots
+
+
+def _question_first(parts: list) -> list:
+    """A turn's text before its videos, each kept in its order, where the turn holds a video."""
+    if not any(isinstance(p, VideoSource) for p in parts):
+        return parts
+    return [p for p in parts if isinstance(p, str)] + [p for p in parts if not isinstance(p, str)]
 
 
 def _readable(codec: ImageCodec | None, audio: AudioCodec | None) -> str:

@@ -12,6 +12,7 @@ from hepta.infer.client import EngineClient
 from hepta.live.store import Store
 from hepta.modality.audio_codec import AudioCodec
 from hepta.modality.codec import ImageCodec
+from hepta.modality.video_reading import VideoReading
 from hepta.serve.errors import APIError
 from hepta.serve.image_fetch import ImageAccess
 from hepta.serve.keys import KeyRecord, KeyStore, bearer_token
@@ -32,6 +33,7 @@ class ServerState:
     codec: ImageCodec | None = None  # the image tokenizer of a model that reads and writes images
     audio: AudioCodec | None = None  # the audio tokenizer of a model that hears and speaks
     vision: Any = None  # the image and video preprocessor of a model with a vision encoder (Qwen3-VL)
+    video_reading: VideoReading = VideoReading()  # how the model was trained to read video (captions, question first)
     responses: Any = None  # the ResponseStore of /v1/responses
     image_access: ImageAccess = field(default_factory=ImageAccess)  # where image URLs may be read from
     load_error: str | None = None

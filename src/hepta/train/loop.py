@@ -20,6 +20,7 @@ from hepta.errors import HeptaError
 from hepta.fileio import atomic_write_text
 from hepta.modality.chat import video_vocab
 from hepta.modality.code_embedding import init_code_rows
+from hepta.modality.video_reading import VideoReading
 from hepta.model import Transformer
 from hepta.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
 from hepta.train.conversations import (IGNORE, conversation_loss, count_answers, encode_examples,
@@ -88,6 +89,9 @@ class TrainArgs:
     speech_utterances: int | None = None  # recognition utterances (synthesis: half as many); None: the recipe's
     speed_perturbation: bool = False  # recognition utterances speed-perturbed within the recipe's range
     video_timestamps: bool = True  # video frames carry their time as text (ablation: False)
+    # the question before the video and a caption the model writes after each frame, the one that answers
+    # marked (VideoRecipe.question_first, captions and mark)
+    video_captions: bool = False
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
@@ -223,7 +227,10 @@ class Trainer:
                      f"{int((self.chat.targets != IGNORE).sum()):,} answer tokens")
         self.video: VideoData | None = None
         if self.codec is not None and recipe.video is not None and conversation_file is None:
-            self.video = VideoData.build(recipe.video, self.codec, self.tokenizer, self.cfg.max_seq_len,
+            video_recipe = recipe.video
+            if args.video_captions:
+                video_recipe = dataclasses.replace(video_recipe, question_first=True, captions=True, mark=True)
+            self.video = VideoData.build(video_recipe, self.codec, self.tokenizer, self.cfg.max_seq_len,
                                          with_time=args.video_timestamps)
             self.log(self.video.source)
 
@@ -252,6 +259,8 @@ class Trainer:
         elif self.is_main:
             save_args(self.run_dir, args)
             self.cfg.save(self.run_dir / CONFIG_FILE)
+            if self.video is not None:  # how the model must be prompted with video once trained
+                VideoReading(self.video.recipe.question_first, self.video.captions).save(self.run_dir)
         self.metrics = (MetricsLog(self.run_dir, resume_step=self.step if self.checkpoint else None)
                         if self.is_main else None)
         self._barrier()  # the metrics file is in its final state before any rank reads it

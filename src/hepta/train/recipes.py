@@ -46,6 +46,12 @@ class VideoRecipe:
     cite: bool = False  # order and time answers first cite the frame caption they rest on (video_data.cited)
     # the question comes before the video, so every frame is read knowing what is asked
     question_first: bool = False
+    # each frame followed by a caption the model learns to write (video_data.caption), and writes as it reads
+    # when evaluated or served (infer/caption_writer.py)
+    captions: bool = False
+    # with question_first and captions: the caption of the frame that answers an order or time question
+    # is marked (video_data.marked_caption), where that frame is read
+    mark: bool = False
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ costs its forward and backward pass and nothing else. The clips of a step depend
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -39,6 +40,8 @@ class VideoData:
     with_time: bool = True  # False: frames without timestamps (the ablation of the time stamps)
     all_frames: bool = False  # True: repeated frames kept too (the ablation of keeping changes only)
     captions: bool = False  # True: each frame followed by what it shows, as a target (video_span.VideoVocab.span)
+    # what a frame's caption says, given the clip and the frame's time (video_data.caption unless a probe says else)
+    caption_of: Callable[[video_data.Clip, float], str] = video_data.caption
 
     @classmethod
     def build(cls, recipe: VideoRecipe, codec: ImageCodec, tokenizer: Tokenizer, max_seq_len: int,
@@ -48,7 +51,7 @@ class VideoData:
         codes = codec.codes(scans.images)
         blank = codec.codes(np.zeros((1, codec.channels, codec.image_size, codec.image_size), np.float32))[0]
         data = cls(recipe, tokenizer, codec, scans, dict(zip(scans.indices.tolist(), codes)), blank, with_time,
-                   all_frames, captions)
+                   all_frames, captions or recipe.captions)
         longest = data.tokens_per_clip(recipe.seconds[1]) + 60  # every frame kept, and the longest answer
         if longest > max_seq_len:
             raise HeptaError(f"a {recipe.seconds[1]}-second training clip takes about {longest} tokens, more than the "
@@ -69,12 +72,15 @@ class VideoData:
         frames = int(np.ceil(seconds * self.recipe.fps))
         return vocab.span_length(self.tokenizer.encode, frames, seconds, self.with_time)
 
-    def clip_frames(self, clip: video_data.Clip) -> VideoCodes:
+    def clip_frames(self, clip: video_data.Clip, q: video_data.VideoQuestion | None = None) -> VideoCodes:
         """The clip as a video part: its sampled frames' codes (those that show something new, unless
-        `all_frames`) and their times."""
+        `all_frames`) and their times; with the recipe's `mark`, the caption of the frame that answers `q`
+        is marked (video_data.marked_caption)."""
         sources, times = video_data.sources_on_screen(clip, self.recipe.fps)
         frames = torch.stack([self.blank if s is None else self.codes_by_source[s] for s in sources])
-        captions = {t: video_data.caption(clip, t) for t in times}
+        captions = {t: self.caption_of(clip, t) for t in times}
+        if self.recipe.mark and q is not None and (marked := video_data.marked_caption(q, clip, self.recipe.fps)):
+            captions[marked[0]] += marked[1]
         if not self.all_frames:
             frames, times = changes_only(frames, times)
         return VideoCodes(frames, times, self.with_time,
@@ -85,7 +91,7 @@ class VideoData:
         kinds, weights = zip(*self.recipe.kinds)
         kind = str(rng.choice(kinds, p=np.asarray(weights) / sum(weights)))
         q = video_data.question(kind, clip, rng, self.recipe.fps, walk=self.recipe.walk, cite=self.recipe.cite)
-        return video_data.question_turns(self.clip_frames(clip), [q], question_first=self.recipe.question_first)
+        return video_data.question_turns(self.clip_frames(clip, q), [q], question_first=self.recipe.question_first)
 
     def longest(self, progress: float) -> float:
         """The longest clip at `progress` (0 to 1) of the run: `first_longest` seconds, growing

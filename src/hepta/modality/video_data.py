@@ -159,17 +159,18 @@ def caption(clip: Clip, seconds: float) -> str:
 
 def marked_caption(q: VideoQuestion, clip: Clip, fps: float) -> tuple[float, str] | None:
     """For an order or time question asked before the video: the time of the frame that answers it (where
-    the appearance asked about is first seen) and what its caption adds: the mark, and for a time question
-    the time ("3 7 *", "3 7 * 0m14s"). Whether a frame answers is decided as it is read, from the question
-    and the frame's own caption, and the reply after the video has one marked caption to find instead of the
-    k-th of many. Each token of the reply is the one just before a token found in the marked caption only:
-    the digit before the mark, the minutes before the "m", the seconds before the "s" (not "0:14", whose
-    ":" every frame's timestamp has)."""
+    the appearance asked about is first seen) and what its caption adds, the mark and the answer ("3 7 * 7",
+    "3 7 * 0m14"). Whether a frame answers is decided as it is read, from the question and the frame's own
+    caption, and the reply after the video has one marked caption to find instead of the k-th of many: each
+    token of the reply is the one after a token found in the marked caption only (the mark, the "m"). A time
+    is written 0m14, not 0:14, because every frame's timestamp has a ":". (With the answer's tokens before
+    their anchors instead, "3 7 *" and "0m14s", the probe answered order questions about 30 s clips half as
+    often: docs/multimodal.md.)"""
     if q.asked_about is None:
         return None
     seen = first_seen(clip.appearances[q.asked_about].start, fps)
     minutes, seconds = divmod(int(round(seen)), 60)
-    return seen, MARK + (f" {minutes}m{seconds:02d}s" if q.kind == "time" else "")
+    return seen, f"{MARK} " + (f"{minutes}m{seconds:02d}" if q.kind == "time" else q.answer)
 
 
 def ordinal(k: int) -> str:

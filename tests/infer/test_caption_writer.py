@@ -19,8 +19,15 @@ def engine(corpus):
     engine.stop()
 
 
-def test_the_slots_are_the_empty_captions():
-    assert caption_slots([5, 6, 9, 7, 9, 8], [False, False, True, False, True, False]) == [2, 4]
+def test_the_slots_are_the_empty_captions_inside_the_video():
+    from hepta.modality.image_span import ImageVocab
+    from hepta.modality.video_span import VideoVocab
+
+    video = VideoVocab(start_id=90, end_id=91, frame_id=92, images=ImageVocab(93, 94, 95, 100, 16, 2))
+    end, image = 7, [93, 100, 101, 95, 102, 103, 94]
+    ids = [1, 90, 92, *image, end, 92, *image, end, 91, 2, 3, end]  # two captioned frames, then an earlier answer
+    marked = [i in (10, 19, 23) for i in range(len(ids))]  # both captions' end ids, and the answer's
+    assert caption_slots(ids, marked, video) == [10, 19]
 
 
 def test_each_caption_is_what_the_model_writes_having_read_everything_before_it(engine):

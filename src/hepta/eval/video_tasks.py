@@ -24,7 +24,7 @@ from hepta.infer.engine import Engine, EngineConfig, generate_many
 from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
 from hepta.modality import digits, video_data
-from hepta.modality.chat import encode_chat
+from hepta.modality.chat import encode_chat, video_vocab
 from hepta.modality.codec import ImageCodec
 from hepta.modality.video_io import decode_video
 from hepta.modality.video_reading import VideoReading
@@ -82,6 +82,7 @@ class VideoEval:
     def task(self, task: str, with_time: bool = True) -> dict:
         """One question of the task's kind per clip, at every clip length."""
         kind = TASK_KINDS[task]
+        video = video_vocab(self.tokenizer, self.codec.vocab.grid)
         questions, prompts, slots, lengths = [], [], [], []
         for seconds in video_data.CLIP_LENGTHS:
             rng = np.random.default_rng([EVAL_SEED, seconds, 1])
@@ -95,7 +96,7 @@ class VideoEval:
                 ids, is_caption = encode_chat(turns, self.tokenizer, self.codec.vocab)
                 questions.append(q)
                 prompts.append(ids)
-                slots.append(caption_slots(ids, is_caption))
+                slots.append(caption_slots(ids, is_caption, video))
                 lengths.append(seconds)
         if self.reading.captions:
             prompts = write_captions(self.engine, prompts, slots)

@@ -13,18 +13,23 @@ from __future__ import annotations
 
 import asyncio
 
+import torch
+
 from hepta.infer.collect import Collector
 from hepta.infer.engine import Engine, generate_many
 from hepta.infer.request import Event, Request
 from hepta.infer.sampling import SamplingParams
+from hepta.modality.video_span import VideoVocab
 
 CAPTION_TOKENS = 12  # the longest caption: a number, a digit, the mark and a time ("3 7 * 0m14") with room to spare
 
 
-def caption_slots(ids: list[int], is_caption: list[bool]) -> list[int]:
-    """Positions of the empty captions in a prompt encoded with an empty caption per frame: each is
-    just its end id, so the caption positions are the slots."""
-    return [i for i, flag in enumerate(is_caption) if flag]
+def caption_slots(ids: list[int], marked: list[bool], video: VideoVocab) -> list[int]:
+    """Positions of the empty captions in a chat encoded with an empty caption per frame: each is just
+    its end id, marked as something the model writes (`encode_chat`'s second list, which also marks
+    earlier assistant turns), and inside a video span."""
+    inside = video.video_mask(torch.tensor(ids)).tolist()
+    return [i for i, (flag, in_video) in enumerate(zip(marked, inside)) if flag and in_video]
 
 
 def write_captions(engine: Engine, prompts: list[list[int]], slots: list[list[int]],

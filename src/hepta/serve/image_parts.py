@@ -17,7 +17,7 @@ import numpy as np
 from hepta.errors import HeptaError
 from hepta.infer.caption_writer import caption_slots
 from hepta.modality.audio_codec import AudioCodec
-from hepta.modality.chat import AudioCodes, ImageCodes, Turn, encode_chat
+from hepta.modality.chat import AudioCodes, ImageCodes, Turn, encode_chat, video_vocab
 from hepta.modality.codec import ImageCodec
 from hepta.modality.image_io import ImageInputError, decode_image
 from hepta.modality.video_reading import VideoReading
@@ -126,8 +126,7 @@ async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec | Non
                                   audio=audio.vocab if audio else None)
     except HeptaError as e:
         raise APIError(400, str(e), param="messages") from e
-    # with empty captions, the only marked ids before the generation prompt are the captions' end ids
-    slots = caption_slots(ids, marked) if reading.captions and videos else []
+    slots = caption_slots(ids, marked, video_vocab(tokenizer, codec.vocab.grid)) if reading.captions and videos else []
     return ids, len(images) + sum(len(v.frames) for v in videos.values()), slots
 
 

@@ -191,6 +191,26 @@ def test_batched_requests_sharing_a_prompt_get_their_solo_answers(model_and_toke
     assert same_answers([trace(choices[0]) for choices in together], solo)
 
 
+def test_fresh_prompts_admitted_around_one_that_continues_a_kept_prefix_are_prefilled_in_their_own_slots(
+        model_and_tokenizer):
+    """Sorted by length, a prompt that continues a kept prefix can fall between two fresh ones of about its
+    length; the fresh ones are not consecutive slots then, and each is prefilled where it sits."""
+    model, tokenizer = model_and_tokenizer
+    kept = tokenizer.encode_prompt(SYSTEM)
+    other = tokenizer.encode_prompt("Rain, wind and sun over the hills; the river rose in the night. " * 8)
+    hit = kept + tokenizer.encode(" ok")
+    prompts = [other[:len(hit) - 1], hit, other[:len(hit) + 1]]  # fresh, a kept prefix continued, fresh
+    solo = [generate_alone(model, tokenizer, ids, 6) for ids in prompts]
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=4)).start()
+    try:
+        generate(engine, Request(kept, 1, GREEDY))
+        together = generate_many(engine, [Request(ids, 6, GREEDY, logprobs=5) for ids in prompts])
+        assert engine.prefix.hit_tokens > 0
+    finally:
+        engine.stop()
+    assert same_answers([trace(choices[0]) for choices in together], solo)
+
+
 def test_models_with_linear_attention_keep_no_prefixes(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent.parent / "interop"))
     from test_hf_load import save_hf

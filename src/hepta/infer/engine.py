@@ -636,11 +636,13 @@ def _prefill_groups(seqs: list[_Sequence]) -> list[list[_Sequence]]:
     """Consecutive runs of length-sorted sequences whose padded prefill wastes little.
 
     A padded batch costs (rows x longest prompt); one forward per group costs a step's fixed
-    overhead. Grouping while padding stays under MAX_PADDING_SHARE balances the two.
+    overhead. Grouping while padding stays under MAX_PADDING_SHARE balances the two. A group's
+    slots are consecutive (one prefill writes one window of slots): a sequence that continues a
+    kept prefix, left out of `seqs`, splits the run its slot sits in.
     """
     groups: list[list[_Sequence]] = []
     for seq in seqs:
-        if groups:
+        if groups and seq.slot == groups[-1][-1].slot + 1:
             group = groups[-1]
             real = sum(len(s.request.prompt_ids) for s in group) + len(seq.request.prompt_ids)
             padded = (len(group) + 1) * len(seq.request.prompt_ids)  # sorted: this one is the longest

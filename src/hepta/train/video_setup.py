@@ -65,7 +65,10 @@ class VideoData:
         return (f"video: {low}-{high} s clips of the training digits at {self.recipe.fps:g} frame/s (at most "
                 f"{self.recipe.first_longest} s at first), one question each ({kinds}), about "
                 f"{self.recipe.tokens_per_step:,} tokens a step"
-                + ("" if self.with_time else ", without timestamps") + (", all frames" if self.all_frames else ""))
+                + ("" if self.with_time else ", without timestamps") + (", all frames" if self.all_frames else "")
+                + (", the question first" if self.recipe.question_first else "")
+                + (", each frame captioned" + (", the answering one marked" if self.recipe.mark else "")
+                   if self.captions else ""))
 
     def tokens_per_clip(self, seconds: float) -> int:
         vocab = video_vocab(self.tokenizer, self.codec.vocab.grid)

@@ -166,6 +166,8 @@ def main() -> None:
     p.add_argument("--captions", action="store_true", help="each frame followed by what it shows, as a target")
     p.add_argument("--fused-captions", action="store_true",
                    help="captions of one token each: appearance number, digit and first showing (see fused_captions)")
+    p.add_argument("--caption-joiner", help="what joins a caption's number and digit instead of '=', "
+                   "e.g. ' ' (the earlier form)")
     p.add_argument("--cite", action="store_true", help="order and time answers first cite the caption they rest on")
     p.add_argument("--question-first", action="store_true", help="the question before the video instead of after it")
     p.add_argument("--mark", action="store_true", help="the question first, and the caption of the frame that "
@@ -206,6 +208,9 @@ def main() -> None:
                       for split in ("train", "held_out"))
     if args.fused_captions:
         data.caption_of = held_out.caption_of = fused_captions(tokenizer)
+    if args.caption_joiner is not None:
+        data.caption_of = held_out.caption_of = \
+            lambda clip, seconds: video_data.caption(clip, seconds).replace("=", args.caption_joiner)
     model.train()
     optimizer = adamw(model, args.lr)
     rng, started, losses = np.random.default_rng(0), time.perf_counter(), []

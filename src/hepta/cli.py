@@ -83,8 +83,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         given["structured_code_init"] = False
     if args.no_video_timestamps:
         given["video_timestamps"] = False
-    if args.video_captions:
-        given["video_captions"] = True
+    if args.no_video_captions:
+        given["video_captions"] = False
     if args.speed_perturbation:
         given["speed_perturbation"] = True
     if args.activation_checkpointing:
@@ -334,8 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "views recognition also learns from (an ablation)")
     p.add_argument("--random-code-init", action="store_true", help="image- and audio-code embeddings start as unrelated random "
                    "vectors rather than near their FSQ neighbours (an ablation)")
-    p.add_argument("--video-captions", action="store_true", help="video questions come before the video, and the "
-                   "model writes a caption after each frame, marking the one that answers (docs/multimodal.md)")
+    p.add_argument("--no-video-captions", action="store_true", help="video questions after the video and no frame "
+                   "captions; the recipe asks first and has the model caption each frame, marking the one that "
+                   "answers (an ablation: docs/multimodal.md)")
     p.add_argument("--no-video-timestamps", action="store_true", help="video frames without their time written before "
                    "them: the model sees time only as position (an ablation)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "

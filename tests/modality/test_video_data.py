@@ -85,7 +85,7 @@ def test_a_walk_steps_through_the_appearances_up_to_the_one_asked_about_and_is_j
 
 
 def test_frame_captions_number_the_appearances_and_a_cited_answer_quotes_the_one_asked_about():
-    assert [vd.caption(CLIP, t) for t in (0, 3, 7, 8, 15)] == ["-", "1 4", "-", "2 7", "3 4"]
+    assert [vd.caption(CLIP, t) for t in (0, 3, 7, 8, 15)] == ["-", "1=4", "-", "2=7", "3=4"]
     asked = _asked(cite=True)
     assert asked["Which digit appeared third?"].answer == "3 4; so 4"
     assert asked["When did the 4 first appear?"].answer == "1 4; so 0:03"
@@ -96,7 +96,7 @@ def test_frame_captions_number_the_appearances_and_a_cited_answer_quotes_the_one
 def test_the_frame_that_answers_is_marked_and_a_time_is_written_apart_from_the_timestamps():
     asked = _asked()
     third, fours = asked["Which digit appeared third?"], asked["When did the 4 first appear?"]
-    assert vd.marked_caption(third, CLIP, fps=1.0) == (15.0, " * 4")  # "3 4 * 4": the third, first seen at 0:15
+    assert vd.marked_caption(third, CLIP, fps=1.0) == (15.0, " * 4")  # "3=4 * 4": the third, first seen at 0:15
     assert vd.marked_caption(fours, CLIP, fps=1.0) == (3.0, " * 0m03")  # the first 4, seen from 0:03
     assert vd.marked_caption(asked["How many digits appeared?"], CLIP, fps=1.0) is None
     late = vd.Clip(200.0, (vd.Appearance(7, 125.5, 130.0, 1),))

@@ -11,6 +11,7 @@ from helpers import micro_set_flags, run_cli
 
 from hepta.loading import load, load_audio_codec, load_image_codec, load_tokenizer
 from hepta.modality.image_io import encode_png, png_data_url
+from hepta.modality.video_reading import VideoReading
 from hepta.tokenizer import NUM_SPECIAL_TOKENS
 from hepta.train.report import read_metrics
 
@@ -58,6 +59,15 @@ def test_conversations_train_beside_text_and_the_expert_load_is_split_by_modalit
     assert set(load) == {"text", "image", "audio", "video"}
     assert all(len(rows) == num_moe_layers and sum(rows[0]) > 0 for rows in load.values())
     assert (omni_run / "expert_modality.png").is_file() and (omni_run / "training.png").is_file()
+
+
+def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_without(omni_run, tmp_path):
+    assert VideoReading.load(omni_run) == VideoReading(question_first=True, captions=True)
+    out = tmp_path / "plain"
+    result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--no-video-captions", *FLAGS)
+    assert result.returncode == 0, result.stderr
+    assert VideoReading.load(out) == VideoReading()  # the question after the video, no captions to write
+    assert json.loads((out / "train_args.json").read_text())["video_captions"] is False
 
 
 def test_an_omni_run_resumes(omni_run, tmp_path):

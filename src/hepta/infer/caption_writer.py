@@ -21,7 +21,7 @@ from hepta.infer.request import Event, Request
 from hepta.infer.sampling import SamplingParams
 from hepta.modality.video_span import VideoVocab
 
-CAPTION_TOKENS = 12  # the longest caption: a number, a digit, the mark and a time ("3 7 * 0m14") with room to spare
+CAPTION_TOKENS = 12  # the longest caption: a number, a digit, the mark and a time ("3=7 * 0m14") with room to spare
 
 
 def caption_slots(ids: list[int], marked: list[bool], video: VideoVocab) -> list[int]:

@@ -150,21 +150,25 @@ def sampled_frames(clip: Clip, images_by_source: dict[int, np.ndarray], fps: flo
 # --- questions -----------------------------------------------------------------------------------
 
 def caption(clip: Clip, seconds: float) -> str:
-    """What the caption of the frame at `seconds` says: the appearance's number and its digit ("3 7":
+    """What the caption of the frame at `seconds` says: the appearance's number and its digit ("3=7":
     the third digit to appear, a 7), or EMPTY. The running number makes "which came k-th" a lookup of
-    the caption that starts with k, where otherwise the k-th of many would have to be counted out."""
+    the caption that starts with k, where otherwise the k-th of many would have to be counted out. The
+    "=" keeps the caption's digit a token without a leading space ("7"), unlike the digit a question
+    asks about (" 7" in "When did the 7 first appear?"), so the question's digit is the only one of its
+    kind in the prompt and easy to find from every frame (with a space, a probe answered 0.275 of the
+    time questions against 0.400: docs/multimodal.md)."""
     shown = clip.on_screen(seconds)
-    return EMPTY if shown is None else f"{clip.appearances.index(shown) + 1} {shown.digit}"
+    return EMPTY if shown is None else f"{clip.appearances.index(shown) + 1}={shown.digit}"
 
 
 def marked_caption(q: VideoQuestion, clip: Clip, fps: float) -> tuple[float, str] | None:
     """For an order or time question asked before the video: the time of the frame that answers it (where
-    the appearance asked about is first seen) and what its caption adds, the mark and the answer ("3 7 * 7",
-    "3 7 * 0m14"). Whether a frame answers is decided as it is read, from the question and the frame's own
+    the appearance asked about is first seen) and what its caption adds, the mark and the answer ("3=7 * 7",
+    "3=7 * 0m14"). Whether a frame answers is decided as it is read, from the question and the frame's own
     caption, and the reply after the video has one marked caption to find instead of the k-th of many: each
     token of the reply is the one after a token found in the marked caption only (the mark, the "m"). A time
     is written 0m14, not 0:14, because every frame's timestamp has a ":". (With the answer's tokens before
-    their anchors instead, "3 7 *" and "0m14s", the probe answered order questions about 30 s clips half as
+    their anchors instead, "3=7 *" and "0m14s", the probe answered order questions about 30 s clips half as
     often: docs/multimodal.md.)"""
     if q.asked_about is None:
         return None

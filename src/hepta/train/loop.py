@@ -89,9 +89,9 @@ class TrainArgs:
     speech_utterances: int | None = None  # recognition utterances (synthesis: half as many); None: the recipe's
     speed_perturbation: bool = False  # recognition utterances speed-perturbed within the recipe's range
     video_timestamps: bool = True  # video frames carry their time as text (ablation: False)
-    # the question before the video and a caption the model writes after each frame, the one that answers
-    # marked (VideoRecipe.question_first, captions and mark)
-    video_captions: bool = False
+    # the recipe's reading of video: the question before the video and a caption the model writes after each
+    # frame, the one that answers marked (VideoRecipe.question_first, captions and mark); ablation: False
+    video_captions: bool = True
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
@@ -228,8 +228,8 @@ class Trainer:
         self.video: VideoData | None = None
         if self.codec is not None and recipe.video is not None and conversation_file is None:
             video_recipe = recipe.video
-            if args.video_captions:
-                video_recipe = dataclasses.replace(video_recipe, question_first=True, captions=True, mark=True)
+            if not args.video_captions:
+                video_recipe = dataclasses.replace(video_recipe, question_first=False, captions=False, mark=False)
             self.video = VideoData.build(video_recipe, self.codec, self.tokenizer, self.cfg.max_seq_len,
                                          with_time=args.video_timestamps)
             self.log(self.video.source)

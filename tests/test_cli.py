@@ -132,6 +132,7 @@ def test_resume_takes_the_saved_set_values_under_flat_or_dotted_names(tmp_path, 
     assert resume_changes({"steps": 10}, given, run) == []
     assert resume_changes({}, {**given, "moe.top_k": 1}, run) == ["--set"]  # a new value is still refused
     assert resume_changes({"lr": 1.0}, given, run) == ["--lr"]
+    assert resume_changes({"video_captions": False}, given, run) == ["--no-video-captions"]  # the flag as typed
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is there")

@@ -46,6 +46,13 @@ TRAIN_FLAGS = ("preset", "data", "max_corpus_mb", "steps", "batch_size", "seq_le
                "image_tokenizer_steps", "audio_tokenizer", "audio_tokenizer_steps", "speech_utterances", "device")
 # How the run is spread over processes, not what it trains: a resumed run may change these.
 TRAIN_LAYOUT_FLAGS = ("ep", "dp_shard", "activation_checkpointing", "device")
+# The switches of `hepta train`: the TrainArgs field each sets, and to what.
+TRAIN_SWITCHES = {"bf16": ("--bf16", True), "text_only": ("--text-only", True), "augment": ("--no-augment", False),
+                  "structured_code_init": ("--random-code-init", False),
+                  "video_timestamps": ("--no-video-timestamps", False),
+                  "video_captions": ("--no-video-captions", False),
+                  "speed_perturbation": ("--speed-perturbation", True),
+                  "activation_checkpointing": ("--activation-checkpointing", True)}
 
 
 def resume_changes(given: dict, overrides: dict, saved) -> list[str]:
@@ -57,7 +64,7 @@ def resume_changes(given: dict, overrides: dict, saved) -> list[str]:
     """
     from hepta.config.flat_v1 import FLAT_TO_DOTTED
 
-    changed = [f"--{k.replace('_', '-')}" for k in sorted(given)
+    changed = [TRAIN_SWITCHES[k][0] if k in TRAIN_SWITCHES else f"--{k.replace('_', '-')}" for k in sorted(given)
                if k != "steps" and k not in TRAIN_LAYOUT_FLAGS and given[k] != getattr(saved, k)]
 
     def by_field(changes: dict) -> dict:
@@ -73,22 +80,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from hepta.train.recipes import recipe_defaults
 
     given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
-    if args.bf16:
-        given["bf16"] = True
-    if args.text_only:
-        given["text_only"] = True
-    if args.no_augment:
-        given["augment"] = False
-    if args.random_code_init:
-        given["structured_code_init"] = False
-    if args.no_video_timestamps:
-        given["video_timestamps"] = False
-    if args.no_video_captions:
-        given["video_captions"] = False
-    if args.speed_perturbation:
-        given["speed_perturbation"] = True
-    if args.activation_checkpointing:
-        given["activation_checkpointing"] = True
+    given.update({field: value for field, (flag, value) in TRAIN_SWITCHES.items()
+                  if getattr(args, flag[2:].replace("-", "_"))})
     overrides = dict(_parse_override(item) for item in args.set or [])
     if args.resume:
         saved = load_args(Path(args.out))

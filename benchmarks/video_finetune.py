@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -209,8 +210,7 @@ def main() -> None:
     if args.fused_captions:
         data.caption_of = held_out.caption_of = fused_captions(tokenizer)
     if args.caption_joiner is not None:
-        data.caption_of = held_out.caption_of = \
-            lambda clip, seconds: video_data.caption(clip, seconds).replace("=", args.caption_joiner)
+        data.caption_of = held_out.caption_of = functools.partial(video_data.caption, joiner=args.caption_joiner)
     model.train()
     optimizer = adamw(model, args.lr)
     rng, started, losses = np.random.default_rng(0), time.perf_counter(), []

@@ -26,19 +26,20 @@ import torch
 from hepta.eval.video_tasks import EVAL_SEED, FPS, TASK_KINDS, VideoEval
 from hepta.loading import load, load_image_codec, load_tokenizer
 from hepta.modality import video_data
-from hepta.modality.chat import encode_chat
+from hepta.modality.chat import encode_chat, video_vocab
 
 
 def mark_probabilities(model, tokenizer, codec, part, question: video_data.VideoQuestion, mark_id: int) -> np.ndarray:
     """P(mark) after each frame's caption, with the true unmarked captions in the prompt."""
     ids, _ = encode_chat(video_data.question_turns(part, [question], answered=False, question_first=True),
                          tokenizer, codec.vocab)
-    video = [i for i, t in enumerate(ids) if t == tokenizer.end_id and ids[i - 1] != codec.vocab.end_id]
-    caption_ends = video[:len(part.times)]  # each caption's closing end id, frame by frame
+    ids_T = torch.tensor(ids)
+    inside = video_vocab(tokenizer, codec.vocab.grid).video_mask(ids_T)
+    caption_ends = torch.nonzero((ids_T == tokenizer.end_id) & inside).flatten()  # each caption's end, frame by frame
+    assert len(caption_ends) == len(part.times)
     with torch.no_grad():
-        logits = model(torch.tensor([ids]))
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    return torch.softmax(logits[0, [i - 1 for i in caption_ends]].float(), dim=-1)[:, mark_id].numpy()
+        logits_TV = model(ids_T[None])[0]
+    return torch.softmax(logits_TV[caption_ends - 1].float(), dim=-1)[:, mark_id].numpy()
 
 
 def main() -> None:
@@ -58,7 +59,7 @@ def main() -> None:
     for clip in evaluation.clips(args.seconds):
         q = video_data.question(TASK_KINDS[args.task], clip.clip, rng, FPS)
         part = evaluation.codec.video(clip.pixels, clip.times)
-        captions = tuple(video_data.caption(clip.clip, t).replace("=", args.caption_joiner) for t in part.times)
+        captions = tuple(video_data.caption(clip.clip, t, joiner=args.caption_joiner) for t in part.times)
         part = dataclasses.replace(part, captions=captions)
         p_mark = mark_probabilities(model, tokenizer, evaluation.codec, part, q, mark_id)
         answering = part.times.index(video_data.marked_caption(q, clip.clip, FPS)[0])

@@ -149,16 +149,16 @@ def sampled_frames(clip: Clip, images_by_source: dict[int, np.ndarray], fps: flo
 
 # --- questions -----------------------------------------------------------------------------------
 
-def caption(clip: Clip, seconds: float) -> str:
+def caption(clip: Clip, seconds: float, joiner: str = "=") -> str:
     """What the caption of the frame at `seconds` says: the appearance's number and its digit ("3=7":
     the third digit to appear, a 7), or EMPTY. The running number makes "which came k-th" a lookup of
     the caption that starts with k, where otherwise the k-th of many would have to be counted out. The
     "=" keeps the caption's digit a token without a leading space ("7"), unlike the digit a question
     asks about (" 7" in "When did the 7 first appear?"), so the question's digit is the only one of its
     kind in the prompt and easy to find from every frame (with a space, a probe answered 0.275 of the
-    time questions against 0.400: docs/multimodal.md)."""
+    time questions against 0.400: docs/multimodal.md; `joiner` " " writes that earlier form)."""
     shown = clip.on_screen(seconds)
-    return EMPTY if shown is None else f"{clip.appearances.index(shown) + 1}={shown.digit}"
+    return EMPTY if shown is None else f"{clip.appearances.index(shown) + 1}{joiner}{shown.digit}"
 
 
 def marked_caption(q: VideoQuestion, clip: Clip, fps: float) -> tuple[float, str] | None:

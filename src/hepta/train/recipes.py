@@ -85,7 +85,7 @@ IMAGE_RECIPES = {
         # come most often: counting needs none, and with every kind equally often probes learned to
         # count well before they read any digit (docs/multimodal.md). The question comes first and the
         # model captions each frame as it reads, marking the one that answers: order questions went from
-        # 0.17 to 0.75 with it (hepta eval --task video-order; --no-video-captions is the ablation).
+        # 0.17 to 0.84 with it (hepta eval --task video-order; --no-video-captions is the ablation).
         video=VideoRecipe(fps=1.0, seconds=(5, 190), tokens_per_step=2400,
                           kinds=(("order", 3), ("time", 3), ("timeline", 1), ("count", 1), ("at", 1)),
                           question_first=True, captions=True, mark=True),

@@ -16,6 +16,13 @@ MICRO = {
 }
 
 
+def never_end(model_dir) -> dict[str, int]:
+    """A logit bias that keeps a random micro model from drawing an end id, so a sampled request runs to max_tokens."""
+    from hepta.loading import load_tokenizer
+
+    return {str(t): -100 for t in load_tokenizer(model_dir).stop_ids}
+
+
 def micro_overrides() -> dict:
     return dict(MICRO)
 

@@ -14,8 +14,8 @@ import httpx
 import openai
 import pytest
 from conftest import client, metric, start_server
+from helpers import never_end
 
-from hepta.loading import load_tokenizer
 from hepta.serve.runner import free_port, wait_healthy
 
 NUM_STREAMS = 8
@@ -30,7 +30,7 @@ def test_a_killed_engine_ends_open_requests_with_errors_and_a_new_one_serves(mod
     server = start_server(model_dir, engine=dict(max_num_seqs=NUM_STREAMS + 1))
     try:
         c = client(server, timeout=60)
-        never_end = _never_end(model_dir)  # every request runs until the kill
+        endless = never_end(model_dir)  # every request runs until the kill
         streaming = threading.Barrier(NUM_STREAMS + 1)
         outcomes: list = [None] * (NUM_STREAMS + 1)
 
@@ -38,7 +38,7 @@ def test_a_killed_engine_ends_open_requests_with_errors_and_a_new_one_serves(mod
             chunks = 0
             try:
                 for chunk in c.completions.create(model="micro", prompt=f"def f{i}(x):", max_tokens=1900,
-                                                  temperature=0, stream=True, logit_bias=never_end):
+                                                  temperature=0, stream=True, logit_bias=endless):
                     chunks += 1
                     if chunks == 3:
                         streaming.wait(timeout=60)
@@ -51,7 +51,7 @@ def test_a_killed_engine_ends_open_requests_with_errors_and_a_new_one_serves(mod
         def whole():
             try:
                 outcomes[NUM_STREAMS] = ("finished", c.completions.create(model="micro", prompt="x", max_tokens=1900,
-                                                                          temperature=0, logit_bias=never_end)
+                                                                          temperature=0, logit_bias=endless)
                                         .choices[0].finish_reason)
             except openai.APIStatusError as e:
                 outcomes[NUM_STREAMS] = ("status", e.status_code, e.body)
@@ -87,7 +87,7 @@ def test_a_killed_engine_ends_open_requests_with_errors_and_a_new_one_serves(mod
         server.wait_ready(timeout=60)
         assert time.monotonic() - started < 60
         assert engine_pid(server) != old_pid
-        answer = c.completions.create(model="micro", prompt="x", max_tokens=3, logit_bias=_never_end(model_dir))
+        answer = c.completions.create(model="micro", prompt="x", max_tokens=3, logit_bias=never_end(model_dir))
         assert answer.usage.completion_tokens == 3
         assert c.embeddings.create(model="micro", input="x").data[0].embedding
         logged = [r.getMessage() for r in caplog.records]
@@ -117,7 +117,7 @@ def test_a_restart_that_fails_is_retried_and_reported_until_a_new_engine_serves(
         server.wait_ready(timeout=60)  # the next attempt waits 2 s (4 s should it have begun before the rename)
         assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "model": "micro"}
         answer = client(server).completions.create(model="micro", prompt="x", max_tokens=3,
-                                                   logit_bias=_never_end(model_dir))
+                                                   logit_bias=never_end(model_dir))
         assert answer.usage.completion_tokens == 3
     finally:
         server.stop()
@@ -194,8 +194,3 @@ def test_a_sigterm_to_the_whole_process_group_stops_the_server_in_order(model_di
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-
-
-def _never_end(model_dir) -> dict[str, int]:
-    """A logit bias that keeps the random micro model from drawing an end id, so a request runs to max_tokens."""
-    return {str(t): -100 for t in load_tokenizer(model_dir).stop_ids}

@@ -7,6 +7,7 @@ import httpx
 import openai
 import pytest
 from conftest import client, metric, start_server
+from helpers import never_end
 
 from hepta.loading import load_tokenizer
 from hepta.serve.keys import KeyStore
@@ -93,13 +94,14 @@ def keyed(model_dir, tmp_path_factory):
     server.stop()
 
 
-def test_api_keys_401_for_missing_or_wrong_and_usage_is_recorded(keyed):
+def test_api_keys_401_for_missing_or_wrong_and_usage_is_recorded(keyed, model_dir):
     server, open_key, _, path = keyed
     status, body, _ = error_of(lambda: client(server, api_key="hk-wrong").chat.completions.create(
         model="micro", messages=MESSAGES))
     assert status == 401 and body["code"] == "invalid_api_key"
     assert httpx.get(f"{server.url}/v1/models").status_code == 401
-    response = client(server, api_key=open_key).chat.completions.create(model="micro", messages=MESSAGES, max_tokens=3)
+    response = client(server, api_key=open_key).chat.completions.create(model="micro", messages=MESSAGES, max_tokens=3,
+                                                                        logit_bias=never_end(model_dir))
     store = KeyStore(path)
     usage = {u.name: u for u in store.usage()}["open"]
     assert usage.requests == 1 and usage.completion_tokens == 3

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import openai
-from helpers import run_cli
+from helpers import never_end, run_cli
 
 from hepta.serve.runner import free_port, wait_healthy
 
@@ -17,7 +17,7 @@ def test_hepta_serve_answers_the_openai_client_and_logs_each_request(model_dir):
         wait_healthy(f"http://127.0.0.1:{port}", timeout=120, process=process)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
         answer = client.chat.completions.create(model="micro", messages=[{"role": "user", "content": "hi"}],
-                                                max_tokens=4)
+                                                max_tokens=4, logit_bias=never_end(model_dir))
         assert answer.usage.completion_tokens == 4
     finally:
         process.terminate()

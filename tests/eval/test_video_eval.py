@@ -12,10 +12,10 @@ from hepta.modality import video_data as vd
 
 def test_accuracy_overall_and_per_clip_length():
     questions = [vd.VideoQuestion("order", "Which digit appeared first?", "7", 7),
-                 vd.VideoQuestion("time", "When did the 3 first appear?", "0m42s", 41.25),
+                 vd.VideoQuestion("time", "When did the 3 first appear?", "0:42", 41.25),
                  vd.VideoQuestion("count", "How many digits appeared?", "5", 5),
-                 vd.VideoQuestion("time", "When did the 1 first appear?", "2m01s", 120.5)]
-    replies = ["7", " 0m41s ", "4", "2:03"]  # right, right (within a second), wrong, wrong (2.5 s off)
+                 vd.VideoQuestion("time", "When did the 1 first appear?", "2:01", 120.5)]
+    replies = ["7", " 0:41 ", "4", "2:03"]  # right, right (within a second), wrong, wrong (2.5 s off)
     result = score(questions, replies, [30, 30, 60, 180])
     assert result["accuracy"] == 0.5 and result["n"] == 4
     assert result["by_length"] == {"30": {"accuracy": 1.0, "n": 2}, "60": {"accuracy": 0.0, "n": 1},

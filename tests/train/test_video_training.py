@@ -2,8 +2,6 @@
 answers and frame captions are the only targets, clips grow longer over the run, a step's clips depend only on its
 seed, and frames can go without timestamps."""
 
-import re
-
 import numpy as np
 import pytest
 import torch
@@ -110,8 +108,8 @@ def test_frames_without_timestamps_and_a_context_too_short_for_the_longest_clip(
     x_timed = timed.batch(batch_generator(0, 1, 0))[0]
     x_untimed = untimed.batch(batch_generator(0, 1, 0))[0]
     assert x_untimed.shape[1] < x_timed.shape[1]
-    assert "<|image_end|>0:00" in tokenizer.decode(x_timed[0].tolist())  # the time after the frame's image
-    assert "<|image_end|>0:" not in tokenizer.decode(x_untimed[0].tolist())
+    assert "<|frame|>0:00" in tokenizer.decode(x_timed[0].tolist())
+    assert "<|frame|><|image_start|>" in tokenizer.decode(x_untimed[0].tolist())
     assert untimed.tokens_per_clip(60) < timed.tokens_per_clip(60)
     with pytest.raises(HeptaError, match="raise max_seq_len"):
         VideoData.build(RECIPE, codec, tokenizer, max_seq_len=512)
@@ -127,14 +125,9 @@ def test_frame_captions_follow_each_frame_and_are_targets(folder):
             == [f"{n}={a.digit}" for n, a in enumerate(clip.appearances, 1)])
     x, y = data.batch(batch_generator(0, 1, 0))
     image_end = tokenizer.special_ids["<|image_end|>"]
-    said = set()  # each caption's first token
-    frames = torch.nonzero(x == image_end).tolist()
-    for row, column in frames:
-        # every frame's image span is followed by its timestamp, read and not a target, then its caption
-        first = column + next(n for n in range(6) if y[row, column + n] != IGNORE)
-        assert re.fullmatch(r"\d:\d\d", tokenizer.decode(x[row, column + 1:first + 1].tolist()))
-        said.add(tokenizer.decode([int(y[row, first])]))
-    assert frames
+    after_frames = y[x == image_end]  # every frame's image span is followed by its caption, a target
+    assert len(after_frames) and (after_frames != IGNORE).all()
+    said = {tokenizer.decode([int(i)]) for i in after_frames}  # the caption's first token
     assert said <= {video_data.EMPTY, *map(str, range(1, 10))} and video_data.EMPTY in said
 
 

@@ -12,7 +12,7 @@ clips draw from the training digits; evaluation clips only from the held-out one
 
 The questions are the four the video tasks measure, with their answers from the clip's ground
 truth: which digit appeared k-th, when a digit first appeared, how many appeared, and what was on
-screen at a time. Times are written m:ss, except a reply to "when": 0m14s (`video_span.elapsed`).
+screen at a time. Times are written m:ss.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hepta.modality.digits import Digits
-from hepta.modality.video_span import clock, elapsed, parse_clock
+from hepta.modality.video_span import clock, parse_clock
 
 RENDER_FPS = 4  # frames per second written to the files
 FRAME_SIDE = 64  # pixels: each 8x8 scan enlarged 8x
@@ -164,15 +164,17 @@ def caption(clip: Clip, seconds: float, joiner: str = "=") -> str:
 def marked_caption(q: VideoQuestion, clip: Clip, fps: float) -> tuple[float, str] | None:
     """For an order or time question asked before the video: the time of the frame that answers it (where
     the appearance asked about is first seen) and what its caption adds, the mark and the answer ("3=7 * 7",
-    "3=7 * 0m14s"). Whether a frame answers is decided as it is read, from the question and the frame's own
+    "3=7 * 0m14"). Whether a frame answers is decided as it is read, from the question and the frame's own
     caption, and the reply after the video has one marked caption to find instead of the k-th of many: each
     token of the reply is the one after a token found in the marked caption only (the mark, the "m"). A time
-    is written 0m14s, not 0:14, because every frame's timestamp has a ":" (`video_span.elapsed`). (With the
-    answer's tokens before their anchors instead, "3=7 *" and "0m14s", the probe answered order questions
-    about 30 s clips half as often: docs/multimodal.md.)"""
+    is written 0m14, not 0:14, because every frame's timestamp has a ":". (With the answer's tokens before
+    their anchors instead, "3=7 *" and "0m14s", the probe answered order questions about 30 s clips half as
+    often: docs/multimodal.md.)"""
     if q.asked_about is None:
         return None
-    return first_seen(clip.appearances[q.asked_about].start, fps), f"{MARK} {q.answer}"
+    seen = first_seen(clip.appearances[q.asked_about].start, fps)
+    minutes, seconds = divmod(int(round(seen)), 60)
+    return seen, f"{MARK} " + (f"{minutes}m{seconds:02d}" if q.kind == "time" else q.answer)
 
 
 def ordinal(k: int) -> str:
@@ -232,7 +234,7 @@ def _question(kind: str, clip: Clip, rng: np.random.Generator, fps: float) -> Vi
         digit = int(rng.choice(sorted({a.digit for a in appearances})))
         first = next(n for n, a in enumerate(appearances) if a.digit == digit)
         start = appearances[first].start
-        return VideoQuestion(kind, f"When did the {digit} first appear?", elapsed(first_seen(start, fps)), start,
+        return VideoQuestion(kind, f"When did the {digit} first appear?", clock(first_seen(start, fps)), start,
                              asked_about=first)
     if kind == TIMELINE:
         answer = ", ".join(f"{clock(first_seen(a.start, fps))} {a.digit}" for a in appearances)

@@ -1,14 +1,11 @@
 """Video spans in the shared id space: sampled frames as image spans, each stamped with its time.
 
-A span is `<|video_start|>`, then per sampled frame `<|frame|>`, the frame's image span
-(`image_span.py`) and the frame's time as text ("0:42", the way questions write times), then
-`<|video_end|>`. A frame is read exactly as a still image is, so what the model learned about images
-carries over; the timestamp makes time something the model can read and copy into an answer rather
-than infer from positions. It comes after the image, so that it is the last thing before whatever
-is said of the frame (a caption the model writes, `video_data.caption`): copying it there is a copy
-from a few tokens back, not from before the image's 22 ids, which a probe's model got wrong a third
-of the time (docs/multimodal.md). Without time (`with_time=False`, the ablation of the video tasks)
-the timestamps are left out and nothing else changes.
+A span is `<|video_start|>`, then per sampled frame `<|frame|>`, the frame's time as text
+("0:42", the way questions and answers write times), and the frame's image span
+(`image_span.py`), then `<|video_end|>`. A frame is read exactly as a still image is, so what the
+model learned about images carries over; the timestamp makes time something the model can read
+and copy into an answer rather than infer from positions. Without time (`with_time=False`, the
+ablation of the video tasks) the timestamps are left out and nothing else changes.
 
 A frame that repeats the last one kept adds nothing but tokens, so only frames that show something
 new are kept (`changes_only`): a still scene costs one frame however long it lasts, and its
@@ -21,7 +18,6 @@ Models only read video: no span is ever generated, so there is no grammar here.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -76,7 +72,7 @@ class VideoVocab:
         ids = [self.start_id]
         is_caption = [False]
         for n, (grid, seconds) in enumerate(zip(frames, times)):
-            frame = [self.frame_id] + self.images.span_ids(grid) + (encode_text(clock(seconds)) if with_time else [])
+            frame = [self.frame_id] + (encode_text(clock(seconds)) if with_time else []) + self.images.span_ids(grid)
             ids.extend(frame)
             is_caption.extend([False] * len(frame))
             if captions is not None:
@@ -111,26 +107,9 @@ def clock(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def elapsed(seconds: float) -> str:
-    """0m14s, as a reply to "when" writes a time (1h02m05s from an hour on): unlike `clock`'s "0:14" it
-    shares no ":" with the frames' timestamps, so a model writing it after the marked frame's copy
-    finds that copy, not the timestamp of whichever frame its attention lands on."""
-    whole = int(round(seconds))
-    hours, rest = divmod(whole, 3600)
-    return (f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m") + f"{rest % 60:02d}s"
-
-
-_ELAPSED = re.compile(r"(?:(\d+)h)?(\d+)m(\d+(?:\.\d+)?)s")
-
-
 def parse_clock(text: str) -> float | None:
-    """Seconds from "m:ss" or "h:mm:ss", from `elapsed`'s "0m14s" or "1h02m05s", or from a bare number
-    of seconds; None when it is none of these."""
-    text = text.strip().rstrip(".")
-    if spelled := _ELAPSED.fullmatch(text):
-        hours, minutes, seconds = spelled.groups()
-        return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
-    fields = text.split(":")
+    """Seconds from "m:ss" or "h:mm:ss" (or a bare number of seconds); None when it is neither."""
+    fields = text.strip().rstrip(".").split(":")
     try:
         values = [float(f) for f in fields]
     except ValueError:

@@ -34,8 +34,7 @@ def mark_probabilities(model, tokenizer, codec, part, question: video_data.Video
     ids, _ = encode_chat(video_data.question_turns(part, [question], answered=False, question_first=True),
                          tokenizer, codec.vocab)
     ids_T = torch.tensor(ids)
-    inside = video_vocab(tokenizer, codec.vocab.grid).video_mask(ids_T)
-    caption_ends = torch.nonzero((ids_T == tokenizer.end_id) & inside).flatten()  # each caption's end, frame by frame
+    caption_ends = video_vocab(tokenizer, codec.vocab.grid).caption_ends(ids_T, tokenizer.end_id)  # frame by frame
     assert len(caption_ends) == len(part.times)
     with torch.no_grad():
         logits_TV = model(ids_T[None])[0]

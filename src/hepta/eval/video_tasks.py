@@ -81,10 +81,18 @@ class VideoEval:
 
     def task(self, task: str, with_time: bool = True) -> dict:
         """One question of the task's kind per clip, at every clip length."""
-        kind = TASK_KINDS[task]
+        answered = self.answer(TASK_KINDS[task], with_time)
+        prompts, lengths = [a.prompt for a in answered], [a.seconds for a in answered]
+        return score([a.question for a in answered], [a.reply for a in answered], lengths) | {
+            "with_time": with_time, "prompt_tokens_per_minute": tokens_per_minute(prompts, lengths)}
+
+    def answer(self, kind: str, with_time: bool = True,
+               lengths: tuple[int, ...] = video_data.CLIP_LENGTHS) -> list["Answered"]:
+        """One question of `kind` per clip of each length, each read (the model writing its own captions
+        where it was trained to) and answered greedily."""
         video = video_vocab(self.tokenizer, self.codec.vocab.grid)
-        questions, prompts, slots, lengths = [], [], [], []
-        for seconds in video_data.CLIP_LENGTHS:
+        questions, prompts, slots, seconds_of, times = [], [], [], [], []
+        for seconds in lengths:
             rng = np.random.default_rng([EVAL_SEED, seconds, 1])
             for clip in self.clips(seconds):
                 q = video_data.question(kind, clip.clip, rng, FPS)
@@ -97,14 +105,23 @@ class VideoEval:
                 questions.append(q)
                 prompts.append(ids)
                 slots.append(caption_slots(ids, is_caption, video))
-                lengths.append(seconds)
+                seconds_of.append(seconds)
+                times.append(part.times)
         if self.reading.captions:
             prompts = write_captions(self.engine, prompts, slots)
         requests = [Request(p, max_tokens=video_data.ANSWER_TOKENS, sampling=GREEDY) for p in prompts]
         replies = [choices[0].text for choices in generate_many(self.engine, requests,
                                                                 on_done=lambda _i: self.on_answer())]
-        return score(questions, replies, lengths) | {"with_time": with_time,
-                                                     "prompt_tokens_per_minute": tokens_per_minute(prompts, lengths)}
+        return [Answered(*fields) for fields in zip(questions, seconds_of, times, prompts, replies)]
+
+
+@dataclass(frozen=True)
+class Answered:
+    question: video_data.VideoQuestion
+    seconds: int  # the clip's length
+    times: tuple[float, ...]  # the times of the frames read
+    prompt: list[int]  # as the model read it, with the captions it wrote
+    reply: str
 
 
 def score(questions: list[video_data.VideoQuestion], replies: list[str], lengths: list[int]) -> dict:

@@ -89,6 +89,10 @@ class VideoVocab:
         closed_before = torch.cumsum(ids == self.end_id, 0) - (ids == self.end_id).long()
         return opened > closed_before
 
+    def caption_ends(self, ids: torch.Tensor, end_id: int) -> torch.Tensor:
+        """Positions of the end ids inside a flat id tensor's video spans: each closes a frame's caption."""
+        return torch.nonzero((ids == end_id) & self.video_mask(ids)).flatten()
+
     def span_length(self, encode_text: Callable[[str], list[int]], frames: int, seconds: float,
                     with_time: bool = True) -> int:
         """About how many ids a video of `frames` frames lasting `seconds` takes (each frame as long

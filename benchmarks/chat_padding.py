@@ -1,12 +1,12 @@
 """How much of a step's conversation batch is padding, in one batch and in groups of like lengths.
 
     .venv/bin/python benchmarks/chat_padding.py --model runs/omni [--rows 128] [--draws 300]
-        [--utterances 3000]
+        [--utterances 3000] [--groups 1,2,3,4,6,8]
 
 It builds the omni-tiny recipe's conversation mixture (the digit tasks, and recognition and
 synthesis over `--utterances` and half as many utterances, at the recipe's shares) with the
 tokenizers of a trained folder, draws `--draws` steps of `--rows` conversations as training does,
-and prints, for 1 to 4 length groups (`--chat-length-groups`), the share of the positions the
+and prints, for each number of length groups in --groups (`--chat-length-groups`), the share of the positions the
 forward runs over that are padding.
 """
 
@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=128)
     p.add_argument("--draws", type=int, default=300)
     p.add_argument("--utterances", type=int, default=3000)
+    p.add_argument("--groups", default="1,2,3,4,6,8", help="the numbers of length groups to measure")
     args = p.parse_args()
     recipe = image_recipe("omni-tiny")
     tokenizer = load_tokenizer(args.model)
@@ -42,7 +43,7 @@ def main() -> None:
                                speech.codec(tokenizer).vocab)
     print(f"{len(examples):,} conversations, {args.draws} draws of {args.rows}")
     pad = tokenizer.special_ids["<|pad|>"]
-    for groups in range(1, 5):
+    for groups in (int(g) for g in args.groups.split(",")):
         generator, real, run_over = torch.Generator().manual_seed(0), 0, 0
         for _ in range(args.draws):
             for x, _y in sample_chat_batch(examples, args.rows, generator, length_groups=groups):

@@ -9,7 +9,9 @@ its own captions, then answers; each wrong answer is put in the first of these t
   the frame's timestamp;
 - copy_wrong: the mark is right and the reply says another time.
 
-    .venv/bin/python benchmarks/video_errors.py --model runs/omni [--seconds 60] [--clips 40]
+    .venv/bin/python benchmarks/video_errors.py --model runs/omni [--seconds 60] [--clips 40] [--show]
+
+`--show` also prints each wrong answer: its class, the true time, the marked caption and the reply.
 
 The counts add up to the clips, `right` included; on the runs in docs/multimodal.md the right ones
 equal `hepta eval`'s accuracy on the same clips.
@@ -59,6 +61,7 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--seconds", type=int, default=60, choices=video_data.CLIP_LENGTHS)
     p.add_argument("--clips", type=int, default=40)
+    p.add_argument("--show", action="store_true", help="print each wrong answer with its marked caption")
     args = p.parse_args()
     model, tokenizer = load(args.model), load_tokenizer(args.model)
     model.eval()
@@ -66,8 +69,13 @@ def main() -> None:
     video = video_vocab(tokenizer, evaluation.codec.vocab.grid)
     answered = evaluation.answer("time", lengths=(args.seconds,))
     evaluation.close()
-    counts = Counter(what_went_wrong(a.question, a.times, written_captions(a.prompt, tokenizer, video), a.reply)
-                     for a in answered)
+    counts = Counter()
+    for a in answered:
+        captions = written_captions(a.prompt, tokenizer, video)
+        counts[kind := what_went_wrong(a.question, a.times, captions, a.reply)] += 1
+        if args.show and kind != "right":
+            marked = next((c for c in captions if video_data.MARK in c), "")
+            print(f"{kind}: {a.question.question} true {a.question.answer}, marked {marked!r}, reply {a.reply!r}")
     kinds = ("right", "no_mark", "wrong_frame", "mark_time_wrong", "copy_wrong")
     print(f"video-time, {len(answered)} clips of {args.seconds} s: " + ", ".join(f"{k} {counts[k]}" for k in kinds))
 

@@ -43,7 +43,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 TRAIN_FLAGS = ("preset", "data", "max_corpus_mb", "steps", "batch_size", "seq_len", "grad_accum", "lr",
                "warmup", "weight_decay", "clip", "seed", "save_every", "eval_every", "eval_batches", "ep", "dp_shard",
                "chat_batch_size", "chat_length_groups", "repeat_rows", "repeat_symbols", "image_tokenizer",
-               "image_tokenizer_steps", "audio_tokenizer", "audio_tokenizer_steps", "speech_utterances", "device")
+               "image_tokenizer_steps", "audio_tokenizer", "audio_tokenizer_steps", "speech_utterances",
+               "video_loss_weight", "device")
 # How the run is spread over processes, not what it trains: a resumed run may change these.
 TRAIN_LAYOUT_FLAGS = ("ep", "dp_shard", "activation_checkpointing", "device")
 # The switches of `hepta train`: the TrainArgs field each sets, and to what.
@@ -332,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "answers (an ablation: docs/multimodal.md)")
     p.add_argument("--no-video-timestamps", action="store_true", help="video frames without their time written before "
                    "them: the model sees time only as position (an ablation)")
+    p.add_argument("--video-loss-weight", type=float, help="how many times the video questions' loss counts beside "
+                   "the text's and the conversations' (default: the recipe's, 1; 3 was tried: docs/multimodal.md)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(on any number of processes)")
     p.add_argument("--quiet", action="store_true", help="no progress output")

@@ -70,6 +70,21 @@ def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_wi
     assert json.loads((out / "train_args.json").read_text())["video_captions"] is False
 
 
+def test_the_video_loss_weight_scales_the_video_gradient_and_not_the_logged_loss(omni_run, tmp_path):
+    out = tmp_path / "weighted"
+    result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--video-loss-weight", "9",
+                     *FLAGS)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "train_args.json").read_text())["video_loss_weight"] == 9
+    weighted = next(r for r in read_metrics(out) if r["kind"] == "train")
+    recipe = next(r for r in read_metrics(omni_run) if r["kind"] == "train")  # the same first step at the recipe's 1
+    assert weighted["video_loss"] == pytest.approx(recipe["video_loss"], rel=1e-4)
+    assert weighted["grad_norm"] > recipe["grad_norm"] * 1.01
+    bad = run_cli("train", "--preset", "omni-tiny", "--out", str(tmp_path / "bad"), "--video-loss-weight", "0", *FLAGS)
+    assert bad.returncode != 0 and "--video-loss-weight must be positive, got 0.0" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_an_omni_run_resumes(omni_run, tmp_path):
     result = run_cli("train", "--preset", "omni-tiny", "--out", str(omni_run), "--resume", "--steps", "4",
                      "--quiet")

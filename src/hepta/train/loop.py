@@ -92,6 +92,7 @@ class TrainArgs:
     # the recipe's reading of video: the question before the video and a caption the model writes after each
     # frame, the one that answers marked (VideoRecipe.question_first, captions and mark); ablation: False
     video_captions: bool = True
+    video_loss_weight: float | None = None  # how many times the video questions' loss counts; None: the recipe's
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
@@ -112,6 +113,8 @@ class TrainArgs:
             raise HeptaError(f"--repeat-rows must be 0 or more, got {self.repeat_rows}")
         if self.weight_decay < 0:
             raise HeptaError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if self.video_loss_weight is not None and self.video_loss_weight <= 0:
+            raise HeptaError(f"--video-loss-weight must be positive, got {self.video_loss_weight}")
         if self.max_corpus_mb is not None and self.max_corpus_mb <= 0:
             raise HeptaError(f"--max-corpus-mb must be positive, got {self.max_corpus_mb}")
 
@@ -230,6 +233,8 @@ class Trainer:
             video_recipe = recipe.video
             if not args.video_captions:
                 video_recipe = dataclasses.replace(video_recipe, question_first=False, captions=False, mark=False)
+            if args.video_loss_weight is not None:
+                video_recipe = dataclasses.replace(video_recipe, loss_weight=args.video_loss_weight)
             self.video = VideoData.build(video_recipe, self.codec, self.tokenizer, self.cfg.max_seq_len,
                                          with_time=args.video_timestamps)
             self.log(self.video.source)
@@ -434,7 +439,8 @@ class Trainer:
                     router_losses.append(model.router_losses())
                     modality_load.add(model, conv_x, pad_id=self.tokenizer.special_ids["<|pad|>"])
                 conv_router = model.pooled_router_loss(router_losses)
-                loss = loss + conv_ce + conv_router
+                weight = self.video.recipe.loss_weight if kind == "video" else 1.0
+                loss = loss + weight * conv_ce + conv_router
                 router = router + conv_router
                 conversation_sums[kind] += conv_ce.item()
             (loss / args.grad_accum).backward()

@@ -52,6 +52,10 @@ class VideoRecipe:
     # with question_first and captions: the caption of the frame that answers an order or time question
     # is marked (video_data.marked_caption), where that frame is read
     mark: bool = False
+    # the video questions' loss counts this many times beside the text's and the conversations' (each a mean);
+    # `hepta train --video-loss-weight`. 3 was tried for the video-time answers: within the noise of them, and
+    # with every step's gradient clipped, the text, speech and images lost (docs/multimodal.md)
+    loss_weight: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ class VideoData:
                 + ("" if self.with_time else ", without timestamps") + (", all frames" if self.all_frames else "")
                 + (", the question first" if self.recipe.question_first else "")
                 + (", each frame captioned" + (", the answering one marked" if self.recipe.mark else "")
-                   if self.captions else ""))
+                   if self.captions else "")
+                + (f", its loss counted {self.recipe.loss_weight:g} times" if self.recipe.loss_weight != 1 else ""))
 
     def tokens_per_clip(self, seconds: float) -> int:
         vocab = video_vocab(self.tokenizer, self.codec.vocab.grid)

@@ -50,7 +50,7 @@ def what_went_wrong(q: video_data.VideoQuestion, times: tuple[float, ...], capti
     if abs(seen - video_data.first_seen(float(q.truth), FPS)) > 1:
         return "wrong_frame"
     after_mark = caption.split(video_data.MARK)[-1].strip()  # "0m14" ("0m14s" at b3bd797)
-    written = parse_clock(after_mark.removesuffix("s").replace("m", ":"))
+    written = parse_clock(after_mark.removesuffix("s").replace("m", ":"))  # marked_caption's form read back
     if written is None or abs(written - seen) > 1:
         return "mark_time_wrong"
     return "copy_wrong"
@@ -72,7 +72,8 @@ def main() -> None:
     counts = Counter()
     for a in answered:
         captions = written_captions(a.prompt, tokenizer, video)
-        counts[kind := what_went_wrong(a.question, a.times, captions, a.reply)] += 1
+        kind = what_went_wrong(a.question, a.times, captions, a.reply)
+        counts[kind] += 1
         if args.show and kind != "right":
             marked = next((c for c in captions if video_data.MARK in c), "")
             print(f"{kind}: {a.question.question} true {a.question.answer}, marked {marked!r}, reply {a.reply!r}")

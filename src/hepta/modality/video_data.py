@@ -173,8 +173,7 @@ def marked_caption(q: VideoQuestion, clip: Clip, fps: float) -> tuple[float, str
     if q.asked_about is None:
         return None
     seen = first_seen(clip.appearances[q.asked_about].start, fps)
-    minutes, seconds = divmod(int(round(seen)), 60)
-    return seen, f"{MARK} " + (f"{minutes}m{seconds:02d}" if q.kind == "time" else q.answer)
+    return seen, f"{MARK} " + (clock(seen).replace(":", "m") if q.kind == "time" else q.answer)
 
 
 def ordinal(k: int) -> str:

@@ -56,19 +56,30 @@ def what_went_wrong(q: video_data.VideoQuestion, times: tuple[float, ...], capti
     return "copy_wrong"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def clip_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--seconds", type=int, default=60, choices=video_data.CLIP_LENGTHS)
     p.add_argument("--clips", type=int, default=40)
+
+
+def time_answers(path: str, seconds: int, clips: int):
+    """The model in `path`, its tokenizer, video vocabulary and way of reading video, and its answers to the
+    time questions about `clips` held-out clips of `seconds` s, read as `hepta eval --task video-time` has them
+    read."""
+    model, tokenizer = load(path), load_tokenizer(path)
+    model.eval()
+    evaluation = VideoEval.open(model, tokenizer, load_image_codec(path, tokenizer), path, clips)
+    answered = evaluation.answer("time", lengths=(seconds,))
+    evaluation.close()
+    return model, tokenizer, video_vocab(tokenizer, evaluation.codec.vocab.grid), evaluation.reading, answered
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    clip_arguments(p)
     p.add_argument("--show", action="store_true", help="print each wrong answer with its marked caption")
     args = p.parse_args()
-    model, tokenizer = load(args.model), load_tokenizer(args.model)
-    model.eval()
-    evaluation = VideoEval.open(model, tokenizer, load_image_codec(args.model, tokenizer), args.model, args.clips)
-    video = video_vocab(tokenizer, evaluation.codec.vocab.grid)
-    answered = evaluation.answer("time", lengths=(args.seconds,))
-    evaluation.close()
+    _model, tokenizer, video, _reading, answered = time_answers(args.model, args.seconds, args.clips)
     counts = Counter()
     for a in answered:
         captions = written_captions(a.prompt, tokenizer, video)

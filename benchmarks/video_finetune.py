@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/video_finetune.py --model runs/omni --out runs/video-probe [--steps 800]
         [--lr 3e-3] [--kinds order:3,time:2,...] [--seconds 5:10] [--no-timeline] [--no-time]
         [--all-frames] [--first-only] [--walk] [--captions] [--fused-captions] [--cite] [--question-first]
-        [--copy-steps N] [--qk-gain G]
+        [--copy-steps N] [--qk-gain G] [--stamp-digits]
         [--eval-seconds 10,30]
     hepta eval --model runs/video-probe --task video-order --json
 
@@ -21,9 +21,10 @@ caption one token (number, digit and whether the digit is new), and `--cite` has
 time answers quote the caption they rest on first; `--question-first` puts the question before the
 video, so that each frame is read knowing what is asked. `--copy-steps N` first trains N steps on random
 text tokens written twice (`train/repeat_task.py`); the share of such a repeat the model predicts
-is printed before the video steps either way. `--qk-gain G` multiplies every query norm's weight by G
-first, so attention can be sharper from the start. The model's context is raised to 6,144 tokens in the copy when it
-is shorter (a folder trained before video).
+is printed before the video steps either way. `--stamp-digits` writes each frame's timestamp a character
+a token (`video_span.timestamp_ids`), and the folder keeps that for `hepta eval`. `--qk-gain G` multiplies
+every query norm's weight by G first, so attention can be sharper from the start. The model's context is
+raised to 6,144 tokens in the copy when it is shorter (a folder trained before video).
 """
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ def main() -> None:
     p.add_argument("--all-frames", action="store_true", help="keep repeated frames (the design keeps changes only)")
     p.add_argument("--walk", action="store_true", help="order and time answers walk the appearances first")
     p.add_argument("--captions", action="store_true", help="each frame followed by what it shows, as a target")
+    p.add_argument("--stamp-digits", action="store_true", help="each frame's timestamp written a character a token")
     p.add_argument("--fused-captions", action="store_true",
                    help="captions of one token each: appearance number, digit and first showing (see fused_captions)")
     p.add_argument("--caption-joiner", help="what joins a caption's number and digit instead of '=', "
@@ -205,7 +207,7 @@ def main() -> None:
     codec = load_image_codec(out, tokenizer)
     data, held_out = (VideoData.build(recipe, codec, tokenizer, CONTEXT, with_time=not args.no_time,
                                       all_frames=args.all_frames, captions=args.captions or args.fused_captions,
-                                      split=split)
+                                      split=split, stamp_digits=args.stamp_digits)
                       for split in ("train", "held_out"))
     if args.fused_captions:
         data.caption_of = held_out.caption_of = fused_captions(tokenizer)
@@ -244,7 +246,7 @@ def main() -> None:
     save_weights(model, out)
     # how `hepta eval` and the server must prompt it: the question where it was trained to see it, and
     # the model writing its own captions as it reads where it was trained with them
-    VideoReading(question_first=recipe.question_first, captions=data.captions).save(out)
+    VideoReading(question_first=recipe.question_first, captions=data.captions, stamp_digits=data.stamp_digits).save(out)
     print(f"saved {out}; measure it with hepta eval --model {out} --task video-order --json")
 
 

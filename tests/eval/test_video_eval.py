@@ -75,3 +75,24 @@ def test_a_model_trained_to_caption_writes_its_captions_while_it_reads(omni_dir,
     assert written["prompt_tokens_per_minute"] > plain["prompt_tokens_per_minute"] * 1.03
     VideoReading().save(captioning)  # the plain way of reading leaves no file behind
     assert not (captioning / FILE).exists()
+
+
+def test_a_model_trained_with_timestamps_a_character_a_token_is_prompted_so(omni_dir, tmp_path):
+    import shutil
+
+    from hepta.eval.video_tasks import VideoEval
+    from hepta.loading import load, load_image_codec, load_tokenizer
+    from hepta.modality.video_reading import VideoReading
+
+    digits = tmp_path / "digits"
+    shutil.copytree(omni_dir, digits)
+    VideoReading(stamp_digits=True).save(digits)
+    assert VideoReading.load(digits) == VideoReading(stamp_digits=True)
+    for folder, stamped in ((omni_dir, False), (digits, True)):
+        tokenizer = load_tokenizer(folder)
+        evaluation = VideoEval.open(load(folder).eval(), tokenizer, load_image_codec(folder, tokenizer), folder, 1)
+        parts, video = [], evaluation.codec.video
+        object.__setattr__(evaluation.codec, "video", lambda *a, **k: parts.append(video(*a, **k)) or parts[-1])
+        answered = evaluation.answer("count", lengths=(30,))
+        evaluation.close()
+        assert len(answered) == 1 and [part.stamp_digits for part in parts] == [stamped]

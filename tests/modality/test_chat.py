@@ -56,3 +56,28 @@ def test_a_video_is_its_frames_as_image_spans_each_stamped_with_its_time():
     assert len(span) - (without.index(video.end_id) - without.index(video.start_id) + 1) == \
         sum(len(tokenizer.encode(s)) for s in stamps)
     assert video.frame_length(tokenizer.encode, 62.0) == 1 + len(tokenizer.encode("1:02")) + video.images.span_length
+
+
+def test_timestamps_written_a_character_a_token_leave_two_digit_seconds_to_the_captions():
+    tokenizer = Tokenizer.train(TEXTS + ["0:14 0:42 1:14 14 42"] * 30, text_vocab_size=300).with_image_codes(125)
+    video = video_vocab(tokenizer, 4)
+    assert len(tokenizer.encode("14")) == 1  # the text tokenizer has a token for the seconds "14"
+    frames = torch.randint(0, 125, (3, 4, 4))
+    times = (14.0, 42.0, 74.0)
+    as_text = VideoCodes(frames, times, captions=("1=7", "2=3 * 0m14", "-"))
+    by_character = VideoCodes(frames, times, captions=as_text.captions, stamp_digits=True)
+    text_ids, _ = encode_chat([Turn("user", ("When did the 7 first appear?", as_text))], tokenizer, video.images)
+    ids, written = encode_chat([Turn("user", ("When did the 7 first appear?", by_character))], tokenizer,
+                               video.images)
+    fourteen = tokenizer.encode("14")[0]
+    # the stamps of 0:14 and 1:14 hold "14" as text; a character a token, only the caption that writes it does
+    assert text_ids.count(fourteen) == 3
+    assert [written[i] for i, t in enumerate(ids) if t == fourteen] == [True]
+    frame_ids = [i for i, t in enumerate(ids) if t == video.frame_id]
+    assert [tokenizer.decode(ids[i + 1:i + 5]) for i in frame_ids] == ["0:14", "0:42", "1:14"]
+    assert all(len(tokenizer.decode([t])) == 1 for i in frame_ids for t in ids[i + 1:i + 5])
+    # one token more a frame than as text here (seconds were one token), counted alike by span_length
+    span = ids[ids.index(video.start_id):ids.index(video.end_id) + 1]
+    captions = sum(len(tokenizer.encode(c)) + 1 for c in as_text.captions)  # each closed by <|end|>
+    assert len(span) == video.span_length(tokenizer.encode, 3, 74.0, stamp_digits=True) + captions
+    assert len(span) - (text_ids.index(video.end_id) - text_ids.index(video.start_id) + 1) == 3

@@ -134,3 +134,26 @@ def test_a_model_trained_to_caption_writes_its_captions_before_it_answers(omni, 
     assert written.choices[0].finish_reason in ("stop", "length")
     # the same frames and question, and after each frame a caption the model wrote: at least its end id
     assert written.usage.prompt_tokens >= plain.usage.prompt_tokens + 10
+
+
+def test_a_model_trained_with_timestamps_a_character_a_token_gets_its_videos_stamped_so(omni_dir, monkeypatch):
+    import asyncio
+
+    from hepta.loading import load_image_codec, load_tokenizer
+    from hepta.modality.video_reading import VideoReading
+    from hepta.serve import image_parts
+    from hepta.serve.image_fetch import ImageAccess
+    from hepta.serve.schemas import ChatCompletionRequest
+    from hepta.serve.video_parts import video_part
+
+    parts = []  # every video part the prompt is built from
+    monkeypatch.setattr(image_parts, "video_part", lambda *a, **k: parts.append(video_part(*a, **k)) or parts[-1])
+    tokenizer = load_tokenizer(omni_dir)
+    codec = load_image_codec(omni_dir, tokenizer)
+    body = ChatCompletionRequest(model="micro", messages=[{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": data_url(noise_mp4(5))}},
+        {"type": "text", "text": "How many digits appeared?"}]}])
+    for reading in (VideoReading(), VideoReading(stamp_digits=True)):
+        asyncio.run(image_parts.chat_image_prompt(body, codec, tokenizer, ImageAccess(), max_len=CONTEXT,
+                                                  reading=reading))
+    assert [part.stamp_digits for part in parts] == [False, True]

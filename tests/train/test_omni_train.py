@@ -64,10 +64,13 @@ def test_conversations_train_beside_text_and_the_expert_load_is_split_by_modalit
 def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_without(omni_run, tmp_path):
     assert VideoReading.load(omni_run) == VideoReading(question_first=True, captions=True)
     out = tmp_path / "plain"
-    result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--no-video-captions", *FLAGS)
+    result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--no-video-captions",
+                     "--video-stamp-digits", *FLAGS)
     assert result.returncode == 0, result.stderr
-    assert VideoReading.load(out) == VideoReading()  # the question after the video, no captions to write
-    assert json.loads((out / "train_args.json").read_text())["video_captions"] is False
+    # the question after the video, no captions to write, and the timestamps a character a token
+    assert VideoReading.load(out) == VideoReading(stamp_digits=True)
+    saved = json.loads((out / "train_args.json").read_text())
+    assert saved["video_captions"] is False and saved["video_stamp_digits"] is True
 
 
 def test_the_video_loss_weight_scales_the_video_gradient_and_not_the_logged_loss(omni_run, tmp_path):

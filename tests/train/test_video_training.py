@@ -118,6 +118,16 @@ def test_frames_without_timestamps_and_a_context_too_short_for_the_longest_clip(
         VideoData.build(RECIPE, codec, tokenizer, max_seq_len=512)
 
 
+def test_timestamps_can_be_written_a_character_a_token(folder):
+    tokenizer = load_tokenizer(folder)
+    data = VideoData.build(RECIPE, load_image_codec(folder, tokenizer), tokenizer, max_seq_len=6144,
+                           stamp_digits=True)
+    rng = np.random.default_rng(0)
+    part = data.clip_frames(video_data.plan_clip(rng, 30, data.scans))
+    assert part.stamp_digits and "timestamps a character a token" in data.source
+    assert not _data(folder).clip_frames(video_data.plan_clip(rng, 30, data.scans)).stamp_digits
+
+
 def test_frame_captions_follow_each_frame_and_are_targets(folder):
     tokenizer = load_tokenizer(folder)
     data = VideoData.build(RECIPE, load_image_codec(folder, tokenizer), tokenizer, max_seq_len=6144, captions=True)

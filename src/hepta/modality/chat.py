@@ -43,6 +43,7 @@ class VideoCodes:
     times: tuple[float, ...]
     with_time: bool = True  # False: the timestamps are left out (the no-time ablation)
     captions: tuple[str, ...] | None = None  # what each frame shows, written after it (a training target)
+    stamp_digits: bool = False  # each timestamp written a character a token (video_span.timestamp_ids)
 
 
 Part = Union[str, ImageCodes, AudioCodes, VideoCodes]
@@ -112,7 +113,7 @@ def encode_chat(turns: Sequence[Turn], tokenizer: Tokenizer, images: ImageVocab 
                     raise HeptaError("this model does not see video; remove the video parts or use a model with images")
                 video = _video_markers(tokenizer, images)
                 span, is_caption = video.span(part.frames, part.times, tokenizer.encode, part.with_time, part.captions,
-                                              caption_end=tokenizer.end_id)
+                                              caption_end=tokenizer.end_id, stamp_digits=part.stamp_digits)
                 ids.extend(span)
                 answer.extend(is_answer or caption for caption in is_caption)
             elif part:

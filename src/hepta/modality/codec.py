@@ -36,10 +36,11 @@ class ImageCodec:
         """Images [N, P, S, S] in [0, 1] -> code grids [N, g, g]."""
         return self.tokenizer.encode(torch.as_tensor(np.ascontiguousarray(pixels_NPSS), dtype=torch.float32))
 
-    def video(self, pixels_NPSS: np.ndarray, times: Sequence[float], with_time: bool = True) -> VideoCodes:
+    def video(self, pixels_NPSS: np.ndarray, times: Sequence[float], with_time: bool = True,
+              stamp_digits: bool = False) -> VideoCodes:
         """Sampled frames [N, P, S, S] and their times -> a video part, each frame through the image
         tokenizer and only the frames that show something new kept."""
-        return VideoCodes(*changes_only(self.codes(pixels_NPSS), times), with_time)
+        return VideoCodes(*changes_only(self.codes(pixels_NPSS), times), with_time, stamp_digits=stamp_digits)
 
     def pixels(self, codes_Ngg: torch.Tensor) -> np.ndarray:
         """Code grids [N, g, g] -> images [N, P, S, S] in [0, 1]."""

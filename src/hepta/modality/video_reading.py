@@ -1,5 +1,5 @@
-"""How a model reads a video, saved beside its weights: where the question goes, and whether the
-model writes a caption after each frame as it reads.
+"""How a model reads a video, saved beside its weights: where the question goes, whether the
+model writes a caption after each frame as it reads, and how the frames' timestamps are written.
 
 A model trained to read with captions (`VideoRecipe.captions`) must be prompted the same way when it
 is evaluated or served: the caption slots are its own to fill (`infer/caption_writer.py`), and a
@@ -20,6 +20,7 @@ FILE = "video_reading.json"
 class VideoReading:
     question_first: bool = False  # the question comes before the video
     captions: bool = False  # the model writes a caption after each frame (video_data.caption)
+    stamp_digits: bool = False  # each frame's timestamp is written a character a token (video_span.timestamp_ids)
 
     def save(self, folder: str | Path) -> None:
         if self == VideoReading():

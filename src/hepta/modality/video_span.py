@@ -7,6 +7,12 @@ model learned about images carries over; the timestamp makes time something the 
 and copy into an answer rather than infer from positions. Without time (`with_time=False`, the
 ablation of the video tasks) the timestamps are left out and nothing else changes.
 
+With `stamp_digits` the timestamp is written a character a token ("0", ":", "1", "4"), where the
+text tokenizer would write most seconds as one token ("14"). Then a time a model writes in a
+caption or a reply ("0m14", "0:14") holds a seconds token that no timestamp holds, and a reply
+can find it by what it is: with the timestamps' own "14", a model copied times by position and
+got them wrong (docs/multimodal.md).
+
 A frame that repeats the last one kept adds nothing but tokens, so only frames that show something
 new are kept (`changes_only`): a still scene costs one frame however long it lasts, and its
 timestamp says when it began. The next kept frame's timestamp says when it ended. Decoding noise
@@ -55,13 +61,15 @@ class VideoVocab:
     images: ImageVocab
 
     def span_ids(self, frames_NGG: torch.Tensor | Sequence, times: Sequence[float],
-                 encode_text: Callable[[str], list[int]], with_time: bool = True) -> list[int]:
+                 encode_text: Callable[[str], list[int]], with_time: bool = True, stamp_digits: bool = False
+                 ) -> list[int]:
         """Ids of a video whose frames have codes [N, grid, grid], sampled at `times` seconds."""
-        return self.span(frames_NGG, times, encode_text, with_time)[0]
+        return self.span(frames_NGG, times, encode_text, with_time, stamp_digits=stamp_digits)[0]
 
     def span(self, frames_NGG: torch.Tensor | Sequence, times: Sequence[float],
              encode_text: Callable[[str], list[int]], with_time: bool = True,
-             captions: Sequence[str] | None = None, caption_end: int | None = None) -> tuple[list[int], list[bool]]:
+             captions: Sequence[str] | None = None, caption_end: int | None = None,
+             stamp_digits: bool = False) -> tuple[list[int], list[bool]]:
         """Ids of a video, as `span_ids`, and per id whether it is a caption: with `captions`, each
         frame's image span is followed by what it shows, which the model learns to write (the
         frame's caption is a target), so each frame is read where it is seen. `caption_end` (an
@@ -72,7 +80,8 @@ class VideoVocab:
         ids = [self.start_id]
         is_caption = [False]
         for n, (grid, seconds) in enumerate(zip(frames, times)):
-            frame = [self.frame_id] + (encode_text(clock(seconds)) if with_time else []) + self.images.span_ids(grid)
+            stamp = timestamp_ids(seconds, encode_text, stamp_digits) if with_time else []
+            frame = [self.frame_id] + stamp + self.images.span_ids(grid)
             ids.extend(frame)
             is_caption.extend([False] * len(frame))
             if captions is not None:
@@ -94,14 +103,22 @@ class VideoVocab:
         return torch.nonzero((ids == end_id) & self.video_mask(ids)).flatten()
 
     def span_length(self, encode_text: Callable[[str], list[int]], frames: int, seconds: float,
-                    with_time: bool = True) -> int:
+                    with_time: bool = True, stamp_digits: bool = False) -> int:
         """About how many ids a video of `frames` frames lasting `seconds` takes (each frame as long
         as its last one's: timestamps only grow with time)."""
-        return 2 + frames * self.frame_length(encode_text, seconds, with_time)
+        return 2 + frames * self.frame_length(encode_text, seconds, with_time, stamp_digits)
 
-    def frame_length(self, encode_text: Callable[[str], list[int]], seconds: float, with_time: bool = True) -> int:
+    def frame_length(self, encode_text: Callable[[str], list[int]], seconds: float, with_time: bool = True,
+                     stamp_digits: bool = False) -> int:
         """Ids one frame at `seconds` takes."""
-        return 1 + (len(encode_text(clock(seconds))) if with_time else 0) + self.images.span_length
+        stamp = len(timestamp_ids(seconds, encode_text, stamp_digits)) if with_time else 0
+        return 1 + stamp + self.images.span_length
+
+
+def timestamp_ids(seconds: float, encode_text: Callable[[str], list[int]], digits: bool = False) -> list[int]:
+    """A frame's timestamp ("0:14"): as the text tokenizer writes it, or with `digits` a character a token."""
+    text = clock(seconds)
+    return [i for character in text for i in encode_text(character)] if digits else encode_text(text)
 
 
 def clock(seconds: float) -> str:

@@ -93,6 +93,7 @@ class TrainArgs:
     # frame, the one that answers marked (VideoRecipe.question_first, captions and mark); ablation: False
     video_captions: bool = True
     video_loss_weight: float | None = None  # how many times the video questions' loss counts; None: the recipe's
+    video_stamp_digits: bool = False  # video frames' timestamps written a character a token (video_span.timestamp_ids)
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
@@ -236,7 +237,7 @@ class Trainer:
             if args.video_loss_weight is not None:
                 video_recipe = dataclasses.replace(video_recipe, loss_weight=args.video_loss_weight)
             self.video = VideoData.build(video_recipe, self.codec, self.tokenizer, self.cfg.max_seq_len,
-                                         with_time=args.video_timestamps)
+                                         with_time=args.video_timestamps, stamp_digits=args.video_stamp_digits)
             self.log(self.video.source)
 
         self.device = resolve_device(args.device) if self.dist is None else self.dist.device
@@ -265,7 +266,8 @@ class Trainer:
             save_args(self.run_dir, args)
             self.cfg.save(self.run_dir / CONFIG_FILE)
             if self.video is not None:  # how the model must be prompted with video once trained
-                VideoReading(self.video.recipe.question_first, self.video.captions).save(self.run_dir)
+                VideoReading(self.video.recipe.question_first, self.video.captions,
+                             self.video.stamp_digits).save(self.run_dir)
         self.metrics = (MetricsLog(self.run_dir, resume_step=self.step if self.checkpoint else None)
                         if self.is_main else None)
         self._barrier()  # the metrics file is in its final state before any rank reads it

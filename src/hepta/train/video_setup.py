@@ -38,6 +38,7 @@ class VideoData:
     codes_by_source: dict[int, torch.Tensor]  # each training scan's code grid [g, g]
     blank: torch.Tensor  # the empty screen's code grid
     with_time: bool = True  # False: frames without timestamps (the ablation of the time stamps)
+    stamp_digits: bool = False  # True: each timestamp written a character a token (video_span.timestamp_ids)
     all_frames: bool = False  # True: repeated frames kept too (the ablation of keeping changes only)
     captions: bool = False  # True: each frame followed by what it shows, as a target (video_span.VideoVocab.span)
     # what a frame's caption says, given the clip and the frame's time (video_data.caption unless a probe says else)
@@ -46,12 +47,12 @@ class VideoData:
     @classmethod
     def build(cls, recipe: VideoRecipe, codec: ImageCodec, tokenizer: Tokenizer, max_seq_len: int,
               with_time: bool = True, all_frames: bool = False, captions: bool = False,
-              split: str = "train") -> "VideoData":
+              split: str = "train", stamp_digits: bool = False) -> "VideoData":
         scans = digits.load_digits_split(split)
         codes = codec.codes(scans.images)
         blank = codec.codes(np.zeros((1, codec.channels, codec.image_size, codec.image_size), np.float32))[0]
         data = cls(recipe, tokenizer, codec, scans, dict(zip(scans.indices.tolist(), codes)), blank, with_time,
-                   all_frames, captions or recipe.captions)
+                   stamp_digits, all_frames, captions or recipe.captions)
         longest = data.tokens_per_clip(recipe.seconds[1]) + 60  # every frame kept, and the longest answer
         if longest > max_seq_len:
             raise HeptaError(f"a {recipe.seconds[1]}-second training clip takes about {longest} tokens, more than the "
@@ -66,6 +67,7 @@ class VideoData:
                 f"{self.recipe.first_longest} s at first), one question each ({kinds}), about "
                 f"{self.recipe.tokens_per_step:,} tokens a step"
                 + ("" if self.with_time else ", without timestamps") + (", all frames" if self.all_frames else "")
+                + (", timestamps a character a token" if self.with_time and self.stamp_digits else "")
                 + (", the question first" if self.recipe.question_first else "")
                 + (", each frame captioned" + (", the answering one marked" if self.recipe.mark else "")
                    if self.captions else "")
@@ -74,7 +76,7 @@ class VideoData:
     def tokens_per_clip(self, seconds: float) -> int:
         vocab = video_vocab(self.tokenizer, self.codec.vocab.grid)
         frames = int(np.ceil(seconds * self.recipe.fps))
-        return vocab.span_length(self.tokenizer.encode, frames, seconds, self.with_time)
+        return vocab.span_length(self.tokenizer.encode, frames, seconds, self.with_time, self.stamp_digits)
 
     def clip_frames(self, clip: video_data.Clip, q: video_data.VideoQuestion | None = None) -> VideoCodes:
         """The clip as a video part: its sampled frames' codes (those that show something new, unless
@@ -88,7 +90,7 @@ class VideoData:
         if not self.all_frames:
             frames, times = changes_only(frames, times)
         return VideoCodes(frames, times, self.with_time,
-                          tuple(captions[t] for t in times) if self.captions else None)
+                          tuple(captions[t] for t in times) if self.captions else None, self.stamp_digits)
 
     def clip_turns(self, clip: video_data.Clip, rng: np.random.Generator) -> list[Turn]:
         """The clip's frames and one question about them, of a kind drawn by the recipe's weights, answered."""

@@ -1,0 +1,88 @@
+"""Where a captioning model looks when it copies a time from its mark into the reply. For each held-out
+clip whose time question it marked on the right frame with the right time (`video_errors.py`'s classes
+right and copy_wrong), the reply is teacher-forced up to its ":" ("0:"), the position that predicts the
+seconds, and every head's attention from there is read: the share on the mark's seconds token ("14" of
+"3=7 * 0m14") and the share on all the frames' timestamp seconds tokens, averaged per class.
+
+    .venv/bin/python benchmarks/video_copy_attention.py --model runs/omni [--seconds 60] [--clips 40]
+
+It also prints the model's probability of the right seconds token and how many frames follow the marked one,
+per class: a copy that works only when few frames follow is a look-up by position, not by the mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from hepta.modality import video_data
+
+from video_errors import clip_arguments, time_answers, what_went_wrong, written_captions
+
+CLASSES = ("right", "copy_wrong")
+
+
+def recording_kernel(last_row: dict, layer: int):
+    """softmax(QK^T)V as the model's kernel computes it (causal over the keys, GQA), keeping the last query's
+    weights [H, S] in last_row[layer]."""
+    def kernel(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
+        assert attn_mask is None and is_causal, "one whole causal forward, no cache"
+        repeat = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(repeat, 1), v.repeat_interleave(repeat, 1)
+        scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+        T = scores.shape[-1]
+        weights = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+        last_row[layer] = weights[0, :, -1]
+        return weights @ v
+    return kernel
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    clip_arguments(p)
+    args = p.parse_args()
+    model, tokenizer, video, reading, answered = time_answers(args.model, args.seconds, args.clips)
+    last_row: dict = {}
+    for i, layer in enumerate(model.layers):
+        layer.attn.attention_kernel = recording_kernel(last_row, i)
+    mark_id, colon_id = tokenizer.encode(video_data.MARK)[-1], tokenizer.encode(":")[-1]
+    shares = defaultdict(list)  # (class, layer) -> [H, 2] per clip: on the mark's seconds, on the timestamps'
+    probability, frames_after = defaultdict(list), defaultdict(list)
+    for a in answered:
+        captions = written_captions(a.prompt, tokenizer, video)
+        if what_went_wrong(a.question, a.times, captions, "") != "copy_wrong":  # the mark itself is wrong
+            continue
+        kind = "right" if video_data.is_right(a.question, a.reply) else "copy_wrong"
+        prompt = torch.tensor(a.prompt)
+        inside = video.video_mask(prompt)
+        mark_seconds = int(torch.nonzero((prompt == mark_id) & inside)[0]) + 3  # " *", " 0", "m", "14"
+        colons = torch.nonzero((prompt == colon_id) & inside).flatten()
+        # the seconds of every timestamp: one token, or two where the stamps are written a character a token
+        stamp_seconds = torch.cat([colons + 1, colons + 2]) if reading.stamp_digits else colons + 1
+        minutes, seconds = a.question.answer.split(":")
+        ids = a.prompt + tokenizer.encode(minutes) + tokenizer.encode(":")
+        with torch.no_grad():
+            logits = model(torch.tensor([ids]))[0, -1].float()
+        probability[kind].append(logits.softmax(-1)[tokenizer.encode(seconds)[0]].item())
+        frames_after[kind].append(int((colons > mark_seconds).sum()))
+        for layer, row in last_row.items():
+            shares[kind, layer].append(torch.stack([row[:, mark_seconds], row[:, stamp_seconds].sum(-1)], -1))
+    print(f"video-time, clips of {args.seconds} s marked on the right frame with the right time: "
+          + ", ".join(f"{kind} {len(probability[kind])}" for kind in CLASSES))
+    for kind in CLASSES:
+        if not probability[kind]:
+            continue
+        print(f"\n{kind}: p(the right seconds) median {np.median(probability[kind]):.3f}; frames after the mark "
+              f"{sorted(frames_after[kind])}")
+        print("attention from the reply's ':' (mean over clips), per head: on the mark's seconds / on the "
+              "timestamps' seconds")
+        for layer in range(len(model.layers)):
+            mean = torch.stack(shares[kind, layer]).mean(0)
+            print(f"  layer {layer}: " + "  ".join(f"{m:.2f}/{s:.2f}" for m, s in mean.tolist()))
+
+
+if __name__ == "__main__":
+    main()

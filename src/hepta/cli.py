@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video-timestamps", action="store_true", help="video frames without their time written before "
                    "them: the model sees time only as position (an ablation)")
     p.add_argument("--video-loss-weight", type=float, help="how many times the video questions' loss counts beside "
-                   "the text's and the conversations' (default: the recipe's, 2; 1 and 3 were tried: "
+                   "the text's and the conversations' (default: the recipe's, 1; 2 and 3 were tried: "
                    "docs/multimodal.md)")
     p.add_argument("--video-stamp-digits", action="store_true", help="video frames' timestamps written a character "
                    "a token, so that the time a model writes holds a seconds token no timestamp holds "

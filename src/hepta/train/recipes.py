@@ -90,12 +90,9 @@ IMAGE_RECIPES = {
         # count well before they read any digit (docs/multimodal.md). The question comes first and the
         # model captions each frame as it reads, marking the one that answers: order questions went from
         # 0.17 to 0.84 with it (hepta eval --task video-order; --no-video-captions is the ablation).
-        # No timeline questions: their replies copy times from the frames' timestamps, where a time
-        # question's reply must copy the one in its mark. The video loss counts twice, so that the
-        # answering frame is found and marked (docs/multimodal.md).
         video=VideoRecipe(fps=1.0, seconds=(5, 190), tokens_per_step=2400,
-                          kinds=(("order", 3), ("time", 3), ("count", 1), ("at", 1)),
-                          question_first=True, captions=True, mark=True, loss_weight=2.0),
+                          kinds=(("order", 3), ("time", 3), ("timeline", 1), ("count", 1), ("at", 1)),
+                          question_first=True, captions=True, mark=True),
     ),
 }
 

@@ -43,13 +43,13 @@ def main() -> None:
     later = {d.name for d in (model / "train_state").glob("step_*") if d.name > checkpoint}
     shutil.copytree(model, out, ignore=lambda _folder, names: [n for n in names if n in later])
     (out / "train_state" / "latest").write_text(checkpoint)
-    preset = load_args(out).preset
+    run = load_args(out)
     changes = {name: value for name, value in (("tokens_per_step", args.tokens_per_step),
                                                ("loss_weight", args.loss_weight), ("kinds", args.kinds))
                if value is not None}
-    recipe = recipes.IMAGE_RECIPES[preset]
-    recipes.IMAGE_RECIPES[preset] = dataclasses.replace(recipe, video=dataclasses.replace(recipe.video, **changes))
-    result = Trainer(dataclasses.replace(load_args(out), out=str(out)), resume=True).run()
+    recipe = recipes.IMAGE_RECIPES[run.preset]
+    recipes.IMAGE_RECIPES[run.preset] = dataclasses.replace(recipe, video=dataclasses.replace(recipe.video, **changes))
+    result = Trainer(dataclasses.replace(run, out=str(out)), resume=True).run()
     print(f"continued {model} from step {args.from_step} to {result.steps} with {changes or 'the recipe'}; "
           f"validation loss {result.val_loss_after:.3f}; model in {out}")
 

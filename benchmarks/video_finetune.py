@@ -22,7 +22,8 @@ time answers quote the caption they rest on first; `--question-first` puts the q
 video, so that each frame is read knowing what is asked. `--copy-steps N` first trains N steps on random
 text tokens written twice (`train/repeat_task.py`); the share of such a repeat the model predicts
 is printed before the video steps either way. `--stamp-digits` writes each frame's timestamp a character
-a token (`video_span.timestamp_ids`), and the folder keeps that for `hepta eval`. `--qk-gain G` multiplies
+a token (`video_span.timestamp_ids`; a model trained so reads them so without it), and the folder keeps
+that for `hepta eval`. `--qk-gain G` multiplies
 every query norm's weight by G first, so attention can be sharper from the start. The model's context is
 raised to 6,144 tokens in the copy when it is shorter (a folder trained before video).
 """
@@ -205,9 +206,10 @@ def main() -> None:
     if args.no_timeline:
         recipe = dataclasses.replace(recipe, kinds=tuple(k for k in recipe.kinds if k[0] != video_data.TIMELINE))
     codec = load_image_codec(out, tokenizer)
+    stamp_digits = args.stamp_digits or VideoReading.load(args.model).stamp_digits  # as the model learned
     data, held_out = (VideoData.build(recipe, codec, tokenizer, CONTEXT, with_time=not args.no_time,
                                       all_frames=args.all_frames, captions=args.captions or args.fused_captions,
-                                      split=split, stamp_digits=args.stamp_digits)
+                                      split=split, stamp_digits=stamp_digits)
                       for split in ("train", "held_out"))
     if args.fused_captions:
         data.caption_of = held_out.caption_of = fused_captions(tokenizer)

@@ -52,7 +52,7 @@ TRAIN_SWITCHES = {"bf16": ("--bf16", True), "text_only": ("--text-only", True), 
                   "structured_code_init": ("--random-code-init", False),
                   "video_timestamps": ("--no-video-timestamps", False),
                   "video_captions": ("--no-video-captions", False),
-                  "video_stamp_digits": ("--video-stamp-digits", True),
+                  "video_stamp_digits": ("--no-video-stamp-digits", False),
                   "speed_perturbation": ("--speed-perturbation", True),
                   "activation_checkpointing": ("--activation-checkpointing", True)}
 
@@ -335,11 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video-timestamps", action="store_true", help="video frames without their time written before "
                    "them: the model sees time only as position (an ablation)")
     p.add_argument("--video-loss-weight", type=float, help="how many times the video questions' loss counts beside "
-                   "the text's and the conversations' (default: the recipe's, 1; 2 and 3 were tried: "
+                   "the text's and the conversations' (default: the recipe's, 2; 1 and 3 were tried: "
                    "docs/multimodal.md)")
-    p.add_argument("--video-stamp-digits", action="store_true", help="video frames' timestamps written a character "
-                   "a token, so that the time a model writes holds a seconds token no timestamp holds "
-                   "(docs/multimodal.md)")
+    p.add_argument("--no-video-stamp-digits", action="store_true", help="video frames' timestamps written as text; "
+                   "the recipe writes them a character a token, so that the time a model writes in a frame's mark "
+                   "holds a seconds token no timestamp holds (an ablation: docs/multimodal.md)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(on any number of processes)")
     p.add_argument("--quiet", action="store_true", help="no progress output")

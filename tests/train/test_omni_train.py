@@ -62,15 +62,24 @@ def test_conversations_train_beside_text_and_the_expert_load_is_split_by_modalit
 
 
 def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_without(omni_run, tmp_path):
-    assert VideoReading.load(omni_run) == VideoReading(question_first=True, captions=True)
+    assert VideoReading.load(omni_run) == VideoReading(question_first=True, captions=True, stamp_digits=True)
     out = tmp_path / "plain"
     result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--no-video-captions",
-                     "--video-stamp-digits", *FLAGS)
+                     "--no-video-stamp-digits", *FLAGS)
     assert result.returncode == 0, result.stderr
-    # the question after the video, no captions to write, and the timestamps a character a token
-    assert VideoReading.load(out) == VideoReading(stamp_digits=True)
-    saved = json.loads((out / "train_args.json").read_text())
-    assert saved["video_captions"] is False and saved["video_stamp_digits"] is True
+    # the question after the video, no captions to write, and the timestamps as text
+    assert VideoReading.load(out) == VideoReading()
+    args_file = out / "train_args.json"
+    saved = json.loads(args_file.read_text())
+    assert saved["video_captions"] is False and saved["video_stamp_digits"] is False
+    # a run saved before the switch existed resumes reading its frames as it started, whatever the recipe says now
+    del saved["video_stamp_digits"]
+    args_file.write_text(json.dumps(saved))
+    resumed = run_cli("train", "--out", str(out), "--resume", "--steps", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    log = resumed.stderr
+    assert "video: " in log and "each frame captioned" not in log and "a character a token" not in log
+    assert VideoReading.load(out) == VideoReading()
 
 
 def test_the_video_loss_weight_scales_the_video_gradient_and_not_the_logged_loss(omni_run, tmp_path):
@@ -80,7 +89,7 @@ def test_the_video_loss_weight_scales_the_video_gradient_and_not_the_logged_loss
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "train_args.json").read_text())["video_loss_weight"] == 9
     weighted = next(r for r in read_metrics(out) if r["kind"] == "train")
-    recipe = next(r for r in read_metrics(omni_run) if r["kind"] == "train")  # the same first step at the recipe's 1
+    recipe = next(r for r in read_metrics(omni_run) if r["kind"] == "train")  # the same first step at the recipe's 2
     assert weighted["video_loss"] == pytest.approx(recipe["video_loss"], rel=1e-4)
     assert weighted["grad_norm"] > recipe["grad_norm"] * 1.01
     bad = run_cli("train", "--preset", "omni-tiny", "--out", str(tmp_path / "bad"), "--video-loss-weight", "0", *FLAGS)

@@ -93,7 +93,9 @@ class TrainArgs:
     # frame, the one that answers marked (VideoRecipe.question_first, captions and mark); ablation: False
     video_captions: bool = True
     video_loss_weight: float | None = None  # how many times the video questions' loss counts; None: the recipe's
-    video_stamp_digits: bool = False  # video frames' timestamps written a character a token (video_span.timestamp_ids)
+    # video frames' timestamps as the recipe writes them (VideoRecipe.stamp_digits); False: as text (ablation).
+    # A resumed run keeps the way it started with (its video_reading.json).
+    video_stamp_digits: bool = True
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
@@ -236,8 +238,11 @@ class Trainer:
                 video_recipe = dataclasses.replace(video_recipe, question_first=False, captions=False, mark=False)
             if args.video_loss_weight is not None:
                 video_recipe = dataclasses.replace(video_recipe, loss_weight=args.video_loss_weight)
+            stamp_digits = video_recipe.stamp_digits and args.video_stamp_digits
+            if self.checkpoint is not None:  # the frames are read as they were when the run started
+                stamp_digits = VideoReading.load(self.run_dir).stamp_digits
             self.video = VideoData.build(video_recipe, self.codec, self.tokenizer, self.cfg.max_seq_len,
-                                         with_time=args.video_timestamps, stamp_digits=args.video_stamp_digits)
+                                         with_time=args.video_timestamps, stamp_digits=stamp_digits)
             self.log(self.video.source)
 
         self.device = resolve_device(args.device) if self.dist is None else self.dist.device

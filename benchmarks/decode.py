@@ -8,14 +8,17 @@ runs per token: the model's forward of one token through its slot cache, after a
 head. Its floor is the active weights' bytes per token (attention, router, the top-k experts, the head: hepta's
 own parameter accounting, at the dtype's size; the KV cache read is added) over the read bandwidth measured in
 the same run (a sum over a large tensor). Reported per dtype: ms per token, GB/s of weights read, and the fraction
-of the limit (target 0.5). On a CPU, fp32 runs twice: with the BLAS's matrix-vector products and with
-model/matvec.py's row sums ("fp32 rows"), and the line above the table says which the engine picks here. Rounds
-alternate the models; each figure is the median over rounds.
+of the limit (target 0.5). On a CPU each dtype runs twice: with the BLAS's matrix-vector products and with
+model/matvec.py's row sums ("fp32 rows", "bf16 rows": compiled by TorchInductor into one pass over each weight,
+one token's experts in one kernel), and the lines above the table say which the engine picks here;
+`--eager-rows` adds fp32 row sums computed eagerly, as where no kernel compiles. Rounds alternate the models;
+each figure is the median over rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -29,6 +32,8 @@ from hepta.scale.flops import matmul_params
 
 import _device
 from hepta.infer.matvec_choice import choose_matvec
+from hepta.model import matvec
+from hepta.model.matvec import fused_kernels
 from _shapes import SHAPES, shaped
 
 PROMPT = 128
@@ -39,6 +44,18 @@ def weight_bytes_per_token(cfg: hepta.ModelConfig, model: torch.nn.Module, conte
     element = model.embed.weight.element_size()
     kv_per_token = sum(torch.Size(shape).numel() for shape in cfg.attention.kv_cache_token_shapes)
     return (matmul_params(cfg) + cfg.num_layers * kv_per_token * context) * element
+
+
+@contextlib.contextmanager
+def eager_row_sums(eager: bool):
+    """Row sums computed eagerly within (model/matvec.py's fallback where no kernel compiles)."""
+    saved = list(matvec._broken)
+    if eager:
+        matvec._broken.append("eager row sums asked for")
+    try:
+        yield
+    finally:
+        matvec._broken[:] = saved
 
 
 @torch.no_grad()
@@ -66,27 +83,41 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=64, help="decode steps per round")
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--eager-rows", action="store_true", help="also fp32 row sums run eagerly, block by block, "
+                        "as where TorchInductor cannot compile the products (on a CPU)")
     args = parser.parse_args()
     device = _device.pick(args.device)
     cfg = shaped(args.shape)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     models = {name: hepta.build_model(cfg, seed=0).to(device, dtype).eval() for name, dtype in dtypes.items()}
-    if device.type == "cpu":  # fp32 matrix-vector products as row sums (model/matvec.py), beside the BLAS's
-        models["fp32 rows"] = hepta.build_model(cfg, seed=0).eval()
-        models["fp32 rows"].use_row_sum_matvec(True)
-        choice = choose_matvec(models["fp32"])  # what an engine would pick for this model here
-        models["fp32"].use_row_sum_matvec(False)
-        print(f"an engine would decode with {'row sums' if choice.row_sum else 'the BLAS'}: {choice.reason}")
+    eager = set()  # the models whose row sums run eagerly, as where no kernel can be compiled
+    if device.type == "cpu":  # matrix-vector products as row sums (model/matvec.py), beside the BLAS's
+        for name, dtype in dtypes.items():
+            choice = choose_matvec(models[name])  # what an engine would pick for this model here
+            models[name].use_row_sum_matvec(False)
+            product = "row sums" if choice.row_sum else "the BLAS"
+            print(f"{name}: an engine would decode with {product}: {choice.reason}")
+        rows = {"fp32 rows": torch.float32, "bf16 rows": torch.bfloat16} if fused_kernels() else {}
+        if args.eager_rows or not fused_kernels():
+            rows["fp32 eager rows"] = torch.float32
+            eager.add("fp32 eager rows")
+        for name, dtype in rows.items():
+            models[name] = hepta.build_model(cfg, seed=0).to(dtype).eval()
+            models[name].use_row_sum_matvec(True)
     context = PROMPT + args.tokens // 2  # the mean context over a round's steps
     bytes_per_token = {name: weight_bytes_per_token(cfg, m, context) for name, m in models.items()}
-    for model in models.values():  # warm-up: allocations, kernels chosen
-        decode_seconds(model, device, 8)
+    def timed(name: str, tokens: int) -> float:
+        with eager_row_sums(name in eager):
+            return decode_seconds(models[name], device, tokens)
+
+    for name in models:  # warm-up: allocations, kernels chosen and compiled
+        timed(name, 8)
     rounds = {name: [] for name in models}
     read = []
     for _ in range(args.rounds):
         read.append(_device.read_bytes_per_s(device))
-        for name, model in models.items():
-            rounds[name].append(decode_seconds(model, device, args.tokens))
+        for name in models:
+            rounds[name].append(timed(name, args.tokens))
     read_bw = statistics.median(read)
     print(f"{_device.describe(device)}; shape {args.shape}: {cfg.num_layers} layers, d {cfg.dim}, "
           f"{cfg.moe.num_experts} experts top-{cfg.moe.top_k} of {cfg.moe.expert_hidden_dim}, vocab {cfg.vocab_size}; "
@@ -97,12 +128,12 @@ def main() -> int:
     if gpu is not None:
         print(f"datasheet ({gpu.name}): {gpu.hbm_bytes_per_s / 1e12:.2f} TB/s")
     result = {"device": _device.describe(device), "shape": args.shape, "read_bytes_per_s": read_bw, "dtypes": {}}
-    print(f"{'dtype':10}{'MB/token':>10}{'limit ms':>10}{'ms/token':>10}{'tokens/s':>10}{'GB/s':>8}{'of limit':>10}")
+    print(f"{'dtype':16}{'MB/token':>10}{'limit ms':>10}{'ms/token':>10}{'tokens/s':>10}{'GB/s':>8}{'of limit':>10}")
     for name in models:
         seconds = statistics.median(rounds[name])
         limit = bytes_per_token[name] / read_bw
         fraction = limit / seconds
-        print(f"{name:10}{bytes_per_token[name] / 1e6:10.1f}{limit * 1e3:10.2f}{seconds * 1e3:10.2f}{1 / seconds:10.0f}"
+        print(f"{name:16}{bytes_per_token[name] / 1e6:10.1f}{limit * 1e3:10.2f}{seconds * 1e3:10.2f}{1 / seconds:10.0f}"
               f"{bytes_per_token[name] / seconds / 1e9:8.1f}{fraction:10.2f}   (target >= 0.5: "
               f"{'met' if fraction >= 0.5 else 'MISSED'})")
         result["dtypes"][name] = {"bytes_per_token": bytes_per_token[name], "seconds_per_token": seconds,

@@ -1,5 +1,6 @@
-"""The row-sum matrix-vector product gives the BLAS's results; a model switched to it decodes the same logits; the
-engine measures it only for weights that outgrow the CPU's cache."""
+"""The row-sum matrix-vector product gives the BLAS's results, compiled or eager, in fp32 and in bf16; a model
+switched to it decodes the same logits, one token's experts in one kernel; the engine measures it only for weights
+that outgrow the CPU's cache."""
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ import torch.nn.functional as F
 
 import hepta
 from hepta.infer.matvec_choice import MARGIN, choose_matvec
+from hepta.model import matvec
 from hepta.model.matvec import Linear, row_sum_matvec
 
 
@@ -15,6 +17,40 @@ def test_row_sums_equal_the_blas_product(rows, dim):
     generator = torch.Generator().manual_seed(rows)
     weight, x = torch.randn(rows, dim, generator=generator), torch.randn(dim, generator=generator)
     assert (row_sum_matvec(x, weight) - weight @ x).abs().max() <= 1e-4
+
+
+@pytest.fixture
+def without_compiled_kernels(monkeypatch):
+    """As on a machine where TorchInductor cannot build CPU kernels (no C++ compiler)."""
+    def fail(fn):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(matvec, "_compiled", fail)
+    monkeypatch.setattr(matvec, "_broken", [])
+    matvec.fused_kernels.cache_clear()
+    yield
+    matvec.fused_kernels.cache_clear()
+
+
+def test_without_a_compiler_the_eager_row_sums_give_the_same_product(without_compiled_kernels):
+    generator = torch.Generator().manual_seed(0)
+    weight, x = torch.randn(3000, 700, generator=generator), torch.randn(700, generator=generator)
+    assert (row_sum_matvec(x, weight) - weight @ x).abs().max() <= 1e-4
+    assert not matvec.fused_kernels() and "no C++ compiler" in matvec._broken[0]
+    with torch.no_grad():  # eagerly a bf16 product would be rounded before it is summed, so bf16 keeps the BLAS
+        assert matvec.row_sum_applies(x, weight) and not matvec.row_sum_applies(x.bfloat16(), weight.bfloat16())
+
+
+def test_compiled_bf16_row_sums_sum_in_fp32():
+    generator = torch.Generator().manual_seed(1)
+    weight, x = torch.randn(512, 384, generator=generator).bfloat16(), torch.randn(384, generator=generator).bfloat16()
+    with torch.no_grad():
+        assert matvec.fused_kernels() and matvec.row_sum_applies(x, weight)
+        rounded = row_sum_matvec(x, weight)
+    exact = weight.float() @ x.float()
+    assert rounded.dtype == torch.bfloat16
+    # within the rounding of the result itself (2^-8 relative), where products rounded first would stray further
+    assert ((rounded.float() - exact).abs() <= exact.abs() * 2 ** -8 + 1e-3).all()
 
 
 def test_a_linear_switched_to_row_sums_uses_them_for_one_row_only():
@@ -42,13 +78,25 @@ def decode_logits(model, steps=6):
     return torch.cat(out)
 
 
-def test_a_model_decoding_with_row_sums_gives_the_blas_logits():
+def test_a_model_decoding_with_row_sums_gives_the_blas_logits(monkeypatch):
     cfg = hepta.get_preset("tiny").with_changes({"attention.qkv_bias": True, "attention.o_bias": True})
     model = hepta.build_model(cfg, seed=0).eval()
     expected = decode_logits(model)
+    one_token = []
+    run_fused = matvec.run_fused
+    monkeypatch.setattr("hepta.model.experts.run_fused", lambda fn, *args: one_token.append(fn) or run_fused(fn, *args))
     model.use_row_sum_matvec(True)
     assert (decode_logits(model) - expected).abs().max() <= 1e-4
     assert all(m.row_sum for m in model.modules() if isinstance(m, Linear))
+    # each decode step sent each MoE layer's token through the one-token experts kernel (the prompt did not)
+    assert len(one_token) == 6 * len(model.moe_layers()) > 0
+
+
+def test_without_a_compiler_a_model_decodes_the_same_with_eager_row_sums(without_compiled_kernels):
+    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    expected = decode_logits(model)
+    model.use_row_sum_matvec(True)
+    assert (decode_logits(model) - expected).abs().max() <= 1e-4
 
 
 def test_weights_that_fit_in_the_cache_keep_the_blas_without_a_timing():
@@ -56,7 +104,9 @@ def test_weights_that_fit_in_the_cache_keep_the_blas_without_a_timing():
     choice = choose_matvec(model)
     assert not choice.row_sum and choice.blas_s is None and "cache" in choice.reason
     bf16 = hepta.build_model(hepta.get_preset("tiny"), seed=0).to(torch.bfloat16)
-    assert "fp32" in choose_matvec(bf16).reason
+    assert "cache" in choose_matvec(bf16).reason, matvec._broken
+    fp16 = hepta.build_model(hepta.get_preset("tiny"), seed=0).to(torch.float16)
+    assert "fp32 and bf16" in choose_matvec(fp16).reason
 
 
 def test_weights_past_the_cache_get_the_product_that_measured_faster(monkeypatch):

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from hepta.model import Transformer
+from hepta.model.matvec import fused_kernels
 
 log = logging.getLogger("hepta.engine")
 
@@ -50,8 +51,10 @@ def choose_matvec(model: Transformer, steps: int = 6) -> MatvecChoice:
     """Times a decode step of `model` with each product (interleaved, median of `steps`), keeps the faster on the
     model (`Transformer.use_row_sum_matvec`) and says why."""
     weight = model.embed.weight
-    if weight.device.type != "cpu" or weight.dtype != torch.float32:
-        return MatvecChoice(False, "the row sums serve fp32 weights on a CPU only")
+    if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16):
+        return MatvecChoice(False, "the row sums serve fp32 and bf16 weights on a CPU only")
+    if weight.dtype == torch.bfloat16 and not fused_kernels():
+        return MatvecChoice(False, "bf16 row sums need compiled kernels, and TorchInductor builds none here")
     cache_bytes = last_level_cache_bytes()
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     # a batch-1 step reads every weight once; at twice the cache's size most of them come from memory

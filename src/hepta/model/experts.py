@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from hepta.model.matvec import row_sum_applies, row_sum_matvec
+from hepta.model.matvec import row_sum_applies, row_sum_matvec, run_fused
 
 ExpertsImplementation = Literal["auto", "fused", "grouped_mm"]
 EXPERTS_IMPLEMENTATIONS: tuple[str, ...] = get_args(ExpertsImplementation)
@@ -218,6 +218,17 @@ def moe_experts_few_rows(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts
     return weighted_combine(y_MD, weight_M, token_M, x_ND.shape[0])
 
 
+def _one_token_experts(x_D, experts_K, weights_K, gate_up_E2FD, down_EDF) -> torch.Tensor:
+    """One token's chosen SwiGLU experts, weighted and summed: [D], the products summed in fp32. Compiled
+    (`matvec.run_fused`), it is one kernel that reads each chosen expert's weights once, in place in the stacked
+    tensors: no gather of them, no sort of the copies, no loop over experts, no host sync."""
+    Fh = down_EDF.shape[2]
+    h_K2F = (gate_up_E2FD[experts_K].float() * x_D.float()).sum(-1)
+    act_KF = F.silu(h_K2F[:, :Fh]) * h_K2F[:, Fh:]
+    y_KD = (down_EDF[experts_K].float() * act_KF[:, None, :]).sum(-1)
+    return (y_KD * weights_K.float()[:, None]).sum(0).to(x_D.dtype)
+
+
 def experts_kernel(implementation: ExpertsImplementation, on_cuda: bool, rows: int, grad: bool) -> str:
     """The kernel the SwiGLU experts run: what `implementation` names, or for "auto" one grouped GEMM per
     projection on a GPU, the plain loop for a few routed copies without autograd (decoding) on a CPU, else the
@@ -307,6 +318,16 @@ class GroupedExperts(nn.Module):
     @property
     def implementation(self) -> ExpertsImplementation:
         return self._implementation
+
+    def one_token(self, x_D: torch.Tensor, experts_K: torch.Tensor, weights_K: torch.Tensor) -> torch.Tensor | None:
+        """The weighted sum of one token's chosen experts [D] as one compiled kernel, where the row-sum products are
+        switched on and apply (decoding one sequence on a CPU) and the experts are SwiGLU without biases on this
+        process; else None, and the token takes `forward`."""
+        gate_up_E2FD = self.gate_up_proj
+        if (not self.row_sum or self.gate_up_bias is not None or self.activation is not swiglu
+                or isinstance(gate_up_E2FD, DTensor) or not row_sum_applies(x_D, gate_up_E2FD)):
+            return None
+        return run_fused(_one_token_experts, x_D, experts_K, weights_K, gate_up_E2FD, self.down_proj)
 
     def forward(self, x_ND: torch.Tensor, weight_M: torch.Tensor, token_M: torch.Tensor,
                 counts: list[int]) -> torch.Tensor:

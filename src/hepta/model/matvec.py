@@ -2,26 +2,74 @@
 
 Decoding one sequence multiplies every weight by one row. Where the weights do not fit in the CPU's caches they
 stream from memory, and some BLAS builds run that matrix-vector product at one core's bandwidth (MKL's sgemv on
-an AMD EPYC: 17 GB/s on 2 cores, where a read of the same bytes reaches 45-79 GB/s). A multiply and a row sum,
-block by block, runs on all of torch's threads instead (35-39 GB/s there; 1.5x on a whole decode step of a 200M
-model, benchmarks/decode.py). Which one wins depends on the machine and the model, so nothing here chooses:
-`Linear.row_sum` and `GroupedExperts.row_sum` are set by whoever measured both (hepta.infer.matvec_choice).
+an AMD EPYC: 17 GB/s on 2 cores, where a read of the same bytes reaches 45-79 GB/s). A multiply and a row sum
+runs on all of torch's threads instead. Written as `(weight * x).sum(-1)` and compiled by TorchInductor it is one
+loop per row that reads each weight once, the products summed in fp32 in registers (`fused_kernels`); without a
+C++ compiler it runs eagerly, block by block, writing and re-reading each block's products (1.5x the BLAS on a
+whole decode step of a 200M model, where the compiled product gains more: benchmarks/decode.py). Which product
+wins depends on the machine and the model, so nothing here chooses: `Linear.row_sum` and `GroupedExperts.row_sum`
+are set by whoever measured both (hepta.infer.matvec_choice).
 
-fp32 only: in bf16 the products would be rounded before they are summed, which a matmul does not do.
+bf16 weights take the row sums only compiled: eagerly the products would be rounded to bf16 before they are
+summed, which a matmul does not do.
 """
 
 from __future__ import annotations
+
+import functools
+import logging
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-# rows of the weight per multiply: a block of about 4 MB in fp32, so its products stay in the last-level cache
+log = logging.getLogger("hepta.model")
+
+# rows of the weight per eager multiply: a block of about 4 MB in fp32, so its products stay in the last-level cache
 _BLOCK_ELEMENTS = 1 << 20
 
 
+def _products_summed(x_D: torch.Tensor, weight_ND: torch.Tensor) -> torch.Tensor:
+    """weight @ x with the products summed in fp32; compiled, the casts are folded into the loads."""
+    return (weight_ND.float() * x_D.float()).sum(-1).to(x_D.dtype)
+
+
+@functools.cache
+def _compiled(fn: Callable) -> Callable:
+    # dynamic shapes: one kernel serves every weight shape (and dtype, one more), so a model's many projections
+    # never reach dynamo's limit of recompiles per function
+    return torch.compile(fn, dynamic=True, fullgraph=True)
+
+
+_broken: list[str] = []  # why compiling failed here, once it has
+
+
+@functools.cache
+def fused_kernels() -> bool:
+    """Whether TorchInductor compiles CPU kernels here (it needs a C++ compiler); tried once, on a tiny product."""
+    with torch.no_grad():  # as decoding calls it, so the probe's kernel is the one decoding reuses
+        return run_fused(_products_summed, torch.ones(8), torch.ones(4, 8)) is not None
+
+
+def run_fused(fn: Callable, *args: torch.Tensor) -> torch.Tensor | None:
+    """`fn(*args)` as one compiled kernel, or None where compiling fails here (said once in the log)."""
+    if _broken:
+        return None
+    try:  # detached: a parameter and a plain tensor, or a view and its copy, then meet the same guards
+        return _compiled(fn)(*(arg.detach() for arg in args))
+    except Exception as error:  # no compiler, or a backend that cannot build: the eager products stay
+        _broken.append(f"{type(error).__name__}: {error}")
+        log.warning("decoding without compiled matrix-vector products (%s)", _broken[0].splitlines()[0])
+        return None
+
+
 def row_sum_matvec(x_D: torch.Tensor, weight_ND: torch.Tensor) -> torch.Tensor:
-    """weight @ x as a multiply and a row sum per block of rows: [N]."""
+    """weight @ x as a multiply and a row sum: [N]. One compiled pass over the weight where TorchInductor builds
+    kernels, else a multiply and a sum per block of rows (fp32 only: `row_sum_applies`)."""
+    fused = run_fused(_products_summed, x_D, weight_ND)
+    if fused is not None:
+        return fused
     N, D = weight_ND.shape
     out_N = torch.empty(N, dtype=x_D.dtype, device=x_D.device)
     rows = max(1, _BLOCK_ELEMENTS // D)
@@ -31,8 +79,11 @@ def row_sum_matvec(x_D: torch.Tensor, weight_ND: torch.Tensor) -> torch.Tensor:
 
 
 def row_sum_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """fp32 on the CPU, outside autograd: where the row-sum product may replace the BLAS's."""
-    return x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
+    """On the CPU, outside autograd, fp32 (or bf16 where the products are compiled): where the row-sum product may
+    replace the BLAS's."""
+    if x.dtype != weight.dtype or x.device.type != "cpu" or torch.is_grad_enabled():
+        return False
+    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and fused_kernels())
 
 
 class Linear(nn.Linear):

@@ -52,9 +52,14 @@ class MoE(nn.Module):
             if self.training:  # feeds the bias update, which only training applies
                 self.load_since_update += routing.load_E
 
-        order_M, counts = self._sort_by_expert(routing.experts_NK, routing.load_E)
-        token_M = order_M // self.cfg.moe.top_k
-        out_ND = self.experts(x_ND, routing.weights_NK.flatten()[order_M], token_M, counts)
+        # decoding one token: its experts in one kernel where they can be (no capacity can drop one token's copies)
+        one = self.experts.one_token(x_ND[0], routing.experts_NK[0], routing.weights_NK[0]) if B * T == 1 else None
+        if one is not None:
+            out_ND = one[None]
+        else:
+            order_M, counts = self._sort_by_expert(routing.experts_NK, routing.load_E)
+            token_M = order_M // self.cfg.moe.top_k
+            out_ND = self.experts(x_ND, routing.weights_NK.flatten()[order_M], token_M, counts)
         if self.shared_experts is not None:
             shared_ND = self.shared_experts(x_ND)
             if self.shared_gate is not None:

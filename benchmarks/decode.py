@@ -10,8 +10,9 @@ own parameter accounting, at the dtype's size; the KV cache read is added) over 
 the same run (a sum over a large tensor). Reported per dtype: ms per token, GB/s of weights read, and the fraction
 of the limit (target 0.5). On a CPU each dtype runs twice: with the BLAS's matrix-vector products and with
 model/matvec.py's row sums ("fp32 rows", "bf16 rows": compiled by TorchInductor into one pass over each weight,
-one token's experts in one kernel), and the lines above the table say which the engine picks here;
-`--eager-rows` adds fp32 row sums computed eagerly, as where no kernel compiles. Rounds alternate the models;
+each block's work before and after the KV cache one compiled call, model/decode_regions.py), and the lines above
+the table say which the engine picks here; `--eager-rows` adds fp32 row sums computed eagerly, as where nothing
+compiles. Rounds alternate the models;
 each figure is the median over rounds.
 """
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import hepta
 from hepta.infer.matvec_choice import MARGIN, choose_matvec
-from hepta.model import matvec
+from hepta.model import decode_regions, matvec
 from hepta.model.matvec import Linear, row_sum_matvec
 
 
@@ -82,14 +82,45 @@ def test_a_model_decoding_with_row_sums_gives_the_blas_logits(monkeypatch):
     cfg = hepta.get_preset("tiny").with_changes({"attention.qkv_bias": True, "attention.o_bias": True})
     model = hepta.build_model(cfg, seed=0).eval()
     expected = decode_logits(model)
+    regions = []
+    decode_block = decode_regions.decode_block
+
+    def counted(*args):
+        regions.append(decode_block(*args))
+        return regions[-1]
+
+    monkeypatch.setattr(decode_regions, "decode_block", counted)
+    model.use_row_sum_matvec(True)
+    assert (decode_logits(model) - expected).abs().max() <= 1e-4
+    assert all(m.row_sum for m in model.modules() if isinstance(m, Linear))
+    # each decode step ran every block as its two compiled regions (the prompt did not)
+    assert len(regions) == 6 * len(model.layers) and all(r is not None for r in regions)
+
+
+def test_without_block_regions_one_tokens_experts_are_one_kernel(monkeypatch):
+    monkeypatch.setattr(decode_regions, "_broken", ["regions off"])
+    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    expected = decode_logits(model)
     one_token = []
     run_fused = matvec.run_fused
     monkeypatch.setattr("hepta.model.experts.run_fused", lambda fn, *args: one_token.append(fn) or run_fused(fn, *args))
     model.use_row_sum_matvec(True)
     assert (decode_logits(model) - expected).abs().max() <= 1e-4
-    assert all(m.row_sum for m in model.modules() if isinstance(m, Linear))
-    # each decode step sent each MoE layer's token through the one-token experts kernel (the prompt did not)
-    assert len(one_token) == 6 * len(model.moe_layers()) > 0
+    assert len(one_token) == 6 * len(model.moe_layers()) > 0  # each step, each MoE layer's token
+
+
+def test_a_block_region_that_fails_to_compile_leaves_the_eager_block(monkeypatch, caplog):
+    def fail(fn):
+        raise RuntimeError("inductor failed")
+
+    monkeypatch.setattr(decode_regions, "_compiled", fail)
+    monkeypatch.setattr(decode_regions, "_broken", [])
+    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    expected = decode_logits(model)
+    model.use_row_sum_matvec(True)
+    assert (decode_logits(model) - expected).abs().max() <= 1e-4
+    assert decode_regions._broken == ["RuntimeError: inductor failed"]
+    assert "decoding without compiled block regions" in caplog.text
 
 
 def test_without_a_compiler_a_model_decodes_the_same_with_eager_row_sums(without_compiled_kernels):

@@ -72,6 +72,12 @@ class Attention(nn.Module):
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: SlotCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+        q_BHTDh, k_BGTDh, v_BTGDh, gate_BTHDh = self.project(x_BTD, cos, sin)
+        return self.finish(self.attend(q_BHTDh, k_BGTDh, v_BTGDh, cache, layer_idx), gate_BTHDh)
+
+    def project(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Queries and keys normed and rotated, values, and the output gate (None unless `gated`): what goes into
+        the cache and the attention. No state is touched, so a compiled decode step can take it whole."""
         B, T, _ = x_BTD.shape
         q, k = self.q_proj(x_BTD), self.k_proj(x_BTD)
         gate_BTHDh = None
@@ -87,11 +93,19 @@ class Attention(nn.Module):
             q_BTHDh, k_BTGDh = self.q_norm(q_BTHDh), self.k_norm(k_BTGDh)
         q_BHTDh = apply_rope(q_BTHDh.transpose(1, 2), cos, sin)
         k_BGTDh = apply_rope(k_BTGDh.transpose(1, 2), cos, sin)
+        return q_BHTDh, k_BGTDh, v_BTGDh, gate_BTHDh
+
+    def attend(self, q_BHTDh: torch.Tensor, k_BGTDh: torch.Tensor, v_BTGDh: torch.Tensor, cache: SlotCache | None,
+               layer_idx: int) -> torch.Tensor:
+        """The new tokens' attention over what they see, through the cache when there is one: [B, T, H, Dh]."""
         if cache is not None and cache.parts:  # a packed forward: attention part by part, each over its own slots
-            out_BTHDh = torch.cat([self._attend_part(q_BHTDh, k_BGTDh, v_BTGDh, cache, layer_idx, part)
-                                   for part in cache.parts], dim=1)
-        else:
-            out_BTHDh = self._attend(q_BHTDh, k_BGTDh, v_BTGDh, cache, layer_idx).transpose(1, 2)
+            return torch.cat([self._attend_part(q_BHTDh, k_BGTDh, v_BTGDh, cache, layer_idx, part)
+                              for part in cache.parts], dim=1)
+        return self._attend(q_BHTDh, k_BGTDh, v_BTGDh, cache, layer_idx).transpose(1, 2)
+
+    def finish(self, out_BTHDh: torch.Tensor, gate_BTHDh: torch.Tensor | None) -> torch.Tensor:
+        """The heads gated (where `gated`) and projected back to the model dim: [B, T, D]."""
+        B, T = out_BTHDh.shape[:2]
         if gate_BTHDh is not None:
             out_BTHDh = out_BTHDh * torch.sigmoid(gate_BTHDh)
         return self.o_proj(out_BTHDh.reshape(B, T, self.num_heads * self.head_dim))

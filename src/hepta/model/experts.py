@@ -325,7 +325,11 @@ class GroupedExperts(nn.Module):
         process; else None, and the token takes `forward`."""
         gate_up_E2FD = self.gate_up_proj
         if (not self.row_sum or self.gate_up_bias is not None or self.activation is not swiglu
-                or isinstance(gate_up_E2FD, DTensor) or not row_sum_applies(x_D, gate_up_E2FD)):
+                or isinstance(gate_up_E2FD, DTensor)):
+            return None
+        if torch.compiler.is_compiling():  # within a compiled decode region (model/decode_regions.py)
+            return _one_token_experts(x_D, experts_K, weights_K, gate_up_E2FD, self.down_proj)
+        if not row_sum_applies(x_D, gate_up_E2FD):
             return None
         return run_fused(_one_token_experts, x_D, experts_K, weights_K, gate_up_E2FD, self.down_proj)
 

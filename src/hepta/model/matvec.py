@@ -52,6 +52,11 @@ def fused_kernels() -> bool:
         return run_fused(_products_summed, torch.ones(8), torch.ones(4, 8)) is not None
 
 
+def compiling() -> bool:
+    """Whether compiled kernels serve here and now: TorchInductor builds them, and none has failed since."""
+    return not _broken and fused_kernels()
+
+
 def run_fused(fn: Callable, *args: torch.Tensor) -> torch.Tensor | None:
     """`fn(*args)` as one compiled kernel, or None where compiling fails here (said once in the log)."""
     if _broken:
@@ -83,7 +88,7 @@ def row_sum_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     replace the BLAS's."""
     if x.dtype != weight.dtype or x.device.type != "cpu" or torch.is_grad_enabled():
         return False
-    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and fused_kernels())
+    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and compiling())
 
 
 class Linear(nn.Linear):
@@ -92,9 +97,14 @@ class Linear(nn.Linear):
     row_sum = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.row_sum and x.numel() == self.in_features and row_sum_applies(x, self.weight):  # a single row
-            out = row_sum_matvec(x.reshape(-1), self.weight)
+        if self.row_sum and x.numel() == self.in_features:  # a single row
+            if torch.compiler.is_compiling():  # within a compiled decode region (model/decode_regions.py)
+                out = _products_summed(x.reshape(-1), self.weight)
+            elif row_sum_applies(x, self.weight):
+                out = row_sum_matvec(x.reshape(-1), self.weight)
+            else:
+                return F.linear(x, self.weight, self.bias)
             if self.bias is not None:
-                out += self.bias
+                out = out + self.bias
             return out.view(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight, self.bias)

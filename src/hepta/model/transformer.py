@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from hepta.config import ModelConfig, param_shapes
+from hepta.model import decode_regions
 from hepta.model.attention import Attention
 from hepta.model.cache import SlotCache
 from hepta.model.experts import ExpertsImplementation, GroupedExperts
@@ -48,6 +49,9 @@ class Block(nn.Module):
                     else SwiGLU(cfg.dim, cfg.moe.dense_hidden_dim))
 
     def forward(self, x_BTD, cos, sin, cache: SlotCache | None = None):
+        if decode_regions.applies(self, x_BTD, cache) and (out := decode_regions.decode_block(
+                self, x_BTD, cos, sin, cache)) is not None:
+            return out
         x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), cos, sin, cache, self.layer_idx)
         return x_BTD + self.ffn(self.ffn_norm(x_BTD))
 

@@ -1,0 +1,72 @@
+"""Decoding one token on a CPU as two compiled regions a block, around the KV cache.
+
+A decode step of a small MoE model is hundreds of small operators, each a dispatch and a thread fork/join, and
+the compiled row sums of model/matvec.py are each a call of their own on top. TorchInductor compiles what comes
+before the cache (the norm, the QKV projections, QK-norm, rotary) into one call and what comes after it (the
+output projection, the residual, the norm, the router and the chosen experts, the residual) into another, with
+every matrix-vector product a one-pass row sum. The cache update and the attention over it stay eager: they
+move with the slots. Compiled over the module (its parameters are the graph's inputs), one graph serves every
+block of the same structure.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+from torch import nn
+
+from hepta.model.attention import Attention
+from hepta.model.cache import SlotCache
+from hepta.model.matvec import Linear, compiling
+
+log = logging.getLogger("hepta.model")
+
+_broken: list[str] = []
+
+
+def _before_cache(block: nn.Module, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    return block.attn.project(block.attn_norm(x_BTD), cos, sin)
+
+
+def _after_cache(block: nn.Module, x_BTD: torch.Tensor, out_BTHDh: torch.Tensor, gate_BTHDh: torch.Tensor | None):
+    x_BTD = x_BTD + block.attn.finish(out_BTHDh, gate_BTHDh)
+    return x_BTD + block.ffn(block.ffn_norm(x_BTD))
+
+
+@functools.cache
+def _compiled(fn):
+    return torch.compile(fn, fullgraph=True)
+
+
+def applies(block: nn.Module, x_BTD: torch.Tensor, cache: SlotCache | None) -> bool:
+    """One token of one sequence through a cache, on a CPU without autograd, in a block of plain attention whose
+    products are switched to row sums, where TorchInductor compiles."""
+    attn = block.attn
+    return (not _broken and cache is not None and not cache.parts and x_BTD.shape[0] * x_BTD.shape[1] == 1
+            and type(attn) is Attention and isinstance(attn.q_proj, Linear) and attn.q_proj.row_sum
+            and x_BTD.device.type == "cpu" and x_BTD.dtype in (torch.float32, torch.bfloat16)
+            and not torch.is_grad_enabled() and compiling())
+
+
+def decode_block(block: nn.Module, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 cache: SlotCache) -> torch.Tensor | None:
+    """The block's output for one token, or None where compiling fails here (said once; the eager block runs)."""
+    try:
+        q_BHTDh, k_BGTDh, v_BTGDh, gate_BTHDh = _compiled(_before_cache)(block, x_BTD, cos, sin)
+    except Exception as error:
+        return _give_up(error)
+    out_BTHDh = block.attn.attend(q_BHTDh, k_BGTDh, v_BTGDh, cache, block.layer_idx)
+    try:
+        return _compiled(_after_cache)(block, x_BTD, out_BTHDh, gate_BTHDh)
+    except Exception as error:  # the cache already holds this token: finish the block eagerly
+        _give_up(error)
+        x_BTD = x_BTD + block.attn.finish(out_BTHDh, gate_BTHDh)
+        return x_BTD + block.ffn(block.ffn_norm(x_BTD))
+
+
+def _give_up(error: Exception) -> None:  # for good: a region that failed to build once would fail again
+    _broken.append(f"{type(error).__name__}: {error}")
+    log.warning("decoding without compiled block regions (%s)", _broken[0].splitlines()[0])
+    return None

@@ -98,7 +98,7 @@ def test_a_model_decoding_with_row_sums_gives_the_blas_logits(monkeypatch):
 
 
 def test_without_block_regions_one_tokens_experts_are_one_kernel(monkeypatch):
-    monkeypatch.setattr(decode_regions, "_broken", ["regions off"])
+    monkeypatch.setattr(decode_regions, "applies", lambda *args: False)
     model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
     expected = decode_logits(model)
     one_token = []
@@ -114,12 +114,12 @@ def test_a_block_region_that_fails_to_compile_leaves_the_eager_block(monkeypatch
         raise RuntimeError("inductor failed")
 
     monkeypatch.setattr(decode_regions, "_compiled", fail)
-    monkeypatch.setattr(decode_regions, "_broken", [])
+    monkeypatch.setattr(matvec, "_broken", [])
     model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
     expected = decode_logits(model)
     model.use_row_sum_matvec(True)
     assert (decode_logits(model) - expected).abs().max() <= 1e-4
-    assert decode_regions._broken == ["RuntimeError: inductor failed"]
+    assert matvec._broken == ["RuntimeError: inductor failed"]
     assert "decoding without compiled block regions" in caplog.text
 
 

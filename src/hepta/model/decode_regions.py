@@ -12,18 +12,13 @@ block of the same structure.
 from __future__ import annotations
 
 import functools
-import logging
 
 import torch
 from torch import nn
 
 from hepta.model.attention import Attention
 from hepta.model.cache import SlotCache
-from hepta.model.matvec import Linear, compiling
-
-log = logging.getLogger("hepta.model")
-
-_broken: list[str] = []
+from hepta.model.matvec import Linear, compiling, give_up_compiling
 
 
 def _before_cache(block: nn.Module, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -44,7 +39,7 @@ def applies(block: nn.Module, x_BTD: torch.Tensor, cache: SlotCache | None) -> b
     """One token of one sequence through a cache, on a CPU without autograd, in a block of plain attention whose
     products are switched to row sums, where TorchInductor compiles."""
     attn = block.attn
-    return (not _broken and cache is not None and not cache.parts and x_BTD.shape[0] * x_BTD.shape[1] == 1
+    return (cache is not None and not cache.parts and x_BTD.shape[0] * x_BTD.shape[1] == 1
             and type(attn) is Attention and isinstance(attn.q_proj, Linear) and attn.q_proj.row_sum
             and x_BTD.device.type == "cpu" and x_BTD.dtype in (torch.float32, torch.bfloat16)
             and not torch.is_grad_enabled() and compiling())
@@ -56,17 +51,12 @@ def decode_block(block: nn.Module, x_BTD: torch.Tensor, cos: torch.Tensor, sin: 
     try:
         q_BHTDh, k_BGTDh, v_BTGDh, gate_BTHDh = _compiled(_before_cache)(block, x_BTD, cos, sin)
     except Exception as error:
-        return _give_up(error)
+        give_up_compiling(error, "block regions")
+        return None
     out_BTHDh = block.attn.attend(q_BHTDh, k_BGTDh, v_BTGDh, cache, block.layer_idx)
     try:
         return _compiled(_after_cache)(block, x_BTD, out_BTHDh, gate_BTHDh)
     except Exception as error:  # the cache already holds this token: finish the block eagerly
-        _give_up(error)
+        give_up_compiling(error, "block regions")
         x_BTD = x_BTD + block.attn.finish(out_BTHDh, gate_BTHDh)
         return x_BTD + block.ffn(block.ffn_norm(x_BTD))
-
-
-def _give_up(error: Exception) -> None:  # for good: a region that failed to build once would fail again
-    _broken.append(f"{type(error).__name__}: {error}")
-    log.warning("decoding without compiled block regions (%s)", _broken[0].splitlines()[0])
-    return None

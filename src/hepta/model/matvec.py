@@ -64,9 +64,15 @@ def run_fused(fn: Callable, *args: torch.Tensor) -> torch.Tensor | None:
     try:  # detached: a parameter and a plain tensor, or a view and its copy, then meet the same guards
         return _compiled(fn)(*(arg.detach() for arg in args))
     except Exception as error:  # no compiler, or a backend that cannot build: the eager products stay
-        _broken.append(f"{type(error).__name__}: {error}")
-        log.warning("decoding without compiled matrix-vector products (%s)", _broken[0].splitlines()[0])
+        give_up_compiling(error, "matrix-vector products")
         return None
+
+
+def give_up_compiling(error: Exception, what: str) -> None:
+    """Records that compiling `what` failed here, says so once, and turns every compiled decode path off for good:
+    what failed to build once would fail again, and the eager paths compute the same."""
+    _broken.append(f"{type(error).__name__}: {error}")
+    log.warning("decoding without compiled %s (%s)", what, _broken[0].splitlines()[0])
 
 
 def row_sum_matvec(x_D: torch.Tensor, weight_ND: torch.Tensor) -> torch.Tensor:

@@ -95,7 +95,8 @@ def main() -> int:
     if device.type == "cpu":  # matrix-vector products as row sums (model/matvec.py), beside the BLAS's
         for name, dtype in dtypes.items():
             choice = choose_matvec(models[name])  # what an engine would pick for this model here
-            models[name].use_row_sum_matvec(False)
+            models[name].use_row_sum_matvec(False)  # this row is the BLAS's, one row at a time
+            models[name].use_packed_linear(False)
             product = "row sums" if choice.row_sum else "the BLAS"
             print(f"{name}: an engine would decode with {product}: {choice.reason}")
         rows = {"fp32 rows": torch.float32, "bf16 rows": torch.bfloat16} if fused_kernels() else {}

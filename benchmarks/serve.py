@@ -54,7 +54,7 @@ import hepta
 import _device
 from _shapes import shaped
 from hepta.infer.core import engine_threads
-from hepta.scale.flops import inference_flops_per_token
+from hepta.scale.flops import inference_flops_per_token, matmul_params
 from hepta.infer.engine import Engine, EngineConfig
 from hepta.infer.request import Event, Request as EngineRequest
 from hepta.infer.sampling import SamplingParams
@@ -315,6 +315,8 @@ async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: 
     vocab = min(cfg.vocab_size, tokenizer.num_generatable_ids)
     single_prompt = prompt(SINGLE_PROMPT_LEN, 7, vocab)
     prompts = step_prompts(args.clients, vocab)
+    # the engine process's threads for a step of the clients' sequences (infer/core.py)
+    process_threads = engine_threads(2 * matmul_params(cfg) * args.clients, torch.get_num_threads())
     for _ in range(2):  # warm-up: first requests pay for allocations and lazy imports
         await client.request(single_prompt)
         peer_decode_rate(hf_model, single_prompt, 8)
@@ -326,9 +328,9 @@ async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: 
         peer = peer_decode_rate(hf_model, single_prompt, args.output_len)
         c1 = summarize(await closed_loop(client, 1, 4, vocab, seed=r))
         cn = summarize(await closed_loop(client, args.clients, args.requests_per_client, vocab, seed=r))
-        # the engine alone with torch's default threads, and with the engine process's (one fewer)
+        # the engine alone with torch's default threads, and with the engine process's for this step
         alone_default = engine_alone_step_s(engine, prompts, args.output_len, end_ids, torch.get_num_threads())
-        alone_fewer = engine_alone_step_s(engine, prompts, args.output_len, end_ids, engine_threads())
+        alone_fewer = engine_alone_step_s(engine, prompts, args.output_len, end_ids, process_threads)
         http = await http_step_s(client, prompts)
         alone = min(alone_default, alone_fewer)  # the better of the two is the bar
         servers = {}
@@ -347,7 +349,7 @@ async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: 
               f"c1 {c1['output_tokens_per_s']:.0f}, c{args.clients} {cn['output_tokens_per_s']:.0f} tok/s; "
               f"TTFT single {single['ttft'] * 1000:.1f} ms, p99@{args.clients} {cn['ttft_s']['p99'] * 1000:.1f} ms; "
               f"{args.clients}-sequence step: engine alone {alone_default * 1000:.2f} ms ({torch.get_num_threads()} "
-              f"threads) / {alone_fewer * 1000:.2f} ms ({engine_threads()}), HTTP {http * 1000:.2f} ms"
+              f"threads) / {alone_fewer * 1000:.2f} ms ({process_threads}), HTTP {http * 1000:.2f} ms"
               + "".join(f"; {name} text c1/c{args.clients} {v['c1']['output_tokens_per_s']:.0f}/"
                         f"{v[f'c{args.clients}']['output_tokens_per_s']:.0f} tok/s" for name, v in servers.items()),
               flush=True)
@@ -381,9 +383,10 @@ def report(args, rounds: list[dict], cfg, device) -> None:
         print(f"{label:26}{row[0]:8.2f}{row[1]:11.0f}" + "".join(f"{v:9.1f}" if i not in (0, 3) else f"{v:11.1f}"
                                                               for i, v in enumerate(row[2:])) + "   (ms)")
     alone, http = med(["engine_alone_step_s"]), med(["http_step_s"])
+    process_threads = engine_threads(2 * matmul_params(cfg) * args.clients, torch.get_num_threads())
     print(f"\n{args.clients}-sequence decode step: engine alone "
           f"{med(['engine_alone_default_threads_step_s']) * 1000:.2f} ms ({torch.get_num_threads()} threads), "
-          f"{med(['engine_alone_process_threads_step_s']) * 1000:.2f} ms ({engine_threads()} threads, as the "
+          f"{med(['engine_alone_process_threads_step_s']) * 1000:.2f} ms ({process_threads} threads, as the "
           f"engine process), better per round {alone * 1000:.2f} ms; through HTTP {http * 1000:.2f} ms")
     # model-FLOPs utilisation of decoding at N clients: FLOPs per generated token (2 x active matmul weights +
     # attention over the mean context) x output tokens/s, over a matmul of the model's dtype measured here

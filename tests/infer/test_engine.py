@@ -10,6 +10,7 @@ from hepta.errors import HeptaError
 from hepta.infer.engine import ContextLengthExceeded, Engine, EngineConfig, QueueFull, generate, generate_many
 from hepta.infer.request import Request
 from hepta.infer.sampling import SamplingParams
+from hepta.scale.flops import matmul_params
 from helpers import engine_model_and_tokenizer, greedy_full_forward
 
 GREEDY = SamplingParams(temperature=0)
@@ -419,3 +420,34 @@ def test_a_packed_forward_of_several_prompts_gives_each_its_own_forwards_logits(
     assert packed.lengths.tolist() == apart.lengths.tolist() == [12, 15, 10]
     for a, b in zip(apart.buffers, packed.buffers):
         assert (a - b).abs().max() <= 1e-5
+
+
+def test_the_engine_process_takes_every_core_for_large_forwards_and_leaves_one_for_small_ones():
+    from hepta.infer.core import ALL_CORES_FLOPS, engine_threads
+
+    assert engine_threads(ALL_CORES_FLOPS, cores=2) == 2  # a batch of a model of some size, a prompt
+    assert engine_threads(ALL_CORES_FLOPS - 1, cores=2) == 1  # one sequence decoding: a core for the API process
+    assert engine_threads(0, cores=1) == 1
+
+
+def test_an_engine_with_a_thread_policy_sets_torchs_threads_before_each_forward(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    asked = []
+    threads = torch.get_num_threads()
+
+    def policy(flops: float) -> int:  # the prompt's forward: torch's count; a decode step of one token: one more
+        asked.append(flops)
+        return threads if flops > engine.token_flops else threads + 1
+
+    engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=2), threads=policy).start()
+    try:
+        prompt = tokenizer.encode("def f(x):\n    return x + 1\n")
+        generate(engine, Request(prompt, 3, SamplingParams(temperature=0)), timeout=60)
+        after = engine.run_exclusive(torch.get_num_threads).result()  # on the engine's thread, which decodes
+    finally:
+        engine.stop()
+        torch.set_num_threads(threads)
+    assert engine.token_flops == 2 * matmul_params(model.config) > 0
+    # the prompt's forward, then a decode step for each of the 2 tokens after the first
+    assert asked == [len(prompt) * engine.token_flops] + [engine.token_flops] * 2
+    assert after == threads + 1

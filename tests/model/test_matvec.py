@@ -10,6 +10,7 @@ import hepta
 from hepta.infer.matvec_choice import MARGIN, choose_matvec
 from hepta.model import decode_regions, matvec
 from hepta.model.matvec import Linear, row_sum_matvec
+from helpers import decoded_logits
 
 
 @pytest.mark.parametrize("rows, dim", [(7, 5), (4096, 192), (3000, 700)])  # blocks of rows that do not divide N
@@ -97,16 +98,65 @@ def test_a_model_decoding_with_row_sums_gives_the_blas_logits(monkeypatch):
     assert len(regions) == 6 * len(model.layers) and all(r is not None for r in regions)
 
 
-def test_without_block_regions_one_tokens_experts_are_one_kernel(monkeypatch):
+def decode_batch_logits(model):
+    """Logits of 4 sequences decoding 3 steps together after 4-token prompts."""
+    ids = torch.randint(0, model.config.vocab_size, (4, 7), generator=torch.Generator().manual_seed(1))
+    return decoded_logits(model, ids, prefill=4)[0]
+
+
+def test_a_batch_decoding_with_row_sums_runs_each_block_as_compiled_regions(monkeypatch):
+    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    expected = decode_batch_logits(model)
+    regions, kernels = [], []
+    decode_block, run_fused = decode_regions.decode_block, matvec.run_fused
+
+    def counted(*args):
+        regions.append(decode_block(*args))
+        return regions[-1]
+
+    monkeypatch.setattr(decode_regions, "decode_block", counted)
+    monkeypatch.setattr("hepta.model.experts.run_fused", lambda fn, *args: kernels.append(fn) or run_fused(fn, *args))
+    model.use_row_sum_matvec(True)
+    assert (decode_batch_logits(model) - expected).abs().max() <= 1e-4
+    # each of the 3 steps of the 4 sequences ran every block as its regions; the prompts' experts took the row sums
+    # over their routed copies outside them
+    assert len(regions) == 3 * len(model.layers) and all(r is not None for r in regions)
+    assert [fn.__name__ for fn in kernels] == ["_token_copies"] * len(model.moe_layers())
+
+
+@pytest.mark.parametrize("decode, kernel, steps", [
+    (decode_logits, "_one_token_experts", 6),  # one sequence: each step, each MoE layer's token
+    (decode_batch_logits, "_token_copies", 4),  # 4 sequences: their prompts and 3 steps
+])
+def test_without_block_regions_the_experts_are_row_sums_over_the_routed_copies(monkeypatch, decode, kernel, steps):
     monkeypatch.setattr(decode_regions, "applies", lambda *args: False)
     model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
-    expected = decode_logits(model)
-    one_token = []
+    expected = decode(model)
+    kernels = []
     run_fused = matvec.run_fused
-    monkeypatch.setattr("hepta.model.experts.run_fused", lambda fn, *args: one_token.append(fn) or run_fused(fn, *args))
+    monkeypatch.setattr("hepta.model.experts.run_fused", lambda fn, *args: kernels.append(fn) or run_fused(fn, *args))
     model.use_row_sum_matvec(True)
-    assert (decode_logits(model) - expected).abs().max() <= 1e-4
-    assert len(one_token) == 6 * len(model.moe_layers()) > 0  # each step, each MoE layer's token
+    assert (decode(model) - expected).abs().max() <= 1e-4
+    assert [fn.__name__ for fn in kernels].count(kernel) == steps * len(model.moe_layers()) > 0
+
+
+def test_routed_copies_that_fail_to_compile_leave_the_blas_experts(monkeypatch, caplog):
+    monkeypatch.setattr(decode_regions, "applies", lambda *args: False)
+    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    expected = decode_batch_logits(model)
+    calls = []
+
+    def fail(fn):
+        calls.append(fn)
+        raise RuntimeError("inductor failed")
+
+    monkeypatch.setattr(matvec, "_compiled", fail)
+    monkeypatch.setattr(matvec, "_broken", [])
+    monkeypatch.setattr(matvec, "fused_kernels", lambda: True)  # the probe passed earlier, as it would have
+    model.use_row_sum_matvec(True)
+    assert (decode_batch_logits(model) - expected).abs().max() <= 1e-4
+    assert [fn.__name__ for fn in calls] == ["_token_copies"]  # tried once, then never again
+    assert "decoding without compiled matrix-vector products" in caplog.text
 
 
 def test_a_block_region_that_fails_to_compile_leaves_the_eager_block(monkeypatch, caplog):
@@ -147,3 +197,7 @@ def test_weights_past_the_cache_get_the_product_that_measured_faster(monkeypatch
     assert choice.blas_s > 0 and choice.row_sum_s > 0
     assert choice.row_sum == (choice.row_sum_s < MARGIN * choice.blas_s)
     assert all(m.row_sum == choice.row_sum for m in model.modules() if isinstance(m, Linear))
+    assert choice.batch_blas_s > 0 and choice.batch_packed_s > 0
+    assert choice.packed == (choice.batch_packed_s < MARGIN * choice.batch_blas_s)
+    assert all((m.packed is not None) == choice.packed for m in model.modules() if isinstance(m, Linear))
+    assert "oneDNN" in choice.reason

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import hepta
 from hepta.config import ModelConfig
 from hepta.model import experts as experts_module
 from hepta.model.experts import EXPERTS_IMPLEMENTATIONS, GroupedExperts, weighted_combine
@@ -107,6 +108,17 @@ def test_auto_picks_the_grouped_gemm_on_gpus_and_the_loop_only_for_decoding_on_c
     assert experts_kernel("auto", on_cuda=False, rows=17, grad=False) == "fused"
     assert experts_kernel("fused", on_cuda=True, rows=3, grad=False) == "fused"  # a named kernel is kept anywhere
     assert experts_kernel("grouped_mm", on_cuda=False, rows=3, grad=False) == "grouped_mm"
+
+
+def test_row_sums_over_the_routed_copies_take_up_to_four_copies_an_expert_and_no_capacity():
+    cfg = hepta.get_preset("tiny")  # 16 experts, top-2
+    moe = MoE(cfg).eval()
+    assert not moe.takes_copies(1)  # until an engine that measured them switches the row sums on
+    moe.experts.row_sum = True
+    assert moe.takes_copies(1) and moe.takes_copies(32) and not moe.takes_copies(33)  # 64 copies: 4 an expert
+    capped = MoE(cfg.with_changes({"router.capacity_factor": 1.25})).eval()
+    capped.experts.row_sum = True
+    assert capped.takes_copies(1) and not capped.takes_copies(2)  # a capacity may drop copies of several tokens
 
 
 def test_weighted_combine_sums_the_weighted_copies_of_each_token_in_the_outputs_dtype():

@@ -34,13 +34,14 @@ client can drop a request once its last final event is delivered, and not before
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -120,13 +121,14 @@ class EngineCore:
     """An Engine behind one end of a connection; `run()` serves until told to stop or the other end goes."""
 
     def __init__(self, conn, model, tokenizer, config: EngineConfig, images: ImageVocab | None = None,
-                 audio: AudioVocab | None = None, vision=None):
+                 audio: AudioVocab | None = None, vision=None, threads: Callable[[float], int] | None = None):
         """`images`, `audio`: the image and audio blocks of a model that writes them (None otherwise);
-        `vision`: the vision encoder of a model that reads images through one (Qwen3-VL)."""
+        `vision`: the vision encoder of a model that reads images through one (Qwen3-VL); `threads`: intra-op
+        threads for a forward of so many FLOPs of matmuls (None: torch's count throughout)."""
         self.conn, self.tokenizer = conn, tokenizer
         self.outbox = _Outbox()
         self.engine = Engine(model, tokenizer, config, observer=_ForwardingObserver(self.outbox), images=images,
-                             audio=audio, vision=vision)
+                             audio=audio, vision=vision, threads=threads)
         self.requests: dict[int, Request] = {}  # accepted and not yet finished, for cancel
         self.unfinished: dict[int, int] = {}  # rid -> choices without their final event
 
@@ -242,15 +244,24 @@ class EngineCore:
                         return
 
 
-def engine_threads() -> int:
-    """Intra-op threads of the engine process: torch's default (one per core) but one.
+# a forward of at least this many FLOPs of matmuls takes every core (engine_threads)
+ALL_CORES_FLOPS = 5e8
 
-    The API process needs a core for HTTP, JSON and SSE at every step; when all of torch's
-    threads compete with it, one of them waits for the core and the whole step with it (on 2
-    cores, 16 streams: 13 ms a step with 2 threads, 7-10 ms with 1). OMP_NUM_THREADS, when set,
-    is the user's choice and is kept.
+
+def engine_threads(forward_flops: float, cores: int) -> int:
+    """Intra-op threads of the engine process for a forward of `forward_flops` FLOPs of matmuls: one per core for a
+    large forward (a batch of a model of some size decoding, a prompt), one fewer for a small one.
+
+    The API process needs a core for HTTP, JSON and SSE at every step. A small forward is short and made of many
+    parallel regions: when all of torch's threads compete with the API process, one of them waits for the core and
+    the whole region with it, so a core left to the API process makes it faster. A large one gains more from the
+    core than it loses to the API's turns. On 2 cores, through HTTP (benchmarks/serve.py):
+      - `tiny`, 16 streams (0.1 GFLOP a step): 13 ms a step with 2 threads, 7-10 ms with 1;
+      - the 200M OLMoE shape, 1 stream (0.08 GFLOP): 16.5-18 ms a token with 2 threads, 10.7 ms with 1;
+      - the same, 16 streams (1.2 GFLOP): 62 ms a step with 2 threads, 67 ms with 1.
+    OMP_NUM_THREADS, when set, is the user's choice, and the engine keeps it throughout.
     """
-    return max(1, torch.get_num_threads() - 1)
+    return cores if forward_flops >= ALL_CORES_FLOPS else max(1, cores - 1)
 
 
 def run_core_process(conn, model_path: str, config: EngineConfig, allow_pickle: bool, device: str = "cpu",
@@ -261,8 +272,11 @@ def run_core_process(conn, model_path: str, config: EngineConfig, allow_pickle: 
     # die instead, this process reads end-of-file on its pipe and exits
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threads = None
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(engine_threads())  # before any thread starts: they take this count
+        cores = torch.get_num_threads()
+        torch.set_num_threads(engine_threads(0, cores))  # before any thread starts: they take this count
+        threads = functools.partial(engine_threads, cores=cores)
     try:
         from hepta.devices import resolve_dtype
         from hepta.loading import load, load_audio_codec, load_image_codec, load_tokenizer, load_vision
@@ -274,7 +288,7 @@ def run_core_process(conn, model_path: str, config: EngineConfig, allow_pickle: 
         audio = load_audio_codec(model_path, tokenizer)  # and written speech
         core = EngineCore(conn, model, tokenizer, config, images=codec.vocab if codec is not None else None,
                           audio=audio.vocab if audio is not None else None,
-                          vision=load_vision(model_path, model.embed.weight.dtype, device))
+                          vision=load_vision(model_path, model.embed.weight.dtype, device), threads=threads)
     except Exception as e:
         conn.send(("failed", str(e)))
         conn.close()

@@ -45,6 +45,7 @@ from hepta.infer.stream_text import StreamingText
 from hepta.modality.audio_span import AudioVocab
 from hepta.modality.image_span import ImageVocab
 from hepta.model import Transformer
+from hepta.scale.flops import matmul_params
 from hepta.tokenizer import TextTokenizer
 
 log = logging.getLogger("hepta.engine")
@@ -180,11 +181,15 @@ class _Sequence:
 class Engine:
     def __init__(self, model: Transformer, tokenizer: TextTokenizer, config: EngineConfig = EngineConfig(),
                  observer: Observer | None = None, images: ImageVocab | None = None, audio: AudioVocab | None = None,
-                 vision=None):
+                 vision=None, threads: Callable[[float], int] | None = None):
         """`images`, `audio`: where image and audio spans live in the id space, for a model that writes them.
         `vision`: for a model that reads images and videos through a vision encoder (Qwen3-VL), what turns a
-        prefill's media into the model's `VisualInput` (`visual_input(prompts, media, length)`)."""
+        prefill's media into the model's `VisualInput` (`visual_input(prompts, media, length)`). `threads`: torch's
+        intra-op threads for a forward of so many FLOPs of matmuls, set before each (the engine process's policy,
+        infer/core.py); None leaves torch's count alone."""
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
+        self.threads = threads
+        self.token_flops = 2 * matmul_params(model.config)  # of the matmuls of a forward, per token
         # the model and its cache live on this device (a GPU, say); sampling, masks and penalties stay on the
         # CPU, where the logits of each step come back: its tokens are read there anyway
         self.device = model.embed.weight.device
@@ -205,7 +210,8 @@ class Engine:
                                  f"one of {self.max_len} tokens needs {slot_bytes / 2**20:.1f} MiB; raise the budget "
                                  "or lower the maximum model length")
         self.cache = model.new_slot_cache(num_slots, self.max_len)
-        # one sequence decoding on a CPU multiplies each weight by one row: the faster product for that, measured
+        # one sequence decoding on a CPU multiplies each weight by one row, several sequences by a few rows: the
+        # faster products for those, measured
         self.matvec = choose_matvec(model)
         self.vocab_size = cfg.vocab_size
         self.end_ids, self.banned_V = sampleable(tokenizer, cfg.vocab_size)
@@ -437,6 +443,7 @@ class Engine:
         self.cache.set_packed(0, [(seq.slot, len(seq.request.prompt_ids) - done) for seq, done in hits])
         last = torch.tensor([part.tokens.stop - 1 for part in self.cache.parts], device=self.device)
         tokens = [token for seq, done in hits for token in seq.request.prompt_ids[done:]]
+        self._use_threads(len(tokens))
         with torch.no_grad():
             hidden_1ND = self.model.hidden_states(torch.tensor([tokens], device=self.device), cache=self.cache)
             logits_BV = self.model.output(hidden_1ND[0, last])
@@ -455,6 +462,7 @@ class Engine:
             visual = self.vision.visual_input([seq.request.prompt_ids for seq in seqs],
                                               [seq.request.media or [] for seq in seqs], ids_BT.shape[1]
                                               ).to(self.device)
+        self._use_threads(ids_BT.numel())
         with torch.no_grad():
             hidden_BTD = self.model.hidden_states(ids_BT.to(self.device), cache=self.cache, visual=visual)
             # the LM head only where the next token is read: each prompt's last real position
@@ -474,6 +482,7 @@ class Engine:
         size = min(self.config.prefill_chunk, len(ids) - done)
         self.cache.set_packed(len(running), [(seq.slot, size)])
         tokens = [s.last_token for s in running] + ids[done:done + size]
+        self._use_threads(len(tokens))
         with torch.no_grad():
             hidden_1ND = self.model.hidden_states(torch.tensor([tokens], device=self.device), cache=self.cache)
             logits_BV = self.model.output(hidden_1ND[0, :len(running)]) if running else None
@@ -504,7 +513,13 @@ class Engine:
         self.cache.release(seq.slot)
         return seq.request
 
+    def _use_threads(self, tokens: int) -> None:
+        """Sets torch's intra-op threads for a forward of `tokens` tokens, where the engine has a policy."""
+        if self.threads is not None and (count := self.threads(tokens * self.token_flops)) != torch.get_num_threads():
+            torch.set_num_threads(count)
+
     def _decode_step(self) -> None:
+        self._use_threads(len(self._running))
         ids_B1 = torch.tensor([[seq.last_token] for seq in self._running], device=self.device)
         self.cache.set_window(0, len(self._running))
         with torch.no_grad():

@@ -1,5 +1,6 @@
-"""Which matrix-vector product a CPU engine decodes one sequence with: the BLAS's, or model/matvec.py's multiply and
-row sum. Measured on the model itself, not guessed.
+"""Which products a CPU engine decodes with, measured on the model itself, not guessed: for one sequence the BLAS's
+matrix-vector product or model/matvec.py's multiply and row sum; for several sequences in fp32 the BLAS's matmul or
+oneDNN's on packed weights (model/packed_linear.py).
 
 Only where the weights outgrow the last-level cache is it worth measuring: there a batch-1 step streams them from
 memory, and the two products differ by up to 2x depending on the BLAS and the CPU. Weights that stay in cache (the
@@ -14,11 +15,13 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from hepta.model import Transformer
-from hepta.model.matvec import fused_kernels
+from hepta.model import packed_linear
+from hepta.model.matvec import Linear, fused_kernels
 
 log = logging.getLogger("hepta.engine")
 
@@ -31,6 +34,12 @@ class MatvecChoice:
     reason: str
     blas_s: float | None = None  # median seconds of a decode step with each product
     row_sum_s: float | None = None
+    packed: bool = False  # fp32 products of several rows through oneDNN on packed weights (model/packed_linear.py)
+    batch_blas_s: float | None = None  # median seconds of a step of BATCH sequences without and with them
+    batch_packed_s: float | None = None
+
+
+BATCH = 8  # sequences in the step that decides the products of several rows
 
 
 @functools.cache  # the machine's, read once
@@ -48,8 +57,10 @@ def last_level_cache_bytes() -> int | None:
 
 
 def choose_matvec(model: Transformer, steps: int = 6) -> MatvecChoice:
-    """Times a decode step of `model` with each product (interleaved, median of `steps`), keeps the faster on the
-    model (`Transformer.use_row_sum_matvec`) and says why."""
+    """Times decode steps of `model` with each product (interleaved, median of `steps`), keeps the faster on the
+    model and says why: for one sequence the BLAS's matrix-vector product or row sums
+    (`Transformer.use_row_sum_matvec`), and in fp32 for BATCH sequences the BLAS's matmul or oneDNN's on packed
+    weights (`Transformer.use_packed_linear`)."""
     weight = model.embed.weight
     if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16):
         return MatvecChoice(False, "the row sums serve fp32 and bf16 weights on a CPU only")
@@ -60,30 +71,53 @@ def choose_matvec(model: Transformer, steps: int = 6) -> MatvecChoice:
     # a batch-1 step reads every weight once; at twice the cache's size most of them come from memory
     if cache_bytes is None or weight_bytes <= 2 * cache_bytes:
         model.use_row_sum_matvec(False)
+        model.use_packed_linear(False)
         return MatvecChoice(False, "the weights stay in the CPU's cache, where the BLAS's product is the faster")
-    cache = model.new_slot_cache(1, 2)
-    token = torch.zeros(1, 1, dtype=torch.long)
-    with torch.no_grad():
-        cache.set_window(0, 1, prompt_lengths=torch.tensor([1]))
-        model.hidden_states(token, cache=cache)
+    blas, row_sum = _step_seconds(model, 1, model.use_row_sum_matvec, steps)
+    chosen = row_sum < MARGIN * blas
+    model.use_row_sum_matvec(chosen)
+    reason = (f"a decode step took {blas * 1e3:.1f} ms with the BLAS's matrix-vector product and "
+              f"{row_sum * 1e3:.1f} ms with row sums")
+    log.info("decoding one sequence with %s: %s", "row sums" if chosen else "the BLAS", reason)
+    if weight.dtype != torch.float32 or not packed_linear.available():
+        return MatvecChoice(chosen, reason, blas, row_sum)
+    model.use_packed_linear(True)
+    linears = {m: m.packed for m in model.modules() if isinstance(m, Linear)}
 
-        def step(row_sum: bool) -> float:
-            model.use_row_sum_matvec(row_sum)
+    def switch(on: bool) -> None:  # the packed copies are made once, above
+        for module, packed in linears.items():
+            module.packed = packed if on else None
+
+    batch_blas, batch_packed = _step_seconds(model, BATCH, switch, steps)
+    packed = batch_packed < MARGIN * batch_blas
+    switch(packed)
+    batch_reason = (f"a step of {BATCH} sequences took {batch_blas * 1e3:.1f} ms with the BLAS's fp32 matmul and "
+                    f"{batch_packed * 1e3:.1f} ms with oneDNN's on packed weights")
+    log.info("decoding several sequences with %s: %s", "oneDNN" if packed else "the BLAS", batch_reason)
+    return MatvecChoice(chosen, f"{reason}; {batch_reason}", blas, row_sum, packed, batch_blas, batch_packed)
+
+
+def _step_seconds(model: Transformer, sequences: int, switch: Callable[[bool], None],
+                  steps: int) -> tuple[float, float]:
+    """Median seconds of a decode step of `sequences` sequences with `switch(False)` and with `switch(True)`,
+    interleaved, each sequence one token into its cache."""
+    cache = model.new_slot_cache(sequences, 2)
+    tokens = torch.zeros(sequences, 1, dtype=torch.long)
+    with torch.no_grad():
+        cache.set_window(0, sequences, prompt_lengths=torch.ones(sequences, dtype=torch.long))
+        model.hidden_states(tokens, cache=cache)
+
+        def step(on: bool) -> float:
+            switch(on)
             start = time.perf_counter()
-            cache.set_window(0, 1)
-            model.output(model.hidden_states(token, cache=cache)[:, -1])
-            cache.lengths[0] = 1  # the same position every time
+            cache.set_window(0, sequences)
+            model.output(model.hidden_states(tokens, cache=cache)[:, -1])
+            cache.lengths[:sequences] = 1  # the same position every time
             return time.perf_counter() - start
 
         step(False), step(True)  # first touches
         times = {False: [], True: []}
         for _ in range(steps):
-            for row_sum in (False, True):
-                times[row_sum].append(step(row_sum))
-    blas, row_sum = statistics.median(times[False]), statistics.median(times[True])
-    chosen = row_sum < MARGIN * blas
-    model.use_row_sum_matvec(chosen)
-    choice = MatvecChoice(chosen, f"a decode step took {blas * 1e3:.1f} ms with the BLAS's matrix-vector product and "
-                                  f"{row_sum * 1e3:.1f} ms with row sums", blas, row_sum)
-    log.info("decoding one sequence with %s: %s", "row sums" if chosen else "the BLAS", choice.reason)
-    return choice
+            for on in (False, True):
+                times[on].append(step(on))
+    return statistics.median(times[False]), statistics.median(times[True])

@@ -32,7 +32,8 @@ Experts with biases or another activation than SwiGLU (gpt-oss: `clamped_swiglu`
 general path on every device: gather, one matmul per expert (grouped on GPUs), the activation,
 biases added per row, combine, all differentiated by autograd. Otherwise the implementation is
 chosen when the layer is built (`EXPERTS_IMPLEMENTATIONS`):
-    "auto"        grouped_mm on GPUs; on CPU the fused kernel, or a plain loop for a few rows
+    "auto"        grouped_mm on GPUs; on CPU the fused kernel, or, decoding, compiled row sums over the routed
+                  copies (where the row sums are switched on) or a plain loop for a few rows
     "fused"       the fused CPU kernel
     "grouped_mm"  `torch._grouped_mm`, then `weighted_combine`
 """
@@ -46,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from hepta.model.matvec import row_sum_applies, row_sum_matvec, run_fused
+from hepta.model.matvec import compiling, row_sum_applies, row_sum_matvec, run_fused
 
 ExpertsImplementation = Literal["auto", "fused", "grouped_mm"]
 EXPERTS_IMPLEMENTATIONS: tuple[str, ...] = get_args(ExpertsImplementation)
@@ -218,15 +219,39 @@ def moe_experts_few_rows(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts
     return weighted_combine(y_MD, weight_M, token_M, x_ND.shape[0])
 
 
-def _one_token_experts(x_D, experts_K, weights_K, gate_up_E2FD, down_EDF) -> torch.Tensor:
-    """One token's chosen SwiGLU experts, weighted and summed: [D], the products summed in fp32. Compiled
-    (`matvec.run_fused`), it is one kernel that reads each chosen expert's weights once, in place in the stacked
-    tensors: no gather of them, no sort of the copies, no loop over experts, no host sync."""
+def _expert_outputs(x_MD, experts_M, gate_up_E2FD, down_EDF) -> torch.Tensor:
+    """Each routed copy's SwiGLU expert output [M, D] in fp32 (x_MD may be one row for all copies). Compiled
+    (`matvec.run_fused`), each projection is one loop over the copies that reads their experts' weights in place in
+    the stacked tensors: no gather of them, no loop over experts on the host, no host sync."""
     Fh = down_EDF.shape[2]
-    h_K2F = (gate_up_E2FD[experts_K].float() * x_D.float()).sum(-1)
-    act_KF = F.silu(h_K2F[:, :Fh]) * h_K2F[:, Fh:]
-    y_KD = (down_EDF[experts_K].float() * act_KF[:, None, :]).sum(-1)
+    h_M2F = (gate_up_E2FD[experts_M].float() * x_MD.float()[:, None, :]).sum(-1)
+    act_MF = F.silu(h_M2F[:, :Fh]) * h_M2F[:, Fh:]
+    return (down_EDF[experts_M].float() * act_MF[:, None, :]).sum(-1)
+
+
+def _one_token_experts(x_D, experts_K, weights_K, gate_up_E2FD, down_EDF) -> torch.Tensor:
+    """One token's chosen experts, weighted and summed: [D]; compiled, one kernel."""
+    y_KD = _expert_outputs(x_D[None], experts_K, gate_up_E2FD, down_EDF)
     return (y_KD * weights_K.float()[:, None]).sum(0).to(x_D.dtype)
+
+
+def _token_copies(x_ND, experts_NK, weights_NK, gate_up_E2FD, down_EDF) -> torch.Tensor:
+    """A few tokens' chosen experts (a batch of sequences decoding), weighted and summed per token: [N, D]. The
+    copies are sorted by expert within the kernel, so that an expert's second and later copies find its weights in
+    the cache: the bytes streamed from memory are about those of the distinct experts."""
+    K = experts_NK.shape[1]
+    order_M = experts_NK.flatten().argsort(stable=True)
+    token_M = order_M // K
+    y_MD = _expert_outputs(x_ND[token_M], experts_NK.flatten()[order_M], gate_up_E2FD, down_EDF)
+    y_MD = y_MD * weights_NK.flatten()[order_M].float()[:, None]
+    out_ND = torch.zeros(x_ND.shape, dtype=torch.float32, device=x_ND.device)
+    return out_ND.index_add_(0, token_M, y_MD).to(x_ND.dtype)
+
+
+# Up to this many routed copies per expert on average, row sums over the copies beat one BLAS product per expert
+# on its rows, where a batch-1 step prefers row sums too (benchmarks/moe_decode.py, the 200M OLMoE shape on 2 EPYC
+# cores: 2.2-2.8x from 1 to 16 tokens in fp32, 1.4-2.6x in bf16; at 32 tokens, 4 copies an expert, 1.28x and 0.96x).
+COPIES_PER_EXPERT = 4
 
 
 def experts_kernel(implementation: ExpertsImplementation, on_cuda: bool, rows: int, grad: bool) -> str:
@@ -319,19 +344,31 @@ class GroupedExperts(nn.Module):
     def implementation(self) -> ExpertsImplementation:
         return self._implementation
 
-    def one_token(self, x_D: torch.Tensor, experts_K: torch.Tensor, weights_K: torch.Tensor) -> torch.Tensor | None:
-        """The weighted sum of one token's chosen experts [D] as one compiled kernel, where the row-sum products are
-        switched on and apply (decoding one sequence on a CPU) and the experts are SwiGLU without biases on this
-        process; else None, and the token takes `forward`."""
-        gate_up_E2FD = self.gate_up_proj
-        if (not self.row_sum or self.gate_up_bias is not None or self.activation is not swiglu
-                or isinstance(gate_up_E2FD, DTensor)):
+    def takes_copies(self, copies: int) -> bool:
+        """Whether `few_tokens` computes this many routed copies here: the row-sum products are switched on (a CPU
+        engine measured them), the experts are SwiGLU without biases on this process, and there are at most
+        COPIES_PER_EXPERT copies per expert on average."""
+        return (self.row_sum and self.gate_up_bias is None and self.activation is swiglu
+                and not isinstance(self.gate_up_proj, DTensor)
+                and copies <= COPIES_PER_EXPERT * self.gate_up_proj.shape[0])
+
+    def few_tokens(self, x_ND: torch.Tensor, experts_NK: torch.Tensor, weights_NK: torch.Tensor) -> torch.Tensor | None:
+        """The weighted sums of a few tokens' chosen experts [N, D] as compiled row sums over their routed copies
+        (decoding on a CPU: one sequence, or a batch), with no sort or count on the host; None where they do not
+        apply (`takes_copies`, inference on fp32 or compiled bf16 CPU tensors), and the tokens take `forward`."""
+        N = x_ND.shape[0]
+        gate_up_E2FD, down_EDF = self.gate_up_proj, self.down_proj
+        if not self.takes_copies(experts_NK.numel()):
             return None
+        kernel = _one_token_experts if N == 1 else _token_copies
+        args = (x_ND[0], experts_NK[0], weights_NK[0]) if N == 1 else (x_ND, experts_NK, weights_NK)
         if torch.compiler.is_compiling():  # within a compiled decode region (model/decode_regions.py)
-            return _one_token_experts(x_D, experts_K, weights_K, gate_up_E2FD, self.down_proj)
-        if not row_sum_applies(x_D, gate_up_E2FD):
+            out = kernel(*args, gate_up_E2FD, down_EDF)
+        elif row_sum_applies(x_ND, gate_up_E2FD) and (N == 1 or compiling()):
+            out = run_fused(kernel, *args, gate_up_E2FD, down_EDF)
+        else:
             return None
-        return run_fused(_one_token_experts, x_D, experts_K, weights_K, gate_up_E2FD, self.down_proj)
+        return out if out is None or N > 1 else out[None]
 
     def forward(self, x_ND: torch.Tensor, weight_M: torch.Tensor, token_M: torch.Tensor,
                 counts: list[int]) -> torch.Tensor:

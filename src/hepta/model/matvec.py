@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hepta.model import packed_linear
+
 log = logging.getLogger("hepta.model")
 
 # rows of the weight per eager multiply: a block of about 4 MB in fp32, so its products stay in the last-level cache
@@ -98,9 +100,15 @@ def row_sum_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 class Linear(nn.Linear):
-    """nn.Linear whose single-row products on a CPU may go through `row_sum_matvec` (when `row_sum` is set)."""
+    """nn.Linear whose single-row products on a CPU may go through `row_sum_matvec` (when `row_sum` is set), and
+    whose fp32 products of more rows through oneDNN on a packed copy of the weight (`use_packed`)."""
 
     row_sum = False
+    packed: packed_linear.PackedWeight | None = None
+
+    def use_packed(self, enabled: bool) -> None:
+        """Inference products of fp32 rows on a CPU through oneDNN (model/packed_linear.py), where it packs."""
+        self.packed = packed_linear.pack(self.weight) if enabled else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.row_sum and x.numel() == self.in_features:  # a single row
@@ -113,4 +121,6 @@ class Linear(nn.Linear):
             if self.bias is not None:
                 out = out + self.bias
             return out.view(*x.shape[:-1], self.out_features)
+        if packed_linear.applies(x, self.packed) and not torch.compiler.is_compiling():
+            return packed_linear.linear(x, self.packed, self.bias)
         return F.linear(x, self.weight, self.bias)

@@ -52,10 +52,11 @@ class MoE(nn.Module):
             if self.training:  # feeds the bias update, which only training applies
                 self.load_since_update += routing.load_E
 
-        # decoding one token: its experts in one kernel where they can be (no capacity can drop one token's copies)
-        one = self.experts.one_token(x_ND[0], routing.experts_NK[0], routing.weights_NK[0]) if B * T == 1 else None
-        if one is not None:
-            out_ND = one[None]
+        # decoding: a few tokens' experts as row sums over their copies where they can be
+        few = (self.experts.few_tokens(x_ND, routing.experts_NK, routing.weights_NK)
+               if self.takes_copies(B * T) else None)
+        if few is not None:
+            out_ND = few
         else:
             order_M, counts = self._sort_by_expert(routing.experts_NK, routing.load_E)
             token_M = order_M // self.cfg.moe.top_k
@@ -66,6 +67,13 @@ class MoE(nn.Module):
                 shared_ND = torch.sigmoid(self.shared_gate(x_ND)) * shared_ND
             out_ND += shared_ND  # in place: out_ND is a fresh buffer of the experts
         return out_ND.view(B, T, D)
+
+    def takes_copies(self, tokens: int) -> bool:
+        """Whether `tokens` tokens' experts run as row sums over their routed copies (`GroupedExperts.few_tokens`),
+        with no host sync: a capacity limit, which may drop copies, leaves them to the sort below unless there is
+        one token, whose copies no capacity drops."""
+        capacity = self.cfg.router.capacity_factor is not None and tokens > 1
+        return not capacity and self.experts.takes_copies(tokens * self.cfg.moe.top_k)
 
     def _sort_by_expert(self, experts_NK: torch.Tensor, load_E: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
         """Order of the N*K (token, choice) pairs grouped by expert, and each group's size.

@@ -153,6 +153,13 @@ class Transformer(nn.Module):
             if isinstance(module, (Linear, GroupedExperts)):
                 module.row_sum = enabled
 
+    def use_packed_linear(self, enabled: bool) -> None:
+        """fp32 products of several rows on a CPU through oneDNN on packed weights (model/packed_linear.py: the
+        Linear layers' weights once more in memory) (True), or the BLAS (False)."""
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.use_packed(enabled)
+
     # --- MoE bookkeeping -------------------------------------------------------------
 
     def moe_layers(self) -> list[MoE]:

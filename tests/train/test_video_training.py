@@ -64,6 +64,17 @@ def test_clips_start_short_and_reach_the_longest_by_the_ramp(folder):
     assert np.mean(np.array(late) <= 20) > 0.25
 
 
+def test_a_long_finish_trains_the_end_of_the_run_on_long_clips_only(folder):
+    tokenizer = load_tokenizer(folder)
+    recipe = dataclasses.replace(RECIPE, long_finish=0.2, long_shortest=100)
+    data = VideoData.build(recipe, load_image_codec(folder, tokenizer), tokenizer, max_seq_len=6144)
+    rng = np.random.default_rng(0)
+    before = [data.step_seconds(rng, 0.79) for _ in range(200)]
+    finish = [data.step_seconds(rng, 0.8) for _ in range(200)] + [data.step_seconds(rng, 0.99) for _ in range(200)]
+    assert min(before) < 20  # the log-uniform draw, short clips common
+    assert 100 <= min(finish) and max(finish) <= RECIPE.seconds[1] and max(finish) > 160
+
+
 def test_questions_come_in_the_recipes_proportions(folder):
     data = _data(folder)
     rng = np.random.default_rng(1)

@@ -121,6 +121,7 @@ class Linear(nn.Linear):
             if self.bias is not None:
                 out = out + self.bias
             return out.view(*x.shape[:-1], self.out_features)
-        if packed_linear.applies(x, self.packed) and not torch.compiler.is_compiling():
+        # inside a compiled region the packed copy is not traced (each layer's would be a guard of its own)
+        if not torch.compiler.is_compiling() and packed_linear.applies(x, self.packed):
             return packed_linear.linear(x, self.packed, self.bias)
         return F.linear(x, self.weight, self.bias)

@@ -96,6 +96,7 @@ class TrainArgs:
     # video frames' timestamps as the recipe writes them (VideoRecipe.stamp_digits); False: as text (ablation).
     # A resumed run keeps the way it started with (its video_reading.json).
     video_stamp_digits: bool = True
+    video_long_finish: float | None = None  # the share of the run that trains on long clips only; None: the recipe's
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
@@ -118,6 +119,8 @@ class TrainArgs:
             raise HeptaError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
         if self.video_loss_weight is not None and self.video_loss_weight <= 0:
             raise HeptaError(f"--video-loss-weight must be positive, got {self.video_loss_weight}")
+        if self.video_long_finish is not None and not 0 <= self.video_long_finish <= 1:
+            raise HeptaError(f"--video-long-finish is a share of the run, from 0 to 1, got {self.video_long_finish}")
         if self.max_corpus_mb is not None and self.max_corpus_mb <= 0:
             raise HeptaError(f"--max-corpus-mb must be positive, got {self.max_corpus_mb}")
 
@@ -238,6 +241,8 @@ class Trainer:
                 video_recipe = dataclasses.replace(video_recipe, question_first=False, captions=False, mark=False)
             if args.video_loss_weight is not None:
                 video_recipe = dataclasses.replace(video_recipe, loss_weight=args.video_loss_weight)
+            if args.video_long_finish is not None:
+                video_recipe = dataclasses.replace(video_recipe, long_finish=args.video_long_finish)
             stamp_digits = video_recipe.stamp_digits and args.video_stamp_digits
             if self.checkpoint is not None:  # the frames are read as they were when the run started
                 stamp_digits = VideoReading.load(self.run_dir).stamp_digits

@@ -61,6 +61,11 @@ class VideoRecipe:
     # no longer the same token as every timestamp's and a reply can copy them from the mark;
     # `hepta train --no-video-stamp-digits` is the ablation
     stamp_digits: bool = False
+    # the last `long_finish` of the run draws its clips from `long_shortest` seconds up to the longest: in the
+    # log-uniform draw a clip long enough to hold a time past 2:00 is rare, and a model trained so writes "1m07"
+    # for 2:07 in its marks; `hepta train --video-long-finish` (docs/multimodal.md)
+    long_finish: float = 0.0
+    long_shortest: int = 100
 
 
 @dataclass(frozen=True)

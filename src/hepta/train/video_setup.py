@@ -107,8 +107,10 @@ class VideoData:
 
     def step_seconds(self, rng: np.random.Generator, progress: float) -> int:
         """One clip length for a step: log-uniform between the shortest and the longest at `progress`,
-        so short clips, where reading the frames pays off soonest, stay frequent."""
-        low, high = self.recipe.seconds[0], self.longest(progress)
+        so short clips, where reading the frames pays off soonest, stay frequent; in the recipe's long finish,
+        between its `long_shortest` and the longest."""
+        finishing = progress >= 1.0 - self.recipe.long_finish
+        low, high = self.recipe.long_shortest if finishing else self.recipe.seconds[0], self.longest(progress)
         return int(round(np.exp(rng.uniform(np.log(low), np.log(max(low, high))))))
 
     def batch(self, generator: torch.Generator, shard: tuple[int, int] = (0, 1),

@@ -201,3 +201,15 @@ def test_weights_past_the_cache_get_the_product_that_measured_faster(monkeypatch
     assert choice.packed == (choice.batch_packed_s < MARGIN * choice.batch_blas_s)
     assert all((m.packed is not None) == choice.packed for m in model.modules() if isinstance(m, Linear))
     assert "oneDNN" in choice.reason
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_one_querys_attention_in_a_region_equals_torchs_kernel_with_grouped_heads(dtype, tolerance):
+    generator = torch.Generator().manual_seed(3)
+    B, H, G, S, Dh = 3, 8, 2, 11, 16
+    q = torch.randn(B, H, 1, Dh, generator=generator).to(dtype)
+    k, v = (torch.randn(B, G, S, Dh, generator=generator).to(dtype) for _ in range(2))
+    mask = torch.arange(S)[None, None, None, :] <= torch.tensor([4, 10, 7])[:, None, None, None]  # each its length
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, enable_gqa=True)
+    got = decode_regions._one_query_attention(q, k, v, mask)
+    assert got.dtype == dtype and (got.float() - expected).abs().max() <= tolerance

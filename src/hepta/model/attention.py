@@ -113,15 +113,26 @@ class Attention(nn.Module):
     def _attend(self, q_BHTDh: torch.Tensor, k_BGTDh: torch.Tensor, v_BTGDh: torch.Tensor, cache: SlotCache | None,
                 layer_idx: int) -> torch.Tensor:
         """softmax(QK^T)V of the new tokens over what they see (the cache's window, when there is one): [B, H, T, Dh]."""
-        T, device = q_BHTDh.shape[2], q_BHTDh.device
+        return self.attend_over(q_BHTDh, *self.visible(k_BGTDh, v_BTGDh, cache, layer_idx))
+
+    def visible(self, k_BGTDh: torch.Tensor, v_BTGDh: torch.Tensor, cache: SlotCache | None, layer_idx: int):
+        """What the new tokens attend to: keys and values [B, G, S, Dh] (the cache's window, into which this writes
+        them, when there is one) and (attn_mask, is_causal) over them."""
+        T, device = k_BGTDh.shape[2], k_BGTDh.device
         k_BGSDh, v_BGSDh = k_BGTDh, v_BTGDh.transpose(1, 2)
         mask, causal = (None, True) if self.window is None else (causal_mask(T, self.window, device), False)
         if cache is not None:  # the cache keeps tokens first, [B, S, G, Dh]; attention reads heads first
             k_BSGDh, v_BSGDh = cache.update(layer_idx, k_BGTDh.transpose(1, 2), v_BTGDh)
             k_BGSDh, v_BGSDh = k_BSGDh.transpose(1, 2), v_BSGDh.transpose(1, 2)
             mask, causal = cache.mask(self.window)
+        return k_BGSDh, v_BGSDh, mask, causal
+
+    def attend_over(self, q_BHTDh: torch.Tensor, k_BGSDh: torch.Tensor, v_BGSDh: torch.Tensor,
+                    mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        """softmax(QK^T)V over keys and values already in place: [B, H, T, Dh]. No state is touched, so a compiled
+        decode step can take it whole."""
         if self.sinks is not None:
-            visible = causal_mask(T, None, device) if causal else mask
+            visible = causal_mask(q_BHTDh.shape[2], None, q_BHTDh.device) if causal else mask
             return attention_with_sinks(q_BHTDh, k_BGSDh, v_BGSDh, self.sinks, visible)
         return self.attention_kernel(q_BHTDh, k_BGSDh, v_BGSDh, attn_mask=mask, is_causal=causal,
                                      enable_gqa=self.num_heads != self.num_kv_heads)

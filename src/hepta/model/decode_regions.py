@@ -3,9 +3,10 @@
 A decode step of a small MoE model is hundreds of small operators, each a dispatch and a thread fork/join, and
 the compiled row sums of model/matvec.py are each a call of their own on top. TorchInductor compiles what comes
 before the cache (the norm, the QKV projections, QK-norm, rotary) into one call and what comes after it (the
-output projection, the residual, the norm, the router and the chosen experts, the residual) into another, with
-every matrix-vector product a one-pass row sum. The cache update and the attention over it stay eager: they
-move with the slots. Compiled over the module (its parameters are the graph's inputs), one graph serves every
+attention over the cache's view, the output projection, the residual, the norm, the router and the chosen
+experts, the residual) into another, with every matrix-vector product a one-pass row sum. The cache update
+stays eager: it moves with the slots; the view it returns is as long as the longest sequence, a dynamic
+dimension of the second region. Compiled over the module (its parameters are the graph's inputs), one graph serves every
 block of the same structure. A batch of sequences decoding takes the same regions with its batch dimension
 dynamic (one graph for any number of sequences from 2): its projections are matmuls, and its experts row sums
 over the routed copies (`GroupedExperts.few_tokens`), so nothing in either region waits on the host.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hepta.model.attention import Attention
@@ -28,7 +30,29 @@ def _before_cache(block: nn.Module, x_BTD: torch.Tensor, cos: torch.Tensor, sin:
     return block.attn.project(block.attn_norm(x_BTD), cos, sin)
 
 
-def _after_cache(block: nn.Module, x_BTD: torch.Tensor, out_BTHDh: torch.Tensor, gate_BTHDh: torch.Tensor | None):
+def _one_query_attention(q_BHTDh: torch.Tensor, k_BGSDh: torch.Tensor, v_BGSDh: torch.Tensor,
+                         mask_B11S: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(Dh)) v for one new token a sequence, as plain products that TorchInductor fuses with
+    the rest of the region: [B, H, 1, Dh]. torch's attention kernel, tiled for long queries, costs more than the
+    whole product for one (bf16, 200M OLMoE shape: a decode step 9.34 ms with it, 8.18 ms with this). A group's
+    heads share their keys and values (GQA), so they are one product with the group's query rows."""
+    B, H, T, Dh = q_BHTDh.shape
+    G = k_BGSDh.shape[1]
+    q_BGRDh = q_BHTDh.reshape(B, G, H // G * T, Dh).float()
+    scores_BGRS = (q_BGRDh @ k_BGSDh.float().transpose(-1, -2)) * Dh ** -0.5
+    scores_BGRS = scores_BGRS.masked_fill(~mask_B11S, float("-inf"))
+    out_BGRDh = scores_BGRS.softmax(-1) @ v_BGSDh.float()
+    return out_BGRDh.reshape(B, H, T, Dh).to(q_BHTDh.dtype)
+
+
+def _after_cache(block: nn.Module, x_BTD: torch.Tensor, q_BHTDh: torch.Tensor, k_BGSDh: torch.Tensor,
+                 v_BGSDh: torch.Tensor, mask: torch.Tensor | None, causal: bool, gate_BTHDh: torch.Tensor | None):
+    attn = block.attn
+    if mask is not None and attn.sinks is None and attn.attention_kernel is F.scaled_dot_product_attention:
+        out_BHTDh = _one_query_attention(q_BHTDh, k_BGSDh, v_BGSDh, mask)
+    else:  # sinks, another kernel, or a prompt of one token into a fresh slot (causal, no mask)
+        out_BHTDh = attn.attend_over(q_BHTDh, k_BGSDh, v_BGSDh, mask, causal)
+    out_BTHDh = out_BHTDh.transpose(1, 2)
     x_BTD = x_BTD + block.attn.finish(out_BTHDh, gate_BTHDh)
     return x_BTD + block.ffn(block.ffn_norm(x_BTD))
 
@@ -62,12 +86,18 @@ def decode_block(block: nn.Module, x_BTD: torch.Tensor, cos: torch.Tensor, sin: 
     except Exception as error:
         give_up_compiling(error, "block regions")
         return None
-    out_BTHDh = block.attn.attend(q_BHTDh, k_BGTDh, v_BTGDh, cache, block.layer_idx)
+    # the cache takes this token's keys and values eagerly (it moves with the slots); what the token attends to is
+    # a view of it, as long as the longest sequence: that length changes every step, so it is dynamic
+    k_BGSDh, v_BGSDh, mask, causal = block.attn.visible(k_BGTDh, v_BTGDh, cache, block.layer_idx)
+    for tensor in (k_BGSDh, v_BGSDh, mask):
+        if tensor is not None:
+            torch._dynamo.maybe_mark_dynamic(tensor, tensor.dim() - 1 if tensor is mask else 2)
     if x_BTD.shape[0] > 1:
-        torch._dynamo.maybe_mark_dynamic(out_BTHDh, 0)
+        for tensor in (q_BHTDh, k_BGSDh, v_BGSDh, mask):
+            if tensor is not None:
+                torch._dynamo.maybe_mark_dynamic(tensor, 0)
     try:
-        return _compiled(_after_cache)(block, x_BTD, out_BTHDh, gate_BTHDh)
+        return _compiled(_after_cache)(block, x_BTD, q_BHTDh, k_BGSDh, v_BGSDh, mask, causal, gate_BTHDh)
     except Exception as error:  # the cache already holds this token: finish the block eagerly
         give_up_compiling(error, "block regions")
-        x_BTD = x_BTD + block.attn.finish(out_BTHDh, gate_BTHDh)
-        return x_BTD + block.ffn(block.ffn_norm(x_BTD))
+        return _after_cache(block, x_BTD, q_BHTDh, k_BGSDh, v_BGSDh, mask, causal, gate_BTHDh)

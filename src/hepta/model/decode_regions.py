@@ -76,7 +76,8 @@ def applies(block: nn.Module, x_BTD: torch.Tensor, cache: SlotCache | None) -> b
 
 def decode_block(block: nn.Module, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                  cache: SlotCache) -> torch.Tensor | None:
-    """The block's output for one token, or None where compiling fails here (said once; the eager block runs)."""
+    """The block's output for a token of each sequence, or None where compiling fails here (said once; the eager
+    block runs)."""
     if x_BTD.shape[0] > 1:  # a batch: one graph for any number of sequences, not one per number
         for tensor in (x_BTD, cos, sin):
             if tensor.dim() == 3 and tensor.shape[0] == x_BTD.shape[0]:

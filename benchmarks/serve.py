@@ -215,6 +215,11 @@ def peer_decode_rate(hf_model, ids: list[int], output_len: int) -> float:
     return (output_len - 1) / (timed(output_len) - timed(1))
 
 
+def engine_process_threads(cfg, clients: int) -> int:
+    """The engine process's threads for a decode step of `clients` sequences (infer/core.py)."""
+    return engine_threads(2 * matmul_params(cfg) * clients, torch.get_num_threads())
+
+
 def step_prompts(clients: int, vocab: int) -> list[list[int]]:
     return [prompt(PROMPT_LENS[i % len(PROMPT_LENS)], 5000 + i, vocab) for i in range(clients)]
 
@@ -315,8 +320,7 @@ async def run_rounds(args, url: str, end_ids: list[int], cfg, hf_model, engine: 
     vocab = min(cfg.vocab_size, tokenizer.num_generatable_ids)
     single_prompt = prompt(SINGLE_PROMPT_LEN, 7, vocab)
     prompts = step_prompts(args.clients, vocab)
-    # the engine process's threads for a step of the clients' sequences (infer/core.py)
-    process_threads = engine_threads(2 * matmul_params(cfg) * args.clients, torch.get_num_threads())
+    process_threads = engine_process_threads(cfg, args.clients)
     for _ in range(2):  # warm-up: first requests pay for allocations and lazy imports
         await client.request(single_prompt)
         peer_decode_rate(hf_model, single_prompt, 8)
@@ -383,7 +387,7 @@ def report(args, rounds: list[dict], cfg, device) -> None:
         print(f"{label:26}{row[0]:8.2f}{row[1]:11.0f}" + "".join(f"{v:9.1f}" if i not in (0, 3) else f"{v:11.1f}"
                                                               for i, v in enumerate(row[2:])) + "   (ms)")
     alone, http = med(["engine_alone_step_s"]), med(["http_step_s"])
-    process_threads = engine_threads(2 * matmul_params(cfg) * args.clients, torch.get_num_threads())
+    process_threads = engine_process_threads(cfg, args.clients)
     print(f"\n{args.clients}-sequence decode step: engine alone "
           f"{med(['engine_alone_default_threads_step_s']) * 1000:.2f} ms ({torch.get_num_threads()} threads), "
           f"{med(['engine_alone_process_threads_step_s']) * 1000:.2f} ms ({process_threads} threads, as the "

@@ -257,8 +257,8 @@ def engine_threads(forward_flops: float, cores: int) -> int:
     the whole region with it, so a core left to the API process makes it faster. A large one gains more from the
     core than it loses to the API's turns. On 2 cores, through HTTP (benchmarks/serve.py):
       - `tiny`, 16 streams (0.1 GFLOP a step): 13 ms a step with 2 threads, 7-10 ms with 1;
-      - the 200M OLMoE shape, 1 stream (0.08 GFLOP): 16.5-18 ms a token with 2 threads, 10.7 ms with 1;
-      - the same, 16 streams (1.2 GFLOP): 62 ms a step with 2 threads, 67 ms with 1.
+      - the 200M OLMoE shape, 1 stream (0.08 GFLOP): 16.5 ms a token with 2 threads, 10.7 ms with 1;
+      - the same, 16 streams (1.2 GFLOP): 54.6 ms a step with 2 threads, 66.7 ms with 1.
     OMP_NUM_THREADS, when set, is the user's choice, and the engine keeps it throughout.
     """
     return cores if forward_flops >= ALL_CORES_FLOPS else max(1, cores - 1)

@@ -32,10 +32,11 @@ Experts with biases or another activation than SwiGLU (gpt-oss: `clamped_swiglu`
 general path on every device: gather, one matmul per expert (grouped on GPUs), the activation,
 biases added per row, combine, all differentiated by autograd. Otherwise the implementation is
 chosen when the layer is built (`EXPERTS_IMPLEMENTATIONS`):
-    "auto"        grouped_mm on GPUs; on CPU the fused kernel, or, decoding, compiled row sums over the routed
-                  copies (where the row sums are switched on) or a plain loop for a few rows
+    "auto"        grouped_mm on GPUs; on CPU the fused kernel, or a plain loop for a few rows
     "fused"       the fused CPU kernel
     "grouped_mm"  `torch._grouped_mm`, then `weighted_combine`
+Where a CPU engine switched the row sums on, a few tokens' experts take compiled row sums over their routed
+copies instead (`GroupedExperts.few_tokens`, which `MoE` calls first).
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ own parameter accounting, at the dtype's size; the KV cache read is added) over 
 the same run (a sum over a large tensor). Reported per dtype: ms per token, GB/s of weights read, and the fraction
 of the limit (target 0.5). On a CPU each dtype runs twice: with the BLAS's matrix-vector products and with
 model/matvec.py's row sums ("fp32 rows", "bf16 rows": compiled by TorchInductor into one pass over each weight,
-each block's work before and after the KV cache one compiled call, model/decode_regions.py), and the lines above
-the table say which the engine picks here; `--eager-rows` adds fp32 row sums computed eagerly, as where nothing
-compiles. Rounds alternate the models;
+every block of the step one compiled call, model/decode_regions.py), and the lines above the table say which the
+engine picks here; `--eager-rows` adds fp32 row sums computed eagerly, as where nothing compiles; `--block-regions`
+adds both dtypes' row sums with each block's work before and after the KV cache a compiled call of its own (as for
+a model with sliding windows), the ablation of the one call. Rounds alternate the models;
 each figure is the median over rounds.
 """
 
@@ -33,7 +34,7 @@ from hepta.scale.flops import matmul_params
 
 import _device
 from hepta.infer.matvec_choice import choose_matvec
-from hepta.model import matvec
+from hepta.model import decode_regions, matvec
 from hepta.model.matvec import fused_kernels
 from _shapes import SHAPES, shaped
 
@@ -57,6 +58,18 @@ def eager_row_sums(eager: bool):
         yield
     finally:
         matvec._broken[:] = saved
+
+
+@contextlib.contextmanager
+def block_regions(per_block: bool):
+    """Each block's regions a compiled call of its own within, rather than the step's blocks one call."""
+    saved = decode_regions.blocks_apply
+    if per_block:
+        decode_regions.blocks_apply = lambda *args: False
+    try:
+        yield
+    finally:
+        decode_regions.blocks_apply = saved
 
 
 @torch.no_grad()
@@ -86,6 +99,8 @@ def main() -> int:
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--eager-rows", action="store_true", help="also fp32 row sums run eagerly, block by block, "
                         "as where TorchInductor cannot compile the products (on a CPU)")
+    parser.add_argument("--block-regions", action="store_true", help="also fp32 and bf16 row sums with two compiled "
+                        "calls a block, as for a model whose blocks cannot be one call (on a CPU)")
     args = parser.parse_args()
     device = _device.pick(args.device)
     cfg = shaped(args.shape)
@@ -103,13 +118,15 @@ def main() -> int:
         if args.eager_rows or not fused_kernels():
             rows["fp32 eager rows"] = torch.float32
             eager.add("fp32 eager rows")
+        if args.block_regions and fused_kernels():
+            rows.update({"fp32 block rows": torch.float32, "bf16 block rows": torch.bfloat16})
         for name, dtype in rows.items():
             models[name] = hepta.build_model(cfg, seed=0).to(dtype).eval()
             models[name].use_row_sum_matvec(True)
     context = PROMPT + args.tokens // 2  # the mean context over a round's steps
     bytes_per_token = {name: weight_bytes_per_token(cfg, m, context) for name, m in models.items()}
     def timed(name: str, tokens: int) -> float:
-        with eager_row_sums(name in eager):
+        with eager_row_sums(name in eager), block_regions("block" in name):
             return decode_seconds(models[name], device, tokens)
 
     for name in models:  # warm-up: allocations, kernels chosen and compiled

@@ -79,23 +79,40 @@ def decode_logits(model, steps=6):
     return torch.cat(out)
 
 
-def test_a_model_decoding_with_row_sums_gives_the_blas_logits(monkeypatch):
-    cfg = hepta.get_preset("tiny").with_changes({"attention.qkv_bias": True, "attention.o_bias": True})
-    model = hepta.build_model(cfg, seed=0).eval()
-    expected = decode_logits(model)
-    regions = []
-    decode_block = decode_regions.decode_block
+def counting(monkeypatch, name: str) -> list:
+    """The results of each call of decode_regions' `name` from now on."""
+    results, fn = [], getattr(decode_regions, name)
 
     def counted(*args):
-        regions.append(decode_block(*args))
-        return regions[-1]
+        results.append(fn(*args))
+        return results[-1]
 
-    monkeypatch.setattr(decode_regions, "decode_block", counted)
+    monkeypatch.setattr(decode_regions, name, counted)
+    return results
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
+def test_a_model_decoding_with_row_sums_gives_the_blas_logits(monkeypatch, dtype, tolerance):
+    cfg = hepta.get_preset("tiny").with_changes({"attention.qkv_bias": True, "attention.o_bias": True})
+    model = hepta.build_model(cfg, seed=0).to(dtype).eval()
+    expected = decode_logits(model)
+    steps, regions = counting(monkeypatch, "decode_blocks"), counting(monkeypatch, "decode_block")
+    model.use_row_sum_matvec(True)
+    assert (decode_logits(model) - expected).abs().max() <= tolerance
+    assert all(m.row_sum for m in model.modules() if isinstance(m, Linear))
+    # each decode step ran its blocks as one compiled call, its cache update inside (the prompt did not)
+    assert len(steps) == 6 and all(out is not None for out in steps) and not regions
+
+
+def test_blocks_with_a_sliding_window_decode_as_two_compiled_regions_each(monkeypatch):
+    cfg = hepta.get_preset("tiny").with_changes({"attention.sliding_window": 4,
+                                                 "attention.sliding_window_layers": (0,)})
+    model = hepta.build_model(cfg, seed=0).eval()
+    expected = decode_logits(model)  # past the window: 8 prompt tokens, then 6 steps
+    steps, regions = counting(monkeypatch, "decode_blocks"), counting(monkeypatch, "decode_block")
     model.use_row_sum_matvec(True)
     assert (decode_logits(model) - expected).abs().max() <= 1e-4
-    assert all(m.row_sum for m in model.modules() if isinstance(m, Linear))
-    # each decode step ran every block as its two compiled regions (the prompt did not)
-    assert len(regions) == 6 * len(model.layers) and all(r is not None for r in regions)
+    assert not steps and len(regions) == 6 * len(model.layers) and all(out is not None for out in regions)
 
 
 def decode_batch_logits(model):
@@ -104,23 +121,22 @@ def decode_batch_logits(model):
     return decoded_logits(model, ids, prefill=4)[0]
 
 
-def test_a_batch_decoding_with_row_sums_runs_each_block_as_compiled_regions(monkeypatch):
+@pytest.mark.parametrize("one_call", [True, False])
+def test_a_batch_decoding_with_row_sums_runs_compiled(monkeypatch, one_call):
     model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
     expected = decode_batch_logits(model)
-    regions, kernels = [], []
-    decode_block, run_fused = decode_regions.decode_block, matvec.run_fused
-
-    def counted(*args):
-        regions.append(decode_block(*args))
-        return regions[-1]
-
-    monkeypatch.setattr(decode_regions, "decode_block", counted)
+    if not one_call:  # as for blocks that cannot be one call
+        monkeypatch.setattr(decode_regions, "blocks_apply", lambda *args: False)
+    steps, regions, kernels = counting(monkeypatch, "decode_blocks"), counting(monkeypatch, "decode_block"), []
+    run_fused = matvec.run_fused
     monkeypatch.setattr("hepta.model.experts.run_fused", lambda fn, *args: kernels.append(fn) or run_fused(fn, *args))
     model.use_row_sum_matvec(True)
     assert (decode_batch_logits(model) - expected).abs().max() <= 1e-4
-    # each of the 3 steps of the 4 sequences ran every block as its regions; the prompts' experts took the row sums
-    # over their routed copies outside them
-    assert len(regions) == 3 * len(model.layers) and all(r is not None for r in regions)
+    # each of the 3 steps of the 4 sequences ran as one call, or every block as its regions; the prompts' experts
+    # took the row sums over their routed copies outside them
+    compiled = steps if one_call else regions
+    assert len(compiled) == 3 * (1 if one_call else len(model.layers)) and all(out is not None for out in compiled)
+    assert not (regions if one_call else steps)
     assert [fn.__name__ for fn in kernels] == ["_token_copies"] * len(model.moe_layers())
 
 
@@ -159,7 +175,7 @@ def test_routed_copies_that_fail_to_compile_leave_the_blas_experts(monkeypatch, 
     assert "decoding without compiled matrix-vector products" in caplog.text
 
 
-def test_a_block_region_that_fails_to_compile_leaves_the_eager_block(monkeypatch, caplog):
+def test_a_decode_step_that_fails_to_compile_leaves_the_eager_blocks(monkeypatch, caplog):
     def fail(fn):
         raise RuntimeError("inductor failed")
 
@@ -169,8 +185,8 @@ def test_a_block_region_that_fails_to_compile_leaves_the_eager_block(monkeypatch
     expected = decode_logits(model)
     model.use_row_sum_matvec(True)
     assert (decode_logits(model) - expected).abs().max() <= 1e-4
-    assert matvec._broken == ["RuntimeError: inductor failed"]
-    assert "decoding without compiled block regions" in caplog.text
+    assert matvec._broken == ["RuntimeError: inductor failed"]  # the step's one call failed; nothing else was tried
+    assert "decoding without compiled decode steps" in caplog.text
 
 
 def test_without_a_compiler_a_model_decodes_the_same_with_eager_row_sums(without_compiled_kernels):

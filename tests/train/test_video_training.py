@@ -73,6 +73,7 @@ def test_a_long_finish_trains_the_end_of_the_run_on_long_clips_only(folder):
     finish = [data.step_seconds(rng, 0.8) for _ in range(200)] + [data.step_seconds(rng, 0.99) for _ in range(200)]
     assert min(before) < 20  # the log-uniform draw, short clips common
     assert 100 <= min(finish) and max(finish) <= RECIPE.seconds[1] and max(finish) > 160
+    assert "100 s and more in the last 20% of the run), one question each (order" in data.source
 
 
 def test_questions_come_in_the_recipes_proportions(folder):

@@ -221,6 +221,18 @@ class SlotCache:
             buffer[row][self._rows_B, self._positions_B] = values_B1[:, 0]  # one token per (slot, position)
         return tuple(buffer[row, s:e, :self._visible] for buffer in self.buffers)
 
+    def kv_row(self, layer_idx: int) -> int:
+        """The row of layer `layer_idx` in `buffers` (its index among the layers that keep keys and values)."""
+        return self._kv_row[layer_idx]
+
+    def decode_targets(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """For a plain decode window (a token each running slot; no packed parts, no continuation): the slots
+        (`start`..), each one's next position, and what its token sees ([B, 1, 1, S] over the window's longest
+        sequence), for a compiled step that writes the buffers itself; None for any other forward."""
+        if not self.decoding or self.parts or self._extend:
+            return None
+        return self._rows_B, self._positions_B, self._mask_B11S
+
     def mask(self, window: int | None = None) -> tuple[torch.Tensor | None, bool]:
         """(attn_mask, is_causal) for the window's new tokens over what `update` returned; a sliding-window
         layer passes its window and sees only that many latest tokens (itself included)."""

@@ -138,14 +138,22 @@ class Transformer(nn.Module):
         cos, sin = scaled_rope_cos_sin(positions, cfg.attention.rope_dim, cfg.rope.theta, RopeScaling.from_config(cfg),
                                        cfg.rope.mrope_section)
         cos, sin = cos.to(x_BTD.dtype), sin.to(x_BTD.dtype)
+        x_BTD = self._blocks(x_BTD, cos, sin, cache, visual)
+        if cache is not None:
+            cache.advance(T)
+        return self.norm(x_BTD)
+
+    def _blocks(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: SlotCache | None,
+                visual: VisualInput | None) -> torch.Tensor:
+        if visual is None and decode_regions.blocks_apply(self.layers, x_BTD, cache) and (
+                out := decode_regions.decode_blocks(self.layers, x_BTD, cos, sin, cache)) is not None:
+            return out  # a decode step as one compiled call
         for i, layer in enumerate(self.layers):
             x_BTD = layer(x_BTD, cos, sin, cache)
             if visual is not None and i < len(visual.deepstack_LND):  # DeepStack: early vision features again
                 x_BTD = x_BTD.masked_scatter(visual.mask_BT[..., None],
                                              x_BTD[visual.mask_BT] + visual.deepstack_LND[i].to(x_BTD.dtype))
-        if cache is not None:
-            cache.advance(T)
-        return self.norm(x_BTD)
+        return x_BTD
 
     def use_row_sum_matvec(self, enabled: bool) -> None:
         """Single-row products on a CPU through model/matvec.py's multiply and row sum (True) or the BLAS (False)."""

@@ -64,7 +64,9 @@ class VideoData:
         low, high = self.recipe.seconds
         kinds = ", ".join(f"{kind} {weight:g}" for kind, weight in self.recipe.kinds)
         return (f"video: {low}-{high} s clips of the training digits at {self.recipe.fps:g} frame/s (at most "
-                f"{self.recipe.first_longest} s at first), one question each ({kinds}), about "
+                f"{self.recipe.first_longest} s at first"
+                + (f", {self.recipe.long_shortest} s and more in the last {self.recipe.long_finish:.0%} of the run"
+                   if self.recipe.long_finish else "") + f"), one question each ({kinds}), about "
                 f"{self.recipe.tokens_per_step:,} tokens a step"
                 + ("" if self.with_time else ", without timestamps") + (", all frames" if self.all_frames else "")
                 + (", timestamps a character a token" if self.with_time and self.stamp_digits else "")

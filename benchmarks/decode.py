@@ -63,13 +63,13 @@ def eager_row_sums(eager: bool):
 @contextlib.contextmanager
 def block_regions(per_block: bool):
     """Each block's regions a compiled call of its own within, rather than the step's blocks one call."""
-    saved = decode_regions.blocks_apply
+    saved = decode_regions.step_applies
     if per_block:
-        decode_regions.blocks_apply = lambda *args: False
+        decode_regions.step_applies = lambda *args: False
     try:
         yield
     finally:
-        decode_regions.blocks_apply = saved
+        decode_regions.step_applies = saved
 
 
 @torch.no_grad()

@@ -96,7 +96,7 @@ def test_a_model_decoding_with_row_sums_gives_the_blas_logits(monkeypatch, dtype
     cfg = hepta.get_preset("tiny").with_changes({"attention.qkv_bias": True, "attention.o_bias": True})
     model = hepta.build_model(cfg, seed=0).to(dtype).eval()
     expected = decode_logits(model)
-    steps, regions = counting(monkeypatch, "decode_blocks"), counting(monkeypatch, "decode_block")
+    steps, regions = counting(monkeypatch, "decode_step"), counting(monkeypatch, "decode_block")
     model.use_row_sum_matvec(True)
     assert (decode_logits(model) - expected).abs().max() <= tolerance
     assert all(m.row_sum for m in model.modules() if isinstance(m, Linear))
@@ -109,7 +109,7 @@ def test_blocks_with_a_sliding_window_decode_as_two_compiled_regions_each(monkey
                                                  "attention.sliding_window_layers": (0,)})
     model = hepta.build_model(cfg, seed=0).eval()
     expected = decode_logits(model)  # past the window: 8 prompt tokens, then 6 steps
-    steps, regions = counting(monkeypatch, "decode_blocks"), counting(monkeypatch, "decode_block")
+    steps, regions = counting(monkeypatch, "decode_step"), counting(monkeypatch, "decode_block")
     model.use_row_sum_matvec(True)
     assert (decode_logits(model) - expected).abs().max() <= 1e-4
     assert not steps and len(regions) == 6 * len(model.layers) and all(out is not None for out in regions)
@@ -126,8 +126,8 @@ def test_a_batch_decoding_with_row_sums_runs_compiled(monkeypatch, one_call):
     model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
     expected = decode_batch_logits(model)
     if not one_call:  # as for blocks that cannot be one call
-        monkeypatch.setattr(decode_regions, "blocks_apply", lambda *args: False)
-    steps, regions, kernels = counting(monkeypatch, "decode_blocks"), counting(monkeypatch, "decode_block"), []
+        monkeypatch.setattr(decode_regions, "step_applies", lambda *args: False)
+    steps, regions, kernels = counting(monkeypatch, "decode_step"), counting(monkeypatch, "decode_block"), []
     run_fused = matvec.run_fused
     monkeypatch.setattr("hepta.model.experts.run_fused", lambda fn, *args: kernels.append(fn) or run_fused(fn, *args))
     model.use_row_sum_matvec(True)

@@ -12,9 +12,9 @@ dynamic (one graph for any number of sequences from 2): its projections are matm
 over the routed copies (`GroupedExperts.few_tokens`), so nothing in either region waits on the host.
 
 Where every block is plain attention over the whole cache (no sliding window, no sinks) and keeps its keys and
-values there, the step's blocks run as one compiled call instead (`decode_blocks`), the cache update inside it:
-each region call costs dynamo's guard checks and a return to Python, and a bf16 step of the 200M OLMoE shape made
-17 of them.
+values there, the step runs as one compiled call instead (`decode_step`: the rotary angles, every block with its
+cache update, the final norm): each region call costs dynamo's guard checks and a return to Python, and a bf16 step
+of the 200M OLMoE shape made 17 of them.
 """
 
 from __future__ import annotations
@@ -111,14 +111,16 @@ def decode_block(block: nn.Module, x_BTD: torch.Tensor, cos: torch.Tensor, sin: 
         return _after_cache(block, x_BTD, q_BHTDh, k_BGSDh, v_BGSDh, mask, causal, gate_BTHDh)
 
 
-def _all_blocks(blocks: nn.ModuleList, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                k_buffer: torch.Tensor, v_buffer: torch.Tensor, kv_rows: tuple[int, ...], start: int,
-                rows_B: torch.Tensor, positions_B: torch.Tensor, mask_B11S: torch.Tensor) -> torch.Tensor:
-    """Every block of a decode step, each writing its token's keys and values into the cache's buffers
-    ([layers, slots, positions, G, Dh]) and attending over the window's first S positions. The write indexes the
-    whole buffer: TorchInductor then stores in place, where a write through one layer's view copied the buffer."""
+def _step(model: nn.Module, x_BTD: torch.Tensor, rope_positions: torch.Tensor, k_buffer: torch.Tensor,
+          v_buffer: torch.Tensor, kv_rows: tuple[int, ...], start: int, rows_B: torch.Tensor, positions_B: torch.Tensor,
+          mask_B11S: torch.Tensor) -> torch.Tensor:
+    """A decode step from the embeddings to the final norm: every block writes its token's keys and values into the
+    cache's buffers ([layers, slots, positions, G, Dh]) and attends over the window's first S positions. The write
+    indexes the whole buffer: TorchInductor then stores in place, where a write through one layer's view copied the
+    buffer."""
     B, S = x_BTD.shape[0], mask_B11S.shape[-1]
-    for block, row in zip(blocks, kv_rows):
+    cos, sin = model.rope(rope_positions, x_BTD.dtype)
+    for block, row in zip(model.layers, kv_rows):
         q_BHTDh, k_BGTDh, v_BTGDh, gate_BTHDh = _before_cache(block, x_BTD, cos, sin)
         layer_B = torch.full_like(positions_B, row)
         k_buffer.index_put_((layer_B, rows_B, positions_B), k_BGTDh[:, :, 0].to(k_buffer.dtype))
@@ -126,28 +128,29 @@ def _all_blocks(blocks: nn.ModuleList, x_BTD: torch.Tensor, cos: torch.Tensor, s
         k_BGSDh = k_buffer[row, start:start + B, :S].transpose(1, 2)
         v_BGSDh = v_buffer[row, start:start + B, :S].transpose(1, 2)
         x_BTD = _after_cache(block, x_BTD, q_BHTDh, k_BGSDh, v_BGSDh, mask_B11S, False, gate_BTHDh)
-    return x_BTD
+    return model.norm(x_BTD)
 
 
-def blocks_apply(blocks: nn.ModuleList, x_BTD: torch.Tensor, cache: SlotCache | None) -> bool:
-    """Whether `decode_blocks` serves this forward: a token of each running sequence (`applies` for every block),
+def step_applies(blocks: nn.ModuleList, x_BTD: torch.Tensor, cache: SlotCache | None) -> bool:
+    """Whether `decode_step` serves this forward: a token of each running sequence (`applies` for every block),
     each block of plain attention over the whole cache, keeping its keys and values there."""
     return (cache is not None and cache.decode_targets() is not None and len(cache.buffers) == 2
             and all(applies(block, x_BTD, cache) and block.attn.window is None and block.attn.sinks is None
                     and block.attn.attention_kernel is F.scaled_dot_product_attention for block in blocks))
 
 
-def decode_blocks(blocks: nn.ModuleList, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                  cache: SlotCache) -> torch.Tensor | None:
-    """The last block's output for a token of each sequence (`blocks_apply`), or None where compiling fails here
-    (said once; the blocks run one by one, eagerly). A compile fails before it runs, so the cache is untouched."""
+def decode_step(model: nn.Module, x_BTD: torch.Tensor, rope_positions: torch.Tensor,
+                cache: SlotCache) -> torch.Tensor | None:
+    """The Transformer `model`'s final normed hidden states for a token of each sequence, from their embeddings
+    `x_BTD` at `rope_positions` (`step_applies`), or None where compiling fails here (said once; the blocks run one
+    by one, eagerly). A compile fails before it runs, so the cache is untouched."""
     rows_B, positions_B, mask_B11S = cache.decode_targets()
     torch._dynamo.maybe_mark_dynamic(mask_B11S, 3)  # the longest sequence grows every step
-    _batch_dynamic(x_BTD, cos, sin, rows_B, positions_B, mask_B11S)
-    kv_rows = tuple(cache.kv_row(block.layer_idx) for block in blocks)
+    _batch_dynamic(x_BTD, rope_positions, rows_B, positions_B, mask_B11S)
+    kv_rows = tuple(cache.kv_row(block.layer_idx) for block in model.layers)
     try:
-        return _compiled(_all_blocks)(blocks, x_BTD, cos, sin, *cache.buffers, kv_rows, cache.start, rows_B,
-                                      positions_B, mask_B11S)
+        return _compiled(_step)(model, x_BTD, rope_positions, *cache.buffers, kv_rows, cache.start, rows_B,
+                                positions_B, mask_B11S)
     except Exception as error:
         give_up_compiling(error, "decode steps")
         return None

@@ -134,20 +134,24 @@ class Transformer(nn.Module):
             x_BTD = x_BTD.masked_scatter(visual.mask_BT[..., None], visual.embeds_ND.to(x_BTD.dtype))
             if cache is not None:
                 cache.set_rope_offsets(visual.rope_offsets_B)
-        cfg = self.config
-        cos, sin = scaled_rope_cos_sin(positions, cfg.attention.rope_dim, cfg.rope.theta, RopeScaling.from_config(cfg),
-                                       cfg.rope.mrope_section)
-        cos, sin = cos.to(x_BTD.dtype), sin.to(x_BTD.dtype)
-        x_BTD = self._blocks(x_BTD, cos, sin, cache, visual)
+        if visual is None and decode_regions.step_applies(self.layers, x_BTD, cache) and (
+                out := decode_regions.decode_step(self, x_BTD, positions, cache)) is not None:
+            cache.advance(T)
+            return out  # a decode step as one compiled call
+        x_BTD = self._blocks(x_BTD, *self.rope(positions, x_BTD.dtype), cache, visual)
         if cache is not None:
             cache.advance(T)
         return self.norm(x_BTD)
 
+    def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary cos and sin of `positions` ([T], [B, T] or multimodal [3, B, T]), in `dtype`."""
+        cfg = self.config
+        cos, sin = scaled_rope_cos_sin(positions, cfg.attention.rope_dim, cfg.rope.theta, RopeScaling.from_config(cfg),
+                                       cfg.rope.mrope_section)
+        return cos.to(dtype), sin.to(dtype)
+
     def _blocks(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: SlotCache | None,
                 visual: VisualInput | None) -> torch.Tensor:
-        if visual is None and decode_regions.blocks_apply(self.layers, x_BTD, cache) and (
-                out := decode_regions.decode_blocks(self.layers, x_BTD, cos, sin, cache)) is not None:
-            return out  # a decode step as one compiled call
         for i, layer in enumerate(self.layers):
             x_BTD = layer(x_BTD, cos, sin, cache)
             if visual is not None and i < len(visual.deepstack_LND):  # DeepStack: early vision features again

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import hepta
+from hepta.infer import matvec_choice
 from hepta.infer.matvec_choice import MARGIN, choose_matvec
 from hepta.model import decode_regions, matvec
 from hepta.model.matvec import Linear, row_sum_matvec
@@ -204,6 +205,21 @@ def test_weights_that_fit_in_the_cache_keep_the_blas_without_a_timing():
     assert "cache" in choose_matvec(bf16).reason, matvec._broken
     fp16 = hepta.build_model(hepta.get_preset("tiny"), seed=0).to(torch.float16)
     assert "fp32 and bf16" in choose_matvec(fp16).reason
+
+
+def test_a_bf16_model_that_takes_row_sums_has_its_batch_step_compiled_at_once(monkeypatch):
+    monkeypatch.setattr("hepta.infer.matvec_choice.last_level_cache_bytes", lambda: 1)  # every model outgrows it
+    real, timed = matvec_choice._step_seconds, []
+
+    def row_sums_faster(model, sequences, switch, steps):  # one sequence: as if the row sums won
+        timed.append(sequences)
+        return (1.0, 0.5) if sequences == 1 else real(model, sequences, switch, steps)
+
+    monkeypatch.setattr(matvec_choice, "_step_seconds", row_sums_faster)
+    steps = counting(monkeypatch, "decode_step")
+    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).to(torch.bfloat16).eval()
+    assert choose_matvec(model).row_sum and timed == [1, matvec_choice.BATCH]
+    assert steps and all(out is not None and out.shape[0] == matvec_choice.BATCH for out in steps)
 
 
 def test_weights_past_the_cache_get_the_product_that_measured_faster(monkeypatch):

@@ -5,6 +5,7 @@ that outgrow the CPU's cache."""
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 import hepta
 from hepta.infer import matvec_choice
@@ -220,6 +221,16 @@ def test_a_bf16_model_that_takes_row_sums_has_its_batch_step_compiled_at_once(mo
     model = hepta.build_model(hepta.get_preset("tiny"), seed=0).to(torch.bfloat16).eval()
     assert choose_matvec(model).row_sum and timed == [1, matvec_choice.BATCH]
     assert steps and all(out is not None and out.shape[0] == matvec_choice.BATCH for out in steps)
+    # that graph serves another cache and number of sequences: the step is not compiled again
+    graphs, warm_steps = len(_debug_get_cache_entry_list(decode_regions._step.__code__)), len(steps)
+    cache = model.new_slot_cache(6, 16)
+    with torch.no_grad():
+        cache.set_window(0, 4, prompt_lengths=torch.full((4,), 5))
+        model(torch.randint(0, 100, (4, 5)), cache=cache)
+        for _ in range(3):
+            cache.set_window(0, 4)
+            model(torch.randint(0, 100, (4, 1)), cache=cache)
+    assert len(steps) == warm_steps + 3 and len(_debug_get_cache_entry_list(decode_regions._step.__code__)) == graphs
 
 
 def test_weights_past_the_cache_get_the_product_that_measured_faster(monkeypatch):

@@ -103,7 +103,9 @@ def _step_seconds(model: Transformer, sequences: int, switch: Callable[[bool], N
                   steps: int) -> tuple[float, float]:
     """Median seconds of a decode step of `sequences` sequences with `switch(False)` and with `switch(True)`,
     interleaved, each sequence one token into its cache."""
-    cache = model.new_slot_cache(sequences, 2)
+    # a slot more than the sequences, and a position more than they see: the compiled step's graph then serves
+    # caches of any size, the engine's own among them (sizes that are equal, or 1, are compiled as such)
+    cache = model.new_slot_cache(sequences + 1, 3)
     tokens = torch.zeros(sequences, 1, dtype=torch.long)
     with torch.no_grad():
         cache.set_window(0, sequences, prompt_lengths=torch.ones(sequences, dtype=torch.long))

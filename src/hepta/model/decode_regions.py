@@ -83,7 +83,7 @@ def _batch_dynamic(x_BTD: torch.Tensor, *tensors: torch.Tensor | None) -> None:
     """A batch: one graph for any number of sequences, not one per number (`tensors` lead with the batch)."""
     if x_BTD.shape[0] > 1:
         for tensor in (x_BTD, *tensors):
-            if tensor is not None and tensor.dim() >= 2 and tensor.shape[0] == x_BTD.shape[0]:
+            if tensor is not None and tensor.dim() >= 1 and tensor.shape[0] == x_BTD.shape[0]:
                 torch._dynamo.maybe_mark_dynamic(tensor, 0)
 
 
@@ -147,6 +147,9 @@ def decode_step(model: nn.Module, x_BTD: torch.Tensor, rope_positions: torch.Ten
     rows_B, positions_B, mask_B11S = cache.decode_targets()
     torch._dynamo.maybe_mark_dynamic(mask_B11S, 3)  # the longest sequence grows every step
     _batch_dynamic(x_BTD, rope_positions, rows_B, positions_B, mask_B11S)
+    for buffer in cache.buffers:  # one graph for any cache's slots and length: the engine's warm-up uses a small one
+        torch._dynamo.maybe_mark_dynamic(buffer, 1)
+        torch._dynamo.maybe_mark_dynamic(buffer, 2)
     kv_rows = tuple(cache.kv_row(block.layer_idx) for block in model.layers)
     try:
         return _compiled(_step)(model, x_BTD, rope_positions, *cache.buffers, kv_rows, cache.start, rows_B,

@@ -80,7 +80,7 @@ def choose_matvec(model: Transformer, steps: int = 6) -> MatvecChoice:
               f"{row_sum * 1e3:.1f} ms with row sums")
     log.info("decoding one sequence with %s: %s", "row sums" if chosen else "the BLAS", reason)
     if weight.dtype != torch.float32 or not packed_linear.available():
-        if chosen:  # a batch's compiled step is built now, not when the first sequences come to decode together
+        if chosen:  # a batch's compiled regions are built now, not when the first sequences come to decode together
             _step_seconds(model, BATCH, lambda on: None, steps=1)
         return MatvecChoice(chosen, reason, blas, row_sum)
     model.use_packed_linear(True)

@@ -6,8 +6,8 @@ before the cache (the norm, the QKV projections, QK-norm, rotary) into one call 
 attention over the cache's view, the output projection, the residual, the norm, the router and the chosen
 experts, the residual) into another, with every matrix-vector product a one-pass row sum. The cache update
 stays eager: it moves with the slots; the view it returns is as long as the longest sequence, a dynamic
-dimension of the second region. Compiled over the module (its parameters are the graph's inputs), one graph serves every
-block of the same structure. A batch of sequences decoding takes the same regions with its batch dimension
+dimension of the second region. Compiled over the module (its parameters are the graph's inputs), one graph serves
+every block of the same structure. A batch of sequences decoding takes the same regions with its batch dimension
 dynamic (one graph for any number of sequences from 2): its projections are matmuls, and its experts row sums
 over the routed copies (`GroupedExperts.few_tokens`), so nothing in either region waits on the host.
 
@@ -144,12 +144,11 @@ def step_applies(blocks: nn.ModuleList, x_BTD: torch.Tensor, cache: SlotCache | 
 
 def decode_step(model: nn.Module, x_BTD: torch.Tensor, rope_positions: torch.Tensor,
                 cache: SlotCache) -> torch.Tensor | None:
-    """The Transformer `model`'s final normed hidden states for a token of each sequence, from their embeddings
-    `x_BTD` at `rope_positions` (`step_applies`), or None where compiling fails here (said once; the blocks run one
-    by one, eagerly). A compile fails before it runs, so the cache is untouched."""
+    """The Transformer `model`'s final normed hidden states for one sequence's token, from its embedding `x_BTD` at
+    `rope_positions` (`step_applies`), or None where compiling fails here (said once; the blocks run one by one,
+    eagerly). A compile fails before it runs, so the cache is untouched."""
     rows_B, positions_B, mask_B11S = cache.decode_targets()
     torch._dynamo.maybe_mark_dynamic(mask_B11S, 3)  # the longest sequence grows every step
-    _batch_dynamic(x_BTD, rope_positions, rows_B, positions_B, mask_B11S)
     for buffer in cache.buffers:  # one graph for any cache's slots and length: the engine's warm-up uses a small one
         torch._dynamo.maybe_mark_dynamic(buffer, 1)
         torch._dynamo.maybe_mark_dynamic(buffer, 2)

@@ -3,8 +3,8 @@
 torch's fp32 matmul on a CPU is MKL's sgemm, which on AMD CPUs runs far from the machine: the 200M OLMoE shape's
 LM head [16, 512] x [512, 32768] took 12.8 ms on 2 EPYC cores, where oneDNN's inner-product primitive on the weight
 reordered once into its blocked layout took 3.7 ms (1.5-1.9x for a prompt of 100 tokens; 1.1-2.4x for the
-[512, 512] projections). bf16 products already go through oneDNN. A whole step of 8 sequences of that model: 30.8 against
-23.4 ms (what an engine measures and logs, and benchmarks/decode.py prints). The packed copy is what inference
+[512, 512] projections). bf16 products already go through oneDNN. A whole step of 8 sequences of that model: 30.8
+against 23.4 ms (what an engine measures and logs, and benchmarks/decode.py prints). The packed copy is what inference
 reads; the plain weight stays the parameter (state dict, training, the row sums of one row), so switching it on
 costs the Linear layers' weights once more in memory, and it is switched on by who measured it
 (hepta.infer.matvec_choice), not here.

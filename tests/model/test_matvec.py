@@ -172,7 +172,7 @@ def test_routed_copies_that_fail_to_compile_leave_the_blas_experts(monkeypatch, 
 
 
 def test_a_decode_step_that_fails_to_compile_leaves_the_eager_blocks(monkeypatch, caplog):
-    def fail(fn):
+    def fail(fn, **options):
         raise RuntimeError("inductor failed")
 
     monkeypatch.setattr(decode_regions, "_compiled", fail)

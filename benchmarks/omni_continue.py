@@ -1,0 +1,76 @@
+"""A probe of a longer omni run: continue a trained omni-tiny folder with the recipe's whole mix.
+
+    .venv/bin/python benchmarks/omni_continue.py --model runs/omni --out runs/omni-more [--steps 500]
+        [--lr 1e-3] [--long-share 0.5] [--seed 0]
+    hepta eval --model runs/omni-more --task video-time --json
+
+It trains a new run in --out from the folder's weights, tokenizer, image and audio tokenizers: text, images,
+speech and video as `hepta train --preset omni-tiny` mixes them, with a fresh optimizer and a cosine schedule
+over --steps. The video clips of a step are drawn as the recipe draws them at its end (log-uniformly, up to the
+longest), except in --long-share of the steps, drawn from `VideoRecipe.long_shortest` seconds up to the longest.
+Where `benchmarks/video_finetune.py` trains video alone, this keeps every modality in each step, so it tells
+what more steps of long clips do to the video answers without the other tasks forgetting theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import load_file
+
+from hepta.tokenizer import Tokenizer
+from hepta.train.loop import Trainer, TrainArgs
+from hepta.train.video_setup import VideoData
+
+
+class Continued(Trainer):
+    """A run whose text tokenizer is the trained folder's, so its ids mean what the weights learned."""
+
+    source: Path
+
+    def _tokenizer(self, docs) -> Tokenizer:
+        tokenizer = Tokenizer.load(self.source)
+        tokenizer.save(self.run_dir)
+        return tokenizer
+
+
+def long_share_draw(share: float):
+    """VideoData.step_seconds drawing long clips in `share` of the steps, the recipe's end draw in the rest."""
+    recipe_draw = VideoData.step_seconds
+
+    def step_seconds(data: VideoData, rng: np.random.Generator, progress: float) -> int:
+        if rng.uniform() < share:
+            low, high = data.recipe.long_shortest, data.recipe.seconds[1]
+            return int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
+        return recipe_draw(data, rng, 1.0)  # the curriculum is over: every length up to the longest
+
+    return step_seconds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="a folder hepta train --preset omni-tiny wrote")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--long-share", type=float, default=0.5, help="the share of steps whose clips are long")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    source = Path(args.model)
+    VideoData.step_seconds = long_share_draw(args.long_share)
+    Continued.source = source
+    train_args = TrainArgs(out=args.out, preset="omni-tiny", max_corpus_mb=12, steps=args.steps, batch_size=8,
+                           seq_len=256, chat_batch_size=128, lr=args.lr, warmup=20, save_every=args.steps,
+                           eval_every=args.steps, eval_batches=8, seed=args.seed,
+                           image_tokenizer=str(source / "image_tokenizer"),
+                           audio_tokenizer=str(source / "audio_tokenizer"))
+    trainer = Continued(train_args, log=print)
+    trainer.model.load_state_dict(load_file(source / "model.safetensors"))  # strict: the same preset's shapes
+    trainer.run(quiet=True)
+    print(f"saved {args.out}; measure it with hepta eval --model {args.out} --task video-time --json")
+
+
+if __name__ == "__main__":
+    main()

@@ -101,8 +101,9 @@ def test_a_model_decoding_with_row_sums_gives_the_blas_logits(monkeypatch, dtype
     model.use_row_sum_matvec(True)
     assert (decode_logits(model) - expected).abs().max() <= tolerance
     assert all(m.row_sum for m in model.modules() if isinstance(m, Linear))
-    # each decode step ran its blocks as one compiled call, its cache update inside (the prompt did not)
-    assert len(steps) == 6 and all(out is not None for out in steps) and not regions
+    # each decode step ran its blocks as one compiled call, its cache update and the LM head inside (the prompt
+    # did not)
+    assert len(steps) == 6 and all(out.shape == (1, 1, cfg.vocab_size) for out in steps) and not regions
 
 
 def test_blocks_with_a_sliding_window_decode_as_two_compiled_regions_each(monkeypatch):

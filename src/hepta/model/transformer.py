@@ -118,12 +118,25 @@ class Transformer(nn.Module):
         order: a loss over a few answer tokens skips the vocabulary projection everywhere else.
         `visual` puts vision features in place of placeholder tokens (a prefill only).
         """
-        hidden_BTD = self.hidden_states(input_ids_BT, cache, visual)
+        x_BTD, positions = self._embedded(input_ids_BT, cache, visual)
+        if logits_at_BT is None and visual is None and (
+                logits := self._decode_in_one_call(x_BTD, positions, cache, head=True)) is not None:
+            return logits
+        hidden_BTD = self._normed_blocks(x_BTD, positions, cache, visual)
         return self.output(hidden_BTD if logits_at_BT is None else hidden_BTD[logits_at_BT])
 
     def hidden_states(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None,
                       visual: VisualInput | None = None) -> torch.Tensor:
         """The final normed hidden states [B, T, D] (the LM head's input; pooled for embeddings)."""
+        x_BTD, positions = self._embedded(input_ids_BT, cache, visual)
+        if visual is None and (out := self._decode_in_one_call(x_BTD, positions, cache, head=False)) is not None:
+            return out
+        return self._normed_blocks(x_BTD, positions, cache, visual)
+
+    def _embedded(self, input_ids_BT: torch.Tensor, cache: SlotCache | None,
+                  visual: VisualInput | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ids' embeddings [B, T, D], with vision features in place of their placeholders, and their rotary
+        positions."""
         T = input_ids_BT.shape[1]
         positions = cache.positions(T) if cache is not None else torch.arange(T, device=input_ids_BT.device)
         x_BTD = self.embed(input_ids_BT)
@@ -134,13 +147,24 @@ class Transformer(nn.Module):
             x_BTD = x_BTD.masked_scatter(visual.mask_BT[..., None], visual.embeds_ND.to(x_BTD.dtype))
             if cache is not None:
                 cache.set_rope_offsets(visual.rope_offsets_B)
-        if visual is None and decode_regions.step_applies(self.layers, x_BTD, cache) and (
-                out := decode_regions.decode_step(self, x_BTD, positions, cache)) is not None:
-            cache.advance(T)
-            return out  # a decode step as one compiled call
+        return x_BTD, positions
+
+    def _decode_in_one_call(self, x_BTD: torch.Tensor, positions: torch.Tensor, cache: SlotCache | None,
+                            head: bool) -> torch.Tensor | None:
+        """One sequence's decode step as one compiled call (decode_regions.decode_step) through the final norm, and
+        with `head` the LM head too; None where that does not apply or does not compile."""
+        if not decode_regions.step_applies(self.layers, x_BTD, cache):
+            return None
+        out = decode_regions.decode_step(self, x_BTD, positions, cache, head)
+        if out is not None:
+            cache.advance(x_BTD.shape[1])
+        return out
+
+    def _normed_blocks(self, x_BTD: torch.Tensor, positions: torch.Tensor, cache: SlotCache | None,
+                       visual: VisualInput | None) -> torch.Tensor:
         x_BTD = self._blocks(x_BTD, *self.rope(positions, x_BTD.dtype), cache, visual)
         if cache is not None:
-            cache.advance(T)
+            cache.advance(x_BTD.shape[1])
         return self.norm(x_BTD)
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -89,7 +89,11 @@ class Router(nn.Module):
             weights_NK = weights_NK / (weights_NK.sum(dim=-1, keepdim=True) + 1e-20)
         weights_NK = weights_NK * cfg.router.route_scale
 
-        load_E = torch.bincount(experts_NK.flatten(), minlength=cfg.moe.num_experts)
+        chosen_M = experts_NK.flatten()
+        if torch.compiler.is_compiling():  # bincount has no C++ shim for a compiled decode step's C++ wrapper
+            load_E = chosen_M.new_zeros(cfg.moe.num_experts).index_add_(0, chosen_M, torch.ones_like(chosen_M))
+        else:
+            load_E = torch.bincount(chosen_M, minlength=cfg.moe.num_experts)
         losses = RouterLosses(logits_NE.new_zeros(()), x_ND.shape[0], load_E)
         if not torch.is_grad_enabled():  # the losses only exist to be backpropagated
             return Routing(weights_NK, experts_NK, losses, load_E)

@@ -22,13 +22,16 @@ from safetensors.torch import load_file
 
 from hepta.tokenizer import Tokenizer
 from hepta.train.loop import Trainer, TrainArgs
-from hepta.train.video_setup import VideoData
+from hepta.train.recipes import recipe_defaults
+from hepta.train.video_setup import VideoData, log_uniform_seconds
 
 
 class Continued(Trainer):
     """A run whose text tokenizer is the trained folder's, so its ids mean what the weights learned."""
 
-    source: Path
+    def __init__(self, source: Path, args: TrainArgs):
+        self.source = source  # read while the run sets up
+        super().__init__(args, log=print)
 
     def _tokenizer(self, docs) -> Tokenizer:
         tokenizer = Tokenizer.load(self.source)
@@ -42,8 +45,7 @@ def long_share_draw(share: float):
 
     def step_seconds(data: VideoData, rng: np.random.Generator, progress: float) -> int:
         if rng.uniform() < share:
-            low, high = data.recipe.long_shortest, data.recipe.seconds[1]
-            return int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
+            return log_uniform_seconds(rng, data.recipe.long_shortest, data.recipe.seconds[1])
         return recipe_draw(data, rng, 1.0)  # the curriculum is over: every length up to the longest
 
     return step_seconds
@@ -60,13 +62,13 @@ def main() -> None:
     args = p.parse_args()
     source = Path(args.model)
     VideoData.step_seconds = long_share_draw(args.long_share)
-    Continued.source = source
-    train_args = TrainArgs(out=args.out, preset="omni-tiny", max_corpus_mb=12, steps=args.steps, batch_size=8,
-                           seq_len=256, chat_batch_size=128, lr=args.lr, warmup=20, save_every=args.steps,
-                           eval_every=args.steps, eval_batches=8, seed=args.seed,
+    # the recipe's batches, corpus and warm-up; its own steps, learning rate, and one save and evaluation at the end
+    train_args = TrainArgs(**{**recipe_defaults("omni-tiny"), "steps": args.steps, "lr": args.lr,
+                              "save_every": args.steps, "eval_every": args.steps},
+                           out=args.out, preset="omni-tiny", seed=args.seed,
                            image_tokenizer=str(source / "image_tokenizer"),
                            audio_tokenizer=str(source / "audio_tokenizer"))
-    trainer = Continued(train_args, log=print)
+    trainer = Continued(source, train_args)
     trainer.model.load_state_dict(load_file(source / "model.safetensors"))  # strict: the same preset's shapes
     trainer.run(quiet=True)
     print(f"saved {args.out}; measure it with hepta eval --model {args.out} --task video-time --json")

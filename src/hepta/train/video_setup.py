@@ -29,6 +29,12 @@ from hepta.train.conversations import pad_rows
 from hepta.train.recipes import VideoRecipe
 
 
+def log_uniform_seconds(rng: np.random.Generator, low: float, high: float) -> int:
+    """A clip length from `low` to `high` seconds (`low` if high is below it), log-uniformly: short clips stay
+    as frequent as long ones are rare."""
+    return int(round(np.exp(rng.uniform(np.log(low), np.log(max(low, high))))))
+
+
 @dataclass
 class VideoData:
     recipe: VideoRecipe
@@ -112,8 +118,8 @@ class VideoData:
         so short clips, where reading the frames pays off soonest, stay frequent; in the recipe's long finish,
         between its `long_shortest` and the longest."""
         finishing = progress >= 1.0 - self.recipe.long_finish
-        low, high = self.recipe.long_shortest if finishing else self.recipe.seconds[0], self.longest(progress)
-        return int(round(np.exp(rng.uniform(np.log(low), np.log(max(low, high))))))
+        low = self.recipe.long_shortest if finishing else self.recipe.seconds[0]
+        return log_uniform_seconds(rng, low, self.longest(progress))
 
     def batch(self, generator: torch.Generator, shard: tuple[int, int] = (0, 1),
               progress: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

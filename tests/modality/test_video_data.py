@@ -104,6 +104,27 @@ def test_the_frame_that_answers_is_marked_and_a_time_is_written_apart_from_the_t
     assert question.answer == "2:06" and vd.marked_caption(question, late, fps=1.0) == (126.0, " * 2m06")
 
 
+def test_a_shifted_clip_shows_the_same_frames_and_asks_in_its_own_clock(tmp_path):
+    digits = _digits()
+    clip = vd.plan_clip(np.random.default_rng(2), 30, digits)
+    later = vd.shifted(clip, 437.0)  # as if cut from a recording at 7:17
+    assert vd.shifted(later, 0.0) == clip and vd.Clip.from_json(later.to_json()) == later
+    sources, times = vd.sources_on_screen(later)
+    assert sources == vd.sources_on_screen(clip)[0] and times[0] == 437.0 and times[-1] == 466.0
+    by_source = vd.images_by_source(digits)
+    assert np.array_equal(vd.render_frames(later, by_source), vd.render_frames(clip, by_source))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        q = vd.question(str(rng.choice(["time", "at"])), later, rng)
+        if q.kind == "time":  # the answer and the mark read the shifted clock: minute 7
+            assert q.answer.startswith("7:") and vd.marked_caption(q, later, 1.0)[1].startswith(" * 7m")
+            assert vd.is_right(q, q.answer) and not vd.is_right(vd.question("time", clip, rng), q.answer)
+        else:
+            at = vd.parse_clock(q.question.removeprefix("What was on screen at ").rstrip("?"))
+            assert 437 <= at < 467 and q.answer == (str(later.on_screen(at).digit) if later.on_screen(at)
+                                                    else vd.NOTHING)
+
+
 def test_times_and_ordinals_are_written_as_people_write_them():
     assert vd.clock(42) == "0:42" and vd.clock(180) == "3:00" and vd.parse_clock("2:05") == 125
     assert [vd.ordinal(k) for k in (1, 3, 10, 11, 12, 21, 22, 23)] == \

@@ -76,6 +76,24 @@ def test_a_long_finish_trains_the_end_of_the_run_on_long_clips_only(folder):
     assert "100 s and more in the last 20% of the run), one question each (order" in data.source
 
 
+def test_a_share_of_the_clips_has_its_clock_start_after_zero(folder):
+    tokenizer = load_tokenizer(folder)
+    recipe = dataclasses.replace(RECIPE, shifted_share=0.5, shift_before=600)
+    data = VideoData.build(recipe, load_image_codec(folder, tokenizer), tokenizer, max_seq_len=6144)
+    assert "50% of the clips' clocks started before 10:00" in data.source
+    assert "clocks started" not in _data(folder).source
+    rng = np.random.default_rng(0)
+    clips = [data.clocked(video_data.plan_clip(rng, seconds, data.scans), rng) for seconds in [30, 180] * 100]
+    starts = np.array([clip.start for clip in clips])
+    assert 0.35 < np.mean(starts > 0) < 0.65  # about the share, the rest from 0:00
+    assert all(start + clip.duration <= 600 and start == int(start) for start, clip in zip(starts, clips))
+    minutes = {int(start // 60) for start in starts}
+    assert len(minutes) >= 8  # nearly every minute digit comes up, however long the clip
+    shifted = next(clip for clip in clips if clip.start > 60)
+    video = data.clip_frames(shifted)
+    assert video.times[0] == shifted.start  # the timestamps read the shifted clock
+
+
 def test_questions_come_in_the_recipes_proportions(folder):
     data = _data(folder)
     rng = np.random.default_rng(1)

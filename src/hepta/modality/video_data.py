@@ -57,6 +57,9 @@ class Appearance:
 class Clip:
     duration: float  # seconds
     appearances: tuple[Appearance, ...]
+    # the clock at the clip's first moment: 0, or where a clip cut from a longer recording starts (`shifted`);
+    # appearances, sample times and the questions' times all read this clock
+    start: float = 0.0
 
     def on_screen(self, seconds: float) -> Appearance | None:
         for appearance in self.appearances:
@@ -65,12 +68,22 @@ class Clip:
         return None
 
     def to_json(self) -> str:
-        return json.dumps({"duration": self.duration, "appearances": [asdict(a) for a in self.appearances]})
+        return json.dumps({"duration": self.duration, "start": self.start,
+                           "appearances": [asdict(a) for a in self.appearances]})
 
     @classmethod
     def from_json(cls, text: str) -> "Clip":
         data = json.loads(text)
-        return cls(float(data["duration"]), tuple(Appearance(**a) for a in data["appearances"]))
+        return cls(float(data["duration"]), tuple(Appearance(**a) for a in data["appearances"]),
+                   float(data.get("start", 0.0)))
+
+
+def shifted(clip: Clip, start: float) -> Clip:
+    """`clip` with its clock starting at `start` seconds instead of its own, as if cut from a longer recording:
+    the same frames, every time later by the difference."""
+    moved = start - clip.start
+    return Clip(clip.duration, tuple(dataclasses.replace(a, start=a.start + moved, end=a.end + moved)
+                                     for a in clip.appearances), start)
 
 
 @dataclass(frozen=True)
@@ -115,7 +128,8 @@ def render_frames(clip: Clip, images_by_source: dict[int, np.ndarray]) -> np.nda
     scale = FRAME_SIDE // 8
     for appearance in clip.appearances:
         big = np.kron(images_by_source[appearance.source], np.ones((1, scale, scale), dtype=np.float32))
-        frames[round(appearance.start * RENDER_FPS):round(appearance.end * RENDER_FPS)] = big
+        begin, end = appearance.start - clip.start, appearance.end - clip.start
+        frames[round(begin * RENDER_FPS):round(end * RENDER_FPS)] = big
     return frames
 
 
@@ -131,15 +145,15 @@ def write_clip(folder: Path, name: str, clip: Clip, digits: Digits) -> Path:
 
 
 def sources_on_screen(clip: Clip, fps: float = 1.0) -> tuple[list[int | None], tuple[float, ...]]:
-    """The scan on screen (its index in scikit-learn's digits, None for an empty screen) at 0,
-    1/fps, ... and those times."""
-    times = tuple(k / fps for k in range(math.ceil(clip.duration * fps - 1e-9)))
+    """The scan on screen (its index in scikit-learn's digits, None for an empty screen) at the clip's
+    start, 1/fps later, ... and those times."""
+    times = tuple(clip.start + k / fps for k in range(math.ceil(clip.duration * fps - 1e-9)))
     return [shown.source if (shown := clip.on_screen(t)) else None for t in times], times
 
 
 def sampled_frames(clip: Clip, images_by_source: dict[int, np.ndarray], fps: float = 1.0
                    ) -> tuple[np.ndarray, tuple[float, ...]]:
-    """The frames [N, 1, 8, 8] on screen at 0, 1/fps, ... and their times, straight from the ground
+    """The frames [N, 1, 8, 8] on screen at the clip's start, 1/fps later, ... and their times, straight from the ground
     truth: what decoding the clip's MP4 at `fps` gives, without the file's compression error
     (under 0.6% of full scale; tests/modality/test_video_data.py checks the two agree)."""
     sources, times = sources_on_screen(clip, fps)
@@ -239,7 +253,7 @@ def _question(kind: str, clip: Clip, rng: np.random.Generator, fps: float) -> Vi
         answer = ", ".join(f"{clock(first_seen(a.start, fps))} {a.digit}" for a in appearances)
         return VideoQuestion(kind, "List the digits as they appeared, with their times.", answer, answer)
     if kind == "at":
-        seconds = int(rng.integers(0, int(clip.duration)))
+        seconds = int(clip.start) + int(rng.integers(0, int(clip.duration)))
         shown = clip.on_screen(seconds)
         answer = str(shown.digit) if shown else NOTHING
         return VideoQuestion(kind, f"What was on screen at {clock(seconds)}?", answer, answer)

@@ -97,6 +97,7 @@ class TrainArgs:
     # A resumed run keeps the way it started with (its video_reading.json).
     video_stamp_digits: bool = True
     video_long_finish: float | None = None  # the share of the run that trains on long clips only; None: the recipe's
+    video_shifted_clocks: float | None = None  # the share of clips whose clock starts after 0:00; None: the recipe's
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
@@ -121,6 +122,9 @@ class TrainArgs:
             raise HeptaError(f"--video-loss-weight must be positive, got {self.video_loss_weight}")
         if self.video_long_finish is not None and not 0 <= self.video_long_finish <= 1:
             raise HeptaError(f"--video-long-finish is a share of the run, from 0 to 1, got {self.video_long_finish}")
+        if self.video_shifted_clocks is not None and not 0 <= self.video_shifted_clocks <= 1:
+            raise HeptaError(f"--video-shifted-clocks is a share of the clips, from 0 to 1, got "
+                             f"{self.video_shifted_clocks}")
         if self.max_corpus_mb is not None and self.max_corpus_mb <= 0:
             raise HeptaError(f"--max-corpus-mb must be positive, got {self.max_corpus_mb}")
 
@@ -243,6 +247,8 @@ class Trainer:
                 video_recipe = dataclasses.replace(video_recipe, loss_weight=args.video_loss_weight)
             if args.video_long_finish is not None:
                 video_recipe = dataclasses.replace(video_recipe, long_finish=args.video_long_finish)
+            if args.video_shifted_clocks is not None:
+                video_recipe = dataclasses.replace(video_recipe, shifted_share=args.video_shifted_clocks)
             stamp_digits = video_recipe.stamp_digits and args.video_stamp_digits
             if self.checkpoint is not None:  # the frames are read as they were when the run started
                 stamp_digits = VideoReading.load(self.run_dir).stamp_digits

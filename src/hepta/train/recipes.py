@@ -66,6 +66,12 @@ class VideoRecipe:
     # for 2:07 in its marks; `hepta train --video-long-finish` (docs/multimodal.md)
     long_finish: float = 0.0
     long_shortest: int = 100
+    # this share of the training clips has its clock start anywhere before `shift_before` seconds instead of at
+    # 0:00, as a clip cut from a longer recording (video_data.shifted). From 0:00, a mark's minute is 0 or 1 in
+    # nearly every clip, and a model so trained writes it from what the clip's length makes likely instead of
+    # copying it from the frame's timestamp ("1m22" on a frame stamped 0:22); `hepta train --video-shifted-clocks`
+    shifted_share: float = 0.0
+    shift_before: int = 600
 
 
 @dataclass(frozen=True)

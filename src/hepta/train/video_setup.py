@@ -23,7 +23,7 @@ from hepta.errors import HeptaError
 from hepta.modality import digits, video_data
 from hepta.modality.chat import Turn, VideoCodes, encode_chat, video_vocab
 from hepta.modality.codec import ImageCodec
-from hepta.modality.video_span import changes_only
+from hepta.modality.video_span import changes_only, clock
 from hepta.tokenizer import Tokenizer
 from hepta.train.conversations import pad_rows
 from hepta.train.recipes import VideoRecipe
@@ -79,6 +79,8 @@ class VideoData:
                 + (", the question first" if self.recipe.question_first else "")
                 + (", each frame captioned" + (", the answering one marked" if self.recipe.mark else "")
                    if self.captions else "")
+                + (f", {self.recipe.shifted_share:.0%} of the clips' clocks started before "
+                   f"{clock(self.recipe.shift_before)}" if self.recipe.shifted_share else "")
                 + (f", its loss counted {self.recipe.loss_weight:g} times" if self.recipe.loss_weight != 1 else ""))
 
     def tokens_per_clip(self, seconds: float) -> int:
@@ -121,6 +123,15 @@ class VideoData:
         low = self.recipe.long_shortest if finishing else self.recipe.seconds[0]
         return log_uniform_seconds(rng, low, self.longest(progress))
 
+    def clocked(self, clip: video_data.Clip, rng: np.random.Generator) -> video_data.Clip:
+        """`clip`, in the recipe's `shifted_share` of the draws with its clock started at a random whole second
+        that ends it before `shift_before`: every minute digit then as likely in a mark, so copying it from
+        the frame's timestamp is the only way to write it right."""
+        if self.recipe.shifted_share and rng.uniform() < self.recipe.shifted_share:
+            latest = max(0, int(self.recipe.shift_before - clip.duration))
+            return video_data.shifted(clip, float(rng.integers(0, latest + 1)))
+        return clip
+
     def batch(self, generator: torch.Generator, shard: tuple[int, int] = (0, 1),
               progress: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets [B, T] of this rank's clips of the step `generator` belongs to, at
@@ -132,7 +143,7 @@ class VideoData:
         # keeps as many frames as it has scenes, so rows of one length of clip still differ
         conversations, longest = [], 0
         while longest * len(conversations) < self.recipe.tokens_per_step or len(conversations) % count:
-            clip = video_data.plan_clip(rng, seconds, self.scans)
+            clip = self.clocked(video_data.plan_clip(rng, seconds, self.scans), rng)
             conversations.append(encode_chat(self.clip_turns(clip, rng), self.tokenizer, self.codec.vocab,
                                              add_generation_prompt=False))
             longest = max(longest, len(conversations[-1][0]))

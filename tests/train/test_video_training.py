@@ -78,10 +78,11 @@ def test_a_long_finish_trains_the_end_of_the_run_on_long_clips_only(folder):
 
 def test_a_share_of_the_clips_has_its_clock_start_after_zero(folder):
     tokenizer = load_tokenizer(folder)
-    recipe = dataclasses.replace(RECIPE, shifted_share=0.5, shift_before=600)
-    data = VideoData.build(recipe, load_image_codec(folder, tokenizer), tokenizer, max_seq_len=6144)
-    assert "50% of the clips' clocks started before 10:00" in data.source
-    assert "clocks started" not in _data(folder).source
+    codec = load_image_codec(folder, tokenizer)
+    data = VideoData.build(RECIPE, codec, tokenizer, max_seq_len=6144)
+    assert RECIPE.shifted_share == 0.5 and "50% of the clips' clocks started before 10:00" in data.source
+    from_zero = VideoData.build(dataclasses.replace(RECIPE, shifted_share=0.0), codec, tokenizer, max_seq_len=6144)
+    assert "clocks started" not in from_zero.source
     rng = np.random.default_rng(0)
     clips = [data.clocked(video_data.plan_clip(rng, seconds, data.scans), rng) for seconds in [30, 180] * 100]
     starts = np.array([clip.start for clip in clips])
@@ -92,6 +93,7 @@ def test_a_share_of_the_clips_has_its_clock_start_after_zero(folder):
     shifted = next(clip for clip in clips if clip.start > 60)
     video = data.clip_frames(shifted)
     assert video.times[0] == shifted.start  # the timestamps read the shifted clock
+    assert all(from_zero.clocked(clip, rng) is clip for clip in clips[:20])
 
 
 def test_questions_come_in_the_recipes_proportions(folder):
@@ -136,8 +138,9 @@ def test_the_answers_are_the_clips_ground_truth(folder):
 def test_frames_without_timestamps_and_a_context_too_short_for_the_longest_clip(folder):
     tokenizer = load_tokenizer(folder)
     codec = load_image_codec(folder, tokenizer)
-    timed = VideoData.build(RECIPE, codec, tokenizer, max_seq_len=6144)
-    untimed = VideoData.build(RECIPE, codec, tokenizer, max_seq_len=6144, with_time=False)
+    from_zero = dataclasses.replace(RECIPE, shifted_share=0.0)  # every clock starts at 0:00
+    timed = VideoData.build(from_zero, codec, tokenizer, max_seq_len=6144)
+    untimed = VideoData.build(from_zero, codec, tokenizer, max_seq_len=6144, with_time=False)
     x_timed = timed.batch(batch_generator(0, 1, 0))[0]
     x_untimed = untimed.batch(batch_generator(0, 1, 0))[0]
     assert x_untimed.shape[1] < x_timed.shape[1]

@@ -107,10 +107,13 @@ IMAGE_RECIPES = {
         # model captions each frame as it reads, marking the one that answers: order questions went from
         # 0.17 to 0.84 with it (hepta eval --task video-order; --no-video-captions is the ablation).
         # Without the timeline questions and with the video loss counted twice, order reached 0.93; with
-        # timestamps a character a token, a reply copies the time from the mark it wrote (docs/multimodal.md).
+        # timestamps a character a token, a reply copies the time from the mark it wrote. Half the clips' clocks
+        # start before 10:00 rather than at 0:00, so the mark's minute is copied from the frame's timestamp rather
+        # than guessed from the clip's length (docs/multimodal.md).
         video=VideoRecipe(fps=1.0, seconds=(5, 190), tokens_per_step=2400,
                           kinds=(("order", 3), ("time", 3), ("count", 1), ("at", 1)),
-                          question_first=True, captions=True, mark=True, loss_weight=2.0, stamp_digits=True),
+                          question_first=True, captions=True, mark=True, loss_weight=2.0, stamp_digits=True,
+                          shifted_share=0.5),
     ),
 }
 

@@ -57,7 +57,8 @@ def main() -> None:
     on_answer, before_max, first_above_half = [], [], 0
     for clip in evaluation.clips(args.seconds):
         q = video_data.question(TASK_KINDS[args.task], clip.clip, rng, FPS)
-        part = evaluation.codec.video(clip.pixels, clip.times)
+        # stamped as the model was trained to read them (its video_reading.json), as hepta eval stamps them
+        part = evaluation.codec.video(clip.pixels, clip.times, stamp_digits=evaluation.reading.stamp_digits)
         captions = tuple(video_data.caption(clip.clip, t, joiner=args.caption_joiner) for t in part.times)
         part = dataclasses.replace(part, captions=captions)
         p_mark = mark_probabilities(model, tokenizer, evaluation.codec, part, q, mark_id)

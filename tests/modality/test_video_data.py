@@ -104,7 +104,7 @@ def test_the_frame_that_answers_is_marked_and_a_time_is_written_apart_from_the_t
     assert question.answer == "2:06" and vd.marked_caption(question, late, fps=1.0) == (126.0, " * 2m06")
 
 
-def test_a_shifted_clip_shows_the_same_frames_and_asks_in_its_own_clock(tmp_path):
+def test_a_shifted_clip_shows_the_same_frames_and_asks_in_its_own_clock():
     digits = _digits()
     clip = vd.plan_clip(np.random.default_rng(2), 30, digits)
     later = vd.shifted(clip, 437.0)  # as if cut from a recording at 7:17

@@ -90,7 +90,9 @@ class Router(nn.Module):
         weights_NK = weights_NK * cfg.router.route_scale
 
         chosen_M = experts_NK.flatten()
-        if torch.compiler.is_compiling():  # bincount has no C++ shim for a compiled decode step's C++ wrapper
+        # bincount has no C++ shim for a compiled decode step's C++ wrapper; eager runs keep it, the op a dry run's
+        # BalancedRouting (train/dryrun/fake_routing.py) gives a balanced load
+        if torch.compiler.is_compiling():
             load_E = chosen_M.new_zeros(cfg.moe.num_experts).index_add_(0, chosen_M, torch.ones_like(chosen_M))
         else:
             load_E = torch.bincount(chosen_M, minlength=cfg.moe.num_experts)

@@ -1,14 +1,15 @@
 """A probe of a longer omni run: continue a trained omni-tiny folder with the recipe's whole mix.
 
     .venv/bin/python benchmarks/omni_continue.py --model runs/omni --out runs/omni-more [--steps 500]
-        [--lr 1e-3] [--long-share 0.5] [--shifted-clocks 0] [--seed 0]
+        [--lr 1e-3] [--long-share 0.5] [--shifted-clocks 0] [--no-frame-views] [--seed 0]
     hepta eval --model runs/omni-more --task video-time --json
 
 It trains a new run in --out from the folder's weights, tokenizer, image and audio tokenizers: text, images,
 speech and video as `hepta train --preset omni-tiny` mixes them, with a fresh optimizer and a cosine schedule
 over --steps. The video clips of a step are drawn as the recipe draws them at its end (log-uniformly, up to the
 longest), except in --long-share of the steps, drawn from `VideoRecipe.long_shortest` seconds up to the longest.
-With --shifted-clocks, that share of the clips has its clock start after 0:00 (`hepta train --video-shifted-clocks`).
+With --shifted-clocks, that share of the clips has its clock start after 0:00 (`hepta train --video-shifted-clocks`);
+with --no-frame-views, the clips show each digit as its training scan only (`hepta train --no-video-frame-views`).
 Where `benchmarks/video_finetune.py` trains video alone, this keeps every modality in each step, so it tells
 what more steps of long clips do to the video answers without the other tasks forgetting theirs.
 """
@@ -61,6 +62,8 @@ def main() -> None:
     p.add_argument("--long-share", type=float, default=0.5, help="the share of steps whose clips are long")
     p.add_argument("--shifted-clocks", type=float, help="the share of clips whose clock starts after 0:00 "
                    "(default: the recipe's)")
+    p.add_argument("--no-frame-views", action="store_true", help="video clips show each digit as its training scan "
+                   "only (the recipe draws one of its moved and turned views)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     source = Path(args.model)
@@ -68,7 +71,8 @@ def main() -> None:
     # the recipe's batches, corpus and warm-up; its own steps, learning rate, and one save and evaluation at the end
     train_args = TrainArgs(**{**recipe_defaults("omni-tiny"), "steps": args.steps, "lr": args.lr,
                               "save_every": args.steps, "eval_every": args.steps,
-                              "video_shifted_clocks": args.shifted_clocks},
+                              "video_shifted_clocks": args.shifted_clocks,
+                              "video_frame_views": not args.no_frame_views},
                            out=args.out, preset="omni-tiny", seed=args.seed,
                            image_tokenizer=str(source / "image_tokenizer"),
                            audio_tokenizer=str(source / "audio_tokenizer"))

@@ -53,6 +53,7 @@ TRAIN_SWITCHES = {"bf16": ("--bf16", True), "text_only": ("--text-only", True), 
                   "video_timestamps": ("--no-video-timestamps", False),
                   "video_captions": ("--no-video-captions", False),
                   "video_stamp_digits": ("--no-video-stamp-digits", False),
+                  "video_frame_views": ("--no-video-frame-views", False),
                   "speed_perturbation": ("--speed-perturbation", True),
                   "activation_checkpointing": ("--activation-checkpointing", True)}
 
@@ -346,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video-stamp-digits", action="store_true", help="video frames' timestamps written as text; "
                    "the recipe writes them a character a token, so that the time a model writes in a frame's mark "
                    "holds a seconds token no timestamp holds (an ablation: docs/multimodal.md)")
+    p.add_argument("--no-video-frame-views", action="store_true", help="video training clips show each digit as its "
+                   "training scan only; the recipe shows one of the moved and turned views image recognition learns "
+                   "from, drawn per clip (an ablation: docs/multimodal.md)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(on any number of processes)")
     p.add_argument("--quiet", action="store_true", help="no progress output")

@@ -65,13 +65,14 @@ def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_wi
     assert VideoReading.load(omni_run) == VideoReading(question_first=True, captions=True, stamp_digits=True)
     out = tmp_path / "plain"
     result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--no-video-captions",
-                     "--no-video-stamp-digits", *FLAGS)
+                     "--no-video-stamp-digits", "--no-video-frame-views", *FLAGS)
     assert result.returncode == 0, result.stderr
     # the question after the video, no captions to write, and the timestamps as text
     assert VideoReading.load(out) == VideoReading()
     args_file = out / "train_args.json"
     saved = json.loads(args_file.read_text())
     assert saved["video_captions"] is False and saved["video_stamp_digits"] is False
+    assert saved["video_frame_views"] is False
     # a run saved before the switch existed resumes reading its frames as it started, whatever the recipe says now
     del saved["video_stamp_digits"]
     args_file.write_text(json.dumps(saved))
@@ -79,6 +80,7 @@ def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_wi
     assert resumed.returncode == 0, resumed.stderr
     log = resumed.stderr
     assert "video: " in log and "each frame captioned" not in log and "a character a token" not in log
+    assert "views of its scan" not in log  # the digits as the training scans only, as the run started
     assert VideoReading.load(out) == VideoReading()
 
 

@@ -96,6 +96,38 @@ def test_a_share_of_the_clips_has_its_clock_start_after_zero(folder):
     assert all(from_zero.clocked(clip, rng) is clip for clip in clips[:20])
 
 
+def test_each_digit_of_a_training_clip_shows_one_view_of_its_scan_for_the_whole_clip(folder):
+    tokenizer = load_tokenizer(folder)
+    codec = load_image_codec(folder, tokenizer)
+    data = VideoData.build(RECIPE, codec, tokenizer, max_seq_len=6144)
+    assert RECIPE.frame_views and "each digit shown as one of 13 views of its scan" in data.source
+    rng = np.random.default_rng(0)
+    clip = video_data.plan_clip(rng, 60, data.scans)
+    source = clip.appearances[0].source
+    views = data.views_by_source[source]
+    scan = data.scans.images[list(data.scans.indices).index(source)]
+    assert views.shape[0] == 13 and torch.equal(views[0], codec.codes(scan[None])[0])  # the scan itself first
+    assert len({tuple(view.flatten().tolist()) for view in views}) > 6  # its views read as other code grids
+
+    def shown(part, appearance):  # the code grids of the frames on screen while `appearance` is
+        return [frame for frame, t in zip(part.frames, part.times) if appearance.start <= t < appearance.end]
+
+    seen = set()
+    for _ in range(40):
+        part = data.clip_frames(clip, rng=rng)
+        for appearance in clip.appearances:
+            frames = shown(part, appearance)
+            assert frames and all(torch.equal(f, frames[0]) for f in frames)  # one view for the whole appearance
+            assert any(torch.equal(frames[0], view) for view in data.views_by_source[appearance.source])
+        seen.add(tuple(shown(part, clip.appearances[0])[0].flatten().tolist()))
+    assert len(seen) >= 5  # drawn anew for each clip
+    # without a draw (as probes read a clip), and in the ablation, each digit is its training scan
+    assert torch.equal(shown(data.clip_frames(clip), clip.appearances[0])[0], views[0])
+    plain = VideoData.build(dataclasses.replace(RECIPE, frame_views=False), codec, tokenizer, max_seq_len=6144)
+    assert "views" not in plain.source and plain.views_by_source[source].shape[0] == 1
+    assert torch.equal(shown(plain.clip_frames(clip, rng=rng), clip.appearances[0])[0], views[0])
+
+
 def test_questions_come_in_the_recipes_proportions(folder):
     data = _data(folder)
     rng = np.random.default_rng(1)

@@ -147,6 +147,13 @@ class Conversations:
     weights: list[float] | None = None  # relative chance of each being drawn; None: all alike
 
 
+def recognition_views(images: np.ndarray) -> list[np.ndarray]:
+    """The views of grey images [N, 1, S, S] that recognition learns from beside the images themselves: each
+    moved by RECOGNITION_SHIFTS, then each turned by RECOGNITION_ROTATIONS."""
+    return ([translate(images, dx, dy) for dx, dy in RECOGNITION_SHIFTS]
+            + [rotate(images, degrees) for degrees in RECOGNITION_ROTATIONS])
+
+
 def digit_conversations(codec: ImageCodec, augment: bool = True) -> Conversations:
     """Recognise, draw and edit, over the training 80% of the digits only, drawn in DIGIT_TASK_SHARES."""
     train = digits.load_digits_split("train")
@@ -157,9 +164,7 @@ def digit_conversations(codec: ImageCodec, augment: bool = True) -> Conversation
     for name, edit in digits.EDITS.items():
         tasks["edit"] += [digits.edit_turns(c, name, e) for c, e in zip(codes, codec.codes(edit(train.images)))]
     if augment:
-        views = [translate(train.images, dx, dy) for dx, dy in RECOGNITION_SHIFTS]
-        views += [rotate(train.images, degrees) for degrees in RECOGNITION_ROTATIONS]
-        for view in views:
+        for view in recognition_views(train.images):
             tasks["recognise"] += [digits.recognise_turns(c, d) for c, d in zip(codec.codes(view), labels)]
     turns = [t for examples in tasks.values() for t in examples]
     weights = [DIGIT_TASK_SHARES[task] / len(examples) for task, examples in tasks.items() for _ in examples]

@@ -98,6 +98,9 @@ class TrainArgs:
     video_stamp_digits: bool = True
     video_long_finish: float | None = None  # the share of the run that trains on long clips only; None: the recipe's
     video_shifted_clocks: float | None = None  # the share of clips whose clock starts after 0:00; None: the recipe's
+    # video training clips show their digits in the moved and turned views recognition learns from (the recipe's
+    # VideoRecipe.frame_views); False: the training scans only (ablation)
+    video_frame_views: bool = True
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "seq_len", "grad_accum", "save_every", "eval_every", "eval_batches",
@@ -249,6 +252,8 @@ class Trainer:
                 video_recipe = dataclasses.replace(video_recipe, long_finish=args.video_long_finish)
             if args.video_shifted_clocks is not None:
                 video_recipe = dataclasses.replace(video_recipe, shifted_share=args.video_shifted_clocks)
+            if not args.video_frame_views:
+                video_recipe = dataclasses.replace(video_recipe, frame_views=False)
             stamp_digits = video_recipe.stamp_digits and args.video_stamp_digits
             if self.checkpoint is not None:  # the frames are read as they were when the run started
                 stamp_digits = VideoReading.load(self.run_dir).stamp_digits

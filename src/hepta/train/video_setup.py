@@ -6,8 +6,9 @@ over the run: `VideoRecipe.first_longest`), and as many of them as fill about `t
 tokens with their questions. Only the frames that show something new are kept
 (`video_span.changes_only`), so a clip costs its scenes, not its seconds. One question a clip: a
 second question could be answered from the first one's answer rather than from the frames. A
-clip's frames are looked up from codes of every training scan computed once, so a step's video
-costs its forward and backward pass and nothing else. The clips of a step depend only on
+clip's frames are looked up from codes of every training scan computed once (with the recipe's
+`frame_views`, of its moved and turned views too, one drawn for each digit of a clip), so a step's
+video costs its forward and backward pass and nothing else. The clips of a step depend only on
 (seed, step), like the text batches, so resuming needs no saved data position.
 """
 
@@ -25,7 +26,7 @@ from hepta.modality.chat import Turn, VideoCodes, encode_chat, video_vocab
 from hepta.modality.codec import ImageCodec
 from hepta.modality.video_span import changes_only, clock
 from hepta.tokenizer import Tokenizer
-from hepta.train.conversations import pad_rows
+from hepta.train.conversations import pad_rows, recognition_views
 from hepta.train.recipes import VideoRecipe
 
 
@@ -41,7 +42,8 @@ class VideoData:
     tokenizer: Tokenizer
     codec: ImageCodec
     scans: digits.Digits
-    codes_by_source: dict[int, torch.Tensor]  # each training scan's code grid [g, g]
+    # each training scan's code grids [V, g, g]: the scan itself, then with the recipe's frame_views its views
+    views_by_source: dict[int, torch.Tensor]
     blank: torch.Tensor  # the empty screen's code grid
     with_time: bool = True  # False: frames without timestamps (the ablation of the time stamps)
     stamp_digits: bool = False  # True: each timestamp written a character a token (video_span.timestamp_ids)
@@ -55,7 +57,8 @@ class VideoData:
               with_time: bool = True, all_frames: bool = False, captions: bool = False,
               split: str = "train", stamp_digits: bool = False) -> "VideoData":
         scans = digits.load_digits_split(split)
-        codes = codec.codes(scans.images)
+        views = [scans.images] + (recognition_views(scans.images) if recipe.frame_views else [])
+        codes = torch.stack([codec.codes(view) for view in views], dim=1)
         blank = codec.codes(np.zeros((1, codec.channels, codec.image_size, codec.image_size), np.float32))[0]
         data = cls(recipe, tokenizer, codec, scans, dict(zip(scans.indices.tolist(), codes)), blank, with_time,
                    stamp_digits, all_frames, captions or recipe.captions)
@@ -81,6 +84,8 @@ class VideoData:
                    if self.captions else "")
                 + (f", {self.recipe.shifted_share:.0%} of the clips' clocks started before "
                    f"{clock(self.recipe.shift_before)}" if self.recipe.shifted_share else "")
+                + (f", each digit shown as one of {len(next(iter(self.views_by_source.values())))} views of its scan"
+                   if self.recipe.frame_views else "")
                 + (f", its loss counted {self.recipe.loss_weight:g} times" if self.recipe.loss_weight != 1 else ""))
 
     def tokens_per_clip(self, seconds: float) -> int:
@@ -88,12 +93,16 @@ class VideoData:
         frames = int(np.ceil(seconds * self.recipe.fps))
         return vocab.span_length(self.tokenizer.encode, frames, seconds, self.with_time, self.stamp_digits)
 
-    def clip_frames(self, clip: video_data.Clip, q: video_data.VideoQuestion | None = None) -> VideoCodes:
+    def clip_frames(self, clip: video_data.Clip, q: video_data.VideoQuestion | None = None,
+                    rng: np.random.Generator | None = None) -> VideoCodes:
         """The clip as a video part: its sampled frames' codes (those that show something new, unless
         `all_frames`) and their times; with the recipe's `mark`, the caption of the frame that answers `q`
-        is marked (video_data.marked_caption)."""
+        is marked (video_data.marked_caption). With `rng` and the recipe's `frame_views`, each digit shows one
+        of its scan's views, drawn once for the clip; otherwise the scan itself."""
         sources, times = video_data.sources_on_screen(clip, self.recipe.fps)
-        frames = torch.stack([self.blank if s is None else self.codes_by_source[s] for s in sources])
+        shown = {s: self.views_by_source[s][0 if rng is None else rng.integers(len(self.views_by_source[s]))]
+                 for s in dict.fromkeys(sources) if s is not None}  # in order of appearance: a seed draws alike
+        frames = torch.stack([self.blank if s is None else shown[s] for s in sources])
         captions = {t: self.caption_of(clip, t) for t in times}
         if self.recipe.mark and q is not None and (marked := video_data.marked_caption(q, clip, self.recipe.fps)):
             captions[marked[0]] += marked[1]
@@ -107,7 +116,7 @@ class VideoData:
         kinds, weights = zip(*self.recipe.kinds)
         kind = str(rng.choice(kinds, p=np.asarray(weights) / sum(weights)))
         q = video_data.question(kind, clip, rng, self.recipe.fps, walk=self.recipe.walk, cite=self.recipe.cite)
-        return video_data.question_turns(self.clip_frames(clip, q), [q], question_first=self.recipe.question_first)
+        return video_data.question_turns(self.clip_frames(clip, q, rng), [q], question_first=self.recipe.question_first)
 
     def longest(self, progress: float) -> float:
         """The longest clip at `progress` (0 to 1) of the run: `first_longest` seconds, growing

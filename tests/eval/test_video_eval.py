@@ -96,3 +96,22 @@ def test_a_model_trained_with_timestamps_a_character_a_token_is_prompted_so(omni
         answered = evaluation.answer("count", lengths=(30,))
         evaluation.close()
         assert len(answered) == 1 and [part.stamp_digits for part in parts] == [stamped]
+
+
+def test_clips_show_held_out_digits_unless_the_training_ones_are_asked_for(omni_dir):
+    import dataclasses
+
+    from hepta.eval.video_tasks import VideoEval
+    from hepta.loading import load, load_image_codec, load_tokenizer
+    from hepta.modality import digits
+
+    tokenizer = load_tokenizer(omni_dir)
+    evaluation = VideoEval.open(load(omni_dir).eval(), tokenizer, load_image_codec(omni_dir, tokenizer), omni_dir, 2)
+    try:
+        for split in ("held_out", "train"):
+            clips = dataclasses.replace(evaluation, digits_split=split).clips(30)
+            sources = {a.source for clip in clips for a in clip.clip.appearances}
+            assert len(clips) == 2 and sources
+            assert sources <= set(digits.load_digits_split(split).indices.tolist())
+    finally:
+        evaluation.close()

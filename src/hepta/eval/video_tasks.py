@@ -52,6 +52,9 @@ class VideoEval:
     clips_per_length: int
     reading: VideoReading = VideoReading()  # how the model was trained to read video
     on_answer: Callable[[], None] = lambda: None
+    # the digits the clips show: the held-out ones, which neither tokenizer nor model ever saw; "train" measures how
+    # much better the model reads the digits it trained on (benchmarks/video_split.py)
+    digits_split: str = "held_out"
 
     @classmethod
     def open(cls, model, tokenizer, codec: ImageCodec | None, folder: str, limit: int | None,
@@ -67,13 +70,13 @@ class VideoEval:
 
     def clips(self, seconds: int) -> list[EvalClip]:
         """The evaluation clips of one length, written as MP4 files and read back as the API reads uploads."""
-        held_out = digits.load_digits_split("held_out")
+        shown = digits.load_digits_split(self.digits_split)
         rng = np.random.default_rng([EVAL_SEED, seconds])
-        planned = [video_data.plan_clip(rng, seconds, held_out) for _ in range(self.clips_per_length)]
+        planned = [video_data.plan_clip(rng, seconds, shown) for _ in range(self.clips_per_length)]
         clips = []
         with tempfile.TemporaryDirectory(prefix="hepta-video-eval-") as folder:
             for n, clip in enumerate(planned):
-                path = video_data.write_clip(Path(folder), f"clip{n:03d}", clip, held_out)
+                path = video_data.write_clip(Path(folder), f"clip{n:03d}", clip, shown)
                 video = decode_video(path.read_bytes(), image_size=self.codec.image_size,
                                      channels=self.codec.channels, fps=FPS)
                 clips.append(EvalClip(clip, video.pixels, video.times))

@@ -100,8 +100,8 @@ class VideoData:
         is marked (video_data.marked_caption). With `rng` and the recipe's `frame_views`, each digit shows one
         of its scan's views, drawn once for the clip; otherwise the scan itself."""
         sources, times = video_data.sources_on_screen(clip, self.recipe.fps)
-        shown = {s: self.views_by_source[s][0 if rng is None else rng.integers(len(self.views_by_source[s]))]
-                 for s in dict.fromkeys(sources) if s is not None}  # in order of appearance: a seed draws alike
+        # drawn in order of appearance, so a seed draws alike
+        shown = {s: self._view(s, rng) for s in dict.fromkeys(sources) if s is not None}
         frames = torch.stack([self.blank if s is None else shown[s] for s in sources])
         captions = {t: self.caption_of(clip, t) for t in times}
         if self.recipe.mark and q is not None and (marked := video_data.marked_caption(q, clip, self.recipe.fps)):
@@ -110,6 +110,12 @@ class VideoData:
             frames, times = changes_only(frames, times)
         return VideoCodes(frames, times, self.with_time,
                           tuple(captions[t] for t in times) if self.captions else None, self.stamp_digits)
+
+    def _view(self, source: int, rng: np.random.Generator | None) -> torch.Tensor:
+        """The code grid a scan shows in a clip: one of its views drawn by `rng`, else the scan itself. With one view
+        a scan nothing is drawn, so a run without views draws the clips a run before them did."""
+        views = self.views_by_source[source]
+        return views[0] if rng is None or len(views) == 1 else views[rng.integers(len(views))]
 
     def clip_turns(self, clip: video_data.Clip, rng: np.random.Generator) -> list[Turn]:
         """The clip's frames and one question about them, of a kind drawn by the recipe's weights, answered."""

@@ -4,7 +4,7 @@
 
 Dims: N tokens, D model dim, E experts, K experts per token, F expert hidden dim.
 
-Three layers run on the same input, interleaved within each round so that CPU clock drift hits
+The layers run on the same input, interleaved within each round so that CPU clock drift hits
 them alike; each figure is the median over rounds of one forward + backward (input and
 weight gradients, as in training):
 - hepta: `hepta.model.moe.MoE` configured like OLMoE (softmax router, top-k weights not
@@ -14,6 +14,8 @@ weight gradients, as in training):
   MoE on this machine.
 - transformers: `OlmoeSparseMoeBlock` holding the very same weights, at the fastest of its
   experts implementations for that shape (chosen by a short timing; printed).
+- on a CPU, hepta again with every expert product split over all cores (`expert_threads.enabled` off):
+  the ablation of handing each core a share of the experts where they are small.
 
 Before timing, hepta's output and input gradient are checked against transformers' in fp32.
 bf16 runs put weights and inputs of all three layers in bf16 (no autocast). Rounds that fall
@@ -36,6 +38,7 @@ from transformers import OlmoeConfig
 from transformers.models.olmoe.modeling_olmoe import OlmoeSparseMoeBlock
 
 from hepta.config import ModelConfig, MoEConfig, RouterConfig
+from hepta.model import expert_threads
 from hepta.model.layers import SwiGLU
 from hepta.model.moe import MoE
 
@@ -80,17 +83,21 @@ def batched_mm_fits(E: int, K: int, F: int, dtype: torch.dtype, device: torch.de
     return need < memory // 4
 
 
-def make_step(layer: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor):
+def make_step(layer: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor, experts_by_core: bool = True):
+    """One timed forward + backward; `experts_by_core` False runs hepta's experts with every product over all
+    cores instead of a share of the experts per core (model/expert_threads.py)."""
     params = list(layer.parameters())
 
     def step() -> float:
         for p in params:
             p.grad = None
         x.grad = None
+        expert_threads.enabled = experts_by_core
         _device.sync(x.device)
         start = time.perf_counter()
         layer(x).backward(grad_out)
         _device.sync(x.device)
+        expert_threads.enabled = True
         return time.perf_counter() - start
     return step
 
@@ -133,6 +140,8 @@ def bench_case(E: int, K: int, F: int, dtype_name: str, rounds: int, warmup: int
 
     steps = {name: make_step(layer, x, grad_out) for name, layer in
              (("hepta", hepta), ("dense", dense), ("transformers", tf))}
+    if device.type == "cpu":  # the ablation of running a share of the experts per core
+        steps["hepta_all_cores"] = make_step(hepta, x, grad_out, experts_by_core=False)
     seconds, guard_stats = interleaved(steps, rounds, warmup, guard)
     times = {name: [1e3 * t for t in ts] for name, ts in seconds.items()}
     ms = {name: median(ts) for name, ts in times.items()}
@@ -143,9 +152,16 @@ def bench_case(E: int, K: int, F: int, dtype_name: str, rounds: int, warmup: int
         "transformers_impl": best, "transformers_impl_ms": impl_ms,
         "hepta_vs_dense": ms["dense"] / ms["hepta"],
         "hepta_vs_transformers": ms["transformers"] / ms["hepta"],
+        "hepta_all_cores_ms": ms.get("hepta_all_cores"),
+        "experts_by_core_gain": ms["hepta_all_cores"] / ms["hepta"] if "hepta_all_cores" in ms else None,
         "dense_gflops": flops / ms["dense"] / 1e6, "hepta_gflops": flops / ms["hepta"] / 1e6,
         "rounds_ms": times, **guard_stats,
     }
+
+
+def _by_core(r: dict) -> str:
+    gain = r["experts_by_core_gain"]
+    return f"{gain:>8.2f}x" if gain is not None else f"{'-':>9}"
 
 
 def _guard_note(r: dict) -> str:
@@ -176,7 +192,7 @@ def main() -> int:
     print(f"{_device.describe(device)}; D={D}, {N} tokens, fwd+bwd, "
           f"median of {args.rounds} interleaved rounds after {args.warmup} warmup")
     header = (f"{'shape':<16}{'dtype':<6}{'hepta ms':>10}{'dense ms':>10}{'tf ms':>10}  {'tf impl':<11}"
-              f"{'hepta/dense':>12}{'vs tf':>8}")
+              f"{'hepta/dense':>12}{'vs tf':>8}{'by core':>9}")
     print(header)
     print("-" * len(header))
     results = []
@@ -187,9 +203,10 @@ def main() -> int:
             results.append(r)
             print(f"{f'E{E} top{K} F{F}':<16}{dtype_name:<6}{r['hepta_ms']:>10.1f}{r['dense_ms']:>10.1f}"
                   f"{r['transformers_ms']:>10.1f}  {r['transformers_impl']:<11}{r['hepta_vs_dense']:>11.2f}x"
-                  f"{r['hepta_vs_transformers']:>7.2f}x" + _guard_note(r), flush=True)
+                  f"{r['hepta_vs_transformers']:>7.2f}x" + _by_core(r) + _guard_note(r), flush=True)
     print("hepta/dense = dense_ms / hepta_ms (1.0 = as fast as a dense layer of the same active FLOPs); "
-          "vs tf = transformers_ms / hepta_ms")
+          "vs tf = transformers_ms / hepta_ms; by core = hepta with each product over all cores / hepta "
+          "(a share of the experts per core where they are small)")
     print("transformers experts implementations tried (median ms of 3 runs; batched_mm is skipped where its "
           "per-token weight copies would need over a quarter of RAM):")
     for r in results:

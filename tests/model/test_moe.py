@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 import hepta
 from hepta.config import ModelConfig
+from hepta.model import expert_threads
 from hepta.model import experts as experts_module
 from hepta.model.experts import EXPERTS_IMPLEMENTATIONS, GroupedExperts, weighted_combine
 from hepta.model.moe import MoE
@@ -235,3 +236,42 @@ def test_inference_on_a_few_tokens_matches_reference_and_skips_the_router_losses
         assert float(moe.router_losses.total) == 0.0  # losses exist to be backpropagated; none is built here
         assert moe.last_load.sum() == num_tokens * 2 and moe.load_since_update.sum() == 0
         torch.testing.assert_close(fast, naive_moe(moe, x), atol=1e-5, rtol=1e-5)
+
+
+def test_expert_shares_cover_the_chunks_in_order_with_about_equal_rows():
+    chunks = experts_module._chunks([5, 3, 0, 6, 2, 4, 4, 1, 7], min_rows=4)
+    shares = expert_threads.shares(chunks, dim=512, hidden=128)
+    assert [c for share in shares for c in share] == chunks
+    if torch.get_num_threads() >= 2:
+        assert len(shares) == min(torch.get_num_threads(), len(chunks))
+        rows = [share[-1][1] - share[0][0] for share in shares]
+        assert max(rows) - min(rows) <= max(end - start for start, end, _, _ in chunks)
+    # large products (32 rows an expert here, at width 4,096): each product over all cores
+    assert expert_threads.shares(chunks, dim=4096, hidden=4096) == [chunks]
+
+
+@pytest.mark.parametrize("inference", [False, True])
+def test_experts_run_by_core_match_experts_run_in_one_thread(monkeypatch, inference):
+    # Many small chunks, so that each core takes a share of the experts on a thread of its own: outputs and
+    # every gradient must match the same layer run in the caller's thread, and inference mode must carry over.
+    torch.set_num_threads(2)
+    monkeypatch.setattr(experts_module, "_CHUNK_BYTES", 2 * 24 * 4 * 6)
+    moe = init(MoE(moe_config({"moe.num_experts": 16, "moe.top_k": 4, "moe.num_shared_experts": 0})))
+    x = torch.randn(2, 20, 32, requires_grad=not inference)
+    calls = []
+    run = expert_threads.run
+    monkeypatch.setattr(expert_threads, "run", lambda fn, args: calls.append(len(args)) or run(fn, args))
+
+    def forward_backward(by_core: bool):
+        monkeypatch.setattr(expert_threads, "enabled", by_core)
+        if inference:
+            with torch.inference_mode():
+                return [moe(x).clone()]
+        out = moe(x)
+        return [out, *torch.autograd.grad(out, [x, *moe.parameters()], torch.ones_like(out))]
+
+    by_core, one_thread = forward_backward(True), forward_backward(False)
+    assert calls[0] == 2 and calls[-1] == 1
+    for a, b in zip(by_core, one_thread):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert torch.get_num_threads() == 2  # the workers' single thread stays theirs

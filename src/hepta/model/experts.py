@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from hepta.model import expert_threads
 from hepta.model.matvec import compiling, row_sum_applies, row_sum_matvec, run_fused
 
 ExpertsImplementation = Literal["auto", "fused", "grouped_mm"]
@@ -78,11 +79,89 @@ def _chunks(counts: list[int], min_rows: int) -> list[tuple[int, int, list[int],
     return chunks
 
 
+def _forward_chunks(x_ND, w_M1, gate_up_ED2F, down_EFD, token_M, chunks, out_ND) -> list[torch.Tensor]:
+    """Adds the chunks' weighted expert outputs into out_ND; returns their pre-activations [rows, 2F], which
+    backward needs. Scratch buffers are the height of the largest chunk and reused across the chunks."""
+    D, Fh = x_ND.shape[1], down_EFD[0].shape[0]
+    R = max((end - start for start, end, _, _ in chunks), default=0)
+    # Scaling the activation [R, F] instead of the output [R, D] by the gate weight is the
+    # same product, on the smaller of the two.
+    scale_act = Fh <= D
+    x_RD, act_RF, y_RD = x_ND.new_empty(R, D), x_ND.new_empty(R, Fh), x_ND.new_empty(R, D)
+    h_chunks = []
+    for start, end, experts, sizes in chunks:
+        token, w, n = token_M[start:end], w_M1[start:end], end - start
+        x, act, y = x_RD[:n], act_RF[:n], y_RD[:n]
+        h = x_ND.new_empty(n, 2 * Fh)
+        h_chunks.append(h)
+        torch.index_select(x_ND, 0, token, out=x)
+        for e, x_e, h_e in zip(experts, x.split(sizes), h.split(sizes)):
+            torch.mm(x_e, gate_up_ED2F[e], out=h_e)
+        _silu_out(h[:, :Fh], out=act)
+        act.mul_(h[:, Fh:])
+        if scale_act:
+            act.mul_(w)
+        for e, act_e, y_e in zip(experts, act.split(sizes), y.split(sizes)):
+            torch.mm(act_e, down_EFD[e], out=y_e)
+        if not scale_act:
+            y.mul_(w)
+        out_ND.index_add_(0, token, y)
+    return h_chunks
+
+
+def _backward_chunks(grad_ND, x_ND, w_M1, gate_up_E2FD, down_EDF, token_M, chunks, h_chunks,
+                     grad_x_ND, grad_w_M, grad_gate_up, grad_down) -> None:
+    """The chunks' share of the gradients: their experts' weight gradients and their copies' gate-weight
+    gradients are written (slices no other chunk touches); the input gradient is added into grad_x_ND (None where
+    it is not needed), and likewise grad_w_M."""
+    D, Fh = x_ND.shape[1], down_EDF.shape[2]
+    R = max((end - start for start, end, _, _ in chunks), default=0)
+    scale_act = Fh <= D
+    gate_up_l, down_l = gate_up_E2FD.unbind(0), down_EDF.unbind(0)
+    grad_gate_up_l, grad_down_l = grad_gate_up.unbind(0), grad_down.unbind(0)
+    x_RD, g_RD = x_ND.new_empty(R, D), x_ND.new_empty(R, D)
+    silu_RF, act_RF = x_ND.new_empty(R, Fh), x_ND.new_empty(R, Fh)
+    grad_act_RF, tmp_RF = x_ND.new_empty(R, Fh), x_ND.new_empty(R, Fh)
+    grad_h_R2F = x_ND.new_empty(R, 2 * Fh)
+    for (start, end, experts, sizes), h in zip(chunks, h_chunks):
+        token, w, n = token_M[start:end], w_M1[start:end], end - start
+        gate, up = h[:, :Fh], h[:, Fh:]
+        x, g, silu, act = x_RD[:n], g_RD[:n], silu_RF[:n], act_RF[:n]
+        grad_act, tmp, grad_h = grad_act_RF[:n], tmp_RF[:n], grad_h_R2F[:n]
+        torch.index_select(x_ND, 0, token, out=x)
+        torch.index_select(grad_ND, 0, token, out=g)
+        _silu_out(gate, out=silu)
+        torch.mul(silu, up, out=act)
+        # Gradient of the expert output before the gate weight scales it: g @ down_e.
+        for e, g_e, grad_act_e in zip(experts, g.split(sizes), grad_act.split(sizes)):
+            torch.mm(g_e, down_l[e], out=grad_act_e)
+        if grad_w_M is not None:  # d out / d weight_m = <g_m, y_m> = <g_m @ down_e, act_m>
+            torch.mul(grad_act, act, out=tmp)
+            torch.sum(tmp, dim=1, out=grad_w_M[start:end])
+        if scale_act:
+            act.mul_(w)
+        else:
+            g.mul_(w)
+        for e, gT_e, act_e in zip(experts, g.t().split(sizes, dim=1), act.split(sizes)):
+            torch.mm(gT_e, act_e, out=grad_down_l[e])
+        grad_act.mul_(w)
+        torch.mul(grad_act, silu, out=grad_h[:, Fh:])
+        torch.mul(grad_act, up, out=tmp)
+        _silu_backward_out(tmp, gate, grad_input=grad_h[:, :Fh])
+        for e, grad_hT_e, x_e in zip(experts, grad_h.t().split(sizes, dim=1), x.split(sizes)):
+            torch.mm(grad_hT_e, x_e, out=grad_gate_up_l[e])
+        if grad_x_ND is not None:  # x is no longer needed: it takes grad_h @ gate_up_e, row block by row block
+            for e, grad_h_e, x_e in zip(experts, grad_h.split(sizes), x.split(sizes)):
+                torch.mm(grad_h_e, gate_up_l[e], out=x_e)
+            grad_x_ND.index_add_(0, token, x)
+
+
 class _FusedMoEExperts(torch.autograd.Function):
     """out_ND = sum over copies m of weight_M[m] * expert(x_ND[token_M[m]]), grouped by counts.
 
     Per-expert views come from one `split`/`unbind` call each rather than from indexing inside
-    the loop, which saves a few dispatches per matmul where experts are small.
+    the loop, which saves a few dispatches per matmul where experts are small. Where the chunks are
+    many and small (`expert_threads.shares`), each core runs a share of them on one thread.
     """
 
     @staticmethod
@@ -90,49 +169,23 @@ class _FusedMoEExperts(torch.autograd.Function):
         N, D = x_ND.shape
         Fh = down_EDF.shape[2]
         chunks = _chunks(counts, max(1, _CHUNK_BYTES // (2 * Fh * x_ND.element_size())))
-        R = max((end - start for start, end, _, _ in chunks), default=0)
-        # Scaling the activation [R, F] instead of the output [R, D] by the gate weight is the
-        # same product, on the smaller of the two.
-        scale_act = Fh <= D
         gate_up_ED2F = gate_up_E2FD.transpose(1, 2).unbind(0)
         down_EFD = down_EDF.transpose(1, 2).unbind(0)
-        out_ND = x_ND.new_zeros(N, D)
-        x_RD, act_RF, y_RD = x_ND.new_empty(R, D), x_ND.new_empty(R, Fh), x_ND.new_empty(R, D)
         w_M1 = weight_M.unsqueeze(1)
-        h_chunks = []  # pre-activations [rows, 2F] per chunk, kept for backward
-        for start, end, experts, sizes in chunks:
-            token, w, n = token_M[start:end], w_M1[start:end], end - start
-            x, act, y = x_RD[:n], act_RF[:n], y_RD[:n]
-            h = x_ND.new_empty(n, 2 * Fh)
-            h_chunks.append(h)
-            torch.index_select(x_ND, 0, token, out=x)
-            for e, x_e, h_e in zip(experts, x.split(sizes), h.split(sizes)):
-                torch.mm(x_e, gate_up_ED2F[e], out=h_e)
-            _silu_out(h[:, :Fh], out=act)
-            act.mul_(h[:, Fh:])
-            if scale_act:
-                act.mul_(w)
-            for e, act_e, y_e in zip(experts, act.split(sizes), y.split(sizes)):
-                torch.mm(act_e, down_EFD[e], out=y_e)
-            if not scale_act:
-                y.mul_(w)
-            out_ND.index_add_(0, token, y)
+        shares = expert_threads.shares(chunks, D, Fh)
+        outs = [x_ND.new_zeros(N, D) for _ in shares]
+        h_shares = expert_threads.run(_forward_chunks, [
+            (x_ND, w_M1, gate_up_ED2F, down_EFD, token_M, share, out) for share, out in zip(shares, outs)])
         ctx.save_for_backward(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M)
-        ctx.counts, ctx.chunks, ctx.h_chunks = counts, chunks, h_chunks
-        return out_ND
+        ctx.counts, ctx.shares, ctx.h_shares = counts, shares, h_shares
+        return expert_threads.total(outs)
 
     @staticmethod
     def backward(ctx, grad_ND):
         x_ND, weight_M, gate_up_E2FD, down_EDF, token_M = ctx.saved_tensors
-        chunks, h_chunks = ctx.chunks, ctx.h_chunks
         grad_ND = grad_ND.contiguous()
-        N, D = x_ND.shape
-        Fh = down_EDF.shape[2]
-        R = max((end - start for start, end, _, _ in chunks), default=0)
-        scale_act = Fh <= D
         needs_x, needs_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x_ND = x_ND.new_zeros(N, D) if needs_x else None
-        grad_w_M = torch.empty_like(weight_M)
+        grad_w_M = torch.empty_like(weight_M) if needs_w else None
         # Every expert with tokens overwrites its whole slice; only idle experts need zeros.
         grad_gate_up = torch.empty_like(gate_up_E2FD)
         grad_down = torch.empty_like(down_EDF)
@@ -140,45 +193,12 @@ class _FusedMoEExperts(torch.autograd.Function):
             if c == 0:
                 grad_gate_up[e].zero_()
                 grad_down[e].zero_()
-        gate_up_l, down_l = gate_up_E2FD.unbind(0), down_EDF.unbind(0)
-        grad_gate_up_l, grad_down_l = grad_gate_up.unbind(0), grad_down.unbind(0)
-        x_RD, g_RD = x_ND.new_empty(R, D), x_ND.new_empty(R, D)
-        silu_RF, act_RF = x_ND.new_empty(R, Fh), x_ND.new_empty(R, Fh)
-        grad_act_RF, tmp_RF = x_ND.new_empty(R, Fh), x_ND.new_empty(R, Fh)
-        grad_h_R2F = x_ND.new_empty(R, 2 * Fh)
-        w_M1 = weight_M.unsqueeze(1)
-        for (start, end, experts, sizes), h in zip(chunks, h_chunks):
-            token, w, n = token_M[start:end], w_M1[start:end], end - start
-            gate, up = h[:, :Fh], h[:, Fh:]
-            x, g, silu, act = x_RD[:n], g_RD[:n], silu_RF[:n], act_RF[:n]
-            grad_act, tmp, grad_h = grad_act_RF[:n], tmp_RF[:n], grad_h_R2F[:n]
-            torch.index_select(x_ND, 0, token, out=x)
-            torch.index_select(grad_ND, 0, token, out=g)
-            _silu_out(gate, out=silu)
-            torch.mul(silu, up, out=act)
-            # Gradient of the expert output before the gate weight scales it: g @ down_e.
-            for e, g_e, grad_act_e in zip(experts, g.split(sizes), grad_act.split(sizes)):
-                torch.mm(g_e, down_l[e], out=grad_act_e)
-            if needs_w:  # d out / d weight_m = <g_m, y_m> = <g_m @ down_e, act_m>
-                torch.mul(grad_act, act, out=tmp)
-                torch.sum(tmp, dim=1, out=grad_w_M[start:end])
-            if scale_act:
-                act.mul_(w)
-            else:
-                g.mul_(w)
-            for e, gT_e, act_e in zip(experts, g.t().split(sizes, dim=1), act.split(sizes)):
-                torch.mm(gT_e, act_e, out=grad_down_l[e])
-            grad_act.mul_(w)
-            torch.mul(grad_act, silu, out=grad_h[:, Fh:])
-            torch.mul(grad_act, up, out=tmp)
-            _silu_backward_out(tmp, gate, grad_input=grad_h[:, :Fh])
-            for e, grad_hT_e, x_e in zip(experts, grad_h.t().split(sizes, dim=1), x.split(sizes)):
-                torch.mm(grad_hT_e, x_e, out=grad_gate_up_l[e])
-            if needs_x:  # x is no longer needed: it takes grad_h @ gate_up_e, row block by row block
-                for e, grad_h_e, x_e in zip(experts, grad_h.split(sizes), x.split(sizes)):
-                    torch.mm(grad_h_e, gate_up_l[e], out=x_e)
-                grad_x_ND.index_add_(0, token, x)
-        return grad_x_ND, grad_w_M if needs_w else None, grad_gate_up, grad_down, None, None
+        grads_x = [x_ND.new_zeros(x_ND.shape) if needs_x else None for _ in ctx.shares]
+        expert_threads.run(_backward_chunks, [
+            (grad_ND, x_ND, weight_M.unsqueeze(1), gate_up_E2FD, down_EDF, token_M, share, h, grad_x, grad_w_M,
+             grad_gate_up, grad_down) for share, h, grad_x in zip(ctx.shares, ctx.h_shares, grads_x)])
+        grad_x_ND = expert_threads.total(grads_x) if needs_x else None
+        return grad_x_ND, grad_w_M, grad_gate_up, grad_down, None, None
 
 
 def moe_experts_fused(x_ND, weight_M, gate_up_E2FD, down_EDF, token_M, counts: list[int]) -> torch.Tensor:

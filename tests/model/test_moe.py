@@ -1,3 +1,5 @@
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -251,9 +253,10 @@ def test_expert_shares_cover_the_chunks_in_order_with_about_equal_rows():
 
 
 @pytest.mark.parametrize("inference", [False, True])
-def test_experts_run_by_core_match_experts_run_in_one_thread(monkeypatch, inference):
+def test_experts_run_by_core_match_experts_run_in_one_thread(monkeypatch, request, inference):
     # Many small chunks, so that each core takes a share of the experts on a thread of its own: outputs and
     # every gradient must match the same layer run in the caller's thread, and inference mode must carry over.
+    request.addfinalizer(lambda threads=torch.get_num_threads(): torch.set_num_threads(threads))
     torch.set_num_threads(2)
     monkeypatch.setattr(experts_module, "_CHUNK_BYTES", 2 * 24 * 4 * 6)
     moe = init(MoE(moe_config({"moe.num_experts": 16, "moe.top_k": 4, "moe.num_shared_experts": 0})))
@@ -274,4 +277,9 @@ def test_experts_run_by_core_match_experts_run_in_one_thread(monkeypatch, infere
     assert calls[0] == 2 and calls[-1] == 1
     for a, b in zip(by_core, one_thread):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    assert torch.get_num_threads() == 2  # the workers' single thread stays theirs
+    # the workers' single thread stays theirs: a thread started now still gets the process's two
+    new_thread = []
+    thread = threading.Thread(target=lambda: new_thread.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert torch.get_num_threads() == 2 and new_thread == [2]

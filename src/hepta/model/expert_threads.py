@@ -20,8 +20,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 # Up to this many multiply-adds in an average expert's gate/up product, whole experts per core beat every product
-# split over the cores (benchmarks/moe_layer.py on 2 cores, d 512, 2,048 tokens: 1.28x fp32 and 1.17x bf16 at 128
-# experts top-8 hidden 128, about 128 x 512 x 256 = 17M; even at 64 top-8 hidden 256, 67M).
+# split over the cores (benchmarks/moe_layer.py on 2 cores, d 512, 2,048 tokens: 1.08-1.28x fp32 and 1.00-1.17x
+# bf16 over three runs at 128 experts top-8 hidden 128, about 128 x 512 x 256 = 17M; no gain at 64 experts top-8
+# hidden 256, 67M).
 SMALL_PRODUCT = 1 << 25
 
 _pool: ThreadPoolExecutor | None = None

@@ -194,9 +194,10 @@ class _FusedMoEExperts(torch.autograd.Function):
                 grad_gate_up[e].zero_()
                 grad_down[e].zero_()
         grads_x = [x_ND.new_zeros(x_ND.shape) if needs_x else None for _ in ctx.shares]
+        w_M1 = weight_M.unsqueeze(1)
         expert_threads.run(_backward_chunks, [
-            (grad_ND, x_ND, weight_M.unsqueeze(1), gate_up_E2FD, down_EDF, token_M, share, h, grad_x, grad_w_M,
-             grad_gate_up, grad_down) for share, h, grad_x in zip(ctx.shares, ctx.h_shares, grads_x)])
+            (grad_ND, x_ND, w_M1, gate_up_E2FD, down_EDF, token_M, share, h, grad_x, grad_w_M, grad_gate_up,
+             grad_down) for share, h, grad_x in zip(ctx.shares, ctx.h_shares, grads_x)])
         grad_x_ND = expert_threads.total(grads_x) if needs_x else None
         return grad_x_ND, grad_w_M, grad_gate_up, grad_down, None, None
 

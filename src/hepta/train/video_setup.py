@@ -112,8 +112,8 @@ class VideoData:
                           tuple(captions[t] for t in times) if self.captions else None, self.stamp_digits)
 
     def _view(self, source: int, rng: np.random.Generator | None) -> torch.Tensor:
-        """The code grid a scan shows in a clip: one of its views drawn by `rng`, else the scan itself. With one view
-        a scan nothing is drawn, so a run without views draws the clips a run before them did."""
+        """The code grid a scan shows in a clip: one of its views drawn by `rng`, else the scan itself. Where a scan
+        has one view nothing is drawn, so a run without views draws the clips a run before them did."""
         views = self.views_by_source[source]
         return views[0] if rng is None or len(views) == 1 else views[rng.integers(len(views))]
 

@@ -178,7 +178,8 @@ class Tokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], text_vocab_size: int) -> "Tokenizer":
-        """Train byte-level BPE with `text_vocab_size` text ids, then append the special tokens."""
+        """Train byte-level BPE with `text_vocab_size` text ids, every two-digit number one of them
+        (`with_two_digit_numbers`), then append the special tokens."""
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         hf.decoder = decoders.ByteLevel()
@@ -189,6 +190,7 @@ class Tokenizer:
             show_progress=False,
         )
         hf.train_from_iterator(texts, trainer=trainer)
+        hf = with_two_digit_numbers(hf)
         hf.add_special_tokens(list(SPECIAL_TOKENS))
         return cls(hf)
 
@@ -269,3 +271,31 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer({json.dumps(self.describe_layout())})"
+
+
+def with_two_digit_numbers(hf: HFTokenizer) -> HFTokenizer:
+    """The trained BPE with every two-digit number, "00" to "99", one token: the merges of those it lacks
+    take the places of its last (rarest) merges, so the text ids keep their count.
+
+    Why: a clock's seconds must be written the same way whatever their value. Trained on code and
+    prose, BPE learns "14" but not "51" or "39" (23 of the 100 pairs in omni-tiny's tokenizer), so a
+    video model that copies the time "0:14" as one token had to spell "0:51" as "5" "1", a rarer form,
+    and wrote the wrong second there (docs/multimodal.md). A tokenizer with fewer merges than numbers it
+    lacks is left as it is."""
+    spec = json.loads(hf.to_str())
+    vocab, merges = spec["model"]["vocab"], spec["model"]["merges"]
+    numbers = {f"{n:02d}" for n in range(100)}
+    missing = sorted(numbers - vocab.keys())
+    if not missing or len(missing) > len(merges) - (len(numbers) - len(missing)):
+        return hf
+    as_text = isinstance(merges[0], str)  # "5 1" in older files, ["5", "1"] in newer ones
+    made = ["".join(pair.split(" ") if as_text else pair) for pair in merges]
+    # The last merges that make no number go. No earlier merge uses what a later one makes, and a
+    # number's merge uses two bytes only, so the merges left all still have their parts.
+    dropped = set([i for i in reversed(range(len(merges))) if made[i] not in numbers][:len(missing)])
+    freed = sorted(vocab.pop(made[i]) for i in dropped)
+    merges[:] = [pair for i, pair in enumerate(merges) if i not in dropped]
+    for number, token_id in zip(missing, freed):
+        vocab[number] = token_id
+        merges.append(f"{number[0]} {number[1]}" if as_text else [number[0], number[1]])
+    return HFTokenizer.from_str(json.dumps(spec))

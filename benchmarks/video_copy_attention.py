@@ -8,6 +8,14 @@ seconds, and every head's attention from there is read: the share on the mark's 
 
 It also prints the model's probability of the right seconds token and how many frames follow the marked one,
 per class: a copy that works only when few frames follow is a look-up by position, not by the mark.
+
+    .venv/bin/python benchmarks/video_copy_attention.py --model runs/omni --at mark [--seconds 180]
+
+reads the copy before it instead: where the model writes the seconds into the mark ("3=7 * 0m" -> "14"), in each
+clip marked on the right frame, from its own prompt (timestamps written a character a token, as the recipe does).
+Per clip, the frame's timestamp, what the mark says, and the probability of the right seconds token (of their last
+token, where the text tokenizer spells them as two); per head, the share of attention on the marked frame's
+timestamp digits and on every other timestamp's, over the clips whose mark is right and those whose mark is wrong.
 """
 
 from __future__ import annotations
@@ -40,14 +48,64 @@ def recording_kernel(last_row: dict, layer: int):
     return kernel
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    clip_arguments(p)
-    args = p.parse_args()
-    model, tokenizer, video, reading, answered = time_answers(args.model, args.seconds, args.clips)
+def recorded(path: str, seconds: int, clips: int):
+    """`time_answers` with every layer's attention from the last query kept in the returned dict after a forward."""
+    model, tokenizer, video, reading, answered = time_answers(path, seconds, clips)
     last_row: dict = {}
     for i, layer in enumerate(model.layers):
         layer.attn.attention_kernel = recording_kernel(last_row, i)
+    return model, tokenizer, video, reading, answered, last_row
+
+
+def print_head_shares(model, shares: dict, kinds, what: str) -> None:
+    for kind in kinds:
+        if not shares.get((kind, 0)):
+            continue
+        print(f"\n{kind}: attention (mean over clips), per head: {what}")
+        for layer in range(len(model.layers)):
+            mean = torch.stack(shares[kind, layer]).mean(0)
+            print(f"  layer {layer}: " + "  ".join(f"{m:.2f}/{s:.2f}" for m, s in mean.tolist()))
+
+
+def mark_copy(args) -> None:
+    """Where the model looks as it writes the seconds into a mark on the right frame."""
+    model, tokenizer, video, _reading, answered, last_row = recorded(args.model, args.seconds, args.clips)
+    mark_id, colon_id = tokenizer.encode(video_data.MARK)[-1], tokenizer.encode(":")[-1]
+    shares, probability = defaultdict(list), defaultdict(list)
+    for a in answered:
+        if what_went_wrong(a.question, a.times, written_captions(a.prompt, tokenizer, video), "") in ("no_mark",
+                                                                                                    "wrong_frame"):
+            continue
+        prompt = torch.tensor(a.prompt)
+        inside = video.video_mask(prompt)
+        mark = int(torch.nonzero((prompt == mark_id) & inside)[0])
+        mark_seconds = mark + 3  # " *", " 0", "m", then the seconds
+        colons = torch.nonzero((prompt == colon_id) & inside).flatten()
+        own = colons[colons < mark].max()  # the marked frame's timestamp ("2", ":", "5", "1")
+        others = colons[(colons != own) & (colons < mark)]
+        stamp = tokenizer.decode(a.prompt[int(own) - 1:int(own) + 3])
+        right = tokenizer.encode(stamp.split(":")[1])  # one token, or two ("5", "1") where BPE lacks the number
+        written = a.prompt[mark_seconds:mark_seconds + len(right)]
+        kind = "mark right" if written == right else "mark wrong"
+        # the seconds' last token, after the right ones before it
+        with torch.no_grad():
+            logits = model(torch.tensor([a.prompt[:mark_seconds] + right[:-1]]))[0, -1].float()
+        probability[kind].append(logits.softmax(-1)[right[-1]].item())
+        print(f"{kind}: stamp {stamp}, mark {tokenizer.decode(a.prompt[mark + 1:mark_seconds + len(right)])!r}, "
+              f"p(the stamp's seconds) {probability[kind][-1]:.3f}"
+              + (" (the second of two tokens)" if len(right) > 1 else ""))
+        for layer, row in last_row.items():
+            shares[kind, layer].append(torch.stack([row[:, [int(own) + 1, int(own) + 2]].sum(-1),
+                                                    row[:, torch.cat([others + 1, others + 2])].sum(-1)], -1))
+    print(f"\nclips of {args.seconds} s marked on the right frame: " + ", ".join(
+        f"{kind} {len(p)} (p of the right seconds, median {np.median(p):.3f})" for kind, p in probability.items()))
+    print_head_shares(model, shares, ("mark right", "mark wrong"),
+                      "on the marked frame's timestamp digits / on the other timestamps' digits")
+
+
+def reply_copy(args) -> None:
+    """Where the model looks as it copies the mark's seconds into the reply."""
+    model, tokenizer, video, reading, answered, last_row = recorded(args.model, args.seconds, args.clips)
     mark_id, colon_id = tokenizer.encode(video_data.MARK)[-1], tokenizer.encode(":")[-1]
     shares = defaultdict(list)  # (class, layer) -> [H, 2] per clip: on the mark's seconds, on the timestamps'
     probability, frames_after = defaultdict(list), defaultdict(list)
@@ -77,11 +135,20 @@ def main() -> None:
             continue
         print(f"\n{kind}: p(the right seconds) median {np.median(probability[kind]):.3f}; frames after the mark "
               f"{sorted(frames_after[kind])}")
-        print("attention from the reply's ':' (mean over clips), per head: on the mark's seconds / on the "
-              "timestamps' seconds")
-        for layer in range(len(model.layers)):
-            mean = torch.stack(shares[kind, layer]).mean(0)
-            print(f"  layer {layer}: " + "  ".join(f"{m:.2f}/{s:.2f}" for m, s in mean.tolist()))
+    print_head_shares(model, shares, CLASSES,
+                      "from the reply's ':', on the mark's seconds / on the timestamps' seconds")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    clip_arguments(p)
+    p.add_argument("--at", choices=("reply", "mark"), default="reply",
+                   help="the copy read: the mark's time into the reply, or the frame's timestamp into the mark")
+    args = p.parse_args()
+    if args.at == "mark":
+        mark_copy(args)
+    else:
+        reply_copy(args)
 
 
 if __name__ == "__main__":

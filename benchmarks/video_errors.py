@@ -11,7 +11,9 @@ its own captions, then answers; each wrong answer is put in the first of these t
 
     .venv/bin/python benchmarks/video_errors.py --model runs/omni [--seconds 60] [--clips 40] [--show]
 
-`--show` also prints each wrong answer: its class, the true time, the marked caption and the reply.
+`--show` also prints each wrong answer: its class, the true time, the marked caption and the reply. The last
+line splits the clips by how many tokens the model's text tokenizer gives the true time's seconds ("14" one,
+"51" two before every two-digit number became a token; `tokenizer.with_two_digit_numbers`).
 
 The counts add up to the clips, `right` included; on the runs in docs/multimodal.md the right ones
 equal `hepta eval`'s accuracy on the same clips.
@@ -81,15 +83,21 @@ def main() -> None:
     args = p.parse_args()
     _model, tokenizer, video, _reading, answered = time_answers(args.model, args.seconds, args.clips)
     counts = Counter()
+    by_form = Counter()  # (tokens the true time's seconds take, right) -> clips
     for a in answered:
         captions = written_captions(a.prompt, tokenizer, video)
         kind = what_went_wrong(a.question, a.times, captions, a.reply)
         counts[kind] += 1
+        by_form[len(tokenizer.encode(a.question.answer.split(":")[-1])), kind == "right"] += 1
         if args.show and kind != "right":
             marked = next((c for c in captions if video_data.MARK in c), "")
             print(f"{kind}: {a.question.question} true {a.question.answer}, marked {marked!r}, reply {a.reply!r}")
     kinds = ("right", "no_mark", "wrong_frame", "mark_time_wrong", "copy_wrong")
     print(f"video-time, {len(answered)} clips of {args.seconds} s: " + ", ".join(f"{k} {counts[k]}" for k in kinds))
+    # a text tokenizer may spell some seconds ("51") as two tokens, where a mark copies the rest as one
+    print("right, by the tokens the true time's seconds take: " + ", ".join(
+        f"{n} token{'s' * (n > 1)}: {by_form[n, True]} of {by_form[n, True] + by_form[n, False]}"
+        for n in sorted({n for n, _ in by_form})))
 
 
 if __name__ == "__main__":

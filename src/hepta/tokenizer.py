@@ -273,6 +273,9 @@ class Tokenizer:
         return f"Tokenizer({json.dumps(self.describe_layout())})"
 
 
+NUMBERS_SHARE_OF_MERGES = 16  # the two-digit numbers a BPE lacks replace at most 1/16 of its merges
+
+
 def with_two_digit_numbers(hf: HFTokenizer) -> HFTokenizer:
     """The trained BPE with every two-digit number, "00" to "99", one token: the merges of those it lacks
     take the places of its last (rarest) merges, so the text ids keep their count.
@@ -280,13 +283,13 @@ def with_two_digit_numbers(hf: HFTokenizer) -> HFTokenizer:
     Why: a clock's seconds must be written the same way whatever their value. Trained on code and
     prose, BPE learns "14" but not "51" or "39" (23 of the 100 pairs in omni-tiny's tokenizer), so a
     video model that copies the time "0:14" as one token had to spell "0:51" as "5" "1", a rarer form,
-    and wrote the wrong second there (docs/multimodal.md). A tokenizer with fewer merges than numbers it
-    lacks is left as it is."""
+    and wrote the wrong second there (docs/multimodal.md). A small vocabulary, where the numbers it lacks
+    would take more than a sixteenth of its merges, is left as it is: there they would crowd out the text's own."""
     spec = json.loads(hf.to_str())
     vocab, merges = spec["model"]["vocab"], spec["model"]["merges"]
     numbers = {f"{n:02d}" for n in range(100)}
     missing = sorted(numbers - vocab.keys())
-    if not missing or len(missing) > len(merges) - (len(numbers) - len(missing)):
+    if not missing or len(missing) * NUMBERS_SHARE_OF_MERGES > len(merges):
         return hf
     as_text = isinstance(merges[0], str)  # "5 1" in older files, ["5", "1"] in newer ones
     made = ["".join(pair.split(" ") if as_text else pair) for pair in merges]

@@ -13,7 +13,8 @@ its own captions, then answers; each wrong answer is put in the first of these t
 
 `--show` also prints each wrong answer: its class, the true time, the marked caption and the reply. The last
 line splits the clips by how many tokens the model's text tokenizer gives the true time's seconds ("14" one,
-"51" two before every two-digit number became a token; `tokenizer.with_two_digit_numbers`).
+"51" two before every two-digit number became a token; `tokenizer.with_two_digit_numbers`); `--split-by FOLDER`
+splits them by another model's tokenizer, so that the same clips compare across runs.
 
 The counts add up to the clips, `right` included; on the runs in docs/multimodal.md the right ones
 equal `hepta eval`'s accuracy on the same clips.
@@ -80,15 +81,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     clip_arguments(p)
     p.add_argument("--show", action="store_true", help="print each wrong answer with its marked caption")
+    p.add_argument("--split-by", help="a model folder whose text tokenizer splits the clips in the last line "
+                                      "(default: the model's own), to compare the same clips across tokenizers")
     args = p.parse_args()
     _model, tokenizer, video, _reading, answered = time_answers(args.model, args.seconds, args.clips)
+    splitter = load_tokenizer(args.split_by) if args.split_by else tokenizer
     counts = Counter()
     by_form = Counter()  # (tokens the true time's seconds take, right) -> clips
     for a in answered:
         captions = written_captions(a.prompt, tokenizer, video)
         kind = what_went_wrong(a.question, a.times, captions, a.reply)
         counts[kind] += 1
-        by_form[len(tokenizer.encode(a.question.answer.split(":")[-1])), kind == "right"] += 1
+        by_form[len(splitter.encode(a.question.answer.split(":")[-1])), kind == "right"] += 1
         if args.show and kind != "right":
             marked = next((c for c in captions if video_data.MARK in c), "")
             print(f"{kind}: {a.question.question} true {a.question.answer}, marked {marked!r}, reply {a.reply!r}")

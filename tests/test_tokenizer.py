@@ -62,21 +62,10 @@ def test_every_two_digit_number_is_one_token_and_clock_times_spell_alike(corpus_
     assert tokenizer.layout.text_vocab_size == 3000 and max(tokenizer.encode(" ".join(numbers))) < 3000
 
 
-def raw_bpe(texts, vocab_size: int):
-    from tokenizers import Tokenizer as RawBPE, decoders, models, pre_tokenizers, trainers
-
-    bpe = RawBPE(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    return bpe
-
-
 def test_the_numbers_take_the_places_of_the_last_merges_only(corpus_texts):
-    from hepta.tokenizer import with_two_digit_numbers
+    from hepta.tokenizer import train_bpe, with_two_digit_numbers
 
-    bpe = raw_bpe(corpus_texts, 3000)
+    bpe = train_bpe(corpus_texts, 3000)
     vocab = bpe.get_vocab()
     missing = [f"{n:02d}" for n in range(100) if f"{n:02d}" not in vocab]
     assert missing  # the corpus's BPE lacks some, so the change is seen
@@ -93,9 +82,9 @@ def test_the_numbers_take_the_places_of_the_last_merges_only(corpus_texts):
 
 
 def test_a_small_vocabulary_keeps_its_merges(corpus_texts):
-    from hepta.tokenizer import with_two_digit_numbers
+    from hepta.tokenizer import train_bpe, with_two_digit_numbers
 
-    bpe = raw_bpe(corpus_texts, 600)  # lacks nearly every number: they would be a quarter of its merges
+    bpe = train_bpe(corpus_texts, 600)  # lacks nearly every number: they would be a quarter of its merges
     assert with_two_digit_numbers(bpe).get_vocab() == bpe.get_vocab()
 
 

@@ -180,17 +180,7 @@ class Tokenizer:
     def train(cls, texts: Iterable[str], text_vocab_size: int) -> "Tokenizer":
         """Train byte-level BPE with `text_vocab_size` text ids, every two-digit number one of them
         (`with_two_digit_numbers`), then append the special tokens."""
-        hf = HFTokenizer(models.BPE())
-        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        hf.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=text_vocab_size,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            special_tokens=[],
-            show_progress=False,
-        )
-        hf.train_from_iterator(texts, trainer=trainer)
-        hf = with_two_digit_numbers(hf)
+        hf = with_two_digit_numbers(train_bpe(texts, text_vocab_size))
         hf.add_special_tokens(list(SPECIAL_TOKENS))
         return cls(hf)
 
@@ -271,6 +261,17 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer({json.dumps(self.describe_layout())})"
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int) -> HFTokenizer:
+    """Byte-level BPE of `vocab_size` ids as the corpus gives them, nothing added."""
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=[], show_progress=False)
+    hf.train_from_iterator(texts, trainer=trainer)
+    return hf
 
 
 NUMBERS_SHARE_OF_MERGES = 16  # the two-digit numbers a BPE lacks replace at most 1/16 of its merges

@@ -11,10 +11,17 @@ its own captions, then answers; each wrong answer is put in the first of these t
 
     .venv/bin/python benchmarks/video_errors.py --model runs/omni [--seconds 60] [--clips 40] [--show]
 
-`--show` also prints each wrong answer: its class, the true time, the marked caption and the reply. The last
-line splits the clips by how many tokens the model's text tokenizer gives the true time's seconds ("14" one,
-"51" two before every two-digit number became a token; `tokenizer.with_two_digit_numbers`); `--split-by FOLDER`
-splits them by another model's tokenizer, so that the same clips compare across runs.
+A wrong frame is then put in one of three by the captions the model wrote and the clip's ground truth:
+
+- misread: the marked frame's own caption names the digit asked about, but the frame shows another (or nothing);
+- later: the marked frame shows that digit, but it was seen before (the first appearance read as another);
+- against_caption: the model's own caption of the marked frame names another digit.
+
+`--show` also prints each wrong answer: its class, the true time, the marked caption, the caption the model
+wrote on the frame that answers, and the reply. The last line splits the clips by how many tokens the model's
+text tokenizer gives the true time's seconds ("14" one, "51" two before every two-digit number became a token;
+`tokenizer.with_two_digit_numbers`); `--split-by FOLDER` splits them by another model's tokenizer, so that the
+same clips compare across runs.
 
 The counts add up to the clips, `right` included; on the runs in docs/multimodal.md the right ones
 equal `hepta eval`'s accuracy on the same clips.
@@ -23,6 +30,7 @@ equal `hepta eval`'s accuracy on the same clips.
 from __future__ import annotations
 
 import argparse
+import re
 from collections import Counter
 
 import torch
@@ -59,6 +67,30 @@ def what_went_wrong(q: video_data.VideoQuestion, times: tuple[float, ...], capti
     return "copy_wrong"
 
 
+def caption_digit(caption: str) -> int | None:
+    """The digit a frame caption names ("3=7 * 0m14" names 7), None for an empty screen or an unreadable one."""
+    named = re.match(r"\s*\d+=(\d)", caption)
+    return int(named.group(1)) if named else None
+
+
+def wrong_frame_kind(q: video_data.VideoQuestion, clip: video_data.Clip, times: tuple[float, ...],
+                     captions: list[str]) -> str:
+    """Why the marked frame of a wrong_frame answer was marked: misread, later or against_caption."""
+    asked = clip.appearances[q.asked_about].digit
+    seen, caption = next((t, c) for t, c in zip(times, captions) if video_data.MARK in c)
+    if caption_digit(caption) != asked:
+        return "against_caption"
+    shown = clip.on_screen(seen)
+    return "later" if shown is not None and shown.digit == asked else "misread"
+
+
+def caption_at(times: tuple[float, ...], captions: list[str], seconds: float) -> str:
+    """The caption the model wrote on the frame read at `seconds` (frames that repeat the one before are left out
+    of a prompt, so the last one read by then)."""
+    read = [c for t, c in zip(times, captions) if t <= seconds + 1e-6]
+    return read[-1] if read else ""
+
+
 def clip_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--seconds", type=int, default=60, choices=video_data.CLIP_LENGTHS)
@@ -86,18 +118,23 @@ def main() -> None:
     args = p.parse_args()
     _model, tokenizer, video, _reading, answered = time_answers(args.model, args.seconds, args.clips)
     splitter = load_tokenizer(args.split_by) if args.split_by else tokenizer
-    counts = Counter()
+    counts, frame_kinds = Counter(), Counter()
     by_form = Counter()  # (tokens the true time's seconds take, right) -> clips
     for a in answered:
         captions = written_captions(a.prompt, tokenizer, video)
         kind = what_went_wrong(a.question, a.times, captions, a.reply)
         counts[kind] += 1
+        if kind == "wrong_frame":
+            frame_kinds[wrong_frame_kind(a.question, a.clip, a.times, captions)] += 1
         by_form[len(splitter.encode(a.question.answer.split(":")[-1])), kind == "right"] += 1
         if args.show and kind != "right":
             marked = next((c for c in captions if video_data.MARK in c), "")
-            print(f"{kind}: {a.question.question} true {a.question.answer}, marked {marked!r}, reply {a.reply!r}")
+            answering = caption_at(a.times, captions, video_data.first_seen(float(a.question.truth), FPS))
+            print(f"{kind}: {a.question.question} true {a.question.answer}, marked {marked!r}, "
+                  f"written there {answering!r}, reply {a.reply!r}")
     kinds = ("right", "no_mark", "wrong_frame", "mark_time_wrong", "copy_wrong")
     print(f"video-time, {len(answered)} clips of {args.seconds} s: " + ", ".join(f"{k} {counts[k]}" for k in kinds))
+    print("wrong frames: " + ", ".join(f"{k} {frame_kinds[k]}" for k in ("misread", "later", "against_caption")))
     # a text tokenizer may spell some seconds ("51") as two tokens, where a mark copies the rest as one
     print("right, by the tokens the true time's seconds take: " + ", ".join(
         f"{n} token{'s' * (n > 1)}: {by_form[n, True]} of {by_form[n, True] + by_form[n, False]}"

@@ -96,6 +96,8 @@ def test_a_model_trained_with_timestamps_a_character_a_token_is_prompted_so(omni
         answered = evaluation.answer("count", lengths=(30,))
         evaluation.close()
         assert len(answered) == 1 and [part.stamp_digits for part in parts] == [stamped]
+        # each answer keeps the ground truth of the clip it is about
+        assert answered[0].question.truth == len(answered[0].clip.appearances) >= 2
 
 
 def test_clips_show_held_out_digits_unless_the_training_ones_are_asked_for(omni_dir):

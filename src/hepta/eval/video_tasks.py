@@ -94,7 +94,7 @@ class VideoEval:
         """One question of `kind` per clip of each length, each read (the model writing its own captions
         where it was trained to) and answered greedily."""
         video = video_vocab(self.tokenizer, self.codec.vocab.grid)
-        questions, prompts, slots, seconds_of, times = [], [], [], [], []
+        questions, prompts, slots, seconds_of, times, clips = [], [], [], [], [], []
         for seconds in lengths:
             rng = np.random.default_rng([EVAL_SEED, seconds, 1])
             for clip in self.clips(seconds):
@@ -110,12 +110,13 @@ class VideoEval:
                 slots.append(caption_slots(ids, is_caption, video))
                 seconds_of.append(seconds)
                 times.append(part.times)
+                clips.append(clip.clip)
         if self.reading.captions:
             prompts = write_captions(self.engine, prompts, slots)
         requests = [Request(p, max_tokens=video_data.ANSWER_TOKENS, sampling=GREEDY) for p in prompts]
         replies = [choices[0].text for choices in generate_many(self.engine, requests,
                                                                 on_done=lambda _i: self.on_answer())]
-        return [Answered(*fields) for fields in zip(questions, seconds_of, times, prompts, replies)]
+        return [Answered(*fields) for fields in zip(questions, seconds_of, times, prompts, replies, clips)]
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Answered:
     times: tuple[float, ...]  # the times of the frames read
     prompt: list[int]  # as the model read it, with the captions it wrote
     reply: str
+    clip: video_data.Clip  # its ground truth
 
 
 def score(questions: list[video_data.VideoQuestion], replies: list[str], lengths: list[int]) -> dict:

@@ -13,6 +13,9 @@ from hepta.model import decode_regions, matvec
 from hepta.model.matvec import Linear, row_sum_matvec
 from helpers import decoded_logits
 
+# `tiny` with one dense and one MoE block: every path below, at half the blocks to compile
+TINY = hepta.get_preset("tiny").with_changes({"num_layers": 2})
+
 
 @pytest.mark.parametrize("rows, dim", [(7, 5), (4096, 192), (3000, 700)])  # blocks of rows that do not divide N
 def test_row_sums_equal_the_blas_product(rows, dim):
@@ -94,7 +97,7 @@ def counting(monkeypatch, name: str) -> list:
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
 def test_a_model_decoding_with_row_sums_gives_the_blas_logits(monkeypatch, dtype, tolerance):
-    cfg = hepta.get_preset("tiny").with_changes({"attention.qkv_bias": True, "attention.o_bias": True})
+    cfg = TINY.with_changes({"attention.qkv_bias": True, "attention.o_bias": True})
     model = hepta.build_model(cfg, seed=0).to(dtype).eval()
     expected = decode_logits(model)
     steps, regions = counting(monkeypatch, "decode_step"), counting(monkeypatch, "decode_block")
@@ -107,7 +110,7 @@ def test_a_model_decoding_with_row_sums_gives_the_blas_logits(monkeypatch, dtype
 
 
 def test_blocks_with_a_sliding_window_decode_as_two_compiled_regions_each(monkeypatch):
-    cfg = hepta.get_preset("tiny").with_changes({"attention.sliding_window": 4,
+    cfg = TINY.with_changes({"attention.sliding_window": 4,
                                                  "attention.sliding_window_layers": (0,)})
     model = hepta.build_model(cfg, seed=0).eval()
     expected = decode_logits(model)  # past the window: 8 prompt tokens, then 6 steps
@@ -124,7 +127,7 @@ def decode_batch_logits(model):
 
 
 def test_a_batch_decoding_with_row_sums_runs_each_block_as_compiled_regions(monkeypatch):
-    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    model = hepta.build_model(TINY, seed=0).eval()
     expected = decode_batch_logits(model)
     steps, regions, kernels = counting(monkeypatch, "decode_step"), counting(monkeypatch, "decode_block"), []
     run_fused = matvec.run_fused
@@ -143,7 +146,7 @@ def test_a_batch_decoding_with_row_sums_runs_each_block_as_compiled_regions(monk
 ])
 def test_without_block_regions_the_experts_are_row_sums_over_the_routed_copies(monkeypatch, decode, kernel, steps):
     monkeypatch.setattr(decode_regions, "applies", lambda *args: False)
-    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    model = hepta.build_model(TINY, seed=0).eval()
     expected = decode(model)
     kernels = []
     run_fused = matvec.run_fused
@@ -155,7 +158,7 @@ def test_without_block_regions_the_experts_are_row_sums_over_the_routed_copies(m
 
 def test_routed_copies_that_fail_to_compile_leave_the_blas_experts(monkeypatch, caplog):
     monkeypatch.setattr(decode_regions, "applies", lambda *args: False)
-    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    model = hepta.build_model(TINY, seed=0).eval()
     expected = decode_batch_logits(model)
     calls = []
 
@@ -178,7 +181,7 @@ def test_a_decode_step_that_fails_to_compile_leaves_the_eager_blocks(monkeypatch
 
     monkeypatch.setattr(decode_regions, "_compiled", fail)
     monkeypatch.setattr(matvec, "_broken", [])
-    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    model = hepta.build_model(TINY, seed=0).eval()
     expected = decode_logits(model)
     model.use_row_sum_matvec(True)
     assert (decode_logits(model) - expected).abs().max() <= 1e-4
@@ -187,19 +190,19 @@ def test_a_decode_step_that_fails_to_compile_leaves_the_eager_blocks(monkeypatch
 
 
 def test_without_a_compiler_a_model_decodes_the_same_with_eager_row_sums(without_compiled_kernels):
-    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    model = hepta.build_model(TINY, seed=0).eval()
     expected = decode_logits(model)
     model.use_row_sum_matvec(True)
     assert (decode_logits(model) - expected).abs().max() <= 1e-4
 
 
 def test_weights_that_fit_in_the_cache_keep_the_blas_without_a_timing():
-    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    model = hepta.build_model(TINY, seed=0).eval()
     choice = choose_matvec(model)
     assert not choice.row_sum and choice.blas_s is None and "cache" in choice.reason
-    bf16 = hepta.build_model(hepta.get_preset("tiny"), seed=0).to(torch.bfloat16)
+    bf16 = hepta.build_model(TINY, seed=0).to(torch.bfloat16)
     assert "cache" in choose_matvec(bf16).reason, matvec._broken
-    fp16 = hepta.build_model(hepta.get_preset("tiny"), seed=0).to(torch.float16)
+    fp16 = hepta.build_model(TINY, seed=0).to(torch.float16)
     assert "fp32 and bf16" in choose_matvec(fp16).reason
 
 
@@ -213,14 +216,14 @@ def test_a_bf16_model_that_takes_row_sums_has_its_batch_step_compiled_at_once(mo
 
     monkeypatch.setattr(matvec_choice, "_step_seconds", row_sums_faster)
     regions = counting(monkeypatch, "decode_block")
-    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).to(torch.bfloat16).eval()
+    model = hepta.build_model(TINY, seed=0).to(torch.bfloat16).eval()
     assert choose_matvec(model).row_sum and timed == [1, matvec_choice.BATCH]
     assert regions and all(out is not None and out.shape[0] == matvec_choice.BATCH for out in regions)
 
 
 def test_weights_past_the_cache_get_the_product_that_measured_faster(monkeypatch):
     monkeypatch.setattr("hepta.infer.matvec_choice.last_level_cache_bytes", lambda: 1)  # every model outgrows it
-    model = hepta.build_model(hepta.get_preset("tiny"), seed=0).eval()
+    model = hepta.build_model(TINY, seed=0).eval()
     choice = choose_matvec(model, steps=3)
     assert choice.blas_s > 0 and choice.row_sum_s > 0
     assert choice.row_sum == (choice.row_sum_s < MARGIN * choice.blas_s)

@@ -51,13 +51,18 @@ def written_captions(ids: list[int], tokenizer, video) -> list[str]:
             for end in video.caption_ends(ids_T, tokenizer.end_id).tolist()]
 
 
+def first_marked(times: tuple[float, ...], captions: list[str]) -> tuple[float, str] | None:
+    """The time and caption of the first frame whose caption the model marked, None where it marked none."""
+    return next(((t, c) for t, c in zip(times, captions) if video_data.MARK in c), None)
+
+
 def what_went_wrong(q: video_data.VideoQuestion, times: tuple[float, ...], captions: list[str], reply: str) -> str:
     if video_data.is_right(q, reply):
         return "right"
-    marked = [(t, c) for t, c in zip(times, captions) if video_data.MARK in c]
-    if not marked:
+    marked = first_marked(times, captions)
+    if marked is None:
         return "no_mark"
-    seen, caption = marked[0]
+    seen, caption = marked
     if abs(seen - video_data.first_seen(float(q.truth), FPS)) > 1:
         return "wrong_frame"
     after_mark = caption.split(video_data.MARK)[-1].strip()  # "0m14" ("0m14s" at b3bd797)
@@ -77,7 +82,7 @@ def wrong_frame_kind(q: video_data.VideoQuestion, clip: video_data.Clip, times: 
                      captions: list[str]) -> str:
     """Why the marked frame of a wrong_frame answer was marked: misread, later or against_caption."""
     asked = clip.appearances[q.asked_about].digit
-    seen, caption = next((t, c) for t, c in zip(times, captions) if video_data.MARK in c)
+    seen, caption = first_marked(times, captions)
     if caption_digit(caption) != asked:
         return "against_caption"
     shown = clip.on_screen(seen)
@@ -128,7 +133,7 @@ def main() -> None:
             frame_kinds[wrong_frame_kind(a.question, a.clip, a.times, captions)] += 1
         by_form[len(splitter.encode(a.question.answer.split(":")[-1])), kind == "right"] += 1
         if args.show and kind != "right":
-            marked = next((c for c in captions if video_data.MARK in c), "")
+            _, marked = first_marked(a.times, captions) or (None, "")
             answering = caption_at(a.times, captions, video_data.first_seen(float(a.question.truth), FPS))
             print(f"{kind}: {a.question.question} true {a.question.answer}, marked {marked!r}, "
                   f"written there {answering!r}, reply {a.reply!r}")

@@ -110,8 +110,7 @@ def test_a_model_decoding_with_row_sums_gives_the_blas_logits(monkeypatch, dtype
 
 
 def test_blocks_with_a_sliding_window_decode_as_two_compiled_regions_each(monkeypatch):
-    cfg = TINY.with_changes({"attention.sliding_window": 4,
-                                                 "attention.sliding_window_layers": (0,)})
+    cfg = TINY.with_changes({"attention.sliding_window": 4, "attention.sliding_window_layers": (0,)})
     model = hepta.build_model(cfg, seed=0).eval()
     expected = decode_logits(model)  # past the window: 8 prompt tokens, then 6 steps
     steps, regions = counting(monkeypatch, "decode_step"), counting(monkeypatch, "decode_block")

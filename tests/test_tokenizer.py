@@ -88,6 +88,24 @@ def test_a_small_vocabulary_keeps_its_merges(corpus_texts):
     assert with_two_digit_numbers(bpe).get_vocab() == bpe.get_vocab()
 
 
+def test_digit_tokens_write_every_number_a_digit_a_token_and_keep_the_rest(corpus_texts, tmp_path):
+    apart = Tokenizer.train(corpus_texts, text_vocab_size=3000, digit_tokens=True)
+    together = Tokenizer.train(corpus_texts, text_vocab_size=3000)
+    assert apart.digit_tokens and not together.digit_tokens
+    assert apart.layout == together.layout  # as many text ids: merges numbers cannot use go to the text
+    digit_ids = [apart.encode(str(d))[0] for d in range(10)]
+    assert apart.encode("0:35") == [digit_ids[0], *apart.encode(":"), digit_ids[3], digit_ids[5]]
+    assert [len(apart.encode(f"0m{s:02d}")) for s in range(60)] == [4] * 60
+    # a digit after a space stays one token with it, as a question's " 7" is; the number's other digits follow alone
+    assert len(apart.encode(" 7")) == 1 and apart.encode(" 1951")[1:] == [digit_ids[9], digit_ids[5], digit_ids[1]]
+    text = "x = 1951 + 0:42  # 3=7 * 0m35\n"
+    assert apart.decode(apart.encode(text)) == text
+    words = "def hello(world):\n    return world"
+    assert apart.encode(words) != [] and len(apart.encode(words)) == len(together.encode(words))
+    apart.save(tmp_path)
+    assert Tokenizer.load(tmp_path).encode(text) == apart.encode(text) and Tokenizer.load(tmp_path).digit_tokens
+
+
 def test_save_and_load_keep_every_id(tokenizer, tmp_path):
     tokenizer.save(tmp_path)
     again = Tokenizer.load(tmp_path)

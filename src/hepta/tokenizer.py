@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 
 from hepta.errors import HeptaError
 from hepta.fileio import atomic_write_text
@@ -177,10 +177,13 @@ class Tokenizer:
     # --- construction -----------------------------------------------------------------
 
     @classmethod
-    def train(cls, texts: Iterable[str], text_vocab_size: int) -> "Tokenizer":
+    def train(cls, texts: Iterable[str], text_vocab_size: int, digit_tokens: bool = False) -> "Tokenizer":
         """Train byte-level BPE with `text_vocab_size` text ids, every two-digit number one of them
-        (`with_two_digit_numbers`), then append the special tokens."""
-        hf = with_two_digit_numbers(train_bpe(texts, text_vocab_size))
+        (`with_two_digit_numbers`), then append the special tokens. With `digit_tokens`, every number is
+        written a digit a token instead (`train_bpe`)."""
+        hf = train_bpe(texts, text_vocab_size, digit_tokens)
+        if not digit_tokens:
+            hf = with_two_digit_numbers(hf)
         hf.add_special_tokens(list(SPECIAL_TOKENS))
         return cls(hf)
 
@@ -205,6 +208,11 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         return self.hf.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def digit_tokens(self) -> bool:
+        """Whether every number is written a digit a token (`train_bpe`)."""
+        return len(self.hf.pre_tokenizer.pre_tokenize_str("10")) == 2
 
     @property
     def bos_id(self) -> None:
@@ -263,10 +271,23 @@ class Tokenizer:
         return f"Tokenizer({json.dumps(self.describe_layout())})"
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int) -> HFTokenizer:
-    """Byte-level BPE of `vocab_size` ids as the corpus gives them, nothing added."""
+# One digit, with the space before it if there is one: " 7" stays the token it is in "the 7 first appeared".
+DIGIT = Regex(r" ?[0-9]")
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, digit_tokens: bool = False) -> HFTokenizer:
+    """Byte-level BPE of `vocab_size` ids as the corpus gives them, nothing added. With `digit_tokens`,
+    each digit is split from its neighbours before any merge, so every number is written a digit a
+    token ("0:35" as "0" ":" "3" "5"), as the tokenizers of Llama 2 and Qwen write numbers.
+
+    Why: a video model copies a time from the frame's timestamp into its caption and its reply. With
+    "35" one token, writing it means composing one token from the two characters read, and the
+    composition sometimes loses their order ("0m53" on the frame stamped 0:35: docs/multimodal.md);
+    a digit a token makes each digit a copy of one character in its place."""
     hf = HFTokenizer(models.BPE())
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Split(DIGIT, behavior="isolated"), byte_level])
+                        if digit_tokens else byte_level)
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=[], show_progress=False)

@@ -88,6 +88,9 @@ class TrainArgs:
     audio_tokenizer_steps: int | None = None  # None: the recipe's
     speech_utterances: int | None = None  # recognition utterances (synthesis: half as many); None: the recipe's
     speed_perturbation: bool = False  # recognition utterances speed-perturbed within the recipe's range
+    # the text tokenizer writes every number a digit a token (tokenizer.train_bpe); omni-tiny's recipe sets it,
+    # `--no-digit-tokens` is the ablation
+    digit_tokens: bool = False
     video_timestamps: bool = True  # video frames carry their time as text (ablation: False)
     # the recipe's reading of video: the question before the video and a caption the model writes after each
     # frame, the one that answers marked (VideoRecipe.question_first, captions and mark); ablation: False
@@ -228,7 +231,7 @@ class Trainer:
         self.cfg = self.cfg.replace(codes={"image": layout.num_image_codes, "audio": layout.num_audio_codes})
         self.stream = tokenize(docs, self.tokenizer)
         self.log(f"corpus: {docs.source}: {self.stream.train.numel():,} train / {self.stream.val.numel():,} "
-                 f"validation tokens")
+                 f"validation tokens" + (", every number a digit a token" if args.digit_tokens else ""))
         self.chat = self.codec = self.audio_codec = None
         if self.images is not None and not args.text_only:
             self.codec = self.images.codec(self.tokenizer)
@@ -353,7 +356,7 @@ class Trainer:
                 raise HeptaError(f"vocab_size {self.cfg.vocab_size} leaves {text_vocab_size} text ids beside "
                                  f"{NUM_SPECIAL_TOKENS} special ids and {num_codes} image and audio codes; byte-level BPE needs "
                                  "at least 256, raise vocab_size")
-            tokenizer = Tokenizer.train(sample, text_vocab_size=text_vocab_size)
+            tokenizer = Tokenizer.train(sample, text_vocab_size=text_vocab_size, digit_tokens=self.args.digit_tokens)
             if self.images is not None:
                 tokenizer = tokenizer.with_image_codes(num_image_codes)
             if self.speech is not None:

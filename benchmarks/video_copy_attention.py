@@ -13,8 +13,9 @@ per class: a copy that works only when few frames follow is a look-up by positio
 
 reads the copy before it instead: where the model writes the seconds into the mark ("3=7 * 0m" -> "14"), in each
 clip marked on the right frame, from its own prompt (timestamps written a character a token, as the recipe does).
-Per clip, the frame's timestamp, what the mark says, and the probability of the right seconds token (of their last
-token, where the text tokenizer spells them as two); per head, the share of attention on the marked frame's
+Per clip, the frame's timestamp, what the mark says, and the probability of the right seconds (of all their tokens,
+where the text tokenizer spells them as two, as it does every number with digit tokens); per head, from the query
+that writes their last token, the share of attention on the marked frame's
 timestamp digits and on every other timestamp's, over the clips whose mark is right and those whose mark is wrong.
 """
 
@@ -87,13 +88,13 @@ def mark_copy(args) -> None:
         right = tokenizer.encode(stamp.split(":")[1])  # one token, or two ("5", "1") where BPE lacks the number
         written = a.prompt[mark_seconds:mark_seconds + len(right)]
         kind = "mark right" if written == right else "mark wrong"
-        # the seconds' last token, after the right ones before it
+        # the seconds' tokens teacher-forced: the attention read is the last query's, which writes their last token
         with torch.no_grad():
-            logits = model(torch.tensor([a.prompt[:mark_seconds] + right[:-1]]))[0, -1].float()
-        probability[kind].append(logits.softmax(-1)[right[-1]].item())
+            logits = model(torch.tensor([a.prompt[:mark_seconds] + right[:-1]]))[0, -len(right):].float()
+        probability[kind].append(logits.softmax(-1)[torch.arange(len(right)), right].prod().item())
         print(f"{kind}: stamp {stamp}, mark {tokenizer.decode(a.prompt[mark + 1:mark_seconds + len(right)])!r}, "
               f"p(the stamp's seconds) {probability[kind][-1]:.3f}"
-              + (" (the second of two tokens)" if len(right) > 1 else ""))
+              + (f" ({len(right)} tokens; the attention is the last one's)" if len(right) > 1 else ""))
         for layer, row in last_row.items():
             shares[kind, layer].append(torch.stack([row[:, [int(own) + 1, int(own) + 2]].sum(-1),
                                                     row[:, torch.cat([others + 1, others + 2])].sum(-1)], -1))

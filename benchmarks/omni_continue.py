@@ -1,7 +1,7 @@
 """A probe of a longer omni run: continue a trained omni-tiny folder with the recipe's whole mix.
 
     .venv/bin/python benchmarks/omni_continue.py --model runs/omni --out runs/omni-more [--steps 500]
-        [--lr 1e-3] [--long-share 0.5] [--shifted-clocks 0] [--no-frame-views] [--seed 0]
+        [--lr 1e-3] [--long-share 0.5] [--shifted-clocks 0] [--no-frame-views] [--mark-joiner ""] [--seed 0]
     hepta eval --model runs/omni-more --task video-time --json
 
 It trains a new run in --out from the folder's weights, tokenizer, image and audio tokenizers: text, images,
@@ -9,7 +9,8 @@ speech and video as `hepta train --preset omni-tiny` mixes them, with a fresh op
 over --steps. The video clips of a step are drawn as the recipe draws them at its end (log-uniformly, up to the
 longest), except in --long-share of the steps, drawn from `VideoRecipe.long_shortest` seconds up to the longest.
 With --shifted-clocks, that share of the clips has its clock start after 0:00 (`hepta train --video-shifted-clocks`);
-with --no-frame-views, the clips show each digit as its training scan only (`hepta train --no-video-frame-views`).
+with --no-frame-views, the clips show each digit as its training scan only (`hepta train --no-video-frame-views`);
+--mark-joiner sets what goes between a mark and its answer (`VideoRecipe.mark_joiner`).
 Where `benchmarks/video_finetune.py` trains video alone, this keeps every modality in each step, so it tells
 what more steps of long clips do to the video answers without the other tasks forgetting theirs.
 """
@@ -17,6 +18,7 @@ what more steps of long clips do to the video answers without the other tasks fo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from safetensors.torch import load_file
 
 from hepta.tokenizer import Tokenizer
 from hepta.train.loop import Trainer, TrainArgs
-from hepta.train.recipes import recipe_defaults
+from hepta.train.recipes import IMAGE_RECIPES, recipe_defaults
 from hepta.train.video_setup import VideoData, log_uniform_seconds
 
 
@@ -64,10 +66,16 @@ def main() -> None:
                    "(default: the recipe's)")
     p.add_argument("--no-frame-views", action="store_true", help="video clips show each digit as its training scan "
                    "only (the recipe draws one of its moved and turned views)")
+    p.add_argument("--mark-joiner", help="what goes between a caption's mark and its answer (default: the recipe's, "
+                   "a space; \"\" writes the time's first digit as the timestamps do)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     source = Path(args.model)
     VideoData.step_seconds = long_share_draw(args.long_share)
+    if args.mark_joiner is not None:
+        recipe = IMAGE_RECIPES["omni-tiny"]
+        IMAGE_RECIPES["omni-tiny"] = dataclasses.replace(
+            recipe, video=dataclasses.replace(recipe.video, mark_joiner=args.mark_joiner))
     # the recipe's batches, corpus and warm-up; its own steps, learning rate, and one save and evaluation at the end
     train_args = TrainArgs(**{**recipe_defaults("omni-tiny"), "steps": args.steps, "lr": args.lr,
                               "save_every": args.steps, "eval_every": args.steps,

@@ -52,6 +52,9 @@ class VideoRecipe:
     # with question_first and captions: the caption of the frame that answers an order or time question
     # is marked (video_data.marked_caption), where that frame is read
     mark: bool = False
+    # what goes between the mark and its answer (video_data.marked_caption): after " " the answer's first digit
+    # is a token of its own (" 2"), after "" the very token the timestamps and the reply write ("2")
+    mark_joiner: str = " "
     # the video questions' loss counts this many times beside the text's and the conversations' (each a mean);
     # `hepta train --video-loss-weight`. 3 was tried for the video-time answers: within the noise of them, and
     # with nearly every step's gradient clipped, the text, speech and images lost; 2, with no timeline questions,

@@ -1,7 +1,8 @@
 """A probe of a longer omni run: continue a trained omni-tiny folder with the recipe's whole mix.
 
     .venv/bin/python benchmarks/omni_continue.py --model runs/omni --out runs/omni-more [--steps 500]
-        [--lr 1e-3] [--long-share 0.5] [--shifted-clocks 0] [--no-frame-views] [--mark-joiner ""] [--seed 0]
+        [--lr 1e-3] [--long-share 0.5] [--shifted-clocks 0] [--no-frame-views] [--mark-joiner ""] [--mark-units-anchor ,]
+        [--seed 0]
     hepta eval --model runs/omni-more --task video-time --json
 
 It trains a new run in --out from the folder's weights, tokenizer, image and audio tokenizers: text, images,
@@ -10,7 +11,8 @@ over --steps. The video clips of a step are drawn as the recipe draws them at it
 longest), except in --long-share of the steps, drawn from `VideoRecipe.long_shortest` seconds up to the longest.
 With --shifted-clocks, that share of the clips has its clock start after 0:00 (`hepta train --video-shifted-clocks`);
 with --no-frame-views, the clips show each digit as its training scan only (`hepta train --no-video-frame-views`);
---mark-joiner sets what goes between a mark and its answer (`VideoRecipe.mark_joiner`).
+--mark-joiner sets what goes between a mark and its answer (`VideoRecipe.mark_joiner`), --mark-units-anchor
+a token before a marked time's last digit (`VideoRecipe.mark_units_anchor`).
 Where `benchmarks/video_finetune.py` trains video alone, this keeps every modality in each step, so it tells
 what more steps of long clips do to the video answers without the other tasks forgetting theirs.
 """
@@ -68,14 +70,17 @@ def main() -> None:
                    "only (the recipe draws one of its moved and turned views)")
     p.add_argument("--mark-joiner", help="what goes between a caption's mark and its answer (default: the recipe's, "
                    "a space; \"\" writes the time's first digit as the timestamps do)")
+    p.add_argument("--mark-units-anchor", help="a token before the last digit of a marked time (\",\": \"0m1,4\"; "
+                   "default: the recipe's, none)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     source = Path(args.model)
     VideoData.step_seconds = long_share_draw(args.long_share)
-    if args.mark_joiner is not None:
+    marks = {name: value for name, value in (("mark_joiner", args.mark_joiner),
+                                             ("mark_units_anchor", args.mark_units_anchor)) if value is not None}
+    if marks:
         recipe = IMAGE_RECIPES["omni-tiny"]
-        IMAGE_RECIPES["omni-tiny"] = dataclasses.replace(
-            recipe, video=dataclasses.replace(recipe.video, mark_joiner=args.mark_joiner))
+        IMAGE_RECIPES["omni-tiny"] = dataclasses.replace(recipe, video=dataclasses.replace(recipe.video, **marks))
     # the recipe's batches, corpus and warm-up; its own steps, learning rate, and one save and evaluation at the end
     train_args = TrainArgs(**{**recipe_defaults("omni-tiny"), "steps": args.steps, "lr": args.lr,
                               "save_every": args.steps, "eval_every": args.steps,

@@ -65,8 +65,9 @@ def what_went_wrong(q: video_data.VideoQuestion, times: tuple[float, ...], capti
     seen, caption = marked
     if abs(seen - video_data.first_seen(float(q.truth), FPS)) > 1:
         return "wrong_frame"
-    after_mark = caption.split(video_data.MARK)[-1].strip()  # "0m14" ("0m14s" at b3bd797)
-    written = parse_clock(after_mark.removesuffix("s").replace("m", ":"))  # marked_caption's form read back
+    # "0m14" ("0m14s" at b3bd797, "0m1,4" with a units anchor): its digits and the "m" read back as a clock
+    after_mark = re.sub(r"[^0-9m]", "", caption.split(video_data.MARK)[-1])
+    written = parse_clock(after_mark.replace("m", ":"))
     if written is None or abs(written - seen) > 1:
         return "mark_time_wrong"
     return "copy_wrong"

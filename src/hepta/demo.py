@@ -31,7 +31,7 @@ DEMO_PROMPT = "def read_config(path):\n    "
 def demo_args(out: Path) -> TrainArgs:
     return TrainArgs(out=str(out), preset="omni-tiny", max_corpus_mb=12, steps=DEMO_STEPS, batch_size=8,
                      seq_len=256, chat_batch_size=32, image_tokenizer_steps=400, audio_tokenizer_steps=300,
-                     speech_utterances=800, save_every=80, eval_every=80, eval_batches=8, digit_tokens=True)
+                     speech_utterances=800, save_every=80, eval_every=80, eval_batches=8)
 
 
 def run_demo(out: Path, quiet: bool = False) -> None:

@@ -99,6 +99,8 @@ def test_the_frame_that_answers_is_marked_and_a_time_is_written_apart_from_the_t
     assert vd.marked_caption(third, CLIP, fps=1.0) == (15.0, " * 4")  # "3=4 * 4": the third, first seen at 0:15
     assert vd.marked_caption(fours, CLIP, fps=1.0) == (3.0, " * 0m03")  # the first 4, seen from 0:03
     assert vd.marked_caption(fours, CLIP, fps=1.0, joiner="") == (3.0, " *0m03")  # the minute's "0" as stamps write it
+    assert vd.marked_caption(fours, CLIP, fps=1.0, units_anchor=",") == (3.0, " * 0m0,3")  # the last digit anchored
+    assert vd.marked_caption(third, CLIP, fps=1.0, units_anchor=",") == (15.0, " * 4")  # a digit is no time
     assert vd.marked_caption(asked["How many digits appeared?"], CLIP, fps=1.0) is None
     late = vd.Clip(200.0, (vd.Appearance(7, 125.5, 130.0, 1),))
     question = vd.question("time", late, np.random.default_rng(0))

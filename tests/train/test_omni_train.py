@@ -40,7 +40,7 @@ def test_the_run_holds_an_image_tokenizer_and_a_vocabulary_with_its_codes(omni_r
     assert (omni_run / "image_tokenizer" / "reconstructions.png").is_file()
     assert json.loads((omni_run / "image_tokenizer" / "report.json").read_text())["psnr_db"] > 0
     assert tokenizer.layout.num_image_codes == NUM_CODES
-    assert tokenizer.digit_tokens  # the recipe writes every number a digit a token
+    assert not tokenizer.digit_tokens  # the recipe's text tokenizer holds two-digit numbers (--digit-tokens: not)
     assert codec.vocab.code_start == tokenizer.layout.text_vocab_size + NUM_SPECIAL_TOKENS
     assert tokenizer.vocab_size <= load(omni_run).config.vocab_size
     audio = load_audio_codec(omni_run)
@@ -66,7 +66,7 @@ def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_wi
     assert VideoReading.load(omni_run) == VideoReading(question_first=True, captions=True, stamp_digits=True)
     out = tmp_path / "plain"
     result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--no-video-captions",
-                     "--no-video-stamp-digits", "--no-video-frame-views", "--no-digit-tokens", *FLAGS)
+                     "--no-video-stamp-digits", "--no-video-frame-views", "--digit-tokens", *FLAGS)
     assert result.returncode == 0, result.stderr
     # the question after the video, no captions to write, and the timestamps as text
     assert VideoReading.load(out) == VideoReading()
@@ -74,7 +74,7 @@ def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_wi
     saved = json.loads(args_file.read_text())
     assert saved["video_captions"] is False and saved["video_stamp_digits"] is False
     assert saved["video_frame_views"] is False
-    assert saved["digit_tokens"] is False and not load_tokenizer(out).digit_tokens
+    assert saved["digit_tokens"] is True and load_tokenizer(out).digit_tokens
     # a run saved before the switch existed resumes reading its frames as it started, whatever the recipe says now
     del saved["video_stamp_digits"]
     args_file.write_text(json.dumps(saved))

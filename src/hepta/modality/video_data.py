@@ -175,7 +175,8 @@ def caption(clip: Clip, seconds: float, joiner: str = "=") -> str:
     return EMPTY if shown is None else f"{clip.appearances.index(shown) + 1}{joiner}{shown.digit}"
 
 
-def marked_caption(q: VideoQuestion, clip: Clip, fps: float, joiner: str = " ") -> tuple[float, str] | None:
+def marked_caption(q: VideoQuestion, clip: Clip, fps: float, joiner: str = " ", units_anchor: str = ""
+                   ) -> tuple[float, str] | None:
     """For an order or time question asked before the video: the time of the frame that answers it (where
     the appearance asked about is first seen) and what its caption adds, the mark and the answer ("3=7 * 7",
     "3=7 * 0m14"). Whether a frame answers is decided as it is read, from the question and the frame's own
@@ -184,11 +185,15 @@ def marked_caption(q: VideoQuestion, clip: Clip, fps: float, joiner: str = " ") 
     is written 0m14, not 0:14, because every frame's timestamp has a ":". (With the answer's tokens before
     their anchors instead, "3=7 *" and "0m14s", the probe answered order questions about 30 s clips half as
     often: docs/multimodal.md.) `joiner` goes between the mark and the answer: after "" the answer's first
-    digit is the very token the timestamps and the reply write ("2"), after a space another (" 2")."""
+    digit is the very token the timestamps and the reply write ("2"), after a space another (" 2"). A
+    `units_anchor` goes before a time's last digit ("0m1,4"): with every number a digit a token, each digit of
+    the reply is then the one after a token only the mark holds, where otherwise the last is the one after the
+    digit before it, which every timestamp holds too."""
     if q.asked_about is None:
         return None
     seen = first_seen(clip.appearances[q.asked_about].start, fps)
-    return seen, MARK + joiner + (clock(seen).replace(":", "m") if q.kind == "time" else q.answer)
+    time = clock(seen).replace(":", "m")
+    return seen, MARK + joiner + (time[:-1] + units_anchor + time[-1] if q.kind == "time" else q.answer)
 
 
 def ordinal(k: int) -> str:

@@ -88,8 +88,8 @@ class TrainArgs:
     audio_tokenizer_steps: int | None = None  # None: the recipe's
     speech_utterances: int | None = None  # recognition utterances (synthesis: half as many); None: the recipe's
     speed_perturbation: bool = False  # recognition utterances speed-perturbed within the recipe's range
-    # the text tokenizer writes every number a digit a token (tokenizer.train_bpe); omni-tiny's recipe sets it,
-    # `--no-digit-tokens` is the ablation
+    # the text tokenizer writes every number a digit a token (tokenizer.train_bpe); False: every two-digit number
+    # one token (`hepta train --digit-tokens`)
     digit_tokens: bool = False
     video_timestamps: bool = True  # video frames carry their time as text (ablation: False)
     # the recipe's reading of video: the question before the video and a caption the model writes after each

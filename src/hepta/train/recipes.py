@@ -55,6 +55,9 @@ class VideoRecipe:
     # what goes between the mark and its answer (video_data.marked_caption): after " " the answer's first digit
     # is a token of its own (" 2"), after "" the very token the timestamps and the reply write ("2")
     mark_joiner: str = " "
+    # a token before the last digit of a marked time ("0m1,4"; video_data.marked_caption), so the reply finds each
+    # of its digits after a token only the mark holds
+    mark_units_anchor: str = ""
     # the video questions' loss counts this many times beside the text's and the conversations' (each a mean);
     # `hepta train --video-loss-weight`. 3 was tried for the video-time answers: within the noise of them, and
     # with nearly every step's gradient clipped, the text, speech and images lost; 2, with no timeline questions,
@@ -97,9 +100,8 @@ IMAGE_RECIPES = {
     "omni-tiny": ImageRecipe(
         image_tokenizer=ImageTokenizerConfig(image_size=8, channels=1, downsample=2, hidden=64, levels=(5, 5, 5)),
         image_tokenizer_steps=1500,
-        # every number a digit a token, so a video model copies a time's digits one by one (tokenizer.train_bpe)
         train_defaults=dict(steps=2500, batch_size=8, seq_len=256, chat_batch_size=128, lr=3e-3, warmup=20,
-                            save_every=250, eval_every=250, eval_batches=8, max_corpus_mb=12, digit_tokens=True),
+                            save_every=250, eval_every=250, eval_batches=8, max_corpus_mb=12),
         # 25 codes a second of 8*5*5*5 = 1000 (FSQ), 1.3M parameters. After 1200 steps: held-out mel
         # distance 0.679, 554 codes used; the judge hears its house-voice reconstructions at a WER of
         # 0.152 against 0.140 for the originals (`hepta eval --task audio-tokenizer`, 100 sentences).

@@ -104,7 +104,8 @@ class VideoData:
         shown = {s: self._view(s, rng) for s in dict.fromkeys(sources) if s is not None}
         frames = torch.stack([self.blank if s is None else shown[s] for s in sources])
         captions = {t: self.caption_of(clip, t) for t in times}
-        marked = video_data.marked_caption(q, clip, self.recipe.fps, self.recipe.mark_joiner) if q is not None else None
+        marked = (video_data.marked_caption(q, clip, self.recipe.fps, self.recipe.mark_joiner,
+                                            self.recipe.mark_units_anchor) if q is not None else None)
         if self.recipe.mark and marked:
             captions[marked[0]] += marked[1]
         if not self.all_frames:

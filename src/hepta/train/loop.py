@@ -231,7 +231,7 @@ class Trainer:
         self.cfg = self.cfg.replace(codes={"image": layout.num_image_codes, "audio": layout.num_audio_codes})
         self.stream = tokenize(docs, self.tokenizer)
         self.log(f"corpus: {docs.source}: {self.stream.train.numel():,} train / {self.stream.val.numel():,} "
-                 f"validation tokens" + (", every number a digit a token" if args.digit_tokens else ""))
+                 f"validation tokens" + (", every number a digit a token" if self.tokenizer.digit_tokens else ""))
         self.chat = self.codec = self.audio_codec = None
         if self.images is not None and not args.text_only:
             self.codec = self.images.codec(self.tokenizer)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hepta.fileio import atomic_path, atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "training.png"
 MODALITY_PLOT_FILE = "expert_modality.png"
+
+if TYPE_CHECKING:  # for the annotations; the functions that use numpy import it themselves
+    import numpy as np
 
 
 class MetricsLog:

@@ -1,8 +1,9 @@
 """Where a captioning model looks when it copies a time from its mark into the reply. For each held-out
 clip whose time question it marked on the right frame with the right time (`video_errors.py`'s classes
-right and copy_wrong), the reply is teacher-forced up to its ":" ("0:"), the position that predicts the
-seconds, and every head's attention from there is read: the share on the mark's seconds token ("14" of
-"3=7 * 0m14") and the share on all the frames' timestamp seconds tokens, averaged per class.
+right and copy_wrong), the reply is teacher-forced up to the position that predicts the seconds' last token
+("0:" before "14"; "0:1" before "4" where every number is a digit a token), and every head's attention from there
+is read: the share on the mark's token it copies ("14" of "3=7 * 0m14") and the share on all the frames'
+timestamp seconds tokens, averaged per class.
 
     .venv/bin/python benchmarks/video_copy_attention.py --model runs/omni [--seconds 60] [--clips 40]
 
@@ -122,22 +123,26 @@ def reply_copy(args) -> None:
         # the seconds of every timestamp: one token, or two where the stamps are written a character a token
         stamp_seconds = torch.cat([colons + 1, colons + 2]) if reading.stamp_digits else colons + 1
         minutes, seconds = a.question.answer.split(":")
-        ids = a.prompt + tokenizer.encode(minutes) + tokenizer.encode(":")
+        right = tokenizer.encode(seconds)  # one token, or two ("2", "7") with digit tokens: the last one is read
+        ids = a.prompt + tokenizer.encode(minutes) + tokenizer.encode(":") + right[:-1]
         with torch.no_grad():
             logits = model(torch.tensor([ids]))[0, -1].float()
-        probability[kind].append(logits.softmax(-1)[tokenizer.encode(seconds)[0]].item())
+        probability[kind].append(logits.softmax(-1)[right[-1]].item())
         frames_after[kind].append(int((colons > mark_seconds).sum()))
+        source = mark_seconds + len(right) - 1  # the mark's token the reply copies there
         for layer, row in last_row.items():
-            shares[kind, layer].append(torch.stack([row[:, mark_seconds], row[:, stamp_seconds].sum(-1)], -1))
+            shares[kind, layer].append(torch.stack([row[:, source], row[:, stamp_seconds].sum(-1)], -1))
     print(f"video-time, clips of {args.seconds} s marked on the right frame with the right time: "
           + ", ".join(f"{kind} {len(probability[kind])}" for kind in CLASSES))
     for kind in CLASSES:
         if not probability[kind]:
             continue
-        print(f"\n{kind}: p(the right seconds) median {np.median(probability[kind]):.3f}; frames after the mark "
+        print(f"\n{kind}: p(the right seconds, their last token) median {np.median(probability[kind]):.3f}; "
+              f"frames after the mark "
               f"{sorted(frames_after[kind])}")
     print_head_shares(model, shares, CLASSES,
-                      "from the reply's ':', on the mark's seconds / on the timestamps' seconds")
+                      "from where the reply writes the seconds' last token, on the mark's token it copies / "
+                      "on the timestamps' seconds")
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """A probe of a longer omni run: continue a trained omni-tiny folder with the recipe's whole mix.
 
     .venv/bin/python benchmarks/omni_continue.py --model runs/omni --out runs/omni-more [--steps 500]
-        [--lr 1e-3] [--long-share 0.5] [--shifted-clocks 0] [--no-frame-views] [--mark-joiner ""] [--mark-units-anchor ,]
-        [--seed 0]
+        [--lr 1e-3] [--long-share 0.5] [--shifted-clocks 0] [--no-frame-views] [--mark-joiner ""]
+        [--mark-units-anchor ,] [--time-tokens] [--seed 0]
     hepta eval --model runs/omni-more --task video-time --json
 
 It trains a new run in --out from the folder's weights, tokenizer, image and audio tokenizers: text, images,
@@ -12,7 +12,8 @@ longest), except in --long-share of the steps, drawn from `VideoRecipe.long_shor
 With --shifted-clocks, that share of the clips has its clock start after 0:00 (`hepta train --video-shifted-clocks`);
 with --no-frame-views, the clips show each digit as its training scan only (`hepta train --no-video-frame-views`);
 --mark-joiner sets what goes between a mark and its answer (`VideoRecipe.mark_joiner`), --mark-units-anchor
-a token before a marked time's last digit (`VideoRecipe.mark_units_anchor`).
+a token before a marked time's last digit (`VideoRecipe.mark_units_anchor`); --time-tokens writes the timestamps'
+digits in tokens of their own (`hepta train --video-time-tokens`).
 Where `benchmarks/video_finetune.py` trains video alone, this keeps every modality in each step, so it tells
 what more steps of long clips do to the video answers without the other tasks forgetting theirs.
 """
@@ -72,6 +73,8 @@ def main() -> None:
                    "a space; \"\" writes the time's first digit as the timestamps do)")
     p.add_argument("--mark-units-anchor", help="a token before the last digit of a marked time (\",\": \"0m1,4\"; "
                    "default: the recipe's, none)")
+    p.add_argument("--time-tokens", action="store_true", help="the frames' timestamps in time tokens "
+                   "(`hepta train --video-time-tokens`)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     source = Path(args.model)
@@ -85,7 +88,7 @@ def main() -> None:
     train_args = TrainArgs(**{**recipe_defaults("omni-tiny"), "steps": args.steps, "lr": args.lr,
                               "save_every": args.steps, "eval_every": args.steps,
                               "video_shifted_clocks": args.shifted_clocks,
-                              "video_frame_views": not args.no_frame_views},
+                              "video_frame_views": not args.no_frame_views, "video_time_tokens": args.time_tokens},
                            out=args.out, preset="omni-tiny", seed=args.seed,
                            image_tokenizer=str(source / "image_tokenizer"),
                            audio_tokenizer=str(source / "audio_tokenizer"))

@@ -69,6 +69,12 @@ def print_head_shares(model, shares: dict, kinds, what: str) -> None:
             print(f"  layer {layer}: " + "  ".join(f"{m:.2f}/{s:.2f}" for m, s in mean.tolist()))
 
 
+def stamp_text(ids: list[int], tokenizer, video) -> str:
+    """A timestamp's ids as text ("0:14"), its digits read back from time tokens where it is written in them."""
+    digits = range(video.time_start, video.time_start + 10)
+    return "".join(str(i - video.time_start) if i in digits else tokenizer.decode([i]) for i in ids)
+
+
 def mark_copy(args) -> None:
     """Where the model looks as it writes the seconds into a mark on the right frame."""
     model, tokenizer, video, _reading, answered, last_row = recorded(args.model, args.seconds, args.clips)
@@ -85,7 +91,7 @@ def mark_copy(args) -> None:
         colons = torch.nonzero((prompt == colon_id) & inside).flatten()
         own = colons[colons < mark].max()  # the marked frame's timestamp ("2", ":", "5", "1")
         others = colons[(colons != own) & (colons < mark)]
-        stamp = tokenizer.decode(a.prompt[int(own) - 1:int(own) + 3])
+        stamp = stamp_text(a.prompt[int(own) - 1:int(own) + 3], tokenizer, video)
         right = tokenizer.encode(stamp.split(":")[1])  # one token, or two ("5", "1") where BPE lacks the number
         written = a.prompt[mark_seconds:mark_seconds + len(right)]
         kind = "mark right" if written == right else "mark wrong"
@@ -121,7 +127,8 @@ def reply_copy(args) -> None:
         mark_seconds = int(torch.nonzero((prompt == mark_id) & inside)[0]) + 3  # " *", " 0", "m", "14"
         colons = torch.nonzero((prompt == colon_id) & inside).flatten()
         # the seconds of every timestamp: one token, or two where the stamps are written a character a token
-        stamp_seconds = torch.cat([colons + 1, colons + 2]) if reading.stamp_digits else colons + 1
+        two = reading.stamp_digits or reading.time_tokens
+        stamp_seconds = torch.cat([colons + 1, colons + 2]) if two else colons + 1
         minutes, seconds = a.question.answer.split(":")
         right = tokenizer.encode(seconds)  # one token, or two ("2", "7") with digit tokens: the last one is read
         ids = a.prompt + tokenizer.encode(minutes) + tokenizer.encode(":") + right[:-1]

@@ -55,6 +55,7 @@ TRAIN_SWITCHES = {"bf16": ("--bf16", True), "text_only": ("--text-only", True), 
                   "video_stamp_digits": ("--no-video-stamp-digits", False),
                   "video_frame_views": ("--no-video-frame-views", False),
                   "digit_tokens": ("--digit-tokens", True),
+                  "video_time_tokens": ("--video-time-tokens", True),
                   "speed_perturbation": ("--speed-perturbation", True),
                   "activation_checkpointing": ("--activation-checkpointing", True)}
 
@@ -348,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video-stamp-digits", action="store_true", help="video frames' timestamps written as text; "
                    "the recipe writes them a character a token, so that the time a model writes in a frame's mark "
                    "holds a seconds token no timestamp holds (an ablation: docs/multimodal.md)")
+    p.add_argument("--video-time-tokens", action="store_true", help="the digits of video frames' timestamps in "
+                   "tokens of their own (<|time_4|>), so that only the times the model writes hold plain digits and a "
+                   "reply copies them from its mark alone; with --digit-tokens (docs/multimodal.md)")
     p.add_argument("--no-video-frame-views", action="store_true", help="video training clips show each digit as its "
                    "training scan only; the recipe shows one of the moved and turned views image recognition learns "
                    "from, drawn per clip (an ablation: docs/multimodal.md)")

@@ -40,11 +40,17 @@ NAMED_SPECIAL_TOKENS = (
     "<|video_start|>",
     "<|video_end|>",
     "<|frame|>",  # marks the start of each video frame
+    # the digits of a video frame's timestamp in tokens of their own (video_span.timestamp_ids)
+    *(f"<|time_{d}|>" for d in range(10)),
 )
 NUM_SPECIAL_TOKENS = 32
+# Reserved slots are numbered from the first one after <|frame|>, as in every tokenizer written before the time
+# digits took the first ten of them; those keep their reserved names in older files (`LEGACY_NAMES`).
+FIRST_RESERVED = NAMED_SPECIAL_TOKENS.index("<|time_0|>")
 SPECIAL_TOKENS = NAMED_SPECIAL_TOKENS + tuple(
-    f"<|reserved_{i}|>" for i in range(NUM_SPECIAL_TOKENS - len(NAMED_SPECIAL_TOKENS))
+    f"<|reserved_{i - FIRST_RESERVED}|>" for i in range(len(NAMED_SPECIAL_TOKENS), NUM_SPECIAL_TOKENS)
 )
+LEGACY_NAMES = {f"<|time_{d}|>": f"<|reserved_{d}|>" for d in range(10)}
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -156,7 +162,8 @@ class Tokenizer:
                                   num_audio_codes=num_audio_codes)
         assert self.layout.size == hf.get_vocab_size(with_added_tokens=True), "ids after the code blocks"
         self.special_ids = {tok: self.layout.special_start + i for i, tok in enumerate(SPECIAL_TOKENS)}
-        assert all(hf.token_to_id(t) == i for t, i in self.special_ids.items()), "special tokens out of place"
+        assert all(hf.token_to_id(t) == i or hf.token_to_id(LEGACY_NAMES.get(t, t)) == i
+                   for t, i in self.special_ids.items()), "special tokens out of place"
 
     def with_image_codes(self, num_codes: int) -> "Tokenizer":
         """A copy whose vocabulary ends with `num_codes` image code ids; text and special ids stay where they are."""

@@ -77,7 +77,7 @@ def test_a_model_trained_to_caption_writes_its_captions_while_it_reads(omni_dir,
     assert not (captioning / FILE).exists()
 
 
-def test_a_model_trained_with_timestamps_a_character_a_token_is_prompted_so(omni_dir, tmp_path):
+def test_a_model_is_prompted_with_its_timestamps_written_as_it_was_trained(omni_dir, tmp_path):
     import shutil
 
     from hepta.eval.video_tasks import VideoEval
@@ -88,14 +88,17 @@ def test_a_model_trained_with_timestamps_a_character_a_token_is_prompted_so(omni
     shutil.copytree(omni_dir, digits)
     VideoReading(stamp_digits=True).save(digits)
     assert VideoReading.load(digits) == VideoReading(stamp_digits=True)
-    for folder, stamped in ((omni_dir, False), (digits, True)):
+    timed = tmp_path / "timed"
+    shutil.copytree(omni_dir, timed)
+    VideoReading(time_tokens=True).save(timed)
+    for folder, stamped in ((omni_dir, (False, False)), (digits, (True, False)), (timed, (False, True))):
         tokenizer = load_tokenizer(folder)
         evaluation = VideoEval.open(load(folder).eval(), tokenizer, load_image_codec(folder, tokenizer), folder, 1)
         parts, video = [], evaluation.codec.video
         object.__setattr__(evaluation.codec, "video", lambda *a, **k: parts.append(video(*a, **k)) or parts[-1])
         answered = evaluation.answer("count", lengths=(30,))
         evaluation.close()
-        assert len(answered) == 1 and [part.stamp_digits for part in parts] == [stamped]
+        assert len(answered) == 1 and [(part.stamp_digits, part.time_tokens) for part in parts] == [stamped]
         # each answer keeps the ground truth of the clip it is about
         assert answered[0].question.truth == len(answered[0].clip.appearances) >= 2
 

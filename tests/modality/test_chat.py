@@ -81,3 +81,24 @@ def test_timestamps_written_a_character_a_token_leave_two_digit_seconds_to_the_c
     captions = sum(len(tokenizer.encode(c)) + 1 for c in as_text.captions)  # each closed by <|end|>
     assert len(span) == video.span_length(tokenizer.encode, 3, 74.0, stamp_digits=True) + captions
     assert len(span) - (text_ids.index(video.end_id) - text_ids.index(video.start_id) + 1) == 3
+
+
+def test_time_tokens_leave_plain_digits_to_the_times_the_model_writes():
+    tokenizer = Tokenizer.train(TEXTS + ["0:14 0:42 1:14"] * 30, text_vocab_size=300,
+                                digit_tokens=True).with_image_codes(125)
+    video = video_vocab(tokenizer, 4)
+    frames = torch.randint(0, 125, (3, 4, 4))
+    part = VideoCodes(frames, (14.0, 42.0, 74.0), captions=("1=7", "2=3 * 0m14", "-"), time_tokens=True)
+    ids, written = encode_chat([Turn("user", ("When did the 7 first appear?", part))], tokenizer, video.images)
+    time_ids = [tokenizer.special_ids[f"<|time_{d}|>"] for d in range(10)]
+    frame_ids = [i for i, t in enumerate(ids) if t == video.frame_id]
+    colon = tokenizer.encode(":")
+    assert [ids[i + 1:i + 5] for i in frame_ids] == [[time_ids[0], *colon, time_ids[1], time_ids[4]],
+                                                     [time_ids[0], *colon, time_ids[4], time_ids[2]],
+                                                     [time_ids[1], *colon, time_ids[1], time_ids[4]]]
+    # the plain "1" and "4" of a time are in the caption the model writes, and nowhere else
+    one, four = tokenizer.encode("1")[0], tokenizer.encode("4")[0]
+    assert [written[i] for i, t in enumerate(ids) if t in (one, four)] == [True, True, True]
+    span = ids[ids.index(video.start_id):ids.index(video.end_id) + 1]
+    captions = sum(len(tokenizer.encode(c)) + 1 for c in part.captions)
+    assert len(span) == video.span_length(tokenizer.encode, 3, 74.0, time_tokens=True) + captions

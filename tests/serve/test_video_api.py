@@ -153,7 +153,7 @@ def test_a_model_trained_with_timestamps_a_character_a_token_gets_its_videos_sta
     body = ChatCompletionRequest(model="micro", messages=[{"role": "user", "content": [
         {"type": "video_url", "video_url": {"url": data_url(noise_mp4(5))}},
         {"type": "text", "text": "How many digits appeared?"}]}])
-    for reading in (VideoReading(), VideoReading(stamp_digits=True)):
+    for reading in (VideoReading(), VideoReading(stamp_digits=True), VideoReading(time_tokens=True)):
         asyncio.run(image_parts.chat_image_prompt(body, codec, tokenizer, ImageAccess(), max_len=CONTEXT,
                                                   reading=reading))
-    assert [part.stamp_digits for part in parts] == [False, True]
+    assert [(part.stamp_digits, part.time_tokens) for part in parts] == [(False, False), (True, False), (False, True)]

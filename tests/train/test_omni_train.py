@@ -66,10 +66,10 @@ def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_wi
     assert VideoReading.load(omni_run) == VideoReading(question_first=True, captions=True, stamp_digits=True)
     out = tmp_path / "plain"
     result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--no-video-captions",
-                     "--no-video-stamp-digits", "--no-video-frame-views", "--digit-tokens", *FLAGS)
+                     "--no-video-stamp-digits", "--no-video-frame-views", "--digit-tokens", "--video-time-tokens", *FLAGS)
     assert result.returncode == 0, result.stderr
-    # the question after the video, no captions to write, and the timestamps as text
-    assert VideoReading.load(out) == VideoReading()
+    # the question after the video, no captions to write, and the timestamps' digits in time tokens
+    assert VideoReading.load(out) == VideoReading(time_tokens=True)
     args_file = out / "train_args.json"
     saved = json.loads(args_file.read_text())
     assert saved["video_captions"] is False and saved["video_stamp_digits"] is False
@@ -83,7 +83,7 @@ def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_wi
     log = resumed.stderr
     assert "video: " in log and "each frame captioned" not in log and "a character a token" not in log
     assert "views of its scan" not in log  # the digits as the training scans only, as the run started
-    assert VideoReading.load(out) == VideoReading()
+    assert "digits in time tokens" in log and VideoReading.load(out) == VideoReading(time_tokens=True)
 
 
 def test_the_video_loss_weight_scales_the_video_gradient_and_not_the_logged_loss(omni_run, tmp_path):

@@ -191,6 +191,10 @@ def test_timestamps_can_be_written_a_character_a_token(folder):
     part = data.clip_frames(video_data.plan_clip(rng, 30, data.scans))
     assert part.stamp_digits and "timestamps a character a token" in data.source
     assert not _data(folder).clip_frames(video_data.plan_clip(rng, 30, data.scans)).stamp_digits
+    timed = VideoData.build(RECIPE, data.codec, tokenizer, max_seq_len=6144, time_tokens=True)
+    part = timed.clip_frames(video_data.plan_clip(rng, 30, data.scans))
+    assert part.time_tokens and "digits in time tokens" in timed.source
+    assert timed.tokens_per_clip(60) == data.tokens_per_clip(60)  # a token a digit either way
 
 
 def test_frame_captions_follow_each_frame_and_are_targets(folder):

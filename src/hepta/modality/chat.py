@@ -44,6 +44,7 @@ class VideoCodes:
     with_time: bool = True  # False: the timestamps are left out (the no-time ablation)
     captions: tuple[str, ...] | None = None  # what each frame shows, written after it (a training target)
     stamp_digits: bool = False  # each timestamp written a character a token (video_span.timestamp_ids)
+    time_tokens: bool = False  # each timestamp's digits in tokens of their own (video_span.VideoVocab.timestamp)
 
 
 Part = Union[str, ImageCodes, AudioCodes, VideoCodes]
@@ -81,7 +82,7 @@ def video_vocab(tokenizer: Tokenizer, grid: int) -> VideoVocab:
 def _video_markers(tokenizer: Tokenizer, images: ImageVocab) -> VideoVocab:
     ids = tokenizer.special_ids
     return VideoVocab(start_id=ids["<|video_start|>"], end_id=ids["<|video_end|>"], frame_id=ids["<|frame|>"],
-                      images=images)
+                      images=images, time_start=ids["<|time_0|>"])
 
 
 def encode_chat(turns: Sequence[Turn], tokenizer: Tokenizer, images: ImageVocab | None,
@@ -113,7 +114,8 @@ def encode_chat(turns: Sequence[Turn], tokenizer: Tokenizer, images: ImageVocab 
                     raise HeptaError("this model does not see video; remove the video parts or use a model with images")
                 video = _video_markers(tokenizer, images)
                 span, is_caption = video.span(part.frames, part.times, tokenizer.encode, part.with_time, part.captions,
-                                              caption_end=tokenizer.end_id, stamp_digits=part.stamp_digits)
+                                              caption_end=tokenizer.end_id, stamp_digits=part.stamp_digits,
+                                              time_tokens=part.time_tokens)
                 ids.extend(span)
                 answer.extend(is_answer or caption for caption in is_caption)
             elif part:

@@ -37,10 +37,11 @@ class ImageCodec:
         return self.tokenizer.encode(torch.as_tensor(np.ascontiguousarray(pixels_NPSS), dtype=torch.float32))
 
     def video(self, pixels_NPSS: np.ndarray, times: Sequence[float], with_time: bool = True,
-              stamp_digits: bool = False) -> VideoCodes:
+              stamp_digits: bool = False, time_tokens: bool = False) -> VideoCodes:
         """Sampled frames [N, P, S, S] and their times -> a video part, each frame through the image
-        tokenizer and only the frames that show something new kept."""
-        return VideoCodes(*changes_only(self.codes(pixels_NPSS), times), with_time, stamp_digits=stamp_digits)
+        tokenizer and only the frames that show something new kept; the timestamps as the model reads them."""
+        return VideoCodes(*changes_only(self.codes(pixels_NPSS), times), with_time, stamp_digits=stamp_digits,
+                          time_tokens=time_tokens)
 
     def pixels(self, codes_Ngg: torch.Tensor) -> np.ndarray:
         """Code grids [N, g, g] -> images [N, P, S, S] in [0, 1]."""

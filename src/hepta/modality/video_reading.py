@@ -21,6 +21,7 @@ class VideoReading:
     question_first: bool = False  # the question comes before the video
     captions: bool = False  # the model writes a caption after each frame (video_data.caption)
     stamp_digits: bool = False  # each frame's timestamp is written a character a token (video_span.timestamp_ids)
+    time_tokens: bool = False  # each timestamp's digits in tokens of their own (video_span.VideoVocab.timestamp)
 
     def save(self, folder: str | Path) -> None:
         if self == VideoReading():

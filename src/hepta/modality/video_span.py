@@ -11,7 +11,9 @@ With `stamp_digits` the timestamp is written a character a token ("0", ":", "1",
 text tokenizer would write most seconds as one token ("14"). Then a time a model writes in a
 caption or a reply ("0m14", "0:14") holds a seconds token that no timestamp holds, and a reply
 can find it by what it is: with the timestamps' own "14", a model copied times by position and
-got them wrong (docs/multimodal.md).
+got them wrong (docs/multimodal.md). With `time_tokens` each digit of a timestamp is a token of its own
+(`<|time_4|>`), which no text holds: a time the model writes copies each digit from the stamp as a fixed
+map, and the digits it wrote are then the only ones in the prompt that a reply can copy them from.
 
 A frame that repeats the last one kept adds nothing but tokens, so only frames that show something
 new are kept (`changes_only`): a still scene costs one frame however long it lasts, and its
@@ -59,17 +61,19 @@ class VideoVocab:
     end_id: int  # <|video_end|>
     frame_id: int  # <|frame|>
     images: ImageVocab
+    time_start: int | None = None  # <|time_0|>; <|time_1|> ... <|time_9|> follow it
 
     def span_ids(self, frames_NGG: torch.Tensor | Sequence, times: Sequence[float],
-                 encode_text: Callable[[str], list[int]], with_time: bool = True, stamp_digits: bool = False
-                 ) -> list[int]:
+                 encode_text: Callable[[str], list[int]], with_time: bool = True, stamp_digits: bool = False,
+                 time_tokens: bool = False) -> list[int]:
         """Ids of a video whose frames have codes [N, grid, grid], sampled at `times` seconds."""
-        return self.span(frames_NGG, times, encode_text, with_time, stamp_digits=stamp_digits)[0]
+        return self.span(frames_NGG, times, encode_text, with_time, stamp_digits=stamp_digits,
+                         time_tokens=time_tokens)[0]
 
     def span(self, frames_NGG: torch.Tensor | Sequence, times: Sequence[float],
              encode_text: Callable[[str], list[int]], with_time: bool = True,
              captions: Sequence[str] | None = None, caption_end: int | None = None,
-             stamp_digits: bool = False) -> tuple[list[int], list[bool]]:
+             stamp_digits: bool = False, time_tokens: bool = False) -> tuple[list[int], list[bool]]:
         """Ids of a video, as `span_ids`, and per id whether it is a caption: with `captions`, each
         frame's image span is followed by what it shows, which the model learns to write (the
         frame's caption is a target), so each frame is read where it is seen. `caption_end` (an
@@ -80,7 +84,7 @@ class VideoVocab:
         ids = [self.start_id]
         is_caption = [False]
         for n, (grid, seconds) in enumerate(zip(frames, times)):
-            stamp = timestamp_ids(seconds, encode_text, stamp_digits) if with_time else []
+            stamp = self.timestamp(seconds, encode_text, stamp_digits, time_tokens) if with_time else []
             frame = [self.frame_id] + stamp + self.images.span_ids(grid)
             ids.extend(frame)
             is_caption.extend([False] * len(frame))
@@ -91,6 +95,17 @@ class VideoVocab:
         ids.append(self.end_id)
         is_caption.append(False)
         return ids, is_caption
+
+    def timestamp(self, seconds: float, encode_text: Callable[[str], list[int]], stamp_digits: bool = False,
+                  time_tokens: bool = False) -> list[int]:
+        """A frame's timestamp ids: `timestamp_ids`, with `time_tokens` each digit its <|time_d|>."""
+        if not time_tokens:
+            return timestamp_ids(seconds, encode_text, stamp_digits)
+        assert self.time_start is not None, "this vocabulary has no time digits"
+        ids = []
+        for character in clock(seconds):
+            ids.extend([self.time_start + int(character)] if character.isdigit() else encode_text(character))
+        return ids
 
     def video_mask(self, ids: torch.Tensor) -> torch.Tensor:
         """Which ids of a flat id tensor lie in a video span, markers included (the spans in it are whole)."""
@@ -103,15 +118,15 @@ class VideoVocab:
         return torch.nonzero((ids == end_id) & self.video_mask(ids)).flatten()
 
     def span_length(self, encode_text: Callable[[str], list[int]], frames: int, seconds: float,
-                    with_time: bool = True, stamp_digits: bool = False) -> int:
+                    with_time: bool = True, stamp_digits: bool = False, time_tokens: bool = False) -> int:
         """About how many ids a video of `frames` frames lasting `seconds` takes (each frame as long
         as its last one's: timestamps only grow with time)."""
-        return 2 + frames * self.frame_length(encode_text, seconds, with_time, stamp_digits)
+        return 2 + frames * self.frame_length(encode_text, seconds, with_time, stamp_digits, time_tokens)
 
     def frame_length(self, encode_text: Callable[[str], list[int]], seconds: float, with_time: bool = True,
-                     stamp_digits: bool = False) -> int:
+                     stamp_digits: bool = False, time_tokens: bool = False) -> int:
         """Ids one frame at `seconds` takes."""
-        stamp = len(timestamp_ids(seconds, encode_text, stamp_digits)) if with_time else 0
+        stamp = len(self.timestamp(seconds, encode_text, stamp_digits, time_tokens)) if with_time else 0
         return 1 + stamp + self.images.span_length
 
 

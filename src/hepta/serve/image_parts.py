@@ -108,7 +108,7 @@ async def chat_image_prompt(body: ChatCompletionRequest, codec: ImageCodec | Non
     for source in (p for _, parts in layout for p in parts if isinstance(p, VideoSource)):
         data = await read_video(source, access)
         videos[id(source)] = await asyncio.to_thread(video_part, source, data, codec, tokenizer, max_len,
-                                                     stamp_digits=reading.stamp_digits)
+                                                     reading=reading)
     if reading.captions:
         videos = {k: dataclasses.replace(v, captions=("",) * len(v.times)) for k, v in videos.items()}
     if reading.question_first:

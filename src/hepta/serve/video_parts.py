@@ -17,6 +17,7 @@ from hepta.modality.chat import VideoCodes, video_vocab
 from hepta.modality.codec import ImageCodec
 from hepta.modality.image_io import ImageInputError
 from hepta.modality.video_io import MAX_VIDEO_SECONDS, VideoInputError, decode_video
+from hepta.modality.video_reading import VideoReading
 from hepta.serve.errors import APIError
 from hepta.serve.image_fetch import ImageAccess
 
@@ -55,15 +56,15 @@ async def read_video(source: VideoSource, access: ImageAccess) -> bytes:
 
 
 def video_part(source: VideoSource, data: bytes, codec: ImageCodec, tokenizer, max_len: int,
-               max_seconds: float = MAX_VIDEO_SECONDS, stamp_digits: bool = False) -> VideoCodes:
+               max_seconds: float = MAX_VIDEO_SECONDS, reading: VideoReading = VideoReading()) -> VideoCodes:
     """A video file -> its sampled frames as codes, those that repeat the last one left out, stamped as the
-    model reads them (`stamp_digits`: modality/video_reading.py; blocking: run it on a worker thread)."""
+    model reads them (`reading`: modality/video_reading.py; blocking: run it on a worker thread)."""
     try:
         video = decode_video(data, image_size=codec.image_size, channels=codec.channels, fps=source.fps,
                              max_frames=source.max_frames, max_seconds=max_seconds)
     except VideoInputError as e:
         raise APIError(400, str(e), param=source.param, code="invalid_video") from e
-    part = codec.video(video.pixels, video.times, stamp_digits=stamp_digits)
+    part = codec.video(video.pixels, video.times, stamp_digits=reading.stamp_digits, time_tokens=reading.time_tokens)
     _check_fits(source, part, len(video.times), codec, tokenizer, max_len)
     return part
 
@@ -72,8 +73,9 @@ def _check_fits(source: VideoSource, part: VideoCodes, sampled: int, codec: Imag
                 max_len: int) -> None:
     """Refuse a video whose kept frames alone would fill the model's context."""
     vocab = video_vocab(tokenizer, codec.vocab.grid)
-    if vocab.span_length(tokenizer.encode, len(part.times), part.times[-1], stamp_digits=part.stamp_digits) >= max_len:
-        per_frame = vocab.frame_length(tokenizer.encode, part.times[-1], stamp_digits=part.stamp_digits)
+    stamps = dict(stamp_digits=part.stamp_digits, time_tokens=part.time_tokens)
+    if vocab.span_length(tokenizer.encode, len(part.times), part.times[-1], **stamps) >= max_len:
+        per_frame = vocab.frame_length(tokenizer.encode, part.times[-1], **stamps)
         fit = max(1, (max_len - 64) // per_frame)
         raise APIError(400, f"the video's {len(part.times)} frames that show something new (of {sampled} sampled at "
                        f"{source.fps:g} per second, about {per_frame} tokens each) do not fit this model's context of "

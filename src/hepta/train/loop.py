@@ -99,6 +99,9 @@ class TrainArgs:
     # video frames' timestamps as the recipe writes them (VideoRecipe.stamp_digits); False: as text (ablation).
     # A resumed run keeps the way it started with (its video_reading.json).
     video_stamp_digits: bool = True
+    # each frame timestamp's digits in tokens of their own (<|time_4|>; video_span.VideoVocab.timestamp), so only the
+    # times the model writes hold plain digits; kept by a resumed run, like the stamp digits
+    video_time_tokens: bool = False
     video_long_finish: float | None = None  # the share of the run that trains on long clips only; None: the recipe's
     video_shifted_clocks: float | None = None  # the share of clips whose clock starts after 0:00; None: the recipe's
     # video training clips show their digits in the moved and turned views recognition learns from (the recipe's
@@ -258,10 +261,13 @@ class Trainer:
             if not args.video_frame_views:
                 video_recipe = dataclasses.replace(video_recipe, frame_views=False)
             stamp_digits = video_recipe.stamp_digits and args.video_stamp_digits
+            time_tokens = args.video_time_tokens
             if self.checkpoint is not None:  # the frames are read as they were when the run started
-                stamp_digits = VideoReading.load(self.run_dir).stamp_digits
+                saved = VideoReading.load(self.run_dir)
+                stamp_digits, time_tokens = saved.stamp_digits, saved.time_tokens
             self.video = VideoData.build(video_recipe, self.codec, self.tokenizer, self.cfg.max_seq_len,
-                                         with_time=args.video_timestamps, stamp_digits=stamp_digits)
+                                         with_time=args.video_timestamps, stamp_digits=stamp_digits,
+                                         time_tokens=time_tokens)
             self.log(self.video.source)
 
         self.device = resolve_device(args.device) if self.dist is None else self.dist.device
@@ -290,8 +296,8 @@ class Trainer:
             save_args(self.run_dir, args)
             self.cfg.save(self.run_dir / CONFIG_FILE)
             if self.video is not None:  # how the model must be prompted with video once trained
-                VideoReading(self.video.recipe.question_first, self.video.captions,
-                             self.video.stamp_digits).save(self.run_dir)
+                VideoReading(self.video.recipe.question_first, self.video.captions, self.video.stamp_digits,
+                             self.video.time_tokens).save(self.run_dir)
         self.metrics = (MetricsLog(self.run_dir, resume_step=self.step if self.checkpoint else None)
                         if self.is_main else None)
         self._barrier()  # the metrics file is in its final state before any rank reads it

@@ -47,6 +47,7 @@ class VideoData:
     blank: torch.Tensor  # the empty screen's code grid
     with_time: bool = True  # False: frames without timestamps (the ablation of the time stamps)
     stamp_digits: bool = False  # True: each timestamp written a character a token (video_span.timestamp_ids)
+    time_tokens: bool = False  # True: each timestamp's digits in tokens of their own (video_span.VideoVocab.timestamp)
     all_frames: bool = False  # True: repeated frames kept too (the ablation of keeping changes only)
     captions: bool = False  # True: each frame followed by what it shows, as a target (video_span.VideoVocab.span)
     # what a frame's caption says, given the clip and the frame's time (video_data.caption unless a probe says else)
@@ -55,13 +56,13 @@ class VideoData:
     @classmethod
     def build(cls, recipe: VideoRecipe, codec: ImageCodec, tokenizer: Tokenizer, max_seq_len: int,
               with_time: bool = True, all_frames: bool = False, captions: bool = False,
-              split: str = "train", stamp_digits: bool = False) -> "VideoData":
+              split: str = "train", stamp_digits: bool = False, time_tokens: bool = False) -> "VideoData":
         scans = digits.load_digits_split(split)
         views = [scans.images] + (recognition_views(scans.images) if recipe.frame_views else [])
         codes = torch.stack([codec.codes(view) for view in views], dim=1)
         blank = codec.codes(np.zeros((1, codec.channels, codec.image_size, codec.image_size), np.float32))[0]
         data = cls(recipe, tokenizer, codec, scans, dict(zip(scans.indices.tolist(), codes)), blank, with_time,
-                   stamp_digits, all_frames, captions or recipe.captions)
+                   stamp_digits, time_tokens, all_frames, captions or recipe.captions)
         longest = data.tokens_per_clip(recipe.seconds[1]) + 60  # every frame kept, and the longest answer
         if longest > max_seq_len:
             raise HeptaError(f"a {recipe.seconds[1]}-second training clip takes about {longest} tokens, more than the "
@@ -79,6 +80,7 @@ class VideoData:
                 f"{self.recipe.tokens_per_step:,} tokens a step"
                 + ("" if self.with_time else ", without timestamps") + (", all frames" if self.all_frames else "")
                 + (", timestamps a character a token" if self.with_time and self.stamp_digits else "")
+                + (", timestamps' digits in time tokens" if self.with_time and self.time_tokens else "")
                 + (", the question first" if self.recipe.question_first else "")
                 + (", each frame captioned" + (", the answering one marked" if self.recipe.mark else "")
                    if self.captions else "")
@@ -91,7 +93,8 @@ class VideoData:
     def tokens_per_clip(self, seconds: float) -> int:
         vocab = video_vocab(self.tokenizer, self.codec.vocab.grid)
         frames = int(np.ceil(seconds * self.recipe.fps))
-        return vocab.span_length(self.tokenizer.encode, frames, seconds, self.with_time, self.stamp_digits)
+        return vocab.span_length(self.tokenizer.encode, frames, seconds, self.with_time, self.stamp_digits,
+                                 self.time_tokens)
 
     def clip_frames(self, clip: video_data.Clip, q: video_data.VideoQuestion | None = None,
                     rng: np.random.Generator | None = None) -> VideoCodes:
@@ -111,7 +114,8 @@ class VideoData:
         if not self.all_frames:
             frames, times = changes_only(frames, times)
         return VideoCodes(frames, times, self.with_time,
-                          tuple(captions[t] for t in times) if self.captions else None, self.stamp_digits)
+                          tuple(captions[t] for t in times) if self.captions else None, self.stamp_digits,
+                          self.time_tokens)
 
     def _view(self, source: int, rng: np.random.Generator | None) -> torch.Tensor:
         """The code grid a scan shows in a clip: one of its views drawn by `rng`, else the scan itself. Where a scan

@@ -40,7 +40,7 @@ NAMED_SPECIAL_TOKENS = (
     "<|video_start|>",
     "<|video_end|>",
     "<|frame|>",  # marks the start of each video frame
-    # the digits of a video frame's timestamp in tokens of their own (video_span.timestamp_ids)
+    # the digits of a video frame's timestamp in tokens of their own (video_span.VideoVocab.timestamp)
     *(f"<|time_{d}|>" for d in range(10)),
 )
 NUM_SPECIAL_TOKENS = 32

@@ -79,7 +79,8 @@ class VideoData:
                    if self.recipe.long_finish else "") + f"), one question each ({kinds}), about "
                 f"{self.recipe.tokens_per_step:,} tokens a step"
                 + ("" if self.with_time else ", without timestamps") + (", all frames" if self.all_frames else "")
-                + (", timestamps a character a token" if self.with_time and self.stamp_digits else "")
+                + (", timestamps a character a token" if self.with_time and self.stamp_digits and not self.time_tokens
+                   else "")
                 + (", timestamps' digits in time tokens" if self.with_time and self.time_tokens else "")
                 + (", the question first" if self.recipe.question_first else "")
                 + (", each frame captioned" + (", the answering one marked" if self.recipe.mark else "")

@@ -23,7 +23,9 @@ timestamp digits and on every other timestamp's, over the clips whose mark is ri
 from __future__ import annotations
 
 import argparse
+import json
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,6 +50,13 @@ def recording_kernel(last_row: dict, layer: int):
         last_row[layer] = weights[0, :, -1]
         return weights @ v
     return kernel
+
+
+def marked_seconds(tokenizer, seconds: str, path: str) -> list[int]:
+    """The tokens a mark writes for `seconds` ("27"), with the run's anchor before their last digit where it had one
+    (`hepta train --video-mark-units-anchor`: "2", ",", "7")."""
+    anchor = json.loads((Path(path) / "train_args.json").read_text()).get("video_mark_units_anchor") or ""
+    return tokenizer.encode(seconds[:-1] + anchor + seconds[-1])
 
 
 def recorded(path: str, seconds: int, clips: int):
@@ -92,7 +101,7 @@ def mark_copy(args) -> None:
         own = colons[colons < mark].max()  # the marked frame's timestamp ("2", ":", "5", "1")
         others = colons[(colons != own) & (colons < mark)]
         stamp = stamp_text(a.prompt[int(own) - 1:int(own) + 3], tokenizer, video)
-        right = tokenizer.encode(stamp.split(":")[1])  # one token, or two ("5", "1") where BPE lacks the number
+        right = marked_seconds(tokenizer, stamp.split(":")[1], args.model)  # "51", or "5", "1" (or "5", ",", "1")
         written = a.prompt[mark_seconds:mark_seconds + len(right)]
         kind = "mark right" if written == right else "mark wrong"
         # the seconds' tokens teacher-forced: the attention read is the last query's, which writes their last token
@@ -136,7 +145,7 @@ def reply_copy(args) -> None:
             logits = model(torch.tensor([ids]))[0, -1].float()
         probability[kind].append(logits.softmax(-1)[right[-1]].item())
         frames_after[kind].append(int((colons > mark_seconds).sum()))
-        source = mark_seconds + len(right) - 1  # the mark's token the reply copies there
+        source = mark_seconds + len(marked_seconds(tokenizer, seconds, args.model)) - 1  # the mark's token copied there
         for layer, row in last_row.items():
             shares[kind, layer].append(torch.stack([row[:, source], row[:, stamp_seconds].sum(-1)], -1))
     print(f"video-time, clips of {args.seconds} s marked on the right frame with the right time: "

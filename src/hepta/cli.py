@@ -44,7 +44,7 @@ TRAIN_FLAGS = ("preset", "data", "max_corpus_mb", "steps", "batch_size", "seq_le
                "warmup", "weight_decay", "clip", "seed", "save_every", "eval_every", "eval_batches", "ep", "dp_shard",
                "chat_batch_size", "chat_length_groups", "repeat_rows", "repeat_symbols", "image_tokenizer",
                "image_tokenizer_steps", "audio_tokenizer", "audio_tokenizer_steps", "speech_utterances",
-               "video_loss_weight", "video_long_finish", "video_shifted_clocks", "device")
+               "video_loss_weight", "video_long_finish", "video_shifted_clocks", "video_mark_units_anchor", "device")
 # How the run is spread over processes, not what it trains: a resumed run may change these.
 TRAIN_LAYOUT_FLAGS = ("ep", "dp_shard", "activation_checkpointing", "device")
 # The switches of `hepta train`: the TrainArgs field each sets, and to what.
@@ -346,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-shifted-clocks", type=float, help="the share of video clips whose clock starts at a random "
                    "time before 10:00 instead of 0:00, so a frame's minute can only be copied from its timestamp "
                    "(default: the recipe's; docs/multimodal.md)")
+    p.add_argument("--video-mark-units-anchor", metavar="TEXT", help="what a marked time holds before its last digit "
+                   "(\",\" writes 0m2,7), so that each digit a reply copies follows a token only the mark holds; "
+                   "with --digit-tokens --video-time-tokens (default: the recipe's, none; docs/multimodal.md)")
     p.add_argument("--no-video-stamp-digits", action="store_true", help="video frames' timestamps written as text; "
                    "the recipe writes them a character a token, so that the time a model writes in a frame's mark "
                    "holds a seconds token no timestamp holds (an ablation: docs/multimodal.md)")

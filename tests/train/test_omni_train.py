@@ -86,6 +86,13 @@ def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_wi
     assert "digits in time tokens" in log and VideoReading.load(out) == VideoReading(time_tokens=True)
 
 
+def test_an_anchor_for_marked_times_that_holds_a_digit_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "digit"
+    result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--video-mark-units-anchor", "5", *FLAGS)
+    assert result.returncode != 0 and "--video-mark-units-anchor takes text without digits" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
 def test_the_video_loss_weight_scales_the_video_gradient_and_not_the_logged_loss(omni_run, tmp_path):
     out = tmp_path / "weighted"
     result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--video-loss-weight", "9",

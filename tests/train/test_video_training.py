@@ -3,6 +3,7 @@ answers and frame captions are the only targets, clips grow longer over the run,
 seed, and frames can go without timestamps."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -244,3 +245,21 @@ def _asked_about(clip, asked: str) -> int:
         return video_data.ORDINALS.index(word)
     digit = int(asked.split()[3])
     return next(n for n, a in enumerate(clip.appearances) if a.digit == digit)
+
+
+def test_an_anchor_before_a_marked_times_last_digit_reaches_the_training_rows(folder):
+    tokenizer = load_tokenizer(folder)
+    recipe = dataclasses.replace(RECIPE, mark_units_anchor=",")
+    data = VideoData.build(recipe, load_image_codec(folder, tokenizer), tokenizer, max_seq_len=6144)
+    assert "a marked time's last digit after ','" in data.source and "last digit" not in _data(folder).source
+
+    def words(data: VideoData) -> str:  # the training rows' text, frames and structure left out
+        text = ""
+        for step in range(4):
+            x, _ = data.batch(batch_generator(0, step, 0))
+            text += tokenizer.decode([i for i in x.flatten().tolist() if i < tokenizer.layout.text_vocab_size])
+        return text
+
+    anchored, plain = words(data), words(_data(folder))
+    assert re.search(r"\* \dm\d,\d", anchored) and not re.search(r"\* \dm\d\d", anchored)
+    assert re.search(r"\* \dm\d\d", plain) and not re.search(r"\* \dm\d,\d", plain)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,8 @@ class TrainArgs:
     video_time_tokens: bool = False
     video_long_finish: float | None = None  # the share of the run that trains on long clips only; None: the recipe's
     video_shifted_clocks: float | None = None  # the share of clips whose clock starts after 0:00; None: the recipe's
+    # what a marked time holds before its last digit (VideoRecipe.mark_units_anchor); None: the recipe's
+    video_mark_units_anchor: str | None = None
     # video training clips show their digits in the moved and turned views recognition learns from (the recipe's
     # VideoRecipe.frame_views); False: the training scans only (ablation)
     video_frame_views: bool = True
@@ -134,6 +137,9 @@ class TrainArgs:
         if self.video_shifted_clocks is not None and not 0 <= self.video_shifted_clocks <= 1:
             raise HeptaError(f"--video-shifted-clocks is a share of the clips, from 0 to 1, got "
                              f"{self.video_shifted_clocks}")
+        if self.video_mark_units_anchor is not None and not re.fullmatch(r"[^\d:\s]*", self.video_mark_units_anchor):
+            raise HeptaError(f"--video-mark-units-anchor takes text without digits, ':' or spaces, such as ',', got "
+                             f"{self.video_mark_units_anchor!r}")
         if self.max_corpus_mb is not None and self.max_corpus_mb <= 0:
             raise HeptaError(f"--max-corpus-mb must be positive, got {self.max_corpus_mb}")
 
@@ -258,6 +264,8 @@ class Trainer:
                 video_recipe = dataclasses.replace(video_recipe, long_finish=args.video_long_finish)
             if args.video_shifted_clocks is not None:
                 video_recipe = dataclasses.replace(video_recipe, shifted_share=args.video_shifted_clocks)
+            if args.video_mark_units_anchor is not None:
+                video_recipe = dataclasses.replace(video_recipe, mark_units_anchor=args.video_mark_units_anchor)
             if not args.video_frame_views:
                 video_recipe = dataclasses.replace(video_recipe, frame_views=False)
             stamp_digits = video_recipe.stamp_digits and args.video_stamp_digits

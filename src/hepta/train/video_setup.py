@@ -84,6 +84,8 @@ class VideoData:
                 + (", timestamps' digits in time tokens" if self.with_time and self.time_tokens else "")
                 + (", the question first" if self.recipe.question_first else "")
                 + (", each frame captioned" + (", the answering one marked" if self.recipe.mark else "")
+                                            + (f", a marked time's last digit after {self.recipe.mark_units_anchor!r}"
+                                               if self.recipe.mark and self.recipe.mark_units_anchor else "")
                    if self.captions else "")
                 + (f", {self.recipe.shifted_share:.0%} of the clips' clocks started before "
                    f"{clock(self.recipe.shift_before)}" if self.recipe.shifted_share else "")

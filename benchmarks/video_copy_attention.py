@@ -52,10 +52,13 @@ def recording_kernel(last_row: dict, layer: int):
     return kernel
 
 
-def marked_seconds(tokenizer, seconds: str, path: str) -> list[int]:
-    """The tokens a mark writes for `seconds` ("27"), with the run's anchor before their last digit where it had one
-    (`hepta train --video-mark-units-anchor`: "2", ",", "7")."""
-    anchor = json.loads((Path(path) / "train_args.json").read_text()).get("video_mark_units_anchor") or ""
+def units_anchor(path: str) -> str:
+    """What the run wrote before a marked time's last digit (`hepta train --video-mark-units-anchor`), "" for none."""
+    return json.loads((Path(path) / "train_args.json").read_text()).get("video_mark_units_anchor") or ""
+
+
+def marked_seconds(tokenizer, seconds: str, anchor: str) -> list[int]:
+    """The tokens a mark writes for `seconds` ("27"), with `anchor` before their last digit ("2", ",", "7")."""
     return tokenizer.encode(seconds[:-1] + anchor + seconds[-1])
 
 
@@ -87,6 +90,7 @@ def stamp_text(ids: list[int], tokenizer, video) -> str:
 def mark_copy(args) -> None:
     """Where the model looks as it writes the seconds into a mark on the right frame."""
     model, tokenizer, video, _reading, answered, last_row = recorded(args.model, args.seconds, args.clips)
+    anchor = units_anchor(args.model)
     mark_id, colon_id = tokenizer.encode(video_data.MARK)[-1], tokenizer.encode(":")[-1]
     shares, probability = defaultdict(list), defaultdict(list)
     for a in answered:
@@ -101,7 +105,7 @@ def mark_copy(args) -> None:
         own = colons[colons < mark].max()  # the marked frame's timestamp ("2", ":", "5", "1")
         others = colons[(colons != own) & (colons < mark)]
         stamp = stamp_text(a.prompt[int(own) - 1:int(own) + 3], tokenizer, video)
-        right = marked_seconds(tokenizer, stamp.split(":")[1], args.model)  # "51", or "5", "1" (or "5", ",", "1")
+        right = marked_seconds(tokenizer, stamp.split(":")[1], anchor)  # "51", or "5", "1" (or "5", ",", "1")
         written = a.prompt[mark_seconds:mark_seconds + len(right)]
         kind = "mark right" if written == right else "mark wrong"
         # the seconds' tokens teacher-forced: the attention read is the last query's, which writes their last token
@@ -123,6 +127,7 @@ def mark_copy(args) -> None:
 def reply_copy(args) -> None:
     """Where the model looks as it copies the mark's seconds into the reply."""
     model, tokenizer, video, reading, answered, last_row = recorded(args.model, args.seconds, args.clips)
+    anchor = units_anchor(args.model)
     mark_id, colon_id = tokenizer.encode(video_data.MARK)[-1], tokenizer.encode(":")[-1]
     shares = defaultdict(list)  # (class, layer) -> [H, 2] per clip: on the mark's seconds, on the timestamps'
     probability, frames_after = defaultdict(list), defaultdict(list)
@@ -145,7 +150,7 @@ def reply_copy(args) -> None:
             logits = model(torch.tensor([ids]))[0, -1].float()
         probability[kind].append(logits.softmax(-1)[right[-1]].item())
         frames_after[kind].append(int((colons > mark_seconds).sum()))
-        source = mark_seconds + len(marked_seconds(tokenizer, seconds, args.model)) - 1  # the mark's token copied there
+        source = mark_seconds + len(marked_seconds(tokenizer, seconds, anchor)) - 1  # the mark's token copied there
         for layer, row in last_row.items():
             shares[kind, layer].append(torch.stack([row[:, source], row[:, stamp_seconds].sum(-1)], -1))
     print(f"video-time, clips of {args.seconds} s marked on the right frame with the right time: "

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/omni_continue.py --model runs/omni --out runs/omni-more [--steps 500]
         [--lr 1e-3] [--long-share 0.5] [--shifted-clocks 0] [--no-frame-views] [--mark-joiner ""]
-        [--mark-units-anchor ,] [--time-tokens] [--seed 0]
+        [--mark-units-anchor ,] [--time-tokens] [--mark-weight 4] [--seed 0]
     hepta eval --model runs/omni-more --task video-time --json
 
 It trains a new run in --out from the folder's weights, tokenizer, image and audio tokenizers: text, images,
@@ -13,7 +13,8 @@ With --shifted-clocks, that share of the clips has its clock start after 0:00 (`
 with --no-frame-views, the clips show each digit as its training scan only (`hepta train --no-video-frame-views`);
 --mark-joiner sets what goes between a mark and its answer (`VideoRecipe.mark_joiner`), --mark-units-anchor
 a token before a marked time's last digit (`VideoRecipe.mark_units_anchor`); --time-tokens writes the timestamps'
-digits in tokens of their own (`hepta train --video-time-tokens`).
+digits in tokens of their own (`hepta train --video-time-tokens`); --mark-weight counts each caption's mark decision
+that many times in the loss (`hepta train --video-mark-weight`).
 Where `benchmarks/video_finetune.py` trains video alone, this keeps every modality in each step, so it tells
 what more steps of long clips do to the video answers without the other tasks forgetting theirs.
 """
@@ -75,6 +76,8 @@ def main() -> None:
                    "default: the recipe's, none)")
     p.add_argument("--time-tokens", action="store_true", help="the frames' timestamps in time tokens "
                    "(`hepta train --video-time-tokens`)")
+    p.add_argument("--mark-weight", type=float, help="how many times each caption's mark decision counts in the loss "
+                   "(`hepta train --video-mark-weight`; default: the recipe's)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     source = Path(args.model)
@@ -88,7 +91,8 @@ def main() -> None:
     train_args = TrainArgs(**{**recipe_defaults("omni-tiny"), "steps": args.steps, "lr": args.lr,
                               "save_every": args.steps, "eval_every": args.steps,
                               "video_shifted_clocks": args.shifted_clocks,
-                              "video_frame_views": not args.no_frame_views, "video_time_tokens": args.time_tokens},
+                              "video_frame_views": not args.no_frame_views, "video_time_tokens": args.time_tokens,
+                              "video_mark_weight": args.mark_weight},
                            out=args.out, preset="omni-tiny", seed=args.seed,
                            image_tokenizer=str(source / "image_tokenizer"),
                            audio_tokenizer=str(source / "audio_tokenizer"))

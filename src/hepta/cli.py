@@ -44,7 +44,8 @@ TRAIN_FLAGS = ("preset", "data", "max_corpus_mb", "steps", "batch_size", "seq_le
                "warmup", "weight_decay", "clip", "seed", "save_every", "eval_every", "eval_batches", "ep", "dp_shard",
                "chat_batch_size", "chat_length_groups", "repeat_rows", "repeat_symbols", "image_tokenizer",
                "image_tokenizer_steps", "audio_tokenizer", "audio_tokenizer_steps", "speech_utterances",
-               "video_loss_weight", "video_long_finish", "video_shifted_clocks", "video_mark_units_anchor", "device")
+               "video_loss_weight", "video_mark_weight", "video_long_finish", "video_shifted_clocks",
+               "video_mark_units_anchor", "device")
 # How the run is spread over processes, not what it trains: a resumed run may change these.
 TRAIN_LAYOUT_FLAGS = ("ep", "dp_shard", "activation_checkpointing", "device")
 # The switches of `hepta train`: the TrainArgs field each sets, and to what.
@@ -340,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-loss-weight", type=float, help="how many times the video questions' loss counts beside "
                    "the text's and the conversations' (default: the recipe's, 2; 1 and 3 were tried: "
                    "docs/multimodal.md)")
+    p.add_argument("--video-mark-weight", type=float, help="how many times the loss of the token after each video "
+                   "frame's caption counts, where the model decides whether the frame answers the question (the mark) "
+                   "or not (default: the recipe's; docs/multimodal.md)")
     p.add_argument("--video-long-finish", type=float, help="the share of the run, at its end, whose video clips are "
                    "all long (100 s up to the longest), so that times past 2:00 are trained on (default: the "
                    "recipe's; docs/multimodal.md)")

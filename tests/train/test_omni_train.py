@@ -93,19 +93,21 @@ def test_an_anchor_for_marked_times_that_holds_a_digit_is_refused_before_anythin
     assert "Traceback" not in result.stderr and not out.exists()
 
 
-def test_the_video_loss_weight_scales_the_video_gradient_and_not_the_logged_loss(omni_run, tmp_path):
+@pytest.mark.parametrize("flag, value", [("--video-loss-weight", 9), ("--video-mark-weight", 20)])
+def test_a_video_loss_weight_adds_gradient_and_leaves_the_logged_loss(omni_run, tmp_path, flag, value):
+    """The whole video loss counted 9 times, or the decision after each frame's caption 20 times: the step's
+    gradient grows, and the video loss it logs is the one the recipe's weights give."""
     out = tmp_path / "weighted"
-    result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--video-loss-weight", "9",
-                     *FLAGS)
+    result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", flag, str(value), *FLAGS)
     assert result.returncode == 0, result.stderr
-    assert json.loads((out / "train_args.json").read_text())["video_loss_weight"] == 9
+    assert json.loads((out / "train_args.json").read_text())[flag[2:].replace("-", "_")] == value
     weighted = next(r for r in read_metrics(out) if r["kind"] == "train")
-    recipe = next(r for r in read_metrics(omni_run) if r["kind"] == "train")  # the same first step at the recipe's 2
+    recipe = next(r for r in read_metrics(omni_run) if r["kind"] == "train")  # the same first step
     assert weighted["video_loss"] == pytest.approx(recipe["video_loss"], rel=1e-4)
     assert weighted["grad_norm"] > recipe["grad_norm"] * 1.01
-    bad = run_cli("train", "--preset", "omni-tiny", "--out", str(tmp_path / "bad"), "--video-loss-weight", "0", *FLAGS)
-    assert bad.returncode != 0 and "--video-loss-weight must be positive, got 0.0" in bad.stderr
-    assert "Traceback" not in bad.stderr
+    bad = run_cli("train", "--preset", "omni-tiny", "--out", str(tmp_path / "bad"), flag, "0", *FLAGS)
+    assert bad.returncode != 0 and f"{flag} must be positive, got 0.0" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
 
 
 def test_an_omni_run_resumes(omni_run, tmp_path):
@@ -198,6 +200,23 @@ def test_each_answer_weighs_the_same_in_the_loss_whatever_its_length():
     per_token = torch.nn.functional.cross_entropy(logits_BTV[answer], targets[answer], reduction="none")
     expected = (per_token[0] + per_token[1:5].mean() + per_token[5:7].mean() + per_token[7]) / 4
     torch.testing.assert_close(conversation_loss(logits_BTV[answer], targets), expected)
+
+
+def test_a_weighted_token_adds_its_extra_loss_to_its_answer_and_the_others_keep_theirs():
+    from hepta.train.conversations import IGNORE, conversation_loss, first_in_each_answer
+
+    logits_BTV = torch.randn(2, 6, 11, generator=torch.Generator().manual_seed(0))
+    targets = torch.full((2, 6), IGNORE)
+    targets[0, 0:3] = torch.tensor([4, 9, 2])  # a caption ending in its decision (9) and its end (2)
+    targets[0, 4:6] = torch.tensor([2, 9])
+    targets[1, 1:4] = torch.tensor([5, 6, 7])  # an answer without either
+    decisions = first_in_each_answer(targets, [9, 2])
+    assert decisions.nonzero().tolist() == [[0, 1], [0, 4]]
+    answer = targets != IGNORE
+    per_token = torch.nn.functional.cross_entropy(logits_BTV[answer], targets[answer], reduction="none")
+    weighted = conversation_loss(logits_BTV[answer], targets, weights_BT=torch.where(decisions, 3.0, 1.0))
+    extra = (2 * per_token[1] / 3 + 2 * per_token[3] / 2) / 3
+    torch.testing.assert_close(weighted, conversation_loss(logits_BTV[answer], targets) + extra)
 
 
 def test_length_groups_draw_the_same_rows_with_less_padding_and_the_same_loss():

@@ -263,3 +263,27 @@ def test_an_anchor_before_a_marked_times_last_digit_reaches_the_training_rows(fo
     anchored, plain = words(data), words(_data(folder))
     assert re.search(r"\* \dm\d,\d", anchored) and not re.search(r"\* \dm\d\d", anchored)
     assert re.search(r"\* \dm\d\d", plain) and not re.search(r"\* \dm\d,\d", plain)
+
+
+def test_a_mark_weight_weighs_the_decision_after_each_caption_and_nothing_else(folder):
+    tokenizer = load_tokenizer(folder)
+    codec = load_image_codec(folder, tokenizer)
+    assert _data(folder).decision_weights(torch.zeros(1, 1, dtype=torch.long)) is None  # the recipe weighs nothing
+    data = VideoData.build(dataclasses.replace(RECIPE, mark_weight=5.0), codec, tokenizer, max_seq_len=6144)
+    assert "mark decision 5 times" in data.source and "mark decision" not in _data(folder).source
+    x, y = data.batch(batch_generator(0, 3, 0))
+    weights = data.decision_weights(y)
+    mark_first = tokenizer.encode(video_data.MARK)[0]
+    image_end, end = tokenizer.special_ids["<|image_end|>"], tokenizer.end_id
+    assert set(weights.unique().tolist()) == {1.0, 5.0}
+    assert (y[weights == 5.0] == mark_first).any() and (y[weights == 5.0] == end).any()  # marked frames and others
+    for row_x, row_y, row_w in zip(x, y, weights):
+        frames = (row_x == image_end).nonzero().flatten().tolist()
+        # after each frame, its caption: the first of its targets that is the mark or the end is the one weighted
+        for frame in frames:
+            caption = row_y[frame:]
+            decision = next(n for n, t in enumerate(caption.tolist()) if t in (mark_first, end))
+            assert row_w[frame + decision] == 5.0
+            assert (row_w[frame:frame + decision] == 1.0).all() and (row_y[frame:frame + decision] != IGNORE).all()
+        assert int((row_w == 5.0).sum()) == len(frames) + 1  # and one in the reply
+        assert (row_y[row_w == 5.0] != IGNORE).all()

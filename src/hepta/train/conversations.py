@@ -251,13 +251,25 @@ def _answer_starts(answer_N: torch.Tensor) -> torch.Tensor:
     return answer_N & ~torch.cat([answer_N.new_zeros(1), answer_N[:-1]])
 
 
+def first_in_each_answer(targets_BT: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    """bool [B, T]: in each answer (a run of answer positions), the first position whose target is one of `ids`."""
+    answer_N = (targets_BT != IGNORE).flatten()
+    hits_N = torch.isin(targets_BT.flatten(), torch.tensor(ids)) & answer_N
+    starts_N = _answer_starts(answer_N)
+    answer_of_N = torch.cumsum(starts_N.long(), 0)  # 1 for the first answer; positions after one keep its number
+    hits_so_far_N = torch.cumsum(hits_N.long(), 0)
+    hits_before_answer = hits_so_far_N.new_zeros(int(answer_of_N[-1]) + 1)
+    hits_before_answer[answer_of_N[starts_N]] = (hits_so_far_N - hits_N.long())[starts_N]
+    return (hits_N & (hits_so_far_N - hits_before_answer[answer_of_N] == 1)).view_as(targets_BT)
+
+
 def count_answers(targets_BT: torch.Tensor) -> int:
     """How many answers (runs of consecutive answer positions) the rows hold."""
     return int(_answer_starts((targets_BT != IGNORE).flatten()).sum())
 
 
 def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor,
-                      num_answers: int | None = None) -> torch.Tensor:
+                      num_answers: int | None = None, weights_BT: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy (fp32) averaged over each answer's tokens, then over the answers.
 
     `logits_NV` holds the answer positions only (`targets_BT != IGNORE`, row-major), as the model
@@ -266,10 +278,14 @@ def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor,
     one-digit answer counts as much as a 22-token image, so recognition is not drowned out by the
     image-writing tasks, and each question about a video as much as the clip's whole timeline.
     `num_answers` divides the answers' sum instead of their own count: the batches of one draw
-    (`sample_chat_batch`'s length groups) then add up to the mean over the whole draw.
+    (`sample_chat_batch`'s length groups) then add up to the mean over the whole draw. `weights_BT`
+    multiplies each token's loss before its answer's mean, which still divides by the token count:
+    a weighted token adds gradient without taking any from the others.
     """
     answer_N = (targets_BT != IGNORE).flatten()
     per_token = torch.nn.functional.cross_entropy(logits_NV.float(), targets_BT.flatten()[answer_N], reduction="none")
+    if weights_BT is not None:
+        per_token = per_token * weights_BT.flatten()[answer_N]
     starts_N = _answer_starts(answer_N)
     answer_of_token = (torch.cumsum(starts_N.long(), 0) - 1)[answer_N]
     own_answers = int(starts_N.sum())

@@ -97,6 +97,7 @@ class TrainArgs:
     # frame, the one that answers marked (VideoRecipe.question_first, captions and mark); ablation: False
     video_captions: bool = True
     video_loss_weight: float | None = None  # how many times the video questions' loss counts; None: the recipe's
+    video_mark_weight: float | None = None  # how many times each caption's mark decision counts; None: the recipe's
     # video frames' timestamps as the recipe writes them (VideoRecipe.stamp_digits); False: as text (ablation).
     # A resumed run keeps the way it started with (its video_reading.json).
     video_stamp_digits: bool = True
@@ -132,6 +133,8 @@ class TrainArgs:
             raise HeptaError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
         if self.video_loss_weight is not None and self.video_loss_weight <= 0:
             raise HeptaError(f"--video-loss-weight must be positive, got {self.video_loss_weight}")
+        if self.video_mark_weight is not None and self.video_mark_weight <= 0:
+            raise HeptaError(f"--video-mark-weight must be positive, got {self.video_mark_weight}")
         if self.video_long_finish is not None and not 0 <= self.video_long_finish <= 1:
             raise HeptaError(f"--video-long-finish is a share of the run, from 0 to 1, got {self.video_long_finish}")
         if self.video_shifted_clocks is not None and not 0 <= self.video_shifted_clocks <= 1:
@@ -260,6 +263,8 @@ class Trainer:
                 video_recipe = dataclasses.replace(video_recipe, question_first=False, captions=False, mark=False)
             if args.video_loss_weight is not None:
                 video_recipe = dataclasses.replace(video_recipe, loss_weight=args.video_loss_weight)
+            if args.video_mark_weight is not None:
+                video_recipe = dataclasses.replace(video_recipe, mark_weight=args.video_mark_weight)
             if args.video_long_finish is not None:
                 video_recipe = dataclasses.replace(video_recipe, long_finish=args.video_long_finish)
             if args.video_shifted_clocks is not None:
@@ -471,16 +476,22 @@ class Trainer:
             for kind, batches in self._conversation_batches(micro):
                 # the batches of one draw weigh as one batch: the mean over all its answers and rows
                 answers = sum(count_answers(y) for _, y in batches)
-                conv_ce, router_losses = 0.0, []
+                conv_ce, conv_loss, router_losses = 0.0, 0.0, []
                 for conv_x, conv_y in batches:
                     with self._autocast():
                         conv_logits = model(conv_x, logits_at_BT=conv_y != IGNORE)  # answers only
-                    conv_ce = conv_ce + conversation_loss(conv_logits, conv_y, num_answers=answers)
+                    ce_part = conversation_loss(conv_logits, conv_y, num_answers=answers)
+                    weights = self.video.decision_weights(conv_y) if kind == "video" else None
+                    # the loss trained on weighs the mark decisions; the one logged does not, as runs before them
+                    conv_ce = conv_ce + ce_part
+                    conv_loss = conv_loss + (ce_part if weights is None else
+                                             conversation_loss(conv_logits, conv_y, num_answers=answers,
+                                                               weights_BT=weights))
                     router_losses.append(model.router_losses())
                     modality_load.add(model, conv_x, pad_id=self.tokenizer.special_ids["<|pad|>"])
                 conv_router = model.pooled_router_loss(router_losses)
                 weight = self.video.recipe.loss_weight if kind == "video" else 1.0
-                loss = loss + weight * conv_ce + conv_router
+                loss = loss + weight * conv_loss + conv_router
                 router = router + conv_router
                 conversation_sums[kind] += conv_ce.item()
             (loss / args.grad_accum).backward()

@@ -63,6 +63,10 @@ class VideoRecipe:
     # with nearly every step's gradient clipped, the text, speech and images lost; 2, with no timeline questions,
     # answered order at 0.93 and time at 0.45 (docs/multimodal.md)
     loss_weight: float = 1.0
+    # the loss of the token after each frame's caption, the mark or the caption's end, counts this many times
+    # (VideoData.decision_weights): whether a frame answers the question is decided there, once a frame, where
+    # every other caption token only reads the frame; `hepta train --video-mark-weight` (docs/multimodal.md)
+    mark_weight: float = 1.0
     # each frame's timestamp written a character a token (video_span.timestamp_ids), so a mark's seconds are
     # no longer the same token as every timestamp's and a reply can copy them from the mark;
     # `hepta train --no-video-stamp-digits` is the ablation

@@ -26,7 +26,7 @@ from hepta.modality.chat import Turn, VideoCodes, encode_chat, video_vocab
 from hepta.modality.codec import ImageCodec
 from hepta.modality.video_span import changes_only, clock
 from hepta.tokenizer import Tokenizer
-from hepta.train.conversations import pad_rows, recognition_views
+from hepta.train.conversations import first_in_each_answer, pad_rows, recognition_views
 from hepta.train.recipes import VideoRecipe
 
 
@@ -91,7 +91,19 @@ class VideoData:
                    f"{clock(self.recipe.shift_before)}" if self.recipe.shifted_share else "")
                 + (f", each digit shown as one of {len(next(iter(self.views_by_source.values())))} views of its scan"
                    if self.recipe.frame_views else "")
-                + (f", its loss counted {self.recipe.loss_weight:g} times" if self.recipe.loss_weight != 1 else ""))
+                + (f", its loss counted {self.recipe.loss_weight:g} times" if self.recipe.loss_weight != 1 else "")
+                + (f", each caption's mark decision {self.recipe.mark_weight:g} times"
+                   if self.captions and self.recipe.mark and self.recipe.mark_weight != 1 else ""))
+
+    def decision_weights(self, targets_BT: torch.Tensor) -> torch.Tensor | None:
+        """Each target's weight in the video loss (conversation_loss): the recipe's `mark_weight` on the token after
+        each frame's caption, the mark's first or `<|end|>`, where the model decides whether the frame answers; 1
+        elsewhere; None where nothing is weighted. (A caption holds neither token before its decision; the reply's
+        own first one is weighted too, its `<|end|>` in the recipe's vocabulary, a token learned early.)"""
+        if not (self.captions and self.recipe.mark) or self.recipe.mark_weight == 1:
+            return None
+        decisions = first_in_each_answer(targets_BT, [self.tokenizer.encode(video_data.MARK)[0], self.tokenizer.end_id])
+        return torch.where(decisions, self.recipe.mark_weight, 1.0)
 
     def tokens_per_clip(self, seconds: float) -> int:
         vocab = video_vocab(self.tokenizer, self.codec.vocab.grid)

@@ -280,7 +280,8 @@ def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor,
     `num_answers` divides the answers' sum instead of their own count: the batches of one draw
     (`sample_chat_batch`'s length groups) then add up to the mean over the whole draw. `weights_BT`
     multiplies each token's loss before its answer's mean, which still divides by the token count:
-    a weighted token adds gradient without taking any from the others.
+    a weighted token adds to the loss without lowering the other tokens' share of it (though where the
+    step's gradient is clipped, the others then get less of the step).
     """
     answer_N = (targets_BT != IGNORE).flatten()
     per_token = torch.nn.functional.cross_entropy(logits_NV.float(), targets_BT.flatten()[answer_N], reduction="none")

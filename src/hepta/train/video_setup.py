@@ -92,15 +92,19 @@ class VideoData:
                 + (f", each digit shown as one of {len(next(iter(self.views_by_source.values())))} views of its scan"
                    if self.recipe.frame_views else "")
                 + (f", its loss counted {self.recipe.loss_weight:g} times" if self.recipe.loss_weight != 1 else "")
-                + (f", each caption's mark decision {self.recipe.mark_weight:g} times"
-                   if self.captions and self.recipe.mark and self.recipe.mark_weight != 1 else ""))
+                + (f", each caption's mark decision {self.recipe.mark_weight:g} times" if self.weighs_decisions else ""))
+
+    @property
+    def weighs_decisions(self) -> bool:
+        """Whether the loss weighs the decision after each caption (the recipe's `mark_weight`, where marks are written)."""
+        return self.captions and self.recipe.mark and self.recipe.mark_weight != 1
 
     def decision_weights(self, targets_BT: torch.Tensor) -> torch.Tensor | None:
         """Each target's weight in the video loss (conversation_loss): the recipe's `mark_weight` on the token after
         each frame's caption, the mark's first or `<|end|>`, where the model decides whether the frame answers; 1
         elsewhere; None where nothing is weighted. (A caption holds neither token before its decision; the reply's
         own first one is weighted too, its `<|end|>` in the recipe's vocabulary, a token learned early.)"""
-        if not (self.captions and self.recipe.mark) or self.recipe.mark_weight == 1:
+        if not self.weighs_decisions:
             return None
         decisions = first_in_each_answer(targets_BT, [self.tokenizer.encode(video_data.MARK)[0], self.tokenizer.end_id])
         return torch.where(decisions, self.recipe.mark_weight, 1.0)

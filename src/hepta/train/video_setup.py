@@ -92,11 +92,13 @@ class VideoData:
                 + (f", each digit shown as one of {len(next(iter(self.views_by_source.values())))} views of its scan"
                    if self.recipe.frame_views else "")
                 + (f", its loss counted {self.recipe.loss_weight:g} times" if self.recipe.loss_weight != 1 else "")
-                + (f", each caption's mark decision {self.recipe.mark_weight:g} times" if self.weighs_decisions else ""))
+                + (f", each caption's mark decision {self.recipe.mark_weight:g} times"
+                   if self.weighs_decisions else ""))
 
     @property
     def weighs_decisions(self) -> bool:
-        """Whether the loss weighs the decision after each caption (the recipe's `mark_weight`, where marks are written)."""
+        """Whether the loss weighs the decision after each caption: the recipe's `mark_weight`, where marks are
+        written."""
         return self.captions and self.recipe.mark and self.recipe.mark_weight != 1
 
     def decision_weights(self, targets_BT: torch.Tensor) -> torch.Tensor | None:

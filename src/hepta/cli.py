@@ -58,6 +58,7 @@ TRAIN_SWITCHES = {"bf16": ("--bf16", True), "text_only": ("--text-only", True), 
                   "digit_tokens": ("--digit-tokens", True),
                   "video_time_tokens": ("--video-time-tokens", True),
                   "speed_perturbation": ("--speed-perturbation", True),
+                  "packed_conversations": ("--padded-conversations", False),
                   "activation_checkpointing": ("--activation-checkpointing", True)}
 
 
@@ -312,8 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_arguments(p, dtype=False)
     p.add_argument("--chat-batch-size", type=int, help="conversations per step beside the text batch (presets with "
                    "images; default: the recipe's)")
-    p.add_argument("--chat-length-groups", type=int, help="run a step's conversations as this many batches of like "
-                   "lengths, each padded only to its own longest (default 3; 1: one batch)")
+    p.add_argument("--chat-length-groups", type=int, help="split a step's conversations into this many groups of like "
+                   "lengths, each padded only to its own longest for attention (default 3; 1: one group)")
+    p.add_argument("--padded-conversations", action="store_true", help="run each group of conversations as a "
+                   "padded batch of its own instead of packing a step's conversations into one forward with no "
+                   "padding (the step's clips likewise)")
     p.add_argument("--repeat-rows", type=int, help="rows of random text tokens written twice beside each step's text "
                    "batch, so the model learns to look up and copy from its context (default 0)")
     p.add_argument("--repeat-symbols", type=int, help="the repeats draw from this many text ids (default: all)")

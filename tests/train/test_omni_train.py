@@ -110,6 +110,22 @@ def test_a_video_loss_weight_adds_gradient_and_leaves_the_logged_loss(omni_run, 
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
 
 
+def test_padded_conversations_train_the_same_losses_as_the_packed_recipe(omni_run, tmp_path):
+    """The ablation of packing: each length group a padded batch of its own. The first step's conversation and video
+    losses are the packed run's (the same logits at every answer); only the routers saw padding."""
+    out = tmp_path / "padded"
+    result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--padded-conversations",
+                     *FLAGS)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "train_args.json").read_text())["packed_conversations"] is False
+    assert json.loads((omni_run / "train_args.json").read_text())["packed_conversations"] is True
+    padded = next(r for r in read_metrics(out) if r["kind"] == "train")
+    packed = next(r for r in read_metrics(omni_run) if r["kind"] == "train")
+    for key in ("loss", "chat_loss", "video_loss"):
+        assert padded[key] == pytest.approx(packed[key], rel=1e-4), key
+    assert padded["router_loss"] != packed["router_loss"]  # the padding's routing, gone from the packed run
+
+
 def test_an_omni_run_resumes(omni_run, tmp_path):
     result = run_cli("train", "--preset", "omni-tiny", "--out", str(omni_run), "--resume", "--steps", "4",
                      "--quiet")

@@ -14,6 +14,7 @@ from torch import nn
 from hepta.model.cache import SlotCache, causal_mask
 from hepta.model.layers import RMSNorm, apply_rope
 from hepta.model.matvec import Linear
+from hepta.model.packed_rows import PackedRows
 
 # Sink attention forms its scores explicitly; queries go through in chunks so that the scores of a
 # long prompt ([B, H, T, S] floats) never exist at once.
@@ -71,8 +72,12 @@ class Attention(nn.Module):
         self.attention_kernel = F.scaled_dot_product_attention
 
     def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: SlotCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+                cache: SlotCache | None = None, layer_idx: int = 0, rows: PackedRows | None = None) -> torch.Tensor:
+        """With `rows`, x_BTD is rows packed end to end ([1, N, D]) and each token attends within its own row."""
         q_BHTDh, k_BGTDh, v_BTGDh, gate_BTHDh = self.project(x_BTD, cos, sin)
+        if rows is not None:
+            out_BTHDh = rows.attend(lambda q, k, v: self._attend(q, k, v, None, layer_idx), q_BHTDh, k_BGTDh, v_BTGDh)
+            return self.finish(out_BTHDh, gate_BTHDh)
         return self.finish(self.attend(q_BHTDh, k_BGTDh, v_BTGDh, cache, layer_idx), gate_BTHDh)
 
     def project(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):

@@ -22,6 +22,7 @@ from hepta.model.linear_attention import GatedDeltaNet
 from hepta.model.matvec import Linear
 from hepta.model.mla import MultiHeadLatentAttention
 from hepta.model.moe import MoE
+from hepta.model.packed_rows import PackedRows
 from hepta.model.router import RouterLosses
 from hepta.model.rope import RopeScaling, scaled_rope_cos_sin, softmax_scale_multiplier
 
@@ -48,11 +49,13 @@ class Block(nn.Module):
         self.ffn = (MoE(cfg, experts_implementation) if cfg.is_moe_layer(layer_idx)
                     else SwiGLU(cfg.dim, cfg.moe.dense_hidden_dim))
 
-    def forward(self, x_BTD, cos, sin, cache: SlotCache | None = None):
+    def forward(self, x_BTD, cos, sin, cache: SlotCache | None = None, rows: PackedRows | None = None):
         if decode_regions.applies(self, x_BTD, cache) and (out := decode_regions.decode_block(
                 self, x_BTD, cos, sin, cache)) is not None:
             return out
-        x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), cos, sin, cache, self.layer_idx)
+        attend = (self.attn(self.attn_norm(x_BTD), cos, sin, cache, self.layer_idx) if rows is None else
+                  self.attn(self.attn_norm(x_BTD), cos, sin, layer_idx=self.layer_idx, rows=rows))
+        x_BTD = x_BTD + attend
         return x_BTD + self.ffn(self.ffn_norm(x_BTD))
 
 
@@ -111,19 +114,34 @@ class Transformer(nn.Module):
         check_param_shapes(self, cfg)
 
     def forward(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None,
-                logits_at_BT: torch.Tensor | None = None, visual: VisualInput | None = None) -> torch.Tensor:
+                logits_at_BT: torch.Tensor | None = None, visual: VisualInput | None = None,
+                rows: PackedRows | None = None) -> torch.Tensor:
         """Logits [B, T, V] for token ids [B, T]; with a cache, the ids continue its sequences.
 
         `logits_at_BT` (bool [B, T]) projects only the positions it marks, as [N, V] in row-major
         order: a loss over a few answer tokens skips the vocabulary projection everywhere else.
         `visual` puts vision features in place of placeholder tokens (a prefill only).
+        `rows` says that the ids [1, N] are rows packed end to end (PackedRows.pack), for a training forward with
+        no padding: each token sees its own row only, from its row's position.
         """
+        if rows is not None:
+            return self._packed_forward(input_ids_BT, rows, logits_at_BT, cache, visual)
         x_BTD, positions = self._embedded(input_ids_BT, cache, visual)
         if logits_at_BT is None and visual is None and (
                 logits := self._decode_in_one_call(x_BTD, positions, cache, head=True)) is not None:
             return logits
         hidden_BTD = self._normed_blocks(x_BTD, positions, cache, visual)
         return self.output(hidden_BTD if logits_at_BT is None else hidden_BTD[logits_at_BT])
+
+    def _packed_forward(self, input_ids_1N: torch.Tensor, rows: PackedRows, logits_at_1N: torch.Tensor | None,
+                        cache: SlotCache | None, visual: VisualInput | None) -> torch.Tensor:
+        if cache is not None or visual is not None:
+            raise ValueError("packed rows are a training forward: no cache and no vision features")
+        if not all(isinstance(layer.attn, Attention) for layer in self.layers):
+            raise ValueError("packed rows need softmax attention in every layer; pad the rows for this model")
+        x_1ND = self.embed(input_ids_1N)
+        hidden_1ND = self.norm(self._blocks(x_1ND, *self.rope(rows.positions_N, x_1ND.dtype), None, None, rows))
+        return self.output(hidden_1ND if logits_at_1N is None else hidden_1ND[logits_at_1N])
 
     def hidden_states(self, input_ids_BT: torch.Tensor, cache: SlotCache | None = None,
                       visual: VisualInput | None = None) -> torch.Tensor:
@@ -175,9 +193,9 @@ class Transformer(nn.Module):
         return cos.to(dtype), sin.to(dtype)
 
     def _blocks(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: SlotCache | None,
-                visual: VisualInput | None) -> torch.Tensor:
+                visual: VisualInput | None, rows: PackedRows | None = None) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
-            x_BTD = layer(x_BTD, cos, sin, cache)
+            x_BTD = layer(x_BTD, cos, sin, cache) if rows is None else layer(x_BTD, cos, sin, rows=rows)
             if visual is not None and i < len(visual.deepstack_LND):  # DeepStack: early vision features again
                 x_BTD = x_BTD.masked_scatter(visual.mask_BT[..., None],
                                              x_BTD[visual.mask_BT] + visual.deepstack_LND[i].to(x_BTD.dtype))

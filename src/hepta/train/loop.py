@@ -23,6 +23,7 @@ from hepta.modality.chat import video_vocab
 from hepta.modality.code_embedding import init_code_rows
 from hepta.modality.video_reading import VideoReading
 from hepta.model import Transformer
+from hepta.model.packed_rows import PackedRows
 from hepta.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
 from hepta.train.conversations import (IGNORE, conversation_loss, count_answers, encode_examples,
                                        is_conversation_file, mix, sample_chat_batch)
@@ -75,7 +76,12 @@ class TrainArgs:
     device: str = "auto"  # one process's device (hepta.devices); under torchrun each rank takes its LOCAL_RANK's GPU
     # Conversations (text and images) beside the text corpus; presets with image codes only.
     chat_batch_size: int = 32  # conversations per step, on top of the text batch
-    chat_length_groups: int = 3  # the step's conversations run as this many batches of like lengths
+    # the step's conversations in this many groups of like lengths: each group's rows padded to its longest for
+    # attention (packed) or for the whole forward (padded)
+    chat_length_groups: int = 3
+    # a step's conversations (and its clips) run as one forward over their real tokens, attention within each
+    # row (model/packed_rows.py); False: each length group a padded batch of its own (ablation)
+    packed_conversations: bool = True
     text_only: bool = False  # the same preset and steps without the conversations: the text baseline
     # rows of random text tokens written twice, beside the text batch (train/repeat_task.py): they
     # teach the look-up answers from a long prompt rest on, long before text alone would
@@ -411,18 +417,28 @@ class Trainer:
         return x.to(self.device), y.to(self.device)
 
     def _conversation_batches(self, micro: int):
-        """("chat" or "video", [(inputs, targets), ...]) of this micro-step, for the sources the run
-        has: the conversations in batches of like lengths, the video questions in one."""
+        """("chat" or "video", answers, [(inputs, targets, rows), ...]) of this micro-step, for the sources the run
+        has: the conversations drawn in groups of like lengths, the video questions in one batch; each source packed
+        into one forward with no padding (model/packed_rows.py: `rows`), or without `packed_conversations` each
+        group a padded batch of its own (rows None). `answers` counts the draw's answers."""
         args, shard = self.args, (self.dp_rank, self.dp_size)
         if self.chat is not None:
             generator = batch_generator(args.seed, self.step, args.grad_accum + micro)
             batches = sample_chat_batch(self.chat, args.chat_batch_size, generator, shard=shard,
                                         length_groups=args.chat_length_groups)
-            yield "chat", [(x.to(self.device), y.to(self.device)) for x, y in batches]
+            yield "chat", *self._forwards(batches)
         if self.video is not None:  # clips as long as a step's other rows together
             x, y = self.video.batch(batch_generator(args.seed, self.step, 2 * args.grad_accum + micro), shard=shard,
                                     progress=self.step / args.steps)
-            yield "video", [(x.to(self.device), y.to(self.device))]
+            yield "video", *self._forwards([(x, y)])
+
+    def _forwards(self, batches: list[tuple[torch.Tensor, torch.Tensor]]):
+        """The draw's answer count and its forwards on the device: the batches packed into one, or each as it is."""
+        answers = sum(count_answers(y) for _, y in batches)
+        if self.args.packed_conversations:
+            x, y, rows = PackedRows.pack(batches, self.tokenizer.special_ids["<|pad|>"])
+            return answers, [(x.to(self.device), y.to(self.device), rows.to(self.device))]
+        return answers, [(x.to(self.device), y.to(self.device), None) for x, y in batches]
 
     def _repeat_batch(self, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's rows of random text tokens written twice, for this micro-step (repeats up to
@@ -473,13 +489,12 @@ class Trainer:
                 router = router + repeat_router
                 repeat_sum += repeat_ce.item()
             # the same text batch as a text-only run, plus the conversations and the video questions
-            for kind, batches in self._conversation_batches(micro):
-                # the batches of one draw weigh as one batch: the mean over all its answers and rows
-                answers = sum(count_answers(y) for _, y in batches)
+            for kind, answers, forwards in self._conversation_batches(micro):
+                # the forwards of one draw weigh as one batch: the mean over all its answers and rows
                 conv_ce, conv_loss, router_losses = 0.0, 0.0, []
-                for conv_x, conv_y in batches:
+                for conv_x, conv_y, rows in forwards:
                     with self._autocast():
-                        conv_logits = model(conv_x, logits_at_BT=conv_y != IGNORE)  # answers only
+                        conv_logits = model(conv_x, logits_at_BT=conv_y != IGNORE, rows=rows)  # answers only
                     ce_part = conversation_loss(conv_logits, conv_y, num_answers=answers)
                     weights = self.video.decision_weights(conv_y) if kind == "video" else None
                     # the loss trained on weighs the mark decisions; the one logged does not, as runs before them

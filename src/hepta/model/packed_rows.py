@@ -33,12 +33,11 @@ class PackedRows:
         inputs, targets, positions, gathers, keeps, offset = [], [], [], [], [], 0
         for x_BT, y_BT in batches:
             keep_BT = x_BT != pad_id
-            lengths_B = keep_BT.sum(1)
-            right_padded_BT = torch.arange(x_BT.shape[1]) < lengths_B[:, None]
-            if bool((lengths_B == 0).any()) or not torch.equal(keep_BT, right_padded_BT):
+            lengths_B, steps_T = keep_BT.sum(1), torch.arange(x_BT.shape[1])
+            if bool((lengths_B == 0).any()) or not torch.equal(keep_BT, steps_T < lengths_B[:, None]):
                 raise ValueError("packed rows must be right-padded and hold at least one real token each")
             starts_B = offset + torch.cumsum(lengths_B, 0) - lengths_B
-            steps_BT = torch.minimum(torch.arange(x_BT.shape[1]), lengths_B[:, None] - 1)
+            steps_BT = torch.minimum(steps_T, lengths_B[:, None] - 1)
             gathers.append(starts_B[:, None] + steps_BT)
             keeps.append(keep_BT)
             inputs.append(x_BT[keep_BT])

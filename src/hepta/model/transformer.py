@@ -195,7 +195,7 @@ class Transformer(nn.Module):
     def _blocks(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: SlotCache | None,
                 visual: VisualInput | None, rows: PackedRows | None = None) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
-            x_BTD = layer(x_BTD, cos, sin, cache) if rows is None else layer(x_BTD, cos, sin, rows=rows)
+            x_BTD = layer(x_BTD, cos, sin, cache, rows)
             if visual is not None and i < len(visual.deepstack_LND):  # DeepStack: early vision features again
                 x_BTD = x_BTD.masked_scatter(visual.mask_BT[..., None],
                                              x_BTD[visual.mask_BT] + visual.deepstack_LND[i].to(x_BTD.dtype))

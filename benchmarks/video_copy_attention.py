@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from hepta.modality import video_data
+from hepta.modality.video_span import StampForm
 
 from video_errors import clip_arguments, time_answers, what_went_wrong, written_captions
 
@@ -141,7 +142,7 @@ def reply_copy(args) -> None:
         mark_seconds = int(torch.nonzero((prompt == mark_id) & inside)[0]) + 3  # " *", " 0", "m", "14"
         colons = torch.nonzero((prompt == colon_id) & inside).flatten()
         # the seconds of every timestamp: one token, or two where the stamps are written a character a token
-        two = reading.stamp_digits or reading.time_tokens
+        two = reading.stamps != StampForm.TEXT
         stamp_seconds = torch.cat([colons + 1, colons + 2]) if two else colons + 1
         minutes, seconds = a.question.answer.split(":")
         right = tokenizer.encode(seconds)  # one token, or two ("2", "7") with digit tokens: the last one is read

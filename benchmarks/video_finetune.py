@@ -44,6 +44,7 @@ from hepta.loading import load, load_image_codec, load_tokenizer
 from hepta.modality import video_data
 from hepta.modality.chat import encode_chat
 from hepta.modality.video_reading import VideoReading
+from hepta.modality.video_span import StampForm
 from hepta.train.conversations import pad_rows
 from hepta.train.data import batch_generator
 from hepta.train.recipes import image_recipe
@@ -206,10 +207,10 @@ def main() -> None:
     if args.no_timeline:
         recipe = dataclasses.replace(recipe, kinds=tuple(k for k in recipe.kinds if k[0] != video_data.TIMELINE))
     codec = load_image_codec(out, tokenizer)
-    stamp_digits = args.stamp_digits or VideoReading.load(args.model).stamp_digits  # as the model learned
+    stamps = StampForm.DIGITS if args.stamp_digits else VideoReading.load(args.model).stamps  # as the model learned
     data, held_out = (VideoData.build(recipe, codec, tokenizer, CONTEXT, with_time=not args.no_time,
                                       all_frames=args.all_frames, captions=args.captions or args.fused_captions,
-                                      split=split, stamp_digits=stamp_digits)
+                                      split=split, stamps=stamps)
                       for split in ("train", "held_out"))
     if args.fused_captions:
         data.caption_of = held_out.caption_of = fused_captions(tokenizer)
@@ -248,7 +249,7 @@ def main() -> None:
     save_weights(model, out)
     # how `hepta eval` and the server must prompt it: the question where it was trained to see it, and
     # the model writing its own captions as it reads where it was trained with them
-    VideoReading(question_first=recipe.question_first, captions=data.captions, stamp_digits=data.stamp_digits).save(out)
+    VideoReading(question_first=recipe.question_first, captions=data.captions, stamps=data.stamps).save(out)
     print(f"saved {out}; measure it with hepta eval --model {out} --task video-order --json")
 
 

@@ -58,7 +58,7 @@ def main() -> None:
     for clip in evaluation.clips(args.seconds):
         q = video_data.question(TASK_KINDS[args.task], clip.clip, rng, FPS)
         # stamped as the model was trained to read them (its video_reading.json), as hepta eval stamps them
-        part = evaluation.codec.video(clip.pixels, clip.times, stamp_digits=evaluation.reading.stamp_digits)
+        part = evaluation.codec.video(clip.pixels, clip.times, stamps=evaluation.reading.stamps)
         captions = tuple(video_data.caption(clip.clip, t, joiner=args.caption_joiner) for t in part.times)
         part = dataclasses.replace(part, captions=captions)
         p_mark = mark_probabilities(model, tokenizer, evaluation.codec, part, q, mark_id)

@@ -106,7 +106,8 @@ def test_digit_tokens_write_every_number_a_digit_a_token_and_keep_the_rest(corpu
     assert Tokenizer.load(tmp_path).encode(text) == apart.encode(text) and Tokenizer.load(tmp_path).digit_tokens
 
 
-def test_a_tokenizer_written_before_the_time_digits_loads_with_them_in_its_reserved_slots(corpus_texts, tmp_path):
+def test_a_tokenizer_written_before_the_time_and_tens_digits_loads_with_them_in_its_reserved_slots(corpus_texts,
+                                                                                                   tmp_path):
     from tokenizers import Tokenizer as HFTokenizer
 
     from hepta.tokenizer import FIRST_RESERVED, LEGACY_NAMES, NAMED_SPECIAL_TOKENS, train_bpe
@@ -118,7 +119,9 @@ def test_a_tokenizer_written_before_the_time_digits_loads_with_them_in_its_reser
     loaded = Tokenizer.load(tmp_path)
     assert loaded.special_ids["<|time_3|>"] == HFTokenizer.from_file(str(tmp_path / "tokenizer.json")).token_to_id(
         LEGACY_NAMES["<|time_3|>"]) == 600 + FIRST_RESERVED + 3
-    assert loaded.special_ids["<|reserved_10|>"] == 600 + FIRST_RESERVED + 10
+    assert loaded.special_ids["<|tens_2|>"] == HFTokenizer.from_file(str(tmp_path / "tokenizer.json")).token_to_id(
+        "<|reserved_12|>") == 600 + FIRST_RESERVED + 12
+    assert loaded.special_ids["<|reserved_16|>"] == 600 + FIRST_RESERVED + 16
 
 
 def test_save_and_load_keep_every_id(tokenizer, tmp_path):

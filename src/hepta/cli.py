@@ -57,6 +57,7 @@ TRAIN_SWITCHES = {"bf16": ("--bf16", True), "text_only": ("--text-only", True), 
                   "video_frame_views": ("--no-video-frame-views", False),
                   "digit_tokens": ("--digit-tokens", True),
                   "video_time_tokens": ("--video-time-tokens", True),
+                  "video_tens_tokens": ("--video-tens-tokens", True),
                   "speed_perturbation": ("--speed-perturbation", True),
                   "packed_conversations": ("--padded-conversations", False),
                   "activation_checkpointing": ("--activation-checkpointing", True)}
@@ -363,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-time-tokens", action="store_true", help="the digits of video frames' timestamps in "
                    "tokens of their own (<|time_4|>), so that only the times the model writes hold plain digits and a "
                    "reply copies them from its mark alone; with --digit-tokens (docs/multimodal.md)")
+    p.add_argument("--video-tens-tokens", action="store_true", help="as --video-time-tokens, with the tens digit of "
+                   "a timestamp's seconds in tokens of its own (<|tens_1|><|time_4|>), so that the two-digit number a "
+                   "mark writes (\"14\") is read from two tokens of different kinds, not from their order")
     p.add_argument("--no-video-frame-views", action="store_true", help="video training clips show each digit as its "
                    "training scan only; the recipe shows one of the moved and turned views image recognition learns "
                    "from, drawn per clip (an ablation: docs/multimodal.md)")

@@ -42,15 +42,19 @@ NAMED_SPECIAL_TOKENS = (
     "<|frame|>",  # marks the start of each video frame
     # the digits of a video frame's timestamp in tokens of their own (video_span.VideoVocab.timestamp)
     *(f"<|time_{d}|>" for d in range(10)),
+    # the tens digit of a timestamp's seconds in tokens of its own (video_span.StampForm.TENS)
+    *(f"<|tens_{d}|>" for d in range(6)),
 )
 NUM_SPECIAL_TOKENS = 32
 # Reserved slots are numbered from the first one after <|frame|>, as in every tokenizer written before the time
-# digits took the first ten of them; those keep their reserved names in older files (`LEGACY_NAMES`).
+# digits took the first ten of them and the tens digits the next six; those keep their reserved names in older
+# files (`LEGACY_NAMES`).
 FIRST_RESERVED = NAMED_SPECIAL_TOKENS.index("<|time_0|>")
 SPECIAL_TOKENS = NAMED_SPECIAL_TOKENS + tuple(
     f"<|reserved_{i - FIRST_RESERVED}|>" for i in range(len(NAMED_SPECIAL_TOKENS), NUM_SPECIAL_TOKENS)
 )
-LEGACY_NAMES = {f"<|time_{d}|>": f"<|reserved_{d}|>" for d in range(10)}
+LEGACY_NAMES = {**{f"<|time_{d}|>": f"<|reserved_{d}|>" for d in range(10)},
+                **{f"<|tens_{d}|>": f"<|reserved_{10 + d}|>" for d in range(6)}}
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 

@@ -77,28 +77,43 @@ def test_a_model_trained_to_caption_writes_its_captions_while_it_reads(omni_dir,
     assert not (captioning / FILE).exists()
 
 
+def test_a_folder_saved_before_the_stamp_forms_had_names_reads_its_frames_as_it_was_trained(tmp_path):
+    from hepta.modality.video_reading import FILE, VideoReading
+    from hepta.modality.video_span import StampForm
+
+    for older, form in (({"stamp_digits": True, "time_tokens": False}, StampForm.DIGITS),
+                        ({"stamp_digits": True, "time_tokens": True}, StampForm.TIME),
+                        ({"stamp_digits": False}, StampForm.TEXT)):
+        (tmp_path / FILE).write_text(json.dumps({"question_first": True, "captions": True, **older}))
+        assert VideoReading.load(tmp_path) == VideoReading(True, True, form)
+    VideoReading(True, True, StampForm.TENS).save(tmp_path)
+    assert json.loads((tmp_path / FILE).read_text())["stamps"] == "tens"
+    assert VideoReading.load(tmp_path) == VideoReading(True, True, StampForm.TENS)
+
+
 def test_a_model_is_prompted_with_its_timestamps_written_as_it_was_trained(omni_dir, tmp_path):
     import shutil
 
     from hepta.eval.video_tasks import VideoEval
     from hepta.loading import load, load_image_codec, load_tokenizer
     from hepta.modality.video_reading import VideoReading
+    from hepta.modality.video_span import StampForm
 
     digits = tmp_path / "digits"
     shutil.copytree(omni_dir, digits)
-    VideoReading(stamp_digits=True).save(digits)
-    assert VideoReading.load(digits) == VideoReading(stamp_digits=True)
+    VideoReading(stamps=StampForm.DIGITS).save(digits)
+    assert VideoReading.load(digits) == VideoReading(stamps=StampForm.DIGITS)
     timed = tmp_path / "timed"
     shutil.copytree(omni_dir, timed)
-    VideoReading(time_tokens=True).save(timed)
-    for folder, stamped in ((omni_dir, (False, False)), (digits, (True, False)), (timed, (False, True))):
+    VideoReading(stamps=StampForm.TIME).save(timed)
+    for folder, stamped in ((omni_dir, StampForm.TEXT), (digits, StampForm.DIGITS), (timed, StampForm.TIME)):
         tokenizer = load_tokenizer(folder)
         evaluation = VideoEval.open(load(folder).eval(), tokenizer, load_image_codec(folder, tokenizer), folder, 1)
         parts, video = [], evaluation.codec.video
         object.__setattr__(evaluation.codec, "video", lambda *a, **k: parts.append(video(*a, **k)) or parts[-1])
         answered = evaluation.answer("count", lengths=(30,))
         evaluation.close()
-        assert len(answered) == 1 and [(part.stamp_digits, part.time_tokens) for part in parts] == [stamped]
+        assert len(answered) == 1 and [part.stamps for part in parts] == [stamped]
         # each answer keeps the ground truth of the clip it is about
         assert answered[0].question.truth == len(answered[0].clip.appearances) >= 2
 

@@ -1,6 +1,7 @@
 import torch
 
 from hepta.modality.chat import ImageCodes, Turn, VideoCodes, encode_chat, image_vocab, video_vocab
+from hepta.modality.video_span import StampForm
 from hepta.tokenizer import Tokenizer
 
 TEXTS = ["What digit is this?", "Draw the digit 7.", "def f(x):\n    return x\n"] * 30
@@ -65,7 +66,7 @@ def test_timestamps_written_a_character_a_token_leave_two_digit_seconds_to_the_c
     frames = torch.randint(0, 125, (3, 4, 4))
     times = (14.0, 42.0, 74.0)
     as_text = VideoCodes(frames, times, captions=("1=7", "2=3 * 0m14", "-"))
-    by_character = VideoCodes(frames, times, captions=as_text.captions, stamp_digits=True)
+    by_character = VideoCodes(frames, times, captions=as_text.captions, stamps=StampForm.DIGITS)
     text_ids, _ = encode_chat([Turn("user", ("When did the 7 first appear?", as_text))], tokenizer, video.images)
     ids, written = encode_chat([Turn("user", ("When did the 7 first appear?", by_character))], tokenizer,
                                video.images)
@@ -79,7 +80,7 @@ def test_timestamps_written_a_character_a_token_leave_two_digit_seconds_to_the_c
     # one token more a frame than as text here (seconds were one token), counted alike by span_length
     span = ids[ids.index(video.start_id):ids.index(video.end_id) + 1]
     captions = sum(len(tokenizer.encode(c)) + 1 for c in as_text.captions)  # each closed by <|end|>
-    assert len(span) == video.span_length(tokenizer.encode, 3, 74.0, stamp_digits=True) + captions
+    assert len(span) == video.span_length(tokenizer.encode, 3, 74.0, stamps=StampForm.DIGITS) + captions
     assert len(span) - (text_ids.index(video.end_id) - text_ids.index(video.start_id) + 1) == 3
 
 
@@ -88,7 +89,7 @@ def test_time_tokens_leave_plain_digits_to_the_times_the_model_writes():
                                 digit_tokens=True).with_image_codes(125)
     video = video_vocab(tokenizer, 4)
     frames = torch.randint(0, 125, (3, 4, 4))
-    part = VideoCodes(frames, (14.0, 42.0, 74.0), captions=("1=7", "2=3 * 0m14", "-"), time_tokens=True)
+    part = VideoCodes(frames, (14.0, 42.0, 74.0), captions=("1=7", "2=3 * 0m14", "-"), stamps=StampForm.TIME)
     ids, written = encode_chat([Turn("user", ("When did the 7 first appear?", part))], tokenizer, video.images)
     time_ids = [tokenizer.special_ids[f"<|time_{d}|>"] for d in range(10)]
     frame_ids = [i for i, t in enumerate(ids) if t == video.frame_id]
@@ -101,4 +102,29 @@ def test_time_tokens_leave_plain_digits_to_the_times_the_model_writes():
     assert [written[i] for i, t in enumerate(ids) if t in (one, four)] == [True, True, True]
     span = ids[ids.index(video.start_id):ids.index(video.end_id) + 1]
     captions = sum(len(tokenizer.encode(c)) + 1 for c in part.captions)
-    assert len(span) == video.span_length(tokenizer.encode, 3, 74.0, time_tokens=True) + captions
+    assert len(span) == video.span_length(tokenizer.encode, 3, 74.0, stamps=StampForm.TIME) + captions
+
+
+def test_tens_tokens_tell_the_tens_of_a_stamps_seconds_from_its_units_by_kind():
+    tokenizer = Tokenizer.train(TEXTS + ["0:14 0:41 1:14"] * 30, text_vocab_size=300).with_image_codes(125)
+    video = video_vocab(tokenizer, 4)
+    frames = torch.randint(0, 125, (3, 4, 4))
+    part = VideoCodes(frames, (14.0, 41.0, 74.0), captions=("1=7", "2=3 * 0m14", "-"), stamps=StampForm.TENS)
+    ids, written = encode_chat([Turn("user", ("When did the 7 first appear?", part))], tokenizer, video.images)
+    time_ids = [tokenizer.special_ids[f"<|time_{d}|>"] for d in range(10)]
+    tens_ids = [tokenizer.special_ids[f"<|tens_{d}|>"] for d in range(6)]
+    frame_ids = [i for i, t in enumerate(ids) if t == video.frame_id]
+    colon = tokenizer.encode(":")
+    # 0:14 and 0:41 hold the same two digits, as tokens of different kinds: their order is in the ids themselves
+    assert [ids[i + 1:i + 5] for i in frame_ids] == [[time_ids[0], *colon, tens_ids[1], time_ids[4]],
+                                                     [time_ids[0], *colon, tens_ids[4], time_ids[1]],
+                                                     [time_ids[1], *colon, tens_ids[1], time_ids[4]]]
+    # the mark's seconds are one text token, which no stamp holds
+    fourteen, = tokenizer.encode("14")
+    assert [written[i] for i, t in enumerate(ids) if t == fourteen] == [True]
+    span = ids[ids.index(video.start_id):ids.index(video.end_id) + 1]
+    captions = sum(len(tokenizer.encode(c)) + 1 for c in part.captions)
+    assert len(span) == video.span_length(tokenizer.encode, 3, 74.0, stamps=StampForm.TENS) + captions
+    # from an hour on the minutes have two digits too, and only the seconds' tens is a tens token
+    assert video.timestamp(3725.0, tokenizer.encode, StampForm.TENS) == [
+        time_ids[1], *colon, time_ids[0], time_ids[2], *colon, tens_ids[0], time_ids[5]]

@@ -141,6 +141,7 @@ def test_a_model_trained_with_timestamps_a_character_a_token_gets_its_videos_sta
 
     from hepta.loading import load_image_codec, load_tokenizer
     from hepta.modality.video_reading import VideoReading
+    from hepta.modality.video_span import StampForm
     from hepta.serve import image_parts
     from hepta.serve.image_fetch import ImageAccess
     from hepta.serve.schemas import ChatCompletionRequest
@@ -153,7 +154,9 @@ def test_a_model_trained_with_timestamps_a_character_a_token_gets_its_videos_sta
     body = ChatCompletionRequest(model="micro", messages=[{"role": "user", "content": [
         {"type": "video_url", "video_url": {"url": data_url(noise_mp4(5))}},
         {"type": "text", "text": "How many digits appeared?"}]}])
-    for reading in (VideoReading(), VideoReading(stamp_digits=True), VideoReading(time_tokens=True)):
+    forms = tuple(StampForm)
+    for form in forms:
+        reading = VideoReading(stamps=form)
         asyncio.run(image_parts.chat_image_prompt(body, codec, tokenizer, ImageAccess(), max_len=CONTEXT,
                                                   reading=reading))
-    assert [(part.stamp_digits, part.time_tokens) for part in parts] == [(False, False), (True, False), (False, True)]
+    assert tuple(part.stamps for part in parts) == forms

@@ -12,6 +12,7 @@ from helpers import micro_set_flags, run_cli
 from hepta.loading import load, load_audio_codec, load_image_codec, load_tokenizer
 from hepta.modality.image_io import encode_png, png_data_url
 from hepta.modality.video_reading import VideoReading
+from hepta.modality.video_span import StampForm
 from hepta.tokenizer import NUM_SPECIAL_TOKENS
 from hepta.train.report import read_metrics
 
@@ -63,13 +64,13 @@ def test_conversations_train_beside_text_and_the_expert_load_is_split_by_modalit
 
 
 def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_without(omni_run, tmp_path):
-    assert VideoReading.load(omni_run) == VideoReading(question_first=True, captions=True, stamp_digits=True)
+    assert VideoReading.load(omni_run) == VideoReading(question_first=True, captions=True, stamps=StampForm.DIGITS)
     out = tmp_path / "plain"
     result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--no-video-captions",
                      "--no-video-stamp-digits", "--no-video-frame-views", "--digit-tokens", "--video-time-tokens", *FLAGS)
     assert result.returncode == 0, result.stderr
     # the question after the video, no captions to write, and the timestamps' digits in time tokens
-    assert VideoReading.load(out) == VideoReading(time_tokens=True)
+    assert VideoReading.load(out) == VideoReading(stamps=StampForm.TIME)
     args_file = out / "train_args.json"
     saved = json.loads(args_file.read_text())
     assert saved["video_captions"] is False and saved["video_stamp_digits"] is False
@@ -83,7 +84,7 @@ def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_wi
     log = resumed.stderr
     assert "video: " in log and "each frame captioned" not in log and "a character a token" not in log
     assert "views of its scan" not in log  # the digits as the training scans only, as the run started
-    assert "digits in time tokens" in log and VideoReading.load(out) == VideoReading(time_tokens=True)
+    assert "digits in time tokens" in log and VideoReading.load(out) == VideoReading(stamps=StampForm.TIME)
 
 
 def test_an_anchor_for_marked_times_that_holds_a_digit_is_refused_before_anything_is_written(tmp_path):

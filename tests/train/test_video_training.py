@@ -14,6 +14,7 @@ from hepta.errors import HeptaError
 from hepta.loading import load_image_codec, load_tokenizer
 from hepta.modality import video_data
 from hepta.modality.chat import video_vocab
+from hepta.modality.video_span import StampForm
 from hepta.train.conversations import IGNORE
 from hepta.train.data import batch_generator
 from hepta.train.recipes import image_recipe
@@ -187,15 +188,17 @@ def test_frames_without_timestamps_and_a_context_too_short_for_the_longest_clip(
 def test_timestamps_can_be_written_a_character_a_token(folder):
     tokenizer = load_tokenizer(folder)
     data = VideoData.build(RECIPE, load_image_codec(folder, tokenizer), tokenizer, max_seq_len=6144,
-                           stamp_digits=True)
+                           stamps=StampForm.DIGITS)
     rng = np.random.default_rng(0)
     part = data.clip_frames(video_data.plan_clip(rng, 30, data.scans))
-    assert part.stamp_digits and "timestamps a character a token" in data.source
-    assert not _data(folder).clip_frames(video_data.plan_clip(rng, 30, data.scans)).stamp_digits
-    timed = VideoData.build(RECIPE, data.codec, tokenizer, max_seq_len=6144, time_tokens=True)
-    part = timed.clip_frames(video_data.plan_clip(rng, 30, data.scans))
-    assert part.time_tokens and "digits in time tokens" in timed.source
-    assert timed.tokens_per_clip(60) == data.tokens_per_clip(60)  # a token a digit either way
+    assert part.stamps == StampForm.DIGITS and "timestamps a character a token" in data.source
+    assert _data(folder).clip_frames(video_data.plan_clip(rng, 30, data.scans)).stamps == StampForm.TEXT
+    for form in (StampForm.TIME, StampForm.TENS):
+        timed = VideoData.build(RECIPE, data.codec, tokenizer, max_seq_len=6144, stamps=form)
+        part = timed.clip_frames(video_data.plan_clip(rng, 30, data.scans))
+        assert part.stamps == form and "digits in time tokens" in timed.source
+        assert ("tens in tens tokens" in timed.source) == (form == StampForm.TENS)
+        assert timed.tokens_per_clip(60) == data.tokens_per_clip(60)  # a token a digit either way
 
 
 def test_frame_captions_follow_each_frame_and_are_targets(folder):

@@ -99,8 +99,7 @@ class VideoEval:
             rng = np.random.default_rng([EVAL_SEED, seconds, 1])
             for clip in self.clips(seconds):
                 q = video_data.question(kind, clip.clip, rng, FPS)
-                part = self.codec.video(clip.pixels, clip.times, with_time, self.reading.stamp_digits,
-                                        self.reading.time_tokens)
+                part = self.codec.video(clip.pixels, clip.times, with_time, self.reading.stamps)
                 if self.reading.captions:  # an empty caption a frame, for the model to write as it reads
                     part = dataclasses.replace(part, captions=("",) * len(part.times))
                 turns = video_data.question_turns(part, [q], answered=False,

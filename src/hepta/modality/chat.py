@@ -17,7 +17,7 @@ import torch
 from hepta.errors import HeptaError
 from hepta.modality.audio_span import AudioVocab
 from hepta.modality.image_span import ImageVocab
-from hepta.modality.video_span import VideoVocab
+from hepta.modality.video_span import StampForm, VideoVocab
 from hepta.tokenizer import CHAT_ROLES, Tokenizer
 
 
@@ -43,8 +43,7 @@ class VideoCodes:
     times: tuple[float, ...]
     with_time: bool = True  # False: the timestamps are left out (the no-time ablation)
     captions: tuple[str, ...] | None = None  # what each frame shows, written after it (a training target)
-    stamp_digits: bool = False  # each timestamp written a character a token (video_span.timestamp_ids)
-    time_tokens: bool = False  # each timestamp's digits in tokens of their own (video_span.VideoVocab.timestamp)
+    stamps: StampForm = StampForm.TEXT  # how each frame's timestamp is written
 
 
 Part = Union[str, ImageCodes, AudioCodes, VideoCodes]
@@ -82,7 +81,7 @@ def video_vocab(tokenizer: Tokenizer, grid: int) -> VideoVocab:
 def _video_markers(tokenizer: Tokenizer, images: ImageVocab) -> VideoVocab:
     ids = tokenizer.special_ids
     return VideoVocab(start_id=ids["<|video_start|>"], end_id=ids["<|video_end|>"], frame_id=ids["<|frame|>"],
-                      images=images, time_start=ids["<|time_0|>"])
+                      images=images, time_start=ids["<|time_0|>"], tens_start=ids["<|tens_0|>"])
 
 
 def encode_chat(turns: Sequence[Turn], tokenizer: Tokenizer, images: ImageVocab | None,
@@ -114,8 +113,7 @@ def encode_chat(turns: Sequence[Turn], tokenizer: Tokenizer, images: ImageVocab 
                     raise HeptaError("this model does not see video; remove the video parts or use a model with images")
                 video = _video_markers(tokenizer, images)
                 span, is_caption = video.span(part.frames, part.times, tokenizer.encode, part.with_time, part.captions,
-                                              caption_end=tokenizer.end_id, stamp_digits=part.stamp_digits,
-                                              time_tokens=part.time_tokens)
+                                              caption_end=tokenizer.end_id, stamps=part.stamps)
                 ids.extend(span)
                 answer.extend(is_answer or caption for caption in is_caption)
             elif part:

@@ -11,7 +11,7 @@ import torch
 from hepta.modality.chat import VideoCodes, image_vocab
 from hepta.modality.image_span import ImageVocab
 from hepta.modality.image_tokenizer import ImageTokenizer
-from hepta.modality.video_span import changes_only
+from hepta.modality.video_span import StampForm, changes_only
 from hepta.tokenizer import Tokenizer
 
 
@@ -37,11 +37,10 @@ class ImageCodec:
         return self.tokenizer.encode(torch.as_tensor(np.ascontiguousarray(pixels_NPSS), dtype=torch.float32))
 
     def video(self, pixels_NPSS: np.ndarray, times: Sequence[float], with_time: bool = True,
-              stamp_digits: bool = False, time_tokens: bool = False) -> VideoCodes:
+              stamps: StampForm = StampForm.TEXT) -> VideoCodes:
         """Sampled frames [N, P, S, S] and their times -> a video part, each frame through the image
         tokenizer and only the frames that show something new kept; the timestamps as the model reads them."""
-        return VideoCodes(*changes_only(self.codes(pixels_NPSS), times), with_time, stamp_digits=stamp_digits,
-                          time_tokens=time_tokens)
+        return VideoCodes(*changes_only(self.codes(pixels_NPSS), times), with_time, stamps=stamps)
 
     def pixels(self, codes_Ngg: torch.Tensor) -> np.ndarray:
         """Code grids [N, g, g] -> images [N, P, S, S] in [0, 1]."""

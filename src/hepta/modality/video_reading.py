@@ -5,13 +5,16 @@ A model trained to read with captions (`VideoRecipe.captions`) must be prompted 
 is evaluated or served: the caption slots are its own to fill (`infer/caption_writer.py`), and a
 question it was trained to see before the video would be out of place after it. The folder keeps
 `video_reading.json`; a folder without one reads video as plain frames with the question after.
+Folders written before the stamp forms had names say `stamp_digits` or `time_tokens` instead of `stamps`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+
+from hepta.modality.video_span import StampForm
 
 FILE = "video_reading.json"
 
@@ -20,16 +23,21 @@ FILE = "video_reading.json"
 class VideoReading:
     question_first: bool = False  # the question comes before the video
     captions: bool = False  # the model writes a caption after each frame (video_data.caption)
-    stamp_digits: bool = False  # each frame's timestamp is written a character a token (video_span.timestamp_ids)
-    time_tokens: bool = False  # each timestamp's digits in tokens of their own (video_span.VideoVocab.timestamp)
+    stamps: StampForm = StampForm.TEXT  # how each frame's timestamp is written (video_span.StampForm)
 
     def save(self, folder: str | Path) -> None:
         if self == VideoReading():
             (Path(folder) / FILE).unlink(missing_ok=True)
         else:
-            (Path(folder) / FILE).write_text(json.dumps(asdict(self)) + "\n")
+            saved = {"question_first": self.question_first, "captions": self.captions, "stamps": self.stamps.value}
+            (Path(folder) / FILE).write_text(json.dumps(saved) + "\n")
 
     @classmethod
     def load(cls, folder: str | Path) -> "VideoReading":
         path = Path(folder) / FILE
-        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+        if not path.exists():
+            return cls()
+        saved = json.loads(path.read_text())
+        stamps = (StampForm(saved["stamps"]) if "stamps" in saved
+                  else StampForm.of_flags(saved.get("stamp_digits", False), saved.get("time_tokens", False)))
+        return cls(saved.get("question_first", False), saved.get("captions", False), stamps)

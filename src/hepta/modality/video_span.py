@@ -7,13 +7,15 @@ model learned about images carries over; the timestamp makes time something the 
 and copy into an answer rather than infer from positions. Without time (`with_time=False`, the
 ablation of the video tasks) the timestamps are left out and nothing else changes.
 
-With `stamp_digits` the timestamp is written a character a token ("0", ":", "1", "4"), where the
-text tokenizer would write most seconds as one token ("14"). Then a time a model writes in a
-caption or a reply ("0m14", "0:14") holds a seconds token that no timestamp holds, and a reply
-can find it by what it is: with the timestamps' own "14", a model copied times by position and
-got them wrong (docs/multimodal.md). With `time_tokens` each digit of a timestamp is a token of its own
-(`<|time_4|>`), which no text holds: a time the model writes copies each digit from the stamp as a fixed
-map, and the digits it wrote are then the only ones in the prompt that a reply can copy them from.
+How the timestamp is written is its `StampForm`. As text ("0:14" in the text tokenizer's tokens) most seconds
+are one token ("14"). With `DIGITS` it is written a character a token ("0", ":", "1", "4"). Then a time a model
+writes in a caption or a reply ("0m14", "0:14") holds a seconds token that no timestamp holds, and a reply can find
+it by what it is: with the timestamps' own "14", a model copied times by position and got them wrong
+(docs/multimodal.md). With `TIME` each digit of a timestamp is a token of its own (`<|time_4|>`), which no text
+holds: a time the model writes copies each digit from the stamp as a fixed map, and the digits it wrote are then
+the only ones in the prompt that a reply can copy them from. `TENS` is `TIME` with the seconds' tens digit in a
+token of its own too (`<|tens_1|><|time_4|>`): the text tokenizer writes "14" as one token, read from the pair, and
+with both digits alike in kind only their order told "14" from "41".
 
 A frame that repeats the last one kept adds nothing but tokens, so only frames that show something
 new are kept (`changes_only`): a still scene costs one frame however long it lasts, and its
@@ -27,6 +29,7 @@ Models only read video: no span is ever generated, so there is no grammar here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Callable, Sequence
 
 import torch
@@ -35,6 +38,20 @@ from hepta.modality.image_span import ImageVocab
 
 
 MIN_CHANGED = 0.25  # of a frame's code positions: a frame changed in fewer repeats the last one kept
+
+
+class StampForm(str, Enum):
+    """How a frame's timestamp is written (module docstring)."""
+
+    TEXT = "text"  # "0:14" as the text tokenizer writes it
+    DIGITS = "digits"  # a character a token: "0", ":", "1", "4"
+    TIME = "time"  # each digit its time token: <|time_0|> ":" <|time_1|><|time_4|>
+    TENS = "tens"  # as TIME, with the seconds' tens digit its tens token: <|time_0|> ":" <|tens_1|><|time_4|>
+
+    @classmethod
+    def of_flags(cls, stamp_digits: bool = False, time_tokens: bool = False, tens_tokens: bool = False) -> "StampForm":
+        """The form the training switches ask for: the tens tokens, then the time tokens, rule over the digits."""
+        return cls.TENS if tens_tokens else cls.TIME if time_tokens else cls.DIGITS if stamp_digits else cls.TEXT
 
 
 def changes_only(frames_NGG: torch.Tensor, times: Sequence[float],
@@ -62,18 +79,18 @@ class VideoVocab:
     frame_id: int  # <|frame|>
     images: ImageVocab
     time_start: int | None = None  # <|time_0|>; <|time_1|> ... <|time_9|> follow it
+    tens_start: int | None = None  # <|tens_0|>; <|tens_1|> ... <|tens_5|> follow it
 
     def span_ids(self, frames_NGG: torch.Tensor | Sequence, times: Sequence[float],
-                 encode_text: Callable[[str], list[int]], with_time: bool = True, stamp_digits: bool = False,
-                 time_tokens: bool = False) -> list[int]:
+                 encode_text: Callable[[str], list[int]], with_time: bool = True,
+                 stamps: StampForm = StampForm.TEXT) -> list[int]:
         """Ids of a video whose frames have codes [N, grid, grid], sampled at `times` seconds."""
-        return self.span(frames_NGG, times, encode_text, with_time, stamp_digits=stamp_digits,
-                         time_tokens=time_tokens)[0]
+        return self.span(frames_NGG, times, encode_text, with_time, stamps=stamps)[0]
 
     def span(self, frames_NGG: torch.Tensor | Sequence, times: Sequence[float],
              encode_text: Callable[[str], list[int]], with_time: bool = True,
              captions: Sequence[str] | None = None, caption_end: int | None = None,
-             stamp_digits: bool = False, time_tokens: bool = False) -> tuple[list[int], list[bool]]:
+             stamps: StampForm = StampForm.TEXT) -> tuple[list[int], list[bool]]:
         """Ids of a video, as `span_ids`, and per id whether it is a caption: with `captions`, each
         frame's image span is followed by what it shows, which the model learns to write (the
         frame's caption is a target), so each frame is read where it is seen. `caption_end` (an
@@ -84,7 +101,7 @@ class VideoVocab:
         ids = [self.start_id]
         is_caption = [False]
         for n, (grid, seconds) in enumerate(zip(frames, times)):
-            stamp = self.timestamp(seconds, encode_text, stamp_digits, time_tokens) if with_time else []
+            stamp = self.timestamp(seconds, encode_text, stamps) if with_time else []
             frame = [self.frame_id] + stamp + self.images.span_ids(grid)
             ids.extend(frame)
             is_caption.extend([False] * len(frame))
@@ -96,15 +113,23 @@ class VideoVocab:
         is_caption.append(False)
         return ids, is_caption
 
-    def timestamp(self, seconds: float, encode_text: Callable[[str], list[int]], stamp_digits: bool = False,
-                  time_tokens: bool = False) -> list[int]:
-        """A frame's timestamp ids: `timestamp_ids`, with `time_tokens` each digit its <|time_d|>."""
-        if not time_tokens:
-            return timestamp_ids(seconds, encode_text, stamp_digits)
+    def timestamp(self, seconds: float, encode_text: Callable[[str], list[int]],
+                  stamps: StampForm = StampForm.TEXT) -> list[int]:
+        """A frame's timestamp ids, written in the form `stamps`."""
+        if stamps in (StampForm.TEXT, StampForm.DIGITS):
+            return timestamp_ids(seconds, encode_text, digits=stamps == StampForm.DIGITS)
         assert self.time_start is not None, "this vocabulary has no time digits"
+        assert stamps != StampForm.TENS or self.tens_start is not None, "this vocabulary has no tens digits"
+        text = clock(seconds)
+        tens_at = len(text) - 2  # the seconds' tens digit
         ids = []
-        for character in clock(seconds):
-            ids.extend([self.time_start + int(character)] if character.isdigit() else encode_text(character))
+        for at, character in enumerate(text):
+            if not character.isdigit():
+                ids.extend(encode_text(character))
+            elif at == tens_at and stamps == StampForm.TENS:
+                ids.append(self.tens_start + int(character))
+            else:
+                ids.append(self.time_start + int(character))
         return ids
 
     def video_mask(self, ids: torch.Tensor) -> torch.Tensor:
@@ -118,15 +143,15 @@ class VideoVocab:
         return torch.nonzero((ids == end_id) & self.video_mask(ids)).flatten()
 
     def span_length(self, encode_text: Callable[[str], list[int]], frames: int, seconds: float,
-                    with_time: bool = True, stamp_digits: bool = False, time_tokens: bool = False) -> int:
+                    with_time: bool = True, stamps: StampForm = StampForm.TEXT) -> int:
         """About how many ids a video of `frames` frames lasting `seconds` takes (each frame as long
         as its last one's: timestamps only grow with time)."""
-        return 2 + frames * self.frame_length(encode_text, seconds, with_time, stamp_digits, time_tokens)
+        return 2 + frames * self.frame_length(encode_text, seconds, with_time, stamps)
 
     def frame_length(self, encode_text: Callable[[str], list[int]], seconds: float, with_time: bool = True,
-                     stamp_digits: bool = False, time_tokens: bool = False) -> int:
+                     stamps: StampForm = StampForm.TEXT) -> int:
         """Ids one frame at `seconds` takes."""
-        stamp = len(self.timestamp(seconds, encode_text, stamp_digits, time_tokens)) if with_time else 0
+        stamp = len(self.timestamp(seconds, encode_text, stamps)) if with_time else 0
         return 1 + stamp + self.images.span_length
 
 

@@ -64,7 +64,7 @@ def video_part(source: VideoSource, data: bytes, codec: ImageCodec, tokenizer, m
                              max_frames=source.max_frames, max_seconds=max_seconds)
     except VideoInputError as e:
         raise APIError(400, str(e), param=source.param, code="invalid_video") from e
-    part = codec.video(video.pixels, video.times, stamp_digits=reading.stamp_digits, time_tokens=reading.time_tokens)
+    part = codec.video(video.pixels, video.times, stamps=reading.stamps)
     _check_fits(source, part, len(video.times), codec, tokenizer, max_len)
     return part
 
@@ -73,9 +73,8 @@ def _check_fits(source: VideoSource, part: VideoCodes, sampled: int, codec: Imag
                 max_len: int) -> None:
     """Refuse a video whose kept frames alone would fill the model's context."""
     vocab = video_vocab(tokenizer, codec.vocab.grid)
-    stamps = dict(stamp_digits=part.stamp_digits, time_tokens=part.time_tokens)
-    if vocab.span_length(tokenizer.encode, len(part.times), part.times[-1], **stamps) >= max_len:
-        per_frame = vocab.frame_length(tokenizer.encode, part.times[-1], **stamps)
+    if vocab.span_length(tokenizer.encode, len(part.times), part.times[-1], stamps=part.stamps) >= max_len:
+        per_frame = vocab.frame_length(tokenizer.encode, part.times[-1], stamps=part.stamps)
         fit = max(1, (max_len - 64) // per_frame)
         raise APIError(400, f"the video's {len(part.times)} frames that show something new (of {sampled} sampled at "
                        f"{source.fps:g} per second, about {per_frame} tokens each) do not fit this model's context of "

@@ -22,6 +22,7 @@ from hepta.fileio import atomic_write_text
 from hepta.modality.chat import video_vocab
 from hepta.modality.code_embedding import init_code_rows
 from hepta.modality.video_reading import VideoReading
+from hepta.modality.video_span import StampForm
 from hepta.model import Transformer
 from hepta.model.packed_rows import PackedRows
 from hepta.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
@@ -104,12 +105,14 @@ class TrainArgs:
     video_captions: bool = True
     video_loss_weight: float | None = None  # how many times the video questions' loss counts; None: the recipe's
     video_mark_weight: float | None = None  # how many times each caption's mark decision counts; None: the recipe's
-    # video frames' timestamps as the recipe writes them (VideoRecipe.stamp_digits); False: as text (ablation).
+    # video frames' timestamps as the recipe writes them (VideoRecipe.stamps); False: as text (ablation).
     # A resumed run keeps the way it started with (its video_reading.json).
     video_stamp_digits: bool = True
     # each frame timestamp's digits in tokens of their own (<|time_4|>; video_span.VideoVocab.timestamp), so only the
     # times the model writes hold plain digits; kept by a resumed run, like the stamp digits
     video_time_tokens: bool = False
+    # as video_time_tokens, the seconds' tens digit in tokens of its own (<|tens_1|>; video_span.StampForm.TENS)
+    video_tens_tokens: bool = False
     video_long_finish: float | None = None  # the share of the run that trains on long clips only; None: the recipe's
     video_shifted_clocks: float | None = None  # the share of clips whose clock starts after 0:00; None: the recipe's
     # what a marked time holds before its last digit (VideoRecipe.mark_units_anchor); None: the recipe's
@@ -279,14 +282,12 @@ class Trainer:
                 video_recipe = dataclasses.replace(video_recipe, mark_units_anchor=args.video_mark_units_anchor)
             if not args.video_frame_views:
                 video_recipe = dataclasses.replace(video_recipe, frame_views=False)
-            stamp_digits = video_recipe.stamp_digits and args.video_stamp_digits
-            time_tokens = args.video_time_tokens
+            stamps = StampForm.of_flags(video_recipe.stamps == StampForm.DIGITS and args.video_stamp_digits,
+                                        args.video_time_tokens, args.video_tens_tokens)
             if self.checkpoint is not None:  # the frames are read as they were when the run started
-                saved = VideoReading.load(self.run_dir)
-                stamp_digits, time_tokens = saved.stamp_digits, saved.time_tokens
+                stamps = VideoReading.load(self.run_dir).stamps
             self.video = VideoData.build(video_recipe, self.codec, self.tokenizer, self.cfg.max_seq_len,
-                                         with_time=args.video_timestamps, stamp_digits=stamp_digits,
-                                         time_tokens=time_tokens)
+                                         with_time=args.video_timestamps, stamps=stamps)
             self.log(self.video.source)
 
         self.device = resolve_device(args.device) if self.dist is None else self.dist.device
@@ -315,8 +316,8 @@ class Trainer:
             save_args(self.run_dir, args)
             self.cfg.save(self.run_dir / CONFIG_FILE)
             if self.video is not None:  # how the model must be prompted with video once trained
-                VideoReading(self.video.recipe.question_first, self.video.captions, self.video.stamp_digits,
-                             self.video.time_tokens).save(self.run_dir)
+                VideoReading(self.video.recipe.question_first, self.video.captions,
+                             self.video.stamps).save(self.run_dir)
         self.metrics = (MetricsLog(self.run_dir, resume_step=self.step if self.checkpoint else None)
                         if self.is_main else None)
         self._barrier()  # the metrics file is in its final state before any rank reads it

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from hepta.modality.audio_tokenizer_config import AudioTokenizerConfig
 from hepta.modality.image_tokenizer_config import ImageTokenizerConfig
+from hepta.modality.video_span import StampForm
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,10 @@ class VideoRecipe:
     # (VideoData.decision_weights): whether a frame answers the question is decided there, once a frame, where
     # every other caption token only reads the frame; `hepta train --video-mark-weight` (docs/multimodal.md)
     mark_weight: float = 1.0
-    # each frame's timestamp written a character a token (video_span.timestamp_ids), so a mark's seconds are
-    # no longer the same token as every timestamp's and a reply can copy them from the mark;
-    # `hepta train --no-video-stamp-digits` is the ablation
-    stamp_digits: bool = False
+    # how each frame's timestamp is written: the recipe's DIGITS, a character a token (video_span.timestamp_ids),
+    # so a mark's seconds are no longer the same token as every timestamp's and a reply can copy them from the
+    # mark; `hepta train --no-video-stamp-digits` is the ablation (TEXT)
+    stamps: StampForm = StampForm.TEXT
     # the last `long_finish` of the run draws its clips from `long_shortest` seconds up to the longest: in the
     # log-uniform draw a clip long enough to hold a time past 2:00 is rare, and a model trained so writes "1m07"
     # for 2:07 in its marks; `hepta train --video-long-finish` (docs/multimodal.md)
@@ -127,7 +128,7 @@ IMAGE_RECIPES = {
         # than guessed from the clip's length (docs/multimodal.md).
         video=VideoRecipe(fps=1.0, seconds=(5, 190), tokens_per_step=2400,
                           kinds=(("order", 3), ("time", 3), ("count", 1), ("at", 1)),
-                          question_first=True, captions=True, mark=True, loss_weight=2.0, stamp_digits=True,
+                          question_first=True, captions=True, mark=True, loss_weight=2.0, stamps=StampForm.DIGITS,
                           shifted_share=0.5, frame_views=True),
     ),
 }

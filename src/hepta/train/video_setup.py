@@ -24,10 +24,15 @@ from hepta.errors import HeptaError
 from hepta.modality import digits, video_data
 from hepta.modality.chat import Turn, VideoCodes, encode_chat, video_vocab
 from hepta.modality.codec import ImageCodec
-from hepta.modality.video_span import changes_only, clock
+from hepta.modality.video_span import StampForm, changes_only, clock
 from hepta.tokenizer import Tokenizer
 from hepta.train.conversations import first_in_each_answer, pad_rows, recognition_views
 from hepta.train.recipes import VideoRecipe
+
+# how the data's description names each form of the frames' timestamps
+STAMP_FORMS = {StampForm.TEXT: "", StampForm.DIGITS: ", timestamps a character a token",
+               StampForm.TIME: ", timestamps' digits in time tokens",
+               StampForm.TENS: ", timestamps' digits in time tokens, the seconds' tens in tens tokens"}
 
 
 def log_uniform_seconds(rng: np.random.Generator, low: float, high: float) -> int:
@@ -46,8 +51,7 @@ class VideoData:
     views_by_source: dict[int, torch.Tensor]
     blank: torch.Tensor  # the empty screen's code grid
     with_time: bool = True  # False: frames without timestamps (the ablation of the time stamps)
-    stamp_digits: bool = False  # True: each timestamp written a character a token (video_span.timestamp_ids)
-    time_tokens: bool = False  # True: each timestamp's digits in tokens of their own (video_span.VideoVocab.timestamp)
+    stamps: StampForm = StampForm.TEXT  # how each frame's timestamp is written (video_span.StampForm)
     all_frames: bool = False  # True: repeated frames kept too (the ablation of keeping changes only)
     captions: bool = False  # True: each frame followed by what it shows, as a target (video_span.VideoVocab.span)
     # what a frame's caption says, given the clip and the frame's time (video_data.caption unless a probe says else)
@@ -56,13 +60,13 @@ class VideoData:
     @classmethod
     def build(cls, recipe: VideoRecipe, codec: ImageCodec, tokenizer: Tokenizer, max_seq_len: int,
               with_time: bool = True, all_frames: bool = False, captions: bool = False,
-              split: str = "train", stamp_digits: bool = False, time_tokens: bool = False) -> "VideoData":
+              split: str = "train", stamps: StampForm = StampForm.TEXT) -> "VideoData":
         scans = digits.load_digits_split(split)
         views = [scans.images] + (recognition_views(scans.images) if recipe.frame_views else [])
         codes = torch.stack([codec.codes(view) for view in views], dim=1)
         blank = codec.codes(np.zeros((1, codec.channels, codec.image_size, codec.image_size), np.float32))[0]
         data = cls(recipe, tokenizer, codec, scans, dict(zip(scans.indices.tolist(), codes)), blank, with_time,
-                   stamp_digits, time_tokens, all_frames, captions or recipe.captions)
+                   stamps, all_frames, captions or recipe.captions)
         longest = data.tokens_per_clip(recipe.seconds[1]) + 60  # every frame kept, and the longest answer
         if longest > max_seq_len:
             raise HeptaError(f"a {recipe.seconds[1]}-second training clip takes about {longest} tokens, more than the "
@@ -79,9 +83,7 @@ class VideoData:
                    if self.recipe.long_finish else "") + f"), one question each ({kinds}), about "
                 f"{self.recipe.tokens_per_step:,} tokens a step"
                 + ("" if self.with_time else ", without timestamps") + (", all frames" if self.all_frames else "")
-                + (", timestamps a character a token" if self.with_time and self.stamp_digits and not self.time_tokens
-                   else "")
-                + (", timestamps' digits in time tokens" if self.with_time and self.time_tokens else "")
+                + (STAMP_FORMS[self.stamps] if self.with_time else "")
                 + (", the question first" if self.recipe.question_first else "")
                 + (", each frame captioned" + (", the answering one marked" if self.recipe.mark else "")
                                             + (f", a marked time's last digit after {self.recipe.mark_units_anchor!r}"
@@ -114,8 +116,7 @@ class VideoData:
     def tokens_per_clip(self, seconds: float) -> int:
         vocab = video_vocab(self.tokenizer, self.codec.vocab.grid)
         frames = int(np.ceil(seconds * self.recipe.fps))
-        return vocab.span_length(self.tokenizer.encode, frames, seconds, self.with_time, self.stamp_digits,
-                                 self.time_tokens)
+        return vocab.span_length(self.tokenizer.encode, frames, seconds, self.with_time, self.stamps)
 
     def clip_frames(self, clip: video_data.Clip, q: video_data.VideoQuestion | None = None,
                     rng: np.random.Generator | None = None) -> VideoCodes:
@@ -135,8 +136,7 @@ class VideoData:
         if not self.all_frames:
             frames, times = changes_only(frames, times)
         return VideoCodes(frames, times, self.with_time,
-                          tuple(captions[t] for t in times) if self.captions else None, self.stamp_digits,
-                          self.time_tokens)
+                          tuple(captions[t] for t in times) if self.captions else None, self.stamps)
 
     def _view(self, source: int, rng: np.random.Generator | None) -> torch.Tensor:
         """The code grid a scan shows in a clip: one of its views drawn by `rng`, else the scan itself. Where a scan

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load_file
 
+from hepta.modality.video_reading import VideoReading
+from hepta.modality.video_span import StampForm
 from hepta.tokenizer import Tokenizer
 from hepta.train.loop import Trainer, TrainArgs
 from hepta.train.recipes import IMAGE_RECIPES, recipe_defaults
@@ -75,7 +77,7 @@ def main() -> None:
     p.add_argument("--mark-units-anchor", help="a token before the last digit of a marked time (\",\": \"0m1,4\"; "
                    "default: the recipe's, none)")
     p.add_argument("--time-tokens", action="store_true", help="the frames' timestamps in time tokens "
-                   "(`hepta train --video-time-tokens`)")
+                   "(`hepta train --video-time-tokens`; default: as the model learned to read them)")
     p.add_argument("--mark-weight", type=float, help="how many times each caption's mark decision counts in the loss "
                    "(`hepta train --video-mark-weight`; default: the recipe's)")
     p.add_argument("--seed", type=int, default=0)
@@ -88,11 +90,14 @@ def main() -> None:
         recipe = IMAGE_RECIPES["omni-tiny"]
         IMAGE_RECIPES["omni-tiny"] = dataclasses.replace(recipe, video=dataclasses.replace(recipe.video, **marks))
     # the recipe's batches, corpus and warm-up; its own steps, learning rate, and one save and evaluation at the end
+    stamps = StampForm.TIME if args.time_tokens else VideoReading.load(source).stamps
     train_args = TrainArgs(**{**recipe_defaults("omni-tiny"), "steps": args.steps, "lr": args.lr,
                               "save_every": args.steps, "eval_every": args.steps,
                               "video_shifted_clocks": args.shifted_clocks,
-                              "video_frame_views": not args.no_frame_views, "video_time_tokens": args.time_tokens,
-                              "video_mark_weight": args.mark_weight},
+                              "video_frame_views": not args.no_frame_views, "video_mark_weight": args.mark_weight,
+                              "video_stamp_digits": stamps != StampForm.TEXT,
+                              "video_time_tokens": stamps == StampForm.TIME,
+                              "video_tens_tokens": stamps == StampForm.TENS},
                            out=args.out, preset="omni-tiny", seed=args.seed,
                            image_tokenizer=str(source / "image_tokenizer"),
                            audio_tokenizer=str(source / "audio_tokenizer"))

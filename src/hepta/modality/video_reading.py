@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hepta.modality.video_span import StampForm
+from hepta.modality.stamp_form import StampForm
 
 FILE = "video_reading.json"
 

@@ -29,29 +29,15 @@ Models only read video: no span is ever generated, so there is no grammar here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Callable, Sequence
 
 import torch
 
 from hepta.modality.image_span import ImageVocab
+from hepta.modality.stamp_form import StampForm
 
 
 MIN_CHANGED = 0.25  # of a frame's code positions: a frame changed in fewer repeats the last one kept
-
-
-class StampForm(str, Enum):
-    """How a frame's timestamp is written (module docstring)."""
-
-    TEXT = "text"  # "0:14" as the text tokenizer writes it
-    DIGITS = "digits"  # a character a token: "0", ":", "1", "4"
-    TIME = "time"  # each digit its time token: <|time_0|> ":" <|time_1|><|time_4|>
-    TENS = "tens"  # as TIME, with the seconds' tens digit its tens token: <|time_0|> ":" <|tens_1|><|time_4|>
-
-    @classmethod
-    def of_flags(cls, stamp_digits: bool = False, time_tokens: bool = False, tens_tokens: bool = False) -> "StampForm":
-        """The form the training switches ask for: the tens tokens, then the time tokens, rule over the digits."""
-        return cls.TENS if tens_tokens else cls.TIME if time_tokens else cls.DIGITS if stamp_digits else cls.TEXT
 
 
 def changes_only(frames_NGG: torch.Tensor, times: Sequence[float],

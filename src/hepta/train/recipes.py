@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from hepta.modality.audio_tokenizer_config import AudioTokenizerConfig
 from hepta.modality.image_tokenizer_config import ImageTokenizerConfig
-from hepta.modality.video_span import StampForm
+from hepta.modality.stamp_form import StampForm
 
 
 @dataclass(frozen=True)

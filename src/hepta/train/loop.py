@@ -282,8 +282,9 @@ class Trainer:
                 video_recipe = dataclasses.replace(video_recipe, mark_units_anchor=args.video_mark_units_anchor)
             if not args.video_frame_views:
                 video_recipe = dataclasses.replace(video_recipe, frame_views=False)
-            stamps = StampForm.of_flags(video_recipe.stamps == StampForm.DIGITS and args.video_stamp_digits,
-                                        args.video_time_tokens, args.video_tens_tokens)
+            stamps = video_recipe.stamps if args.video_stamp_digits else StampForm.TEXT
+            if args.video_time_tokens or args.video_tens_tokens:  # a switch names its form whatever the recipe's
+                stamps = StampForm.of_flags(time_tokens=args.video_time_tokens, tens_tokens=args.video_tens_tokens)
             if self.checkpoint is not None:  # the frames are read as they were when the run started
                 stamps = VideoReading.load(self.run_dir).stamps
             self.video = VideoData.build(video_recipe, self.codec, self.tokenizer, self.cfg.max_seq_len,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hepta.devices import add_device_arguments
 from hepta.errors import HeptaError
+from hepta.modality.stamp_form import StampForm
 
 
 def _parse_override(item: str) -> tuple[str, object]:
@@ -45,7 +46,7 @@ TRAIN_FLAGS = ("preset", "data", "max_corpus_mb", "steps", "batch_size", "seq_le
                "chat_batch_size", "chat_length_groups", "repeat_rows", "repeat_symbols", "image_tokenizer",
                "image_tokenizer_steps", "audio_tokenizer", "audio_tokenizer_steps", "speech_utterances",
                "video_loss_weight", "video_mark_weight", "video_long_finish", "video_shifted_clocks",
-               "video_mark_units_anchor", "device")
+               "video_mark_units_anchor", "video_stamps", "device")
 # How the run is spread over processes, not what it trains: a resumed run may change these.
 TRAIN_LAYOUT_FLAGS = ("ep", "dp_shard", "activation_checkpointing", "device")
 # The switches of `hepta train`: the TrainArgs field each sets, and to what.
@@ -358,15 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-mark-units-anchor", metavar="TEXT", help="what a marked time holds before its last digit "
                    "(\",\" writes 0m2,7), so that each digit a reply copies follows a token only the mark holds; "
                    "with --digit-tokens --video-time-tokens (default: the recipe's, none; docs/multimodal.md)")
-    p.add_argument("--no-video-stamp-digits", action="store_true", help="video frames' timestamps written as text; "
-                   "the recipe writes them a character a token, so that the time a model writes in a frame's mark "
-                   "holds a seconds token no timestamp holds (an ablation: docs/multimodal.md)")
-    p.add_argument("--video-time-tokens", action="store_true", help="the digits of video frames' timestamps in "
-                   "tokens of their own (<|time_4|>), so that only the times the model writes hold plain digits and a "
-                   "reply copies them from its mark alone; with --digit-tokens (docs/multimodal.md)")
-    p.add_argument("--video-tens-tokens", action="store_true", help="as --video-time-tokens, with the tens digit of "
-                   "a timestamp's seconds in tokens of its own (<|tens_1|><|time_4|>), so that the two-digit number a "
-                   "mark writes (\"14\") is read from two tokens of different kinds, not from their order")
+    p.add_argument("--video-stamps", choices=[form.value for form in StampForm], help="how video frames' "
+                   "timestamps are written: text (\"0:14\" as the text tokenizer splits it), digits (a character a "
+                   "token), time (each digit a time token, <|time_1|><|time_4|>) or tens (the recipe's: as time, the "
+                   "seconds' tens digit a tens token, <|tens_1|><|time_4|>); docs/multimodal.md")
+    p.add_argument("--no-video-stamp-digits", action="store_true", help="the same as --video-stamps text")
+    p.add_argument("--video-time-tokens", action="store_true", help="the same as --video-stamps time")
+    p.add_argument("--video-tens-tokens", action="store_true", help="the same as --video-stamps tens")
     p.add_argument("--no-video-frame-views", action="store_true", help="video training clips show each digit as its "
                    "training scan only; the recipe shows one of the moved and turned views image recognition learns "
                    "from, drawn per clip (an ablation: docs/multimodal.md)")

@@ -14,6 +14,7 @@ from hepta.modality.image_io import encode_png, png_data_url
 from hepta.modality.video_reading import VideoReading
 from hepta.modality.video_span import StampForm
 from hepta.tokenizer import NUM_SPECIAL_TOKENS
+from hepta.train.loop import TrainArgs
 from hepta.train.report import read_metrics
 
 NUM_CODES = 125
@@ -64,7 +65,7 @@ def test_conversations_train_beside_text_and_the_expert_load_is_split_by_modalit
 
 
 def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_without(omni_run, tmp_path):
-    assert VideoReading.load(omni_run) == VideoReading(question_first=True, captions=True, stamps=StampForm.DIGITS)
+    assert VideoReading.load(omni_run) == VideoReading(question_first=True, captions=True, stamps=StampForm.TENS)
     out = tmp_path / "plain"
     result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--steps", "1", "--no-video-captions",
                      "--no-video-stamp-digits", "--no-video-frame-views", "--digit-tokens", "--video-time-tokens", *FLAGS)
@@ -85,6 +86,25 @@ def test_the_recipe_reads_video_question_first_with_captions_and_the_ablation_wi
     assert "video: " in log and "each frame captioned" not in log and "a character a token" not in log
     assert "views of its scan" not in log  # the digits as the training scans only, as the run started
     assert "digits in time tokens" in log and VideoReading.load(out) == VideoReading(stamps=StampForm.TIME)
+
+
+def test_the_stamp_form_is_the_one_named_else_a_switchs_else_the_recipes():
+    recipe = StampForm.TENS
+    assert TrainArgs(out="x").stamp_form(recipe) == StampForm.TENS
+    assert TrainArgs(out="x", video_stamps="digits").stamp_form(recipe) == StampForm.DIGITS
+    assert TrainArgs(out="x", video_stamp_digits=False).stamp_form(recipe) == StampForm.TEXT
+    assert TrainArgs(out="x", video_time_tokens=True).stamp_form(recipe) == StampForm.TIME
+    assert TrainArgs(out="x", video_stamp_digits=False, video_tens_tokens=True).stamp_form(recipe) == StampForm.TENS
+
+
+def test_a_stamp_form_named_twice_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "twice"
+    result = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--video-stamps", "digits",
+                     "--video-time-tokens", *FLAGS)
+    assert result.returncode != 0 and "--video-stamps names the timestamps' form alone" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+    unknown = run_cli("train", "--preset", "omni-tiny", "--out", str(out), "--video-stamps", "roman", *FLAGS)
+    assert unknown.returncode != 0 and "invalid choice: 'roman'" in unknown.stderr and not out.exists()
 
 
 def test_an_anchor_for_marked_times_that_holds_a_digit_is_refused_before_anything_is_written(tmp_path):

@@ -105,13 +105,12 @@ class TrainArgs:
     video_captions: bool = True
     video_loss_weight: float | None = None  # how many times the video questions' loss counts; None: the recipe's
     video_mark_weight: float | None = None  # how many times each caption's mark decision counts; None: the recipe's
-    # video frames' timestamps as the recipe writes them (VideoRecipe.stamps); False: as text (ablation).
-    # A resumed run keeps the way it started with (its video_reading.json).
+    # how video frames' timestamps are written (a StampForm's value; None: the recipe's VideoRecipe.stamps). A resumed
+    # run keeps the form it started with (its video_reading.json).
+    video_stamps: str | None = None
+    # the switches of earlier versions, each the same as one form: False is "text", and True "time" or "tens"
     video_stamp_digits: bool = True
-    # each frame timestamp's digits in tokens of their own (<|time_4|>; video_span.VideoVocab.timestamp), so only the
-    # times the model writes hold plain digits; kept by a resumed run, like the stamp digits
     video_time_tokens: bool = False
-    # as video_time_tokens, the seconds' tens digit in tokens of its own (<|tens_1|>; video_span.StampForm.TENS)
     video_tens_tokens: bool = False
     video_long_finish: float | None = None  # the share of the run that trains on long clips only; None: the recipe's
     video_shifted_clocks: float | None = None  # the share of clips whose clock starts after 0:00; None: the recipe's
@@ -152,8 +151,23 @@ class TrainArgs:
         if self.video_mark_units_anchor is not None and not re.fullmatch(r"[^\d:\s]*", self.video_mark_units_anchor):
             raise HeptaError(f"--video-mark-units-anchor takes text without digits, ':' or spaces, such as ',', got "
                              f"{self.video_mark_units_anchor!r}")
+        forms = [form.value for form in StampForm]
+        if self.video_stamps is not None and self.video_stamps not in forms:
+            raise HeptaError(f"--video-stamps is one of {', '.join(forms)}, got {self.video_stamps!r}")
+        switched = not self.video_stamp_digits or self.video_time_tokens or self.video_tens_tokens
+        if self.video_stamps is not None and switched:
+            raise HeptaError("--video-stamps names the timestamps' form alone; drop --no-video-stamp-digits, "
+                             "--video-time-tokens and --video-tens-tokens")
         if self.max_corpus_mb is not None and self.max_corpus_mb <= 0:
             raise HeptaError(f"--max-corpus-mb must be positive, got {self.max_corpus_mb}")
+
+    def stamp_form(self, recipe_form: StampForm) -> StampForm:
+        """The form video timestamps are written in: the one named, else the one a switch names, else the recipe's."""
+        if self.video_stamps is not None:
+            return StampForm(self.video_stamps)
+        if self.video_tens_tokens or self.video_time_tokens:
+            return StampForm.of_flags(time_tokens=self.video_time_tokens, tens_tokens=self.video_tens_tokens)
+        return recipe_form if self.video_stamp_digits else StampForm.TEXT
 
     def model_config(self) -> ModelConfig:
         cfg = get_preset(self.preset).with_changes(self.overrides)
@@ -282,9 +296,7 @@ class Trainer:
                 video_recipe = dataclasses.replace(video_recipe, mark_units_anchor=args.video_mark_units_anchor)
             if not args.video_frame_views:
                 video_recipe = dataclasses.replace(video_recipe, frame_views=False)
-            stamps = video_recipe.stamps if args.video_stamp_digits else StampForm.TEXT
-            if args.video_time_tokens or args.video_tens_tokens:  # a switch names its form whatever the recipe's
-                stamps = StampForm.of_flags(time_tokens=args.video_time_tokens, tens_tokens=args.video_tens_tokens)
+            stamps = args.stamp_form(video_recipe.stamps)
             if self.checkpoint is not None:  # the frames are read as they were when the run started
                 stamps = VideoReading.load(self.run_dir).stamps
             self.video = VideoData.build(video_recipe, self.codec, self.tokenizer, self.cfg.max_seq_len,

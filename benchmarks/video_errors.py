@@ -25,6 +25,11 @@ same clips compare across runs.
 
 The counts add up to the clips, `right` included; on the runs in docs/multimodal.md the right ones
 equal `hepta eval`'s accuracy on the same clips.
+
+`--kind order` asks "Which digit appeared third?" instead (as `hepta eval --task video-order`), and puts each wrong
+answer in the first of: no_mark; wrong_appearance (the marked frame is not the asked appearance's first);
+misread (the right frame marked, its caption naming another digit than the frame shows); copy_wrong (the mark
+right, the reply another digit).
 """
 
 from __future__ import annotations
@@ -73,6 +78,19 @@ def what_went_wrong(q: video_data.VideoQuestion, times: tuple[float, ...], capti
     return "copy_wrong"
 
 
+def what_went_wrong_in_order(q: video_data.VideoQuestion, clip: video_data.Clip, times: tuple[float, ...],
+                             captions: list[str], reply: str) -> str:
+    if video_data.is_right(q, reply):
+        return "right"
+    marked = first_marked(times, captions)
+    if marked is None:
+        return "no_mark"
+    seen, caption = marked
+    if abs(seen - video_data.first_seen(clip.appearances[q.asked_about].start, FPS)) > 1e-6:
+        return "wrong_appearance"
+    return "misread" if caption_digit(caption) != clip.appearances[q.asked_about].digit else "copy_wrong"
+
+
 def caption_digit(caption: str) -> int | None:
     """The digit a frame caption names ("3=7 * 0m14" names 7), None for an empty screen or an unreadable one."""
     named = re.match(r"\s*\d+=(\d)", caption)
@@ -103,14 +121,14 @@ def clip_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clips", type=int, default=40)
 
 
-def time_answers(path: str, seconds: int, clips: int):
+def time_answers(path: str, seconds: int, clips: int, kind: str = "time"):
     """The model in `path`, its tokenizer, video vocabulary and way of reading video, and its answers to the
-    time questions about `clips` held-out clips of `seconds` s, read as `hepta eval --task video-time` has them
-    read."""
+    time (or `kind`) questions about `clips` held-out clips of `seconds` s, read as `hepta eval --task
+    video-time` has them read."""
     model, tokenizer = load(path), load_tokenizer(path)
     model.eval()
     evaluation = VideoEval.open(model, tokenizer, load_image_codec(path, tokenizer), path, clips)
-    answered = evaluation.answer("time", lengths=(seconds,))
+    answered = evaluation.answer(kind, lengths=(seconds,))
     evaluation.close()
     return model, tokenizer, video_vocab(tokenizer, evaluation.codec.vocab.grid), evaluation.reading, answered
 
@@ -121,8 +139,12 @@ def main() -> None:
     p.add_argument("--show", action="store_true", help="print each wrong answer with its marked caption")
     p.add_argument("--split-by", help="a model folder whose text tokenizer splits the clips in the last line "
                                       "(default: the model's own), to compare the same clips across tokenizers")
+    p.add_argument("--kind", choices=("time", "order"), default="time", help="the questions asked (default: time)")
     args = p.parse_args()
-    _model, tokenizer, video, _reading, answered = time_answers(args.model, args.seconds, args.clips)
+    _model, tokenizer, video, _reading, answered = time_answers(args.model, args.seconds, args.clips, args.kind)
+    if args.kind == "order":
+        order_errors(answered, tokenizer, video, args.seconds, args.show)
+        return
     splitter = load_tokenizer(args.split_by) if args.split_by else tokenizer
     counts, frame_kinds = Counter(), Counter()
     by_form = Counter()  # (tokens the true time's seconds take, right) -> clips
@@ -145,6 +167,21 @@ def main() -> None:
     print("right, by the tokens the true time's seconds take: " + ", ".join(
         f"{n} token{'s' * (n > 1)}: {by_form[n, True]} of {by_form[n, True] + by_form[n, False]}"
         for n in sorted({n for n, _ in by_form})))
+
+
+def order_errors(answered, tokenizer, video, seconds: int, show: bool) -> None:
+    counts = Counter()
+    for a in answered:
+        captions = written_captions(a.prompt, tokenizer, video)
+        kind = what_went_wrong_in_order(a.question, a.clip, a.times, captions, a.reply)
+        counts[kind] += 1
+        if show and kind != "right":
+            written = [c for c in captions if caption_digit(c) is not None]
+            print(f"{kind}: {a.question.question} true {a.question.answer}, appearances "
+                  f"{' '.join(str(ap.digit) for ap in a.clip.appearances)}, captions {' | '.join(written)}, "
+                  f"reply {a.reply!r}")
+    kinds = ("right", "no_mark", "wrong_appearance", "misread", "copy_wrong")
+    print(f"video-order, {len(answered)} clips of {seconds} s: " + ", ".join(f"{k} {counts[k]}" for k in kinds))
 
 
 if __name__ == "__main__":

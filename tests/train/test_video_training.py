@@ -271,9 +271,11 @@ def test_an_anchor_before_a_marked_times_last_digit_reaches_the_training_rows(fo
 def test_a_mark_weight_weighs_the_decision_after_each_caption_and_nothing_else(folder):
     tokenizer = load_tokenizer(folder)
     codec = load_image_codec(folder, tokenizer)
-    assert _data(folder).decision_weights(torch.zeros(1, 1, dtype=torch.long)) is None  # the recipe weighs nothing
+    unweighted = VideoData.build(dataclasses.replace(RECIPE, mark_weight=1.0), codec, tokenizer, max_seq_len=6144)
+    assert unweighted.decision_weights(torch.zeros(1, 1, dtype=torch.long)) is None
+    assert "mark decision 4 times" in _data(folder).source  # the recipe's
     data = VideoData.build(dataclasses.replace(RECIPE, mark_weight=5.0), codec, tokenizer, max_seq_len=6144)
-    assert "mark decision 5 times" in data.source and "mark decision" not in _data(folder).source
+    assert "mark decision 5 times" in data.source and "mark decision" not in unweighted.source
     x, y = data.batch(batch_generator(0, 3, 0))
     weights = data.decision_weights(y)
     mark_first = tokenizer.encode(video_data.MARK)[0]

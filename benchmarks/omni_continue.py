@@ -80,6 +80,8 @@ def main() -> None:
                    "(`hepta train --video-time-tokens`; default: as the model learned to read them)")
     p.add_argument("--mark-weight", type=float, help="how many times each caption's mark decision counts in the loss "
                    "(`hepta train --video-mark-weight`; default: the recipe's)")
+    p.add_argument("--mark-weight-moves", action="store_true", help="the mark weight takes its share from the "
+                   "caption's other tokens (`hepta train --video-mark-weight-moves`)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     source = Path(args.model)
@@ -95,9 +97,7 @@ def main() -> None:
                               "save_every": args.steps, "eval_every": args.steps,
                               "video_shifted_clocks": args.shifted_clocks,
                               "video_frame_views": not args.no_frame_views, "video_mark_weight": args.mark_weight,
-                              "video_stamp_digits": stamps != StampForm.TEXT,
-                              "video_time_tokens": stamps == StampForm.TIME,
-                              "video_tens_tokens": stamps == StampForm.TENS},
+                              "video_mark_weight_moves": args.mark_weight_moves, "video_stamps": stamps.value},
                            out=args.out, preset="omni-tiny", seed=args.seed,
                            image_tokenizer=str(source / "image_tokenizer"),
                            audio_tokenizer=str(source / "audio_tokenizer"))

@@ -59,6 +59,7 @@ TRAIN_SWITCHES = {"bf16": ("--bf16", True), "text_only": ("--text-only", True), 
                   "digit_tokens": ("--digit-tokens", True),
                   "video_time_tokens": ("--video-time-tokens", True),
                   "video_tens_tokens": ("--video-tens-tokens", True),
+                  "video_mark_weight_moves": ("--video-mark-weight-moves", True),
                   "speed_perturbation": ("--speed-perturbation", True),
                   "packed_conversations": ("--padded-conversations", False),
                   "activation_checkpointing": ("--activation-checkpointing", True)}
@@ -350,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-mark-weight", type=float, help="how many times the loss of the token after each video "
                    "frame's caption counts, where the model decides whether the frame answers the question (the mark) "
                    "or not (default: the recipe's; docs/multimodal.md)")
+    p.add_argument("--video-mark-weight-moves", action="store_true", help="the mark weight takes its share from the "
+                   "caption's other tokens instead of adding to the video loss, so the rest of the step keeps its "
+                   "share of the gradient (docs/multimodal.md)")
     p.add_argument("--video-long-finish", type=float, help="the share of the run, at its end, whose video clips are "
                    "all long (100 s up to the longest), so that times past 2:00 are trained on (default: the "
                    "recipe's; docs/multimodal.md)")

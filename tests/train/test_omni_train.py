@@ -254,6 +254,12 @@ def test_a_weighted_token_adds_its_extra_loss_to_its_answer_and_the_others_keep_
     weighted = conversation_loss(logits_BTV[answer], targets, weights_BT=torch.where(decisions, 3.0, 1.0))
     extra = (2 * per_token[1] / 3 + 2 * per_token[3] / 2) / 3
     torch.testing.assert_close(weighted, conversation_loss(logits_BTV[answer], targets) + extra)
+    # moved: each answer's mean divides by its summed weight, so every answer still weighs the same
+    moved = conversation_loss(logits_BTV[answer], targets, weights_BT=torch.where(decisions, 3.0, 1.0),
+                              weights_move=True)
+    expected = ((per_token[0] + 3 * per_token[1] + per_token[2]) / 5 + (3 * per_token[3] + per_token[4]) / 4
+                + per_token[5:8].mean()) / 3
+    torch.testing.assert_close(moved, expected)
 
 
 def test_length_groups_draw_the_same_rows_with_less_padding_and_the_same_loss():

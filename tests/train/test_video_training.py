@@ -276,6 +276,10 @@ def test_a_mark_weight_weighs_the_decision_after_each_caption_and_nothing_else(f
     assert "mark decision 4 times" in _data(folder).source  # the recipe's
     data = VideoData.build(dataclasses.replace(RECIPE, mark_weight=5.0), codec, tokenizer, max_seq_len=6144)
     assert "mark decision 5 times" in data.source and "mark decision" not in unweighted.source
+    assert "taken from its caption's other tokens" not in data.source
+    moving = VideoData.build(dataclasses.replace(RECIPE, mark_weight=5.0, mark_weight_moves=True), codec, tokenizer,
+                             max_seq_len=6144)
+    assert "mark decision 5 times, taken from its caption's other tokens" in moving.source
     x, y = data.batch(batch_generator(0, 3, 0))
     weights = data.decision_weights(y)
     mark_first = tokenizer.encode(video_data.MARK)[0]

@@ -268,8 +268,8 @@ def count_answers(targets_BT: torch.Tensor) -> int:
     return int(_answer_starts((targets_BT != IGNORE).flatten()).sum())
 
 
-def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor,
-                      num_answers: int | None = None, weights_BT: torch.Tensor | None = None) -> torch.Tensor:
+def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor, num_answers: int | None = None,
+                      weights_BT: torch.Tensor | None = None, weights_move: bool = False) -> torch.Tensor:
     """Cross-entropy (fp32) averaged over each answer's tokens, then over the answers.
 
     `logits_NV` holds the answer positions only (`targets_BT != IGNORE`, row-major), as the model
@@ -281,7 +281,9 @@ def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor,
     (`sample_chat_batch`'s length groups) then add up to the mean over the whole draw. `weights_BT`
     multiplies each token's loss before its answer's mean, which still divides by the token count:
     a weighted token adds to the loss without lowering the other tokens' share of it (though where the
-    step's gradient is clipped, the others then get less of the step).
+    step's gradient is clipped, the others then get less of the step). With `weights_move`, each answer's mean
+    divides by its tokens' summed weight instead, so a weighted token takes its share from the answer's other
+    tokens and every answer still weighs the same.
     """
     answer_N = (targets_BT != IGNORE).flatten()
     per_token = torch.nn.functional.cross_entropy(logits_NV.float(), targets_BT.flatten()[answer_N], reduction="none")
@@ -291,5 +293,6 @@ def conversation_loss(logits_NV: torch.Tensor, targets_BT: torch.Tensor,
     answer_of_token = (torch.cumsum(starts_N.long(), 0) - 1)[answer_N]
     own_answers = int(starts_N.sum())
     sums = per_token.new_zeros(own_answers).index_add(0, answer_of_token, per_token)
-    counts = torch.bincount(answer_of_token, minlength=own_answers)
+    counts = (per_token.new_zeros(own_answers).index_add(0, answer_of_token, weights_BT.flatten()[answer_N].float())
+              if weights_BT is not None and weights_move else torch.bincount(answer_of_token, minlength=own_answers))
     return (sums / counts).sum() / (num_answers or own_answers)

@@ -105,6 +105,7 @@ class TrainArgs:
     video_captions: bool = True
     video_loss_weight: float | None = None  # how many times the video questions' loss counts; None: the recipe's
     video_mark_weight: float | None = None  # how many times each caption's mark decision counts; None: the recipe's
+    video_mark_weight_moves: bool = False  # the mark weight takes its share from the caption's other tokens
     # how video frames' timestamps are written (a StampForm's value; None: the recipe's VideoRecipe.stamps). A resumed
     # run keeps the form it started with (its video_reading.json).
     video_stamps: str | None = None
@@ -288,6 +289,8 @@ class Trainer:
                 video_recipe = dataclasses.replace(video_recipe, loss_weight=args.video_loss_weight)
             if args.video_mark_weight is not None:
                 video_recipe = dataclasses.replace(video_recipe, mark_weight=args.video_mark_weight)
+            if args.video_mark_weight_moves:
+                video_recipe = dataclasses.replace(video_recipe, mark_weight_moves=True)
             if args.video_long_finish is not None:
                 video_recipe = dataclasses.replace(video_recipe, long_finish=args.video_long_finish)
             if args.video_shifted_clocks is not None:
@@ -515,7 +518,8 @@ class Trainer:
                     conv_ce = conv_ce + ce_part
                     conv_loss = conv_loss + (ce_part if weights is None else
                                              conversation_loss(conv_logits, conv_y, num_answers=answers,
-                                                               weights_BT=weights))
+                                                               weights_BT=weights,
+                                                               weights_move=self.video.recipe.mark_weight_moves))
                     router_losses.append(model.router_losses())
                     modality_load.add(model, conv_x, pad_id=self.tokenizer.special_ids["<|pad|>"])
                 conv_router = model.pooled_router_loss(router_losses)

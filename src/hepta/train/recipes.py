@@ -68,6 +68,10 @@ class VideoRecipe:
     # (VideoData.decision_weights): whether a frame answers the question is decided there, once a frame, where
     # every other caption token only reads the frame; `hepta train --video-mark-weight` (docs/multimodal.md)
     mark_weight: float = 1.0
+    # the mark weight moves each caption's share to its decision rather than adding to it (conversation_loss's
+    # `weights_move`), so the video loss's total, and the rest of a clipped step, stay as without the weight;
+    # `hepta train --video-mark-weight-moves`
+    mark_weight_moves: bool = False
     # how each frame's timestamp is written (video_span.StampForm; `hepta train --video-stamps`). The recipe's TENS
     # writes 0:14 as <|time_0|>:<|tens_1|><|time_4|>: a mark's seconds ("14", plain text) are then in no timestamp,
     # so a reply copies them from the mark alone, and the mark reads them from two tokens of different kinds, where

@@ -95,6 +95,7 @@ class VideoData:
                    if self.recipe.frame_views else "")
                 + (f", its loss counted {self.recipe.loss_weight:g} times" if self.recipe.loss_weight != 1 else "")
                 + (f", each caption's mark decision {self.recipe.mark_weight:g} times"
+                   + (", taken from its caption's other tokens" if self.recipe.mark_weight_moves else "")
                    if self.weighs_decisions else ""))
 
     @property

@@ -61,13 +61,17 @@ def first_marked(times: tuple[float, ...], captions: list[str]) -> tuple[float, 
     return next(((t, c) for t, c in zip(times, captions) if video_data.MARK in c), None)
 
 
-def what_went_wrong(q: video_data.VideoQuestion, times: tuple[float, ...], captions: list[str], reply: str) -> str:
+def what_went_wrong(q: video_data.VideoQuestion, times: tuple[float, ...], captions: list[str], reply: str,
+                    clip: video_data.Clip | None = None) -> str:
+    """The class of an answer (the module's docstring); an order question's needs its clip."""
     if video_data.is_right(q, reply):
         return "right"
     marked = first_marked(times, captions)
     if marked is None:
         return "no_mark"
     seen, caption = marked
+    if q.kind == "order":
+        return order_fault(clip.appearances[q.asked_about], seen, caption)
     if abs(seen - video_data.first_seen(float(q.truth), FPS)) > 1:
         return "wrong_frame"
     # "0m14" ("0m14s" at b3bd797, "0m1,4" with a units anchor): its digits and the "m" read back as a clock
@@ -78,17 +82,12 @@ def what_went_wrong(q: video_data.VideoQuestion, times: tuple[float, ...], capti
     return "copy_wrong"
 
 
-def what_went_wrong_in_order(q: video_data.VideoQuestion, clip: video_data.Clip, times: tuple[float, ...],
-                             captions: list[str], reply: str) -> str:
-    if video_data.is_right(q, reply):
-        return "right"
-    marked = first_marked(times, captions)
-    if marked is None:
-        return "no_mark"
-    seen, caption = marked
-    if abs(seen - video_data.first_seen(clip.appearances[q.asked_about].start, FPS)) > 1e-6:
+def order_fault(asked: video_data.Appearance, seen: float, caption: str) -> str:
+    """Where a wrong order answer whose caption the model marked went wrong: the frame, the digit read there, or the
+    reply's copy of it."""
+    if abs(seen - video_data.first_seen(asked.start, FPS)) > 1e-6:
         return "wrong_appearance"
-    return "misread" if caption_digit(caption) != clip.appearances[q.asked_about].digit else "copy_wrong"
+    return "misread" if caption_digit(caption) != asked.digit else "copy_wrong"
 
 
 def caption_digit(caption: str) -> int | None:
@@ -173,7 +172,7 @@ def order_errors(answered, tokenizer, video, seconds: int, show: bool) -> None:
     counts = Counter()
     for a in answered:
         captions = written_captions(a.prompt, tokenizer, video)
-        kind = what_went_wrong_in_order(a.question, a.clip, a.times, captions, a.reply)
+        kind = what_went_wrong(a.question, a.times, captions, a.reply, a.clip)
         counts[kind] += 1
         if show and kind != "right":
             written = [c for c in captions if caption_digit(c) is not None]

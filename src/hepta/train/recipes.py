@@ -132,7 +132,7 @@ IMAGE_RECIPES = {
         # start before 10:00 rather than at 0:00, so the mark's minute is copied from the frame's timestamp rather
         # than guessed from the clip's length. With timestamps in time and tens tokens and the mark decision
         # weighted 4 times, time questions reached 0.92 and 0.97 at every length over two seeds; the weight costs
-        # text loss (6% above a text-only run, against 1% without it; docs/multimodal.md).
+        # text loss (6% above a text-only run, against 0.6% for the recipe before it; docs/multimodal.md).
         video=VideoRecipe(fps=1.0, seconds=(5, 190), tokens_per_step=2400,
                           kinds=(("order", 3), ("time", 3), ("count", 1), ("at", 1)),
                           question_first=True, captions=True, mark=True, loss_weight=2.0, mark_weight=4.0,
